@@ -1,0 +1,45 @@
+# memlens developer tasks.  Everything installs into .venv; nothing global.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORE_SRC := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h) setup.py
+ASAN_DIR := build/asan
+
+.PHONY: demo test bench sanitize build clean
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+# Rebuild the extension in place whenever a C file changes.
+src/memlens/.built-$(notdir $(VENV)): $(VENV)/.installed $(CORE_SRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: src/memlens/.built-$(notdir $(VENV))
+
+demo: build
+	$(PY) examples/demo.py
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# ASan + UBSan build of the extension, run against the same tests.  CPython
+# itself is not instrumented, so the runtime is preloaded and pymalloc is off
+# (PYTHONMALLOC=malloc) so every object allocation goes through ASan.
+sanitize: $(VENV)/.installed
+	rm -rf $(ASAN_DIR)
+	MEMLENS_SANITIZE=1 $(PY) setup.py -q build --build-base $(ASAN_DIR) --build-lib $(ASAN_DIR)/lib
+	PYTHONPATH=$(ASAN_DIR)/lib PYTHONMALLOC=malloc \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  MEMLENS_SANITIZED=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  $(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf build $(VENV) .venv-* src/memlens/*.so src/memlens/.built-* src/*.egg-info

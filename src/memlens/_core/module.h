@@ -1,0 +1,27 @@
+/* memlens._core: module init and per-module state.
+ *
+ * Each subsystem (size_, walk_, trace_, rec_ ...) lives in its own file pair
+ * and hooks into the module through one `*_module_exec(PyObject *m)`
+ * function listed in module.c.  Subsystems reach the module state through
+ * core_get_state(); process-wide state that CPython itself makes global
+ * (the PEP 445 allocator hooks) is documented where it lives.
+ */
+#ifndef MEMLENS_MODULE_H
+#define MEMLENS_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+typedef struct {
+    /* interned "__sizeof__", looked up on types for sizing. */
+    PyObject *str_sizeof;
+} core_state;
+
+core_state *core_get_state(PyObject *module);
+
+/* Subsystem hooks, called in order from the module's Py_mod_exec slot.
+ * Each adds its functions/types to `m` and returns 0, or -1 with an
+ * exception set. */
+int size_module_exec(PyObject *m);
+
+#endif /* MEMLENS_MODULE_H */

@@ -2,7 +2,16 @@
 alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
+from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 
 __version__ = "0.1.0"
 
-__all__ = []
+__all__ = [
+    "sizeof",
+    "deep_size",
+    "breakdown",
+    "size_by_type",
+    "Node",
+    "TypeRow",
+    "SizeStats",
+]

@@ -1,0 +1,156 @@
+/* visit_: the visited set of a heap walk (see visit.h). */
+#include "visit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VISIT_CHUNK_LEAVES 64
+
+struct visit_chunk {
+    visit_chunk *next;
+    visit_leaf leaves[VISIT_CHUNK_LEAVES];
+};
+
+int
+visit_init(visit_set *vs)
+{
+    memset(vs, 0, sizeof(*vs));
+    vs->mask = 255;
+    vs->slots = calloc(vs->mask + 1, sizeof(visit_slot));
+    if (vs->slots == NULL) {
+        return -1;
+    }
+    vs->bytes = (vs->mask + 1) * sizeof(visit_slot);
+    return 0;
+}
+
+void
+visit_free(visit_set *vs)
+{
+    visit_chunk *c = vs->chunks;
+    while (c != NULL) {
+        visit_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    free(vs->slots);
+    memset(vs, 0, sizeof(*vs));
+}
+
+static inline size_t
+visit_hash(uintptr_t region)
+{
+    /* Fibonacci hashing spreads consecutive regions over the table. */
+    return (size_t)((region * (uintptr_t)0x9E3779B97F4A7C15ULL) >> 17);
+}
+
+static int
+visit_grow(visit_set *vs)
+{
+    size_t nmask = vs->mask * 2 + 1;
+    visit_slot *ns = calloc(nmask + 1, sizeof(visit_slot));
+    if (ns == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i <= vs->mask; i++) {
+        visit_slot *s = &vs->slots[i];
+        if (s->region == 0) {
+            continue;
+        }
+        size_t j = visit_hash(s->region) & nmask;
+        while (ns[j].region != 0) {
+            j = (j + 1) & nmask;
+        }
+        ns[j] = *s;
+    }
+    free(vs->slots);
+    vs->bytes += (nmask - vs->mask) * sizeof(visit_slot);
+    vs->slots = ns;
+    vs->mask = nmask;
+    return 0;
+}
+
+static visit_leaf *
+visit_new_leaf(visit_set *vs)
+{
+    if (vs->chunk_left == 0) {
+        visit_chunk *c = calloc(1, sizeof(visit_chunk));
+        if (c == NULL) {
+            return NULL;
+        }
+        c->next = vs->chunks;
+        vs->chunks = c;
+        vs->chunk_left = VISIT_CHUNK_LEAVES;
+        vs->bytes += sizeof(visit_chunk);
+    }
+    vs->chunk_left--;
+    return &vs->chunks->leaves[vs->chunk_left];
+}
+
+static visit_leaf *
+visit_find(visit_set *vs, uintptr_t region, int create)
+{
+    size_t i = visit_hash(region) & vs->mask;
+    for (;;) {
+        visit_slot *s = &vs->slots[i];
+        if (s->region == region) {
+            return s->leaf;
+        }
+        if (s->region == 0) {
+            break;
+        }
+        i = (i + 1) & vs->mask;
+    }
+    if (!create) {
+        return NULL;
+    }
+    /* keep the load under one half so probes stay short */
+    if ((vs->used + 1) * 2 > vs->mask + 1) {
+        if (visit_grow(vs) < 0) {
+            return NULL;
+        }
+        i = visit_hash(region) & vs->mask;
+        while (vs->slots[i].region != 0) {
+            i = (i + 1) & vs->mask;
+        }
+    }
+    visit_leaf *leaf = visit_new_leaf(vs);
+    if (leaf == NULL) {
+        return NULL;
+    }
+    vs->slots[i].region = region;
+    vs->slots[i].leaf = leaf;
+    vs->used++;
+    return leaf;
+}
+
+int
+visit_add_slow(visit_set *vs, uintptr_t region, unsigned bit)
+{
+    visit_leaf *leaf = visit_find(vs, region, 1);
+    if (leaf == NULL) {
+        return -1;
+    }
+    vs->last_region = region;
+    vs->last_leaf = leaf;
+    uint64_t *w = &leaf->bits[bit >> 6];
+    uint64_t m = (uint64_t)1 << (bit & 63);
+    if (*w & m) {
+        return 0;
+    }
+    *w |= m;
+    return 1;
+}
+
+int
+visit_contains(visit_set *vs, const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t region = (a >> VISIT_REGION_SHIFT) + 1;
+    unsigned bit = (unsigned)((a >> VISIT_GRANULE_SHIFT) & (VISIT_LEAF_BITS - 1));
+    visit_leaf *leaf = visit_find(vs, region, 0);
+    if (leaf == NULL) {
+        return 0;
+    }
+    return (leaf->bits[bit >> 6] >> (bit & 63)) & 1;
+}

@@ -1,0 +1,210 @@
+"""Exact object sizes: sizeof, deep_size, breakdown, size_by_type.
+
+The numbers are what the allocator handed out, byte for byte -- the figure
+tracemalloc sees when the structure is built -- not what ``__sizeof__``
+reports.  The walk is done in C (``memlens._core``): iterative, with a
+bitmap visited set; it never creates an instance ``__dict__``, allocates no
+Python object per visited object, and never triggers garbage collection.
+
+What ``deep_size`` counts (the rule, exactly):
+
+* every object reachable from the arguments through the references the
+  garbage collector knows (``tp_traverse``), plus the keys of dicts (which
+  ``tp_traverse`` skips for str-keyed dicts), each object once;
+* for each object, its own allocation: GC header and (3.11+) pre-header,
+  the object itself, and memory it owns that is not an object (list item
+  arrays, dict key tables and values arrays, set tables, bytearray buffers,
+  a str's cached UTF-8 copy, an instance's values array or inline values);
+* an instance's ``__dict__``, when one exists, as part of the instance.
+
+Left out unless ``shared=True`` (they are not owned by the structure, only
+shared with the rest of the program), and not entered either:
+
+* program structure: classes and metaclasses, modules, functions and
+  builtin functions, code objects, descriptors (methods, properties,
+  slots, staticmethod/classmethod);
+* values the interpreter caches and shares: ``None``, ``True``, ``False``,
+  ``Ellipsis``, ``NotImplemented``, the small ints -5..256, interned strs
+  (attribute names, identifier-like literals), empty and one-character
+  Latin-1 strs, empty and one-byte bytes, the empty tuple, and on 3.12+
+  every immortal object.
+
+The objects passed in are always counted, whatever their kind.
+"""
+
+from typing import NamedTuple
+
+from memlens import _core
+
+__all__ = ["sizeof", "deep_size", "breakdown", "size_by_type", "Node", "TypeRow", "SizeStats"]
+
+
+def sizeof(obj):
+    """Bytes the allocator handed out for ``obj`` itself.
+
+    Includes the GC header, the 3.11+ pre-header, the variable part, memory
+    the object owns that is not an object (a list's item array, a dict's
+    tables, ...), and for instances their values array / inline values or
+    their ``__dict__``.  ``sys.getsizeof`` leaves several of these out.
+    """
+    return _core.sizeof(obj)
+
+
+class SizeStats(NamedTuple):
+    """What :func:`deep_size` found, with ``stats=True``."""
+
+    bytes: int     #: bytes counted
+    count: int     #: objects counted
+    warnings: int  #: objects whose __sizeof__ failed (sized by basic size)
+    scratch: int   #: peak scratch memory of the walk, freed before returning
+
+
+def deep_size(*objs, shared=False, stats=False):
+    """Bytes of everything reachable from ``objs``, each object once.
+
+    See the module docstring for exactly what is counted; ``shared=True``
+    also counts classes, modules, functions and the interpreter's shared
+    values.  With ``stats=True`` returns a :class:`SizeStats` (bytes, count,
+    warnings, scratch) instead of the bytes alone; ``warnings`` counts the
+    objects whose ``__sizeof__`` raised or returned a non-int or negative
+    value, which are sized by their type's basic size instead.
+    """
+    if not isinstance(shared, bool):
+        raise TypeError(f"deep_size() shared must be a bool, not {type(shared).__name__}")
+    if stats:
+        return SizeStats(*_core.deep_size(objs, shared))
+    return _core.deep_size(objs, shared)[0]
+
+
+class TypeRow:
+    """One row of :func:`size_by_type`: a type, its object count and bytes."""
+
+    __slots__ = ("type", "name", "count", "bytes")
+
+    def __init__(self, type_, count, nbytes):
+        self.type = type_
+        self.name = _qualname(type_)
+        self.count = count
+        self.bytes = nbytes
+
+    def __iter__(self):
+        return iter((self.name, self.count, self.bytes))
+
+    def __repr__(self):
+        return f"TypeRow(name={self.name!r}, count={self.count}, bytes={self.bytes})"
+
+
+def _qualname(tp):
+    mod = getattr(tp, "__module__", None)
+    name = getattr(tp, "__qualname__", tp.__name__)
+    if mod in (None, "builtins"):
+        return name
+    return f"{mod}.{name}"
+
+
+def size_by_type(*objs, shared=False):
+    """Rows of (type name, count, bytes) over everything reachable from
+    ``objs``, largest first.  Each row also has ``.type``."""
+    if not isinstance(shared, bool):
+        raise TypeError(f"size_by_type() shared must be a bool, not {type(shared).__name__}")
+    rows = [TypeRow(t, c, b) for t, c, b in _core.size_by_type(objs, shared)]
+    rows.sort(key=lambda r: (-r.bytes, r.name))
+    return rows
+
+
+def _fmt_bytes(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            if unit == "B":
+                return f"{int(n)} B"
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class Node:
+    """A node of :func:`breakdown`.
+
+    ``label`` is the edge from the parent (``.attr``, ``[3]``, ``['key']``,
+    ``<key 'k'>`` for a dict key, ``{item}`` for a set member, ``<type>``
+    otherwise); ``own`` the object's own bytes; ``deep`` its bytes plus
+    everything below it in the walk (each object belongs to the first node
+    that reached it, so the children's ``deep`` add up with ``own`` and
+    ``more_bytes`` to the parent's); ``count`` the objects in ``deep``;
+    ``children`` the largest children; ``more_count``/``more_bytes`` what the
+    children not shown hold.
+    """
+
+    __slots__ = ("label", "type_name", "own", "deep", "count", "children",
+                 "more_count", "more_bytes")
+
+    def __init__(self, label, type_name, own, deep, count, more_count, more_bytes):
+        self.label = label
+        self.type_name = type_name
+        self.own = own
+        self.deep = deep
+        self.count = count
+        self.children = []
+        self.more_count = more_count
+        self.more_bytes = more_bytes
+
+    def __repr__(self):
+        return (f"Node(label={self.label!r}, type_name={self.type_name!r}, "
+                f"own={self.own}, deep={self.deep}, count={self.count}, "
+                f"children={len(self.children)})")
+
+    def walk(self):
+        """Yield (depth, node) for this node and every node below it."""
+        stack = [(0, self)]
+        while stack:
+            d, node = stack.pop()
+            yield d, node
+            for child in reversed(node.children):
+                stack.append((d + 1, child))
+
+    def __str__(self):
+        total = self.deep or 1
+        lines = [f"{'what':<44} {'type':<16} {'own':>10} {'deep':>10} {'%':>6} {'objects':>9}"]
+        for d, node in self.walk():
+            label = node.label or "(root)"
+            name = ("  " * d + label)[:44]
+            lines.append(
+                f"{name:<44} {node.type_name[:16]:<16} {_fmt_bytes(node.own):>10} "
+                f"{_fmt_bytes(node.deep):>10} {100.0 * node.deep / total:>5.1f}% {node.count:>9,}"
+            )
+            if node.more_count:
+                more = ("  " * (d + 1) + f"... {node.more_count:,} more objects")[:44]
+                lines.append(
+                    f"{more:<44} {'':<16} {'':>10} {_fmt_bytes(node.more_bytes):>10} "
+                    f"{100.0 * node.more_bytes / total:>5.1f}% {node.more_count:>9,}"
+                )
+        return "\n".join(lines)
+
+
+def breakdown(obj, depth=2, *, limit=10, shared=False):
+    """A tree of what ``deep_size(obj)`` is made of, ``depth`` levels deep.
+
+    Each node has ``label`` (the edge from its parent: ``.attr``, ``[3]``,
+    ``['key']``), ``type_name``, ``own`` and ``deep`` bytes, and up to
+    ``limit`` children, largest first; ``str(node)`` renders an indented
+    table.  The root's ``deep`` equals ``deep_size(obj)``.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f"breakdown() depth must be an int, not {type(depth).__name__}")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"breakdown() limit must be an int, not {type(limit).__name__}")
+    if depth < 0:
+        raise ValueError(f"breakdown() depth must be >= 0, got {depth}")
+    if limit < 0:
+        raise ValueError(f"breakdown() limit must be >= 0, got {limit}")
+    if not isinstance(shared, bool):
+        raise TypeError(f"breakdown() shared must be a bool, not {type(shared).__name__}")
+    rows = _core.breakdown(obj, depth, limit, shared)
+    nodes = []
+    for parent, label, type_name, own, deep, count, more_count, more_bytes in rows:
+        node = Node(label, type_name, own, deep, count, more_count, more_bytes)
+        nodes.append(node)
+        if parent >= 0:
+            nodes[parent].children.append(node)
+    return nodes[0]

@@ -166,19 +166,26 @@ class Node:
     def __str__(self):
         total = self.deep or 1
         lines = [f"{'what':<44} {'type':<16} {'own':>10} {'deep':>10} {'%':>6} {'objects':>9}"]
-        for d, node in self.walk():
-            label = node.label or "(root)"
-            name = ("  " * d + label)[:44]
+        # explicit stack: a node, then its children, then its "... more" line
+        stack = [(0, self, False)]
+        while stack:
+            d, node, more_line = stack.pop()
+            if more_line:
+                more = ("  " * (d + 1) + f"... {node.more_count:,} more object{'' if node.more_count == 1 else 's'}")[:44]
+                lines.append(
+                    f"{more:<44} {'':<16} {'':>10} {_fmt_bytes(node.more_bytes):>10} "
+                    f"{100.0 * node.more_bytes / total:>5.1f}% {node.more_count:>9,}"
+                )
+                continue
+            name = ("  " * d + (node.label or "(root)"))[:44]
             lines.append(
                 f"{name:<44} {node.type_name[:16]:<16} {_fmt_bytes(node.own):>10} "
                 f"{_fmt_bytes(node.deep):>10} {100.0 * node.deep / total:>5.1f}% {node.count:>9,}"
             )
             if node.more_count:
-                more = ("  " * (d + 1) + f"... {node.more_count:,} more objects")[:44]
-                lines.append(
-                    f"{more:<44} {'':<16} {'':>10} {_fmt_bytes(node.more_bytes):>10} "
-                    f"{100.0 * node.more_bytes / total:>5.1f}% {node.more_count:>9,}"
-                )
+                stack.append((d, node, True))
+            for child in reversed(node.children):
+                stack.append((d + 1, child, False))
         return "\n".join(lines)
 
 

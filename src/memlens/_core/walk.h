@@ -13,10 +13,17 @@
  * small ints, interned or one-character strs, the empty tuple, immortal
  * objects) are neither counted nor entered; roots are always counted.
  *
- * Objects waiting on the stack hold a strong reference, so a __sizeof__
- * written in Python that mutates the structure cannot free an object under
- * the walk.  Scratch memory comes from malloc, not PyMem: the walk is
- * invisible to tracemalloc and allocates no Python object per object.
+ * Objects on the stack are borrowed references: the walk holds the GIL and
+ * runs no Python code, so nothing can free them -- except a type's own
+ * __sizeof__, which may run arbitrary code (even release the GIL).  Before
+ * such a call the walk "pins" the stack: every object on it, and the object
+ * being sized, gets a strong reference, released when the walk ends.  Each
+ * object is pinned at most once, so the cost is paid only by walks that meet
+ * such types.  (Taking a reference on every push instead costs a write to
+ * every child when it is discovered: 1.6-2.5x slower on scattered heaps.)
+ *
+ * Scratch memory comes from malloc, not PyMem: the walk is invisible to
+ * tracemalloc and allocates no Python object per object.
  */
 #ifndef MEMLENS_WALK_H
 #define MEMLENS_WALK_H
@@ -26,7 +33,7 @@
 #include "visit.h"
 
 typedef struct {
-    PyObject *obj;  /* strong reference while on the stack */
+    PyObject *obj;  /* borrowed, or strong below walk_t.pinned */
     size_t tag;     /* caller's: e.g. which breakdown node owns it */
 } walk_item;
 
@@ -54,6 +61,10 @@ struct walk_s {
     visit_set seen;
     walk_item *stack;
     size_t depth, cap;
+    size_t pinned;        /* stack items below this index hold a strong
+                           * reference (see "pins" above) */
+    PyObject **keep;      /* strong references released at walk_free */
+    size_t nkeep, keepcap;
     size_typeinfo types[WALK_TYPE_CACHE];
     size_t peak_scratch;  /* high-water mark of scratch bytes */
 };

@@ -6,7 +6,7 @@
 #define _GNU_SOURCE 1 /* qsort_r; pyconfig.h usually defines it already */
 #endif
 #include "size_api.h"
-#include <structmember.h> /* PyMemberDef before 3.12 */
+#include "attrs.h"
 #include "layout.h"
 #include "size.h"
 #include "walk.h"
@@ -15,12 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef Py_T_OBJECT
-#define Py_T_OBJECT 6
-#endif
-#ifndef Py_T_OBJECT_EX
-#define Py_T_OBJECT_EX 16
-#endif
 
 /* ---- deep_size ---------------------------------------------------------- */
 
@@ -287,15 +281,12 @@ api_key_label(const char *fmt, PyObject *key)
 /* Label a dict edge: "[key]" for a value, "<key 'k'>" for a key, or NULL
  * (no exception) when `child` is neither. */
 static PyObject *
-api_dict_label(PyObject *d, PyObject *child, int as_attr)
+api_dict_label(PyObject *d, PyObject *child)
 {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(d, &pos, &k, &v)) {
         if (v == child) {
-            if (as_attr && PyUnicode_Check(k)) {
-                return PyUnicode_FromFormat(".%U", k);
-            }
             return api_key_label("[%U]", k);
         }
         if (k == child) {
@@ -305,52 +296,31 @@ api_dict_label(PyObject *d, PyObject *child, int as_attr)
     return NULL;
 }
 
+typedef struct {
+    PyObject *child;
+    PyObject *label;  /* result, or NULL */
+} api_attr_find;
+
+static int
+api_attr_match(const attrs_item *it, void *arg)
+{
+    api_attr_find *f = arg;
+    if (it->value != f->child) {
+        return 0;
+    }
+    f->label = it->name != NULL ? PyUnicode_FromFormat(".%U", it->name)
+                                : PyUnicode_FromFormat(".%s", it->slot);
+    return 1;
+}
+
 /* ".name" of the instance attribute or slot holding `child`, or NULL
- * (no exception).  Reads values arrays and slots in place: no __dict__ is
- * ever created. */
+ * (exception set only on failure).  Read in place: no __dict__ is made. */
 static PyObject *
 api_attr_label(PyObject *op, PyObject *child)
 {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject *d = layout_instance_dict(op, tp);
-    if (d != NULL && PyDict_Check(d)) {
-        PyObject *l = api_dict_label(d, child, 1);
-        if (l != NULL || PyErr_Occurred()) {
-            return l;
-        }
-    }
-#if PY_VERSION_HEX >= 0x030B0000
-    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-        layout_dictkeys *keys = layout_cached_keys(tp);
-        PyObject **vals = NULL;
-#if PY_VERSION_HEX >= 0x030D0000
-        if ((tp->tp_flags & Py_TPFLAGS_INLINE_VALUES) && d == NULL) {
-            vals = (PyObject **)((char *)op + sizeof(PyObject) + sizeof(PyObject *));
-        }
-#else
-        vals = (PyObject **)layout_instance_values(op, tp);
-#endif
-        if (keys != NULL && vals != NULL) {
-            /* split keys: {key, value} entries after the index table */
-            PyObject **entries = (PyObject **)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
-            for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
-                if (vals[i] == child && entries[2 * i] != NULL) {
-                    return PyUnicode_FromFormat(".%U", entries[2 * i]);
-                }
-            }
-        }
-    }
-#endif
-    for (PyTypeObject *t = tp; t != NULL; t = t->tp_base) {
-        PyMemberDef *m = t->tp_members;
-        for (; m != NULL && m->name != NULL; m++) {
-            if ((m->type == Py_T_OBJECT_EX || m->type == Py_T_OBJECT)
-                && *(PyObject **)((char *)op + m->offset) == child) {
-                return PyUnicode_FromFormat(".%s", m->name);
-            }
-        }
-    }
-    return NULL;
+    api_attr_find f = {child, NULL};
+    (void)attrs_foreach(op, api_attr_match, &f);
+    return f.label;
 }
 
 static PyObject *
@@ -368,7 +338,7 @@ api_edge_label(PyObject *parent, PyObject *child)
         }
     }
     if (PyDict_Check(parent)) {
-        l = api_dict_label(parent, child, 0);
+        l = api_dict_label(parent, child);
         if (l != NULL || PyErr_Occurred()) {
             return l;
         }

@@ -18,6 +18,16 @@
 
 #include "module.h"
 
+#include <stddef.h> /* offsetof: 3.13's Python.h no longer brings it */
+
+#if PY_VERSION_HEX < 0x030C0000
+/* PyMemberDef and T_OBJECT_EX; 3.12+ has them in Python.h as Py_T_*. */
+#include <structmember.h>
+#define REC_T_OBJECT_EX T_OBJECT_EX
+#else
+#define REC_T_OBJECT_EX Py_T_OBJECT_EX
+#endif
+
 /* 3.9: Py_NewRef arrived in 3.10. */
 #ifndef Py_NewRef
 static inline PyObject *

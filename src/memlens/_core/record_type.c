@@ -11,12 +11,6 @@
 
 #include <string.h>
 
-#if PY_VERSION_HEX < 0x030C0000
-#include <structmember.h>
-#define REC_T_OBJECT_EX T_OBJECT_EX
-#else
-#define REC_T_OBJECT_EX Py_T_OBJECT_EX
-#endif
 
 static void rec_meta_dealloc(PyObject *self);
 
@@ -232,7 +226,9 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         rt->rec_base = (PyTypeObject *)Py_NewRef((PyObject *)prt->rec_base);
         rt->descr_type = (PyTypeObject *)Py_NewRef((PyObject *)prt->descr_type);
         nparent = prt->nfields;
-        if (!(prt->flags & REC_ROOT)) {
+        /* As dataclasses, but a base without any field (a mixin of
+         * methods, or Record itself) does not impose its frozenness. */
+        if (prt->nfields > 0) {
             int parent_frozen = (prt->flags & REC_FROZEN) != 0;
             if (opt.frozen >= 0 && opt.frozen != parent_frozen) {
                 PyErr_Format(PyExc_TypeError, "cannot inherit %s record %s from a %s one",
@@ -575,10 +571,15 @@ int
 rec_module_exec(PyObject *m)
 {
     PyObject *meta = NULL, *descr_type = NULL, *base = NULL, *record = NULL;
-    PyObject *ns = NULL;
+    PyObject *ns = NULL, *meta_bases = NULL;
     int rc = -1;
 
-    meta = PyType_FromModuleAndSpec(m, &rec_meta_spec, (PyObject *)&PyType_Type);
+    /* 3.9 only accepts a tuple here, not a single base type */
+    meta_bases = PyTuple_Pack(1, (PyObject *)&PyType_Type);
+    if (meta_bases == NULL) {
+        goto done;
+    }
+    meta = PyType_FromModuleAndSpec(m, &rec_meta_spec, meta_bases);
     if (meta == NULL) {
         goto done;
     }
@@ -620,5 +621,6 @@ done:
     Py_XDECREF(base);
     Py_XDECREF(record);
     Py_XDECREF(ns);
+    Py_XDECREF(meta_bases);
     return rc;
 }

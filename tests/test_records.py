@@ -789,3 +789,52 @@ def test_class_and_instances_collected_together_in_subprocess():
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------
+# all-unboxed records read fields by name (rec_getattro_unboxed): anything
+# that shadows a field must still win
+
+
+def test_subclass_property_shadowing_a_field_wins():
+    class Base(Record):
+        x: float
+
+    class Sub(Base):
+        @property
+        def x(self):
+            return "shadow"
+
+    assert Base(1).x == 1.0
+    assert Sub(1).x == "shadow"
+
+
+def test_class_attribute_assigned_later_wins():
+    class Late(Record):
+        x: float
+        y: float
+
+    class LateSub(Late):
+        z: float = 0.0
+
+    a, b = Late(1, 2), LateSub(1, 2)
+    assert (a.x, b.x) == (1.0, 1.0)
+    Late.x = property(lambda self: "replaced")
+    assert a.x == "replaced" and b.x == "replaced"
+    assert a.y == 2.0 and b.z == 0.0
+
+
+def test_getattr_hooks_and_methods_on_unboxed_records():
+    class G(Record):
+        x: float
+
+        def __getattr__(self, name):
+            return "fallback:" + name
+
+        def twice(self):
+            return 2 * self.x
+
+    g = G(3)
+    assert g.x == 3.0 and g.nothing == "fallback:nothing" and g.twice() == 6.0
+    with pytest.raises(AttributeError):
+        P3(1, 2, 3).nothing

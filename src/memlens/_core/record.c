@@ -509,6 +509,25 @@ error:
     return self;
 }
 
+/* tp_getattro of records whose fields are all unboxed.  CPython cannot
+ * specialise LOAD_ATTR for a custom descriptor, so a read would go through
+ * the whole generic lookup (type cache, data-descriptor test, call) before
+ * boxing; this finds the field by its interned name first.  Not used when
+ * the class has object fields: those keep the generic getattro, which
+ * 3.11+ specialises into a direct slot load (LOAD_ATTR_SLOT). */
+PyObject *
+rec_getattro_unboxed(PyObject *self, PyObject *name)
+{
+    const rec_type *rt = REC_TYPE(Py_TYPE(self));
+
+    for (Py_ssize_t i = 0; i < rt->nfields; i++) {
+        if (rt->fields[i].name == name) {
+            return rec_load(self, &rt->fields[i]);
+        }
+    }
+    return PyObject_GenericGetAttr(self, name);
+}
+
 int
 rec_frozen_setattro(PyObject *self, PyObject *name, PyObject *value)
 {

@@ -108,6 +108,7 @@ void rec_dealloc_plain(PyObject *self);
 void rec_dealloc_gc(PyObject *self);
 int rec_traverse(PyObject *self, visitproc visit, void *arg);
 int rec_clear(PyObject *self);
+PyObject *rec_getattro_unboxed(PyObject *self, PyObject *name);
 int rec_frozen_setattro(PyObject *self, PyObject *name, PyObject *value);
 /* Convert `value` for a field of kind `kind` named `name` of class `tp`;
  * 0 and *out set, or -1 with TypeError/OverflowError naming class and field. */

@@ -402,6 +402,9 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
     if (rt->flags & REC_FROZEN) {
         tp->tp_setattro = rec_frozen_setattro;
     }
+    if (nobj == 0 && n > 0 && tp->tp_getattro == PyObject_GenericGetAttr) {
+        tp->tp_getattro = rec_getattro_unboxed;
+    }
 
     /* Field descriptors replace the class attributes holding defaults. */
     k = 0;
@@ -428,6 +431,19 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         Py_CLEAR(descr);
     }
     (void)nown_obj;
+
+    /* The fast getattro reads fields by name, so it is only correct while
+     * every field name resolves to the field's own descriptor (a subclass
+     * may shadow a base field with a plain class attribute). */
+    if (tp->tp_getattro == rec_getattro_unboxed) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *found = _PyType_Lookup(tp, rt->fields[i].name);
+            if (found == NULL || Py_TYPE(found) != rt->descr_type) {
+                tp->tp_getattro = PyObject_GenericGetAttr;
+                break;
+            }
+        }
+    }
 
     /* __hash__: from the fields if frozen, else None (eq without frozen
      * makes instances unhashable, as in dataclasses); an explicit
@@ -476,6 +492,49 @@ error:
     Py_XDECREF(own);
     Py_XDECREF(match_args);
     return -1;
+}
+
+/* Drop the by-name fast getattro from `tp` and every subclass. */
+static int
+rec_disable_fast_getattro(PyTypeObject *tp)
+{
+    PyObject *subs;
+    int rc = 0;
+
+    if (tp->tp_getattro == rec_getattro_unboxed) {
+        tp->tp_getattro = PyObject_GenericGetAttr;
+    }
+    subs = PyObject_CallMethod((PyObject *)tp, "__subclasses__", NULL);
+    if (subs == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs) && rc == 0; i++) {
+        rc = rec_disable_fast_getattro((PyTypeObject *)PyList_GET_ITEM(subs, i));
+    }
+    Py_DECREF(subs);
+    return rc;
+}
+
+/* tp_setattro of record classes: assigning or deleting a class attribute
+ * named like a field may change what `instance.field` means, so the
+ * by-name fast getattro (rec_getattro_unboxed) is dropped. */
+static int
+rec_meta_setattro(PyObject *cls, PyObject *name, PyObject *value)
+{
+    const rec_type *rt = REC_TYPE(cls);
+
+    if (PyType_Type.tp_setattro(cls, name, value) < 0) {
+        return -1;
+    }
+    if (!(rt->flags & REC_READY) || !PyUnicode_Check(name)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < rt->nfields; i++) {
+        if (PyUnicode_Compare(rt->fields[i].name, name) == 0) {
+            return rec_disable_fast_getattro((PyTypeObject *)cls);
+        }
+    }
+    return 0;
 }
 
 static PyObject *
@@ -545,6 +604,7 @@ static PyType_Slot rec_meta_slots[] = {
     {Py_tp_dealloc, rec_meta_dealloc},
     {Py_tp_traverse, rec_meta_traverse},
     {Py_tp_clear, rec_meta_clear},
+    {Py_tp_setattro, rec_meta_setattro},
     {Py_tp_doc, (void *)rec_meta_doc},
     {0, NULL},
 };

@@ -520,9 +520,19 @@ rec_getattro_unboxed(PyObject *self, PyObject *name)
 {
     const rec_type *rt = REC_TYPE(Py_TYPE(self));
 
-    for (Py_ssize_t i = 0; i < rt->nfields; i++) {
-        if (rt->fields[i].name == name) {
-            return rec_load(self, &rt->fields[i]);
+    const rec_field *f = rt->fields;
+    const rec_field *end = f + rt->nfields;
+
+    for (; f < end; f++) {
+        if (f->name == name) {
+            const char *p = (const char *)self + f->offset;
+            if (f->kind == REC_FLOAT) {
+                return PyFloat_FromDouble(*(const double *)p);
+            }
+            if (f->kind == REC_INT) {
+                return PyLong_FromLongLong(*(const long long *)p);
+            }
+            return PyBool_FromLong(*p);
         }
     }
     return PyObject_GenericGetAttr(self, name);

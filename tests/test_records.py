@@ -838,3 +838,61 @@ def test_getattr_hooks_and_methods_on_unboxed_records():
     assert g.x == 3.0 and g.nothing == "fallback:nothing" and g.twice() == 6.0
     with pytest.raises(AttributeError):
         P3(1, 2, 3).nothing
+
+
+def test_instantiation_inside_init_subclass_is_refused():
+    made = []
+
+    class Eager(Record):
+        x: float = 0.0
+
+        def __init_subclass__(cls, **kw):
+            super().__init_subclass__(**kw)
+            try:
+                made.append(cls())
+            except TypeError as e:
+                made.append(str(e))
+
+    class Later(Eager):
+        y: float = 1.0
+
+    assert made == ["cannot create 'Later' instances: not a complete record class"]
+    assert Later() == Later(0.0, 1.0)
+
+
+def test_finalizer_runs():
+    log = []
+
+    class D(Record):
+        x: float
+        tag: str = ""
+
+        def __del__(self):
+            log.append((self.x, self.tag))
+
+    class DU(Record):
+        x: float
+
+        def __del__(self):
+            log.append(self.x)
+
+    D(1.0, "a")
+    DU(2.0)
+    gc.collect()
+    assert log == [(1.0, "a"), 2.0]
+
+
+def test_subclass_of_the_metaclass():
+    class Meta(memlens._core.RecordMeta):
+        def describe(cls):
+            return [f.name for f in memlens.fields(cls)]
+
+    class M(Record, metaclass=Meta):
+        a: int
+        b: str = ""
+
+    assert M.describe() == ["a", "b"]
+    m = M(1, "x")
+    assert copy.deepcopy(m) == m and repr(m) == "test_subclass_of_the_metaclass.<locals>.M(a=1, b='x')"
+    del M, m
+    gc.collect()

@@ -449,8 +449,14 @@ PyObject *
 rec_vectorcall(PyObject *cls, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyTypeObject *tp = (PyTypeObject *)cls;
-    PyObject *self = rec_alloc(tp);
+    PyObject *self;
 
+    /* A subclass may inherit this slot while type_new runs (and calls
+     * __init_subclass__) before its own layout is set. */
+    if (!(REC_TYPE(tp)->flags & REC_READY)) {
+        return rec_not_ready(tp);
+    }
+    self = rec_alloc(tp);
     if (self == NULL) {
         return NULL;
     }

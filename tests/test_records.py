@@ -896,3 +896,23 @@ def test_subclass_of_the_metaclass():
     assert copy.deepcopy(m) == m and repr(m) == "test_subclass_of_the_metaclass.<locals>.M(a=1, b='x')"
     del M, m
     gc.collect()
+
+
+def test_record_classes_are_collected_and_metaclass_refcounts_balance():
+    class Meta(memlens._core.RecordMeta):
+        pass
+
+    for meta in (memlens._core.RecordMeta, Meta):
+        gc.collect()
+        before = sys.getrefcount(meta)
+        refs = []
+        for i in range(50):
+            ns = {"__annotations__": {"a": str, "b": float}, "__module__": __name__}
+            cls = meta(f"C{i}", (Record,), ns)
+            obj = cls("x", 1.0)
+            obj.a = obj  # instance <-> class cycle through the instance
+            refs.append(weakref.ref(cls))
+            del cls, obj
+        gc.collect()
+        assert all(r() is None for r in refs)
+        assert sys.getrefcount(meta) == before

@@ -218,7 +218,8 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
     }
     if (rec_is_record_type(parent)) {
         prt = REC_TYPE(parent);
-        if (!(prt->flags & REC_READY)) {
+        /* rec_base is NULL only if the collector cleared a dying base */
+        if (!(prt->flags & REC_READY) || prt->rec_base == NULL || prt->descr_type == NULL) {
             PyErr_Format(PyExc_TypeError, "%s: base %s is not a complete record class",
                          tp->tp_name, parent->tp_name);
             goto error;

@@ -133,6 +133,36 @@ rec_store(PyTypeObject *tp, PyObject *self, const rec_field *f, PyObject *value)
     return 0;
 }
 
+/* rec_store with the common exact types inlined (construction's hot
+ * loop); anything else takes the checked path. */
+static inline int
+rec_store_fast(PyTypeObject *tp, PyObject *self, const rec_field *f, PyObject *value)
+{
+    char *p = (char *)self + f->offset;
+
+    switch (f->kind) {
+    case REC_OBJECT:
+        Py_INCREF(value);
+        Py_XSETREF(*(PyObject **)p, value);
+        return 0;
+    case REC_FLOAT:
+        if (PyFloat_CheckExact(value)) {
+            *(double *)p = PyFloat_AS_DOUBLE(value);
+            return 0;
+        }
+        break;
+    case REC_BOOL:
+        if (value == Py_True || value == Py_False) {
+            *p = value == Py_True;
+            return 0;
+        }
+        break;
+    default:
+        break;
+    }
+    return rec_store(tp, self, f, value);
+}
+
 static int
 rec_store_default(PyObject *self, const rec_field *f)
 {
@@ -367,7 +397,7 @@ rec_fill(PyTypeObject *tp, PyObject *self, PyObject *const *args, Py_ssize_t nar
     /* Fast path: every field given positionally. */
     if (nkw == 0 && nargs == rt->nfields) {
         for (Py_ssize_t i = 0; i < nargs; i++) {
-            if (rec_store(tp, self, &rt->fields[rt->pos[i]], args[i]) < 0) {
+            if (rec_store_fast(tp, self, &rt->fields[rt->pos[i]], args[i]) < 0) {
                 return -1;
             }
         }
@@ -385,7 +415,7 @@ rec_fill(PyTypeObject *tp, PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     for (Py_ssize_t i = 0; i < nargs; i++) {
         Py_ssize_t fi = rt->pos[i];
-        if (rec_store(tp, self, &rt->fields[fi], args[i]) < 0) {
+        if (rec_store_fast(tp, self, &rt->fields[fi], args[i]) < 0) {
             goto done;
         }
         seen[fi] = 1;
@@ -403,7 +433,7 @@ rec_fill(PyTypeObject *tp, PyObject *self, PyObject *const *args, Py_ssize_t nar
                          tp->tp_name, rt->fields[fi].name);
             goto done;
         }
-        if (rec_store(tp, self, &rt->fields[fi], args[nargs + k]) < 0) {
+        if (rec_store_fast(tp, self, &rt->fields[fi], args[nargs + k]) < 0) {
             goto done;
         }
         seen[fi] = 1;

@@ -916,3 +916,22 @@ def test_record_classes_are_collected_and_metaclass_refcounts_balance():
         gc.collect()
         assert all(r() is None for r in refs)
         assert sys.getrefcount(meta) == before
+
+
+def test_class_assignment_between_layouts_refused():
+    class A(Record):
+        x: float
+        y: str
+
+    class B(Record):
+        x: str
+        y: float
+
+    class A2(A):
+        pass
+
+    a = A(1.0, "s")
+    with pytest.raises(TypeError):
+        a.__class__ = B
+    a.__class__ = A2  # same layout: allowed, and safe
+    assert a.x == 1.0 and a.y == "s"

@@ -777,13 +777,20 @@ rec_values_tuple(PyObject *self, Py_ssize_t prefix)
 static PyObject *
 rec_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *restore = NULL, *args = NULL, *mod = NULL, *result = NULL;
+    PyObject *restore = NULL, *args = NULL, *mod, *result = NULL;
 
     if (!rec_is_record_type(Py_TYPE(self))) {
         PyErr_SetString(PyExc_TypeError, "not a record");
         return NULL;
     }
-    mod = PyImport_ImportModule("memlens._core");
+    /* _RecordBase was made by PyType_FromModuleAndSpec: its module is
+     * this module (no import on every pickle/copy). */
+    if (REC_TYPE(Py_TYPE(self))->rec_base == NULL) {
+        /* the class was cleared by the collector while dying */
+        PyErr_SetString(PyExc_TypeError, "cannot pickle a record of a class being destroyed");
+        return NULL;
+    }
+    mod = PyType_GetModule(REC_TYPE(Py_TYPE(self))->rec_base);
     if (mod == NULL) {
         goto done;
     }
@@ -798,7 +805,6 @@ rec_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyTuple_SET_ITEM(args, 0, Py_NewRef((PyObject *)Py_TYPE(self)));
     result = PyTuple_Pack(2, restore, args);
 done:
-    Py_XDECREF(mod);
     Py_XDECREF(restore);
     Py_XDECREF(args);
     return result;

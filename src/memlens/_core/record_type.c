@@ -209,7 +209,7 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
     PyTypeObject *parent = tp->tp_base;
     const rec_type *prt = NULL;
     PyObject *annotations, *own = NULL, *descr = NULL, *match_args = NULL;
-    Py_ssize_t nparent = 0, nown = 0, n, off, nobj = 0, nown_obj = 0, k;
+    Py_ssize_t nparent = 0, nown = 0, n, off, nobj = 0, k;
     int seen_default = 0;
 
     if (parent == NULL) {
@@ -421,7 +421,6 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
             m->offset = f->offset;
             m->flags = 0;
             descr = PyDescr_NewMember(tp, m);
-            nown_obj++;
         }
         else {
             descr = rec_descr_new(rt->descr_type, tp, f);
@@ -431,7 +430,6 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         }
         Py_CLEAR(descr);
     }
-    (void)nown_obj;
 
     /* The fast getattro reads fields by name, so it is only correct while
      * every field name resolves to the field's own descriptor (a subclass

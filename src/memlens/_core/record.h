@@ -1,11 +1,12 @@
 /* rec_: compact records -- class instances whose int/float/bool fields are
  * stored unboxed inside the instance.
  *
- * Two files:
+ * Three files:
  *   record_type.c  the metaclass (RecordMeta): reads the fields of a class
  *                  statement, lays the instance out, patches the new type.
- *   record.c       the instances: allocation, construction, field
- *                  descriptors, repr/eq/hash/order, pickling.
+ *   record.c       the instances: allocation, construction, by-name field
+ *                  reads, repr/eq/hash/order, pickling.
+ *   record_field.c the descriptor of unboxed fields.
  *
  * Instance layout (64-bit):  [PyObject header 16 B][fields of the root-most
  * record class][fields of the next subclass]...[weakref slot, if asked].
@@ -99,8 +100,8 @@ int rec_is_record_type(PyTypeObject *tp);
 
 /* record.c */
 extern PyType_Spec rec_base_spec;
-extern PyType_Spec rec_descr_spec;
 extern PyMethodDef rec_functions[];
+const char *rec_kind_name(int kind);
 
 PyObject *rec_new(PyTypeObject *tp, PyObject *args, PyObject *kwds);
 PyObject *rec_vectorcall(PyObject *cls, PyObject *const *args, size_t nargsf, PyObject *kwnames);
@@ -113,6 +114,8 @@ int rec_frozen_setattro(PyObject *self, PyObject *name, PyObject *value);
 /* Convert `value` for a field of kind `kind` named `name` of class `tp`;
  * 0 and *out set, or -1 with TypeError/OverflowError naming class and field. */
 int rec_convert(PyTypeObject *tp, PyObject *name, int kind, PyObject *value, rec_raw *out);
+/* record_field.c */
+extern PyType_Spec rec_descr_spec;
 /* A new unboxed-field descriptor for field `f` of `owner`. */
 PyObject *rec_descr_new(PyTypeObject *descr_type, PyTypeObject *owner, const rec_field *f);
 

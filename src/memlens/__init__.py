@@ -2,11 +2,13 @@
 alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
+from memlens.records import Record, asdict, astuple, fields, replace
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # exact sizes (memlens.sizing)
     "sizeof",
     "deep_size",
     "breakdown",
@@ -14,4 +16,10 @@ __all__ = [
     "Node",
     "TypeRow",
     "SizeStats",
+    # compact records (memlens.records)
+    "Record",
+    "asdict",
+    "astuple",
+    "fields",
+    "replace",
 ]

@@ -2,6 +2,7 @@
 alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
+from memlens.advise import Advice, advise, format_advice
 from memlens.records import Record, asdict, astuple, fields, replace
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 
@@ -22,4 +23,8 @@ __all__ = [
     "astuple",
     "fields",
     "replace",
+    # the advisor (memlens.advise)
+    "advise",
+    "Advice",
+    "format_advice",
 ]

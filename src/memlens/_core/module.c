@@ -32,6 +32,9 @@ core_exec(PyObject *m)
     if (rec_module_exec(m) < 0) {
         goto error;
     }
+    if (advise_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

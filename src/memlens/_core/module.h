@@ -25,5 +25,6 @@ core_state *core_get_state(PyObject *module);
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
 int rec_module_exec(PyObject *m);
+int advise_module_exec(PyObject *m);
 
 #endif /* MEMLENS_MODULE_H */

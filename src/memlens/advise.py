@@ -1,0 +1,452 @@
+"""The advisor: what wastes memory, the change that fixes it, and the exact
+bytes it saves.
+
+One C walk over the whole heap (``memlens._core.advise_scan``) gathers, per
+class, its instances' footprint and what their attributes hold, and per
+place a value sits (a class attribute, dict keys, list items, elsewhere)
+duplicate strings and tuples, lists of numbers, empty containers and spare
+list capacity.  This module turns those figures into advice whose
+``saving`` is computed from the same exact sizes ``memlens.sizeof`` uses:
+what the objects cost now minus what the suggested layout costs.
+
+The advisor never creates an instance ``__dict__``, never runs the garbage
+collector, and reads class sources as plain text (no ``linecache``), so
+the heap is left as it was apart from the returned advice.
+"""
+import array
+import gc
+import os
+import re
+import sys
+
+from memlens import _core
+
+__all__ = ["Advice", "advise", "format_advice"]
+
+_KIND_ORDER = ("slots", "record", "intern", "array", "duplicate-tuples", "empty", "overallocated")
+
+
+class Advice:
+    """One piece of advice.
+
+    ``kind`` is one of ``slots``, ``record``, ``intern``, ``array``,
+    ``empty``, ``overallocated``, ``duplicate-tuples``; ``target`` the class
+    or a description of the objects; ``saving`` the bytes the change saves;
+    ``count`` how many objects it concerns; ``text`` one paragraph;
+    ``patch`` the code to write (or ``None``); ``location`` ``file:line`` of
+    the class definition when known; ``blockers`` what must change first
+    (empty when the advice applies as is).  ``slots`` advice also has
+    ``.slots`` (the exact ``__slots__`` tuple); ``record`` advice has
+    ``.fields`` (``(name, type)`` pairs).
+    """
+
+    __slots__ = ("kind", "target", "saving", "count", "text", "patch", "location",
+                 "blockers", "slots", "fields")
+
+    def __init__(self, kind, target, saving, count, text, patch=None, location=None,
+                 blockers=(), slots=None, fields=None):
+        self.kind = kind
+        self.target = target
+        self.saving = saving
+        self.count = count
+        self.text = text
+        self.patch = patch
+        self.location = location
+        self.blockers = list(blockers)
+        self.slots = slots
+        self.fields = fields
+
+    @property
+    def target_name(self):
+        t = self.target
+        if isinstance(t, type):
+            return _qualname(t)
+        return str(t)
+
+    def __repr__(self):
+        return (f"Advice(kind={self.kind!r}, target={self.target_name!r}, "
+                f"saving={self.saving}, count={self.count})")
+
+    def __str__(self):
+        head = f"[{self.kind}] {self.target_name}: save {_fmt(self.saving)}"
+        if self.location:
+            head += f"  ({self.location})"
+        lines = [head, _wrap(self.text, "    ")]
+        for b in self.blockers:
+            lines.append(_wrap("blocker: " + b, "    "))
+        if self.patch:
+            lines.append("    patch:")
+            lines.extend("        " + line for line in self.patch.splitlines())
+        return "\n".join(lines)
+
+
+def format_advice(advice):
+    """The report for a list of advice: one block each, and a total."""
+    if not advice:
+        return "memlens advise: nothing to suggest above the threshold."
+    # slots and record advice for one class are alternatives: count the
+    # larger; site advice (intern, array, ...) adds to either
+    best = {}
+    total = 0
+    for a in advice:
+        if a.blockers:
+            continue
+        if a.kind in ("slots", "record"):
+            best[a.target] = max(best.get(a.target, 0), a.saving)
+        else:
+            total += a.saving
+    total += sum(best.values())
+    out = [f"memlens advise: {len(advice)} suggestion(s); applying those without "
+           f"blockers saves {_fmt(total)} (slots and record advice for one class are "
+           f"alternatives: the larger is counted)", ""]
+    for a in advice:
+        out.append(str(a))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _fmt(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if abs(n) < 1024:
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _wrap(text, indent, width=78):
+    words = text.split()
+    lines, cur = [], indent
+    for w in words:
+        if len(cur) + len(w) + 1 > width and cur.strip():
+            lines.append(cur.rstrip())
+            cur = indent
+        cur += w + " "
+    if cur.strip():
+        lines.append(cur.rstrip())
+    return "\n".join(lines)
+
+
+def _qualname(tp):
+    mod = getattr(tp, "__module__", None)
+    name = getattr(tp, "__qualname__", tp.__name__)
+    return name if mod in (None, "builtins") else f"{mod}.{name}"
+
+
+# ---- class sources, read as text ------------------------------------------
+
+_source_cache = {}
+
+
+def _read_text(path):
+    """A file's text through os.read: the io stack's text layer leaves a
+    few small blocks behind per file opened, which would change the heap
+    being advised."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
+
+
+def _module_source(modname):
+    """The text of a module's source file, or None.  Plain file reading:
+    linecache would keep every line in the heap afterwards."""
+    if modname in _source_cache:
+        return _source_cache[modname]
+    text = None
+    mod = sys.modules.get(modname)
+    path = getattr(mod, "__file__", None)
+    if path and path.endswith(".py"):
+        try:
+            text = _read_text(path)
+        except (OSError, UnicodeDecodeError):
+            text = None
+    _source_cache[modname] = (text, path)
+    return text, path
+
+
+def _class_block(cls):
+    """(source lines of the class body, file, first line) or (None, None, None)."""
+    got = _module_source(cls.__module__)
+    if not got or got[0] is None:
+        return None, None, None
+    text, path = got
+    lines = text.splitlines()
+    head = "class " + cls.__name__
+    for i, line in enumerate(lines):
+        # plain string tests: a compiled pattern per class name would fill
+        # the re module's cache, changing the heap being advised
+        stripped = line.lstrip()
+        if not stripped.startswith(head):
+            continue
+        rest = stripped[len(head):len(head) + 1]
+        if rest and (rest.isalnum() or rest == "_"):
+            continue
+        indent = len(line) - len(stripped)
+        body = [line]
+        for nxt in lines[i + 1:]:
+            stripped = nxt.strip()
+            if stripped and (len(nxt) - len(nxt.lstrip())) <= indent and not stripped.startswith("#"):
+                break
+            body.append(nxt)
+        return body, path, i + 1
+    return None, None, None
+
+
+def _location(cls):
+    _, path, line = _class_block(cls)
+    return f"{path}:{line}" if path else None
+
+
+def _assigned_names(cls):
+    """Attribute names the class (and its Python bases) set through
+    ``self.name = ...`` or declare as annotations; None if a source is
+    missing."""
+    names = set()
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == "builtins":
+            continue
+        body, _, _ = _class_block(klass)
+        if body is None:
+            return None
+        src = "\n".join(body)
+        names.update(re.findall(r"\bself\.([A-Za-z_]\w*)\s*(?::[^=\n]+)?=(?!=)", src))
+        names.update(re.findall(r"^\s+([A-Za-z_]\w*)\s*:\s*[^=\n]+", src, re.M))
+        names.update(re.findall(r"\bsetattr\(\s*self\s*,\s*['\"](\w+)['\"]", src))
+    return names
+
+
+def _dynamic_access(cls):
+    """Source patterns that rely on a per-instance __dict__."""
+    found = []
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == "builtins":
+            continue
+        body, _, _ = _class_block(klass)
+        if body is None:
+            continue
+        src = "\n".join(body)
+        if re.search(r"\.__dict__\b", src):
+            found.append(f"{klass.__name__} uses __dict__")
+        if re.search(r"\bvars\(", src):
+            found.append(f"{klass.__name__} uses vars()")
+        if re.search(r"\bsetattr\(\s*self\s*,\s*[^'\"]", src):
+            found.append(f"{klass.__name__} sets attributes with computed names (setattr)")
+    return found
+
+
+def _mentions_weakref(cls):
+    """Does the class's own source make weak references to itself?"""
+    body, _, _ = _class_block(cls)
+    return bool(body) and "weakref" in "\n".join(body)
+
+
+# ---- layouts --------------------------------------------------------------
+
+_GC_HEAD = 16
+
+
+def _has_instance_dict(cls):
+    return cls.__dictoffset__ != 0
+
+
+def _slotted_size(cls, nslots):
+    """Bytes of one instance of `cls` rewritten with `nslots` new slots:
+    its base's basic size, 8 per slot, and the GC header."""
+    base = cls.__base__
+    return base.__basicsize__ + 8 * nslots + _GC_HEAD
+
+
+def _record_size(kinds, weakref):
+    """Bytes of one memlens.Record instance: 16-byte header, 8 per int,
+    float or object field, 1 per bool, rounded to 8; a weakref slot; the GC
+    header when any field is an object."""
+    n8 = sum(1 for k in kinds if k in ("int", "float", "str"))
+    nb = sum(1 for k in kinds if k == "bool")
+    size = (16 + 8 * n8 + nb + 7) // 8 * 8
+    if weakref:
+        size += 8
+    if "str" in kinds:
+        size += _GC_HEAD
+    return size
+
+
+# ---- advice builders -------------------------------------------------------
+
+def _slots_advice(cls, count, nbytes, weakrefd, attrs):
+    names = [a[0] for a in attrs if not a[1]]  # dict/values attributes
+    if not names and not _has_instance_dict(cls):
+        return None
+    blockers = []
+    var_base = next((b for b in cls.__mro__[1:] if b.__itemsize__), None)
+    for base in cls.__mro__[1:]:
+        if base is object or base.__module__ == "builtins":
+            continue
+        if "__slots__" not in base.__dict__:
+            blockers.append(f"base class {_qualname(base)} has no __slots__: it gives every "
+                            f"instance a __dict__ anyway, so add __slots__ to it too")
+    if var_base is not None and var_base is not object:
+        blockers.append(f"{_qualname(cls)} subclasses {var_base.__name__}, which does not "
+                        f"support non-empty __slots__")
+    blockers.extend(_dynamic_access(cls))
+    assigned = _assigned_names(cls)
+    if assigned is None:
+        blockers.append("the class source is not available to check which attributes it sets")
+    else:
+        outside = [n for n in names if n not in assigned]
+        if outside:
+            blockers.append("attributes set from outside the class (" + ", ".join(outside)
+                            + "): with __slots__ any attribute not listed raises AttributeError")
+    slots = tuple(names)
+    if weakrefd or _mentions_weakref(cls):
+        slots += ("__weakref__",)
+    per = _slotted_size(cls, len(slots))
+    saving = nbytes - count * per
+    if saving <= 0:
+        return None
+    name = cls.__name__
+    patch = f"class {name}:\n    __slots__ = {slots!r}\n"
+    text = (f"{count:,} {name} instances each carry a per-instance attribute dict "
+            f"(or values array): {nbytes / count:.0f} bytes each now, {per} bytes with "
+            f"__slots__ listing the {len(names)} attributes seen on them"
+            + (" (plus __weakref__: instances are weakly referenced)" if "__weakref__" in slots else "")
+            + ".")
+    return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots)
+
+
+def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow):
+    if overflow or not attrs or cls.__bases__ != (object,):
+        return None
+    fields, owned = [], 0
+    for name, _is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed in attrs:
+        if present != count or n_none or n_other:
+            return None
+        kinds = [k for k, n in (("int", n_int), ("float", n_float), ("bool", n_bool), ("str", n_str)) if n]
+        if len(kinds) != 1:
+            return None
+        fields.append((name, kinds[0]))
+        owned += owned_boxed
+    if not any(k in ("int", "float") for _, k in fields):
+        return None
+    weakref = bool(weakrefd) or _mentions_weakref(cls)
+    per = _record_size([k for _, k in fields], weakref)
+    saving = nbytes + owned - count * per
+    if saving <= 0:
+        return None
+    head = f"class {cls.__name__}(memlens.Record" + (", weakref=True" if weakref else "") + "):"
+    patch = "\n".join([head] + [f"    {n}: {k}" for n, k in fields]) + "\n"
+    numeric = [n for n, k in fields if k != "str"]
+    text = (f"{count:,} {cls.__name__} instances hold only numbers"
+            + (" and strings" if any(k == "str" for _, k in fields) else "")
+            + f": as a memlens.Record the numeric fields ({', '.join(numeric)}) are stored "
+            f"unboxed inside the instance, {per} bytes each instead of "
+            f"{(nbytes + owned) / count:.0f} with their boxed values.  Construct it with the "
+            f"same field names (positional order as listed).")
+    blockers = list(_dynamic_access(cls))
+    return Advice("record", cls, saving, count, text, patch, _location(cls), blockers,
+                  fields=tuple((n, {"int": int, "float": float, "bool": bool, "str": str}[k])
+                               for n, k in fields))
+
+
+def _site_target(kind, owner, name):
+    if kind == "attribute":
+        return f"{_qualname(owner)}.{name}"
+    return {"dict key": "dict keys", "list item": "list items", "elsewhere": "other objects"}[kind]
+
+
+def _site_advice(row, array_base):
+    (kind, owner, name, dup_strs, dup_str_bytes, dup_tuples, dup_tuple_bytes,
+     flists, fitems, fbytes, ilists, iitems, ibytes, empty, empty_bytes,
+     over_lists, over_bytes) = row
+    target = _site_target(kind, owner, name)
+    loc = _location(owner) if isinstance(owner, type) else None
+    out = []
+    if dup_strs:
+        patch = None
+        if kind == "attribute":
+            patch = f"self.{name} = sys.intern({name})   # where {_qualname(owner)} sets it"
+        out.append(Advice(
+            "intern", target, dup_str_bytes, dup_strs,
+            f"{dup_strs:,} strings in {target} are equal to another string but are separate "
+            f"objects.  Interning them (sys.intern, or a dict of canonical values) keeps one "
+            f"copy of each value.", patch, loc))
+    for typecode, n_lists, n_items, cur, what in (("d", flists, fitems, fbytes, "floats"),
+                                                  ("q", ilists, iitems, ibytes, "ints")):
+        if not n_lists:
+            continue
+        after = n_lists * array_base[typecode] + 8 * n_items
+        if cur - after > 0:
+            out.append(Advice(
+                "array", target, cur - after, n_lists,
+                f"{n_lists:,} list(s) in {target} hold only {what} ({n_items:,} in all): "
+                f"array.array('{typecode}') stores them unboxed at 8 bytes each instead of a "
+                f"pointer plus a {what[:-1]} object.",
+                f"array.array('{typecode}', values)", loc))
+    if dup_tuples:
+        out.append(Advice(
+            "duplicate-tuples", target, dup_tuple_bytes, dup_tuples,
+            f"{dup_tuples:,} tuples in {target} are equal to another tuple of the same "
+            f"values: share one tuple per value (e.g. through a dict cache).", None, loc))
+    if empty and kind == "attribute":
+        out.append(Advice(
+            "empty", target, empty_bytes, empty,
+            f"{empty:,} empty containers in {target}: leave the attribute None (or share "
+            f"one immutable empty value) until the first item arrives.", None, loc))
+    if over_lists:
+        out.append(Advice(
+            "overallocated", target, over_bytes, over_lists,
+            f"{over_lists:,} list(s) in {target} keep spare capacity from growing by "
+            f"append: once built, copy to an exact-size list (list(x)) or a tuple.",
+            None, loc))
+    return out
+
+
+def advise(min_saving=64 * 1024):
+    """Walk the whole heap and return advice that saves at least
+    ``min_saving`` bytes each, largest saving first."""
+    if isinstance(min_saving, bool) or not isinstance(min_saving, int):
+        raise TypeError(f"advise() min_saving must be an int, not {type(min_saving).__name__}")
+    if min_saving < 0:
+        raise ValueError(f"advise() min_saving must be >= 0, got {min_saving}")
+    # The report allocates Python objects; keep the collector from running
+    # while it does, so advising never collects the caller's garbage.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _advise(min_saving)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _advise(min_saving):
+    roots = gc.get_objects()
+    try:
+        classes, sites = _core.advise_scan(roots)
+    finally:
+        del roots
+    array_base = {c: _core.sizeof(array.array(c)) for c in ("d", "q")}
+    out = []
+    for cls, count, nbytes, weakrefd, with_dict, attrs, overflow in classes:
+        if cls.__module__.startswith("memlens") or count == 0:
+            continue
+        if _has_instance_dict(cls) and not issubclass(cls, BaseException):
+            a = _slots_advice(cls, count, nbytes, weakrefd, attrs)
+            if a is not None:
+                out.append(a)
+        r = _record_advice(cls, count, nbytes, weakrefd, attrs, overflow)
+        if r is not None:
+            out.append(r)
+    for row in sites:
+        out.extend(_site_advice(row, array_base))
+    _source_cache.clear()
+    out = [a for a in out if a.saving >= min_saving]
+    out.sort(key=lambda a: (-a.saving, _KIND_ORDER.index(a.kind), a.target_name))
+    return out

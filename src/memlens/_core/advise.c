@@ -401,7 +401,7 @@ adv_charge(adv_state *st, adv_site *s, PyObject *v)
         return 0;
     }
     if ((PyDict_CheckExact(v) && PyDict_GET_SIZE(v) == 0)
-        || (PySet_CheckExact(v) && PySet_GET_SIZE(v) == 0)) {
+        || (Py_TYPE(v) == &PySet_Type && PySet_GET_SIZE(v) == 0)) {
         s->empty++;
         s->empty_bytes += size_of(ti, v, &dummy);
     }
@@ -413,7 +413,7 @@ static inline int
 adv_interesting(PyObject *v)
 {
     return adv_str_plain(v) || PyTuple_CheckExact(v) || PyList_CheckExact(v)
-           || PyDict_CheckExact(v) || PySet_CheckExact(v);
+           || PyDict_CheckExact(v) || Py_TYPE(v) == &PySet_Type;
 }
 
 /* Claim `v` for site `s` if nobody did yet. */
@@ -536,8 +536,7 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
         }
         c->count++;
         c->bytes += size;
-        if (tp->tp_weaklistoffset > 0
-            && *(PyObject **)((char *)op + tp->tp_weaklistoffset) != NULL) {
+        if (layout_weakref_list(op, tp) != NULL) {
             c->weakrefd++;
         }
         if (layout_instance_dict(op, tp) != NULL) {

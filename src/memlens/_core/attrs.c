@@ -14,6 +14,7 @@
 #define Py_READONLY READONLY
 #endif
 
+#if PY_VERSION_HEX >= 0x030B0000
 /* 3.11+: the values a class's instances keep outside a dict, as an array
  * parallel to the shared keys' entries, or NULL. */
 static PyObject **
@@ -28,14 +29,11 @@ attrs_values_array(PyObject *op, PyTypeObject *tp)
         return (PyObject **)(v + sizeof(PyObject *));
     }
     return NULL;
-#elif PY_VERSION_HEX >= 0x030B0000
-    return (PyObject **)layout_instance_values(op, tp);
 #else
-    (void)op;
-    (void)tp;
-    return NULL;
+    return (PyObject **)layout_instance_values(op, tp);
 #endif
 }
+#endif
 
 int
 attrs_foreach(PyObject *op, attrs_fn fn, void *arg)

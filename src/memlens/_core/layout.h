@@ -225,6 +225,23 @@ layout_instance_values(PyObject *op, PyTypeObject *tp)
     return NULL;
 }
 
+/* The head of the instance's weak reference list (NULL when nothing
+ * weakly references it).  3.12+ keeps it in the pre-header for classes
+ * with a managed weakref slot (tp_weaklistoffset is then negative). */
+static inline PyObject *
+layout_weakref_list(PyObject *op, PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (tp->tp_flags & Py_TPFLAGS_MANAGED_WEAKREF) {
+        return ((PyObject **)op)[-4];
+    }
+#endif
+    if (tp->tp_weaklistoffset > 0) {
+        return *(PyObject **)((char *)op + tp->tp_weaklistoffset);
+    }
+    return NULL;
+}
+
 /* The keys a class's instances share (ht_cached_keys), or NULL. */
 static inline layout_dictkeys *
 layout_cached_keys(PyTypeObject *tp)

@@ -120,17 +120,7 @@ rec_store(PyTypeObject *tp, PyObject *self, const rec_field *f, PyObject *value)
     if (rec_convert(tp, f->name, f->kind, value, &raw) < 0) {
         return -1;
     }
-    switch (f->kind) {
-    case REC_INT:
-        *(long long *)p = raw.i;
-        break;
-    case REC_FLOAT:
-        *(double *)p = raw.d;
-        break;
-    default:
-        *p = raw.b;
-        break;
-    }
+    rec_write_raw(p, f->kind, raw);
     return 0;
 }
 
@@ -176,14 +166,8 @@ rec_store_default(PyObject *self, const rec_field *f)
         }
         Py_XSETREF(*(PyObject **)p, Py_NewRef(f->default_obj));
         break;
-    case REC_INT:
-        *(long long *)p = f->raw_default.i;
-        break;
-    case REC_FLOAT:
-        *(double *)p = f->raw_default.d;
-        break;
     default:
-        *p = f->raw_default.b;
+        rec_write_raw(p, f->kind, f->raw_default);
         break;
     }
     return 0;

@@ -114,6 +114,24 @@ int rec_frozen_setattro(PyObject *self, PyObject *name, PyObject *value);
 /* Convert `value` for a field of kind `kind` named `name` of class `tp`;
  * 0 and *out set, or -1 with TypeError/OverflowError naming class and field. */
 int rec_convert(PyTypeObject *tp, PyObject *name, int kind, PyObject *value, rec_raw *out);
+
+/* Store an already converted unboxed value at `p` (an int64, double or
+ * bool slot, by `kind`). */
+static inline void
+rec_write_raw(char *p, int kind, rec_raw raw)
+{
+    switch (kind) {
+    case REC_INT:
+        *(long long *)p = raw.i;
+        break;
+    case REC_FLOAT:
+        *(double *)p = raw.d;
+        break;
+    default:
+        *p = raw.b;
+        break;
+    }
+}
 /* record_field.c */
 extern PyType_Spec rec_descr_spec;
 /* A new unboxed-field descriptor for field `f` of `owner`. */

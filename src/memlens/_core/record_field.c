@@ -82,17 +82,7 @@ rec_descr_set(PyObject *self, PyObject *obj, PyObject *value)
         return -1;
     }
     p = (char *)obj + d->offset;
-    switch (d->kind) {
-    case REC_INT:
-        *(long long *)p = raw.i;
-        break;
-    case REC_FLOAT:
-        *(double *)p = raw.d;
-        break;
-    default:
-        *p = raw.b;
-        break;
-    }
+    rec_write_raw(p, d->kind, raw);
     return 0;
 }
 

@@ -14,6 +14,9 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrameObject and PyCodeObject fields, 3.9/3.10 */
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -329,6 +332,60 @@ layout_is_immortal(PyObject *op)
 #else
     (void)op;
     return 0;
+#endif
+}
+
+
+/* ---- frames: fast locals of a frame object ------------------------------ */
+
+/* Number of fast-local slots (locals, cells, free vars) of a code object. */
+static inline Py_ssize_t
+layout_code_nlocalsplus(PyCodeObject *co)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return co->co_nlocalsplus;
+#else
+    return co->co_nlocals + PyTuple_GET_SIZE(co->co_cellvars) + PyTuple_GET_SIZE(co->co_freevars);
+#endif
+}
+
+/* Name of fast-local slot i (borrowed). */
+static inline PyObject *
+layout_code_localname(PyCodeObject *co, Py_ssize_t i)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyTuple_GET_ITEM(co->co_localsplusnames, i);
+#else
+    if (i < co->co_nlocals) {
+        return PyTuple_GET_ITEM(co->co_varnames, i);
+    }
+    i -= co->co_nlocals;
+    if (i < PyTuple_GET_SIZE(co->co_cellvars)) {
+        return PyTuple_GET_ITEM(co->co_cellvars, i);
+    }
+    return PyTuple_GET_ITEM(co->co_freevars, i - PyTuple_GET_SIZE(co->co_cellvars));
+#endif
+}
+
+/* The fast-local slots of a frame object, read in place (f_locals would
+ * build or refresh a dict, changing the heap being looked at).
+ * 3.9/3.10: f_localsplus is in the frame object.
+ * 3.11-3.13: the frame object points (second word after the header) at its
+ *   _PyInterpreterFrame, whose localsplus follow eight pointer-sized fields,
+ *   an int and two small fields: offset 72 in all three versions
+ *   (Include/internal/pycore_frame.h). */
+#define LAYOUT_IFRAME_LOCALSPLUS 72
+static inline PyObject **
+layout_frame_localsplus(PyObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    char *iframe = *(char **)((char *)frame + sizeof(PyObject) + sizeof(void *));
+    if (iframe == NULL) {
+        return NULL;
+    }
+    return (PyObject **)(iframe + LAYOUT_IFRAME_LOCALSPLUS);
+#else
+    return ((PyFrameObject *)frame)->f_localsplus;
 #endif
 }
 

@@ -182,7 +182,7 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
 
         /* Fold an instance's __dict__ into it (never creating one). */
         PyObject *dict = NULL;
-        if (ti->flags & SIZE_F_INSTANCE) {
+        if ((ti->flags & SIZE_F_INSTANCE) && !w->nofold) {
             dict = layout_instance_dict(op, tp);
             if (dict != NULL && PyDict_Check(dict)) {
                 int r = visit_add(&w->seen, dict);
@@ -214,6 +214,15 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
         w->count++;
 
         /* Children. */
+        if (w->nofold && (ti->flags & SIZE_F_INSTANCE)) {
+            /* the dict is a child like any other (tp_traverse reports it on
+             * most versions; pushing it again is a no-op) */
+            PyObject *d = layout_instance_dict(op, tp);
+            if (d != NULL && walk_push(&c, d) < 0) {
+                Py_DECREF(op);
+                goto oom;
+            }
+        }
         if (dict != NULL && walk_push_dict_items(&c, dict) < 0) {
             Py_DECREF(op);
             goto oom;

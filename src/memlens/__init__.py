@@ -2,6 +2,8 @@
 alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
+from memlens.census import (AlivePaths, Census, CensusDiff, CensusRow, DiffRow, census,
+                             retained_size, why_alive)
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 
 __version__ = "0.1.0"
@@ -14,4 +16,12 @@ __all__ = [
     "Node",
     "TypeRow",
     "SizeStats",
+    "census",
+    "retained_size",
+    "why_alive",
+    "Census",
+    "CensusRow",
+    "CensusDiff",
+    "DiffRow",
+    "AlivePaths",
 ]

@@ -273,7 +273,7 @@ census_with_retained(void)
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
     }
-    if (graph_build(&g, NULL, 0) < 0) {
+    if (graph_build(&g, NULL, 0, NULL, 0) < 0) {
         free(t.rows);
         return NULL;
     }
@@ -370,7 +370,7 @@ census_retained(PyObject *module, PyObject *obj)
     size_t bytes = 0, count = 0;
     PyObject *res = NULL;
 
-    if (graph_build(&g, &obj, 1) < 0) {
+    if (graph_build(&g, &obj, 1, NULL, 0) < 0) {
         return NULL;
     }
     uint32_t t = graph_node(&g, obj);
@@ -483,8 +483,9 @@ done:
 }
 
 PyDoc_STRVAR(census_why_doc,
-"why_alive(obj, max_paths, modules, frames, /) -> (paths, referrers, reached)\n--\n\n"
-"modules: [(name, globals dict)]; frames: [frame].  paths: shortest\n"
+"why_alive(obj, max_paths, modules, frames, own, /) -> (paths, referrers, reached)\n--\n\n"
+"modules: [(name, globals dict)]; frames: [frame]; own: the caller's own\n"
+"frames and temporaries, left out of the graph.  paths: shortest\n"
 "reference chains from a root to obj, rendered as expressions.");
 
 static PyObject *
@@ -499,8 +500,10 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     uint32_t *cands = NULL;
     PyObject *paths = NULL, *res = NULL;
 
-    if (nargs != 4 || !PyList_Check(args[2]) || !PyList_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "why_alive(obj, max_paths, modules: list, frames: list)");
+    if (nargs != 5 || !PyList_Check(args[2]) || !PyList_Check(args[3])
+        || !PyList_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "why_alive(obj, max_paths, modules: list, frames: list, own: list)");
         return NULL;
     }
     PyObject *obj = args[0];
@@ -511,9 +514,33 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    PyObject *modules = args[2], *frames = args[3];
-    if (graph_build(&g, &obj, 1) < 0) {
-        return NULL;
+    PyObject *modules = args[2], *frames = args[3], *own = args[4];
+    /* leave out our arguments and the frames of memlens's own calls (on
+     * 3.9/3.10 their locals are visible references to obj) */
+    {
+        PyObject *const *own_items = &PyList_GET_ITEM(own, 0);
+        PyObject *ex[3] = {modules, frames, own};
+        Py_ssize_t nown = PyList_GET_SIZE(own);
+        PyObject **all = malloc((size_t)(nown + 3 + PyList_GET_SIZE(modules)) * sizeof(PyObject *));
+        if (all == NULL) {
+            return PyErr_NoMemory();
+        }
+        Py_ssize_t k = 0;
+        for (Py_ssize_t i = 0; i < 3; i++) {
+            all[k++] = ex[i];
+        }
+        for (Py_ssize_t i = 0; i < nown; i++) {
+            all[k++] = own_items[i];
+        }
+        /* the (name, globals) pairs are ours too */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules); i++) {
+            all[k++] = PyList_GET_ITEM(modules, i);
+        }
+        int rc = graph_build(&g, &obj, 1, all, k);
+        free(all);
+        if (rc < 0) {
+            return NULL;
+        }
     }
     graph_ready = 1;
     size_t n = g.n;

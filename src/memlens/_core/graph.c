@@ -174,7 +174,8 @@ graph_size(graph_t *g, uint32_t i)
 }
 
 int
-graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra)
+graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
+            PyObject *const *exclude, Py_ssize_t nexclude)
 {
     walk_t w;
     int walk_ready = 0;
@@ -200,6 +201,11 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra)
     w.nofold = 1;
     if (walk_exclude(&w, tracked) < 0) {
         goto error;
+    }
+    for (Py_ssize_t i = 0; i < nexclude; i++) {
+        if (walk_exclude(&w, exclude[i]) < 0) {
+            goto error;
+        }
     }
     if (nextra > 0 && walk_run(&w, extra, nextra, NULL, graph_collect, &v) < 0) {
         goto error;

@@ -48,8 +48,12 @@ typedef struct {
 
 /* Build the graph of everything reachable from the GC-tracked objects and
  * from `extra` (objects that must be nodes even if nothing tracked reaches
- * them).  0, or -1 with an exception set (the graph is then empty). */
-int graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra);
+ * them), leaving out `exclude` (the caller's own temporaries: they are
+ * neither nodes nor entered, so what only they hold is not reached through
+ * them, and what they hold looks held from outside).  0, or -1 with an
+ * exception set (the graph is then empty). */
+int graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
+                PyObject *const *exclude, Py_ssize_t nexclude);
 void graph_free(graph_t *g);
 
 /* Node of `obj`, or GRAPH_NONE. */

@@ -202,15 +202,16 @@ done:
  * instances -- an instance counts unless another instance of the same
  * class dominates it (then it is inside that one's subtree already). One
  * iterative DFS over the dominator tree, counting per row how many
- * instances are open on the current path. */
-static int
-census_class_retained(dom_tree *d, graph_t *g, census_row **node_row)
+ * instances are open on the current path.  Returns the peak scratch bytes,
+ * or 0 if out of memory. */
+static size_t
+census_class_retained(dom_tree *d, graph_t *g, census_table *t)
 {
     size_t m = d->m;
+    size_t scap = 1024, sp = 0, peak = 0;
     uint32_t *koff = calloc(m + 1, sizeof(uint32_t));
     uint32_t *kids = malloc((m + 1) * sizeof(uint32_t));
-    uint32_t *stack = malloc((2 * m + 2) * sizeof(uint32_t));
-    int rc = -1;
+    uint32_t *stack = malloc(scap * sizeof(uint32_t));
 
     if (koff == NULL || kids == NULL || stack == NULL) {
         goto done;
@@ -221,18 +222,23 @@ census_class_retained(dom_tree *d, graph_t *g, census_row **node_row)
     for (size_t k = 0; k < m; k++) {
         koff[k + 1] += koff[k];
     }
-    /* fill using the stack as cursors */
-    memcpy(stack, koff, (m + 1) * sizeof(uint32_t));
     for (size_t k = 1; k < m; k++) {
-        kids[stack[d->idom[k]]++] = (uint32_t)k;
+        kids[koff[d->idom[k]]++] = (uint32_t)k;
     }
-    size_t sp = 0;
+    for (size_t k = m; k > 0; k--) {
+        koff[k] = koff[k - 1];
+    }
+    koff[0] = 0;
     stack[sp++] = 0;
     while (sp > 0) {
         uint32_t x = stack[--sp];
         int leaving = (x & 0x80000000u) != 0;
         uint32_t k = x & 0x7fffffffu;
-        census_row *r = k == 0 ? NULL : node_row[d->vert[k]];
+        census_row *r = NULL;
+        if (k != 0 && !(g->flags[d->vert[k]] & GRAPH_F_FOLDED)) {
+            /* every row exists already: this only looks up */
+            r = census_table_get(t, Py_TYPE(g->objs[d->vert[k]]));
+        }
         if (leaving) {
             if (r != NULL) {
                 r->open--;
@@ -245,18 +251,28 @@ census_class_retained(dom_tree *d, graph_t *g, census_row **node_row)
             }
             r->open++;
         }
+        size_t need = sp + 1 + (koff[k + 1] - koff[k]);
+        if (need > scap) {
+            while (need > scap) {
+                scap *= 2;
+            }
+            uint32_t *ns = realloc(stack, scap * sizeof(uint32_t));
+            if (ns == NULL) {
+                goto done;
+            }
+            stack = ns;
+        }
         stack[sp++] = k | 0x80000000u;
         for (uint32_t e = koff[k]; e < koff[k + 1]; e++) {
             stack[sp++] = kids[e];
         }
     }
-    (void)g;
-    rc = 0;
+    peak = 2 * (m + 1) * sizeof(uint32_t) + scap * sizeof(uint32_t);
 done:
     free(koff);
     free(kids);
     free(stack);
-    return rc;
+    return peak;
 }
 
 static PyObject *
@@ -266,7 +282,6 @@ census_with_retained(void)
     dom_tree d;
     int dom_ready = 0;
     census_table t = {NULL, 0, 0};
-    census_row **node_row = NULL;
     PyObject *rows = NULL, *res = NULL;
     size_t total = 0, count = 0;
 
@@ -277,12 +292,6 @@ census_with_retained(void)
         free(t.rows);
         return NULL;
     }
-    /* rows: a folded __dict__ belongs to its owner's row */
-    node_row = calloc(g.n + 1, sizeof(census_row *));
-    if (node_row == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     /* first create every row, so that the table no longer moves */
     for (size_t i = 0; i < g.n; i++) {
         if (!(g.flags[i] & GRAPH_F_FOLDED) && census_table_get(&t, Py_TYPE(g.objs[i])) == NULL) {
@@ -290,6 +299,7 @@ census_with_retained(void)
             goto done;
         }
     }
+    /* rows: a folded __dict__ belongs to its owner's row */
     for (size_t i = 0; i < g.n; i++) {
         if (g.flags[i] & GRAPH_F_FOLDED) {
             continue;
@@ -309,7 +319,6 @@ census_with_retained(void)
         }
         r->count++;
         r->bytes += sz;
-        node_row[i] = r;
         total += sz;
         count++;
     }
@@ -318,7 +327,8 @@ census_with_retained(void)
         goto done;
     }
     dom_ready = 1;
-    if (census_class_retained(&d, &g, node_row) < 0) {
+    size_t class_peak = census_class_retained(&d, &g, &t);
+    if (class_peak == 0) {
         PyErr_NoMemory();
         goto done;
     }
@@ -326,7 +336,17 @@ census_with_retained(void)
     if (rows == NULL) {
         goto done;
     }
-    size_t scratch = g.scratch + d.scratch + (g.n + 1) * sizeof(census_row *);
+    /* peak: building the graph, or the graph plus the dominator phase
+     * (plus the tree's arrays while classes are summed) */
+    size_t held = graph_held_bytes(&g);
+    size_t dom_kept = (g.n + 1 + d.m) * sizeof(uint32_t) + d.m * sizeof(uint64_t);
+    size_t scratch = g.scratch;
+    if (held + d.scratch > scratch) {
+        scratch = held + d.scratch;
+    }
+    if (held + dom_kept + class_peak > scratch) {
+        scratch = held + dom_kept + class_peak;
+    }
     res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)count, (Py_ssize_t)total,
                         (Py_ssize_t)scratch, (Py_ssize_t)g.warnings, (Py_ssize_t)d.m - 1);
 done:
@@ -334,7 +354,6 @@ done:
         dom_free(&d);
     }
     Py_XDECREF(rows);
-    free(node_row);
     free(t.rows);
     graph_free(&g);
     return res;

@@ -27,22 +27,32 @@ dom_build(dom_tree *d, graph_t *g)
     size_t n = g->n;
     uint32_t sr = (uint32_t)n;
     uint32_t *pre = NULL, *parent = NULL, *semi = NULL, *label = NULL, *anc = NULL;
-    uint32_t *poff = NULL, *preds = NULL, *cstack = NULL;
+    uint32_t *poff = NULL, *preds = NULL;
     dom_frame *stack = NULL;
-    size_t m = 0, scratch = 0;
+    size_t m = 0, held = 0, peak = 0;
+
+#define DOM_HOLD(bytes)                                                        \
+    do {                                                                       \
+        held += (bytes);                                                       \
+        if (held > peak) {                                                     \
+            peak = held;                                                       \
+        }                                                                      \
+    } while (0)
 
     memset(d, 0, sizeof(*d));
+    size_t scap = 1024;
     pre = malloc((n + 1) * sizeof(uint32_t));
     d->vert = malloc((n + 1) * sizeof(uint32_t));
     parent = malloc((n + 1) * sizeof(uint32_t));
-    stack = malloc((n + 1) * sizeof(dom_frame));
+    stack = malloc(scap * sizeof(dom_frame));
     if (pre == NULL || d->vert == NULL || parent == NULL || stack == NULL) {
         goto nomem;
     }
-    scratch += (n + 1) * (3 * sizeof(uint32_t) + sizeof(dom_frame));
+    DOM_HOLD((n + 1) * 3 * sizeof(uint32_t) + scap * sizeof(dom_frame));
     memset(pre, 0xff, (n + 1) * sizeof(uint32_t));
 
-    /* 1. DFS preorder from the super-root */
+    /* 1. DFS preorder from the super-root; the stack grows as needed (a
+     * linked list of a million nodes is a million deep) */
     size_t depth = 0;
     pre[sr] = 0;
     d->vert[0] = sr;
@@ -83,17 +93,31 @@ dom_build(dom_tree *d, graph_t *g)
         d->vert[m] = next;
         parent[m] = pre[f->node];
         m++;
+        if (depth == scap) {
+            dom_frame *ns = realloc(stack, 2 * scap * sizeof(dom_frame));
+            if (ns == NULL) {
+                goto nomem;
+            }
+            DOM_HOLD(scap * sizeof(dom_frame));
+            stack = ns;
+            scap *= 2;
+        }
         stack[depth].node = next;
         stack[depth].pos = 0;
         depth++;
     }
     d->m = m;
+    free(stack);
+    stack = NULL;
+    held -= scap * sizeof(dom_frame);
 
-    /* 2. predecessors, by preorder number, of the reached nodes */
+    /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
+     * prefix sums, fill with poff[] as the cursor, shift back) */
     poff = calloc(m + 1, sizeof(uint32_t));
     if (poff == NULL) {
         goto nomem;
     }
+    DOM_HOLD((m + 1) * sizeof(uint32_t));
     for (size_t k = 1; k < m; k++) {
         uint32_t u = d->vert[k];
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
@@ -113,23 +137,25 @@ dom_build(dom_tree *d, graph_t *g)
     if (preds == NULL) {
         goto nomem;
     }
-    scratch += (m + 1) * sizeof(uint32_t) + (poff[m] + 1) * sizeof(uint32_t);
-    /* fill with a cursor per node: reuse `stack` (no longer needed) */
-    uint32_t *cur = (uint32_t *)stack;
-    memcpy(cur, poff, (m + 1) * sizeof(uint32_t));
+    DOM_HOLD((poff[m] + 1) * sizeof(uint32_t));
     for (size_t k = 1; k < m; k++) {
         uint32_t u = d->vert[k];
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
             uint32_t pv = pre[g->edges[e]];
             if (pv != DOM_UNSET) {
-                preds[cur[pv]++] = (uint32_t)k;
+                preds[poff[pv]++] = (uint32_t)k;
             }
         }
         if (g->flags[u] & GRAPH_F_ROOT) {
-            preds[cur[k]++] = 0;
+            preds[poff[k]++] = 0;
         }
     }
-    cstack = cur; /* the path-compression stack, again in `stack` */
+    for (size_t k = m; k > 0; k--) {
+        poff[k] = poff[k - 1];
+    }
+    poff[0] = 0;
+    /* pre[] is done with: it becomes the path-compression stack */
+    uint32_t *cstack = pre;
 
     /* 3. semidominators, reverse preorder, label = min semi on the path */
     semi = malloc(m * sizeof(uint32_t));
@@ -138,7 +164,7 @@ dom_build(dom_tree *d, graph_t *g)
     if (semi == NULL || label == NULL || anc == NULL) {
         goto nomem;
     }
-    scratch += 3 * m * sizeof(uint32_t);
+    DOM_HOLD(3 * m * sizeof(uint32_t));
     for (size_t k = 0; k < m; k++) {
         semi[k] = (uint32_t)k;
         label[k] = (uint32_t)k;
@@ -173,6 +199,14 @@ dom_build(dom_tree *d, graph_t *g)
         label[w] = s;
         anc[w] = parent[w];
     }
+    free(preds);
+    preds = NULL;
+    free(poff);
+    poff = NULL;
+    free(anc);
+    anc = NULL;
+    free(pre);
+    pre = NULL;
 
     /* 4. idom = nearest common ancestor of parent and semi (in label) */
     uint32_t *idom = label;
@@ -186,13 +220,20 @@ dom_build(dom_tree *d, graph_t *g)
     }
     d->idom = idom;
     label = NULL;
+    free(semi);
+    semi = NULL;
+    free(parent);
+    parent = NULL;
 
     /* 5. retained = own + dominated, children after their idom in preorder */
     d->retained = malloc(m * sizeof(uint64_t));
     if (d->retained == NULL) {
         goto nomem;
     }
-    scratch += m * sizeof(uint64_t);
+    held = (n + 1 + m) * sizeof(uint32_t) + m * sizeof(uint64_t);
+    if (held > peak) {
+        peak = held;
+    }
     d->retained[0] = 0;
     for (size_t k = 1; k < m; k++) {
         d->retained[k] = graph_size(g, d->vert[k]);
@@ -200,15 +241,9 @@ dom_build(dom_tree *d, graph_t *g)
     for (size_t k = m - 1; k >= 1; k--) {
         d->retained[idom[k]] += d->retained[k];
     }
-    d->scratch = scratch;
-    free(pre);
-    free(parent);
-    free(stack);
-    free(poff);
-    free(preds);
-    free(semi);
-    free(anc);
+    d->scratch = peak;
     return 0;
+#undef DOM_HOLD
 
 nomem:
     free(pre);

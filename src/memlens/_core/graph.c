@@ -163,6 +163,13 @@ graph_free(graph_t *g)
 }
 
 size_t
+graph_held_bytes(const graph_t *g)
+{
+    return g->index.bytes + g->n * (sizeof(PyObject *) + 2 * sizeof(uint32_t) + 1)
+           + (g->nedges + 1) * sizeof(uint32_t);
+}
+
+size_t
 graph_size(graph_t *g, uint32_t i)
 {
     if (g->sizes[i] != UINT32_MAX) {
@@ -314,8 +321,14 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
         }
     }
     free(incoming);
+    /* peak while building: objs, sizes, off, flags, incoming, edges */
     g->scratch = g->index.bytes + n * (sizeof(PyObject *) + 3 * sizeof(uint32_t) + 1)
                  + c.cap * sizeof(uint32_t);
+    /* the edge array grew by doubling: give back the unused tail */
+    uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));
+    if (fit != NULL) {
+        g->edges = fit;
+    }
     return 0;
 
 nomem:

@@ -43,7 +43,8 @@ typedef struct {
     uint8_t *flags;      /* [n] GRAPH_F_* */
     visit_set index;     /* address -> node (visit_rank) */
     size_t warnings;     /* objects whose __sizeof__ failed */
-    size_t scratch;      /* bytes of the arrays above, at their peak */
+    size_t scratch;      /* peak bytes while building (incoming counts and
+                          * the edge array's spare capacity included) */
 } graph_t;
 
 /* Build the graph of everything reachable from the GC-tracked objects and
@@ -62,6 +63,9 @@ graph_node(graph_t *g, PyObject *obj)
 {
     return visit_rank(&g->index, obj);
 }
+
+/* Scratch bytes the built graph holds now. */
+size_t graph_held_bytes(const graph_t *g);
 
 /* Own size of node i. */
 size_t graph_size(graph_t *g, uint32_t i);

@@ -427,15 +427,15 @@ def test_census_while_another_thread_allocates():
             if len(shared) > 50:
                 del shared[:25]
 
-    yielders = [Yielding() for _ in range(300)]
+    yielders = [Yielding() for _ in range(40)]
     t = threading.Thread(target=churn)
     t.start()
     try:
         for _ in range(3):
             c = memlens.census()
-            assert c.count(Yielding) == 300
+            assert c.count(Yielding) == 40
         c = memlens.census(retained=True)
-        assert c.count(Yielding) == 300
+        assert c.count(Yielding) == 40
         assert memlens.retained_size(yielders) > 0
     finally:
         stop.set()
@@ -455,7 +455,7 @@ def test_repeated_calls_do_not_leak():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20):
+        for _ in range(10):
             memlens.census()
             memlens.census(retained=True)
             memlens.retained_size(objs)
@@ -488,3 +488,15 @@ def test_deep_structures_do_not_overflow_the_c_stack():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["str keys", "mixed keys"])
+def test_dict_keys_held_elsewhere_are_not_retained(general):
+    # A str key is a reference the dict holds; dict_traverse reports it only
+    # for dicts with non-str keys.  Counting it twice would make a key that
+    # is also held elsewhere look owned by the dict.
+    key = "key-" + str(12345)  # a fresh, non-interned str held by this frame
+    x = {key: [float(len(key))]}
+    if general:
+        x[int("1" * 21)] = None  # a non-str key: the dict uses the generic lookup
+    assert memlens.retained_size(x) == memlens.deep_size(x) - memlens.sizeof(key)

@@ -322,7 +322,7 @@ census_with_retained(void)
         total += sz;
         count++;
     }
-    if (dom_build(&d, &g) < 0) {
+    if (dom_build(&d, &g, 1) < 0) {
         PyErr_NoMemory();
         goto done;
     }
@@ -341,8 +341,8 @@ census_with_retained(void)
     size_t held = graph_held_bytes(&g);
     size_t dom_kept = (g.n + 1 + d.m) * sizeof(uint32_t) + d.m * sizeof(uint64_t);
     size_t scratch = g.scratch;
-    if (held + d.scratch > scratch) {
-        scratch = held + d.scratch;
+    if (d.scratch > scratch) {
+        scratch = d.scratch;
     }
     if (held + dom_kept + class_peak > scratch) {
         scratch = held + dom_kept + class_peak;

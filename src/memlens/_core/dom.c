@@ -22,20 +22,21 @@ typedef struct {
 } dom_frame;
 
 int
-dom_build(dom_tree *d, graph_t *g)
+dom_build(dom_tree *d, graph_t *g, int consume)
 {
     size_t n = g->n;
     uint32_t sr = (uint32_t)n;
     uint32_t *pre = NULL, *parent = NULL, *semi = NULL, *label = NULL, *anc = NULL;
-    uint32_t *poff = NULL, *preds = NULL;
+    uint32_t *poff = NULL, *preds = NULL, *cstack = NULL;
     dom_frame *stack = NULL;
     size_t m = 0, held = 0, peak = 0;
 
+    /* bytes held now: ours plus the graph's */
 #define DOM_HOLD(bytes)                                                        \
     do {                                                                       \
         held += (bytes);                                                       \
-        if (held > peak) {                                                     \
-            peak = held;                                                       \
+        if (held + graph_held_bytes(g) > peak) {                               \
+            peak = held + graph_held_bytes(g);                                 \
         }                                                                      \
     } while (0)
 
@@ -154,8 +155,23 @@ dom_build(dom_tree *d, graph_t *g)
         poff[k] = poff[k - 1];
     }
     poff[0] = 0;
-    /* pre[] is done with: it becomes the path-compression stack */
-    uint32_t *cstack = pre;
+    free(pre);
+    pre = NULL;
+    held -= (n + 1) * sizeof(uint32_t);
+    if (consume) {
+        free(g->edges);
+        g->edges = NULL;
+        free(g->off);
+        g->off = NULL;
+        g->nedges = 0;
+    }
+    /* the path-compression stack: as deep as the longest path compressed */
+    size_t ccap = 1024;
+    cstack = malloc(ccap * sizeof(uint32_t));
+    if (cstack == NULL) {
+        goto nomem;
+    }
+    DOM_HOLD(ccap * sizeof(uint32_t));
 
     /* 3. semidominators, reverse preorder, label = min semi on the path */
     semi = malloc(m * sizeof(uint32_t));
@@ -179,6 +195,15 @@ dom_build(dom_tree *d, graph_t *g)
                 size_t sp = 0;
                 uint32_t u = v;
                 while (anc[anc[u]] != DOM_UNSET) {
+                    if (sp == ccap) {
+                        uint32_t *nc = realloc(cstack, 2 * ccap * sizeof(uint32_t));
+                        if (nc == NULL) {
+                            goto nomem;
+                        }
+                        DOM_HOLD(ccap * sizeof(uint32_t));
+                        cstack = nc;
+                        ccap *= 2;
+                    }
                     cstack[sp++] = u;
                     u = anc[u];
                 }
@@ -205,8 +230,8 @@ dom_build(dom_tree *d, graph_t *g)
     poff = NULL;
     free(anc);
     anc = NULL;
-    free(pre);
-    pre = NULL;
+    free(cstack);
+    cstack = NULL;
 
     /* 4. idom = nearest common ancestor of parent and semi (in label) */
     uint32_t *idom = label;
@@ -231,8 +256,8 @@ dom_build(dom_tree *d, graph_t *g)
         goto nomem;
     }
     held = (n + 1 + m) * sizeof(uint32_t) + m * sizeof(uint64_t);
-    if (held > peak) {
-        peak = held;
+    if (held + graph_held_bytes(g) > peak) {
+        peak = held + graph_held_bytes(g);
     }
     d->retained[0] = 0;
     for (size_t k = 1; k < m; k++) {
@@ -246,6 +271,7 @@ dom_build(dom_tree *d, graph_t *g)
 #undef DOM_HOLD
 
 nomem:
+    free(cstack);
     free(pre);
     free(parent);
     free(stack);

@@ -22,11 +22,15 @@ typedef struct {
                         * numbered g->n) */
     uint32_t *idom;    /* [m] preorder number of the immediate dominator */
     uint64_t *retained;/* [m] bytes of the dominator subtree */
-    size_t scratch;    /* peak bytes held while computing */
+    size_t scratch;    /* peak bytes held while computing, the graph's
+                        * own arrays included */
 } dom_tree;
 
-/* 0, or -1 if out of memory (no exception set). */
-int dom_build(dom_tree *d, graph_t *g);
+/* 0, or -1 if out of memory (no exception set).  With `consume`, the
+ * graph's edges are freed as soon as the predecessor lists exist (the
+ * graph can then only answer node questions: objs, sizes, flags), which
+ * lowers the peak by the size of the edge arrays. */
+int dom_build(dom_tree *d, graph_t *g, int consume);
 void dom_free(dom_tree *d);
 
 #endif /* MEMLENS_DOM_H */

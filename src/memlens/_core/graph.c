@@ -165,8 +165,14 @@ graph_free(graph_t *g)
 size_t
 graph_held_bytes(const graph_t *g)
 {
-    return g->index.bytes + g->n * (sizeof(PyObject *) + 2 * sizeof(uint32_t) + 1)
-           + (g->nedges + 1) * sizeof(uint32_t);
+    size_t n = g->index.bytes + g->n * (sizeof(PyObject *) + sizeof(uint32_t) + 1);
+    if (g->off != NULL) {
+        n += (g->n + 1) * sizeof(uint32_t);
+    }
+    if (g->edges != NULL) {
+        n += (g->nedges + 1) * sizeof(uint32_t);
+    }
+    return n;
 }
 
 size_t

@@ -409,6 +409,27 @@ def test_census_creates_no_instance_dict():
     assert memlens.sizeof(objs[0]) == before
 
 
+def test_census_allocates_no_python_object_per_object():
+    objs = [Plain(i) for i in range(100_000)]
+    gc.collect()
+    ntracked = len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        c = memlens.census()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the one list of tracked objects (8 bytes each) is the only Python
+    # scratch; anything per visited object would be megabytes here
+    assert c.total_count > 2 * len(objs)
+    assert peak - before < 8 * ntracked * 1.25 + 100_000
+    # what stays is the result: a row per type
+    assert after - before < 500 * len(c.rows) + 10_000
+    del objs
+
+
 class Yielding:
     """A __sizeof__ that lets other threads run in the middle of a walk."""
 

@@ -248,18 +248,22 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     if (n == (size_t)-1 || n != v.n || n >= UINT32_MAX) {
         goto nomem;
     }
-    /* Same references, permuted into rank order in place (cycle by
-     * cycle: each swap puts one object where it belongs).  The bitmap only
-     * knows 16-byte granules, and static objects may be 8-aligned, so the
-     * pointers must come from the objects, not from the bits. */
-    for (size_t i = 0; i < n; i++) {
-        uint32_t r = visit_rank(&g->index, v.objs[i]);
-        while (r != i) {
-            PyObject *tmp = v.objs[r];
-            v.objs[r] = v.objs[i];
-            v.objs[i] = tmp;
-            r = visit_rank(&g->index, v.objs[i]);
+    /* Same references, scattered into rank order.  The bitmap only knows
+     * 16-byte granules, and static objects may be 8-aligned, so the
+     * pointers must come from the objects, not from the bits.  A scatter
+     * into a second array costs 8 bytes per object for a moment, but its
+     * cache misses overlap; permuting in place follows cycles, one
+     * dependent miss at a time (measured: 3x slower at 5M objects). */
+    {
+        PyObject **ranked = malloc((n + 1) * sizeof(PyObject *));
+        if (ranked == NULL) {
+            goto nomem;
         }
+        for (size_t i = 0; i < n; i++) {
+            ranked[visit_rank(&g->index, v.objs[i])] = v.objs[i];
+        }
+        free(v.objs);
+        v.objs = ranked;
     }
     g->objs = v.objs;
     g->n = n;

@@ -156,6 +156,17 @@ visit_contains(visit_set *vs, const void *p)
     return (leaf->bits[bit >> 6] >> (bit & 63)) & 1;
 }
 
+/* Bits set in a word.  Inline SWAR rather than __builtin_popcountll, which
+ * without -mpopcnt (not in the x86-64 baseline) is a libgcc call. */
+static inline unsigned
+visit_popcount(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+}
+
 size_t
 visit_rank_build(visit_set *vs)
 {
@@ -176,7 +187,7 @@ visit_rank_build(visit_set *vs)
         unsigned in_leaf = 0;
         for (unsigned w = 0; w < VISIT_LEAF_WORDS; w++) {
             r->prefix[w] = (uint16_t)in_leaf;
-            in_leaf += (unsigned)__builtin_popcountll(s->leaf->bits[w]);
+            in_leaf += (unsigned)visit_popcount(s->leaf->bits[w]);
         }
         n += in_leaf;
     }
@@ -200,7 +211,7 @@ visit_rank(visit_set *vs, const void *p)
                 return UINT32_MAX;
             }
             const visit_rankinfo *r = &vs->ranks[i];
-            return r->base + r->prefix[bit >> 6] + (uint32_t)__builtin_popcountll(word & below);
+            return r->base + r->prefix[bit >> 6] + (uint32_t)visit_popcount(word & below);
         }
         if (s->region == 0) {
             return UINT32_MAX;

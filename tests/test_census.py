@@ -521,3 +521,17 @@ def test_dict_keys_held_elsewhere_are_not_retained(general):
     if general:
         x[int("1" * 21)] = None  # a non-str key: the dict uses the generic lookup
     assert memlens.retained_size(x) == memlens.deep_size(x) - memlens.sizeof(key)
+
+
+def test_census_counts_untracked_objects_held_only_by_frame_locals():
+    # On 3.11+ a running frame is not an object that reports its locals: a
+    # big str held by a local variable only must still be counted.
+    n = 1_000_000
+    before = memlens.census()
+    big = "x" * n
+    after = memlens.census()
+    assert after.diff(before).row(str).bytes_delta >= n
+    big2 = "y" * n
+    with_retained = memlens.census(retained=True)
+    assert with_retained.bytes(str) >= after.bytes(str) + n
+    del big, big2

@@ -3,7 +3,8 @@
 * :func:`census` -- every live object once, grouped by type, sized by the
   rules of :func:`memlens.sizeof`.  Objects counted: every object the
   cyclic GC tracks, plus every untracked object reachable from one (ints,
-  floats, strs, untracked tuples and dicts ...).  Nothing is left out:
+  floats, strs, untracked tuples and dicts ...) or from a local variable
+  of a running frame of any thread.  Nothing is left out:
   classes, functions, modules and the interpreter's shared values are rows
   too.  An instance's ``__dict__`` (when one has been materialized) is
   counted in its instance's row, never as a ``dict`` row, so a class's row
@@ -247,7 +248,10 @@ def census(retained=False, collect=False):
     _check_bool("census", "collect", collect)
     if collect:
         gc.collect()
-    rows, count, nbytes, scratch, warnings, _ = _core.census(retained)
+    frames, own = _frames()
+    del own
+    rows, count, nbytes, scratch, warnings, _ = _core.census(retained, frames)
+    del frames
     return Census([CensusRow(*r) for r in rows], count, nbytes, scratch, warnings, retained)
 
 
@@ -291,6 +295,18 @@ def _is_own_frame(f):
     return name == "memlens" or name.startswith("memlens.")
 
 
+def _frames():
+    """The frames of every thread: (theirs, memlens's own)."""
+    frames = []
+    own = []
+    for top in sys._current_frames().values():
+        f = top
+        while f is not None:
+            (own if _is_own_frame(f) else frames).append(f)
+            f = f.f_back
+    return frames, own
+
+
 def why_alive(obj, max_paths=3):
     """The shortest reference chains from a root to ``obj``.
 
@@ -308,15 +324,7 @@ def why_alive(obj, max_paths=3):
         raise ValueError(f"why_alive() max_paths must be >= 0, got {max_paths}")
     modules = [(name, vars(m)) for name, m in list(sys.modules.items())
                if type(m) is type(sys) and isinstance(name, str)]
-    frames = []
-    own = []
-    for top in sys._current_frames().values():
-        f = top
-        while f is not None:
-            (own if _is_own_frame(f) else frames).append(f)
-            f = f.f_back
-        del f
-    top = None
+    frames, own = _frames()
     paths, referrers, reached = _core.why_alive(obj, max_paths, modules, frames, own)
     del modules, frames, own
     target = f"<{type(obj).__name__} object at {id(obj):#x}>"

@@ -101,6 +101,55 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
     return 0;
 }
 
+/* The values of the fast locals of `frames` (a list of frame objects),
+ * borrowed (the frames hold them), in a malloc'd array after `first`
+ * leading slots the caller fills.  On 3.11+ an executing frame is not an
+ * object that reports its locals, so an untracked object held only by a
+ * local variable (a big str, an int) is reachable from nothing the GC
+ * tracks: these are walked as extra roots.  NULL with MemoryError. */
+static PyObject **
+census_frame_locals(PyObject *frames, size_t first, size_t *count)
+{
+    size_t n = first, cap = first + 64;
+    PyObject **out = malloc(cap * sizeof(PyObject *));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
+        PyObject *f = PyList_GET_ITEM(frames, i);
+        if (!PyFrame_Check(f)) {
+            continue;
+        }
+        PyObject **locals = layout_frame_localsplus(f);
+        PyCodeObject *co = PyFrame_GetCode((PyFrameObject *)f);
+        if (co == NULL) {
+            free(out);
+            return NULL;
+        }
+        Py_ssize_t nl = layout_code_nlocalsplus(co);
+        Py_DECREF(co); /* the frame keeps its code alive */
+        for (Py_ssize_t s = 0; locals != NULL && s < nl; s++) {
+            if (locals[s] == NULL) {
+                continue;
+            }
+            if (n == cap) {
+                cap *= 2;
+                PyObject **no = realloc(out, cap * sizeof(PyObject *));
+                if (no == NULL) {
+                    free(out);
+                    PyErr_NoMemory();
+                    return NULL;
+                }
+                out = no;
+            }
+            out[n++] = locals[s];
+        }
+    }
+    *count = n;
+    return out;
+}
+
 /* [(type, count, bytes, retained or -1), ...] */
 static PyObject *
 census_rows_list(census_table *t, int with_retained)
@@ -130,12 +179,14 @@ census_rows_list(census_table *t, int with_retained)
 /* ---- census without retained sizes: one walk ----------------------------- */
 
 static PyObject *
-census_fast(void)
+census_fast(PyObject *frames)
 {
     walk_t w;
     int walk_ready = 0;
     census_table t = {NULL, 0, 0};
     PyObject *tracked = NULL, *rows = NULL, *res = NULL;
+    PyObject **locals = NULL;
+    size_t nlocals = 0;
 
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
@@ -148,8 +199,13 @@ census_fast(void)
         goto done;
     }
     walk_ready = 1;
-    /* our own list of the tracked objects is not part of the heap */
-    if (walk_exclude(&w, tracked) < 0) {
+    /* our own lists (the tracked objects, the frames) are not part of the
+     * heap */
+    if (walk_exclude(&w, tracked) < 0 || walk_exclude(&w, frames) < 0) {
+        goto done;
+    }
+    locals = census_frame_locals(frames, 0, &nlocals);
+    if (locals == NULL) {
         goto done;
     }
     Py_ssize_t n = PyList_GET_SIZE(tracked);
@@ -169,6 +225,11 @@ census_fast(void)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *op = PyList_GET_ITEM(tracked, i);
         if (walk_run(&w, &op, 1, NULL, census_visit, &t) < 0) {
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nlocals; i++) {
+        if (walk_run(&w, &locals[i], 1, NULL, census_visit, &t) < 0) {
             goto done;
         }
     }
@@ -192,6 +253,7 @@ done:
     Py_XDECREF(rows);
     Py_XDECREF(tracked);
     free(t.rows);
+    free(locals);
     return res;
 }
 
@@ -276,7 +338,7 @@ done:
 }
 
 static PyObject *
-census_with_retained(void)
+census_with_retained(PyObject *frames)
 {
     graph_t g;
     dom_tree d;
@@ -288,9 +350,19 @@ census_with_retained(void)
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
     }
-    if (graph_build(&g, NULL, 0, NULL, 0) < 0) {
-        free(t.rows);
-        return NULL;
+    {
+        size_t nlocals = 0;
+        PyObject **locals = census_frame_locals(frames, 0, &nlocals);
+        if (locals == NULL) {
+            free(t.rows);
+            return NULL;
+        }
+        int rc = graph_build(&g, locals, (Py_ssize_t)nlocals, &frames, 1);
+        free(locals);
+        if (rc < 0) {
+            free(t.rows);
+            return NULL;
+        }
     }
     /* first create every row, so that the table no longer moves */
     for (size_t i = 0; i < g.n; i++) {
@@ -360,19 +432,24 @@ done:
 }
 
 PyDoc_STRVAR(census_census_doc,
-"census(retained, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
-"rows: [(type, count, bytes, retained or -1)].  n: tracked objects\n"
-"(retained=False) or objects reachable from the roots (retained=True).");
+"census(retained, frames, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
+"rows: [(type, count, bytes, retained or -1)].  frames: the running frames\n"
+"whose locals are roots too.  n: tracked objects (retained=False) or\n"
+"objects reachable from the roots (retained=True).");
 
 static PyObject *
-census_census(PyObject *module, PyObject *arg)
+census_census(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    int retained = PyObject_IsTrue(arg);
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "census(retained: bool, frames: list)");
+        return NULL;
+    }
+    int retained = PyObject_IsTrue(args[0]);
     if (retained < 0) {
         return NULL;
     }
-    return retained ? census_with_retained() : census_fast();
+    return retained ? census_with_retained(args[1]) : census_fast(args[1]);
 }
 
 /* ---- retained_size ---------------------------------------------------- */
@@ -555,7 +632,15 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules); i++) {
             all[k++] = PyList_GET_ITEM(modules, i);
         }
-        int rc = graph_build(&g, &obj, 1, all, k);
+        size_t nextra = 0;
+        PyObject **extra = census_frame_locals(frames, 1, &nextra);
+        if (extra == NULL) {
+            free(all);
+            return NULL;
+        }
+        extra[0] = obj;
+        int rc = graph_build(&g, extra, (Py_ssize_t)nextra, all, k);
+        free(extra);
         free(all);
         if (rc < 0) {
             return NULL;
@@ -764,7 +849,7 @@ done:
 }
 
 static PyMethodDef census_methods[] = {
-    {"census", (PyCFunction)census_census, METH_O, census_census_doc},
+    {"census", (PyCFunction)(void (*)(void))census_census, METH_FASTCALL, census_census_doc},
     {"retained_size", (PyCFunction)census_retained, METH_O, census_retained_doc},
     {"why_alive", (PyCFunction)(void (*)(void))census_why_alive, METH_FASTCALL, census_why_doc},
     {NULL, NULL, 0, NULL},

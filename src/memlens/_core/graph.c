@@ -121,6 +121,9 @@ graph_add_edge(graph_edge_ctx *c, PyObject *child)
 static int
 graph_visitproc(PyObject *obj, void *arg)
 {
+    if (obj == NULL) {
+        return 0; /* a careless extension tp_traverse calling visit(NULL) */
+    }
     return graph_add_edge((graph_edge_ctx *)arg, obj);
 }
 

@@ -101,6 +101,9 @@ walk_push(walk_push_ctx *c, PyObject *obj)
 static int
 walk_visitproc(PyObject *obj, void *arg)
 {
+    if (obj == NULL) {
+        return 0; /* a careless extension tp_traverse calling visit(NULL) */
+    }
     return walk_push((walk_push_ctx *)arg, obj);
 }
 

@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import tracemalloc
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -535,3 +536,41 @@ def test_census_counts_untracked_objects_held_only_by_frame_locals():
     with_retained = memlens.census(retained=True)
     assert with_retained.bytes(str) >= after.bytes(str) + n
     del big, big2
+
+
+def _frame_objects():
+    return sum(1 for o in gc.get_objects() if type(o) is types.FrameType)
+
+
+def test_no_frame_object_is_created():
+    # Frames are read in place: on 3.11+ sys._current_frames() or f_back
+    # would create a frame object for every running frame, for good.
+    n0 = _frame_objects()
+    memlens.census()
+    memlens.census(retained=True)
+    memlens.why_alive(REGISTRY["hold"])
+    memlens.retained_size(REGISTRY)
+    assert _frame_objects() == n0
+
+
+def test_why_alive_sees_locals_of_other_threads():
+    ready = threading.Event()
+    done = threading.Event()
+
+    def worker():
+        held_by_worker = Plain(77)  # noqa: F841 -- the local is the point
+        ready.set()
+        done.wait(10)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        ready.wait(10)
+        target = next(o for o in gc.get_objects() if type(o) is Plain and o.x == 77)
+        paths = memlens.why_alive(target)
+        assert any(p.startswith("<frame ") and "worker() local 'held_by_worker'>" in p
+                   for p in paths), paths
+        del target
+    finally:
+        done.set()
+        t.join()

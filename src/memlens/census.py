@@ -248,10 +248,7 @@ def census(retained=False, collect=False):
     _check_bool("census", "collect", collect)
     if collect:
         gc.collect()
-    frames, own = _frames()
-    del own
-    rows, count, nbytes, scratch, warnings, _ = _core.census(retained, frames)
-    del frames
+    rows, count, nbytes, scratch, warnings, _ = _core.census(retained, globals())
     return Census([CensusRow(*r) for r in rows], count, nbytes, scratch, warnings, retained)
 
 
@@ -290,23 +287,6 @@ class AlivePaths(list):
         return "\n".join(lines)
 
 
-def _is_own_frame(f):
-    name = f.f_globals.get("__name__", "")
-    return name == "memlens" or name.startswith("memlens.")
-
-
-def _frames():
-    """The frames of every thread: (theirs, memlens's own)."""
-    frames = []
-    own = []
-    for top in sys._current_frames().values():
-        f = top
-        while f is not None:
-            (own if _is_own_frame(f) else frames).append(f)
-            f = f.f_back
-    return frames, own
-
-
 def why_alive(obj, max_paths=3):
     """The shortest reference chains from a root to ``obj``.
 
@@ -324,9 +304,8 @@ def why_alive(obj, max_paths=3):
         raise ValueError(f"why_alive() max_paths must be >= 0, got {max_paths}")
     modules = [(name, vars(m)) for name, m in list(sys.modules.items())
                if type(m) is type(sys) and isinstance(name, str)]
-    frames, own = _frames()
-    paths, referrers, reached = _core.why_alive(obj, max_paths, modules, frames, own)
-    del modules, frames, own
+    paths, referrers, reached = _core.why_alive(obj, max_paths, modules, globals())
+    del modules
     target = f"<{type(obj).__name__} object at {id(obj):#x}>"
     reason = ""
     if not paths:

@@ -101,53 +101,109 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
     return 0;
 }
 
-/* The values of the fast locals of `frames` (a list of frame objects),
- * borrowed (the frames hold them), in a malloc'd array after `first`
- * leading slots the caller fills.  On 3.11+ an executing frame is not an
- * object that reports its locals, so an untracked object held only by a
- * local variable (a big str, an int) is reachable from nothing the GC
- * tracks: these are walked as extra roots.  NULL with MemoryError. */
-static PyObject **
-census_frame_locals(PyObject *frames, size_t first, size_t *count)
+/* Call fn for every running frame of every thread of this interpreter,
+ * innermost first, skipping the 3.12+ C-stack shims.  Frames are read in
+ * place (layout.h): no frame object is created.  The thread list is
+ * walked under the GIL, as sys._current_frames() does.  fn returns 0 to go
+ * on, -1 to stop (exception set). */
+typedef int (*census_frame_fn)(void *arg, layout_frame *f, PyCodeObject *co);
+
+static int
+census_each_frame(census_frame_fn fn, void *arg)
 {
-    size_t n = first, cap = first + 64;
-    PyObject **out = malloc(cap * sizeof(PyObject *));
-    if (out == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
-        PyObject *f = PyList_GET_ITEM(frames, i);
-        if (!PyFrame_Check(f)) {
-            continue;
-        }
-        PyObject **locals = layout_frame_localsplus(f);
-        PyCodeObject *co = PyFrame_GetCode((PyFrameObject *)f);
-        if (co == NULL) {
-            free(out);
-            return NULL;
-        }
-        Py_ssize_t nl = layout_code_nlocalsplus(co);
-        Py_DECREF(co); /* the frame keeps its code alive */
-        for (Py_ssize_t s = 0; locals != NULL && s < nl; s++) {
-            if (locals[s] == NULL) {
-                continue;
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp); ts != NULL;
+         ts = PyThreadState_Next(ts)) {
+        for (layout_frame *f = layout_thread_frame(ts); f != NULL; f = layout_frame_back(f)) {
+            PyCodeObject *co = layout_frame_code(f);
+            if (co != NULL && fn(arg, f, co) < 0) {
+                return -1;
             }
-            if (n == cap) {
-                cap *= 2;
-                PyObject **no = realloc(out, cap * sizeof(PyObject *));
-                if (no == NULL) {
-                    free(out);
-                    PyErr_NoMemory();
-                    return NULL;
-                }
-                out = no;
-            }
-            out[n++] = locals[s];
         }
     }
-    *count = n;
-    return out;
+    return 0;
+}
+
+/* Strong references to the locals of every running frame outside
+ * memlens's own code, and to the frame objects of memlens's own frames. */
+typedef struct {
+    PyObject *own_globals;  /* borrowed: memlens.census's globals */
+    PyObject **vals;        /* strong references */
+    size_t n, cap;
+    PyObject **own;         /* strong references: our own frame objects */
+    size_t nown, capown;
+} census_locals;
+
+static int
+census_push(PyObject ***arr, size_t *n, size_t *cap, PyObject *o)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        PyObject **na = realloc(*arr, ncap * sizeof(PyObject *));
+        if (na == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *arr = na;
+        *cap = ncap;
+    }
+    Py_INCREF(o);
+    (*arr)[(*n)++] = o;
+    return 0;
+}
+
+static int
+census_locals_add(void *arg, layout_frame *f, PyCodeObject *co)
+{
+    census_locals *cl = arg;
+    if (layout_frame_globals(f) == cl->own_globals) {
+        /* our own frames: on 3.9/3.10 they are objects reporting their
+         * locals (the very object asked about), so they are left out */
+        PyObject *fo = layout_frame_object(f);
+        return fo == NULL ? 0 : census_push(&cl->own, &cl->nown, &cl->capown, fo);
+    }
+    PyObject **locals = layout_frame_locals(f);
+    Py_ssize_t nl = layout_code_nlocalsplus(co);
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        if (locals[i] != NULL && census_push(&cl->vals, &cl->n, &cl->cap, locals[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+census_locals_free(census_locals *cl)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        Py_DECREF(cl->vals[i]);
+    }
+    for (size_t i = 0; i < cl->nown; i++) {
+        Py_DECREF(cl->own[i]);
+    }
+    free(cl->vals);
+    free(cl->own);
+    memset(cl, 0, sizeof(*cl));
+}
+
+/* Collect the locals; `first` leading slots of vals are left for the
+ * caller (filled with None until then). */
+static int
+census_locals_collect(census_locals *cl, PyObject *own_globals, size_t first)
+{
+    memset(cl, 0, sizeof(*cl));
+    cl->own_globals = own_globals;
+    for (size_t i = 0; i < first; i++) {
+        if (census_push(&cl->vals, &cl->n, &cl->cap, Py_None) < 0) {
+            census_locals_free(cl);
+            return -1;
+        }
+    }
+    if (census_each_frame(census_locals_add, cl) < 0) {
+        census_locals_free(cl);
+        return -1;
+    }
+    return 0;
 }
 
 /* [(type, count, bytes, retained or -1), ...] */
@@ -179,14 +235,13 @@ census_rows_list(census_table *t, int with_retained)
 /* ---- census without retained sizes: one walk ----------------------------- */
 
 static PyObject *
-census_fast(PyObject *frames)
+census_fast(PyObject *own_globals)
 {
     walk_t w;
-    int walk_ready = 0;
+    int walk_ready = 0, locals_ready = 0;
     census_table t = {NULL, 0, 0};
     PyObject *tracked = NULL, *rows = NULL, *res = NULL;
-    PyObject **locals = NULL;
-    size_t nlocals = 0;
+    census_locals cl;
 
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
@@ -199,15 +254,14 @@ census_fast(PyObject *frames)
         goto done;
     }
     walk_ready = 1;
-    /* our own lists (the tracked objects, the frames) are not part of the
-     * heap */
-    if (walk_exclude(&w, tracked) < 0 || walk_exclude(&w, frames) < 0) {
+    /* our own list of the tracked objects is not part of the heap */
+    if (walk_exclude(&w, tracked) < 0) {
         goto done;
     }
-    locals = census_frame_locals(frames, 0, &nlocals);
-    if (locals == NULL) {
+    if (census_locals_collect(&cl, own_globals, 0) < 0) {
         goto done;
     }
+    locals_ready = 1;
     Py_ssize_t n = PyList_GET_SIZE(tracked);
     /* Instances with a materialized __dict__ first, so that each dict is
      * folded into its owner's row even when the gc lists put the dict
@@ -228,8 +282,8 @@ census_fast(PyObject *frames)
             goto done;
         }
     }
-    for (size_t i = 0; i < nlocals; i++) {
-        if (walk_run(&w, &locals[i], 1, NULL, census_visit, &t) < 0) {
+    for (size_t i = 0; i < cl.n; i++) {
+        if (walk_run(&w, &cl.vals[i], 1, NULL, census_visit, &t) < 0) {
             goto done;
         }
     }
@@ -253,7 +307,9 @@ done:
     Py_XDECREF(rows);
     Py_XDECREF(tracked);
     free(t.rows);
-    free(locals);
+    if (locals_ready) {
+        census_locals_free(&cl);
+    }
     return res;
 }
 
@@ -338,7 +394,7 @@ done:
 }
 
 static PyObject *
-census_with_retained(PyObject *frames)
+census_with_retained(PyObject *own_globals)
 {
     graph_t g;
     dom_tree d;
@@ -351,14 +407,13 @@ census_with_retained(PyObject *frames)
         return PyErr_NoMemory();
     }
     {
-        size_t nlocals = 0;
-        PyObject **locals = census_frame_locals(frames, 0, &nlocals);
-        if (locals == NULL) {
+        census_locals cl;
+        if (census_locals_collect(&cl, own_globals, 0) < 0) {
             free(t.rows);
             return NULL;
         }
-        int rc = graph_build(&g, locals, (Py_ssize_t)nlocals, &frames, 1);
-        free(locals);
+        int rc = graph_build(&g, cl.vals, (Py_ssize_t)cl.n, cl.own, (Py_ssize_t)cl.nown);
+        census_locals_free(&cl);
         if (rc < 0) {
             free(t.rows);
             return NULL;
@@ -432,17 +487,17 @@ done:
 }
 
 PyDoc_STRVAR(census_census_doc,
-"census(retained, frames, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
-"rows: [(type, count, bytes, retained or -1)].  frames: the running frames\n"
-"whose locals are roots too.  n: tracked objects (retained=False) or\n"
-"objects reachable from the roots (retained=True).");
+"census(retained, own_globals, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
+"rows: [(type, count, bytes, retained or -1)].  own_globals: the globals of\n"
+"memlens's own Python code, whose frames are left out.  n: tracked objects\n"
+"(retained=False) or objects reachable from the roots (retained=True).");
 
 static PyObject *
 census_census(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyList_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "census(retained: bool, frames: list)");
+    if (nargs != 2 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "census(retained: bool, own_globals: dict)");
         return NULL;
     }
     int retained = PyObject_IsTrue(args[0]);
@@ -489,10 +544,64 @@ done:
 /* A root with a name: a module's globals or a frame's local variable. */
 typedef struct {
     uint32_t node;
-    PyObject *label;  /* borrowed module name, or NULL for a frame local */
-    PyObject *frame;  /* borrowed */
-    Py_ssize_t slot;  /* fast-local index */
+    PyObject *label;    /* borrowed module name, or NULL for a frame local */
+    PyCodeObject *code; /* strong reference, for a frame local */
+    Py_ssize_t slot;    /* fast-local index */
 } census_named_root;
+
+typedef struct {
+    graph_t *g;
+    census_named_root *named;
+    size_t n, cap;
+    PyObject *own_globals;
+} census_named;
+
+static int
+census_named_add(census_named *nm, uint32_t node, PyObject *label, PyCodeObject *code,
+                 Py_ssize_t slot)
+{
+    if (nm->n == nm->cap) {
+        size_t ncap = nm->cap ? nm->cap * 2 : 256;
+        census_named_root *nn = realloc(nm->named, ncap * sizeof(census_named_root));
+        if (nn == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        nm->named = nn;
+        nm->cap = ncap;
+    }
+    Py_XINCREF(code);
+    nm->named[nm->n].node = node;
+    nm->named[nm->n].label = label;
+    nm->named[nm->n].code = code;
+    nm->named[nm->n].slot = slot;
+    nm->n++;
+    return 0;
+}
+
+/* census_frame_fn: every local variable that is a node becomes a named
+ * root (a cell's contents for a variable captured by a closure). */
+static int
+census_named_frame(void *arg, layout_frame *f, PyCodeObject *co)
+{
+    census_named *nm = arg;
+    if (layout_frame_globals(f) == nm->own_globals) {
+        return 0;
+    }
+    PyObject **locals = layout_frame_locals(f);
+    Py_ssize_t nl = layout_code_nlocalsplus(co);
+    for (Py_ssize_t s = 0; s < nl; s++) {
+        PyObject *v = locals[s];
+        if (v != NULL && PyCell_Check(v) && PyCell_GET(v) != NULL) {
+            v = PyCell_GET(v);
+        }
+        uint32_t j = v == NULL ? GRAPH_NONE : graph_node(nm->g, v);
+        if (j != GRAPH_NONE && census_named_add(nm, j, NULL, co, s) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
 
 static PyObject *
 census_root_label(graph_t *g, const census_named_root *nr, uint32_t node)
@@ -504,19 +613,13 @@ census_root_label(graph_t *g, const census_named_root *nr, uint32_t node)
     if (nr->label != NULL) {
         return PyUnicode_FromFormat("%U", nr->label);
     }
-    PyCodeObject *co = PyFrame_GetCode((PyFrameObject *)nr->frame);
-    if (co == NULL) {
-        return NULL;
-    }
 #if PY_VERSION_HEX >= 0x030B0000
-    PyObject *fname = co->co_qualname;
+    PyObject *fname = nr->code->co_qualname;
 #else
-    PyObject *fname = co->co_name;
+    PyObject *fname = nr->code->co_name;
 #endif
-    PyObject *s = PyUnicode_FromFormat("<frame %U() local '%U'>", fname,
-                                       layout_code_localname(co, nr->slot));
-    Py_DECREF(co);
-    return s;
+    return PyUnicode_FromFormat("<frame %U() local '%U'>", fname,
+                                layout_code_localname(nr->code, nr->slot));
 }
 
 /* Render the chain path[0..len) (path[0] a root) as an expression. */
@@ -579,10 +682,10 @@ done:
 }
 
 PyDoc_STRVAR(census_why_doc,
-"why_alive(obj, max_paths, modules, frames, own, /) -> (paths, referrers, reached)\n--\n\n"
-"modules: [(name, globals dict)]; frames: [frame]; own: the caller's own\n"
-"frames and temporaries, left out of the graph.  paths: shortest\n"
-"reference chains from a root to obj, rendered as expressions.");
+"why_alive(obj, max_paths, modules, own_globals, /) -> (paths, referrers, reached)\n--\n\n"
+"modules: [(name, globals dict)]; own_globals: the globals of memlens's own\n"
+"code, whose frames are left out.  paths: the shortest reference chains\n"
+"from a root to obj, rendered as expressions.");
 
 static PyObject *
 census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -590,16 +693,16 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     (void)module;
     graph_t g;
     int graph_ready = 0;
+    census_named nm = {NULL, NULL, 0, 0, NULL};
     census_named_root *named = NULL;
-    size_t nnamed = 0, cap_named = 0;
+    size_t nnamed = 0;
     uint32_t *parent = NULL, *dist = NULL, *queue = NULL, *named_of = NULL, *path = NULL;
     uint32_t *cands = NULL;
     PyObject *paths = NULL, *res = NULL;
 
-    if (nargs != 5 || !PyList_Check(args[2]) || !PyList_Check(args[3])
-        || !PyList_Check(args[4])) {
+    if (nargs != 4 || !PyList_Check(args[2]) || !PyDict_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError,
-                        "why_alive(obj, max_paths, modules: list, frames: list, own: list)");
+                        "why_alive(obj, max_paths, modules: list, own_globals: dict)");
         return NULL;
     }
     PyObject *obj = args[0];
@@ -610,38 +713,37 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    PyObject *modules = args[2], *frames = args[3], *own = args[4];
-    /* leave out our arguments and the frames of memlens's own calls (on
-     * 3.9/3.10 their locals are visible references to obj) */
+    PyObject *modules = args[2], *own_globals = args[3];
+    /* Nodes: everything, obj and the frames' locals included.  Left out:
+     * our list of modules and its (name, globals) pairs, and the frame
+     * objects of memlens's own calls (on 3.9/3.10 they report their
+     * locals, obj among them). */
     {
-        PyObject *const *own_items = &PyList_GET_ITEM(own, 0);
-        PyObject *ex[3] = {modules, frames, own};
-        Py_ssize_t nown = PyList_GET_SIZE(own);
-        PyObject **all = malloc((size_t)(nown + 3 + PyList_GET_SIZE(modules)) * sizeof(PyObject *));
-        if (all == NULL) {
-            return PyErr_NoMemory();
-        }
-        Py_ssize_t k = 0;
-        for (Py_ssize_t i = 0; i < 3; i++) {
-            all[k++] = ex[i];
-        }
-        for (Py_ssize_t i = 0; i < nown; i++) {
-            all[k++] = own_items[i];
-        }
-        /* the (name, globals) pairs are ours too */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules); i++) {
-            all[k++] = PyList_GET_ITEM(modules, i);
-        }
-        size_t nextra = 0;
-        PyObject **extra = census_frame_locals(frames, 1, &nextra);
-        if (extra == NULL) {
-            free(all);
+        census_locals cl;
+        if (census_locals_collect(&cl, own_globals, 1) < 0) {
             return NULL;
         }
-        extra[0] = obj;
-        int rc = graph_build(&g, extra, (Py_ssize_t)nextra, all, k);
-        free(extra);
-        free(all);
+        Py_DECREF(cl.vals[0]);
+        Py_INCREF(obj);
+        cl.vals[0] = obj;
+        Py_ssize_t nmod = PyList_GET_SIZE(modules);
+        size_t nex = cl.nown + 1 + (size_t)nmod;
+        PyObject **ex = malloc(nex * sizeof(PyObject *));
+        if (ex == NULL) {
+            census_locals_free(&cl);
+            return PyErr_NoMemory();
+        }
+        size_t k = 0;
+        ex[k++] = modules;
+        for (Py_ssize_t i = 0; i < nmod; i++) {
+            ex[k++] = PyList_GET_ITEM(modules, i);
+        }
+        for (size_t i = 0; i < cl.nown; i++) {
+            ex[k++] = cl.own[i];
+        }
+        int rc = graph_build(&g, cl.vals, (Py_ssize_t)cl.n, ex, (Py_ssize_t)k);
+        free(ex);
+        census_locals_free(&cl);
         if (rc < 0) {
             return NULL;
         }
@@ -654,63 +756,26 @@ census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
 
-    /* named roots: module globals, then the locals of every frame */
-    cap_named = (size_t)PyList_GET_SIZE(modules) + 64;
-    named = malloc(cap_named * sizeof(census_named_root));
-    if (named == NULL) {
-        goto nomem;
-    }
+    /* named roots: module globals, then the locals of every frame, read
+     * again now that no more Python code runs (frames may have returned
+     * while a __sizeof__ let other threads run) */
+    nm.g = &g;
+    nm.own_globals = own_globals;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules); i++) {
         PyObject *item = PyList_GET_ITEM(modules, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
             continue;
         }
         uint32_t j = graph_node(&g, PyTuple_GET_ITEM(item, 1));
-        if (j == GRAPH_NONE) {
-            continue;
-        }
-        named[nnamed].node = j;
-        named[nnamed].label = PyTuple_GET_ITEM(item, 0);
-        named[nnamed].frame = NULL;
-        named[nnamed].slot = 0;
-        nnamed++;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
-        PyObject *f = PyList_GET_ITEM(frames, i);
-        if (!PyFrame_Check(f)) {
-            continue;
-        }
-        PyObject **locals = layout_frame_localsplus(f);
-        PyCodeObject *co = PyFrame_GetCode((PyFrameObject *)f);
-        if (co == NULL) {
+        if (j != GRAPH_NONE && census_named_add(&nm, j, PyTuple_GET_ITEM(item, 0), NULL, 0) < 0) {
             goto done;
         }
-        Py_ssize_t nl = layout_code_nlocalsplus(co);
-        Py_DECREF(co); /* the frame keeps its code alive */
-        for (Py_ssize_t s = 0; locals != NULL && s < nl; s++) {
-            PyObject *v = locals[s];
-            if (v != NULL && PyCell_Check(v) && PyCell_GET(v) != NULL) {
-                v = PyCell_GET(v);  /* a local captured by a closure */
-            }
-            uint32_t j = v == NULL ? GRAPH_NONE : graph_node(&g, v);
-            if (j == GRAPH_NONE) {
-                continue;
-            }
-            if (nnamed == cap_named) {
-                cap_named *= 2;
-                census_named_root *nn = realloc(named, cap_named * sizeof(census_named_root));
-                if (nn == NULL) {
-                    goto nomem;
-                }
-                named = nn;
-            }
-            named[nnamed].node = j;
-            named[nnamed].label = NULL;
-            named[nnamed].frame = f;
-            named[nnamed].slot = s;
-            nnamed++;
-        }
     }
+    if (census_each_frame(census_named_frame, &nm) < 0) {
+        goto done;
+    }
+    named = nm.named;
+    nnamed = nm.n;
 
     /* multi-source BFS: named roots first, then everything held from
      * outside the graph -- except obj, which our own call holds */
@@ -835,7 +900,10 @@ nomem:
     PyErr_NoMemory();
 done:
     Py_XDECREF(paths);
-    free(named);
+    for (size_t i = 0; i < nm.n; i++) {
+        Py_XDECREF(nm.named[i].code);
+    }
+    free(nm.named);
     free(parent);
     free(dist);
     free(queue);

@@ -103,9 +103,12 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
 
 /* Call fn for every running frame of every thread of this interpreter,
  * innermost first, skipping the 3.12+ C-stack shims.  Frames are read in
- * place (layout.h): no frame object is created.  The thread list is
- * walked under the GIL, as sys._current_frames() does.  fn returns 0 to go
- * on, -1 to stop (exception set). */
+ * place (layout.h): no frame object is created.  We hold the GIL, so no
+ * other thread's frames change under us; the thread list itself is
+ * protected by the runtime's private HEAD_LOCK, which we cannot take: a
+ * thread state is only unlinked by a thread holding the GIL, and one
+ * linked concurrently goes in at the head, which a walk that has started
+ * never revisits.  fn returns 0 to go on, -1 to stop (exception set). */
 typedef int (*census_frame_fn)(void *arg, layout_frame *f, PyCodeObject *co);
 
 static int

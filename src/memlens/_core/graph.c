@@ -127,10 +127,6 @@ graph_visitproc(PyObject *obj, void *arg)
     return graph_add_edge((graph_edge_ctx *)arg, obj);
 }
 
-PyObject *graph_tracked_objects(void);
-
-/* A new list of every GC-tracked object (gc.get_objects(); the list does
- * not contain itself). */
 PyObject *
 graph_tracked_objects(void)
 {

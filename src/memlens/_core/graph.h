@@ -57,6 +57,10 @@ int graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
                 PyObject *const *exclude, Py_ssize_t nexclude);
 void graph_free(graph_t *g);
 
+/* A new list of every GC-tracked object (gc.get_objects(); the list does
+ * not contain itself), or NULL with an exception set. */
+PyObject *graph_tracked_objects(void);
+
 /* Node of `obj`, or GRAPH_NONE. */
 static inline uint32_t
 graph_node(graph_t *g, PyObject *obj)

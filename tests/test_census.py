@@ -126,10 +126,10 @@ def test_materialized_dict_is_folded_into_its_instance():
         o.__dict__
     c1 = memlens.census()
     d = c1.diff(c0)
-    assert d.row(WithDict).count_delta == 3000
+    assert d.row(WithDict).count == 3000
     # 3000 new dicts exist, but none of them is a new "dict" row entry
     dict_row = d.row(dict)
-    assert dict_row is None or abs(dict_row.count_delta) < 100
+    assert dict_row is None or abs(dict_row.count) < 100
     del objs, objs2
 
 
@@ -174,9 +174,10 @@ def test_diff_shows_exactly_the_instances_added():
     newer = memlens.census()
     d = newer.diff(older)
     row = d.row(Grow)
-    assert row.count_delta == 777
-    assert row.bytes_delta == 777 * memlens.sizeof(keep[0])
-    assert row.count == 787
+    assert row.count == 777
+    assert row.bytes == 777 * memlens.sizeof(keep[0])
+    assert row.total_count == 787
+    assert d.count == newer.total_count - older.total_count
     text = str(d)
     assert "Grow" in text and "+777" in text
     del keep
@@ -531,7 +532,7 @@ def test_census_counts_untracked_objects_held_only_by_frame_locals():
     before = memlens.census()
     big = "x" * n
     after = memlens.census()
-    assert after.diff(before).row(str).bytes_delta >= n
+    assert after.diff(before).row(str).bytes >= n
     big2 = "y" * n
     with_retained = memlens.census(retained=True)
     assert with_retained.bytes(str) >= after.bytes(str) + n

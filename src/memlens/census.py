@@ -170,30 +170,31 @@ class Census:
 
 
 class DiffRow:
-    """One type's change between two censuses: ``count``/``bytes`` are the
-    new totals, ``count_delta``/``bytes_delta`` the growth."""
+    """One type's change between two censuses: ``count`` and ``bytes`` are
+    the growth (negative when it shrank), ``total_count``/``total_bytes``
+    the newer census's totals."""
 
-    __slots__ = ("name", "type", "count", "bytes", "count_delta", "bytes_delta")
+    __slots__ = ("name", "type", "count", "bytes", "total_count", "total_bytes")
 
-    def __init__(self, name, type_, count, nbytes, count_delta, bytes_delta):
+    def __init__(self, name, type_, count, nbytes, total_count, total_bytes):
         self.name = name
         self.type = type_
         self.count = count
         self.bytes = nbytes
-        self.count_delta = count_delta
-        self.bytes_delta = bytes_delta
+        self.total_count = total_count
+        self.total_bytes = total_bytes
 
     def __repr__(self):
-        return (f"DiffRow(name={self.name!r}, count_delta={self.count_delta:+d}, "
-                f"bytes_delta={self.bytes_delta:+d})")
+        return f"DiffRow(name={self.name!r}, count={self.count:+d}, bytes={self.bytes:+d})"
 
 
 class CensusDiff:
     """Growth between two censuses, per type (types matched by identity).
 
     ``rows`` holds the types whose count or bytes changed, largest byte
-    growth first; ``str()`` prints them like objgraph's ``show_growth`` with
-    bytes added.
+    growth first, as :class:`DiffRow` (``.name``, ``.count`` and ``.bytes``
+    deltas); ``count`` and ``bytes`` are the overall deltas; ``str()``
+    prints the rows like objgraph's ``show_growth`` with bytes added.
     """
 
     def __init__(self, new, old):
@@ -204,11 +205,11 @@ class CensusDiff:
             nc, nb = (n.count, n.bytes) if n else (0, 0)
             oc, ob = (o.count, o.bytes) if o else (0, 0)
             if nc != oc or nb != ob:
-                rows.append(DiffRow((n or o).name, t, nc, nb, nc - oc, nb - ob))
-        rows.sort(key=lambda r: (-r.bytes_delta, -r.count_delta, r.name))
+                rows.append(DiffRow((n or o).name, t, nc - oc, nb - ob, nc, nb))
+        rows.sort(key=lambda r: (-r.bytes, -r.count, r.name))
         self.rows = rows
-        self.count_delta = new.total_count - old.total_count
-        self.bytes_delta = new.total_bytes - old.total_bytes
+        self.count = new.total_count - old.total_count
+        self.bytes = new.total_bytes - old.total_bytes
 
     def row(self, cls):
         """The row of ``cls``, or None if it did not change."""
@@ -220,10 +221,10 @@ class CensusDiff:
     def format(self, limit=20):
         lines = []
         for r in self.rows[:limit]:
-            lines.append([r.name, f"{r.count:,}", f"{r.count_delta:+,}", _fmt_bytes(r.bytes),
-                          ("+" if r.bytes_delta >= 0 else "-") + _fmt_bytes(abs(r.bytes_delta))])
-        head = (f"memlens growth: {self.count_delta:+,} objects, "
-                f"{'+' if self.bytes_delta >= 0 else '-'}{_fmt_bytes(abs(self.bytes_delta))}")
+            lines.append([r.name, f"{r.total_count:,}", f"{r.count:+,}", _fmt_bytes(r.total_bytes),
+                          ("+" if r.bytes >= 0 else "-") + _fmt_bytes(abs(r.bytes))])
+        head = (f"memlens growth: {self.count:+,} objects, "
+                f"{'+' if self.bytes >= 0 else '-'}{_fmt_bytes(abs(self.bytes))}")
         return head + "\n" + _table(["type", "count", "delta", "bytes", "delta"], lines)
 
     def __str__(self):

@@ -4,6 +4,8 @@ alive, and cut it -- with exact numbers from a C engine."""
 from memlens import _core
 from memlens.advise import Advice, advise, format_advice
 from memlens.records import Record, asdict, astuple, fields, replace
+from memlens.census import (AlivePaths, Census, CensusDiff, CensusRow, DiffRow, census,
+                             retained_size, why_alive)
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 
 __version__ = "0.1.0"
@@ -27,4 +29,13 @@ __all__ = [
     "advise",
     "Advice",
     "format_advice",
+    # heap census, retained size, why_alive (memlens.census)
+    "census",
+    "retained_size",
+    "why_alive",
+    "Census",
+    "CensusRow",
+    "CensusDiff",
+    "DiffRow",
+    "AlivePaths",
 ]

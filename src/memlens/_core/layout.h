@@ -14,6 +14,9 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrameObject and PyCodeObject fields, 3.9/3.10 */
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -346,6 +349,145 @@ layout_is_immortal(PyObject *op)
 #else
     (void)op;
     return 0;
+#endif
+}
+
+
+/* ---- frames: fast locals of a frame object ------------------------------ */
+
+/* Number of fast-local slots (locals, cells, free vars) of a code object. */
+static inline Py_ssize_t
+layout_code_nlocalsplus(PyCodeObject *co)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return co->co_nlocalsplus;
+#else
+    return co->co_nlocals + PyTuple_GET_SIZE(co->co_cellvars) + PyTuple_GET_SIZE(co->co_freevars);
+#endif
+}
+
+/* Name of fast-local slot i (borrowed). */
+static inline PyObject *
+layout_code_localname(PyCodeObject *co, Py_ssize_t i)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyTuple_GET_ITEM(co->co_localsplusnames, i);
+#else
+    if (i < co->co_nlocals) {
+        return PyTuple_GET_ITEM(co->co_varnames, i);
+    }
+    i -= co->co_nlocals;
+    if (i < PyTuple_GET_SIZE(co->co_cellvars)) {
+        return PyTuple_GET_ITEM(co->co_cellvars, i);
+    }
+    return PyTuple_GET_ITEM(co->co_freevars, i - PyTuple_GET_SIZE(co->co_cellvars));
+#endif
+}
+
+/* ---- running frames, read without creating frame objects -------------- */
+
+/* A thread's running frames are walked in place: sys._current_frames() and
+ * f_back would create a frame object for every frame on 3.11+ (which then
+ * lives as long as the frame), changing the heap being looked at.
+ * layout_frame is opaque: a PyFrameObject on 3.9/3.10, an
+ * _PyInterpreterFrame on 3.11+ (Include/internal/pycore_frame.h), whose
+ * fields are read by word index:
+ *   3.11:      f_func, f_globals, f_builtins, f_locals, f_code, frame_obj,
+ *              previous, prev_instr; int stacktop; bool is_entry; char owner
+ *   3.12/3.13: f_code (3.13: f_executable), previous, f_funcobj, f_globals,
+ *              f_builtins, f_locals, frame_obj, prev_instr/instr_ptr;
+ *              int stacktop; uint16 return_offset; char owner
+ * and localsplus at byte 72 in all three. */
+typedef void layout_frame;
+
+#if PY_VERSION_HEX >= 0x030B0000
+#define LAYOUT_IFRAME_LOCALSPLUS 72
+static inline void *
+layout_iframe_word(layout_frame *f, int i)
+{
+    return ((void **)f)[i];
+}
+#endif
+
+/* The innermost running frame of a thread, or NULL. */
+static inline layout_frame *
+layout_thread_frame(PyThreadState *ts)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return ts->current_frame;
+#elif PY_VERSION_HEX >= 0x030B0000
+    return ts->cframe != NULL ? ts->cframe->current_frame : NULL;
+#else
+    return ts->frame;
+#endif
+}
+
+/* The calling frame, or NULL. */
+static inline layout_frame *
+layout_frame_back(layout_frame *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return layout_iframe_word(f, 1);
+#elif PY_VERSION_HEX >= 0x030B0000
+    return layout_iframe_word(f, 6);
+#else
+    return ((PyFrameObject *)f)->f_back;
+#endif
+}
+
+/* The frame's code object (borrowed), or NULL for the C-stack entry shims
+ * of 3.12+ (owner FRAME_OWNED_BY_CSTACK), whose other fields are not
+ * valid. */
+static inline PyCodeObject *
+layout_frame_code(layout_frame *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (((char *)f)[70] == 3) {
+        return NULL;
+    }
+    PyObject *co = layout_iframe_word(f, 0);
+    return co != NULL && PyCode_Check(co) ? (PyCodeObject *)co : NULL;
+#elif PY_VERSION_HEX >= 0x030B0000
+    return layout_iframe_word(f, 4);
+#else
+    return ((PyFrameObject *)f)->f_code;
+#endif
+}
+
+/* The frame's globals (borrowed). */
+static inline PyObject *
+layout_frame_globals(layout_frame *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return layout_iframe_word(f, 3);
+#elif PY_VERSION_HEX >= 0x030B0000
+    return layout_iframe_word(f, 1);
+#else
+    return ((PyFrameObject *)f)->f_globals;
+#endif
+}
+
+/* The frame object of this frame if one exists (always on 3.9/3.10). */
+static inline PyObject *
+layout_frame_object(layout_frame *f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return layout_iframe_word(f, 6);
+#elif PY_VERSION_HEX >= 0x030B0000
+    return layout_iframe_word(f, 5);
+#else
+    return (PyObject *)f;
+#endif
+}
+
+/* The fast-local slots (layout_code_nlocalsplus of its code). */
+static inline PyObject **
+layout_frame_locals(layout_frame *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return (PyObject **)((char *)f + LAYOUT_IFRAME_LOCALSPLUS);
+#else
+    return ((PyFrameObject *)f)->f_localsplus;
 #endif
 }
 

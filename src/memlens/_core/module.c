@@ -35,6 +35,9 @@ core_exec(PyObject *m)
     if (advise_module_exec(m) < 0) {
         goto error;
     }
+    if (census_api_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

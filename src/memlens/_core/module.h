@@ -26,5 +26,6 @@ int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
 int rec_module_exec(PyObject *m);
 int advise_module_exec(PyObject *m);
+int census_api_module_exec(PyObject *m);
 
 #endif /* MEMLENS_MODULE_H */

@@ -34,6 +34,7 @@ visit_free(visit_set *vs)
         c = next;
     }
     free(vs->slots);
+    free(vs->ranks);
     memset(vs, 0, sizeof(*vs));
 }
 
@@ -154,3 +155,68 @@ visit_contains(visit_set *vs, const void *p)
     }
     return (leaf->bits[bit >> 6] >> (bit & 63)) & 1;
 }
+
+/* Bits set in a word.  Inline SWAR rather than __builtin_popcountll, which
+ * without -mpopcnt (not in the x86-64 baseline) is a libgcc call. */
+static inline unsigned
+visit_popcount(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+}
+
+size_t
+visit_rank_build(visit_set *vs)
+{
+    size_t n = 0;
+    free(vs->ranks);
+    vs->ranks = malloc((vs->mask + 1) * sizeof(visit_rankinfo));
+    if (vs->ranks == NULL) {
+        return (size_t)-1;
+    }
+    vs->bytes += (vs->mask + 1) * sizeof(visit_rankinfo);
+    for (size_t i = 0; i <= vs->mask; i++) {
+        visit_slot *s = &vs->slots[i];
+        visit_rankinfo *r = &vs->ranks[i];
+        if (s->region == 0) {
+            continue;
+        }
+        r->base = (uint32_t)n;
+        unsigned in_leaf = 0;
+        for (unsigned w = 0; w < VISIT_LEAF_WORDS; w++) {
+            r->prefix[w] = (uint16_t)in_leaf;
+            in_leaf += (unsigned)visit_popcount(s->leaf->bits[w]);
+        }
+        n += in_leaf;
+    }
+    vs->nranked = n;
+    return n;
+}
+
+uint32_t
+visit_rank(visit_set *vs, const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t region = (a >> VISIT_REGION_SHIFT) + 1;
+    unsigned bit = (unsigned)((a >> VISIT_GRANULE_SHIFT) & (VISIT_LEAF_BITS - 1));
+    size_t i = visit_hash(region) & vs->mask;
+    for (;;) {
+        visit_slot *s = &vs->slots[i];
+        if (s->region == region) {
+            uint64_t word = s->leaf->bits[bit >> 6];
+            uint64_t below = ((uint64_t)1 << (bit & 63)) - 1;
+            if (!((word >> (bit & 63)) & 1)) {
+                return UINT32_MAX;
+            }
+            const visit_rankinfo *r = &vs->ranks[i];
+            return r->base + r->prefix[bit >> 6] + (uint32_t)visit_popcount(word & below);
+        }
+        if (s->region == 0) {
+            return UINT32_MAX;
+        }
+        i = (i + 1) & vs->mask;
+    }
+}
+

@@ -34,6 +34,13 @@ typedef struct {
 
 typedef struct visit_chunk visit_chunk;
 
+/* Rank index of one leaf (visit_rank_build): the rank of its first marked
+ * granule, and per 64-bit word the marked granules before it in the leaf. */
+typedef struct {
+    uint32_t base;
+    uint16_t prefix[VISIT_LEAF_WORDS];
+} visit_rankinfo;
+
 typedef struct {
     visit_slot *slots;   /* open-addressing table, power-of-two size */
     size_t mask;
@@ -43,6 +50,8 @@ typedef struct {
     visit_chunk *chunks; /* leaves are carved out of these */
     size_t chunk_left;
     size_t bytes;        /* scratch memory held, for the size report */
+    visit_rankinfo *ranks; /* parallel to slots once visit_rank_build ran */
+    size_t nranked;      /* marked granules when the rank index was built */
 } visit_set;
 
 /* 0 on success, -1 if out of memory (no exception set). */
@@ -73,5 +82,15 @@ visit_add(visit_set *vs, const void *p)
 
 /* 1 if `p` is marked, 0 if not. */
 int visit_contains(visit_set *vs, const void *p);
+
+/* Freeze the set and number its marked addresses 0..n-1 (in leaf order,
+ * which is not address order): afterwards visit_rank() maps a marked
+ * address to its number in O(1), which lets a heap graph use 4-byte node
+ * indices instead of pointers.  Marking more after this is not allowed.
+ * Returns n, or (size_t)-1 if out of memory. */
+size_t visit_rank_build(visit_set *vs);
+
+/* The number of marked `p`, or UINT32_MAX if `p` is not marked. */
+uint32_t visit_rank(visit_set *vs, const void *p);
 
 #endif /* MEMLENS_VISIT_H */

@@ -144,6 +144,9 @@ walk_push(walk_push_ctx *c, PyObject *obj)
 static int
 walk_visitproc(PyObject *obj, void *arg)
 {
+    if (obj == NULL) {
+        return 0; /* a careless extension tp_traverse calling visit(NULL) */
+    }
     return walk_push((walk_push_ctx *)arg, obj);
 }
 
@@ -236,7 +239,7 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
 
         /* Fold an instance's __dict__ into it (never creating one). */
         PyObject *dict = NULL;
-        if (ti->flags & SIZE_F_INSTANCE) {
+        if ((ti->flags & SIZE_F_INSTANCE) && !w->nofold) {
             dict = layout_instance_dict(op, tp);
             if (dict != NULL && PyDict_Check(dict)) {
                 int r = visit_add(&w->seen, dict);
@@ -266,6 +269,15 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
         w->count++;
 
         /* Children. */
+        if (w->nofold && (ti->flags & SIZE_F_INSTANCE)) {
+            /* the dict is a child like any other (tp_traverse reports it on
+             * most versions; pushing it again is a no-op) */
+            PyObject *d = layout_instance_dict(op, tp);
+            if (d != NULL && walk_push(&c, d) < 0) {
+                Py_DECREF(op);
+                goto oom;
+            }
+        }
         if (dict != NULL && walk_push_dict_items(&c, dict) < 0) {
             goto oom;
         }

@@ -51,6 +51,9 @@ typedef int (*walk_fn)(walk_t *w, PyObject *obj, size_t size, size_t tag,
 struct walk_s {
     /* options */
     int shared;          /* count program structure and shared values too */
+    int nofold;          /* report an instance's __dict__ as an object of
+                          * its own instead of folding it (heap graphs, where
+                          * the dict is a node) */
 
     /* results */
     size_t total;        /* bytes counted */

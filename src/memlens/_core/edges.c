@@ -1,0 +1,178 @@
+/* edge_: naming a reference (see edges.h). */
+#include "edges.h"
+#include <structmember.h> /* PyMemberDef before 3.12 */
+#include "layout.h"
+
+#ifndef Py_T_OBJECT
+#define Py_T_OBJECT 6
+#endif
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX 16
+#endif
+
+/* Safe to repr: builtin scalars whose repr runs no user code. */
+static int
+edge_is_plain_key(PyObject *k)
+{
+    return PyUnicode_CheckExact(k) || PyLong_CheckExact(k) || PyFloat_CheckExact(k)
+           || PyBytes_CheckExact(k) || PyBool_Check(k) || k == Py_None;
+}
+
+static PyObject *
+edge_key_label(const char *fmt, PyObject *key)
+{
+    PyObject *r;
+    if (edge_is_plain_key(key)) {
+        r = PyObject_Repr(key);
+        if (r == NULL) {
+            return NULL;
+        }
+        if (PyUnicode_GET_LENGTH(r) > 60) {
+            PyObject *cut = PyUnicode_Substring(r, 0, 57);
+            Py_DECREF(r);
+            if (cut == NULL) {
+                return NULL;
+            }
+            r = PyUnicode_FromFormat("%U...", cut);
+            Py_DECREF(cut);
+            if (r == NULL) {
+                return NULL;
+            }
+        }
+    }
+    else {
+        r = PyUnicode_FromFormat("<%s>", Py_TYPE(key)->tp_name);
+        if (r == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *s = PyUnicode_FromFormat(fmt, r);
+    Py_DECREF(r);
+    return s;
+}
+
+PyObject *
+edge_dict_label(PyObject *d, PyObject *child, int as_attr)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        if (v == child) {
+            if (as_attr && PyUnicode_CheckExact(k)) {
+                return PyUnicode_FromFormat(".%U", k);
+            }
+            return edge_key_label("[%U]", k);
+        }
+        if (k == child) {
+            return edge_key_label("<key %U>", k);
+        }
+    }
+    return NULL;
+}
+
+/* ".name" of the instance attribute or slot holding `child`, or NULL
+ * (no exception). */
+static PyObject *
+edge_attr_label(PyObject *op, PyObject *child)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject *d = layout_instance_dict(op, tp);
+    if (d != NULL && PyDict_Check(d)) {
+        if (d == child) {
+            return PyUnicode_FromString(".__dict__");
+        }
+        PyObject *l = edge_dict_label(d, child, 1);
+        if (l != NULL || PyErr_Occurred()) {
+            return l;
+        }
+    }
+#if PY_VERSION_HEX >= 0x030B0000
+    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        layout_dictkeys *keys = layout_cached_keys(tp);
+        PyObject **vals = NULL;
+#if PY_VERSION_HEX >= 0x030D0000
+        /* 3.13: inline values follow the header and a one-word prefix */
+        if ((tp->tp_flags & Py_TPFLAGS_INLINE_VALUES) && d == NULL) {
+            vals = (PyObject **)((char *)op + sizeof(PyObject) + sizeof(PyObject *));
+        }
+#else
+        vals = (PyObject **)layout_instance_values(op, tp);
+#endif
+        if (keys != NULL && vals != NULL) {
+            /* split keys: {key, value} entries after the index table */
+            PyObject **entries = (PyObject **)(keys->dk_indices
+                                               + ((size_t)1 << keys->dk_log2_index_bytes));
+            for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
+                if (vals[i] == child && entries[2 * i] != NULL) {
+                    return PyUnicode_FromFormat(".%U", entries[2 * i]);
+                }
+            }
+        }
+    }
+#endif
+    for (PyTypeObject *t = tp; t != NULL; t = t->tp_base) {
+        PyMemberDef *m = t->tp_members;
+        for (; m != NULL && m->name != NULL; m++) {
+            if ((m->type == Py_T_OBJECT_EX || m->type == Py_T_OBJECT)
+                && *(PyObject **)((char *)op + m->offset) == child) {
+                return PyUnicode_FromFormat(".%s", m->name);
+            }
+        }
+    }
+    return NULL;
+}
+
+PyObject *
+edge_label(PyObject *parent, PyObject *child)
+{
+    PyObject *l = NULL;
+    PyTypeObject *tp = Py_TYPE(parent);
+
+    if (PyList_Check(parent) || PyTuple_Check(parent)) {
+        Py_ssize_t n = Py_SIZE(parent);
+        PyObject **items = PyList_Check(parent) ? ((PyListObject *)parent)->ob_item
+                                                : ((PyTupleObject *)parent)->ob_item;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (items[i] == child) {
+                return PyUnicode_FromFormat("[%zd]", i);
+            }
+        }
+    }
+    if (PyDict_Check(parent)) {
+        l = edge_dict_label(parent, child, 0);
+        if (l != NULL || PyErr_Occurred()) {
+            return l;
+        }
+    }
+    if (PyType_Check(parent) && ((PyTypeObject *)parent)->tp_dict == child) {
+        return PyUnicode_FromString(".__dict__");
+    }
+    if (PyModule_Check(parent) && PyModule_GetDict(parent) == child) {
+        return PyUnicode_FromString(".__dict__");
+    }
+    if (PyCell_Check(parent) && PyCell_GET(parent) == child) {
+        return PyUnicode_FromString(".cell_contents");
+    }
+    if (PyFunction_Check(parent) && PyFunction_GET_CLOSURE(parent) == child) {
+        return PyUnicode_FromString(".__closure__");
+    }
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        l = edge_attr_label(parent, child);
+        if (l != NULL || PyErr_Occurred()) {
+            return l;
+        }
+    }
+    else {
+        /* builtin objects with object members (function.__globals__ ...) */
+        for (PyMemberDef *m = tp->tp_members; m != NULL && m->name != NULL; m++) {
+            if ((m->type == Py_T_OBJECT_EX || m->type == Py_T_OBJECT)
+                && *(PyObject **)((char *)parent + m->offset) == child) {
+                return PyUnicode_FromFormat(".%s", m->name);
+            }
+        }
+    }
+    if (PyAnySet_Check(parent)) {
+        return PyUnicode_FromString("{item}");
+    }
+    return PyUnicode_FromFormat("<%s>", Py_TYPE(child)->tp_name);
+}

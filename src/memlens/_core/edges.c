@@ -1,6 +1,7 @@
 /* edge_: naming a reference (see edges.h). */
 #include "edges.h"
 #include <structmember.h> /* PyMemberDef before 3.12 */
+#include "attrs.h"
 #include "layout.h"
 
 #ifndef Py_T_OBJECT
@@ -70,56 +71,36 @@ edge_dict_label(PyObject *d, PyObject *child, int as_attr)
     return NULL;
 }
 
-/* ".name" of the instance attribute or slot holding `child`, or NULL
- * (no exception). */
+typedef struct {
+    PyObject *child;
+    PyObject *label;  /* result, or NULL */
+} edge_attr_find;
+
+static int
+edge_attr_match(const attrs_item *it, void *arg)
+{
+    edge_attr_find *f = arg;
+    if (it->value != f->child) {
+        return 0;
+    }
+    f->label = it->name != NULL ? PyUnicode_FromFormat(".%U", it->name)
+                                : PyUnicode_FromFormat(".%s", it->slot);
+    return 1;
+}
+
+/* ".name" of the instance attribute or slot holding `child` (read in
+ * place, see attrs.h), ".__dict__" for the instance's dict itself, or NULL
+ * (exception set only on failure). */
 static PyObject *
 edge_attr_label(PyObject *op, PyObject *child)
 {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject *d = layout_instance_dict(op, tp);
-    if (d != NULL && PyDict_Check(d)) {
-        if (d == child) {
-            return PyUnicode_FromString(".__dict__");
-        }
-        PyObject *l = edge_dict_label(d, child, 1);
-        if (l != NULL || PyErr_Occurred()) {
-            return l;
-        }
+    PyObject *d = layout_instance_dict(op, Py_TYPE(op));
+    if (d != NULL && d == child) {
+        return PyUnicode_FromString(".__dict__");
     }
-#if PY_VERSION_HEX >= 0x030B0000
-    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-        layout_dictkeys *keys = layout_cached_keys(tp);
-        PyObject **vals = NULL;
-#if PY_VERSION_HEX >= 0x030D0000
-        /* 3.13: inline values follow the header and a one-word prefix */
-        if ((tp->tp_flags & Py_TPFLAGS_INLINE_VALUES) && d == NULL) {
-            vals = (PyObject **)((char *)op + sizeof(PyObject) + sizeof(PyObject *));
-        }
-#else
-        vals = (PyObject **)layout_instance_values(op, tp);
-#endif
-        if (keys != NULL && vals != NULL) {
-            /* split keys: {key, value} entries after the index table */
-            PyObject **entries = (PyObject **)(keys->dk_indices
-                                               + ((size_t)1 << keys->dk_log2_index_bytes));
-            for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
-                if (vals[i] == child && entries[2 * i] != NULL) {
-                    return PyUnicode_FromFormat(".%U", entries[2 * i]);
-                }
-            }
-        }
-    }
-#endif
-    for (PyTypeObject *t = tp; t != NULL; t = t->tp_base) {
-        PyMemberDef *m = t->tp_members;
-        for (; m != NULL && m->name != NULL; m++) {
-            if ((m->type == Py_T_OBJECT_EX || m->type == Py_T_OBJECT)
-                && *(PyObject **)((char *)op + m->offset) == child) {
-                return PyUnicode_FromFormat(".%s", m->name);
-            }
-        }
-    }
-    return NULL;
+    edge_attr_find f = {child, NULL};
+    (void)attrs_foreach(op, edge_attr_match, &f);
+    return f.label;
 }
 
 PyObject *

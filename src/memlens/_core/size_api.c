@@ -6,7 +6,7 @@
 #define _GNU_SOURCE 1 /* qsort_r; pyconfig.h usually defines it already */
 #endif
 #include "size_api.h"
-#include "attrs.h"
+#include "edges.h"
 #include "layout.h"
 #include "size.h"
 #include "walk.h"
@@ -237,124 +237,6 @@ api_tree_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
     return 0;
 }
 
-/* Safe to repr: builtin scalars whose repr runs no user code. */
-static int
-api_is_plain_key(PyObject *k)
-{
-    return PyUnicode_CheckExact(k) || PyLong_CheckExact(k) || PyFloat_CheckExact(k)
-           || PyBytes_CheckExact(k) || PyBool_Check(k) || k == Py_None;
-}
-
-static PyObject *
-api_key_label(const char *fmt, PyObject *key)
-{
-    if (api_is_plain_key(key)) {
-        PyObject *r = PyObject_Repr(key);
-        if (r == NULL) {
-            return NULL;
-        }
-        if (PyUnicode_GET_LENGTH(r) > 60) {
-            PyObject *cut = PyUnicode_Substring(r, 0, 57);
-            Py_DECREF(r);
-            if (cut == NULL) {
-                return NULL;
-            }
-            r = PyUnicode_FromFormat("%U...", cut);
-            Py_DECREF(cut);
-            if (r == NULL) {
-                return NULL;
-            }
-        }
-        PyObject *s = PyUnicode_FromFormat(fmt, r);
-        Py_DECREF(r);
-        return s;
-    }
-    PyObject *name = PyUnicode_FromFormat("<%s>", Py_TYPE(key)->tp_name);
-    if (name == NULL) {
-        return NULL;
-    }
-    PyObject *s = PyUnicode_FromFormat(fmt, name);
-    Py_DECREF(name);
-    return s;
-}
-
-/* Label a dict edge: "[key]" for a value, "<key 'k'>" for a key, or NULL
- * (no exception) when `child` is neither. */
-static PyObject *
-api_dict_label(PyObject *d, PyObject *child)
-{
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(d, &pos, &k, &v)) {
-        if (v == child) {
-            return api_key_label("[%U]", k);
-        }
-        if (k == child) {
-            return api_key_label("<key %U>", k);
-        }
-    }
-    return NULL;
-}
-
-typedef struct {
-    PyObject *child;
-    PyObject *label;  /* result, or NULL */
-} api_attr_find;
-
-static int
-api_attr_match(const attrs_item *it, void *arg)
-{
-    api_attr_find *f = arg;
-    if (it->value != f->child) {
-        return 0;
-    }
-    f->label = it->name != NULL ? PyUnicode_FromFormat(".%U", it->name)
-                                : PyUnicode_FromFormat(".%s", it->slot);
-    return 1;
-}
-
-/* ".name" of the instance attribute or slot holding `child`, or NULL
- * (exception set only on failure).  Read in place: no __dict__ is made. */
-static PyObject *
-api_attr_label(PyObject *op, PyObject *child)
-{
-    api_attr_find f = {child, NULL};
-    (void)attrs_foreach(op, api_attr_match, &f);
-    return f.label;
-}
-
-static PyObject *
-api_edge_label(PyObject *parent, PyObject *child)
-{
-    PyObject *l = NULL;
-    if (PyList_Check(parent) || PyTuple_Check(parent)) {
-        Py_ssize_t n = Py_SIZE(parent);
-        PyObject **items = PyList_Check(parent) ? ((PyListObject *)parent)->ob_item
-                                                : ((PyTupleObject *)parent)->ob_item;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (items[i] == child) {
-                return PyUnicode_FromFormat("[%zd]", i);
-            }
-        }
-    }
-    if (PyDict_Check(parent)) {
-        l = api_dict_label(parent, child);
-        if (l != NULL || PyErr_Occurred()) {
-            return l;
-        }
-    }
-    if (Py_TYPE(parent)->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-        l = api_attr_label(parent, child);
-        if (l != NULL || PyErr_Occurred()) {
-            return l;
-        }
-    }
-    if (PyAnySet_Check(parent)) {
-        return PyUnicode_FromString("{item}");
-    }
-    return PyUnicode_FromFormat("<%s>", Py_TYPE(child)->tp_name);
-}
-
 /* qsort_r comparator: child indices by deep size, largest first */
 static int
 api_cmp_deep(const void *a, const void *b, void *arg)
@@ -412,7 +294,7 @@ api_emit(api_tree *t, size_t *kids, size_t *first, size_t *nkids, Py_ssize_t lim
             label = PyUnicode_FromString("");
         }
         else {
-            label = api_edge_label(t->nodes[nd->parent].obj, nd->obj);
+            label = edge_label(t->nodes[nd->parent].obj, nd->obj);
         }
         if (label == NULL) {
             goto error;

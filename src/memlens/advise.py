@@ -168,8 +168,9 @@ def _module_source(modname):
             text = _read_text(path)
         except (OSError, UnicodeDecodeError):
             text = None
-    _source_cache[modname] = (text, path)
-    return text, path
+    lines = text.splitlines() if text is not None else None
+    _source_cache[modname] = (text, path, lines)
+    return text, path, lines
 
 
 def _class_block(cls):
@@ -177,8 +178,7 @@ def _class_block(cls):
     got = _module_source(cls.__module__)
     if not got or got[0] is None:
         return None, None, None
-    text, path = got
-    lines = text.splitlines()
+    text, path, lines = got
     head = "class " + cls.__name__
     for i, line in enumerate(lines):
         # plain string tests: a compiled pattern per class name would fill
@@ -280,9 +280,14 @@ def _record_size(kinds, weakref):
 
 # ---- advice builders -------------------------------------------------------
 
-def _slots_advice(cls, count, nbytes, weakrefd, attrs):
+def _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving):
     names = [a[0] for a in attrs if not a[1]]  # dict/values attributes
     if not names and not _has_instance_dict(cls):
+        return None
+    # Cheap bound first (an extra __weakref__ slot only lowers the saving):
+    # most classes in a process fall below the threshold, and their sources
+    # need not be read at all.
+    if nbytes - count * _slotted_size(cls, len(names) + (1 if weakrefd else 0)) < max(min_saving, 1):
         return None
     blockers = []
     var_base = next((b for b in cls.__mro__[1:] if b.__itemsize__), None)
@@ -321,7 +326,7 @@ def _slots_advice(cls, count, nbytes, weakrefd, attrs):
     return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots)
 
 
-def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow):
+def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
     if overflow or not attrs or cls.__bases__ != (object,):
         return None
     fields, owned = [], 0
@@ -335,6 +340,9 @@ def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow):
         owned += owned_boxed
     if not any(k in ("int", "float") for _, k in fields):
         return None
+    kinds = [k for _, k in fields]
+    if nbytes + owned - count * _record_size(kinds, bool(weakrefd)) < max(min_saving, 1):
+        return None  # below the threshold: no need to read the source
     weakref = bool(weakrefd) or _mentions_weakref(cls)
     per = _record_size([k for _, k in fields], weakref)
     saving = nbytes + owned - count * per
@@ -361,12 +369,14 @@ def _site_target(kind, owner, name):
     return {"dict key": "dict keys", "list item": "list items", "elsewhere": "other objects"}[kind]
 
 
-def _site_advice(row, array_base):
+def _site_advice(row, array_base, min_saving):
     (kind, owner, name, dup_strs, dup_str_bytes, dup_tuples, dup_tuple_bytes,
      flists, fitems, fbytes, ilists, iitems, ibytes, empty, empty_bytes,
      over_lists, over_bytes) = row
     target = _site_target(kind, owner, name)
-    loc = _location(owner) if isinstance(owner, type) else None
+    # the class's source is read only for advice above the threshold
+    loc = _location(owner) if isinstance(owner, type) and max(
+        dup_str_bytes, dup_tuple_bytes, fbytes, ibytes, empty_bytes, over_bytes) >= min_saving else None
     out = []
     if dup_strs:
         patch = None
@@ -438,14 +448,14 @@ def _advise(min_saving):
         if cls.__module__.startswith("memlens") or count == 0:
             continue
         if _has_instance_dict(cls) and not issubclass(cls, BaseException):
-            a = _slots_advice(cls, count, nbytes, weakrefd, attrs)
+            a = _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving)
             if a is not None:
                 out.append(a)
-        r = _record_advice(cls, count, nbytes, weakrefd, attrs, overflow)
+        r = _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving)
         if r is not None:
             out.append(r)
     for row in sites:
-        out.extend(_site_advice(row, array_base))
+        out.extend(_site_advice(row, array_base, min_saving))
     _source_cache.clear()
     out = [a for a in out if a.saving >= min_saving]
     out.sort(key=lambda a: (-a.saving, _KIND_ORDER.index(a.kind), a.target_name))

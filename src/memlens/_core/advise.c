@@ -22,6 +22,7 @@ typedef struct {
     size_t present;
     size_t kinds[K_N];
     size_t owned_boxed;    /* bytes of int/float values only it references */
+    size_t site;           /* index + 1 of its site, 0 until first needed */
 } adv_attr;
 
 typedef struct {
@@ -76,6 +77,7 @@ typedef struct {
     visit_set claimed;     /* values already charged to a site */
     PyObject **pending;    /* values seen on their own, charged at the end */
     size_t npending, cappending;
+    size_t site_dict_key, site_list_item;  /* index + 1, 0 until needed */
     PyObject *exclude;     /* the list of roots: not part of the heap */
     int oom;
 } adv_state;
@@ -496,9 +498,17 @@ adv_on_attr(const attrs_item *it, void *arg)
         a->owned_boxed += size_of(walk_typeinfo(ctx->st->w, Py_TYPE(v)), v, &dummy);
     }
     if (adv_interesting(v)) {
-        adv_site *s = adv_site_for(ctx->st, S_ATTR, c->type, it->name, it->slot);
-        if (s == NULL || adv_claim(ctx->st, s, v) < 0) {
-            ctx->st->oom = 1;
+        adv_state *st = ctx->st;
+        if (a->site == 0) {
+            adv_site *s = adv_site_for(st, S_ATTR, c->type, a->name, a->slot);
+            if (s == NULL) {
+                st->oom = 1;
+                return -1;
+            }
+            a->site = (size_t)(s - st->sites) + 1;
+        }
+        if (adv_claim(st, &st->sites[a->site - 1], v) < 0) {
+            st->oom = 1;
             return -1;
         }
     }
@@ -548,10 +558,14 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
         }
     }
     if (PyDict_CheckExact(op)) {
-        adv_site *s = adv_site_for(st, S_DICT_KEY, NULL, NULL, NULL);
-        if (s == NULL) {
-            goto oom;
+        if (st->site_dict_key == 0) {
+            adv_site *s0 = adv_site_for(st, S_DICT_KEY, NULL, NULL, NULL);
+            if (s0 == NULL) {
+                goto oom;
+            }
+            st->site_dict_key = (size_t)(s0 - st->sites) + 1;
         }
+        adv_site *s = &st->sites[st->site_dict_key - 1];
         Py_ssize_t pos = 0;
         PyObject *k, *v;
         while (PyDict_Next(op, &pos, &k, &v)) {
@@ -561,11 +575,16 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
         }
     }
     else if (PyList_CheckExact(op) && op != st->exclude) {
-        adv_site *s = adv_site_for(st, S_LIST_ITEM, NULL, NULL, NULL);
-        if (s == NULL) {
-            goto oom;
+        if (st->site_list_item == 0) {
+            adv_site *s0 = adv_site_for(st, S_LIST_ITEM, NULL, NULL, NULL);
+            if (s0 == NULL) {
+                goto oom;
+            }
+            st->site_list_item = (size_t)(s0 - st->sites) + 1;
         }
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(op); i++) {
+            /* re-read: claiming may grow the sites table */
+            adv_site *s = &st->sites[st->site_list_item - 1];
             if (adv_claim(st, s, PyList_GET_ITEM(op, i)) < 0) {
                 goto oom;
             }

@@ -26,6 +26,9 @@ core_exec(PyObject *m)
     if (size_module_exec(m) < 0) {
         goto error;
     }
+    if (trace_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

@@ -23,5 +23,6 @@ core_state *core_get_state(PyObject *module);
  * Each adds its functions/types to `m` and returns 0, or -1 with an
  * exception set. */
 int size_module_exec(PyObject *m);
+int trace_module_exec(PyObject *m); /* trace_module.c: the allocation tracer */
 
 #endif /* MEMLENS_MODULE_H */

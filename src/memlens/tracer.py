@@ -301,13 +301,21 @@ class Snapshot:
         if not isinstance(old_snapshot, Snapshot):
             raise TypeError(f"compare_to expects a Snapshot, not {type(old_snapshot).__name__}")
         _check_key(key_type, cumulative)
-        new = {key: (size, count) for key, size, count in self._table.group(key_type, cumulative, False)}
-        old = {key: (size, count) for key, size, count in old_snapshot._table.group(key_type, cumulative, False)}
+        def table(snap):
+            # 'lineno' keys are (filename, line): the function named in a
+            # key is only a representative and may differ between snapshots.
+            if key_type == "lineno":
+                return {tuple(f[:2] for f in key): (key, size, count)
+                        for key, size, count in snap._table.group(key_type, cumulative, False)}
+            return {key: (key, size, count) for key, size, count in snap._table.group(key_type, cumulative, False)}
+
+        new = table(self)
+        old = table(old_snapshot)
         diffs = []
-        for key, (size, count) in new.items():
-            osize, ocount = old.pop(key, (0, 0))
+        for norm, (key, size, count) in new.items():
+            _, osize, ocount = old.pop(norm, (None, 0, 0))
             diffs.append(StatisticDiff(_traceback(key), size, size - osize, count, count - ocount))
-        for key, (osize, ocount) in old.items():
+        for key, osize, ocount in old.values():
             diffs.append(StatisticDiff(_traceback(key), 0, -osize, 0, -ocount))
         diffs.sort(key=lambda d: (abs(d.size_diff), d.size, abs(d.count_diff), d.count, str(d.traceback)),
                    reverse=True)

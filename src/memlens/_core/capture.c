@@ -346,11 +346,19 @@ cap_read_table(PyObject *module, const char *path)
             cap_corrupt(path, "truncated");
             goto done;
         }
+        if (reserved != 0) {
+            cap_corrupt(path, "bad section header");
+            goto done;
+        }
         if (tag == CAP_TAG_END) {
             cap_reader e = {payload, payload + n};
             uint64_t h;
             if (cap_get_u64(&e, &h) < 0 || h != cap_fnv1a(data, (size_t)(sec - data))) {
                 cap_corrupt(path, "checksum mismatch");
+                goto done;
+            }
+            if (n != 8 || r.p != r.end) {
+                cap_corrupt(path, "data after the end marker");
                 goto done;
             }
             ended = 1;

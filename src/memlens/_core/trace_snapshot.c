@@ -375,27 +375,43 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
             if (item == NULL) {
                 goto error;
             }
-            PyObject *found = PyDict_GetItemWithError(keyids, item);
+            /* 'lineno' groups by (filename, line) like tracemalloc, so a
+             * comprehension and its enclosing function on one line are one
+             * key; the reported function is the first one met. */
+            PyObject *dk = item;
+            if (key_type == SNAP_KEY_LINENO) {
+                dk = PyTuple_GetSlice(item, 0, 2);
+                if (dk == NULL) {
+                    goto error;
+                }
+            }
+            else {
+                Py_INCREF(dk);
+            }
+            PyObject *found = PyDict_GetItemWithError(keyids, dk);
             if (found != NULL) {
                 frame_key[i] = (uint32_t)PyLong_AsUnsignedLong(found);
             }
             else if (PyErr_Occurred()) {
+                Py_DECREF(dk);
                 goto error;
             }
             else {
                 uint32_t id = (uint32_t)PyList_GET_SIZE(keys);
                 PyObject *n = PyLong_FromUnsignedLong(id);
                 PyObject *tup = PyTuple_Pack(1, item);
-                if (n == NULL || tup == NULL || PyDict_SetItem(keyids, item, n) < 0
+                if (n == NULL || tup == NULL || PyDict_SetItem(keyids, dk, n) < 0
                     || PyList_Append(keys, tup) < 0) {
                     Py_XDECREF(n);
                     Py_XDECREF(tup);
+                    Py_DECREF(dk);
                     goto error;
                 }
                 Py_DECREF(n);
                 Py_DECREF(tup);
                 frame_key[i] = id;
             }
+            Py_DECREF(dk);
             Py_CLEAR(item);
         }
     }

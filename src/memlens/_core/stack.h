@@ -1,15 +1,20 @@
 /* stack.h: interned Python stacks.
  *
- * A stack is a sequence of frames (code object, instruction offset),
- * innermost first.  Each distinct stack gets a small integer id, so that a
- * live block only stores 22 bits to name the stack that allocated it, and
- * each stack record carries the running totals of the blocks it allocated
- * (which makes a snapshot a walk over stacks, not over blocks).
+ * Stacks are interned as a trie: a stack is its innermost frame (code
+ * object, instruction offset) plus the id of the stack of its callers
+ * (`parent`; id 1 is the empty stack).  Interning a stack whose callers are
+ * already known is one hash probe on (code, offset, parent), which is what
+ * the tracer does on almost every allocation: it caches, per thread, the id
+ * of the callers' stack and checks that the callers did not change
+ * (trace_hooks.c).  Each distinct stack gets a small integer id, so a live
+ * block stores only 22 bits to name the stack that allocated it, and each
+ * stack record carries the running totals of the blocks it allocated, so a
+ * snapshot is a walk over stacks, not over blocks.
  *
  * The table lives in mmap'd memory (trace_mem.h), never in PyMem, so the
- * allocator hooks can use it.  All functions suffixed _unlocked must be
- * called with the tracer lock held (trace_hooks.h); those that create or
- * drop references to code objects also need the GIL, as noted.
+ * allocator hooks can use it.  Functions suffixed _unlocked must be called
+ * with the tracer lock held (trace_hooks.h); those that create or drop
+ * references to code objects also need the GIL, as noted.
  */
 #ifndef MEMLENS_STACK_H
 #define MEMLENS_STACK_H
@@ -33,9 +38,11 @@
 #define STACK_COUNT_ONE 65536u
 
 typedef struct {
-    uint64_t hash;
-    uint32_t first;   /* index of the innermost frame in the frame pool */
-    uint32_t nframes;
+    PyCodeObject *code; /* innermost frame; strong reference (NULL: empty) */
+    int32_t offset;     /* instruction offset in code units */
+    uint32_t parent;    /* id of the callers' stack */
+    uint32_t depth;     /* number of frames */
+    uint32_t pad_;
     /* Live totals of the blocks this stack allocated. */
     uint64_t size;
     uint64_t count; /* in STACK_COUNT_ONE units */
@@ -45,27 +52,24 @@ typedef struct {
     uint64_t snap_size;
     uint64_t snap_count;
     uint64_t snap_gen;
-} stack_rec;
+} stack_rec; /* 64 bytes: one cache line */
 
 typedef struct {
     stack_rec *recs;     /* by id; recs[0] unused */
     uint32_t nrecs;
     uint32_t cap_recs;
-    stack_frame *frames; /* frame pool; code objects are strong references */
-    uint32_t nframes;
-    uint32_t cap_frames;
-    uint32_t *index;     /* open addressing by hash: stack ids, 0 = free */
+    uint32_t *index;     /* open addressing on (code, offset, parent) */
     uint32_t index_mask;
-    int overflowed;      /* a stack was folded into the empty stack */
+    int overflowed;      /* a stack was cut short: the table was full */
 } stack_table;
 
 /* Set up an empty table (with the empty stack as id 1); -1 on no memory. */
 int stack_table_init(stack_table *t);
-uint64_t stack_hash(const stack_frame *frames, int n);
-/* Id of the stack `frames[0:n]`, interning it if new (which takes a
- * reference on each code object: the GIL must be held when n > 0).
- * Returns STACK_ID_EMPTY when the table is full or out of memory. */
-uint32_t stack_intern_unlocked(stack_table *t, const stack_frame *frames, int n, uint64_t hash);
+/* Id of the stack (code, offset) called from stack `parent`, interning it if
+ * new, which takes a reference to `code`: the GIL must be held.  When the
+ * table is full or out of memory, returns `parent` (the stack loses its
+ * innermost frames) and sets `overflowed`. */
+uint32_t stack_intern_unlocked(stack_table *t, PyCodeObject *code, int32_t offset, uint32_t parent);
 static inline stack_rec *
 stack_get_unlocked(stack_table *t, uint32_t id)
 {
@@ -74,7 +78,5 @@ stack_get_unlocked(stack_table *t, uint32_t id)
 /* Release everything the table holds (DECREFs: needs the GIL, and must not
  * be called under the tracer lock since deallocation may run code). */
 void stack_table_release(stack_table *t);
-/* Bytes of memory the table uses. */
-size_t stack_table_memory(const stack_table *t);
 
 #endif /* MEMLENS_STACK_H */

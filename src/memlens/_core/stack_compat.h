@@ -15,6 +15,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* 3.9/3.10: the PyFrameObject layout */
+#endif
 
 #ifdef Py_GIL_DISABLED
 #error "memlens' tracer needs the GIL: free-threaded builds are not supported"
@@ -24,6 +27,16 @@ typedef struct {
     PyCodeObject *code; /* borrowed while capturing; owned once interned */
     int32_t offset;     /* instruction offset in code units (-1: unknown) */
 } stack_frame;
+
+/* Identity of a raw interpreter frame as the tracer's per-thread cache
+ * compares it: while a frame runs, its callers' frames and their current
+ * instructions cannot change, so equal signatures along the chain mean an
+ * equal stack.  Reading a signature touches only the frame itself. */
+typedef struct {
+    const void *frame;
+    const void *code;  /* code object (3.9-3.12) / f_executable (3.13) */
+    intptr_t instr;    /* instruction pointer (3.11+) / f_lasti (3.9, 3.10) */
+} stack_sig;
 
 #if PY_VERSION_HEX >= 0x030B0000
 /* 3.11-3.13: mirror of the head of _PyInterpreterFrame.  Only the fields up
@@ -42,6 +55,8 @@ typedef struct stack_iframe {
     uint16_t return_offset;
     char owner;
 } stack_iframe;
+#define STACK_IFRAME_CODE(f) ((f)->f_executable)
+#define STACK_IFRAME_INSTR(f) ((f)->instr_ptr)
 #elif PY_VERSION_HEX >= 0x030C0000
 typedef struct stack_iframe {
     PyCodeObject *f_code;
@@ -56,6 +71,8 @@ typedef struct stack_iframe {
     uint16_t return_offset;
     char owner;
 } stack_iframe;
+#define STACK_IFRAME_CODE(f) ((PyObject *)(f)->f_code)
+#define STACK_IFRAME_INSTR(f) ((f)->prev_instr)
 #else /* 3.11 */
 typedef struct stack_iframe {
     PyObject *f_func;
@@ -70,85 +87,109 @@ typedef struct stack_iframe {
     _Bool is_entry;
     char owner;
 } stack_iframe;
+#define STACK_IFRAME_CODE(f) ((PyObject *)(f)->f_code)
+#define STACK_IFRAME_INSTR(f) ((f)->prev_instr)
 #endif
 
 /* Values of _PyInterpreterFrame.owner (identical in 3.11-3.13). */
 #define STACK_OWNED_BY_GENERATOR 1
 #define STACK_OWNED_BY_CSTACK 3 /* 3.12+: shim frame of a C call */
 
-static inline stack_iframe *
-stack_compat_top_(PyThreadState *tstate)
+/* Innermost raw frame of `tstate` (GIL held by its thread), or NULL. */
+static inline void *
+stack_compat_top(PyThreadState *tstate)
 {
 #if PY_VERSION_HEX >= 0x030D0000
-    return (stack_iframe *)tstate->current_frame;
+    return tstate->current_frame;
 #else
     /* 3.11/3.12: the frame hangs off the current C frame record. */
     if (tstate->cframe == NULL) {
         return NULL;
     }
-    return (stack_iframe *)tstate->cframe->current_frame;
+    return tstate->cframe->current_frame;
 #endif
 }
-#endif /* >= 3.11 */
 
-/* Fill `out` with up to `max` frames of `tstate`, innermost first, and
- * return how many.  Must be called with the GIL held by `tstate`'s thread
- * (the frames belong to it); never allocates, never raises. */
-static inline int
-stack_compat_capture(PyThreadState *tstate, stack_frame *out, int max)
+static inline void *
+stack_compat_prev(void *f)
 {
-    int n = 0;
-#if PY_VERSION_HEX >= 0x030B0000
-    stack_iframe *f = stack_compat_top_(tstate);
-    while (f != NULL && n < max) {
-        PyCodeObject *co;
-        char *instr;
-#if PY_VERSION_HEX >= 0x030D0000
-        if (f->owner == STACK_OWNED_BY_CSTACK || !PyCode_Check(f->f_executable)) {
-            f = f->previous;
-            continue;
-        }
-        co = (PyCodeObject *)f->f_executable;
-        instr = (char *)f->instr_ptr;
-#else
-#if PY_VERSION_HEX >= 0x030C0000
-        if (f->owner == STACK_OWNED_BY_CSTACK) {
-            f = f->previous;
-            continue;
-        }
-#endif
-        co = f->f_code;
-        instr = (char *)f->prev_instr;
-#endif
-        /* Skip "incomplete" frames that have not run their first traceable
-         * instruction yet, as CPython's own traceback code does. */
-        char *start = co->co_code_adaptive;
-        if (f->owner != STACK_OWNED_BY_GENERATOR
-            && instr < start + 2 * (Py_ssize_t)co->_co_firsttraceable) {
-            f = f->previous;
-            continue;
-        }
-        out[n].code = co;
-        out[n].offset = (int32_t)((instr - start) / 2);
-        n++;
-        f = f->previous;
-    }
-#else
-    /* 3.9/3.10: the thread state points at the innermost PyFrameObject. */
-    PyFrameObject *f = tstate->frame;
-    while (f != NULL && n < max) {
-        out[n].code = f->f_code;
-#if PY_VERSION_HEX >= 0x030A0000
-        out[n].offset = f->f_lasti; /* 3.10: in code units */
-#else
-        out[n].offset = f->f_lasti < 0 ? -1 : f->f_lasti / 2; /* 3.9: bytes */
-#endif
-        n++;
-        f = f->f_back;
-    }
-#endif
-    return n;
+    return ((stack_iframe *)f)->previous;
 }
+
+static inline void
+stack_compat_sig(void *f, stack_sig *s)
+{
+    stack_iframe *fr = f;
+    s->frame = f;
+    s->code = STACK_IFRAME_CODE(fr);
+    s->instr = (intptr_t)STACK_IFRAME_INSTR(fr);
+}
+
+/* The (code, offset) of raw frame `f`; 0 if it is not a frame to report:
+ * a shim frame (3.12+) or one that has not run its first traceable
+ * instruction yet ("incomplete", skipped by CPython's tracebacks too). */
+static inline int
+stack_compat_decode(void *f, PyCodeObject **code, int32_t *offset)
+{
+    stack_iframe *fr = f;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (fr->owner == STACK_OWNED_BY_CSTACK) {
+        return 0;
+    }
+#endif
+    PyObject *co = STACK_IFRAME_CODE(fr);
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!PyCode_Check(co)) {
+        return 0;
+    }
+#endif
+    char *start = ((PyCodeObject *)co)->co_code_adaptive;
+    char *instr = (char *)STACK_IFRAME_INSTR(fr);
+    if (fr->owner != STACK_OWNED_BY_GENERATOR
+        && instr < start + 2 * (Py_ssize_t)((PyCodeObject *)co)->_co_firsttraceable) {
+        return 0;
+    }
+    *code = (PyCodeObject *)co;
+    *offset = (int32_t)((instr - start) / 2);
+    return 1;
+}
+
+#else /* 3.9, 3.10: the thread state points at the innermost PyFrameObject. */
+
+static inline void *
+stack_compat_top(PyThreadState *tstate)
+{
+    return tstate->frame;
+}
+
+static inline void *
+stack_compat_prev(void *f)
+{
+    return ((PyFrameObject *)f)->f_back;
+}
+
+static inline void
+stack_compat_sig(void *f, stack_sig *s)
+{
+    PyFrameObject *fr = f;
+    s->frame = f;
+    s->code = fr->f_code;
+    s->instr = fr->f_lasti;
+}
+
+static inline int
+stack_compat_decode(void *f, PyCodeObject **code, int32_t *offset)
+{
+    PyFrameObject *fr = f;
+    *code = fr->f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+    *offset = fr->f_lasti; /* 3.10: in code units, -1 before the first */
+#else
+    *offset = fr->f_lasti < 0 ? -1 : fr->f_lasti / 2; /* 3.9: in bytes */
+#endif
+    return 1;
+}
+#endif
 
 /* Line number of a captured frame (report time only; needs the GIL). */
 static inline int

@@ -82,9 +82,13 @@ typedef struct {
     int64_t countdown;  /* bytes until the next sample point */
     uint64_t rng;
     uint64_t generation;
+    struct trace_stack_cache *cache; /* this thread's trace_cache */
 } trace_tls_state;
 
-static _Thread_local trace_tls_state trace_tls;
+/* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call
+ * on every hook; the few bytes fit in the static TLS surplus glibc keeps for
+ * dlopen()ed modules. */
+static _Thread_local trace_tls_state trace_tls __attribute__((tls_model("initial-exec")));
 
 /* ---- sampling ------------------------------------------------------------- */
 
@@ -140,9 +144,8 @@ trace_tls_refresh(trace_tls_state *t)
  * which happens with probability 1 - exp(-size / N), independently of
  * every other block. */
 static int
-trace_sample_hit(uint64_t size)
+trace_sample_hit(trace_tls_state *t, uint64_t size)
 {
-    trace_tls_state *t = &trace_tls;
     trace_tls_refresh(t);
     t->countdown -= (int64_t)(size == 0 ? 1 : size);
     if (t->countdown > 0) {
@@ -220,6 +223,95 @@ trace_drop_unlocked(trace_map_entry e)
 
 /* ---- the hooks -------------------------------------------------------------- */
 
+/* Per-thread cache of the callers' stack.  Most allocations in a row come
+ * from the same callers at different instructions of one function, so the
+ * stack of the callers (frames 2..N) is kept by id together with the raw
+ * frame signatures it was read from; when the signatures still match, the
+ * allocation's stack is one trie probe away (stack.h), with no hashing or
+ * decoding of the callers.  In dynamic TLS (it is too big for the static
+ * TLS surplus); trace_tls holds a pointer to it. */
+#define TRACE_CACHE_RAW 64
+typedef struct trace_stack_cache {
+    uint64_t generation; /* trace_generation it was filled under */
+    uint32_t parent;     /* id of the callers' stack */
+    int nraw;            /* raw frames compared */
+    int ended;           /* the walk reached the outermost frame */
+    int valid;
+    stack_sig raw[TRACE_CACHE_RAW];
+} trace_stack_cache;
+
+static _Thread_local trace_stack_cache trace_cache;
+
+/* Stack id of the running allocation (tracer lock held; GIL held by this
+ * thread when tstate != NULL). */
+static uint32_t
+trace_stack_id_unlocked(trace_tls_state *t, PyThreadState *tstate)
+{
+    if (tstate == NULL) {
+        return STACK_ID_EMPTY;
+    }
+    void *f = stack_compat_top(tstate);
+    PyCodeObject *code0 = NULL;
+    int32_t off0 = 0;
+    while (f != NULL && !stack_compat_decode(f, &code0, &off0)) {
+        f = stack_compat_prev(f);
+    }
+    if (f == NULL) {
+        return STACK_ID_EMPTY;
+    }
+    if (trace_max_frames == 1) {
+        return stack_intern_unlocked(&trace_stacks, code0, off0, STACK_ID_EMPTY);
+    }
+    trace_stack_cache *c = t->cache;
+    if (c == NULL) {
+        c = t->cache = &trace_cache;
+    }
+    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    void *p = stack_compat_prev(f);
+    if (c->valid && c->generation == gen) {
+        int i = 0;
+        for (; i < c->nraw; i++) {
+            stack_sig s;
+            if (p == NULL) {
+                break;
+            }
+            stack_compat_sig(p, &s);
+            if (s.frame != c->raw[i].frame || s.code != c->raw[i].code || s.instr != c->raw[i].instr) {
+                break;
+            }
+            p = stack_compat_prev(p);
+        }
+        if (i == c->nraw && (!c->ended || p == NULL)) {
+            return stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+        }
+        p = stack_compat_prev(f);
+    }
+    /* Miss: read the callers, intern them outermost first, refill the cache. */
+    stack_frame frames[STACK_MAX_FRAMES];
+    int n = 0;
+    int nraw = 0;
+    while (p != NULL && n < trace_max_frames - 1) {
+        if (nraw < TRACE_CACHE_RAW) {
+            stack_compat_sig(p, &c->raw[nraw]);
+        }
+        nraw++;
+        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+            n++;
+        }
+        p = stack_compat_prev(p);
+    }
+    uint32_t parent = STACK_ID_EMPTY;
+    for (int i = n - 1; i >= 0; i--) {
+        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+    }
+    c->valid = nraw <= TRACE_CACHE_RAW;
+    c->nraw = nraw;
+    c->ended = p == NULL;
+    c->parent = parent;
+    c->generation = gen;
+    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+}
+
 /* Record a new block (the re-entrancy guard is set by the caller). */
 static void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
@@ -227,24 +319,20 @@ trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
     if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
         return;
     }
-    if (trace_sample_bytes != 0 && !trace_sample_hit(size)) {
+    trace_tls_state *t = &trace_tls;
+    if (trace_sample_bytes != 0 && !trace_sample_hit(t, size)) {
         return;
     }
-    stack_frame frames[STACK_MAX_FRAMES];
-    int n = 0;
     /* MEM and OBJ allocations are made with the GIL held; RAW ones may not
      * be, and then the thread's frames cannot be read (nor code objects
      * kept): those are attributed to the empty stack. */
+    PyThreadState *tstate = NULL;
     if (domain != PYMEM_DOMAIN_RAW || PyGILState_Check()) {
-        PyThreadState *tstate = _PyThreadState_UncheckedGet();
-        if (tstate != NULL) {
-            n = stack_compat_capture(tstate, frames, trace_max_frames);
-        }
+        tstate = _PyThreadState_UncheckedGet();
     }
-    uint64_t hash = stack_hash(frames, n);
     trace_lock();
     if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
-        uint32_t id = stack_intern_unlocked(&trace_stacks, frames, n, hash);
+        uint32_t id = trace_stack_id_unlocked(t, tstate);
         trace_add_unlocked((uintptr_t)p, (uint64_t)size, id);
     }
     trace_unlock();
@@ -513,8 +601,6 @@ trace_tracer_memory(void)
     size_t n = trace_map_memory();
     if (trace_stacks.recs != NULL) {
         n += trace_mem_resident(trace_stacks.recs, (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
-        n += trace_mem_resident(trace_stacks.frames,
-                                (size_t)trace_stacks.cap_frames * sizeof(stack_frame));
         n += trace_mem_resident(trace_stacks.index,
                                 ((size_t)trace_stacks.index_mask + 1) * sizeof(uint32_t));
     }

@@ -128,7 +128,7 @@ snap_take(PyObject *module)
         uint64_t pc = at_peak_saved ? r->snap_count : r->count;
         if (r->count != 0 || pc != 0 || r->size != 0 || ps != 0) {
             nraw++;
-            nfr += r->nframes;
+            nfr += r->depth;
         }
     }
     /* libc malloc, not PyMem: the tracer lock is held, and PyMem would
@@ -149,14 +149,16 @@ snap_take(PyObject *module)
         if (r->count == 0 && pc == 0 && r->size == 0 && ps == 0) {
             continue;
         }
-        raw[k].row.nframes = r->nframes;
+        raw[k].row.nframes = r->depth;
         raw[k].row.size = r->size;
         raw[k].row.count = r->count;
         raw[k].row.peak_size = ps;
         raw[k].row.peak_count = pc;
         raw[k].code_first = (uint32_t)ncodes;
-        for (uint32_t j = 0; j < r->nframes; j++) {
-            codes[ncodes] = st->frames[r->first + j];
+        /* Innermost first: follow the parents up the trie. */
+        for (uint32_t node = id; node > STACK_ID_EMPTY; node = st->recs[node].parent) {
+            codes[ncodes].code = st->recs[node].code;
+            codes[ncodes].offset = st->recs[node].offset;
             /* Keep the code alive past the lock: stop() may drop the
              * table's references as soon as we release it. */
             Py_INCREF(codes[ncodes].code);

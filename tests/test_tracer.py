@@ -575,7 +575,8 @@ def test_tracer_memory_is_reported_and_small_per_block():
     memlens.stop()
     assert blocks >= 200_000
     assert 0 < mem
-    assert mem / blocks <= 32, (mem, blocks)
+    if not SANITIZED:  # ASan's malloc spreads blocks out with redzones
+        assert mem / blocks <= 32, (mem, blocks)
     del data
 
 

@@ -373,6 +373,22 @@ trace_gil_tstate(PyMemAllocatorDomain domain)
     return tstate;
 }
 
+/* Does this call run with the GIL of the traced interpreter?  (Cheaper
+ * than trace_gil_tstate() when the thread state is not needed.) */
+static inline int
+trace_gil_held(PyMemAllocatorDomain domain)
+{
+    if (domain == PYMEM_DOMAIN_RAW) {
+        return PyGILState_Check() && trace_gil_tstate(domain) != NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->interp == trace_interp;
+#else
+    return 1; /* MEM and OBJ calls hold the (only) GIL by contract */
+#endif
+}
+
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
  * STACK_ID_NONE to take the current stack. */
 static void
@@ -430,18 +446,20 @@ static trace_map_entry
 trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
-    /* Lock-free pre-check: most frees in sampled mode, and frees of blocks
-     * allocated before start(), find nothing. */
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)
-        || !trace_map_peek((uintptr_t)p)) {
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
         return e;
     }
-    if (trace_gil_tstate(domain) != NULL) {
+    if (trace_gil_held(domain)) {
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();
             trace_account(e.stack, e.size, -1);
         }
+        return e;
+    }
+    /* Lock-free pre-check: most frees find nothing (blocks allocated
+     * before start(), or not sampled). */
+    if (!trace_map_peek((uintptr_t)p)) {
         return e;
     }
     trace_spin_lock(&trace_nogil_lock);

@@ -138,10 +138,24 @@ map_large_take_unlocked(uintptr_t p)
     return e;
 }
 
+/* The leaf this thread used last: consecutive blocks mostly share one (a
+ * leaf covers 1 MiB), and leaves are never unmapped, so the pointer stays
+ * valid for the life of the process. */
+typedef struct {
+    uintptr_t key; /* p >> 20, plus one so that 0 means "empty" */
+    map_leaf *leaf;
+} map_leaf_cache;
+static _Thread_local map_leaf_cache map_tls __attribute__((tls_model("initial-exec")));
+
 /* Slot of `p` in the map, creating directory and leaf if `create`. */
 static inline _Atomic(uint32_t) *
 map_slot(uintptr_t p, int create)
 {
+    uintptr_t key = (p >> (MAP_GRANULE_SHIFT + MAP_LEAF_BITS)) + 1;
+    map_leaf_cache *lc = &map_tls;
+    if (lc->key == key) {
+        return &(*lc->leaf)[(p >> MAP_GRANULE_SHIFT) & (MAP_LEAF_LEN - 1)];
+    }
     uintptr_t g = p >> MAP_GRANULE_SHIFT;
     size_t ti = (size_t)(g >> (MAP_LEAF_BITS + MAP_MID_BITS));
     size_t mi = (size_t)(g >> MAP_LEAF_BITS) & (MAP_MID_LEN - 1);
@@ -181,6 +195,8 @@ map_slot(uintptr_t p, int create)
             trace_mem_unmap(fresh, sizeof(map_leaf), 0);
         }
     }
+    lc->key = key;
+    lc->leaf = leaf;
     return &(*leaf)[li];
 }
 

@@ -101,6 +101,7 @@ static atomic_int trace_ring_lost;           /* the ring was full */
  * straight through) and the sampling countdown. */
 typedef struct {
     int busy;
+    int paused;         /* trace_thread_pause() depth: new blocks untraced */
     int64_t countdown;  /* bytes until the next sample point */
     uint64_t rng;
     uint64_t generation;
@@ -432,7 +433,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 static void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
         return;
     }
     if (trace_sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
@@ -742,16 +743,19 @@ trace_view_get(trace_view *v)
     v->failed = trace_failed || trace_stacks.overflowed || atomic_load(&trace_ring_lost);
 }
 
+/* Only allocations are skipped: frees must still be seen, or a traced
+ * block freed meanwhile (say by a garbage collection the report's own
+ * allocations trigger) would stay in the map. */
 void
 trace_thread_pause(void)
 {
-    trace_tls.busy++;
+    trace_tls.paused++;
 }
 
 void
 trace_thread_resume(void)
 {
-    trace_tls.busy--;
+    trace_tls.paused--;
 }
 
 /* ---- fork ------------------------------------------------------------------ */

@@ -63,8 +63,8 @@ typedef struct {
 
 void trace_view_get(trace_view *v);
 
-/* Pass this thread's allocations through untraced (a counter, so calls
- * nest): memlens' own report objects are not part of what it measures. */
+/* Leave this thread's new blocks untraced (a counter, so calls nest):
+ * memlens' own report objects are not part of what it measures. */
 void trace_thread_pause(void);
 void trace_thread_resume(void);
 

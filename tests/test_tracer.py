@@ -439,6 +439,20 @@ def test_coexists_with_tracemalloc(order, stop_order):
     del x
 
 
+def test_interleaved_with_tracemalloc_in_a_loop():
+    # every start/stop order, many times: hook contexts are reused, not leaked
+    for i in range(100):
+        if i % 2:
+            memlens.start(); tracemalloc.start(); memlens.stop(); tracemalloc.stop()
+        else:
+            tracemalloc.start(); memlens.start(); tracemalloc.stop(); memlens.stop()
+    memlens.start()
+    data = make_bytes(10, 10000)
+    assert memlens.traced_memory()[0] >= 100_000
+    memlens.stop()
+    del data
+
+
 # -- threads, fork, loops ---------------------------------------------------------------------
 
 def test_threads_are_traced_with_their_own_stacks():
@@ -461,7 +475,6 @@ def test_threads_are_traced_with_their_own_stacks():
     del out
 
 
-@pytest.mark.slow
 def test_threaded_stress_with_stop_from_another_thread():
     stop_flag = threading.Event()
     errors = []

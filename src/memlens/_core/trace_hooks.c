@@ -561,39 +561,44 @@ trace_start(int max_frames, uint64_t sample_bytes)
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
         return -1;
     }
-    /* Pick the hook contexts.  A slot can be reused when its hooks are
-     * still installed (stopped while another tracer sat above them), or when
-     * the installed allocators are exactly the ones it chains to, so that its
-     * `prev` does not change under a hook call still running in another
-     * thread.  Otherwise take a fresh slot. */
+    /* Pick the hook contexts.  A slot can be reused when its hooks are on
+     * top (left in the chain, inactive, by a stop() while another tracer sat
+     * above them), or when the installed allocators are exactly the ones it
+     * chains to, so that its `prev` does not change under a hook call still
+     * running in another thread.  Otherwise take a fresh slot. */
     int installed = 0;
     int same_prev = 0;
-    if (trace_ctx != NULL) {
-        installed = 1;
-        same_prev = 1;
+    trace_hook_ctx *ctx = NULL;
+    PyMemAllocatorEx cur[3];
+    for (int i = 0; i < 3; i++) {
+        PyMem_GetAllocator(trace_domains[i], &cur[i]);
+    }
+    for (int k = 0; k < trace_ctx_used && ctx == NULL; k++) {
+        trace_hook_ctx *c = trace_ctx_pool[k];
+        int on_top = 1;
+        int prev_eq = 1;
         for (int i = 0; i < 3; i++) {
-            PyMemAllocatorEx cur;
-            PyMem_GetAllocator(trace_domains[i], &cur);
-            if (cur.ctx != &trace_ctx[i]) {
-                installed = 0;
+            if (cur[i].ctx != &c[i]) {
+                on_top = 0;
             }
-            if (memcmp(&cur, &trace_ctx[i].prev, sizeof(cur)) != 0) {
-                same_prev = 0;
+            if (memcmp(&cur[i], &c[i].prev, sizeof(cur[i])) != 0) {
+                prev_eq = 0;
             }
         }
+        if (on_top || prev_eq) {
+            ctx = c;
+            installed = on_top;
+            same_prev = prev_eq;
+        }
     }
-    trace_hook_ctx *ctx;
-    if (installed || same_prev) {
-        ctx = trace_ctx;
-    }
-    else if (trace_ctx_used < TRACE_CTX_SLOTS) {
+    if (ctx == NULL) {
+        if (trace_ctx_used == TRACE_CTX_SLOTS) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "memlens: too many start() calls while other allocator hooks "
+                            "were installed and removed around memlens'");
+            return -1;
+        }
         ctx = trace_ctx_pool[trace_ctx_used];
-    }
-    else {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "memlens: too many start() calls while other allocator hooks "
-                        "were installed and removed around memlens'");
-        return -1;
     }
     stack_table fresh;
     if (stack_table_init(&fresh) < 0) {
@@ -621,6 +626,7 @@ trace_start(int max_frames, uint64_t sample_bytes)
      * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
+    trace_ctx = ctx;
     if (!installed) {
         if (!same_prev) {
             trace_ctx_used++;
@@ -629,7 +635,6 @@ trace_start(int max_frames, uint64_t sample_bytes)
                 PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
             }
         }
-        trace_ctx = ctx;
         for (int i = 0; i < 3; i++) {
             PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc,
                                      trace_hook_realloc, trace_hook_free};

@@ -698,8 +698,9 @@ def test_generator_resumed_from_different_callers():
     snap = memlens.take_snapshot()
     memlens.stop()
     by = stacks_through(snap, line_of("LINE_GEN"))
-    assert by[("gen_alloc", line_of("LINE_GEN")), ("resume_a", line_of("LINE_RESUME_A"))] == 1000
-    assert by[("gen_alloc", line_of("LINE_GEN")), ("resume_b", line_of("LINE_RESUME_B"))] == 2000
+    # (3.9/3.10 make one extra small allocation there; tracemalloc sees it too)
+    assert abs(by[("gen_alloc", line_of("LINE_GEN")), ("resume_a", line_of("LINE_RESUME_A"))] - 1000) <= 2
+    assert abs(by[("gen_alloc", line_of("LINE_GEN")), ("resume_b", line_of("LINE_RESUME_B"))] - 2000) <= 2
 
 
 def test_python_callback_called_from_c():

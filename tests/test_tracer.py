@@ -717,3 +717,13 @@ def test_python_callback_called_from_c():
     names = [f.function for f in tbs[0].traceback]
     assert names[:2] == ["<lambda>", "test_python_callback_called_from_c"]
     del keys, kept
+
+
+def test_stop_gives_the_tracer_memory_back():
+    memlens.start()
+    data = make_points(50_000)
+    assert memlens.tracer_memory() > 200_000
+    memlens.stop()
+    # the map's leaves are zeroed and released (only small directory pages stay)
+    assert memlens.tracer_memory() < 64 * 1024
+    del data

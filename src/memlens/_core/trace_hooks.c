@@ -392,7 +392,7 @@ trace_gil_held(PyMemAllocatorDomain domain)
 
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
  * STACK_ID_NONE to take the current stack. */
-static void
+static __attribute__((noinline)) void
 trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
 {
     PyThreadState *tstate = trace_gil_tstate(domain);
@@ -430,7 +430,8 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 
 /* ---- the hooks -------------------------------------------------------------- */
 
-static void
+/* Inlined into the hooks: in sampled mode this is all most calls run. */
+static inline __attribute__((always_inline)) void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
     if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
@@ -443,7 +444,7 @@ trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 }
 
 /* Forget block `p` if traced, returning its entry (stack 0 if not). */
-static trace_map_entry
+static inline __attribute__((always_inline)) trace_map_entry
 trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
@@ -451,6 +452,11 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         return e;
     }
     if (trace_gil_held(domain)) {
+        /* Sampled mode: most blocks are not in the map; the peek is cheaper
+         * than a removal. */
+        if (trace_sample_bytes != 0 && !trace_map_peek((uintptr_t)p)) {
+            return e;
+        }
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();

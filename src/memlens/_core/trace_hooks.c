@@ -245,7 +245,11 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
                 break;
             }
             stack_compat_sig(p, &s);
-            if (s.frame != c->raw[i].frame || s.code != c->raw[i].code || s.instr != c->raw[i].instr) {
+            if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
+#if PY_VERSION_HEX < 0x030B0000
+                || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
+#endif
+            ) {
                 break;
             }
             p = stack_compat_prev(p);

@@ -724,6 +724,7 @@ def test_stop_gives_the_tracer_memory_back():
     data = make_points(50_000)
     assert memlens.tracer_memory() > 200_000
     memlens.stop()
-    # the map's leaves are zeroed and released (only small directory pages stay)
-    assert memlens.tracer_memory() < 64 * 1024
+    # the map's leaves are zeroed and released (only directory pages stay:
+    # more of them when malloc spreads blocks out, as under ASan)
+    assert memlens.tracer_memory() < (1024 if SANITIZED else 64) * 1024
     del data

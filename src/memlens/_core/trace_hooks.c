@@ -364,14 +364,25 @@ trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 static inline PyThreadState *
 trace_gil_tstate(PyMemAllocatorDomain domain)
 {
-    /* MEM and OBJ calls hold the GIL by contract; RAW ones may not. */
-    if (domain == PYMEM_DOMAIN_RAW && !PyGILState_Check()) {
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    if (tstate == NULL) {
         return NULL;
     }
-    PyThreadState *tstate = _PyThreadState_UncheckedGet();
 #if PY_VERSION_HEX >= 0x030C0000
-    /* 3.12+: another interpreter may have a GIL of its own. */
-    if (tstate != NULL && tstate->interp != trace_interp) {
+    /* 3.12+: the current thread state is per thread and set only while the
+     * thread holds a GIL -- maybe that of another interpreter with a GIL of
+     * its own. */
+    (void)domain;
+    if (tstate->interp != trace_interp) {
+        return NULL;
+    }
+#else
+    /* 3.9-3.11: the current thread state is the GIL holder's, whichever
+     * thread asks.  MEM and OBJ calls hold the GIL by contract; a RAW call
+     * holds it if the GIL holder is this thread's own state (not
+     * PyGILState_Check(), which answers yes to everyone once a
+     * subinterpreter exists). */
+    if (domain == PYMEM_DOMAIN_RAW && tstate != PyGILState_GetThisThreadState()) {
         return NULL;
     }
 #endif
@@ -384,7 +395,7 @@ static inline int
 trace_gil_held(PyMemAllocatorDomain domain)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
-        return PyGILState_Check() && trace_gil_tstate(domain) != NULL;
+        return trace_gil_tstate(domain) != NULL;
     }
 #if PY_VERSION_HEX >= 0x030C0000
     PyThreadState *tstate = _PyThreadState_UncheckedGet();

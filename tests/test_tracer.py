@@ -728,3 +728,20 @@ def test_stop_gives_the_tracer_memory_back():
     # more of them when malloc spreads blocks out, as under ASan)
     assert memlens.tracer_memory() < (1024 if SANITIZED else 64) * 1024
     del data
+
+
+def test_many_gil_less_raw_calls_are_all_counted():
+    # GIVEN far more GIL-less RAW calls than the queue for them holds
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    kept = _core._test_raw_churn_nogil(20_000, 100, 100)
+    # THEN nothing is lost: exactly the 100 kept blocks of 100 bytes remain
+    # (plus the list of their addresses, made with the GIL)
+    snap = memlens.take_snapshot()
+    assert not snap.incomplete
+    grown = memlens.traced_memory()[0] - base
+    for a in kept:
+        _core._test_raw_free(a)
+    after = memlens.traced_memory()[0] - base
+    memlens.stop()
+    assert grown - after == 100 * 100

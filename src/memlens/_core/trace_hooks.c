@@ -95,6 +95,14 @@ static trace_pending trace_ring[TRACE_RING_LEN];
 static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
 static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
 static atomic_int trace_ring_lost;           /* the ring was full */
+/* GIL-less changes to the empty stack (most GIL-less blocks are allocated
+ * and freed without the GIL, e.g. by compressors working with the GIL
+ * released) are summed here instead of queued, so they are never lost:
+ * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
+static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
+static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
+static atomic_int_fast64_t trace_acc_blocks;
+static atomic_int trace_acc_pending;
 
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
  * allocations the underlying allocator or our bookkeeping make are passed
@@ -326,14 +334,9 @@ trace_account(uint32_t stack, uint64_t size, int sign)
 
 /* Apply what GIL-less calls queued.  A relaxed load and compare when there
  * is nothing to do. */
-static inline void
-trace_drain(void)
+static void
+trace_drain_slow(uint64_t tail, uint64_t head)
 {
-    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
-    if (head == tail) {
-        return;
-    }
     for (; tail != head; tail++) {
         trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
         trace_account(e->stack, e->size, e->sign);
@@ -341,10 +344,53 @@ trace_drain(void)
     atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
 }
 
+static void
+trace_drain_acc(void)
+{
+    atomic_store_explicit(&trace_acc_pending, 0, memory_order_relaxed);
+    int64_t ds = atomic_exchange(&trace_acc_size, 0);
+    int64_t dc = atomic_exchange(&trace_acc_count, 0);
+    int64_t db = atomic_exchange(&trace_acc_blocks, 0);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
+    trace_touch(r);
+    r->size += (uint64_t)ds;
+    r->count += (uint64_t)dc;
+    trace_blocks += db;
+    trace_current += ds;
+    if (trace_current > trace_peak) {
+        trace_peak = trace_current;
+        trace_peak_gen++;
+    }
+}
+
+/* Apply what GIL-less calls left.  Two relaxed loads and compares when
+ * there is nothing to do. */
+static inline void
+trace_drain(void)
+{
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    if (head != tail) {
+        trace_drain_slow(tail, head);
+    }
+    if (atomic_load_explicit(&trace_acc_pending, memory_order_relaxed)) {
+        trace_drain_acc();
+    }
+}
+
 /* Queue a change from a GIL-less call (trace_nogil_lock held). */
 static void
 trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 {
+    if (stack == STACK_ID_EMPTY) {
+        uint64_t ws, wc;
+        trace_weights(size, &ws, &wc);
+        atomic_fetch_add(&trace_acc_size, sign * (int64_t)ws);
+        atomic_fetch_add(&trace_acc_count, sign * (int64_t)wc);
+        atomic_fetch_add(&trace_acc_blocks, sign);
+        atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
+        return;
+    }
     uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
     if (head - tail >= TRACE_RING_LEN) {
@@ -639,6 +685,10 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_interp = PyThreadState_Get()->interp;
     atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
     atomic_store(&trace_ring_lost, 0);
+    atomic_store(&trace_acc_size, 0);
+    atomic_store(&trace_acc_count, 0);
+    atomic_store(&trace_acc_blocks, 0);
+    atomic_store(&trace_acc_pending, 0);
     atomic_fetch_add(&trace_generation, 1);
     atomic_store(&trace_active, 1);
     trace_spin_unlock(&trace_nogil_lock);

@@ -744,4 +744,5 @@ def test_many_gil_less_raw_calls_are_all_counted():
         _core._test_raw_free(a)
     after = memlens.traced_memory()[0] - base
     memlens.stop()
-    assert grown - after == 100 * 100
+    # (`grown` itself is a traced 32-byte int)
+    assert 100 * 100 - 64 <= grown - after <= 100 * 100

@@ -7,6 +7,21 @@ from memlens.records import Record, asdict, astuple, fields, replace
 from memlens.census import (AlivePaths, Census, CensusDiff, CensusRow, DiffRow, census,
                              retained_size, why_alive)
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
+from memlens.tracer import (
+    Frame,
+    Snapshot,
+    Statistic,
+    StatisticDiff,
+    Traceback,
+    is_tracing,
+    reset_peak,
+    start,
+    stop,
+    take_snapshot,
+    trace,
+    traced_memory,
+    tracer_memory,
+)
 
 __version__ = "0.1.0"
 
@@ -38,4 +53,18 @@ __all__ = [
     "CensusDiff",
     "DiffRow",
     "AlivePaths",
+    # allocation tracer (memlens.tracer)
+    "start",
+    "stop",
+    "is_tracing",
+    "traced_memory",
+    "reset_peak",
+    "tracer_memory",
+    "take_snapshot",
+    "trace",
+    "Snapshot",
+    "Statistic",
+    "StatisticDiff",
+    "Frame",
+    "Traceback",
 ]

@@ -27,5 +27,6 @@ int size_api_module_exec(PyObject *m);
 int rec_module_exec(PyObject *m);
 int advise_module_exec(PyObject *m);
 int census_api_module_exec(PyObject *m);
+int trace_module_exec(PyObject *m); /* trace_module.c: the allocation tracer */
 
 #endif /* MEMLENS_MODULE_H */

@@ -1,0 +1,942 @@
+/* trace_hooks.c: PEP 445 allocator hooks and the live totals (see
+ * trace_hooks.h). */
+#include "trace_hooks.h"
+#include "trace_map.h"
+#include "trace_mem.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- spinlocks ---------------------------------------------------------- */
+
+/* Held for a few hundred nanoseconds of bookkeeping at most. */
+void
+trace_spin_lock(atomic_flag *l)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire)) {
+        if (++spins > 64) {
+            sched_yield();
+        }
+    }
+}
+
+void
+trace_spin_unlock(atomic_flag *l)
+{
+    atomic_flag_clear_explicit(l, memory_order_release);
+}
+
+/* Serialises the hooks that run without the GIL (RAW domain) among
+ * themselves and against stop() and fork(). */
+static atomic_flag trace_nogil_lock = ATOMIC_FLAG_INIT;
+
+/* ---- state (process-wide: PEP 445 allocators are) ----------------------- */
+
+typedef struct {
+    PyMemAllocatorDomain domain;
+    PyMemAllocatorEx prev; /* the allocator we chain to; written by start()
+                              before the hooks are installed */
+} trace_hook_ctx;
+
+static const PyMemAllocatorDomain trace_domains[3] = {
+    PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+
+/* Hook contexts.  A context must stay valid for as long as its hooks may be
+ * called: when another tracer (tracemalloc) installed its hooks on top of
+ * ours, stop() cannot uninstall ours, and they stay in the chain, passing
+ * calls through.  So contexts are never freed; each start() that cannot
+ * reuse the installed one takes a fresh slot.  Written with the GIL held. */
+#define TRACE_CTX_SLOTS 64
+static trace_hook_ctx trace_ctx_pool[TRACE_CTX_SLOTS][3];
+static int trace_ctx_used;
+static trace_hook_ctx *trace_ctx; /* the slot of the current installation */
+
+/* 1 while the hooks are installed and the tables valid.  Written with the
+ * GIL and trace_nogil_lock held, so either one makes it stable. */
+static atomic_int trace_active;
+/* Bumped by each start(): threads re-draw their sampling countdown and drop
+ * their cached stack ids. */
+static atomic_uint_fast64_t trace_generation;
+/* The interpreter traced with frames (3.12+: a subinterpreter with its own
+ * GIL runs concurrently, so its allocations take the GIL-less path). */
+static PyInterpreterState *trace_interp;
+
+/* Protected by the GIL (the hooks of the MEM and OBJ domains, and RAW calls
+ * made with the GIL, are the only writers; GIL-less RAW calls queue their
+ * changes in trace_ring instead). */
+static stack_table trace_stacks;
+static int64_t trace_current;      /* bytes (or estimated bytes) live */
+static int64_t trace_peak;         /* high-water mark of trace_current */
+static uint64_t trace_peak_gen;    /* bumped at each new high-water mark */
+static int64_t trace_blocks;       /* live traced blocks */
+static int trace_failed;           /* sticky: some bookkeeping failed */
+
+/* Set by start(), constant while tracing. */
+static int trace_max_frames;
+static uint64_t trace_sample_bytes;  /* 0: exact */
+static double trace_sample_mean;     /* (double)trace_sample_bytes */
+
+/* Changes made by GIL-less RAW calls, applied by the next GIL holder:
+ * one producer at a time (under trace_nogil_lock), one consumer (the GIL
+ * holder).  Applying them later keeps the GIL holders' path free of any
+ * atomic read-modify-write; the totals see GIL-less calls a little late. */
+#define TRACE_RING_LEN 4096u
+typedef struct {
+    uint64_t size;
+    uint32_t stack;
+    int32_t sign; /* +1 allocation, -1 free */
+} trace_pending;
+static trace_pending trace_ring[TRACE_RING_LEN];
+static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
+static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
+static atomic_int trace_ring_lost;           /* the ring was full */
+/* GIL-less changes to the empty stack (most GIL-less blocks are allocated
+ * and freed without the GIL, e.g. by compressors working with the GIL
+ * released) are summed here instead of queued, so they are never lost:
+ * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
+static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
+static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
+static atomic_int_fast64_t trace_acc_blocks;
+static atomic_int trace_acc_pending;
+
+/* Per-thread state: the re-entrancy guard (set while a hook runs, so the
+ * allocations the underlying allocator or our bookkeeping make are passed
+ * straight through) and the sampling countdown. */
+typedef struct {
+    int busy;
+    int paused;         /* trace_thread_pause() depth: new blocks untraced */
+    int64_t countdown;  /* bytes until the next sample point */
+    uint64_t rng;
+    uint64_t generation;
+    struct trace_stack_cache *cache; /* this thread's trace_cache */
+} trace_tls_state;
+
+/* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call
+ * on every hook; the few bytes fit in the static TLS surplus glibc keeps for
+ * dlopen()ed modules. */
+static _Thread_local trace_tls_state trace_tls __attribute__((tls_model("initial-exec")));
+
+/* ---- sampling ------------------------------------------------------------- */
+
+static uint64_t
+trace_rng_next(trace_tls_state *t)
+{
+    /* xorshift64*: quality is ample for exponential draws. */
+    uint64_t x = t->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Distance to the next point of a Poisson process with mean interval N. */
+static int64_t
+trace_draw_interval(trace_tls_state *t)
+{
+    /* u in (0, 1]: 53 random bits. */
+    double u = ((double)(trace_rng_next(t) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double d = -log(u) * trace_sample_mean;
+    if (d < 1.0) {
+        d = 1.0;
+    }
+    if (d > 9.0e18) {
+        d = 9.0e18;
+    }
+    return (int64_t)d;
+}
+
+static void
+trace_tls_refresh(trace_tls_state *t)
+{
+    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    if (t->generation != gen) {
+        if (t->rng == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            t->rng = ((uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull)
+                     ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
+            if (t->rng == 0) {
+                t->rng = 1;
+            }
+        }
+        t->generation = gen;
+        t->countdown = trace_draw_interval(t);
+    }
+}
+
+/* Is an allocation of `size` bytes sampled?  Each byte is a point of the
+ * byte stream; a block is sampled if a Poisson sample point falls in it,
+ * which happens with probability 1 - exp(-size / N), independently of
+ * every other block. */
+static int
+trace_sample_hit(trace_tls_state *t, uint64_t size)
+{
+    trace_tls_refresh(t);
+    t->countdown -= (int64_t)(size == 0 ? 1 : size);
+    if (t->countdown > 0) {
+        return 0;
+    }
+    /* Memorylessness: the next point is an exponential distance past the
+     * end of this block, whatever happened inside it. */
+    t->countdown = trace_draw_interval(t);
+    return 1;
+}
+
+/* Weights that make the sampled totals unbiased: a sampled block of `size`
+ * bytes stands for size / p bytes and 1 / p blocks. */
+static __attribute__((noinline)) void
+trace_weights_sampled(uint64_t size, uint64_t *wsize, uint64_t *wcount)
+{
+    double s = (double)(size == 0 ? 1 : size);
+    double p = -expm1(-s / trace_sample_mean);
+    *wsize = (uint64_t)llround((double)size / p);
+    *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
+}
+
+static inline __attribute__((always_inline)) void
+trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
+{
+    if (trace_sample_bytes == 0) {
+        *wsize = size;
+        *wcount = STACK_COUNT_ONE;
+        return;
+    }
+    trace_weights_sampled(size, wsize, wcount);
+}
+
+/* Per-thread cache of the callers' stack.  Most allocations in a row come
+ * from the same callers at different instructions of one function, so the
+ * stack of the callers (frames 2..N) is kept by id together with the raw
+ * frame signatures it was read from; when the signatures still match, the
+ * allocation's stack is one trie probe away (stack.h), with no hashing or
+ * decoding of the callers.  On the heap (libc calloc, freed when the
+ * thread exits): thread-local storage would make the module's TLS block
+ * too big for the static TLS surplus that its initial-exec variables
+ * need, and the import would fail. */
+#define TRACE_CACHE_RAW 64
+typedef struct trace_stack_cache {
+    uint64_t generation; /* trace_generation it was filled under */
+    uint32_t parent;     /* id of the callers' stack */
+    int nraw;            /* raw frames compared */
+    int ended;           /* the walk reached the outermost frame */
+    int valid;
+    stack_sig raw[TRACE_CACHE_RAW];
+    /* Ids of the last stacks made of (code, offset) on top of `parent`, by
+     * offset: a loop body allocates at a few instructions in turn. */
+    struct {
+        PyCodeObject *code;
+        int32_t offset;
+        uint32_t id;
+    } memo[8];
+    /* Room to read the callers into (8 KiB: kept off the C stack of a
+     * malloc() call, which may be a deep one). */
+    stack_frame frames[STACK_MAX_FRAMES];
+} trace_stack_cache;
+
+/* Frees a thread's cache when the thread exits. */
+static pthread_key_t trace_cache_key;
+
+static void
+trace_cache_free(void *c)
+{
+    /* Runs in the exiting thread: forget the pointer too, in case the
+     * thread allocates again on its way out (a new cache is then made and
+     * freed by a later round of destructors). */
+    trace_tls.cache = NULL;
+    free(c);
+}
+
+/* Stack id without a cache (no memory for one): intern the callers, at
+ * most 31 of them (a small buffer on the C stack). */
+static uint32_t
+trace_stack_id_uncached(PyThreadState *tstate, PyCodeObject *code0, int32_t off0, void *p)
+{
+    (void)tstate;
+    stack_frame frames[31];
+    int n = 0;
+    int max = trace_max_frames - 1 < 31 ? trace_max_frames - 1 : 31;
+    while (p != NULL && n < max) {
+        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+            n++;
+        }
+        p = stack_compat_prev(p);
+    }
+    uint32_t parent = STACK_ID_EMPTY;
+    for (int i = n - 1; i >= 0; i--) {
+        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+    }
+    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+}
+
+/* Stack id of the running allocation (GIL held by this thread). */
+static uint32_t
+trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
+{
+    void *f = stack_compat_top(tstate);
+    PyCodeObject *code0 = NULL;
+    int32_t off0 = 0;
+    while (f != NULL && !stack_compat_decode(f, &code0, &off0)) {
+        f = stack_compat_prev(f);
+    }
+    if (f == NULL) {
+        return STACK_ID_EMPTY;
+    }
+    if (trace_max_frames == 1) {
+        return stack_intern_unlocked(&trace_stacks, code0, off0, STACK_ID_EMPTY);
+    }
+    trace_stack_cache *c = t->cache;
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return trace_stack_id_uncached(tstate, code0, off0, stack_compat_prev(f));
+        }
+        (void)pthread_setspecific(trace_cache_key, c);
+        t->cache = c;
+    }
+    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    void *p = stack_compat_prev(f);
+    if (c->valid && c->generation == gen) {
+        int i = 0;
+        for (; i < c->nraw; i++) {
+            stack_sig s;
+            if (p == NULL) {
+                break;
+            }
+            stack_compat_sig(p, &s);
+            if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
+#if PY_VERSION_HEX < 0x030B0000
+                || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
+#endif
+            ) {
+                break;
+            }
+            p = stack_compat_prev(p);
+        }
+        if (i == c->nraw && (!c->ended || p == NULL)) {
+            unsigned slot = (unsigned)off0 & 7u;
+            if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
+                return c->memo[slot].id;
+            }
+            uint32_t id = stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            c->memo[slot].code = code0;
+            c->memo[slot].offset = off0;
+            c->memo[slot].id = id;
+            return id;
+        }
+        p = stack_compat_prev(f);
+    }
+    /* Miss: read the callers, intern them outermost first, refill the cache. */
+    stack_frame *frames = c->frames;
+    int n = 0;
+    int nraw = 0;
+    while (p != NULL && n < trace_max_frames - 1) {
+        if (nraw < TRACE_CACHE_RAW) {
+            stack_compat_sig(p, &c->raw[nraw]);
+        }
+        nraw++;
+        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+            n++;
+        }
+        p = stack_compat_prev(p);
+    }
+    uint32_t parent = STACK_ID_EMPTY;
+    for (int i = n - 1; i >= 0; i--) {
+        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+    }
+    c->valid = nraw <= TRACE_CACHE_RAW;
+    memset(c->memo, 0, sizeof(c->memo)); /* they were for the old parent */
+    c->nraw = nraw;
+    c->ended = p == NULL;
+    c->parent = parent;
+    c->generation = gen;
+    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+}
+
+/* ---- bookkeeping (GIL held) ---------------------------------------------- */
+
+/* Before the first change to a stack after a new high-water mark, save its
+ * totals: they are its share of that peak. */
+static inline void
+trace_touch(stack_rec *r)
+{
+    if (r->snap_gen != trace_peak_gen) {
+        r->snap_size = r->size;
+        r->snap_count = r->count;
+        r->snap_gen = trace_peak_gen;
+    }
+}
+
+static void
+trace_account(uint32_t stack, uint64_t size, int sign)
+{
+    uint64_t ws, wc;
+    trace_weights(size, &ws, &wc);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, stack);
+    trace_touch(r);
+    if (sign > 0) {
+        r->size += ws;
+        r->count += wc;
+        trace_blocks++;
+        trace_current += (int64_t)ws;
+        if (trace_current > trace_peak) {
+            trace_peak = trace_current;
+            trace_peak_gen++;
+        }
+    }
+    else {
+        r->size -= ws;
+        r->count -= wc;
+        trace_blocks--;
+        trace_current -= (int64_t)ws;
+    }
+}
+
+/* Apply what GIL-less calls queued.  A relaxed load and compare when there
+ * is nothing to do. */
+static void
+trace_drain_slow(uint64_t tail, uint64_t head)
+{
+    for (; tail != head; tail++) {
+        trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
+        trace_account(e->stack, e->size, e->sign);
+    }
+    atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
+}
+
+static void
+trace_drain_acc(void)
+{
+    atomic_store_explicit(&trace_acc_pending, 0, memory_order_relaxed);
+    int64_t ds = atomic_exchange(&trace_acc_size, 0);
+    int64_t dc = atomic_exchange(&trace_acc_count, 0);
+    int64_t db = atomic_exchange(&trace_acc_blocks, 0);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
+    trace_touch(r);
+    r->size += (uint64_t)ds;
+    r->count += (uint64_t)dc;
+    trace_blocks += db;
+    trace_current += ds;
+    if (trace_current > trace_peak) {
+        trace_peak = trace_current;
+        trace_peak_gen++;
+    }
+}
+
+/* Apply what GIL-less calls left.  Two relaxed loads and compares when
+ * there is nothing to do. */
+static inline void
+trace_drain(void)
+{
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    if (head != tail) {
+        trace_drain_slow(tail, head);
+    }
+    if (atomic_load_explicit(&trace_acc_pending, memory_order_relaxed)) {
+        trace_drain_acc();
+    }
+}
+
+/* Queue a change from a GIL-less call (trace_nogil_lock held). */
+static void
+trace_push_nogil(uint32_t stack, uint64_t size, int sign)
+{
+    if (stack == STACK_ID_EMPTY) {
+        uint64_t ws, wc;
+        trace_weights(size, &ws, &wc);
+        atomic_fetch_add(&trace_acc_size, sign * (int64_t)ws);
+        atomic_fetch_add(&trace_acc_count, sign * (int64_t)wc);
+        atomic_fetch_add(&trace_acc_blocks, sign);
+        atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
+        return;
+    }
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
+    if (head - tail >= TRACE_RING_LEN) {
+        /* No GIL holder has drained the queue for a while: rather than wait
+         * for one (which could deadlock), lose the change and say so. */
+        atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+        return;
+    }
+    trace_pending *e = &trace_ring[head % TRACE_RING_LEN];
+    e->size = size;
+    e->stack = stack;
+    e->sign = sign;
+    atomic_store_explicit(&trace_ring_head, head + 1, memory_order_release);
+}
+
+/* Does this call run with the GIL of the traced interpreter? */
+static inline PyThreadState *
+trace_gil_tstate(PyMemAllocatorDomain domain)
+{
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    if (tstate == NULL) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: the current thread state is per thread and set only while the
+     * thread holds a GIL -- maybe that of another interpreter with a GIL of
+     * its own. */
+    (void)domain;
+    if (tstate->interp != trace_interp) {
+        return NULL;
+    }
+#else
+    /* 3.9-3.11: the current thread state is the GIL holder's, whichever
+     * thread asks.  MEM and OBJ calls hold the GIL by contract; a RAW call
+     * holds it if the GIL holder is this thread's own state (not
+     * PyGILState_Check(), which answers yes to everyone once a
+     * subinterpreter exists). */
+    if (domain == PYMEM_DOMAIN_RAW && tstate != PyGILState_GetThisThreadState()) {
+        return NULL;
+    }
+#endif
+    return tstate;
+}
+
+/* Does this call run with the GIL of the traced interpreter?  (Cheaper
+ * than trace_gil_tstate() when the thread state is not needed.) */
+static inline int
+trace_gil_held(PyMemAllocatorDomain domain)
+{
+    if (domain == PYMEM_DOMAIN_RAW) {
+        return trace_gil_tstate(domain) != NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->interp == trace_interp;
+#else
+    return 1; /* MEM and OBJ calls hold the (only) GIL by contract */
+#endif
+}
+
+/* Record block p (the re-entrancy guard is set by the caller).  `stack` is
+ * STACK_ID_NONE to take the current stack. */
+static __attribute__((noinline)) void
+trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
+{
+    PyThreadState *tstate = trace_gil_tstate(domain);
+    if (tstate != NULL) {
+        if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+            return;
+        }
+        trace_drain();
+        if (stack == STACK_ID_NONE) {
+            stack = trace_stack_id(&trace_tls, tstate);
+        }
+        if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
+            trace_failed = 1;
+            return;
+        }
+        trace_account(stack, size, +1);
+        return;
+    }
+    /* Without the GIL: no frames can be read (nor code objects kept), so the
+     * block goes to the empty stack, and the totals are queued. */
+    trace_spin_lock(&trace_nogil_lock);
+    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        if (stack == STACK_ID_NONE) {
+            stack = STACK_ID_EMPTY;
+        }
+        if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
+            atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+        }
+        else {
+            trace_push_nogil(stack, size, +1);
+        }
+    }
+    trace_spin_unlock(&trace_nogil_lock);
+}
+
+/* ---- the hooks -------------------------------------------------------------- */
+
+/* Inlined into the hooks: in sampled mode this is all most calls run. */
+static inline __attribute__((always_inline)) void
+trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
+{
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
+        return;
+    }
+    if (trace_sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
+        return;
+    }
+    trace_record(domain, p, (uint64_t)size, STACK_ID_NONE);
+}
+
+/* Forget block `p` if traced, returning its entry (stack 0 if not). */
+static inline __attribute__((always_inline)) trace_map_entry
+trace_on_free(PyMemAllocatorDomain domain, void *p)
+{
+    trace_map_entry e = {0, 0};
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        return e;
+    }
+    if (trace_gil_held(domain)) {
+        /* Sampled mode: most blocks are not in the map; the peek is cheaper
+         * than a removal. */
+        if (trace_sample_bytes != 0 && !trace_map_peek((uintptr_t)p)) {
+            return e;
+        }
+        e = trace_map_remove((uintptr_t)p);
+        if (e.stack != 0) {
+            trace_drain();
+            trace_account(e.stack, e.size, -1);
+        }
+        return e;
+    }
+    /* Lock-free pre-check: most frees find nothing (blocks allocated
+     * before start(), or not sampled). */
+    if (!trace_map_peek((uintptr_t)p)) {
+        return e;
+    }
+    trace_spin_lock(&trace_nogil_lock);
+    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        e = trace_map_remove((uintptr_t)p);
+        if (e.stack != 0) {
+            trace_push_nogil(e.stack, e.size, -1);
+        }
+    }
+    trace_spin_unlock(&trace_nogil_lock);
+    return e;
+}
+
+static void *
+trace_hook_malloc(void *ctx, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.malloc(h->prev.ctx, size);
+    }
+    t->busy = 1;
+    void *p = h->prev.malloc(h->prev.ctx, size);
+    if (p != NULL) {
+        trace_on_alloc(h->domain, p, size);
+    }
+    t->busy = 0;
+    return p;
+}
+
+static void *
+trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    }
+    t->busy = 1;
+    void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+    if (p != NULL) {
+        /* No overflow: the allocator returned nelem * elsize bytes. */
+        trace_on_alloc(h->domain, p, nelem * elsize);
+    }
+    t->busy = 0;
+    return p;
+}
+
+static void *
+trace_hook_realloc(void *ctx, void *ptr, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    }
+    t->busy = 1;
+    /* Untrack the old block before the allocator can hand its address to
+     * another thread; put it back if the reallocation fails. */
+    trace_map_entry old = {0, 0};
+    if (ptr != NULL) {
+        old = trace_on_free(h->domain, ptr);
+    }
+    void *p = h->prev.realloc(h->prev.ctx, ptr, size);
+    if (p != NULL) {
+        /* Like tracemalloc, the moved block is attributed to the stack
+         * that resized it. */
+        trace_on_alloc(h->domain, p, size);
+    }
+    else if (old.stack != 0 && atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        trace_record(h->domain, ptr, old.size, old.stack);
+    }
+    t->busy = 0;
+    return p;
+}
+
+static void
+trace_hook_free(void *ctx, void *ptr)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy || ptr == NULL) {
+        h->prev.free(h->prev.ctx, ptr);
+        return;
+    }
+    t->busy = 1;
+    (void)trace_on_free(h->domain, ptr);
+    h->prev.free(h->prev.ctx, ptr);
+    t->busy = 0;
+}
+
+/* ---- start / stop ------------------------------------------------------------ */
+
+int
+trace_start(int max_frames, uint64_t sample_bytes)
+{
+    if (atomic_load(&trace_active)) {
+        PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
+        return -1;
+    }
+    /* Pick the hook contexts.  A slot can be reused when its hooks are on
+     * top (left in the chain, inactive, by a stop() while another tracer sat
+     * above them), or when the installed allocators are exactly the ones it
+     * chains to, so that its `prev` does not change under a hook call still
+     * running in another thread.  Otherwise take a fresh slot. */
+    int installed = 0;
+    int same_prev = 0;
+    trace_hook_ctx *ctx = NULL;
+    PyMemAllocatorEx cur[3];
+    for (int i = 0; i < 3; i++) {
+        PyMem_GetAllocator(trace_domains[i], &cur[i]);
+    }
+    for (int k = 0; k < trace_ctx_used && ctx == NULL; k++) {
+        trace_hook_ctx *c = trace_ctx_pool[k];
+        int on_top = 1;
+        int prev_eq = 1;
+        for (int i = 0; i < 3; i++) {
+            if (cur[i].ctx != &c[i]) {
+                on_top = 0;
+            }
+            if (memcmp(&cur[i], &c[i].prev, sizeof(cur[i])) != 0) {
+                prev_eq = 0;
+            }
+        }
+        if (on_top || prev_eq) {
+            ctx = c;
+            installed = on_top;
+            same_prev = prev_eq;
+        }
+    }
+    if (ctx == NULL) {
+        if (trace_ctx_used == TRACE_CTX_SLOTS) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "memlens: too many start() calls while other allocator hooks "
+                            "were installed and removed around memlens'");
+            return -1;
+        }
+        ctx = trace_ctx_pool[trace_ctx_used];
+    }
+    stack_table fresh;
+    if (stack_table_init(&fresh) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    trace_spin_lock(&trace_nogil_lock);
+    trace_stacks = fresh;
+    trace_current = 0;
+    trace_peak = 0;
+    trace_peak_gen = 1;
+    trace_blocks = 0;
+    trace_failed = 0;
+    trace_max_frames = max_frames;
+    trace_sample_bytes = sample_bytes;
+    trace_sample_mean = (double)sample_bytes;
+    trace_interp = PyThreadState_Get()->interp;
+    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
+    atomic_store(&trace_ring_lost, 0);
+    atomic_store(&trace_acc_size, 0);
+    atomic_store(&trace_acc_count, 0);
+    atomic_store(&trace_acc_blocks, 0);
+    atomic_store(&trace_acc_pending, 0);
+    atomic_fetch_add(&trace_generation, 1);
+    atomic_store(&trace_active, 1);
+    trace_spin_unlock(&trace_nogil_lock);
+
+    /* Chain to whatever is installed now (pymalloc, the debug hooks,
+     * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
+     * the switch; RAW calls from GIL-less threads may, as with any PEP 445
+     * hook, but they then just go to the previous allocator untraced. */
+    trace_ctx = ctx;
+    if (!installed) {
+        if (!same_prev) {
+            trace_ctx_used++;
+            for (int i = 0; i < 3; i++) {
+                ctx[i].domain = trace_domains[i];
+                PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc,
+                                     trace_hook_realloc, trace_hook_free};
+            PyMem_SetAllocator(trace_domains[i], &hook);
+        }
+    }
+    return 0;
+}
+
+void
+trace_stop(void)
+{
+    if (!atomic_load(&trace_active)) {
+        return;
+    }
+    /* Restore exactly what start() found, if our hooks are still on top.
+     * If another tracer (tracemalloc) started after us, it chains to our
+     * hooks: they stay, and pass calls through while inactive. */
+    int on_top = 1;
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx cur;
+        PyMem_GetAllocator(trace_domains[i], &cur);
+        if (cur.ctx != &trace_ctx[i]) {
+            on_top = 0;
+        }
+    }
+    if (on_top) {
+        for (int i = 0; i < 3; i++) {
+            PyMem_SetAllocator(trace_domains[i], &trace_ctx[i].prev);
+        }
+    }
+    /* The GIL keeps GIL-holding hooks out; the lock waits for a GIL-less
+     * hook in progress (stop() from another thread than the allocating
+     * ones is fine either way). */
+    trace_spin_lock(&trace_nogil_lock);
+    atomic_store(&trace_active, 0);
+    stack_table old = trace_stacks;
+    memset(&trace_stacks, 0, sizeof(trace_stacks));
+    trace_map_clear();
+    trace_current = 0;
+    trace_peak = 0;
+    trace_blocks = 0;
+    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
+    trace_spin_unlock(&trace_nogil_lock);
+    /* Dropping code references may run deallocators. */
+    stack_table_release(&old);
+}
+
+int
+trace_is_tracing(void)
+{
+    return atomic_load(&trace_active);
+}
+
+void
+trace_get_traced_memory(uint64_t *current, uint64_t *peak)
+{
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    *current = trace_current > 0 ? (uint64_t)trace_current : 0;
+    *peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
+}
+
+void
+trace_reset_peak(void)
+{
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    trace_peak = trace_current;
+    trace_peak_gen++;
+}
+
+uint64_t
+trace_live_blocks(void)
+{
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    return trace_blocks > 0 ? (uint64_t)trace_blocks : 0;
+}
+
+size_t
+trace_tracer_memory(void)
+{
+    /* The map's pages are only ever added while tracing, and the stack table
+     * only changes under the GIL, which the caller holds. */
+    size_t n = trace_map_memory();
+    if (trace_stacks.recs != NULL) {
+        n += trace_mem_resident(trace_stacks.recs, (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
+        n += trace_mem_resident(trace_stacks.index,
+                                ((size_t)trace_stacks.index_mask + 1) * sizeof(uint32_t));
+    }
+    return n;
+}
+
+void
+trace_view_get(trace_view *v)
+{
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    v->stacks = &trace_stacks;
+    v->peak_gen = trace_peak_gen;
+    v->current = trace_current > 0 ? (uint64_t)trace_current : 0;
+    v->peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
+    v->sample_bytes = trace_sample_bytes;
+    v->max_frames = trace_max_frames;
+    v->tracing = atomic_load(&trace_active);
+    v->failed = trace_failed || trace_stacks.overflowed || atomic_load(&trace_ring_lost);
+}
+
+/* Only allocations are skipped: frees must still be seen, or a traced
+ * block freed meanwhile (say by a garbage collection the report's own
+ * allocations trigger) would stay in the map. */
+void
+trace_thread_pause(void)
+{
+    trace_tls.paused++;
+}
+
+void
+trace_thread_resume(void)
+{
+    trace_tls.paused--;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* fork() while a GIL-less hook holds a lock would leave the child with a
+ * lock nobody releases: hold them across fork.  (GIL-holding hooks take no
+ * lock, and fork() runs with the GIL.)  The child keeps tracing with the
+ * parent's tables; its other threads are gone, their live blocks stay
+ * attributed as in the parent. */
+static void
+trace_atfork_prepare(void)
+{
+    trace_spin_lock(&trace_nogil_lock);
+    trace_map_lock();
+}
+
+static void
+trace_atfork_release(void)
+{
+    trace_map_unlock();
+    trace_spin_unlock(&trace_nogil_lock);
+}
+
+int
+trace_hooks_init(void)
+{
+    /* Once per process (the handlers serve the process-wide tables). */
+    static int done = 0;
+    if (!done) {
+        if (pthread_key_create(&trace_cache_key, trace_cache_free) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
+            return -1;
+        }
+        if (pthread_atfork(trace_atfork_prepare, trace_atfork_release,
+                           trace_atfork_release) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+            return -1;
+        }
+        done = 1;
+    }
+    return 0;
+}

@@ -3,6 +3,21 @@ alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
+from memlens.tracer import (
+    Frame,
+    Snapshot,
+    Statistic,
+    StatisticDiff,
+    Traceback,
+    is_tracing,
+    reset_peak,
+    start,
+    stop,
+    take_snapshot,
+    trace,
+    traced_memory,
+    tracer_memory,
+)
 
 __version__ = "0.1.0"
 
@@ -14,4 +29,18 @@ __all__ = [
     "Node",
     "TypeRow",
     "SizeStats",
+    # allocation tracer (memlens.tracer)
+    "start",
+    "stop",
+    "is_tracing",
+    "traced_memory",
+    "reset_peak",
+    "tracer_memory",
+    "take_snapshot",
+    "trace",
+    "Snapshot",
+    "Statistic",
+    "StatisticDiff",
+    "Frame",
+    "Traceback",
 ]

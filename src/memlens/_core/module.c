@@ -29,6 +29,9 @@ core_exec(PyObject *m)
     if (size_api_module_exec(m) < 0) {
         goto error;
     }
+    if (trace_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

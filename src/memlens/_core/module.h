@@ -24,5 +24,6 @@ core_state *core_get_state(PyObject *module);
  * exception set. */
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
+int trace_module_exec(PyObject *m); /* trace_module.c: the allocation tracer */
 
 #endif /* MEMLENS_MODULE_H */

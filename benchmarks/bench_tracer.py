@@ -1,0 +1,186 @@
+"""Allocation tracer overhead, side by side in one run.
+
+Each allocation-heavy workload is timed in a fresh interpreter under:
+no tracing, tracemalloc with 1 and 16 frames, memray with
+--trace-python-allocators (if installed), memlens exact with 16 frames, and
+memlens sampled every 512 KiB.  Prints the slowdown against no tracing
+(best of --repeat runs) and memlens' own memory per live traced block.
+
+    python benchmarks/bench_tracer.py [--repeat 3] [--quick]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CHILD = r'''
+import gc, json, os, sys, time
+mode, workload, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+
+class Point:
+    def __init__(self, x, y, z):
+        self.x = x
+        self.y = y
+        self.z = z
+
+def objects():
+    keep = []
+    for r in range(int(20 * scale)):
+        pts = [Point(i, i * 1000, i * 0.5) for i in range(10000)]
+        keep.append(pts[::100])
+    return keep
+
+def dict_list_churn():
+    out = 0
+    for r in range(int(30 * scale)):
+        d = {}
+        for i in range(5000):
+            d[i] = [i, str(i), (i, i + 1)]
+        out += len(d)
+        lst = [v for v in d.values() if v[0] % 3]
+        out += len(lst)
+    return out
+
+def json_roundtrip():
+    doc = {"users": [{"id": i, "name": "user%d" % i, "tags": ["a", "b", str(i)],
+                      "score": i * 1.5, "active": bool(i % 2)} for i in range(2000)]}
+    out = 0
+    for r in range(int(10 * scale)):
+        s = json.dumps(doc)
+        out += len(json.loads(s)["users"])
+    return out
+
+def string_building():
+    out = 0
+    for r in range(int(20 * scale)):
+        parts = []
+        for i in range(10000):
+            parts.append("line %d: %s" % (i, "x" * (i % 50)))
+        s = "\n".join(parts)
+        out += len(s.split("\n"))
+    return out
+
+WORKLOADS = {"objects": objects, "dict_list_churn": dict_list_churn,
+             "json_roundtrip": json_roundtrip, "string_building": string_building}
+fn = WORKLOADS[workload]
+
+def deep(n, f):
+    # run the workload 20 frames deep, so 16-frame stacks are full
+    if n == 0:
+        return f()
+    return deep(n - 1, f)
+
+fn()  # warm up (imports, caches, specialisation)
+gc.collect()
+stop = lambda: None
+extra = {}
+if mode == "tracemalloc1" or mode == "tracemalloc16":
+    import tracemalloc
+    tracemalloc.start(1 if mode == "tracemalloc1" else 16)
+    stop = tracemalloc.stop
+elif mode == "memray":
+    import memray, tempfile
+    path = os.path.join(tempfile.mkdtemp(), "bench.bin")
+    tracker = memray.Tracker(path, trace_python_allocators=True)
+    tracker.__enter__()
+    stop = lambda: tracker.__exit__(None, None, None)
+elif mode.startswith("memlens"):
+    import memlens
+    from memlens import _core
+    memlens.start(frames=16, sample_bytes=0 if mode == "memlens16" else 512 * 1024)
+    stop = memlens.stop
+t0 = time.perf_counter()
+result = deep(20, fn)
+elapsed = time.perf_counter() - t0
+if mode.startswith("memlens"):
+    extra["tracer_memory"] = memlens.tracer_memory()
+    extra["live_blocks"] = _core.trace_live_blocks()
+stop()
+print(json.dumps({"time": elapsed, **extra}))
+'''
+
+MODES = ["none", "tracemalloc1", "tracemalloc16", "memray", "memlens16", "memlens_sampled"]
+LABELS = {
+    "none": "no tracing",
+    "tracemalloc1": "tracemalloc 1 frame",
+    "tracemalloc16": "tracemalloc 16 frames",
+    "memray": "memray --trace-python-allocators",
+    "memlens16": "memlens exact, 16 frames",
+    "memlens_sampled": "memlens sampled 512 KiB",
+}
+WORKLOADS = ["objects", "dict_list_churn", "json_roundtrip", "string_building"]
+
+
+def have_memray():
+    try:
+        import memray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(script, mode, workload, scale):
+    proc = subprocess.run([sys.executable, script, mode, workload, str(scale)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode}/{workload} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def geomean(xs):
+    p = 1.0
+    for x in xs:
+        p *= x
+    return p ** (1.0 / len(xs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller workloads")
+    args = ap.parse_args()
+    scale = 0.3 if args.quick else 1.0
+    modes = [m for m in MODES if m != "memray" or have_memray()]
+    print(f"Python {sys.version.split()[0]}; best of {args.repeat}; workloads run 20 frames deep")
+    if not have_memray():
+        print("memray: not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "child.py")
+        with open(script, "w") as f:
+            f.write(CHILD)
+        ratios = {m: [] for m in modes}
+        per_block = []
+        header = f"{'workload':<18}" + "".join(f"{m:>17}" for m in modes)
+        print(header)
+        for w in WORKLOADS:
+            best = {}
+            for _ in range(args.repeat):
+                for m in modes:  # interleaved so machine noise hits every mode alike
+                    r = run(script, m, w, scale)
+                    if m not in best or r["time"] < best[m]["time"]:
+                        best[m] = r
+            base = best["none"]["time"]
+            cells = []
+            for m in modes:
+                ratio = best[m]["time"] / base
+                ratios[m].append(ratio)
+                cells.append(f"{best['none']['time'] * 1000:>13.0f} ms" if m == "none" else f"{ratio:>16.2f}x")
+            print(f"{w:<18}" + "".join(cells))
+            r = best["memlens16"]
+            if r.get("live_blocks"):
+                per_block.append((w, r["tracer_memory"], r["live_blocks"]))
+        print(f"{'geometric mean':<18}" + "".join(
+            f"{'':>17}" if m == "none" else f"{geomean(ratios[m]):>16.2f}x" for m in modes))
+        print()
+        for m in modes:
+            print(f"  {m:<17} = {LABELS[m]}")
+        print()
+        print("memlens exact tracer memory per live traced block (at the end of the workload):")
+        for w, mem, blocks in per_block:
+            print(f"  {w:<18} {mem / blocks:6.1f} B/block  ({mem / 2**20:.1f} MiB for {blocks} blocks)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+/* capture.c: binary capture files (see capture.h).
+ *
+ * Snapshot sections:
+ *   META: u64 total, u64 peak, u64 sample_bytes, u32 max_frames, u32 flags
+ *   STRS: u32 n, then n x (u32 len, len bytes of UTF-8)
+ *   FRMS: u32 n, then n x (u32 filename string, u32 function string, i32 line)
+ *   STKS: u32 n, then n x (u32 nframes, u64 size, u64 count (1/65536 units),
+ *         u64 peak_size, u64 peak_count, nframes x u32 frame index)
+ */
+#include "capture.h"
+#include "stack.h"
+#include "trace_snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x030A0000
+/* 3.9: no Py_NewRef. */
+static inline PyObject *
+snap_newref_(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) snap_newref_((PyObject *)(o))
+#endif
+
+static uint64_t
+cap_fnv1a(const unsigned char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+int
+cap_writer_init(cap_writer *w)
+{
+    memset(w, 0, sizeof(*w));
+    if (cap_put(w, CAP_MAGIC, 8) < 0) {
+        return -1;
+    }
+    unsigned char ver[4] = {CAP_VERSION_MAJOR & 0xff, CAP_VERSION_MAJOR >> 8,
+                            CAP_VERSION_MINOR & 0xff, CAP_VERSION_MINOR >> 8};
+    return cap_put(w, ver, 4);
+}
+
+void
+cap_writer_free(cap_writer *w)
+{
+    PyMem_Free(w->data);
+    memset(w, 0, sizeof(*w));
+}
+
+int
+cap_put(cap_writer *w, const void *p, size_t n)
+{
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n) {
+            cap *= 2;
+        }
+        unsigned char *d = PyMem_Realloc(w->data, cap);
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->data = d;
+        w->cap = cap;
+    }
+    memcpy(w->data + w->len, p, n);
+    w->len += n;
+    return 0;
+}
+
+int
+cap_put_u32(cap_writer *w, uint32_t v)
+{
+    unsigned char b[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = (unsigned char)(v >> (8 * i));
+    }
+    return cap_put(w, b, 4);
+}
+
+int
+cap_put_u64(cap_writer *w, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) {
+        b[i] = (unsigned char)(v >> (8 * i));
+    }
+    return cap_put(w, b, 8);
+}
+
+int
+cap_begin_section(cap_writer *w, uint32_t tag)
+{
+    w->section_start = w->len;
+    if (cap_put_u32(w, tag) < 0 || cap_put_u32(w, 0) < 0 || cap_put_u64(w, 0) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+void
+cap_end_section(cap_writer *w)
+{
+    uint64_t n = (uint64_t)(w->len - w->section_start - 16);
+    for (int i = 0; i < 8; i++) {
+        w->data[w->section_start + 8 + (size_t)i] = (unsigned char)(n >> (8 * i));
+    }
+}
+
+int
+cap_finish_to_file(cap_writer *w, const char *path)
+{
+    uint64_t h = cap_fnv1a(w->data, w->len);
+    if (cap_begin_section(w, CAP_TAG_END) < 0 || cap_put_u64(w, h) < 0) {
+        return -1;
+    }
+    cap_end_section(w);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    size_t n = fwrite(w->data, 1, w->len, f);
+    int err = (n != w->len) ? errno : 0;
+    if (fclose(f) != 0 && err == 0) {
+        err = errno ? errno : EIO;
+    }
+    if (n != w->len || err != 0) {
+        errno = err ? err : EIO;
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reader ----------------------------------------------------------- */
+
+int
+cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out)
+{
+    if ((size_t)(r->end - r->p) < n) {
+        return -1;
+    }
+    *out = r->p;
+    r->p += n;
+    return 0;
+}
+
+int
+cap_get_u32(cap_reader *r, uint32_t *v)
+{
+    const unsigned char *b;
+    if (cap_get_bytes(r, 4, &b) < 0) {
+        return -1;
+    }
+    *v = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+    return 0;
+}
+
+int
+cap_get_u64(cap_reader *r, uint64_t *v)
+{
+    const unsigned char *b;
+    if (cap_get_bytes(r, 8, &b) < 0) {
+        return -1;
+    }
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) {
+        x = (x << 8) | b[i];
+    }
+    *v = x;
+    return 0;
+}
+
+/* ---- snapshot tables ---------------------------------------------------- */
+
+int
+cap_write_table(const char *path, void *table)
+{
+    snap_table *t = table;
+    cap_writer w;
+    PyObject *strs = NULL; /* str -> index */
+    PyObject *order = NULL; /* strings by index */
+    int rc = -1;
+    if (cap_writer_init(&w) < 0) {
+        goto done;
+    }
+    strs = PyDict_New();
+    order = PyList_New(0);
+    if (strs == NULL || order == NULL) {
+        goto done;
+    }
+    uint32_t *fidx = PyMem_Malloc(((size_t)t->nframes + 1) * 2 * sizeof(uint32_t));
+    if (fidx == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < t->nframes; i++) {
+        PyObject *pair[2] = {t->frames[i].filename, t->frames[i].name};
+        for (int j = 0; j < 2; j++) {
+            PyObject *found = PyDict_GetItemWithError(strs, pair[j]);
+            if (found != NULL) {
+                fidx[2 * i + (uint32_t)j] = (uint32_t)PyLong_AsUnsignedLong(found);
+                continue;
+            }
+            PyObject *n = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(PyList_GET_SIZE(order));
+            if (n == NULL || PyDict_SetItem(strs, pair[j], n) < 0 || PyList_Append(order, pair[j]) < 0) {
+                Py_XDECREF(n);
+                PyMem_Free(fidx);
+                goto done;
+            }
+            Py_DECREF(n);
+            fidx[2 * i + (uint32_t)j] = (uint32_t)(PyList_GET_SIZE(order) - 1);
+        }
+    }
+    int bad = cap_begin_section(&w, CAP_TAG_META) < 0 || cap_put_u64(&w, t->total) < 0
+              || cap_put_u64(&w, t->peak) < 0 || cap_put_u64(&w, t->sample_bytes) < 0
+              || cap_put_u32(&w, t->max_frames) < 0 || cap_put_u32(&w, t->flags) < 0;
+    if (!bad) {
+        cap_end_section(&w);
+        bad = cap_begin_section(&w, CAP_TAG_STRS) < 0
+              || cap_put_u32(&w, (uint32_t)PyList_GET_SIZE(order)) < 0;
+    }
+    for (Py_ssize_t i = 0; !bad && i < PyList_GET_SIZE(order); i++) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(order, i), &len);
+        bad = s == NULL || cap_put_u32(&w, (uint32_t)len) < 0 || cap_put(&w, s, (size_t)len) < 0;
+    }
+    if (!bad) {
+        cap_end_section(&w);
+        bad = cap_begin_section(&w, CAP_TAG_FRMS) < 0 || cap_put_u32(&w, t->nframes) < 0;
+    }
+    for (uint32_t i = 0; !bad && i < t->nframes; i++) {
+        bad = cap_put_u32(&w, fidx[2 * i]) < 0 || cap_put_u32(&w, fidx[2 * i + 1]) < 0
+              || cap_put_u32(&w, (uint32_t)t->frames[i].lineno) < 0;
+    }
+    PyMem_Free(fidx);
+    if (!bad) {
+        cap_end_section(&w);
+        bad = cap_begin_section(&w, CAP_TAG_STKS) < 0 || cap_put_u32(&w, t->nstacks) < 0;
+    }
+    for (uint32_t s = 0; !bad && s < t->nstacks; s++) {
+        snap_stack *st = &t->stacks[s];
+        bad = cap_put_u32(&w, st->nframes) < 0 || cap_put_u64(&w, st->size) < 0
+              || cap_put_u64(&w, st->count) < 0 || cap_put_u64(&w, st->peak_size) < 0
+              || cap_put_u64(&w, st->peak_count) < 0;
+        for (uint32_t j = 0; !bad && j < st->nframes; j++) {
+            bad = cap_put_u32(&w, t->frame_idx[st->first + j]) < 0;
+        }
+    }
+    if (bad) {
+        goto done;
+    }
+    cap_end_section(&w);
+    rc = cap_finish_to_file(&w, path);
+
+done:
+    Py_XDECREF(strs);
+    Py_XDECREF(order);
+    cap_writer_free(&w);
+    return rc;
+}
+
+/* Raise "ValueError: <path>: corrupt memlens capture (<why>)". */
+static PyObject *
+cap_corrupt(const char *path, const char *why)
+{
+    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
+    return NULL;
+}
+
+PyObject *
+cap_read_table(PyObject *module, const char *path)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    PyObject **strings = NULL;
+    uint32_t nstrings = 0;
+    snap_table *t = NULL;
+    PyObject *result = NULL;
+
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return NULL;
+    }
+    size_t cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            unsigned char *d = PyMem_Realloc(data, cap);
+            if (d == NULL) {
+                fclose(f);
+                PyErr_NoMemory();
+                goto done;
+            }
+            data = d;
+        }
+        size_t n = fread(data + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        fclose(f);
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        goto done;
+    }
+    fclose(f);
+
+    if (len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
+        cap_corrupt(path, len < 12 ? "too short" : "bad magic header");
+        goto done;
+    }
+    unsigned major = (unsigned)data[8] | ((unsigned)data[9] << 8);
+    if (major != CAP_VERSION_MAJOR) {
+        PyErr_Format(PyExc_ValueError, "%s: memlens capture format version %u is not supported "
+                     "(this memlens reads version %d)", path, major, CAP_VERSION_MAJOR);
+        goto done;
+    }
+
+    /* Pass 1: framing and checksum, before trusting any content. */
+    cap_reader r = {data + 12, data + len};
+    const unsigned char *meta = NULL, *strs = NULL, *frms = NULL, *stks = NULL;
+    uint64_t meta_n = 0, strs_n = 0, frms_n = 0, stks_n = 0;
+    int ended = 0;
+    while (r.p < r.end) {
+        const unsigned char *sec = r.p;
+        uint32_t tag, reserved;
+        uint64_t n;
+        const unsigned char *payload;
+        if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
+            || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
+            cap_corrupt(path, "truncated");
+            goto done;
+        }
+        if (reserved != 0) {
+            cap_corrupt(path, "bad section header");
+            goto done;
+        }
+        if (tag == CAP_TAG_END) {
+            cap_reader e = {payload, payload + n};
+            uint64_t h;
+            if (cap_get_u64(&e, &h) < 0 || h != cap_fnv1a(data, (size_t)(sec - data))) {
+                cap_corrupt(path, "checksum mismatch");
+                goto done;
+            }
+            if (n != 8 || r.p != r.end) {
+                cap_corrupt(path, "data after the end marker");
+                goto done;
+            }
+            ended = 1;
+            break;
+        }
+        if (tag == CAP_TAG_META) {
+            meta = payload;
+            meta_n = n;
+        }
+        else if (tag == CAP_TAG_STRS) {
+            strs = payload;
+            strs_n = n;
+        }
+        else if (tag == CAP_TAG_FRMS) {
+            frms = payload;
+            frms_n = n;
+        }
+        else if (tag == CAP_TAG_STKS) {
+            stks = payload;
+            stks_n = n;
+        }
+        /* Other tags: later minor versions; skipped. */
+    }
+    if (!ended) {
+        cap_corrupt(path, "truncated: no end marker");
+        goto done;
+    }
+    if (meta == NULL || strs == NULL || frms == NULL || stks == NULL) {
+        cap_corrupt(path, "not a snapshot: a section is missing");
+        goto done;
+    }
+
+    /* Pass 2: content, every count checked against the bytes present. */
+    cap_reader m = {meta, meta + meta_n};
+    uint64_t total, peak, sample_bytes;
+    uint32_t max_frames, flags;
+    if (cap_get_u64(&m, &total) < 0 || cap_get_u64(&m, &peak) < 0 || cap_get_u64(&m, &sample_bytes) < 0
+        || cap_get_u32(&m, &max_frames) < 0 || cap_get_u32(&m, &flags) < 0) {
+        cap_corrupt(path, "short META section");
+        goto done;
+    }
+    cap_reader rs = {strs, strs + strs_n};
+    if (cap_get_u32(&rs, &nstrings) < 0 || (uint64_t)nstrings * 4 > strs_n) {
+        nstrings = 0;
+        cap_corrupt(path, "bad string table");
+        goto done;
+    }
+    strings = PyMem_Calloc(nstrings ? nstrings : 1, sizeof(PyObject *));
+    if (strings == NULL) {
+        nstrings = 0;
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < nstrings; i++) {
+        uint32_t sl;
+        const unsigned char *sp;
+        if (cap_get_u32(&rs, &sl) < 0 || cap_get_bytes(&rs, sl, &sp) < 0) {
+            cap_corrupt(path, "bad string table");
+            goto done;
+        }
+        strings[i] = PyUnicode_DecodeUTF8((const char *)sp, (Py_ssize_t)sl, "strict");
+        if (strings[i] == NULL) {
+            PyErr_Clear();
+            cap_corrupt(path, "string is not UTF-8");
+            goto done;
+        }
+    }
+    cap_reader rf = {frms, frms + frms_n};
+    uint32_t nframes;
+    if (cap_get_u32(&rf, &nframes) < 0 || (uint64_t)nframes * 12 > frms_n - 4) {
+        cap_corrupt(path, "bad frame table");
+        goto done;
+    }
+    cap_reader rk = {stks, stks + stks_n};
+    uint32_t nstacks;
+    if (cap_get_u32(&rk, &nstacks) < 0 || (uint64_t)nstacks * 36 > stks_n - 4) {
+        cap_corrupt(path, "bad stack table");
+        goto done;
+    }
+    /* Frame indices: what is left after the fixed part of each stack. */
+    uint64_t nidx = (stks_n - 4 - (uint64_t)nstacks * 36) / 4;
+    t = snap_table_new(module, nframes, nstacks, nidx);
+    if (t == NULL) {
+        goto done;
+    }
+    t->total = total;
+    t->peak = peak;
+    t->sample_bytes = sample_bytes;
+    t->max_frames = max_frames;
+    t->flags = flags;
+    for (uint32_t i = 0; i < nframes; i++) {
+        uint32_t fn, nm, ln;
+        if (cap_get_u32(&rf, &fn) < 0 || cap_get_u32(&rf, &nm) < 0 || cap_get_u32(&rf, &ln) < 0
+            || fn >= nstrings || nm >= nstrings) {
+            cap_corrupt(path, "bad frame table");
+            goto done;
+        }
+        t->frames[i].filename = Py_NewRef(strings[fn]);
+        t->frames[i].name = Py_NewRef(strings[nm]);
+        t->frames[i].lineno = (int)(int32_t)ln;
+    }
+    uint64_t pos = 0;
+    for (uint32_t s = 0; s < nstacks; s++) {
+        snap_stack *st = &t->stacks[s];
+        uint32_t nf;
+        if (cap_get_u32(&rk, &nf) < 0 || cap_get_u64(&rk, &st->size) < 0
+            || cap_get_u64(&rk, &st->count) < 0 || cap_get_u64(&rk, &st->peak_size) < 0
+            || cap_get_u64(&rk, &st->peak_count) < 0 || nf > nidx - pos) {
+            cap_corrupt(path, "bad stack table");
+            goto done;
+        }
+        st->first = (uint32_t)pos;
+        st->nframes = nf;
+        for (uint32_t j = 0; j < nf; j++) {
+            uint32_t fi;
+            if (cap_get_u32(&rk, &fi) < 0 || fi >= nframes) {
+                cap_corrupt(path, "bad frame index");
+                goto done;
+            }
+            t->frame_idx[pos++] = fi;
+        }
+    }
+    t->nframe_idx = pos;
+    result = (PyObject *)t;
+    t = NULL;
+
+done:
+    for (uint32_t i = 0; strings != NULL && i < nstrings; i++) {
+        Py_XDECREF(strings[i]);
+    }
+    PyMem_Free(strings);
+    PyMem_Free(data);
+    Py_XDECREF((PyObject *)t);
+    return result;
+}

@@ -1,0 +1,70 @@
+/* capture.h: memlens' binary capture format, writer and validated reader.
+ *
+ * Layout (all integers little-endian):
+ *   magic    8 bytes  "\x89MLNSCAP"  (high first byte: catches text-mode
+ *                                      and 7-bit mangling)
+ *   version  u16 major, u16 minor     (a reader accepts its own major and
+ *                                      any minor; unknown sections skipped)
+ *   sections: u32 tag, u32 reserved (0), u64 length, `length` bytes
+ *   the last section is CAP_TAG_END, whose payload is the FNV-1a 64-bit
+ *   hash of every byte before it: a truncated or corrupted file is
+ *   detected before any of it is trusted.
+ * A snapshot file holds META, STRS, FRMS and STKS sections (capture.c says
+ * what each holds).  The section framing and the byte buffers below are
+ * meant for other record kinds too (the `memlens run` timeline).
+ */
+#ifndef MEMLENS_CAPTURE_H
+#define MEMLENS_CAPTURE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CAP_MAGIC "\x89MLNSCAP"
+#define CAP_VERSION_MAJOR 1
+#define CAP_VERSION_MINOR 0
+
+#define CAP_TAG(a, b, c, d) ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
+#define CAP_TAG_META CAP_TAG('M', 'E', 'T', 'A')
+#define CAP_TAG_STRS CAP_TAG('S', 'T', 'R', 'S')
+#define CAP_TAG_FRMS CAP_TAG('F', 'R', 'M', 'S')
+#define CAP_TAG_STKS CAP_TAG('S', 'T', 'K', 'S')
+#define CAP_TAG_END CAP_TAG('E', 'N', 'D', ' ')
+
+/* Growable output buffer (PyMem; sets MemoryError on failure). */
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+    size_t section_start; /* offset of the open section's header */
+} cap_writer;
+
+int cap_writer_init(cap_writer *w);
+void cap_writer_free(cap_writer *w);
+int cap_put(cap_writer *w, const void *p, size_t n);
+int cap_put_u32(cap_writer *w, uint32_t v);
+int cap_put_u64(cap_writer *w, uint64_t v);
+int cap_begin_section(cap_writer *w, uint32_t tag);
+void cap_end_section(cap_writer *w);
+/* Append the END section and write the buffer to `path` (OSError). */
+int cap_finish_to_file(cap_writer *w, const char *path);
+
+/* Bounds-checked input cursor.  Every get returns -1 once the input is
+ * exhausted; `what` names the field for the error message. */
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} cap_reader;
+
+int cap_get_u32(cap_reader *r, uint32_t *v);
+int cap_get_u64(cap_reader *r, uint64_t *v);
+int cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out);
+
+struct snap_table_s;
+/* Write a TraceTable (trace_snapshot.h) to `path`; -1 with an exception. */
+int cap_write_table(const char *path, void *table);
+/* Read a TraceTable from `path`; ValueError for a bad file. */
+PyObject *cap_read_table(PyObject *module, const char *path);
+
+#endif /* MEMLENS_CAPTURE_H */

@@ -1,0 +1,66 @@
+/* trace_hooks.h: the allocation tracer engine.
+ *
+ * PEP 445 hooks on the RAW, MEM and OBJ domains, chained to the previous
+ * allocators, record every live block (or, in sampled mode, a Poisson
+ * sample of them) in the live-block map (trace_map.h) with the interned
+ * stack (stack.h) that allocated it, and keep per-stack and global totals,
+ * including the picture at the high-water mark.
+ *
+ * The hooks and the tables are process-wide because PEP 445 allocators
+ * are: there is one tracer per process, whatever the module state says.
+ *
+ * Lock: one spinlock ("the tracer lock") protects the stack table, the
+ * totals and the map writers.  It is held only for bookkeeping, never
+ * while calling the underlying allocator or running Python code, so it
+ * never nests with another lock; a pthread_atfork handler holds it across
+ * fork() so the child never inherits it locked.
+ */
+#ifndef MEMLENS_TRACE_HOOKS_H
+#define MEMLENS_TRACE_HOOKS_H
+
+#include "stack.h"
+
+#include <stdint.h>
+
+/* Start tracing (GIL held).  -1 with an exception set on failure. */
+int trace_start(int max_frames, uint64_t sample_bytes);
+/* Stop tracing and free the tables (GIL held).  No-op when not tracing. */
+void trace_stop(void);
+int trace_is_tracing(void);
+/* Current and peak traced bytes (estimates in sampled mode). */
+void trace_get_traced_memory(uint64_t *current, uint64_t *peak);
+/* Make the peak equal to the current size, and the peak picture to the
+ * current one. */
+void trace_reset_peak(void);
+/* Bytes of RAM the tracer's own tables use. */
+size_t trace_tracer_memory(void);
+/* Live traced blocks (sampled blocks in sampled mode). */
+uint64_t trace_live_blocks(void);
+
+/* The tracer lock, for readers of the tables (trace_snapshot.c). */
+void trace_lock(void);
+void trace_unlock(void);
+
+/* Everything a reader needs, valid while the lock is held. */
+typedef struct {
+    stack_table *stacks;
+    uint64_t peak_gen;  /* stacks with snap_gen == peak_gen use snap_* */
+    uint64_t current;
+    uint64_t peak;
+    uint64_t sample_bytes;
+    int max_frames;
+    int tracing;
+    int failed;         /* bookkeeping ran out of memory at some point */
+} trace_view;
+
+void trace_view_unlocked(trace_view *v);
+
+/* Pass this thread's allocations through untraced (a counter, so calls
+ * nest): memlens' own report objects are not part of what it measures. */
+void trace_thread_pause(void);
+void trace_thread_resume(void);
+
+/* Install the fork handlers; called once from the module's exec. */
+int trace_hooks_init(void);
+
+#endif /* MEMLENS_TRACE_HOOKS_H */

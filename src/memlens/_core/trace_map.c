@@ -1,0 +1,281 @@
+/* trace_map.c: address-indexed map of live blocks (see trace_map.h). */
+#include "trace_map.h"
+#include "trace_mem.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#define MAP_GRANULE_SHIFT 4
+#define MAP_LEAF_BITS 16 /* granules per leaf: 1 MiB of address space */
+#define MAP_MID_BITS 16
+#define MAP_TOP_BITS 12 /* 4 + 16 + 16 + 12 = 48 bits of address */
+#define MAP_LEAF_LEN (1u << MAP_LEAF_BITS)
+#define MAP_MID_LEN (1u << MAP_MID_BITS)
+#define MAP_TOP_LEN (1u << MAP_TOP_BITS)
+
+#define MAP_SIZE_BITS 10
+#define MAP_SIZE_MASK ((1u << MAP_SIZE_BITS) - 1)
+/* Size field value meaning "the size is in the large table". */
+#define MAP_SIZE_LARGE MAP_SIZE_MASK
+
+typedef _Atomic(uint32_t) map_leaf[MAP_LEAF_LEN];
+typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
+
+/* Process-wide, like the allocator hooks that use it.  Pointers are
+ * published with release stores under the tracer lock and read lock-free. */
+static _Atomic(map_mid *) map_top[MAP_TOP_LEN];
+
+/* Large table: open addressing with linear probing and backward-shift
+ * deletion, keyed by address.  Protected by the tracer lock. */
+typedef struct {
+    uintptr_t key; /* 0 = free */
+    uint64_t size;
+    uint32_t stack;
+} map_large_slot;
+
+static map_large_slot *map_large;
+static size_t map_large_mask; /* capacity - 1, or 0 when not allocated */
+static size_t map_large_used;
+/* Live blocks kept only in the large table (not indexable by the map);
+ * read lock-free by the free() fast path. */
+static atomic_size_t map_odd_count;
+
+static inline int
+map_indexable(uintptr_t p)
+{
+    return (p & ((1u << MAP_GRANULE_SHIFT) - 1)) == 0 && (p >> 48) == 0;
+}
+
+static inline size_t
+map_large_hash(uintptr_t p)
+{
+    uint64_t h = (uint64_t)(p >> 4) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20);
+}
+
+static int
+map_large_grow_unlocked(void)
+{
+    size_t old_cap = map_large == NULL ? 0 : map_large_mask + 1;
+    size_t new_cap = old_cap == 0 ? 1024 : old_cap * 2;
+    map_large_slot *t = trace_mem_map(new_cap * sizeof(map_large_slot), 1);
+    if (t == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < old_cap; i++) {
+        if (map_large[i].key != 0) {
+            size_t j = map_large_hash(map_large[i].key) & (new_cap - 1);
+            while (t[j].key != 0) {
+                j = (j + 1) & (new_cap - 1);
+            }
+            t[j] = map_large[i];
+        }
+    }
+    trace_mem_unmap(map_large, old_cap * sizeof(map_large_slot), 1);
+    map_large = t;
+    map_large_mask = new_cap - 1;
+    return 0;
+}
+
+static int
+map_large_put_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (map_large == NULL || (map_large_used + 1) * 2 > map_large_mask + 1) {
+        if (map_large_grow_unlocked() < 0) {
+            return -1;
+        }
+    }
+    size_t i = map_large_hash(p) & map_large_mask;
+    while (map_large[i].key != 0 && map_large[i].key != p) {
+        i = (i + 1) & map_large_mask;
+    }
+    if (map_large[i].key == 0) {
+        map_large_used++;
+    }
+    map_large[i].key = p;
+    map_large[i].size = size;
+    map_large[i].stack = stack;
+    return 0;
+}
+
+static trace_map_entry
+map_large_take_unlocked(uintptr_t p)
+{
+    trace_map_entry e = {0, 0};
+    if (map_large == NULL) {
+        return e;
+    }
+    size_t i = map_large_hash(p) & map_large_mask;
+    while (map_large[i].key != p) {
+        if (map_large[i].key == 0) {
+            return e;
+        }
+        i = (i + 1) & map_large_mask;
+    }
+    e.size = map_large[i].size;
+    e.stack = map_large[i].stack;
+    /* Backward-shift deletion keeps probe chains intact without tombstones. */
+    size_t hole = i;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & map_large_mask;
+        if (map_large[j].key == 0) {
+            break;
+        }
+        size_t home = map_large_hash(map_large[j].key) & map_large_mask;
+        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
+        int stays = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (!stays) {
+            map_large[hole] = map_large[j];
+            hole = j;
+        }
+    }
+    map_large[hole].key = 0;
+    map_large_used--;
+    return e;
+}
+
+/* Slot of `p` in the map, creating directory and leaf if `create`. */
+static inline _Atomic(uint32_t) *
+map_slot(uintptr_t p, int create)
+{
+    uintptr_t g = p >> MAP_GRANULE_SHIFT;
+    size_t ti = (size_t)(g >> (MAP_LEAF_BITS + MAP_MID_BITS));
+    size_t mi = (size_t)(g >> MAP_LEAF_BITS) & (MAP_MID_LEN - 1);
+    size_t li = (size_t)g & (MAP_LEAF_LEN - 1);
+    map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_acquire);
+    if (mid == NULL) {
+        if (!create) {
+            return NULL;
+        }
+        mid = trace_mem_map(sizeof(map_mid), 0);
+        if (mid == NULL) {
+            return NULL;
+        }
+        atomic_store_explicit(&map_top[ti], mid, memory_order_release);
+    }
+    map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_acquire);
+    if (leaf == NULL) {
+        if (!create) {
+            return NULL;
+        }
+        leaf = trace_mem_map(sizeof(map_leaf), 0);
+        if (leaf == NULL) {
+            return NULL;
+        }
+        atomic_store_explicit(&(*mid)[mi], leaf, memory_order_release);
+    }
+    return &(*leaf)[li];
+}
+
+int
+trace_map_insert_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (!map_indexable(p)) {
+        if (map_large_put_unlocked(p, size, stack) < 0) {
+            return -1;
+        }
+        atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
+        return 0;
+    }
+    _Atomic(uint32_t) *s = map_slot(p, 1);
+    if (s == NULL) {
+        return -1;
+    }
+    uint32_t field = (uint32_t)size;
+    if (size >= MAP_SIZE_LARGE) {
+        if (map_large_put_unlocked(p, size, stack) < 0) {
+            return -1;
+        }
+        field = MAP_SIZE_LARGE;
+    }
+    atomic_store_explicit(s, (stack << MAP_SIZE_BITS) | field, memory_order_relaxed);
+    return 0;
+}
+
+trace_map_entry
+trace_map_remove_unlocked(uintptr_t p)
+{
+    trace_map_entry e = {0, 0};
+    if (!map_indexable(p)) {
+        e = map_large_take_unlocked(p);
+        if (e.stack != 0) {
+            atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
+        }
+        return e;
+    }
+    _Atomic(uint32_t) *s = map_slot(p, 0);
+    if (s == NULL) {
+        return e;
+    }
+    uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
+    if (v == 0) {
+        return e;
+    }
+    atomic_store_explicit(s, 0, memory_order_relaxed);
+    if ((v & MAP_SIZE_MASK) == MAP_SIZE_LARGE) {
+        return map_large_take_unlocked(p);
+    }
+    e.size = v & MAP_SIZE_MASK;
+    e.stack = v >> MAP_SIZE_BITS;
+    return e;
+}
+
+int
+trace_map_peek(uintptr_t p)
+{
+    if (!map_indexable(p)) {
+        return atomic_load_explicit(&map_odd_count, memory_order_relaxed) != 0;
+    }
+    _Atomic(uint32_t) *s = map_slot(p, 0);
+    return s != NULL && atomic_load_explicit(s, memory_order_relaxed) != 0;
+}
+
+void
+trace_map_clear_unlocked(void)
+{
+    for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
+        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
+        if (mid == NULL) {
+            continue;
+        }
+        for (size_t mi = 0; mi < MAP_MID_LEN; mi++) {
+            map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_relaxed);
+            if (leaf != NULL) {
+                /* Zero the leaf but keep it mapped: a free() racing with
+                 * stop() may still be peeking at it. */
+                trace_mem_discard(leaf, sizeof(map_leaf));
+            }
+        }
+    }
+    if (map_large != NULL) {
+        trace_mem_unmap(map_large, (map_large_mask + 1) * sizeof(map_large_slot), 1);
+        map_large = NULL;
+        map_large_mask = 0;
+        map_large_used = 0;
+    }
+    atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
+}
+
+size_t
+trace_map_memory(void)
+{
+    size_t total = 0;
+    for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
+        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
+        if (mid == NULL) {
+            continue;
+        }
+        total += trace_mem_resident(mid, sizeof(map_mid));
+        for (size_t mi = 0; mi < MAP_MID_LEN; mi++) {
+            map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_relaxed);
+            if (leaf != NULL) {
+                total += trace_mem_resident(leaf, sizeof(map_leaf));
+            }
+        }
+    }
+    if (map_large != NULL) {
+        total += trace_mem_resident(map_large, (map_large_mask + 1) * sizeof(map_large_slot));
+    }
+    return total;
+}

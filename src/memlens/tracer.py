@@ -1,0 +1,342 @@
+"""Allocation tracer: every allocation attributed to the Python stack that
+made it, exact or sampled.
+
+The API follows :mod:`tracemalloc`::
+
+    memlens.start(frames=16)           # or sample_bytes=512 * 1024
+    ...
+    snap = memlens.take_snapshot()
+    for stat in snap.statistics("lineno")[:10]:
+        print(stat)
+    memlens.stop()
+
+The engine (PEP 445 hooks, live-block map, interned stacks, per-stack
+totals, the picture at the high-water mark, grouping, the capture file) is
+C, in ``memlens._core``; this module only wraps its results.
+"""
+
+import os
+
+from memlens import _core
+
+__all__ = [
+    "start",
+    "stop",
+    "is_tracing",
+    "traced_memory",
+    "reset_peak",
+    "tracer_memory",
+    "take_snapshot",
+    "trace",
+    "Snapshot",
+    "Statistic",
+    "StatisticDiff",
+    "Frame",
+    "Traceback",
+]
+
+_KEY_TYPES = ("lineno", "filename", "function", "traceback")
+
+
+def start(frames=16, sample_bytes=0):
+    """Start tracing allocations, recording up to `frames` frames per stack.
+
+    ``sample_bytes=0`` traces every block exactly.  ``sample_bytes=N`` samples
+    allocations with a Poisson process over allocated bytes (mean interval N
+    bytes): a block of s bytes is sampled with probability 1 - exp(-s/N) and
+    then counts as s / p bytes and 1 / p blocks, so every size and count
+    reported is an unbiased estimate of the exact figure.
+    """
+    if isinstance(frames, bool) or not isinstance(frames, int):
+        raise TypeError(f"frames must be an int, not {type(frames).__name__}")
+    if isinstance(sample_bytes, bool) or not isinstance(sample_bytes, int):
+        raise TypeError(f"sample_bytes must be an int, not {type(sample_bytes).__name__}")
+    if sample_bytes < 0:
+        raise ValueError(f"sample_bytes must be >= 0, not {sample_bytes}")
+    _core.trace_start(frames, sample_bytes)
+
+
+def stop():
+    """Stop tracing and free the tracer's tables (a no-op when not tracing)."""
+    _core.trace_stop()
+
+
+def is_tracing():
+    """True while memlens is tracing allocations."""
+    return _core.trace_is_tracing()
+
+
+def traced_memory():
+    """``(current, peak)``: bytes of traced blocks now and at the high-water
+    mark since start() or reset_peak() (estimates in sampled mode)."""
+    return _core.trace_traced_memory()
+
+
+def reset_peak():
+    """Set the high-water mark, and the picture of what made it, to now."""
+    _core.trace_reset_peak()
+
+
+def tracer_memory():
+    """Bytes of RAM the tracer's own tables use (not traced themselves)."""
+    return _core.trace_tracer_memory()
+
+
+def take_snapshot():
+    """A :class:`Snapshot` of the blocks live now and at the peak."""
+    return Snapshot(_core.trace_take_snapshot())
+
+
+class trace:
+    """``with memlens.trace(frames=16, sample_bytes=0) as t:`` traces the
+    block; on exit ``t.snapshot`` holds a snapshot taken just before
+    stopping."""
+
+    def __init__(self, frames=16, sample_bytes=0):
+        self.frames = frames
+        self.sample_bytes = sample_bytes
+        self.snapshot = None
+
+    def __enter__(self):
+        start(self.frames, self.sample_bytes)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.snapshot = take_snapshot()
+        finally:
+            stop()
+        return False
+
+
+def _format_size(size, sign=False):
+    # Same units and rounding rule as tracemalloc's reports.
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 100 and unit != "B":
+            return f"{size:+.1f} {unit}" if sign else f"{size:.1f} {unit}"
+        if abs(size) < 10 * 1024 or unit == "TiB":
+            return f"{size:+.0f} {unit}" if sign else f"{size:.0f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class Frame:
+    """One frame of a traceback: ``filename``, ``lineno``, ``function``."""
+
+    __slots__ = ("filename", "lineno", "function")
+
+    def __init__(self, filename, lineno, function=""):
+        self.filename = filename
+        self.lineno = lineno
+        self.function = function
+
+    def _key(self):
+        return (self.filename, self.lineno, self.function)
+
+    def __eq__(self, other):
+        return isinstance(other, Frame) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __str__(self):
+        if self.lineno == 0 and self.function:
+            return f"{self.filename}:{self.function}"
+        return f"{self.filename}:{self.lineno}"
+
+    def __repr__(self):
+        return f"<Frame filename={self.filename!r} lineno={self.lineno!r} function={self.function!r}>"
+
+
+class Traceback(tuple):
+    """A sequence of :class:`Frame`, innermost (most recent call) first."""
+
+    __slots__ = ()
+
+    def __new__(cls, frames):
+        return super().__new__(cls, frames)
+
+    def __str__(self):
+        if not self:
+            return "<unknown>:0"
+        return str(self[0])
+
+    def __repr__(self):
+        return f"<Traceback {tuple(self)!r}>"
+
+    def format(self, limit=None):
+        """Lines like a Python traceback, innermost first."""
+        frames = self if limit is None else self[:limit]
+        lines = []
+        for f in frames:
+            lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.function}')
+        return lines
+
+
+def _traceback(key):
+    return Traceback(Frame(*f) for f in key)
+
+
+class Statistic:
+    """Blocks grouped by one key: ``size`` (bytes), ``count`` (blocks) and
+    the ``traceback`` naming the key."""
+
+    __slots__ = ("traceback", "size", "count")
+
+    def __init__(self, traceback, size, count):
+        self.traceback = traceback
+        self.size = size
+        self.count = count
+
+    def __eq__(self, other):
+        return (isinstance(other, Statistic) and self.traceback == other.traceback
+                and self.size == other.size and self.count == other.count)
+
+    def __hash__(self):
+        return hash((self.traceback, self.size, self.count))
+
+    def __str__(self):
+        text = f"{self.traceback}: size={_format_size(self.size)}, count={self.count}"
+        if self.count:
+            text += f", average={_format_size(self.size / self.count)}"
+        return text
+
+    def __repr__(self):
+        return f"<Statistic traceback={self.traceback!s} size={self.size} count={self.count}>"
+
+
+class StatisticDiff:
+    """Difference between two snapshots for one key: ``size``/``count`` now
+    and ``size_diff``/``count_diff`` against the older snapshot."""
+
+    __slots__ = ("traceback", "size", "size_diff", "count", "count_diff")
+
+    def __init__(self, traceback, size, size_diff, count, count_diff):
+        self.traceback = traceback
+        self.size = size
+        self.size_diff = size_diff
+        self.count = count
+        self.count_diff = count_diff
+
+    def __str__(self):
+        text = (f"{self.traceback}: size={_format_size(self.size)} "
+                f"({_format_size(self.size_diff, True)}), count={self.count} ({self.count_diff:+d})")
+        if self.count:
+            text += f", average={_format_size(self.size / self.count)}"
+        return text
+
+    def __repr__(self):
+        return (f"<StatisticDiff traceback={self.traceback!s} size={self.size} "
+                f"size_diff={self.size_diff} count={self.count} count_diff={self.count_diff}>")
+
+
+def _check_key(key_type, cumulative):
+    if key_type not in _KEY_TYPES:
+        raise ValueError(f"unknown key_type {key_type!r}: expected one of {', '.join(_KEY_TYPES)}")
+    if cumulative and key_type == "traceback":
+        raise ValueError("cumulative mode cannot be used with key_type 'traceback'")
+
+
+def _sorted_stats(rows):
+    stats = [Statistic(_traceback(key), size, count) for key, size, count in rows]
+    stats.sort(key=lambda s: (s.size, s.count, str(s.traceback)), reverse=True)
+    return stats
+
+
+class Snapshot:
+    """What was live when the snapshot was taken, and at the high-water mark.
+
+    ``total`` and ``peak`` are bytes; in sampled mode (``sample_bytes`` > 0)
+    every size and count is an unbiased estimate.
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table):
+        if not isinstance(table, _core.TraceTable):
+            raise TypeError("Snapshot wraps a memlens._core.TraceTable; use take_snapshot() or Snapshot.load()")
+        self._table = table
+
+    @property
+    def total(self):
+        """Bytes live when the snapshot was taken."""
+        return self._table.total
+
+    @property
+    def peak(self):
+        """High-water mark of traced bytes."""
+        return self._table.peak
+
+    @property
+    def sample_bytes(self):
+        """Mean sampling interval in bytes (0: exact)."""
+        return self._table.sample_bytes
+
+    @property
+    def traceback_limit(self):
+        """Frames recorded per stack."""
+        return self._table.max_frames
+
+    @property
+    def incomplete(self):
+        """True if the tracer ran out of memory for its own tables (some
+        blocks then went untraced)."""
+        return self._table.incomplete
+
+    def statistics(self, key_type, cumulative=False):
+        """Live blocks grouped by `key_type` ("lineno", "filename",
+        "function", "traceback"), biggest first.  With `cumulative`, a block
+        counts for every frame of its stack, not only the innermost."""
+        _check_key(key_type, cumulative)
+        return _sorted_stats(self._table.group(key_type, cumulative, False))
+
+    def peak_statistics(self, key_type, cumulative=False):
+        """Like statistics(), for the blocks live at the high-water mark."""
+        _check_key(key_type, cumulative)
+        return _sorted_stats(self._table.group(key_type, cumulative, True))
+
+    def compare_to(self, old_snapshot, key_type, cumulative=False):
+        """StatisticDiff per key between `old_snapshot` and this one, biggest
+        change first."""
+        if not isinstance(old_snapshot, Snapshot):
+            raise TypeError(f"compare_to expects a Snapshot, not {type(old_snapshot).__name__}")
+        _check_key(key_type, cumulative)
+        def table(snap):
+            # 'lineno' keys are (filename, line): the function named in a
+            # key is only a representative and may differ between snapshots.
+            if key_type == "lineno":
+                return {tuple(f[:2] for f in key): (key, size, count)
+                        for key, size, count in snap._table.group(key_type, cumulative, False)}
+            return {key: (key, size, count) for key, size, count in snap._table.group(key_type, cumulative, False)}
+
+        new = table(self)
+        old = table(old_snapshot)
+        diffs = []
+        for norm, (key, size, count) in new.items():
+            _, osize, ocount = old.pop(norm, (None, 0, 0))
+            diffs.append(StatisticDiff(_traceback(key), size, size - osize, count, count - ocount))
+        for key, osize, ocount in old.values():
+            diffs.append(StatisticDiff(_traceback(key), 0, -osize, 0, -ocount))
+        diffs.sort(key=lambda d: (abs(d.size_diff), d.size, abs(d.count_diff), d.count, str(d.traceback)),
+                   reverse=True)
+        return diffs
+
+    def stacks(self):
+        """The per-stack table: list of (Traceback, size, count, peak_size,
+        peak_count)."""
+        return [(_traceback(frames), size, count, psize, pcount)
+                for frames, size, count, psize, pcount in self._table.stacks()]
+
+    def dump(self, path):
+        """Write the snapshot to `path` (memlens' versioned binary format)."""
+        self._table.dump(os.fspath(path))
+
+    @classmethod
+    def load(cls, path):
+        """Read a snapshot written by dump(); ValueError if the file is not a
+        valid memlens capture (corrupt, truncated, other version)."""
+        return cls(_core.trace_load(os.fspath(path)))
+
+    def __repr__(self):
+        mode = f"sampled every {self.sample_bytes} B" if self.sample_bytes else "exact"
+        return f"<memlens.Snapshot total={self.total} peak={self.peak} {mode}>"

@@ -1,0 +1,594 @@
+"""Tests of the allocation tracer against tracemalloc as ground truth."""
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+
+import pytest
+
+import memlens
+from memlens import _core
+
+SANITIZED = os.environ.get("MEMLENS_SANITIZED") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _no_tracer_left():
+    yield
+    memlens.stop()
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
+
+
+def run_py(code):
+    """Run `code` in a fresh interpreter; return its stdout (fails on crash)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+# -- workloads (each allocation site on its own line) -------------------------
+
+class Point:
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+
+
+def make_strings(n):
+    return [str(i) * 5 for i in range(n)]              # LINE_STRINGS
+
+
+def make_points(n):
+    return [Point(i * 1000, i * 2000) for i in range(n)]  # LINE_POINTS
+
+
+def make_bytes(n, size):
+    return [bytes(size) for _ in range(n)]            # LINE_BYTES
+
+
+def peak_then_small():
+    big = [bytearray(1000) for _ in range(3000)]      # LINE_BIG
+    del big
+    return [bytearray(100) for _ in range(1000)]      # LINE_SMALL
+
+
+def workload():
+    keep = []
+    keep.append(make_strings(20000))
+    keep.append(make_points(5000))
+    keep.append(make_bytes(300, 5000))
+    keep.append(peak_then_small())
+    return keep
+
+
+def line_of(marker):
+    with open(__file__) as f:
+        for i, text in enumerate(f, 1):
+            if text.rstrip().endswith("# " + marker):
+                return i
+    raise AssertionError(marker)
+
+
+def measure_tracemalloc(fn, frames=1):
+    tracemalloc.start(frames)
+    try:
+        result = fn()
+        cur, peak = tracemalloc.get_traced_memory()
+        snap = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return result, cur, peak, snap
+
+
+def measure_memlens(fn, frames=16, sample_bytes=0):
+    memlens.start(frames=frames, sample_bytes=sample_bytes)
+    try:
+        result = fn()
+        cur, peak = memlens.traced_memory()
+        snap = memlens.take_snapshot()
+    finally:
+        memlens.stop()
+    return result, cur, peak, snap
+
+
+# -- lifecycle ------------------------------------------------------------------
+
+def test_start_stop_is_tracing():
+    assert not memlens.is_tracing()
+    memlens.start()
+    assert memlens.is_tracing()
+    with pytest.raises(RuntimeError, match="already tracing"):
+        memlens.start()
+    memlens.stop()
+    assert not memlens.is_tracing()
+    memlens.stop()  # idempotent
+    with pytest.raises(RuntimeError, match="not tracing"):
+        memlens.take_snapshot()
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"frames": 0}, ValueError), ({"frames": 10000}, ValueError), ({"frames": "3"}, TypeError),
+    ({"sample_bytes": -1}, ValueError), ({"sample_bytes": 1.5}, TypeError),
+])
+def test_start_rejects_bad_arguments(kwargs, exc):
+    with pytest.raises(exc):
+        memlens.start(**kwargs)
+    assert not memlens.is_tracing()
+
+
+def test_public_names_exported():
+    for name in ["start", "stop", "is_tracing", "traced_memory", "reset_peak", "trace",
+                 "take_snapshot", "Snapshot", "Statistic", "Frame", "Traceback", "tracer_memory"]:
+        assert name in memlens.__all__
+        assert hasattr(memlens, name)
+
+
+def test_allocators_restored_exactly_after_stop():
+    # GIVEN an allocation that needs the original allocator afterwards
+    memlens.start()
+    x = [bytearray(100) for _ in range(1000)]
+    memlens.stop()
+    # WHEN blocks allocated under tracing are freed after stop
+    del x
+    # THEN nothing is traced and the process is fine
+    assert memlens.traced_memory() == (0, 0)
+
+
+# -- exactness against tracemalloc ----------------------------------------------
+
+def test_current_and_peak_match_tracemalloc_within_1_percent():
+    workload()  # warm up caches, specialisation, interned strings
+    kept_t, cur_t, peak_t, _ = measure_tracemalloc(workload)
+    kept_m, cur_m, peak_m, snap = measure_memlens(workload)
+    assert cur_t > 3_000_000
+    assert abs(cur_m - cur_t) <= 0.01 * cur_t, (cur_m, cur_t)
+    assert abs(peak_m - peak_t) <= 0.01 * peak_t, (peak_m, peak_t)
+    # (the (current, peak) tuple itself is a traced allocation)
+    assert 0 <= snap.total - cur_m < 200 and 0 <= snap.peak - peak_m < 200
+
+
+def test_top_lines_are_the_lines_tracemalloc_names():
+    workload()
+    _, _, _, tsnap = measure_tracemalloc(workload)
+    _, _, _, msnap = measure_memlens(workload)
+    tstats = [s for s in tsnap.statistics("lineno") if s.traceback[0].filename == __file__][:4]
+    mstats = [s for s in msnap.statistics("lineno") if s.traceback[0].filename == __file__][:4]
+    assert [(s.traceback[0].lineno) for s in mstats] == [s.traceback[0].lineno for s in tstats]
+    for m, t in zip(mstats, tstats):
+        assert abs(m.size - t.size) <= 0.01 * t.size
+        assert abs(m.count - t.count) <= 0.01 * t.count + 2
+    assert mstats[0].traceback[0].lineno in (line_of("LINE_STRINGS"), line_of("LINE_BYTES"))
+
+
+def test_statistic_str_like_tracemalloc():
+    _, _, _, snap = measure_memlens(lambda: make_bytes(100, 1000))
+    stat = snap.statistics("lineno")[0]
+    assert stat.count == 101  # 100 bytes objects and the list holding them
+    assert str(stat) == (f"{__file__}:{line_of('LINE_BYTES')}: size={round(stat.size / 1024)} KiB, "
+                         f"count=101, average={round(stat.size / 101)} B")
+    tstat = measure_tracemalloc(lambda: make_bytes(100, 1000))[3].statistics("lineno")[0]
+    assert str(tstat) == str(stat)
+
+
+def test_filename_and_function_keys_and_cumulative():
+    _, _, _, snap = measure_memlens(workload)
+    by_file = {s.traceback[0].filename: s for s in snap.statistics("filename")}
+    assert by_file[__file__].traceback[0].lineno == 0
+    by_func = {s.traceback[0].function: s for s in snap.statistics("function")
+               if s.traceback[0].filename == __file__}
+    # 3.9-3.11 run comprehensions in a function of their own; 3.12+ inline them
+    fn = "make_bytes" if sys.version_info >= (3, 12) else "<listcomp>"
+    assert str(by_func[fn].traceback) == f"{__file__}:{fn}"
+    assert by_func[fn].size >= 300 * 5000
+    # cumulative: `workload` is on every stack of the workload, once each
+    cum = {s.traceback[0].function: s for s in snap.statistics("function", cumulative=True)
+           if s.traceback[0].filename == __file__}
+    parts = sum(by_func[f].size for f in by_func if f not in ("workload",))
+    assert cum["workload"].size >= parts * 0.99
+    with pytest.raises(ValueError):
+        snap.statistics("traceback", cumulative=True)
+    with pytest.raises(ValueError, match="key_type"):
+        snap.statistics("bogus")
+
+
+def test_traceback_is_innermost_first_and_limited():
+    def inner():
+        return [bytearray(64) for _ in range(500)]
+
+    def middle():
+        return inner()
+
+    def outer():
+        return middle()
+
+    _, _, _, snap = measure_memlens(outer, frames=16)
+    top = max(snap.statistics("traceback"), key=lambda s: s.size)
+    names = [f.function for f in top.traceback]
+    assert names[:3] == ["<listcomp>", "inner", "middle"] or names[:3] == ["inner", "middle", "outer"]
+    assert "outer" in names
+    _, _, _, snap2 = measure_memlens(outer, frames=2)
+    assert all(len(s.traceback) <= 2 for s in snap2.statistics("traceback"))
+
+
+def test_peak_statistics_show_what_made_the_peak():
+    _, cur, peak, snap = measure_memlens(peak_then_small)
+    big_line, small_line = line_of("LINE_BIG"), line_of("LINE_SMALL")
+    live = {s.traceback[0].lineno: s for s in snap.statistics("lineno")}
+    at_peak = {s.traceback[0].lineno: s for s in snap.peak_statistics("lineno")}
+    assert big_line not in live
+    assert at_peak[big_line].count >= 2 * 3000  # bytearray objects and their buffers
+    assert at_peak[big_line].size >= 3000 * 1000
+    assert small_line not in at_peak or at_peak[small_line].count < 1000
+    # the peak picture adds up to the peak
+    assert sum(s.size for s in snap.peak_statistics("traceback")) == snap.peak
+    assert sum(s.size for s in snap.statistics("traceback")) == snap.total
+    assert snap.peak >= peak >= 3000 * 1000
+
+
+def test_reset_peak():
+    memlens.start()
+    big = bytearray(5_000_000)
+    del big
+    cur, peak = memlens.traced_memory()
+    assert peak >= 5_000_000 > cur
+    memlens.reset_peak()
+    cur2, peak2 = memlens.traced_memory()
+    assert peak2 == cur2 < 5_000_000
+    snap = memlens.take_snapshot()
+    assert sum(s.size for s in snap.peak_statistics("traceback")) == snap.peak
+
+
+def test_compare_to():
+    memlens.start()
+    a = memlens.take_snapshot()
+    data = make_bytes(200, 1000)
+    b = memlens.take_snapshot()
+    memlens.stop()
+    diffs = [d for d in b.compare_to(a, "lineno") if d.traceback[0].lineno == line_of("LINE_BYTES")]
+    assert len(diffs) == 1
+    assert diffs[0].count_diff == 201  # and the list
+    assert diffs[0].size_diff == diffs[0].size >= 200 * 1000
+    assert "(+201)" in str(diffs[0])
+    del data
+
+
+def test_trace_context_manager():
+    with memlens.trace(frames=4) as t:
+        data = make_bytes(50, 2000)
+    assert not memlens.is_tracing()
+    stat = t.snapshot.statistics("lineno")[0]
+    assert stat.traceback[0].lineno == line_of("LINE_BYTES") and stat.count == 51
+    assert t.snapshot.traceback_limit == 4
+    del data
+
+
+def test_snapshot_own_allocations_are_not_traced():
+    memlens.start()
+    data = make_bytes(10, 100)
+    before = memlens.traced_memory()[0]
+    snaps = [memlens.take_snapshot() for _ in range(5)]
+    after = memlens.traced_memory()[0]
+    memlens.stop()
+    # the C tables of a snapshot are built with tracing paused (only the
+    # small Python wrappers and the list count)
+    assert after - before < 1000, (before, after)
+    del data, snaps
+
+
+# -- RAW domain, realloc, blocks from before start ------------------------------
+
+def test_raw_domain_malloc_realloc_free():
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    # (each call also returns a traced 32-byte int holding the address)
+    p = _core._test_raw_malloc(1000)
+    assert 1000 <= memlens.traced_memory()[0] - base <= 1100
+    p = _core._test_raw_realloc(p, 50_000)  # moves metadata
+    assert 50_000 <= memlens.traced_memory()[0] - base <= 50_100
+    p = _core._test_raw_realloc(p, 10)
+    assert 10 <= memlens.traced_memory()[0] - base <= 110
+    _core._test_raw_free(p)
+    del p
+    assert memlens.traced_memory()[0] - base <= 100
+    snap = memlens.take_snapshot()
+    memlens.stop()
+    assert not [s for s in snap.statistics("lineno") if s.size in (1000, 50_000, 10)]
+
+
+def test_blocks_allocated_before_start_are_ignored_when_freed():
+    old = [bytearray(200) for _ in range(2000)]
+    raw = _core._test_raw_malloc(3000)
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    del old
+    _core._test_raw_free(raw)
+    assert memlens.traced_memory()[0] <= base  # never negative, never counted
+
+
+def test_raw_allocations_without_the_gil_go_to_the_empty_stack():
+    memlens.start()
+    kept = _core._test_raw_churn_nogil(1000, 100, 50)
+    snap = memlens.take_snapshot()
+    for a in kept:
+        _core._test_raw_free(a)
+    memlens.stop()
+    empty = [s for s in snap.statistics("traceback") if len(s.traceback) == 0]
+    assert empty and empty[0].count >= 50 and str(empty[0].traceback) == "<unknown>:0"
+
+
+# -- dump / load --------------------------------------------------------------------
+
+def test_dump_load_round_trip(tmp_path):
+    _, _, _, snap = measure_memlens(workload)
+    path = tmp_path / "snap.mlcap"
+    snap.dump(path)
+    back = memlens.Snapshot.load(path)
+    assert (back.total, back.peak, back.sample_bytes, back.traceback_limit) == \
+        (snap.total, snap.peak, snap.sample_bytes, snap.traceback_limit)
+    for key in ("lineno", "filename", "function", "traceback"):
+        assert back.statistics(key) == snap.statistics(key)
+        assert back.peak_statistics(key) == snap.peak_statistics(key)
+    # compact: a few bytes per stack
+    assert path.stat().st_size < 200 + 200 * len(snap.stacks())
+
+
+def test_load_rejects_corrupt_and_truncated_files(tmp_path):
+    _, _, _, snap = measure_memlens(lambda: make_bytes(20, 100), frames=3)
+    path = tmp_path / "snap.mlcap"
+    snap.dump(path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.mlcap"
+    # every truncation
+    for n in range(len(data)):
+        bad.write_bytes(data[:n])
+        with pytest.raises(ValueError, match="not a valid memlens capture"):
+            memlens.Snapshot.load(bad)
+    # every single-byte corruption past the version
+    for i in range(12, len(data), max(1, len(data) // 400)):
+        corrupt = bytearray(data)
+        corrupt[i] ^= 0x5A
+        bad.write_bytes(bytes(corrupt))
+        with pytest.raises(ValueError):
+            memlens.Snapshot.load(bad)
+    bad.write_bytes(b"not a capture at all")
+    with pytest.raises(ValueError, match="bad magic"):
+        memlens.Snapshot.load(bad)
+    bad.write_bytes(data[:8] + b"\x07\x00" + data[10:])
+    with pytest.raises(ValueError, match="version 7"):
+        memlens.Snapshot.load(bad)
+    with pytest.raises(FileNotFoundError):
+        memlens.Snapshot.load(tmp_path / "missing.mlcap")
+
+
+# -- sampled mode ------------------------------------------------------------------------
+
+def sampled_workload():
+    return [bytes(s) for s in (100, 1000, 10000) * 3000]  # LINE_SAMPLED
+
+
+def test_sampled_estimates_are_unbiased():
+    # GIVEN the exact figures of a workload
+    _, _, _, exact = measure_memlens(sampled_workload)
+    line = line_of("LINE_SAMPLED")
+    ex = next(s for s in exact.statistics("lineno") if s.traceback[0].lineno == line)
+    # WHEN it runs many times sampled
+    runs = 12 if SANITIZED else 30
+    sizes, counts, totals = [], [], []
+    for _ in range(runs):
+        _, cur, _, snap = measure_memlens(sampled_workload, sample_bytes=16384)
+        st = [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
+        sizes.append(st[0].size if st else 0)
+        counts.append(st[0].count if st else 0)
+        totals.append(cur)
+        assert snap.sample_bytes == 16384
+    # THEN the mean estimate converges on the exact value: each run's error is
+    # about 1/sqrt(samples) (~4% here); the mean of `runs` runs must be within
+    # 4 standard errors.
+    import statistics as st_
+    for est, exact_value in ((sizes, ex.size), (counts, ex.count)):
+        mean = st_.mean(est)
+        sem = st_.stdev(est) / runs ** 0.5
+        assert abs(mean - exact_value) < 4 * sem + 0.002 * exact_value, (mean, exact_value, sem)
+        # and single runs are in the right ballpark
+        assert all(abs(e - exact_value) < 0.3 * exact_value for e in est)
+
+
+def test_sampled_mode_records_few_blocks():
+    memlens.start(sample_bytes=512 * 1024)
+    data = [bytearray(100) for _ in range(50000)]
+    nblocks = _core.trace_live_blocks()
+    memlens.stop()
+    assert nblocks < 100  # ~5 MB / 512 KiB ~ 10 samples
+    del data
+
+
+# -- coexistence with tracemalloc ---------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["memlens_first", "tracemalloc_first"])
+@pytest.mark.parametrize("stop_order", ["fifo", "lifo"])
+def test_coexists_with_tracemalloc(order, stop_order):
+    starts = [lambda: memlens.start(), lambda: tracemalloc.start()]
+    stops = [memlens.stop, tracemalloc.stop]
+    if order == "tracemalloc_first":
+        starts.reverse()
+        stops.reverse()
+    for s in starts:
+        s()
+    data = make_bytes(1000, 1000)
+    m_cur = memlens.traced_memory()[0]
+    t_cur = tracemalloc.get_traced_memory()[0]
+    assert m_cur >= 1_000_000 and t_cur >= 1_000_000
+    assert abs(m_cur - t_cur) < 0.05 * t_cur
+    if stop_order == "lifo":
+        stops.reverse()
+    stops[0]()
+    del data
+    more = make_bytes(100, 1000)
+    stops[1]()
+    del more
+    # and both can start again cleanly
+    memlens.start()
+    x = make_bytes(10, 100000)
+    assert memlens.traced_memory()[0] >= 1_000_000
+    memlens.stop()
+    del x
+
+
+# -- threads, fork, loops ---------------------------------------------------------------------
+
+def test_threads_are_traced_with_their_own_stacks():
+    def thread_body(out):
+        out.append(make_points(2000))
+
+    memlens.start()
+    out = []
+    threads = [threading.Thread(target=thread_body, args=(out,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = memlens.take_snapshot()
+    memlens.stop()
+    st = [s for s in snap.statistics("traceback") if s.traceback and
+          s.traceback[0].lineno == line_of("LINE_POINTS")]
+    assert sum(s.count for s in st) >= 4 * 2000 * 2  # instance + its dict/values or ints
+    assert any(f.function == "thread_body" for s in st for f in s.traceback)
+    del out
+
+
+@pytest.mark.slow
+def test_threaded_stress_with_stop_from_another_thread():
+    stop_flag = threading.Event()
+    errors = []
+
+    def churn():
+        try:
+            while not stop_flag.is_set():
+                d = {i: str(i) for i in range(200)}
+                lst = [bytearray(i % 300) for i in range(200)]
+                kept = _core._test_raw_churn_nogil(200, 64, 2)
+                for a in kept:
+                    _core._test_raw_free(a)
+                del d, lst
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(30):
+            memlens.start(frames=8, sample_bytes=0 if i % 2 else 4096)
+            x = [str(j) for j in range(2000)]
+            stopper = threading.Thread(target=memlens.stop)
+            snap = memlens.take_snapshot()
+            stopper.start()
+            stopper.join()
+            assert not memlens.is_tracing()
+            assert snap.total >= 0
+            del x
+    finally:
+        stop_flag.set()
+        for t in threads:
+            t.join()
+    assert not errors
+
+
+def test_start_stop_loop_does_not_leak():
+    code = make_strings.__code__
+    memlens.start()
+    make_strings(10)
+    memlens.stop()
+    gc.collect()
+    refs = sys.getrefcount(code)
+    for _ in range(200):
+        memlens.start(frames=4)
+        make_strings(10)
+        snap = memlens.take_snapshot()
+        snap.statistics("traceback")
+        memlens.stop()
+    gc.collect()
+    assert sys.getrefcount(code) == refs  # interned stacks drop their code references
+
+
+def test_fork_child_keeps_tracing():
+    out = run_py("""
+        import os, memlens
+        memlens.start()
+        parent_data = [bytearray(1000) for _ in range(1000)]
+        pid = os.fork()
+        if pid == 0:
+            before = memlens.traced_memory()[0]
+            child_data = [bytearray(1000) for _ in range(500)]
+            after = memlens.traced_memory()[0]
+            ok = memlens.is_tracing() and after - before >= 500_000
+            snap = memlens.take_snapshot()
+            memlens.stop()
+            os._exit(0 if ok and snap.total >= 1_000_000 else 3)
+        _, status = os.waitpid(pid, 0)
+        memlens.stop()
+        print("child", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+    """)
+    assert out.strip() == "child 0"
+
+
+def test_fork_while_other_threads_allocate():
+    out = run_py("""
+        import os, threading, memlens
+        from memlens import _core
+        memlens.start(frames=4)
+        done = threading.Event()
+        def churn():
+            while not done.is_set():
+                for a in _core._test_raw_churn_nogil(100, 64, 1):
+                    _core._test_raw_free(a)
+                x = [str(i) for i in range(100)]
+        ts = [threading.Thread(target=churn) for _ in range(2)]
+        for t in ts: t.start()
+        codes = []
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                y = [bytearray(100) for _ in range(100)]
+                memlens.take_snapshot()
+                memlens.stop()
+                os._exit(0)
+            codes.append(os.waitpid(pid, 0)[1])
+        done.set()
+        for t in ts: t.join()
+        memlens.stop()
+        print(sum(codes))
+    """)
+    assert out.strip() == "0"
+
+
+def test_tracer_memory_is_reported_and_small_per_block():
+    memlens.start()
+    data = make_points(100_000)
+    mem = memlens.tracer_memory()
+    blocks = _core.trace_live_blocks()
+    memlens.stop()
+    assert blocks >= 200_000
+    assert 0 < mem
+    if not SANITIZED:  # ASan's malloc spreads blocks out with redzones
+        assert mem / blocks <= 32, (mem, blocks)
+    del data
+
+
+def test_snapshot_of_many_blocks_is_fast():
+    import time
+    memlens.start()
+    data = [bytearray(10) for _ in range(200_000)]
+    t0 = time.perf_counter()
+    snap = memlens.take_snapshot()
+    stats = snap.statistics("lineno")
+    elapsed = time.perf_counter() - t0
+    memlens.stop()
+    assert stats[0].count >= 200_000
+    assert elapsed < (5.0 if SANITIZED else 0.5)
+    del data

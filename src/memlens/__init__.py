@@ -2,6 +2,7 @@
 alive, and cut it -- with exact numbers from a C engine."""
 
 from memlens import _core
+from memlens.lineprof import LineStat, line_stats, profile, reset_profile, show_profile, stop_profile
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 from memlens.tracer import (
     Frame,
@@ -43,4 +44,11 @@ __all__ = [
     "StatisticDiff",
     "Frame",
     "Traceback",
+    # line-by-line profile (memlens.lineprof)
+    "profile",
+    "show_profile",
+    "line_stats",
+    "reset_profile",
+    "stop_profile",
+    "LineStat",
 ]

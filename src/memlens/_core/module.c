@@ -32,6 +32,9 @@ core_exec(PyObject *m)
     if (trace_module_exec(m) < 0) {
         goto error;
     }
+    if (lineprof_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

@@ -25,5 +25,6 @@ core_state *core_get_state(PyObject *module);
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
 int trace_module_exec(PyObject *m); /* trace_module.c: the allocation tracer */
+int lineprof_module_exec(PyObject *m); /* lineprof.c: line-by-line profile */
 
 #endif /* MEMLENS_MODULE_H */

@@ -83,6 +83,7 @@ typedef struct {
     uint64_t rng;
     uint64_t generation;
     struct trace_stack_cache *cache; /* this thread's trace_cache */
+    trace_thread_counters counters;  /* for the line profiler, see below */
 } trace_tls_state;
 
 /* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call
@@ -206,6 +207,15 @@ trace_add_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
         trace_peak = trace_current;
         trace_peak_gen++;
     }
+    /* Line profiler (lineprof.c): this thread's cumulative bytes and its
+     * local high-water mark.  An add, a subtract and a compare on
+     * initial-exec TLS that the hook touches anyway. */
+    trace_thread_counters *c = &trace_tls.counters;
+    c->allocated += ws;
+    int64_t net = (int64_t)(c->allocated - c->freed);
+    if (net > c->peak_net) {
+        c->peak_net = net;
+    }
 }
 
 static void
@@ -219,6 +229,8 @@ trace_drop_unlocked(trace_map_entry e)
     r->count -= wc;
     trace_blocks--;
     trace_current -= ws;
+    /* Line profiler: bytes this thread freed (see trace_add_unlocked). */
+    trace_tls.counters.freed += ws;
 }
 
 /* ---- the hooks -------------------------------------------------------------- */
@@ -619,6 +631,21 @@ trace_view_unlocked(trace_view *v)
     v->max_frames = trace_max_frames;
     v->tracing = atomic_load(&trace_active);
     v->failed = trace_failed || trace_stacks.overflowed;
+}
+
+void
+trace_thread_counters_get(trace_thread_counters *out)
+{
+    /* Only this thread writes its counters, from its own hooks, which are
+     * not running now: no lock needed. */
+    *out = trace_tls.counters;
+}
+
+void
+trace_thread_reset_peak(void)
+{
+    trace_thread_counters *c = &trace_tls.counters;
+    c->peak_net = (int64_t)(c->allocated - c->freed);
 }
 
 void

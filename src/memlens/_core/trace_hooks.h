@@ -60,6 +60,23 @@ void trace_view_unlocked(trace_view *v);
 void trace_thread_pause(void);
 void trace_thread_resume(void);
 
+/* Per-thread cumulative counters, read by the line profiler (lineprof.c)
+ * at every line boundary.  Each thread's own allocations and frees update
+ * its own counters (under the tracer lock, in trace_add_unlocked /
+ * trace_drop_unlocked), and only that thread reads them, so a line's
+ * figures never include another thread's allocations.  "Freed" counts the
+ * traced blocks this thread freed, whoever allocated them. */
+typedef struct {
+    uint64_t allocated; /* bytes of traced blocks allocated (realloc: new size) */
+    uint64_t freed;     /* bytes of traced blocks freed (realloc: old size) */
+    int64_t peak_net;   /* highest allocated - freed since trace_thread_reset_peak() */
+} trace_thread_counters;
+
+/* This thread's counters (GIL held, or at least not inside a hook). */
+void trace_thread_counters_get(trace_thread_counters *out);
+/* Make this thread's peak_net equal to its current allocated - freed. */
+void trace_thread_reset_peak(void);
+
 /* Install the fork handlers; called once from the module's exec. */
 int trace_hooks_init(void);
 

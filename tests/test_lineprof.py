@@ -1,0 +1,377 @@
+"""Line-by-line memory profile (memlens.lineprof): exact per-line figures
+checked against the byte counts of what each line builds, and against
+tracemalloc's traced deltas."""
+
+import asyncio
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+
+import pytest
+
+import memlens
+
+MIB = 1024 * 1024
+LIST_5M = 5_000_000 * 8  # the item array of [0] * 5_000_000
+BIG_LIST_MIB = "38.1 MiB"
+
+
+@pytest.fixture(autouse=True)
+def clean_profiler():
+    memlens.stop_profile()
+    yield
+    memlens.stop_profile()
+
+
+def line_of(func, marker):
+    """Absolute line number of the source line of `func` containing `marker`."""
+    lines, first = inspect.getsourcelines(func)
+    hits = [first + i for i, text in enumerate(lines) if marker in text]
+    assert len(hits) == 1, (marker, hits)
+    return hits[0]
+
+
+def stats_by_line(func):
+    return {s.lineno: s for s in memlens.line_stats(func)}
+
+
+def mib(n):
+    return f"{n / MIB:.1f} MiB"
+
+
+# ---- exact figures -------------------------------------------------------------
+
+
+def build_and_delete():
+    a = [0] * 5_000_000  # BUILD
+    del a  # DEL
+    b = bytes(10_000_000); del b  # TRANSIENT
+    return 1  # RET
+
+
+def test_increment_of_a_big_list_and_its_del():
+    # GIVEN a profiled function that builds a 5M-item list, then deletes it
+    memlens.profile(build_and_delete)
+    # WHEN it runs
+    build_and_delete()
+    st = stats_by_line(build_and_delete)
+    build, dele = st[line_of(build_and_delete, "# BUILD")], st[line_of(build_and_delete, "# DEL")]
+    # THEN the list's bytes (items + the list object unless the list free
+    # list supplied it) show on its line and come back on the del line
+    assert LIST_5M <= build.increment <= LIST_5M + 56 + 64
+    assert mib(build.increment) == BIG_LIST_MIB
+    assert dele.increment == -build.increment or dele.increment == -LIST_5M - 56
+    assert mib(dele.increment) == "-" + BIG_LIST_MIB
+    assert build.occurrences == dele.occurrences == 1
+    assert build.peak >= build.increment
+    assert dele.allocated == 0 and dele.peak == 0
+
+
+def test_alloc_and_free_within_a_line_show_in_allocated_freed_peak_only():
+    memlens.profile(build_and_delete)
+    build_and_delete()
+    tr = stats_by_line(build_and_delete)[line_of(build_and_delete, "# TRANSIENT")]
+    # bytes(10_000_000) is one 10_000_033-byte block, freed on the same line
+    assert tr.increment == 0
+    assert tr.allocated == tr.freed
+    assert 10_000_033 <= tr.allocated < 10_000_033 + 256
+    assert 10_000_033 <= tr.peak < 10_000_033 + 256
+    assert mib(tr.increment) == "0.0 MiB"
+    assert mib(tr.peak) == "9.5 MiB"
+
+
+def measured_with_tracemalloc():
+    t0 = tracemalloc.get_traced_memory()[0]
+    data = [str(i) for i in range(20_000)]  # DATA
+    t1 = tracemalloc.get_traced_memory()[0]
+    return data, t1 - t0
+
+
+def test_increment_matches_tracemalloc():
+    # GIVEN tracemalloc as ground truth, under memlens' hooks (memlens
+    # started on top, so neither sees the other's own tables)
+    tracemalloc.start()
+    try:
+        memlens.profile(measured_with_tracemalloc)
+        data, delta = measured_with_tracemalloc()
+        st = stats_by_line(measured_with_tracemalloc)[line_of(measured_with_tracemalloc, "# DATA")]
+        memlens.stop_profile()
+    finally:
+        tracemalloc.stop()
+    # THEN the line's increment is tracemalloc's delta, up to the few
+    # temporaries of the get_traced_memory() lines around it
+    assert delta > 20_000 * 40
+    assert abs(st.increment - delta) < 256, (st.increment, delta)
+
+
+def loop():
+    keep = []  # KEEP
+    for i in range(1000):  # FOR
+        keep.append(bytearray(1000))  # APPEND
+    return keep
+
+
+def test_loop_occurrences_and_sums():
+    memlens.profile(loop)
+    keep = loop()
+    st = stats_by_line(loop)
+    app = st[line_of(loop, "# APPEND")]
+    assert app.occurrences == 1000
+    assert st[line_of(loop, "# FOR")].occurrences == 1001
+    # 1000 bytearrays of 1000 bytes (object + buffer), plus the list's growth
+    ba = sys.getsizeof(bytearray(1000))
+    assert 1000 * ba <= app.increment <= 1000 * ba + 9000
+    assert app.allocated - app.freed == app.increment
+    # the function's lines add up to what it returned (list + contents)
+    total = sum(s.increment for s in memlens.line_stats(loop))
+    assert total == memlens.deep_size(keep) or abs(total - memlens.deep_size(keep)) < 200
+    del keep
+
+
+# ---- nesting, recursion, generators, async, exceptions, threads ---------------
+
+
+def inner():
+    return [0] * 100_000  # INNER
+
+
+def outer():
+    x = inner()  # CALL_INNER
+    y = [0] * 200_000  # OUTER_OWN
+    return x, y
+
+
+def test_nested_profiled_functions_charge_the_innermost():
+    memlens.profile(inner)
+    memlens.profile(outer)
+    outer()
+    so, si = stats_by_line(outer), stats_by_line(inner)
+    # the innermost profiled frame gets the bytes; the caller's line does not
+    # count them again
+    assert 800_000 <= si[line_of(inner, "# INNER")].increment <= 800_000 + 120
+    assert abs(so[line_of(outer, "# CALL_INNER")].increment) < 120
+    assert 1_600_000 <= so[line_of(outer, "# OUTER_OWN")].increment <= 1_600_000 + 120
+
+
+def plain_helper():
+    return [0] * 100_000
+
+
+def calls_plain():
+    x = plain_helper()  # CALL_PLAIN
+    return x
+
+
+def test_call_to_unprofiled_function_counts_for_the_line():
+    memlens.profile(calls_plain)
+    calls_plain()
+    st = stats_by_line(calls_plain)[line_of(calls_plain, "# CALL_PLAIN")]
+    assert 800_000 <= st.increment <= 800_000 + 120
+    # and the helper's lines are not profiled
+    assert memlens.line_stats(plain_helper) == []
+
+
+def recurse(n):
+    if n == 0:  # TEST
+        return []
+    part = [0] * 10_000  # PART
+    rest = recurse(n - 1)  # RECURSE
+    return [part] + rest
+
+
+def test_recursion_counts_each_level_once():
+    memlens.profile(recurse)
+    recurse(5)
+    st = stats_by_line(recurse)
+    part = st[line_of(recurse, "# PART")]
+    assert part.occurrences == 5
+    assert 5 * 80_000 <= part.increment <= 5 * 80_120
+    assert st[line_of(recurse, "# TEST")].occurrences == 6
+    # the recursive call line holds only the list concatenations it makes
+    # itself (the inner levels' lines hold theirs)
+    assert st[line_of(recurse, "# RECURSE")].increment < 2_000
+
+
+def gen():
+    for i in range(3):  # GEN_FOR
+        block = [0] * 50_000  # GEN_BLOCK
+        yield block  # GEN_YIELD
+
+
+def test_generator():
+    memlens.profile(gen)
+    out = []
+    for b in gen():
+        out.append(b)
+        junk = [0] * 500_000  # allocations between resumptions belong to nobody
+        del junk
+    st = stats_by_line(gen)
+    blk = st[line_of(gen, "# GEN_BLOCK")]
+    assert blk.occurrences == 3
+    assert 3 * 400_000 <= blk.increment <= 3 * 400_000 + 400
+    for s in memlens.line_stats(gen):
+        assert s.peak < 4_000_000  # the 4 MB junk never lands on gen's lines
+
+
+async def agen_work():
+    a = [0] * 30_000  # ASYNC_A
+    await asyncio.sleep(0)
+    b = [0] * 60_000  # ASYNC_B
+    return len(a) + len(b)
+
+
+def test_async_function():
+    memlens.profile(agen_work)
+    asyncio.run(agen_work())
+    st = stats_by_line(agen_work)
+    assert 240_000 <= st[line_of(agen_work, "# ASYNC_A")].increment <= 240_000 + 400
+    assert 480_000 <= st[line_of(agen_work, "# ASYNC_B")].increment <= 480_000 + 400
+
+
+def raises():
+    a = [0] * 40_000  # RAISE_ALLOC
+    raise ValueError(len(a))  # RAISE_NOW
+
+
+def catches():
+    try:
+        raises()  # CALL_RAISES
+    except ValueError:
+        pass
+    b = [0] * 20_000  # AFTER
+    return b
+
+
+def test_exception_unwinds_profiled_frames():
+    memlens.profile(raises)
+    memlens.profile(catches)
+    catches()
+    sr, sc = stats_by_line(raises), stats_by_line(catches)
+    assert 320_000 <= sr[line_of(raises, "# RAISE_ALLOC")].increment <= 320_000 + 200
+    # the list is freed when the frame unwinds: charged to the raising line
+    assert sr[line_of(raises, "# RAISE_NOW")].occurrences == 1
+    assert 160_000 <= sc[line_of(catches, "# AFTER")].increment <= 160_000 + 200
+    assert sc[line_of(catches, "# AFTER")].occurrences == 1
+
+
+def threaded(n, barrier):
+    barrier.wait()
+    mine = [0] * n  # THREAD_ALLOC
+    barrier.wait()
+    return mine
+
+
+def test_threads_are_attributed_to_their_own_lines():
+    memlens.profile(threaded)
+    barrier = threading.Barrier(2)
+    results = []
+    t = threading.Thread(target=lambda: results.append(threaded(100_000, barrier)))
+    t.start()
+    # meanwhile this thread allocates a lot, outside any profiled function
+    barrier.wait()
+    noise = [bytes(1000) for _ in range(2000)]
+    barrier.wait()
+    t.join()
+    st = stats_by_line(threaded)[line_of(threaded, "# THREAD_ALLOC")]
+    assert st.occurrences == 1
+    assert 800_000 <= st.increment <= 800_000 + 120
+    assert st.allocated < 800_000 + 1000  # not this thread's 2 MB of noise
+    del noise
+
+
+# ---- report ---------------------------------------------------------------------
+
+
+def test_table_format():
+    memlens.profile(build_and_delete)
+    build_and_delete()
+    text = memlens.lineprof.format_profile()
+    lines = text.splitlines()
+    assert lines[0] == f"Filename: {__file__}"
+    assert lines[1] == ""
+    assert lines[2].split() == ["Line", "#", "Mem", "usage", "Increment", "Occurrences", "Line",
+                                "Contents", "Allocated", "Freed", "Peak"]
+    assert set(lines[3]) == {"="}
+    build = [ln for ln in lines if "# BUILD" in ln][0]
+    assert build.split()[:6] == [str(line_of(build_and_delete, "# BUILD")), "38.1", "MiB", "38.1",
+                                 "MiB", "1"]
+    dele = [ln for ln in lines if "# DEL" in ln][0]
+    assert dele.split()[3:6] == ["-38.1", "MiB", "1"]
+
+
+def test_reset_and_stop():
+    memlens.profile(loop)
+    loop()
+    assert memlens.line_stats(loop)
+    memlens.reset_profile()
+    assert memlens.line_stats(loop) == []
+    loop()
+    assert stats_by_line(loop)[line_of(loop, "# APPEND")].occurrences == 1000
+    memlens.stop_profile()
+    assert memlens.line_stats() == []
+    assert not memlens.is_tracing()
+
+
+def test_profile_rejects_non_functions():
+    with pytest.raises(TypeError, match="Python function"):
+        memlens.profile(42)
+
+
+def test_sampled_tracer_is_refused():
+    memlens.start(sample_bytes=4096)
+    try:
+        with pytest.raises(RuntimeError, match="sampled"):
+            memlens.profile(loop)
+    finally:
+        memlens.stop()
+
+
+def test_repeated_runs_do_not_leak():
+    memlens.profile(loop)
+    loop()
+    memlens.reset_profile()
+    before = memlens.traced_memory()[0]
+    for _ in range(20):
+        loop()
+    memlens.reset_profile()
+    after = memlens.traced_memory()[0]
+    assert abs(after - before) < 4096
+
+
+# ---- python -m memlens.lineprof with memory_profiler-style scripts -------------
+
+SCRIPT = textwrap.dedent("""\
+    import sys
+
+    @profile
+    def my_func():
+        a = [0] * 5_000_000
+        b = [1] * 1000
+        del a
+        return b
+
+    if __name__ == "__main__":
+        my_func()
+        print("args", sys.argv[1:])
+""")
+
+
+def test_module_runs_memory_profiler_scripts_unchanged(tmp_path):
+    script = tmp_path / "mp_script.py"
+    script.write_text(SCRIPT)
+    r = subprocess.run([sys.executable, "-m", "memlens.lineprof", str(script), "x", "--y"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "args ['x', '--y']" in out
+    assert f"Filename: {script}" in out
+    row = [ln for ln in out.splitlines() if "a = [0] * 5_000_000" in ln][0]
+    # Mem usage also holds what the script's import traced before the line
+    assert row.split()[0] == "5" and row.split()[3:6] == ["38.1", "MiB", "1"]
+    row = [ln for ln in out.splitlines() if "del a" in ln][0]
+    assert row.split()[3:6] == ["-38.1", "MiB", "1"]

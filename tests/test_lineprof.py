@@ -18,6 +18,9 @@ import memlens
 MIB = 1024 * 1024
 LIST_5M = 5_000_000 * 8  # the item array of [0] * 5_000_000
 BIG_LIST_MIB = "38.1 MiB"
+# 3.9/3.10: the first call of a function allocates a frame object that its
+# code object keeps (co_zombieframe): real memory, charged to the calling line.
+FRAME = 512 if sys.version_info < (3, 11) else 0
 
 
 @pytest.fixture(autouse=True)
@@ -152,8 +155,10 @@ def test_nested_profiled_functions_charge_the_innermost():
     so, si = stats_by_line(outer), stats_by_line(inner)
     # the innermost profiled frame gets the bytes; the caller's line does not
     # count them again
+    # (FRAME: on 3.9/3.10 a function's first call allocates a frame that
+    # its code object keeps for the next call)
     assert 800_000 <= si[line_of(inner, "# INNER")].increment <= 800_000 + 120
-    assert abs(so[line_of(outer, "# CALL_INNER")].increment) < 120
+    assert abs(so[line_of(outer, "# CALL_INNER")].increment) < 120 + FRAME
     assert 1_600_000 <= so[line_of(outer, "# OUTER_OWN")].increment <= 1_600_000 + 120
 
 
@@ -170,7 +175,7 @@ def test_call_to_unprofiled_function_counts_for_the_line():
     memlens.profile(calls_plain)
     calls_plain()
     st = stats_by_line(calls_plain)[line_of(calls_plain, "# CALL_PLAIN")]
-    assert 800_000 <= st.increment <= 800_000 + 120
+    assert 800_000 <= st.increment <= 800_000 + 120 + FRAME
     # and the helper's lines are not profiled
     assert memlens.line_stats(plain_helper) == []
 
@@ -193,7 +198,7 @@ def test_recursion_counts_each_level_once():
     assert st[line_of(recurse, "# TEST")].occurrences == 6
     # the recursive call line holds only the list concatenations it makes
     # itself (the inner levels' lines hold theirs)
-    assert st[line_of(recurse, "# RECURSE")].increment < 2_000
+    assert st[line_of(recurse, "# RECURSE")].increment < 2_000 + 5 * FRAME
 
 
 def gen():

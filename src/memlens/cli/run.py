@@ -109,6 +109,7 @@ def _print_exception(e):
     runner = _runner_files()
     while tb is not None and tb.tb_frame.f_code.co_filename in runner:
         tb = tb.tb_next
+    e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
 
 
@@ -201,6 +202,7 @@ def main(args, argv=None):
             target = _prepare_script(args.script)
         except SyntaxError as e:
             # Python prints these without a traceback and exits 1.
+            e.__traceback__ = None
             sys.excepthook(type(e), e, None)
             return 1
         except OSError as e:
@@ -214,15 +216,16 @@ def main(args, argv=None):
     memlens.start(frames=args.frames, sample_bytes=args.sample_bytes)
     _core.timeline_start(args.interval)
     code = 0
+    failure = None
     try:
         target()
     except SystemExit as e:
         code = _exit_code(e)
     except KeyboardInterrupt as e:
-        _print_exception(e)
+        failure = e
         code = 130
     except BaseException as e:
-        _print_exception(e)
+        failure = e
         code = 1
     finally:
         # A second Ctrl-C must not lose the capture being written.
@@ -235,6 +238,11 @@ def main(args, argv=None):
             classes = _census_rows()
         finally:
             signal.signal(signal.SIGINT, old_sigint)
+    if failure is not None:
+        # Printed once the tracer is off: python's printing of the
+        # traceback is not the program's memory.
+        _print_exception(failure)
+        failure = None
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

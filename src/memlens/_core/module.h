@@ -25,6 +25,8 @@ core_state *core_get_state(PyObject *module);
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
 int trace_module_exec(PyObject *m); /* trace_module.c: the allocation tracer */
+int timeline_module_exec(PyObject *m); /* timeline.c: memory timeline of `memlens run` */
+int cap_run_module_exec(PyObject *m);  /* cap_run.c: run capture files */
 int lineprof_module_exec(PyObject *m); /* lineprof.c: line-by-line profile */
 
 #endif /* MEMLENS_MODULE_H */

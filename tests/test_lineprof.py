@@ -380,3 +380,57 @@ def test_module_runs_memory_profiler_scripts_unchanged(tmp_path):
     assert row.split()[0] == "5" and row.split()[3:6] == ["38.1", "MiB", "1"]
     row = [ln for ln in out.splitlines() if "del a" in ln][0]
     assert row.split()[3:6] == ["-38.1", "MiB", "1"]
+
+
+# ---- memlens run --lines ---------------------------------------------------------
+
+
+def run_memlens(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "memlens", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_memlens_run_lines(tmp_path):
+    # GIVEN a script written for memory_profiler (builtin `profile`)
+    script = tmp_path / "mp_script.py"
+    script.write_text(SCRIPT + "    raise SystemExit(3)\n")
+    # WHEN run under `memlens run --lines` with its own arguments
+    r = run_memlens("run", "--lines", str(script), "-q", "--lines", cwd=tmp_path)
+    # THEN it runs unchanged, keeps its argv and exit code, and the table
+    # is on stdout with exact figures; no capture is written
+    assert r.returncode == 3, r.stderr
+    assert "args ['-q', '--lines']" in r.stdout
+    rows = r.stdout.splitlines()
+    assert rows[rows.index(f"Filename: {script}") + 2].split()[:3] == ["Line", "#", "Mem"]
+    row = [ln for ln in rows if "a = [0] * 5_000_000" in ln][0]
+    assert row.split()[3:6] == ["38.1", "MiB", "1"]
+    row = [ln for ln in rows if "del a" in ln][0]
+    assert row.split()[3:6] == ["-38.1", "MiB", "1"]
+    assert not list(tmp_path.glob("*.mlcap"))
+
+
+def test_memlens_run_lines_exception_and_rss(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text(textwrap.dedent("""\
+        @profile
+        def f():
+            a = bytearray(3 * 1024 * 1024)
+            raise KeyError("boom")
+
+        f()
+    """))
+    r = run_memlens("run", "--lines", "--rss", str(script), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "KeyError: 'boom'" in r.stderr
+    row = [ln for ln in r.stdout.splitlines() if "a = bytearray" in ln][0]
+    assert row.split()[3:6] == ["3.0", "MiB", "1"]
+    assert float(row.split()[1]) > 3.0  # RSS of the whole process
+
+
+def test_memlens_run_rss_needs_lines(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("pass\n")
+    r = run_memlens("run", "--rss", str(script), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--rss goes with --lines" in r.stderr

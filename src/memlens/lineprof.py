@@ -40,6 +40,8 @@ __all__ = [
     "line_stats",
     "reset_profile",
     "stop_profile",
+    "start_profile",
+    "finish_profile",
     "format_profile",
     "LineStat",
     "main",
@@ -209,6 +211,19 @@ def profile(func=None, *, rss=None, precision=None, stream=None):
     return func
 
 
+def start_profile(rss=False):
+    """Start the tracer and line events now (``memlens run --lines`` does,
+    before the program runs, so that frees of anything the program made are
+    seen).  ``rss``: Mem usage from RSS instead of traced memory."""
+    _ensure_started(rss)
+
+
+def finish_profile(stream=None):
+    """Stop charging line events and print the tables (stdout)."""
+    _stop_events()
+    show_profile(stream)
+
+
 def reset_profile():
     """Zero every line's figures (profiled functions stay profiled)."""
     _core.lineprof_reset()
@@ -322,11 +337,12 @@ def _at_exit():
 
 def run_script(argv, rss=False, module=False):
     """Run a script (or ``-m`` module) with a builtin ``profile``, as
-    ``__main__``, then print the tables.  Returns the exit status."""
+    ``__main__``, then print the tables.  Returns the exit status.
+    (``memlens run --lines`` is the full-featured runner.)"""
     import builtins
 
     builtins.profile = profile
-    _ensure_started(rss)
+    start_profile(rss)
     target = argv[0]
     sys.argv = list(argv)
     status = 0
@@ -339,8 +355,7 @@ def run_script(argv, rss=False, module=False):
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
-        _stop_events()
-        show_profile()
+        finish_profile()
     return status
 
 

@@ -24,7 +24,7 @@ __all__ = ["add_parser", "main", "split_argv"]
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss"}
 
 
 def split_argv(argv):
@@ -69,7 +69,7 @@ def add_parser(sub):
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes when the census is available.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--interval MS] [-q] "
-              "(script.py | -m module) [args...]",
+              "[--lines [--rss]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="capture file to write (default: memlens-<program>.<pid>.mlcap)")
@@ -80,6 +80,11 @@ def add_parser(sub):
     p.add_argument("--interval", type=float, default=10.0, metavar="MS",
                    help="timeline sampling interval in milliseconds (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    # --lines (memlens.lineprof): see _run_lines().
+    p.add_argument("--lines", action="store_true",
+                   help="line-by-line memory profile of the functions decorated with @profile "
+                        "(a builtin, as under memory_profiler), printed to stdout at exit; no capture")
+    p.add_argument("--rss", action="store_true", help="with --lines: Mem usage column from RSS")
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the program to run")
     p.add_argument("args", nargs="*", help="arguments of the program")
@@ -167,6 +172,8 @@ def main(args, argv=None):
 
     if args.module is None and args.script is None:
         raise UsageError("no program given: expected script.py or -m module")
+    if args.rss and not args.lines:
+        raise UsageError("--rss goes with --lines")
     if args.frames < 1 or args.frames > 512:
         raise UsageError(f"--frames must be between 1 and 512, not {args.frames}")
     if args.sample_bytes < 0:
@@ -210,6 +217,9 @@ def main(args, argv=None):
     else:
         def target():
             runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+
+    if args.lines:
+        return _run_lines(args, target)
 
     start_ns = time.time_ns()
     t0 = time.monotonic()
@@ -270,4 +280,33 @@ def main(args, argv=None):
         sys.stderr.write("\n" + text.summary(cap))
         sys.stderr.write(f"\nmemlens: capture written to {output}\n"
                          f"memlens: see it with: memlens report {output} --format html -o report.html\n")
+    return code
+
+
+# ---- --lines: memory_profiler's workflow (memlens.lineprof) ------------------
+
+
+def _run_lines(args, target):
+    """Run the program with a builtin ``profile`` (memlens.profile), then
+    print the line tables of the profiled functions to stdout."""
+    from memlens import lineprof
+
+    builtins.profile = lineprof.profile
+    lineprof.start_profile(rss=args.rss)
+    code = 0
+    failure = None
+    try:
+        target()
+    except SystemExit as e:
+        code = _exit_code(e)
+    except KeyboardInterrupt as e:
+        failure = e
+        code = 130
+    except BaseException as e:
+        failure = e
+        code = 1
+    finally:
+        lineprof.finish_profile()
+    if failure is not None:
+        _print_exception(failure)
     return code

@@ -434,3 +434,40 @@ def test_memlens_run_rss_needs_lines(tmp_path):
     r = run_memlens("run", "--rss", str(script), cwd=tmp_path)
     assert r.returncode == 2
     assert "--rss goes with --lines" in r.stderr
+
+
+# ---- IPython magics ----------------------------------------------------------------
+
+
+@pytest.fixture
+def ip():
+    pytest.importorskip("IPython")
+    from IPython.testing.globalipapp import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "memlens")
+    yield shell
+    memlens.stop()
+
+
+def test_memit_line_and_cell(ip, capsys):
+    ip.run_line_magic("memit", "x = [0] * 5_000_000")
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("peak memory: ") and out.endswith("increment: 38.15 MiB")
+    ip.run_cell_magic("memit", "n = 5_000_000", "y = [0] * n\ndel y")
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("increment: 38.15 MiB")  # the peak, though y is gone after
+    ip.user_ns.pop("x")
+
+
+def test_mlprun(ip, capsys):
+    ip.run_cell("def lp_g(n):\n    a = [0] * n\n    b = bytes(n)\n    del b\n    return a\n")
+    capsys.readouterr()
+    ip.run_line_magic("mlprun", "-f lp_g lp_g(5_000_000)")
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("Filename: ")
+    assert rows[2].split()[:3] == ["Line", "#", "Mem"]
+    a = [r for r in rows if "a = [0] * n" in r][0]
+    assert a.split()[3:6] == ["38.1", "MiB", "1"]
+    b = [r for r in rows if "del b" in r][0]
+    assert b.split()[3:6] == ["-4.8", "MiB", "1"]

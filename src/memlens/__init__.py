@@ -22,6 +22,14 @@ from memlens.tracer import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython):
+    """``%load_ext memlens``: the %memit, %%memit and %mlprun magics
+    (memlens.ipython); IPython is imported only here."""
+    from memlens.ipython import load_ipython_extension as load
+
+    load(ipython)
+
 __all__ = [
     "sizeof",
     "deep_size",

@@ -684,7 +684,29 @@ lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(lp_failed);
 }
 
+PyDoc_STRVAR(lineprof_thread_counters_doc,
+"lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
+"thread (trace_hooks.h); with reset_peak, then sets peak_net to the current net.");
+
+static PyObject *
+lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
+{
+    int r = PyObject_IsTrue(reset);
+    if (r < 0) {
+        return NULL;
+    }
+    trace_thread_counters c;
+    trace_thread_counters_get(&c);
+    if (r) {
+        trace_thread_reset_peak();
+    }
+    return Py_BuildValue("(KKL)", (unsigned long long)c.allocated, (unsigned long long)c.freed,
+                         (long long)c.peak_net);
+}
+
 static PyMethodDef lineprof_methods[] = {
+    {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O,
+     lineprof_thread_counters_doc},
     {"lineprof_register", lineprof_register_py, METH_O, lineprof_register_doc},
     {"lineprof_enable", lineprof_enable_py, METH_O, lineprof_enable_doc},
     {"lineprof_disable", lineprof_disable_py, METH_NOARGS, lineprof_disable_doc},

@@ -471,3 +471,29 @@ def test_mlprun(ip, capsys):
     assert a.split()[3:6] == ["38.1", "MiB", "1"]
     b = [r for r in rows if "del b" in r][0]
     assert b.split()[3:6] == ["-4.8", "MiB", "1"]
+
+
+# ---- keep last: a function past line 256 ------------------------------------------
+
+
+def past_256():
+    x = 1  # P1
+    y = x + 1  # P2
+    while y < 5:  # P3
+        y += 1  # P4
+    return y  # P5
+
+
+def test_lines_past_256_charge_nothing_for_the_event_machinery():
+    # GIVEN a function whose lines allocate nothing (small ints are cached), at line numbers beyond
+    # CPython's small-int cache (3.12+ passes them to the LINE callback as
+    # int objects made for the call)
+    assert line_of(past_256, "# P1") > 256
+    memlens.profile(past_256)
+    # WHEN it runs
+    past_256()
+    # THEN no line is charged any bytes
+    stats = memlens.line_stats(past_256)
+    assert len(stats) == 6
+    for s in stats:
+        assert (s.allocated, s.freed, s.increment, s.peak) == (0, 0, 0, 0), s

@@ -4,6 +4,7 @@
 #include "trace_hooks.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,7 @@ typedef struct {
     int depth;
     int cap;
     uint64_t generation;
+    trace_thread_counters *counters; /* this thread's, in trace_hooks.c */
 } lp_thread;
 
 static _Thread_local lp_thread lp_tls;
@@ -155,6 +157,7 @@ lp_thread_get(void)
     if (t->generation != lp_generation) {
         t->depth = 0;
         t->generation = lp_generation;
+        t->counters = trace_thread_counters_ptr();
     }
     return t;
 }
@@ -197,17 +200,26 @@ lp_mem_usage(void)
 }
 
 /* End the running segment of `from` (if any) and begin one for `to` (if
- * any), with one read of the thread's counters. */
+ * any), with one read of the thread's counters.  `transient`: bytes of a
+ * block the event machinery itself allocated just before this event and
+ * frees right after it (3.12+: see lp_event_int), left out of both
+ * segments. */
 static void
-lp_switch(lp_entry *from, lp_entry *to)
+lp_switch(lp_thread *t, lp_entry *from, lp_entry *to, uint64_t transient)
 {
-    trace_thread_counters c;
-    trace_thread_counters_get(&c);
+    trace_thread_counters *c = t->counters;
+    int64_t net = (int64_t)(c->allocated - c->freed);
     if (from != NULL) {
-        uint64_t sa = c.allocated - from->alloc0;
-        uint64_t sf = c.freed - from->freed0;
-        /* peak_net was reset to alloc0 - freed0 when the segment began. */
-        int64_t seg_peak = c.peak_net - (int64_t)(from->alloc0 - from->freed0);
+        uint64_t sa = c->allocated - from->alloc0 - transient;
+        uint64_t sf = c->freed - from->freed0;
+        /* peak_net was set to alloc0 - freed0 when the segment began.  If
+         * the transient block made (or tied) the peak, the true one lies in
+         * (net - transient, net]: take the lower end. */
+        int64_t peak = c->peak_net;
+        if (transient != 0 && peak == net) {
+            peak = net - (int64_t)transient;
+        }
+        int64_t seg_peak = peak - (int64_t)(from->alloc0 - from->freed0);
         if (from->acc_net + seg_peak > from->acc_peak) {
             from->acc_peak = from->acc_net + seg_peak;
         }
@@ -216,9 +228,10 @@ lp_switch(lp_entry *from, lp_entry *to)
         from->acc_net += (int64_t)(sa - sf);
     }
     if (to != NULL) {
-        to->alloc0 = c.allocated;
-        to->freed0 = c.freed;
-        trace_thread_reset_peak();
+        /* The transient block's coming free is not this segment's. */
+        to->alloc0 = c->allocated;
+        to->freed0 = c->freed + transient;
+        c->peak_net = net - (int64_t)transient;
     }
 }
 
@@ -249,7 +262,7 @@ lp_close_line(lp_entry *e)
 
 /* A profiled frame starts (fresh) or resumes running on this thread. */
 static void
-lp_push(lp_code *r, const void *frame, int line, int fresh)
+lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
 {
     lp_thread *t = lp_thread_get();
     if (t->depth == t->cap) {
@@ -273,15 +286,15 @@ lp_push(lp_code *r, const void *frame, int line, int fresh)
     if (fresh) {
         r->calls++;
     }
-    lp_switch(t->depth > 0 ? &t->stack[t->depth - 1] : NULL, e);
+    lp_switch(t, t->depth > 0 ? &t->stack[t->depth - 1] : NULL, e, transient);
     t->depth++;
 }
 
 /* A new line starts in the innermost profiled frame. */
 static void
-lp_line_event(lp_entry *e, int line)
+lp_line_event(lp_thread *t, lp_entry *e, int line, uint64_t transient)
 {
-    lp_switch(e, e);
+    lp_switch(t, e, e, transient);
     lp_close_line(e);
     e->line = line;
     e->counted = 1;
@@ -289,10 +302,10 @@ lp_line_event(lp_entry *e, int line)
 
 /* The innermost profiled frame returns, yields or unwinds. */
 static void
-lp_pop(lp_thread *t)
+lp_pop(lp_thread *t, uint64_t transient)
 {
     lp_entry *e = &t->stack[t->depth - 1];
-    lp_switch(e, t->depth > 1 ? &t->stack[t->depth - 2] : NULL);
+    lp_switch(t, e, t->depth > 1 ? &t->stack[t->depth - 2] : NULL, transient);
     lp_close_line(e);
     t->depth--;
 }
@@ -315,6 +328,25 @@ lp_top_for(lp_thread *t, PyObject *code, const void *frame)
 #if PY_VERSION_HEX >= 0x030C0000
 /* ---- 3.12+: sys.monitoring callbacks (registered by memlens/lineprof.py) ---- */
 
+/* sys.monitoring passes line numbers and offsets as int objects it creates
+ * for the call (beyond the small-int cache, -5..256) and frees right after
+ * it: a traced block that is not the program's.  Its bytes, per version's
+ * _PyLong_FromMedium (Objects/longobject.c); tests/test_lineprof.py checks
+ * that lines past 256 charge nothing for it on each version. */
+static inline uint64_t
+lp_event_int(PyObject *o)
+{
+    if (!PyLong_CheckExact(o) || Py_REFCNT(o) != 1) {
+        return 0; /* a cached small int (immortal), or kept elsewhere */
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    return sizeof(PyLongObject); /* 3.13: PyObject_Malloc(sizeof(PyLongObject)) */
+#else
+    /* 3.12: the header and one digit */
+    return offsetof(PyLongObject, long_value.ob_digit) + sizeof(digit);
+#endif
+}
+
 static PyObject *
 lp_mon_enter(PyObject *const *args, Py_ssize_t nargs, int fresh)
 {
@@ -335,7 +367,7 @@ lp_mon_enter(PyObject *const *args, Py_ssize_t nargs, int fresh)
             line = PyCode_Addr2Line((PyCodeObject *)args[0], (int)off);
         }
     }
-    lp_push(r, NULL, line, fresh);
+    lp_push(r, NULL, line, fresh, lp_event_int(args[1]));
     Py_RETURN_NONE;
 }
 
@@ -361,7 +393,7 @@ lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     }
     lp_thread *t = lp_thread_get();
     if (lp_top_for(t, args[0], NULL) != NULL) {
-        lp_pop(t);
+        lp_pop(t, nargs >= 2 ? lp_event_int(args[1]) : 0);
     }
     Py_RETURN_NONE;
 }
@@ -380,7 +412,7 @@ lp_mon_line(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
             PyErr_Clear();
         }
         else {
-            lp_line_event(e, (int)line);
+            lp_line_event(t, e, (int)line, lp_event_int(args[1]));
         }
     }
     Py_RETURN_NONE;
@@ -444,7 +476,7 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
              * f_lasti is -1; 3.11: at RETURN_GENERATOR, on that line). */
             int line = lp_frame_line(f);
             int fresh = !r->is_gen || line == r->firstline;
-            lp_push(r, f, line, fresh);
+            lp_push(r, f, line, fresh, 0);
         }
         break;
     }
@@ -452,7 +484,7 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
         lp_thread *t = lp_thread_get();
         lp_entry *e = lp_top_for(t, (PyObject *)code, f);
         if (e != NULL) {
-            lp_line_event(e, lp_frame_line(f));
+            lp_line_event(t, e, lp_frame_line(f), 0);
         }
         break;
     }
@@ -460,7 +492,7 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
         /* Return, yield, or exit by exception. */
         lp_thread *t = lp_thread_get();
         if (lp_top_for(t, (PyObject *)code, f) != NULL) {
-            lp_pop(t);
+            lp_pop(t, 0);
         }
         break;
     }
@@ -695,10 +727,9 @@ lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
     if (r < 0) {
         return NULL;
     }
-    trace_thread_counters c;
-    trace_thread_counters_get(&c);
+    trace_thread_counters c = *trace_thread_counters_ptr();
     if (r) {
-        trace_thread_reset_peak();
+        trace_thread_counters_ptr()->peak_net = (int64_t)(c.allocated - c.freed);
     }
     return Py_BuildValue("(KKL)", (unsigned long long)c.allocated, (unsigned long long)c.freed,
                          (long long)c.peak_net);

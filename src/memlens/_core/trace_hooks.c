@@ -760,19 +760,12 @@ trace_view_get(trace_view *v)
 /* Only allocations are skipped: frees must still be seen, or a traced
  * block freed meanwhile (say by a garbage collection the report's own
  * allocations trigger) would stay in the map. */
-void
-trace_thread_counters_get(trace_thread_counters *out)
+trace_thread_counters *
+trace_thread_counters_ptr(void)
 {
-    /* Only this thread writes its counters, from its own hooks, which are
-     * not running now: no lock needed. */
-    *out = trace_tls.counters;
-}
-
-void
-trace_thread_reset_peak(void)
-{
-    trace_thread_counters *c = &trace_tls.counters;
-    c->peak_net = (int64_t)(c->allocated - c->freed);
+    /* Only this thread writes its counters, from its own hooks: its reads
+     * outside the hooks need no lock. */
+    return &trace_tls.counters;
 }
 
 void

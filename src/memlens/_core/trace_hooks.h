@@ -79,13 +79,12 @@ void trace_thread_resume(void);
 typedef struct {
     uint64_t allocated; /* bytes of traced blocks allocated (realloc: new size) */
     uint64_t freed;     /* bytes of traced blocks freed (realloc: old size) */
-    int64_t peak_net;   /* highest allocated - freed since trace_thread_reset_peak() */
+    int64_t peak_net;   /* highest allocated - freed; readers may lower it to restart */
 } trace_thread_counters;
 
-/* This thread's counters (GIL held, or at least not inside a hook). */
-void trace_thread_counters_get(trace_thread_counters *out);
-/* Make this thread's peak_net equal to its current allocated - freed. */
-void trace_thread_reset_peak(void);
+/* This thread's counters, valid for the thread's lifetime; only read them
+ * from this thread, outside the hooks (the GIL held). */
+trace_thread_counters *trace_thread_counters_ptr(void);
 
 /* Install the fork handlers; called once from the module's exec. */
 int trace_hooks_init(void);

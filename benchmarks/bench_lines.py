@@ -1,8 +1,9 @@
 """Line-by-line profile overhead, side by side in one run.
 
-The same memory_profiler-style script (a loop-heavy function decorated with
-the builtin ``@profile``, one cheap allocating statement per line) runs in a
-fresh interpreter:
+The same memory_profiler-style script runs in a fresh interpreter; its two
+loop-heavy functions are decorated with the builtin ``@profile``: `dense`
+(the worst case: every line a few tens of nanoseconds, and allocating) and
+`typical` (each line does some real work).  Modes:
 
 - plain: ``profile`` is the identity;
 - ``python -m memory_profiler script.py`` (if installed: the ``bench`` extra);
@@ -11,7 +12,7 @@ fresh interpreter:
 The script times its own call of the profiled function (start-up and the
 final report are left out) and the figures are the best of --repeat runs.
 
-    python benchmarks/bench_lines.py [--repeat 3] [--n 20000]
+    python benchmarks/bench_lines.py [--repeat 5] [--n 20000] [--tables]
 """
 import argparse
 import os
@@ -21,10 +22,11 @@ import tempfile
 import textwrap
 
 SCRIPT = textwrap.dedent('''\
-    import sys, time
+    import json, sys, time
 
     @profile
-    def work(n):
+    def dense(n):
+        # Worst case: every line is a few tens of ns and allocates.
         keep = []
         total = 0
         for i in range(n):
@@ -38,17 +40,21 @@ SCRIPT = textwrap.dedent('''\
         return keep, total
 
     @profile
-    def build(n):
-        rows = [(i, str(i)) for i in range(n)]
+    def typical(n):
+        # Lines that do a little work each: formatting, sorting, parsing.
+        rows = []
+        for i in range(n):
+            rec = {"id": i, "name": f"user{i}", "tags": sorted(["b", "a", str(i % 7)])}
+            text = json.dumps(rec)
+            rows.append(json.loads(text)["name"].upper())
         return rows
 
     if __name__ == "__main__":
         n = int(sys.argv[1])
-        t0 = time.perf_counter()
-        work(n)
-        build(n)
-        t1 = time.perf_counter()
-        print("ELAPSED", t1 - t0, file=sys.stderr)
+        for name, func, size in (("dense", dense, n), ("typical", typical, n // 4)):
+            t0 = time.perf_counter()
+            func(size)
+            print("ELAPSED", name, time.perf_counter() - t0, file=sys.stderr)
 ''')
 
 PLAIN = textwrap.dedent('''\
@@ -63,17 +69,22 @@ def run(cmd, env):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    times = {}
     for line in r.stderr.splitlines():
         if line.startswith("ELAPSED"):
-            return float(line.split()[1]), r.stdout
-    raise SystemExit(f"no timing from {' '.join(cmd)}\n{r.stderr}")
+            _, name, t = line.split()
+            times[name] = float(t)
+    if len(times) != 2:
+        raise SystemExit(f"no timing from {' '.join(cmd)}\n{r.stderr}")
+    return times, r.stdout
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--n", type=int, default=20000, help="loop iterations of the profiled function")
     p.add_argument("--skip-memory-profiler", action="store_true")
+    p.add_argument("--tables", action="store_true", help="also print both tools' tables")
     args = p.parse_args()
 
     env = dict(os.environ)
@@ -101,27 +112,31 @@ def main():
         for name, cmd in modes:
             # memory_profiler is slow: one run of it is enough to rank it.
             reps = 1 if "memory_profiler" in name else args.repeat
-            times = []
             for _ in range(reps):
-                t, stdout = run(cmd, env)
-                times.append(t)
-            best[name] = min(times)
+                times, stdout = run(cmd, env)
+                for work, t in times.items():
+                    best[name, work] = min(best.get((name, work), t), t)
             out[name] = stdout
 
-    print(f"Python {sys.version.split()[0]}, loop-heavy profiled function, n={args.n} "
-          f"(about {7 * args.n} line events)")
-    base = best["plain"]
-    for name, t in best.items():
-        print(f"  {name:<28} {t * 1000:9.1f} ms   {t / base:7.2f}x plain")
-    if have_mp:
-        ratio = best["python -m memory_profiler"] / best["memlens run --lines"]
-        print(f"  memlens is {ratio:.0f}x faster than memory_profiler")
-    print()
-    print("memlens' table:")
-    print(out["memlens run --lines"])
-    if have_mp:
-        print("memory_profiler's table:")
-        print(out["python -m memory_profiler"])
+    print(f"Python {sys.version.split()[0]}; best of {args.repeat} runs (memory_profiler: 1); "
+          f"time of the profiled calls only")
+    for work, what in (("dense", f"dense loop, n={args.n}: 7 cheap allocating lines per iteration"),
+                       ("typical", f"typical loop, n={args.n // 4}: 3 lines of real work per iteration")):
+        print(f"{what}")
+        base = best["plain", work]
+        for name, _ in modes:
+            t = best[name, work]
+            print(f"  {name:<28} {t * 1000:9.1f} ms   {t / base:7.2f}x plain")
+        if have_mp:
+            ratio = best["python -m memory_profiler", work] / best["memlens run --lines", work]
+            print(f"  memlens is {ratio:.0f}x faster than memory_profiler")
+    if args.tables:
+        print()
+        print("memlens' tables:")
+        print(out["memlens run --lines"])
+        if have_mp:
+            print("memory_profiler's tables:")
+            print(out["python -m memory_profiler"])
 
 
 if __name__ == "__main__":

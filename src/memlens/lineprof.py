@@ -328,6 +328,8 @@ def _at_exit():
     if _state["at_exit"]:
         try:
             show_profile()
+        except (OSError, ValueError):  # stdout closed or a broken pipe
+            pass
         finally:
             _state["at_exit"] = False
 

@@ -288,6 +288,59 @@ def test_threads_are_attributed_to_their_own_lines():
     del noise
 
 
+def gen_closed():
+    held = [0] * 10_000  # GC_HELD
+    try:
+        while True:
+            yield len(held)  # GC_YIELD
+    finally:
+        tail = [0] * 20_000  # GC_FINALLY
+        del tail
+
+
+def test_generator_closed_early_and_thrown_into():
+    # GIVEN a profiled generator suspended at a yield
+    memlens.profile(gen_closed)
+    memlens.profile(build_and_delete)
+    g = gen_closed()
+    next(g)
+    # WHEN it is thrown into (caught nowhere) and then a profiled function runs
+    with pytest.raises(KeyError):
+        g.throw(KeyError("x"))
+    g2 = gen_closed()
+    next(g2)
+    g2.close()
+    build_and_delete()
+    # THEN the finally block's lines ran in the generator's frame twice, and
+    # the profiler's stack is balanced: the next function's figures are exact
+    st = stats_by_line(gen_closed)
+    fin = st[line_of(gen_closed, "# GC_FINALLY")]
+    assert fin.occurrences == 2
+    assert 2 * 160_000 <= fin.allocated <= 2 * 160_000 + 400
+    build = stats_by_line(build_and_delete)[line_of(build_and_delete, "# BUILD")]
+    assert mib(build.increment) == BIG_LIST_MIB
+    assert build.occurrences == 1
+
+
+def short_job(n):
+    return [0] * n  # SHORT_JOB
+
+
+def test_many_threads():
+    memlens.profile(short_job)
+    if sys.version_info < (3, 12):
+        pass  # threads started after profile() get the trace function
+    threads = [threading.Thread(target=short_job, args=(1000,)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    st = stats_by_line(short_job)[line_of(short_job, "# SHORT_JOB")]
+    assert st.occurrences == 20
+    # each thread's list is freed by that thread after the call returns
+    assert 20 * 8000 <= st.allocated <= 20 * 8000 + 20 * 120
+
+
 # ---- report ---------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@
 #include "trace_hooks.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -153,6 +154,16 @@ typedef struct {
  * tracer's trace_tls). */
 static _Thread_local lp_thread lp_tls __attribute__((tls_model("initial-exec")));
 
+/* Frees a thread's stack when the thread exits (its value is the stack).
+ * Process-wide: created once, on first import. */
+static pthread_key_t lp_stack_key;
+
+static void
+lp_thread_exit(void *stack)
+{
+    free(stack);
+}
+
 static lp_thread *
 lp_thread_get(void)
 {
@@ -277,6 +288,7 @@ lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
         }
         t->stack = s;
         t->cap = cap;
+        (void)pthread_setspecific(lp_stack_key, s);
     }
     lp_entry *e = &t->stack[t->depth];
     memset(e, 0, sizeof(*e));
@@ -650,6 +662,7 @@ lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     /* Other threads' stacks are dropped by the generation bump. */
     free(lp_tls.stack);
     memset(&lp_tls, 0, sizeof(lp_tls));
+    (void)pthread_setspecific(lp_stack_key, NULL);
     /* Last: dropping code references may run arbitrary deallocators. */
     for (Py_ssize_t k = 0; k < n; k++) {
         free(codes[k]->lines);
@@ -767,5 +780,13 @@ static PyMethodDef lineprof_methods[] = {
 int
 lineprof_module_exec(PyObject *m)
 {
+    static int key_ready = 0; /* GIL held: module exec */
+    if (!key_ready) {
+        if (pthread_key_create(&lp_stack_key, lp_thread_exit) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
+            return -1;
+        }
+        key_ready = 1;
+    }
     return PyModule_AddFunctions(m, lineprof_methods);
 }

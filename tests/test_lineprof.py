@@ -341,6 +341,26 @@ def test_many_threads():
     assert 20 * 8000 <= st.allocated <= 20 * 8000 + 20 * 120
 
 
+def reads_own_trace_lines():
+    return sys._getframe().f_trace_lines
+
+
+def calls_reader():
+    return reads_own_trace_lines()  # READER
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.9-3.11: the C trace function")
+def test_frames_not_profiled_get_no_line_events():
+    # GIVEN profiling on (the C trace function of 3.9-3.11 sees every call)
+    memlens.profile(calls_reader)
+    # WHEN a function that is not profiled runs
+    # THEN its frame's per-line events were switched off (lp_frame_no_lines:
+    # the 3.11 branch writes through a mirror of the frame's layout)
+    assert calls_reader() is False
+    assert reads_own_trace_lines() is False
+    assert memlens.line_stats(reads_own_trace_lines) == []
+
+
 # ---- report ---------------------------------------------------------------------
 
 

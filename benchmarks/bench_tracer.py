@@ -144,6 +144,44 @@ def geomean(xs):
     return p ** (1.0 / len(xs))
 
 
+SNAPSHOT_CHILD = r'''
+import json, sys, time
+tool = sys.argv[1]
+def build(n):
+    return [bytearray(8) for _ in range(n)]   # two blocks each: object and buffer
+if tool == "memlens":
+    import memlens
+    memlens.start(frames=16)
+    data = build(500_000)
+    t0 = time.perf_counter()
+    stats = memlens.take_snapshot().statistics("lineno")
+    elapsed = time.perf_counter() - t0
+    blocks = sum(s.count for s in stats)
+else:
+    import tracemalloc
+    tracemalloc.start(16)
+    data = build(500_000)
+    t0 = time.perf_counter()
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    elapsed = time.perf_counter() - t0
+    blocks = sum(s.count for s in stats)
+print(json.dumps({"time": elapsed, "blocks": blocks}))
+'''
+
+
+def snapshot_speed(tmp):
+    script = os.path.join(tmp, "snap.py")
+    with open(script, "w") as f:
+        f.write(SNAPSHOT_CHILD)
+    print("take_snapshot().statistics('lineno') with about 1M live blocks, 16 frames:")
+    for tool in ("tracemalloc", "memlens"):
+        proc = subprocess.run([sys.executable, script, tool], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {tool:<12} {r['time'] * 1000:8.1f} ms  ({r['blocks']} blocks)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -192,6 +230,8 @@ def main():
         print("fixed-size part of the tables dominates):")
         for w, mem, blocks in per_block:
             print(f"  {w:<18} {mem / blocks:6.1f} B/block  ({mem / 2**20:.1f} MiB for {blocks} blocks)")
+        print()
+        snapshot_speed(tmp)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,14 @@ static trace_pending trace_ring[TRACE_RING_LEN];
 static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
 static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
 static atomic_int trace_ring_lost;           /* the ring was full */
+/* GIL-less changes to the empty stack (most GIL-less blocks are allocated
+ * and freed without the GIL, e.g. by compressors working with the GIL
+ * released) are summed here instead of queued, so they are never lost:
+ * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
+static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
+static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
+static atomic_int_fast64_t trace_acc_blocks;
+static atomic_int trace_acc_pending;
 
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
  * allocations the underlying allocator or our bookkeeping make are passed
@@ -246,7 +254,11 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
                 break;
             }
             stack_compat_sig(p, &s);
-            if (s.frame != c->raw[i].frame || s.code != c->raw[i].code || s.instr != c->raw[i].instr) {
+            if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
+#if PY_VERSION_HEX < 0x030B0000
+                || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
+#endif
+            ) {
                 break;
             }
             p = stack_compat_prev(p);
@@ -323,14 +335,9 @@ trace_account(uint32_t stack, uint64_t size, int sign)
 
 /* Apply what GIL-less calls queued.  A relaxed load and compare when there
  * is nothing to do. */
-static inline void
-trace_drain(void)
+static void
+trace_drain_slow(uint64_t tail, uint64_t head)
 {
-    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
-    if (head == tail) {
-        return;
-    }
     for (; tail != head; tail++) {
         trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
         trace_account(e->stack, e->size, e->sign);
@@ -338,10 +345,53 @@ trace_drain(void)
     atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
 }
 
+static void
+trace_drain_acc(void)
+{
+    atomic_store_explicit(&trace_acc_pending, 0, memory_order_relaxed);
+    int64_t ds = atomic_exchange(&trace_acc_size, 0);
+    int64_t dc = atomic_exchange(&trace_acc_count, 0);
+    int64_t db = atomic_exchange(&trace_acc_blocks, 0);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
+    trace_touch(r);
+    r->size += (uint64_t)ds;
+    r->count += (uint64_t)dc;
+    trace_blocks += db;
+    trace_current += ds;
+    if (trace_current > trace_peak) {
+        trace_peak = trace_current;
+        trace_peak_gen++;
+    }
+}
+
+/* Apply what GIL-less calls left.  Two relaxed loads and compares when
+ * there is nothing to do. */
+static inline void
+trace_drain(void)
+{
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    if (head != tail) {
+        trace_drain_slow(tail, head);
+    }
+    if (atomic_load_explicit(&trace_acc_pending, memory_order_relaxed)) {
+        trace_drain_acc();
+    }
+}
+
 /* Queue a change from a GIL-less call (trace_nogil_lock held). */
 static void
 trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 {
+    if (stack == STACK_ID_EMPTY) {
+        uint64_t ws, wc;
+        trace_weights(size, &ws, &wc);
+        atomic_fetch_add(&trace_acc_size, sign * (int64_t)ws);
+        atomic_fetch_add(&trace_acc_count, sign * (int64_t)wc);
+        atomic_fetch_add(&trace_acc_blocks, sign);
+        atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
+        return;
+    }
     uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
     if (head - tail >= TRACE_RING_LEN) {
@@ -361,14 +411,25 @@ trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 static inline PyThreadState *
 trace_gil_tstate(PyMemAllocatorDomain domain)
 {
-    /* MEM and OBJ calls hold the GIL by contract; RAW ones may not. */
-    if (domain == PYMEM_DOMAIN_RAW && !PyGILState_Check()) {
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    if (tstate == NULL) {
         return NULL;
     }
-    PyThreadState *tstate = _PyThreadState_UncheckedGet();
 #if PY_VERSION_HEX >= 0x030C0000
-    /* 3.12+: another interpreter may have a GIL of its own. */
-    if (tstate != NULL && tstate->interp != trace_interp) {
+    /* 3.12+: the current thread state is per thread and set only while the
+     * thread holds a GIL -- maybe that of another interpreter with a GIL of
+     * its own. */
+    (void)domain;
+    if (tstate->interp != trace_interp) {
+        return NULL;
+    }
+#else
+    /* 3.9-3.11: the current thread state is the GIL holder's, whichever
+     * thread asks.  MEM and OBJ calls hold the GIL by contract; a RAW call
+     * holds it if the GIL holder is this thread's own state (not
+     * PyGILState_Check(), which answers yes to everyone once a
+     * subinterpreter exists). */
+    if (domain == PYMEM_DOMAIN_RAW && tstate != PyGILState_GetThisThreadState()) {
         return NULL;
     }
 #endif
@@ -381,7 +442,7 @@ static inline int
 trace_gil_held(PyMemAllocatorDomain domain)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
-        return PyGILState_Check() && trace_gil_tstate(domain) != NULL;
+        return trace_gil_tstate(domain) != NULL;
     }
 #if PY_VERSION_HEX >= 0x030C0000
     PyThreadState *tstate = _PyThreadState_UncheckedGet();
@@ -393,7 +454,7 @@ trace_gil_held(PyMemAllocatorDomain domain)
 
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
  * STACK_ID_NONE to take the current stack. */
-static void
+static __attribute__((noinline)) void
 trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
 {
     PyThreadState *tstate = trace_gil_tstate(domain);
@@ -412,9 +473,8 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
         trace_account(stack, size, +1);
         /* Line profiler (lineprof.c): this thread's cumulative bytes and
          * its local high-water mark.  An add, a subtract and a compare on
-         * initial-exec TLS the hook touches anyway.  (GIL-less RAW calls
-         * below are not counted: their totals are applied later by
-         * whichever thread drains the ring.) */
+         * initial-exec TLS the hook touches anyway.  (RAW calls made
+         * without the GIL, below, are not counted.) */
         trace_thread_counters *c = &trace_tls.counters;
         c->allocated += size;
         int64_t net = (int64_t)(c->allocated - c->freed);
@@ -442,7 +502,8 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 
 /* ---- the hooks -------------------------------------------------------------- */
 
-static void
+/* Inlined into the hooks: in sampled mode this is all most calls run. */
+static inline __attribute__((always_inline)) void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
     if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
@@ -455,7 +516,7 @@ trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 }
 
 /* Forget block `p` if traced, returning its entry (stack 0 if not). */
-static trace_map_entry
+static inline __attribute__((always_inline)) trace_map_entry
 trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
@@ -463,6 +524,11 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         return e;
     }
     if (trace_gil_held(domain)) {
+        /* Sampled mode: most blocks are not in the map; the peek is cheaper
+         * than a removal. */
+        if (trace_sample_bytes != 0 && !trace_map_peek((uintptr_t)p)) {
+            return e;
+        }
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();
@@ -575,39 +641,44 @@ trace_start(int max_frames, uint64_t sample_bytes)
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
         return -1;
     }
-    /* Pick the hook contexts.  A slot can be reused when its hooks are
-     * still installed (stopped while another tracer sat above them), or when
-     * the installed allocators are exactly the ones it chains to, so that its
-     * `prev` does not change under a hook call still running in another
-     * thread.  Otherwise take a fresh slot. */
+    /* Pick the hook contexts.  A slot can be reused when its hooks are on
+     * top (left in the chain, inactive, by a stop() while another tracer sat
+     * above them), or when the installed allocators are exactly the ones it
+     * chains to, so that its `prev` does not change under a hook call still
+     * running in another thread.  Otherwise take a fresh slot. */
     int installed = 0;
     int same_prev = 0;
-    if (trace_ctx != NULL) {
-        installed = 1;
-        same_prev = 1;
+    trace_hook_ctx *ctx = NULL;
+    PyMemAllocatorEx cur[3];
+    for (int i = 0; i < 3; i++) {
+        PyMem_GetAllocator(trace_domains[i], &cur[i]);
+    }
+    for (int k = 0; k < trace_ctx_used && ctx == NULL; k++) {
+        trace_hook_ctx *c = trace_ctx_pool[k];
+        int on_top = 1;
+        int prev_eq = 1;
         for (int i = 0; i < 3; i++) {
-            PyMemAllocatorEx cur;
-            PyMem_GetAllocator(trace_domains[i], &cur);
-            if (cur.ctx != &trace_ctx[i]) {
-                installed = 0;
+            if (cur[i].ctx != &c[i]) {
+                on_top = 0;
             }
-            if (memcmp(&cur, &trace_ctx[i].prev, sizeof(cur)) != 0) {
-                same_prev = 0;
+            if (memcmp(&cur[i], &c[i].prev, sizeof(cur[i])) != 0) {
+                prev_eq = 0;
             }
         }
+        if (on_top || prev_eq) {
+            ctx = c;
+            installed = on_top;
+            same_prev = prev_eq;
+        }
     }
-    trace_hook_ctx *ctx;
-    if (installed || same_prev) {
-        ctx = trace_ctx;
-    }
-    else if (trace_ctx_used < TRACE_CTX_SLOTS) {
+    if (ctx == NULL) {
+        if (trace_ctx_used == TRACE_CTX_SLOTS) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "memlens: too many start() calls while other allocator hooks "
+                            "were installed and removed around memlens'");
+            return -1;
+        }
         ctx = trace_ctx_pool[trace_ctx_used];
-    }
-    else {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "memlens: too many start() calls while other allocator hooks "
-                        "were installed and removed around memlens'");
-        return -1;
     }
     stack_table fresh;
     if (stack_table_init(&fresh) < 0) {
@@ -627,6 +698,10 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_interp = PyThreadState_Get()->interp;
     atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
     atomic_store(&trace_ring_lost, 0);
+    atomic_store(&trace_acc_size, 0);
+    atomic_store(&trace_acc_count, 0);
+    atomic_store(&trace_acc_blocks, 0);
+    atomic_store(&trace_acc_pending, 0);
     atomic_fetch_add(&trace_generation, 1);
     atomic_store(&trace_active, 1);
     trace_spin_unlock(&trace_nogil_lock);
@@ -635,6 +710,7 @@ trace_start(int max_frames, uint64_t sample_bytes)
      * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
+    trace_ctx = ctx;
     if (!installed) {
         if (!same_prev) {
             trace_ctx_used++;
@@ -643,7 +719,6 @@ trace_start(int max_frames, uint64_t sample_bytes)
                 PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
             }
         }
-        trace_ctx = ctx;
         for (int i = 0; i < 3; i++) {
             PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc,
                                      trace_hook_realloc, trace_hook_free};

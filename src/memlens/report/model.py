@@ -157,11 +157,21 @@ def load(path):
     except OSError as e:
         raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from None
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))
-    stacks = []
+    # The tracer tells stacks apart by instruction offset; reports name
+    # lines, so stacks with the same (file, line, function) frames merge.
+    merged = {}
     for frames, size, count, psize, pcount in table.stacks():
         fr = tuple(Frame(f, ln, fn) for f, ln, fn in frames)
         fr = _strip_runner(fr, runner)
-        stacks.append(StackStat(fr, size, count, psize, pcount))
+        st = merged.get(fr)
+        if st is None:
+            merged[fr] = StackStat(fr, size, count, psize, pcount)
+        else:
+            st.size += size
+            st.count += count
+            st.peak_size += psize
+            st.peak_count += pcount
+    stacks = list(merged.values())
     timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
     return Capture(
         stacks=stacks,

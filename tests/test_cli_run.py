@@ -244,3 +244,16 @@ def test_census_table_is_optional(tmp_path):
     else:
         assert cap.classes is None
         assert "Top classes" not in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["report"], ["plot"]])
+def test_help(tmp_path, cmd):
+    r = memlens(*cmd, "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "usage: memlens" in r.stdout
+
+
+def test_console_script_and_module_agree(tmp_path):
+    # `python -m memlens` and the `memlens` entry point are the same main()
+    from memlens.__main__ import main
+
+    assert main(["run", "--frames", "0", "x.py"]) == 2

@@ -15,6 +15,7 @@ totals, the picture at the high-water mark, grouping, the capture file) is
 C, in ``memlens._core``; this module only wraps its results.
 """
 
+import atexit
 import os
 
 from memlens import _core
@@ -107,6 +108,11 @@ class trace:
         finally:
             stop()
         return False
+
+
+# Stop before the interpreter tears down the objects the stack table refers
+# to (registered at import, so it runs after the user's own atexit handlers).
+atexit.register(stop)
 
 
 def _format_size(size, sign=False):

@@ -12,9 +12,9 @@
  * snapshot is a walk over stacks, not over blocks.
  *
  * The table lives in mmap'd memory (trace_mem.h), never in PyMem, so the
- * allocator hooks can use it.  Functions suffixed _unlocked must be called
- * with the tracer lock held (trace_hooks.h); those that create or drop
- * references to code objects also need the GIL, as noted.
+ * allocator hooks can use it.  Functions suffixed _unlocked rely on the
+ * caller for exclusion: the tracer calls them with the GIL held
+ * (trace_hooks.h), which also allows the references to code objects.
  */
 #ifndef MEMLENS_STACK_H
 #define MEMLENS_STACK_H

@@ -31,10 +31,15 @@ typedef struct {
 /* Identity of a raw interpreter frame as the tracer's per-thread cache
  * compares it: while a frame runs, its callers' frames and their current
  * instructions cannot change, so equal signatures along the chain mean an
- * equal stack.  Reading a signature touches only the frame itself. */
+ * equal stack.  Reading a signature touches only the frame itself.  On
+ * 3.11+ the instruction pointer stands for the code object too: the code
+ * objects of the cached frames are kept alive by the stack table, so no
+ * other code object can have bytecode at that address. */
 typedef struct {
     const void *frame;
-    const void *code;  /* code object (3.9-3.12) / f_executable (3.13) */
+    const void *code;  /* 3.9, 3.10: the code object (f_lasti is only an
+                          index); 3.11+: NULL, as the instruction pointer
+                          already points into one code object's bytecode */
     intptr_t instr;    /* instruction pointer (3.11+) / f_lasti (3.9, 3.10) */
 } stack_sig;
 
@@ -121,7 +126,7 @@ stack_compat_sig(void *f, stack_sig *s)
 {
     stack_iframe *fr = f;
     s->frame = f;
-    s->code = STACK_IFRAME_CODE(fr);
+    s->code = NULL;
     s->instr = (intptr_t)STACK_IFRAME_INSTR(fr);
 }
 

@@ -11,17 +11,14 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- the tracer lock ---------------------------------------------------- */
+/* ---- spinlocks ---------------------------------------------------------- */
 
-/* A spinlock: held for a few hundred nanoseconds of bookkeeping at most, and
- * taken on every traced malloc/free, where a pthread mutex would cost more. */
-static atomic_flag trace_spin = ATOMIC_FLAG_INIT;
-
+/* Held for a few hundred nanoseconds of bookkeeping at most. */
 void
-trace_lock(void)
+trace_spin_lock(atomic_flag *l)
 {
     unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(&trace_spin, memory_order_acquire)) {
+    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire)) {
         if (++spins > 64) {
             sched_yield();
         }
@@ -29,17 +26,21 @@ trace_lock(void)
 }
 
 void
-trace_unlock(void)
+trace_spin_unlock(atomic_flag *l)
 {
-    atomic_flag_clear_explicit(&trace_spin, memory_order_release);
+    atomic_flag_clear_explicit(l, memory_order_release);
 }
+
+/* Serialises the hooks that run without the GIL (RAW domain) among
+ * themselves and against stop() and fork(). */
+static atomic_flag trace_nogil_lock = ATOMIC_FLAG_INIT;
 
 /* ---- state (process-wide: PEP 445 allocators are) ----------------------- */
 
 typedef struct {
     PyMemAllocatorDomain domain;
     PyMemAllocatorEx prev; /* the allocator we chain to; written by start()
-                              before the hooks are installed, never cleared */
+                              before the hooks are installed */
 } trace_hook_ctx;
 
 static const PyMemAllocatorDomain trace_domains[3] = {
@@ -55,18 +56,24 @@ static trace_hook_ctx trace_ctx_pool[TRACE_CTX_SLOTS][3];
 static int trace_ctx_used;
 static trace_hook_ctx *trace_ctx; /* the slot of the current installation */
 
-/* 1 while the hooks are installed and the tables valid.  Written under the
- * lock; read lock-free as a hint by the hooks, then again under the lock. */
+/* 1 while the hooks are installed and the tables valid.  Written with the
+ * GIL and trace_nogil_lock held, so either one makes it stable. */
 static atomic_int trace_active;
-/* Bumped by each start(), so threads re-draw their sampling countdown. */
+/* Bumped by each start(): threads re-draw their sampling countdown and drop
+ * their cached stack ids. */
 static atomic_uint_fast64_t trace_generation;
+/* The interpreter traced with frames (3.12+: a subinterpreter with its own
+ * GIL runs concurrently, so its allocations take the GIL-less path). */
+static PyInterpreterState *trace_interp;
 
-/* Protected by the tracer lock. */
+/* Protected by the GIL (the hooks of the MEM and OBJ domains, and RAW calls
+ * made with the GIL, are the only writers; GIL-less RAW calls queue their
+ * changes in trace_ring instead). */
 static stack_table trace_stacks;
-static uint64_t trace_current;     /* bytes (or estimated bytes) live */
-static uint64_t trace_peak;        /* high-water mark of trace_current */
+static int64_t trace_current;      /* bytes (or estimated bytes) live */
+static int64_t trace_peak;         /* high-water mark of trace_current */
 static uint64_t trace_peak_gen;    /* bumped at each new high-water mark */
-static uint64_t trace_blocks;      /* live traced blocks */
+static int64_t trace_blocks;       /* live traced blocks */
 static int trace_failed;           /* sticky: some bookkeeping failed */
 
 /* Set by start(), constant while tracing. */
@@ -74,11 +81,27 @@ static int trace_max_frames;
 static uint64_t trace_sample_bytes;  /* 0: exact */
 static double trace_sample_mean;     /* (double)trace_sample_bytes */
 
+/* Changes made by GIL-less RAW calls, applied by the next GIL holder:
+ * one producer at a time (under trace_nogil_lock), one consumer (the GIL
+ * holder).  Applying them later keeps the GIL holders' path free of any
+ * atomic read-modify-write; the totals see GIL-less calls a little late. */
+#define TRACE_RING_LEN 4096u
+typedef struct {
+    uint64_t size;
+    uint32_t stack;
+    int32_t sign; /* +1 allocation, -1 free */
+} trace_pending;
+static trace_pending trace_ring[TRACE_RING_LEN];
+static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
+static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
+static atomic_int trace_ring_lost;           /* the ring was full */
+
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
  * allocations the underlying allocator or our bookkeeping make are passed
  * straight through) and the sampling countdown. */
 typedef struct {
     int busy;
+    int paused;         /* trace_thread_pause() depth: new blocks untraced */
     int64_t countdown;  /* bytes until the next sample point */
     uint64_t rng;
     uint64_t generation;
@@ -173,56 +196,6 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
     *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
 }
 
-/* ---- bookkeeping (tracer lock held) ------------------------------------- */
-
-/* Before the first change to a stack after a new high-water mark, save its
- * totals: they are its share of that peak. */
-static inline void
-trace_touch_unlocked(stack_rec *r)
-{
-    if (r->snap_gen != trace_peak_gen) {
-        r->snap_size = r->size;
-        r->snap_count = r->count;
-        r->snap_gen = trace_peak_gen;
-    }
-}
-
-static void
-trace_add_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
-{
-    if (trace_map_insert_unlocked(p, size, stack) < 0) {
-        trace_failed = 1;
-        return;
-    }
-    uint64_t ws, wc;
-    trace_weights(size, &ws, &wc);
-    stack_rec *r = stack_get_unlocked(&trace_stacks, stack);
-    trace_touch_unlocked(r);
-    r->size += ws;
-    r->count += wc;
-    trace_blocks++;
-    trace_current += ws;
-    if (trace_current > trace_peak) {
-        trace_peak = trace_current;
-        trace_peak_gen++;
-    }
-}
-
-static void
-trace_drop_unlocked(trace_map_entry e)
-{
-    uint64_t ws, wc;
-    trace_weights(e.size, &ws, &wc);
-    stack_rec *r = stack_get_unlocked(&trace_stacks, e.stack);
-    trace_touch_unlocked(r);
-    r->size -= ws;
-    r->count -= wc;
-    trace_blocks--;
-    trace_current -= ws;
-}
-
-/* ---- the hooks -------------------------------------------------------------- */
-
 /* Per-thread cache of the callers' stack.  Most allocations in a row come
  * from the same callers at different instructions of one function, so the
  * stack of the callers (frames 2..N) is kept by id together with the raw
@@ -242,14 +215,10 @@ typedef struct trace_stack_cache {
 
 static _Thread_local trace_stack_cache trace_cache;
 
-/* Stack id of the running allocation (tracer lock held; GIL held by this
- * thread when tstate != NULL). */
+/* Stack id of the running allocation (GIL held by this thread). */
 static uint32_t
-trace_stack_id_unlocked(trace_tls_state *t, PyThreadState *tstate)
+trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
 {
-    if (tstate == NULL) {
-        return STACK_ID_EMPTY;
-    }
     void *f = stack_compat_top(tstate);
     PyCodeObject *code0 = NULL;
     int32_t off0 = 0;
@@ -312,51 +281,196 @@ trace_stack_id_unlocked(trace_tls_state *t, PyThreadState *tstate)
     return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
 }
 
-/* Record a new block (the re-entrancy guard is set by the caller). */
+/* ---- bookkeeping (GIL held) ---------------------------------------------- */
+
+/* Before the first change to a stack after a new high-water mark, save its
+ * totals: they are its share of that peak. */
+static inline void
+trace_touch(stack_rec *r)
+{
+    if (r->snap_gen != trace_peak_gen) {
+        r->snap_size = r->size;
+        r->snap_count = r->count;
+        r->snap_gen = trace_peak_gen;
+    }
+}
+
+static void
+trace_account(uint32_t stack, uint64_t size, int sign)
+{
+    uint64_t ws, wc;
+    trace_weights(size, &ws, &wc);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, stack);
+    trace_touch(r);
+    if (sign > 0) {
+        r->size += ws;
+        r->count += wc;
+        trace_blocks++;
+        trace_current += (int64_t)ws;
+        if (trace_current > trace_peak) {
+            trace_peak = trace_current;
+            trace_peak_gen++;
+        }
+    }
+    else {
+        r->size -= ws;
+        r->count -= wc;
+        trace_blocks--;
+        trace_current -= (int64_t)ws;
+    }
+}
+
+/* Apply what GIL-less calls queued.  A relaxed load and compare when there
+ * is nothing to do. */
+static inline void
+trace_drain(void)
+{
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    if (head == tail) {
+        return;
+    }
+    for (; tail != head; tail++) {
+        trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
+        trace_account(e->stack, e->size, e->sign);
+    }
+    atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
+}
+
+/* Queue a change from a GIL-less call (trace_nogil_lock held). */
+static void
+trace_push_nogil(uint32_t stack, uint64_t size, int sign)
+{
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
+    if (head - tail >= TRACE_RING_LEN) {
+        /* No GIL holder has drained the queue for a while: rather than wait
+         * for one (which could deadlock), lose the change and say so. */
+        atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+        return;
+    }
+    trace_pending *e = &trace_ring[head % TRACE_RING_LEN];
+    e->size = size;
+    e->stack = stack;
+    e->sign = sign;
+    atomic_store_explicit(&trace_ring_head, head + 1, memory_order_release);
+}
+
+/* Does this call run with the GIL of the traced interpreter? */
+static inline PyThreadState *
+trace_gil_tstate(PyMemAllocatorDomain domain)
+{
+    /* MEM and OBJ calls hold the GIL by contract; RAW ones may not. */
+    if (domain == PYMEM_DOMAIN_RAW && !PyGILState_Check()) {
+        return NULL;
+    }
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: another interpreter may have a GIL of its own. */
+    if (tstate != NULL && tstate->interp != trace_interp) {
+        return NULL;
+    }
+#endif
+    return tstate;
+}
+
+/* Does this call run with the GIL of the traced interpreter?  (Cheaper
+ * than trace_gil_tstate() when the thread state is not needed.) */
+static inline int
+trace_gil_held(PyMemAllocatorDomain domain)
+{
+    if (domain == PYMEM_DOMAIN_RAW) {
+        return PyGILState_Check() && trace_gil_tstate(domain) != NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->interp == trace_interp;
+#else
+    return 1; /* MEM and OBJ calls hold the (only) GIL by contract */
+#endif
+}
+
+/* Record block p (the re-entrancy guard is set by the caller).  `stack` is
+ * STACK_ID_NONE to take the current stack. */
+static void
+trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
+{
+    PyThreadState *tstate = trace_gil_tstate(domain);
+    if (tstate != NULL) {
+        if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+            return;
+        }
+        trace_drain();
+        if (stack == STACK_ID_NONE) {
+            stack = trace_stack_id(&trace_tls, tstate);
+        }
+        if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
+            trace_failed = 1;
+            return;
+        }
+        trace_account(stack, size, +1);
+        return;
+    }
+    /* Without the GIL: no frames can be read (nor code objects kept), so the
+     * block goes to the empty stack, and the totals are queued. */
+    trace_spin_lock(&trace_nogil_lock);
+    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        if (stack == STACK_ID_NONE) {
+            stack = STACK_ID_EMPTY;
+        }
+        if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
+            atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+        }
+        else {
+            trace_push_nogil(stack, size, +1);
+        }
+    }
+    trace_spin_unlock(&trace_nogil_lock);
+}
+
+/* ---- the hooks -------------------------------------------------------------- */
+
 static void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
         return;
     }
-    trace_tls_state *t = &trace_tls;
-    if (trace_sample_bytes != 0 && !trace_sample_hit(t, size)) {
+    if (trace_sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
         return;
     }
-    /* MEM and OBJ allocations are made with the GIL held; RAW ones may not
-     * be, and then the thread's frames cannot be read (nor code objects
-     * kept): those are attributed to the empty stack. */
-    PyThreadState *tstate = NULL;
-    if (domain != PYMEM_DOMAIN_RAW || PyGILState_Check()) {
-        tstate = _PyThreadState_UncheckedGet();
-    }
-    trace_lock();
-    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
-        uint32_t id = trace_stack_id_unlocked(t, tstate);
-        trace_add_unlocked((uintptr_t)p, (uint64_t)size, id);
-    }
-    trace_unlock();
+    trace_record(domain, p, (uint64_t)size, STACK_ID_NONE);
 }
 
 /* Forget block `p` if traced, returning its entry (stack 0 if not). */
 static trace_map_entry
-trace_on_free(void *p)
+trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
-    /* Lock-free pre-check: most frees in sampled mode, and frees of blocks
-     * allocated before start(), find nothing and need no lock. */
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)
-        || !trace_map_peek((uintptr_t)p)) {
+    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
         return e;
     }
-    trace_lock();
-    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
-        e = trace_map_remove_unlocked((uintptr_t)p);
+    if (trace_gil_held(domain)) {
+        e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
-            trace_drop_unlocked(e);
+            trace_drain();
+            trace_account(e.stack, e.size, -1);
+        }
+        return e;
+    }
+    /* Lock-free pre-check: most frees find nothing (blocks allocated
+     * before start(), or not sampled). */
+    if (!trace_map_peek((uintptr_t)p)) {
+        return e;
+    }
+    trace_spin_lock(&trace_nogil_lock);
+    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        e = trace_map_remove((uintptr_t)p);
+        if (e.stack != 0) {
+            trace_push_nogil(e.stack, e.size, -1);
         }
     }
-    trace_unlock();
+    trace_spin_unlock(&trace_nogil_lock);
     return e;
 }
 
@@ -408,7 +522,7 @@ trace_hook_realloc(void *ctx, void *ptr, size_t size)
      * another thread; put it back if the reallocation fails. */
     trace_map_entry old = {0, 0};
     if (ptr != NULL) {
-        old = trace_on_free(ptr);
+        old = trace_on_free(h->domain, ptr);
     }
     void *p = h->prev.realloc(h->prev.ctx, ptr, size);
     if (p != NULL) {
@@ -416,12 +530,8 @@ trace_hook_realloc(void *ctx, void *ptr, size_t size)
          * that resized it. */
         trace_on_alloc(h->domain, p, size);
     }
-    else if (old.stack != 0) {
-        trace_lock();
-        if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
-            trace_add_unlocked((uintptr_t)ptr, old.size, old.stack);
-        }
-        trace_unlock();
+    else if (old.stack != 0 && atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        trace_record(h->domain, ptr, old.size, old.stack);
     }
     t->busy = 0;
     return p;
@@ -437,7 +547,7 @@ trace_hook_free(void *ctx, void *ptr)
         return;
     }
     t->busy = 1;
-    (void)trace_on_free(ptr);
+    (void)trace_on_free(h->domain, ptr);
     h->prev.free(h->prev.ctx, ptr);
     t->busy = 0;
 }
@@ -451,46 +561,51 @@ trace_start(int max_frames, uint64_t sample_bytes)
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
         return -1;
     }
-    /* Pick the hook contexts.  A slot can be reused when its hooks are
-     * still installed (stopped while another tracer sat above them), or when
-     * the installed allocators are exactly the ones it chains to, so that its
-     * `prev` does not change under a hook call still running in another
-     * thread.  Otherwise take a fresh slot. */
+    /* Pick the hook contexts.  A slot can be reused when its hooks are on
+     * top (left in the chain, inactive, by a stop() while another tracer sat
+     * above them), or when the installed allocators are exactly the ones it
+     * chains to, so that its `prev` does not change under a hook call still
+     * running in another thread.  Otherwise take a fresh slot. */
     int installed = 0;
     int same_prev = 0;
-    if (trace_ctx != NULL) {
-        installed = 1;
-        same_prev = 1;
+    trace_hook_ctx *ctx = NULL;
+    PyMemAllocatorEx cur[3];
+    for (int i = 0; i < 3; i++) {
+        PyMem_GetAllocator(trace_domains[i], &cur[i]);
+    }
+    for (int k = 0; k < trace_ctx_used && ctx == NULL; k++) {
+        trace_hook_ctx *c = trace_ctx_pool[k];
+        int on_top = 1;
+        int prev_eq = 1;
         for (int i = 0; i < 3; i++) {
-            PyMemAllocatorEx cur;
-            PyMem_GetAllocator(trace_domains[i], &cur);
-            if (cur.ctx != &trace_ctx[i]) {
-                installed = 0;
+            if (cur[i].ctx != &c[i]) {
+                on_top = 0;
             }
-            if (memcmp(&cur, &trace_ctx[i].prev, sizeof(cur)) != 0) {
-                same_prev = 0;
+            if (memcmp(&cur[i], &c[i].prev, sizeof(cur[i])) != 0) {
+                prev_eq = 0;
             }
         }
+        if (on_top || prev_eq) {
+            ctx = c;
+            installed = on_top;
+            same_prev = prev_eq;
+        }
     }
-    trace_hook_ctx *ctx;
-    if (installed || same_prev) {
-        ctx = trace_ctx;
-    }
-    else if (trace_ctx_used < TRACE_CTX_SLOTS) {
+    if (ctx == NULL) {
+        if (trace_ctx_used == TRACE_CTX_SLOTS) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "memlens: too many start() calls while other allocator hooks "
+                            "were installed and removed around memlens'");
+            return -1;
+        }
         ctx = trace_ctx_pool[trace_ctx_used];
-    }
-    else {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "memlens: too many start() calls while other allocator hooks "
-                        "were installed and removed around memlens'");
-        return -1;
     }
     stack_table fresh;
     if (stack_table_init(&fresh) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    trace_lock();
+    trace_spin_lock(&trace_nogil_lock);
     trace_stacks = fresh;
     trace_current = 0;
     trace_peak = 0;
@@ -500,14 +615,18 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_max_frames = max_frames;
     trace_sample_bytes = sample_bytes;
     trace_sample_mean = (double)sample_bytes;
+    trace_interp = PyThreadState_Get()->interp;
+    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
+    atomic_store(&trace_ring_lost, 0);
     atomic_fetch_add(&trace_generation, 1);
     atomic_store(&trace_active, 1);
-    trace_unlock();
+    trace_spin_unlock(&trace_nogil_lock);
 
     /* Chain to whatever is installed now (pymalloc, the debug hooks,
      * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
+    trace_ctx = ctx;
     if (!installed) {
         if (!same_prev) {
             trace_ctx_used++;
@@ -516,7 +635,6 @@ trace_start(int max_frames, uint64_t sample_bytes)
                 PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
             }
         }
-        trace_ctx = ctx;
         for (int i = 0; i < 3; i++) {
             PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc,
                                      trace_hook_realloc, trace_hook_free};
@@ -532,9 +650,9 @@ trace_stop(void)
     if (!atomic_load(&trace_active)) {
         return;
     }
-    /* Restore exactly what start() found.  Another tracer (tracemalloc)
-     * started after us chains to our hooks; they keep working after stop
-     * since the hook contexts stay valid and pass through when inactive. */
+    /* Restore exactly what start() found, if our hooks are still on top.
+     * If another tracer (tracemalloc) started after us, it chains to our
+     * hooks: they stay, and pass calls through while inactive. */
     int on_top = 1;
     for (int i = 0; i < 3; i++) {
         PyMemAllocatorEx cur;
@@ -548,16 +666,20 @@ trace_stop(void)
             PyMem_SetAllocator(trace_domains[i], &trace_ctx[i].prev);
         }
     }
-    trace_lock();
+    /* The GIL keeps GIL-holding hooks out; the lock waits for a GIL-less
+     * hook in progress (stop() from another thread than the allocating
+     * ones is fine either way). */
+    trace_spin_lock(&trace_nogil_lock);
     atomic_store(&trace_active, 0);
     stack_table old = trace_stacks;
     memset(&trace_stacks, 0, sizeof(trace_stacks));
-    trace_map_clear_unlocked();
+    trace_map_clear();
     trace_current = 0;
     trace_peak = 0;
     trace_blocks = 0;
-    trace_unlock();
-    /* Outside the lock: dropping code references may run deallocators. */
+    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
+    trace_spin_unlock(&trace_nogil_lock);
+    /* Dropping code references may run deallocators. */
     stack_table_release(&old);
 }
 
@@ -570,90 +692,102 @@ trace_is_tracing(void)
 void
 trace_get_traced_memory(uint64_t *current, uint64_t *peak)
 {
-    trace_lock();
-    *current = trace_current;
-    *peak = trace_peak;
-    trace_unlock();
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    *current = trace_current > 0 ? (uint64_t)trace_current : 0;
+    *peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
 }
 
 void
 trace_reset_peak(void)
 {
-    trace_lock();
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
     trace_peak = trace_current;
     trace_peak_gen++;
-    trace_unlock();
 }
 
 uint64_t
 trace_live_blocks(void)
 {
-    trace_lock();
-    uint64_t n = trace_blocks;
-    trace_unlock();
-    return n;
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
+    return trace_blocks > 0 ? (uint64_t)trace_blocks : 0;
 }
 
 size_t
 trace_tracer_memory(void)
 {
-    trace_lock();
+    /* The map's pages are only ever added while tracing, and the stack table
+     * only changes under the GIL, which the caller holds. */
     size_t n = trace_map_memory();
     if (trace_stacks.recs != NULL) {
         n += trace_mem_resident(trace_stacks.recs, (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
         n += trace_mem_resident(trace_stacks.index,
                                 ((size_t)trace_stacks.index_mask + 1) * sizeof(uint32_t));
     }
-    trace_unlock();
     return n;
 }
 
 void
-trace_view_unlocked(trace_view *v)
+trace_view_get(trace_view *v)
 {
+    if (atomic_load(&trace_active)) {
+        trace_drain();
+    }
     v->stacks = &trace_stacks;
     v->peak_gen = trace_peak_gen;
-    v->current = trace_current;
-    v->peak = trace_peak;
+    v->current = trace_current > 0 ? (uint64_t)trace_current : 0;
+    v->peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
     v->sample_bytes = trace_sample_bytes;
     v->max_frames = trace_max_frames;
     v->tracing = atomic_load(&trace_active);
-    v->failed = trace_failed || trace_stacks.overflowed;
+    v->failed = trace_failed || trace_stacks.overflowed || atomic_load(&trace_ring_lost);
 }
 
+/* Only allocations are skipped: frees must still be seen, or a traced
+ * block freed meanwhile (say by a garbage collection the report's own
+ * allocations trigger) would stay in the map. */
 void
 trace_thread_pause(void)
 {
-    trace_tls.busy++;
+    trace_tls.paused++;
 }
 
 void
 trace_thread_resume(void)
 {
-    trace_tls.busy--;
+    trace_tls.paused--;
 }
 
 /* ---- fork ------------------------------------------------------------------ */
 
-/* fork() while another thread holds the tracer lock would leave the child
- * with a lock nobody will release: hold it across fork.  The child keeps
- * tracing with the parent's tables (its other threads are gone; their live
- * blocks stay attributed as in the parent). */
+/* fork() while a GIL-less hook holds a lock would leave the child with a
+ * lock nobody releases: hold them across fork.  (GIL-holding hooks take no
+ * lock, and fork() runs with the GIL.)  The child keeps tracing with the
+ * parent's tables; its other threads are gone, their live blocks stay
+ * attributed as in the parent. */
 static void
 trace_atfork_prepare(void)
 {
-    trace_lock();
+    trace_spin_lock(&trace_nogil_lock);
+    trace_map_lock();
 }
 
 static void
 trace_atfork_release(void)
 {
-    trace_unlock();
+    trace_map_unlock();
+    trace_spin_unlock(&trace_nogil_lock);
 }
 
 int
 trace_hooks_init(void)
 {
+    /* Once per process (the handlers serve the process-wide tables). */
     static int done = 0;
     if (!done) {
         if (pthread_atfork(trace_atfork_prepare, trace_atfork_release,

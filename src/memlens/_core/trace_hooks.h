@@ -9,11 +9,15 @@
  * The hooks and the tables are process-wide because PEP 445 allocators
  * are: there is one tracer per process, whatever the module state says.
  *
- * Lock: one spinlock ("the tracer lock") protects the stack table, the
- * totals and the map writers.  It is held only for bookkeeping, never
- * while calling the underlying allocator or running Python code, so it
- * never nests with another lock; a pthread_atfork handler holds it across
- * fork() so the child never inherits it locked.
+ * Locking: the GIL protects the stack table and the totals.  The hooks of
+ * the MEM and OBJ domains (and RAW calls made with the GIL) update them
+ * directly, with no atomic read-modify-write on the hot path; RAW calls
+ * made without the GIL take a spinlock among themselves, record their block
+ * in the map (whose entries are per block, see trace_map.h) and queue the
+ * change to the totals for the next GIL holder.  Spinlocks are held only for
+ * bookkeeping, never while calling the underlying allocator or running
+ * Python code, so they never nest with another lock; pthread_atfork
+ * handlers hold them across fork() so the child never inherits them locked.
  */
 #ifndef MEMLENS_TRACE_HOOKS_H
 #define MEMLENS_TRACE_HOOKS_H
@@ -22,7 +26,9 @@
 
 #include <stdint.h>
 
-/* Start tracing (GIL held).  -1 with an exception set on failure. */
+/* All functions below need the GIL.
+ *
+ * Start tracing.  -1 with an exception set on failure. */
 int trace_start(int max_frames, uint64_t sample_bytes);
 /* Stop tracing and free the tables (GIL held).  No-op when not tracing. */
 void trace_stop(void);
@@ -37,11 +43,13 @@ size_t trace_tracer_memory(void);
 /* Live traced blocks (sampled blocks in sampled mode). */
 uint64_t trace_live_blocks(void);
 
-/* The tracer lock, for readers of the tables (trace_snapshot.c). */
-void trace_lock(void);
-void trace_unlock(void);
+/* Spinlock helpers (also used by trace_map.c). */
+#include <stdatomic.h>
+void trace_spin_lock(atomic_flag *l);
+void trace_spin_unlock(atomic_flag *l);
 
-/* Everything a reader needs, valid while the lock is held. */
+/* Everything a reader needs, valid while the GIL is held and nothing
+ * allocates through the hooks (trace_thread_pause()). */
 typedef struct {
     stack_table *stacks;
     uint64_t peak_gen;  /* stacks with snap_gen == peak_gen use snap_* */
@@ -53,10 +61,10 @@ typedef struct {
     int failed;         /* bookkeeping ran out of memory at some point */
 } trace_view;
 
-void trace_view_unlocked(trace_view *v);
+void trace_view_get(trace_view *v);
 
-/* Pass this thread's allocations through untraced (a counter, so calls
- * nest): memlens' own report objects are not part of what it measures. */
+/* Leave this thread's new blocks untraced (a counter, so calls nest):
+ * memlens' own report objects are not part of what it measures. */
 void trace_thread_pause(void);
 void trace_thread_resume(void);
 

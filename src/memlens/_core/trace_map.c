@@ -1,5 +1,6 @@
 /* trace_map.c: address-indexed map of live blocks (see trace_map.h). */
 #include "trace_map.h"
+#include "trace_hooks.h"
 #include "trace_mem.h"
 
 #include <stdatomic.h>
@@ -26,7 +27,9 @@ typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
 static _Atomic(map_mid *) map_top[MAP_TOP_LEN];
 
 /* Large table: open addressing with linear probing and backward-shift
- * deletion, keyed by address.  Protected by the tracer lock. */
+ * deletion, keyed by address.  Protected by map_large_lock (taken by GIL
+ * holders and GIL-less hooks alike: blocks of 1 KiB or more are few). */
+static atomic_flag map_large_lock = ATOMIC_FLAG_INIT;
 typedef struct {
     uintptr_t key; /* 0 = free */
     uint64_t size;
@@ -135,10 +138,24 @@ map_large_take_unlocked(uintptr_t p)
     return e;
 }
 
+/* The leaf this thread used last: consecutive blocks mostly share one (a
+ * leaf covers 1 MiB), and leaves are never unmapped, so the pointer stays
+ * valid for the life of the process. */
+typedef struct {
+    uintptr_t key; /* p >> 20, plus one so that 0 means "empty" */
+    map_leaf *leaf;
+} map_leaf_cache;
+static _Thread_local map_leaf_cache map_tls __attribute__((tls_model("initial-exec")));
+
 /* Slot of `p` in the map, creating directory and leaf if `create`. */
 static inline _Atomic(uint32_t) *
 map_slot(uintptr_t p, int create)
 {
+    uintptr_t key = (p >> (MAP_GRANULE_SHIFT + MAP_LEAF_BITS)) + 1;
+    map_leaf_cache *lc = &map_tls;
+    if (lc->key == key) {
+        return &(*lc->leaf)[(p >> MAP_GRANULE_SHIFT) & (MAP_LEAF_LEN - 1)];
+    }
     uintptr_t g = p >> MAP_GRANULE_SHIFT;
     size_t ti = (size_t)(g >> (MAP_LEAF_BITS + MAP_MID_BITS));
     size_t mi = (size_t)(g >> MAP_LEAF_BITS) & (MAP_MID_LEN - 1);
@@ -148,31 +165,76 @@ map_slot(uintptr_t p, int create)
         if (!create) {
             return NULL;
         }
-        mid = trace_mem_map(sizeof(map_mid), 0);
-        if (mid == NULL) {
+        map_mid *fresh = trace_mem_map(sizeof(map_mid), 0);
+        if (fresh == NULL) {
             return NULL;
         }
-        atomic_store_explicit(&map_top[ti], mid, memory_order_release);
+        /* A GIL holder and a GIL-less hook may race to create it. */
+        if (atomic_compare_exchange_strong_explicit(&map_top[ti], &mid, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            mid = fresh;
+        }
+        else {
+            trace_mem_unmap(fresh, sizeof(map_mid), 0);
+        }
     }
     map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_acquire);
     if (leaf == NULL) {
         if (!create) {
             return NULL;
         }
-        leaf = trace_mem_map(sizeof(map_leaf), 0);
-        if (leaf == NULL) {
+        map_leaf *fresh = trace_mem_map(sizeof(map_leaf), 0);
+        if (fresh == NULL) {
             return NULL;
         }
-        atomic_store_explicit(&(*mid)[mi], leaf, memory_order_release);
+        if (atomic_compare_exchange_strong_explicit(&(*mid)[mi], &leaf, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            leaf = fresh;
+        }
+        else {
+            trace_mem_unmap(fresh, sizeof(map_leaf), 0);
+        }
     }
+    lc->key = key;
+    lc->leaf = leaf;
     return &(*leaf)[li];
 }
 
+static int
+map_large_put(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    trace_spin_lock(&map_large_lock);
+    int rc = map_large_put_unlocked(p, size, stack);
+    trace_spin_unlock(&map_large_lock);
+    return rc;
+}
+
+static trace_map_entry
+map_large_take(uintptr_t p)
+{
+    trace_spin_lock(&map_large_lock);
+    trace_map_entry e = map_large_take_unlocked(p);
+    trace_spin_unlock(&map_large_lock);
+    return e;
+}
+
+void
+trace_map_lock(void)
+{
+    trace_spin_lock(&map_large_lock);
+}
+
+void
+trace_map_unlock(void)
+{
+    trace_spin_unlock(&map_large_lock);
+}
+
 int
-trace_map_insert_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
+trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack)
 {
     if (!map_indexable(p)) {
-        if (map_large_put_unlocked(p, size, stack) < 0) {
+        if (map_large_put(p, size, stack) < 0) {
             return -1;
         }
         atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
@@ -184,7 +246,7 @@ trace_map_insert_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
     }
     uint32_t field = (uint32_t)size;
     if (size >= MAP_SIZE_LARGE) {
-        if (map_large_put_unlocked(p, size, stack) < 0) {
+        if (map_large_put(p, size, stack) < 0) {
             return -1;
         }
         field = MAP_SIZE_LARGE;
@@ -194,11 +256,11 @@ trace_map_insert_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
 }
 
 trace_map_entry
-trace_map_remove_unlocked(uintptr_t p)
+trace_map_remove(uintptr_t p)
 {
     trace_map_entry e = {0, 0};
     if (!map_indexable(p)) {
-        e = map_large_take_unlocked(p);
+        e = map_large_take(p);
         if (e.stack != 0) {
             atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
         }
@@ -214,7 +276,7 @@ trace_map_remove_unlocked(uintptr_t p)
     }
     atomic_store_explicit(s, 0, memory_order_relaxed);
     if ((v & MAP_SIZE_MASK) == MAP_SIZE_LARGE) {
-        return map_large_take_unlocked(p);
+        return map_large_take(p);
     }
     e.size = v & MAP_SIZE_MASK;
     e.stack = v >> MAP_SIZE_BITS;
@@ -232,7 +294,7 @@ trace_map_peek(uintptr_t p)
 }
 
 void
-trace_map_clear_unlocked(void)
+trace_map_clear(void)
 {
     for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
         map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
@@ -248,6 +310,7 @@ trace_map_clear_unlocked(void)
             }
         }
     }
+    trace_spin_lock(&map_large_lock);
     if (map_large != NULL) {
         trace_mem_unmap(map_large, (map_large_mask + 1) * sizeof(map_large_slot), 1);
         map_large = NULL;
@@ -255,6 +318,7 @@ trace_map_clear_unlocked(void)
         map_large_used = 0;
     }
     atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
+    trace_spin_unlock(&map_large_lock);
 }
 
 size_t
@@ -274,8 +338,10 @@ trace_map_memory(void)
             }
         }
     }
+    trace_spin_lock(&map_large_lock);
     if (map_large != NULL) {
         total += trace_mem_resident(map_large, (map_large_mask + 1) * sizeof(map_large_slot));
     }
+    trace_spin_unlock(&map_large_lock);
     return total;
 }

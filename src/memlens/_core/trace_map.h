@@ -11,11 +11,12 @@
  * index (not 16-byte aligned, or above 2**48), which are also counted so
  * that a map miss only consults the side table when such blocks exist.
  *
- * Locking: writers hold the tracer lock.  trace_map_peek() may run without
- * it (the free() fast path): directory and leaf pages are created once and
- * never unmapped while the process lives (stop() only gives their pages
- * back to the kernel), and a block's entry is only written by the thread
- * that owns the block.
+ * Locking: a block's entry is only written by the thread that owns the
+ * block (the one allocating or freeing it), so entries need no lock, and
+ * lookups none either: directory and leaf pages are published with a
+ * compare-and-swap, and never unmapped while the process lives (stop()
+ * only gives their pages back to the kernel).  The large table has a
+ * spinlock of its own.
  */
 #ifndef MEMLENS_TRACE_MAP_H
 #define MEMLENS_TRACE_MAP_H
@@ -29,13 +30,17 @@ typedef struct {
 } trace_map_entry;
 
 /* Record block `p`; -1 when out of memory (the block is then untraced). */
-int trace_map_insert_unlocked(uintptr_t p, uint64_t size, uint32_t stack);
+int trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack);
 /* Remove block `p`, returning what it held (stack 0: it was not traced). */
-trace_map_entry trace_map_remove_unlocked(uintptr_t p);
+trace_map_entry trace_map_remove(uintptr_t p);
 /* Non-zero if `p` may be traced (a cheap, lock-free pre-check). */
 int trace_map_peek(uintptr_t p);
-/* Forget every block; the memory goes back to the kernel. */
-void trace_map_clear_unlocked(void);
+/* Forget every block; the memory goes back to the kernel.  No hook may be
+ * updating the map meanwhile (stop() makes sure). */
+void trace_map_clear(void);
+/* Hold the large table's lock (across fork()). */
+void trace_map_lock(void);
+void trace_map_unlock(void);
 /* Bytes of RAM the map uses now. */
 size_t trace_map_memory(void);
 

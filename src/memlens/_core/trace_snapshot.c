@@ -111,10 +111,10 @@ snap_take(PyObject *module)
     /* memlens' own allocations while reporting are not traced. */
     trace_thread_pause();
 
-    trace_lock();
-    trace_view_unlocked(&v);
+    /* The GIL keeps the tables still while they are copied (this thread's
+     * allocations pass through, and GIL-less ones only queue changes). */
+    trace_view_get(&v);
     if (!v.tracing) {
-        trace_unlock();
         PyErr_SetString(PyExc_RuntimeError,
                         "memlens is not tracing: call memlens.start() first");
         goto done;
@@ -131,12 +131,10 @@ snap_take(PyObject *module)
             nfr += r->depth;
         }
     }
-    /* libc malloc, not PyMem: the tracer lock is held, and PyMem would
-     * re-enter the hooks. */
+    /* libc malloc: the copy must not allocate through the hooks. */
     raw = malloc((nraw ? nraw : 1) * sizeof(snap_raw));
     codes = malloc((nfr ? nfr : 1) * sizeof(stack_frame));
     if (raw == NULL || codes == NULL) {
-        trace_unlock();
         PyErr_NoMemory();
         goto done;
     }
@@ -159,14 +157,13 @@ snap_take(PyObject *module)
         for (uint32_t node = id; node > STACK_ID_EMPTY; node = st->recs[node].parent) {
             codes[ncodes].code = st->recs[node].code;
             codes[ncodes].offset = st->recs[node].offset;
-            /* Keep the code alive past the lock: stop() may drop the
-             * table's references as soon as we release it. */
+            /* Keep the code alive past the copy: stop() may drop the
+             * table's references as soon as the GIL is released. */
             Py_INCREF(codes[ncodes].code);
             ncodes++;
         }
         k++;
     }
-    trace_unlock();
 
     /* Resolve each distinct (code, offset) once, then deduplicate the
      * resulting (filename, function, line) frames. */

@@ -228,12 +228,14 @@ def main(args, argv=None):
         failure = e
         code = 1
     finally:
+        # The snapshot comes first: anything the runner allocates from here
+        # on (the timeline's bytes, signal handling) is not the program's.
+        table = _core.trace_take_snapshot()
+        duration = time.monotonic() - t0
         # A second Ctrl-C must not lose the capture being written.
         old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             interval, tl = _core.timeline_stop()
-            table = _core.trace_take_snapshot()
-            duration = time.monotonic() - t0
             memlens.stop()
             classes = _census_rows()
         finally:

@@ -93,8 +93,8 @@ def _exit_code(e):
         return 0
     if isinstance(code, int):
         return code & 0xFF  # what the OS keeps, as for python
-    # Like Python: a non-int code is printed, the exit code is 1.
-    print(code, file=sys.stderr)
+    # Like Python: a non-int code is printed (by the caller, once tracing
+    # is off), the exit code is 1.
     return 1
 
 
@@ -217,10 +217,13 @@ def main(args, argv=None):
     _core.timeline_start(args.interval)
     code = 0
     failure = None
+    exit_message = None
     try:
         target()
     except SystemExit as e:
         code = _exit_code(e)
+        if not (e.code is None or isinstance(e.code, int)):
+            exit_message = e.code
     except KeyboardInterrupt as e:
         failure = e
         code = 130
@@ -240,6 +243,8 @@ def main(args, argv=None):
             classes = _census_rows()
         finally:
             signal.signal(signal.SIGINT, old_sigint)
+    if exit_message is not None:
+        print(exit_message, file=sys.stderr)
     if failure is not None:
         # Printed once the tracer is off: python's printing of the
         # traceback is not the program's memory.

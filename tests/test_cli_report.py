@@ -211,3 +211,34 @@ def test_html_renders_and_zooms_in_a_browser(tmp_path):
     assert dom.count('class="fr') >= 3
     assert 'id="peak-marker"' in dom
     assert "cache.py:30" in dom and "app.Entry" in dom
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_only_on_a_terminal_and_only_when_slow():
+    import time
+
+    from memlens.cli.common import Progress
+
+    tty, pipe, quick = _Stream(True), _Stream(False), _Stream(True)
+    with Progress("rendering html", stream=tty, delay=0.05):
+        time.sleep(0.3)
+    with Progress("rendering html", stream=pipe, delay=0.05):
+        time.sleep(0.3)
+    with Progress("rendering html", stream=quick, delay=5):
+        pass
+    assert "memlens: rendering html..." in tty.text and tty.text.endswith("\r\033[K")
+    assert pipe.text == "" and quick.text == ""

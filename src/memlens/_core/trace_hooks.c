@@ -245,7 +245,11 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
                 break;
             }
             stack_compat_sig(p, &s);
-            if (s.frame != c->raw[i].frame || s.code != c->raw[i].code || s.instr != c->raw[i].instr) {
+            if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
+#if PY_VERSION_HEX < 0x030B0000
+                || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
+#endif
+            ) {
                 break;
             }
             p = stack_compat_prev(p);
@@ -360,14 +364,25 @@ trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 static inline PyThreadState *
 trace_gil_tstate(PyMemAllocatorDomain domain)
 {
-    /* MEM and OBJ calls hold the GIL by contract; RAW ones may not. */
-    if (domain == PYMEM_DOMAIN_RAW && !PyGILState_Check()) {
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    if (tstate == NULL) {
         return NULL;
     }
-    PyThreadState *tstate = _PyThreadState_UncheckedGet();
 #if PY_VERSION_HEX >= 0x030C0000
-    /* 3.12+: another interpreter may have a GIL of its own. */
-    if (tstate != NULL && tstate->interp != trace_interp) {
+    /* 3.12+: the current thread state is per thread and set only while the
+     * thread holds a GIL -- maybe that of another interpreter with a GIL of
+     * its own. */
+    (void)domain;
+    if (tstate->interp != trace_interp) {
+        return NULL;
+    }
+#else
+    /* 3.9-3.11: the current thread state is the GIL holder's, whichever
+     * thread asks.  MEM and OBJ calls hold the GIL by contract; a RAW call
+     * holds it if the GIL holder is this thread's own state (not
+     * PyGILState_Check(), which answers yes to everyone once a
+     * subinterpreter exists). */
+    if (domain == PYMEM_DOMAIN_RAW && tstate != PyGILState_GetThisThreadState()) {
         return NULL;
     }
 #endif
@@ -380,7 +395,7 @@ static inline int
 trace_gil_held(PyMemAllocatorDomain domain)
 {
     if (domain == PYMEM_DOMAIN_RAW) {
-        return PyGILState_Check() && trace_gil_tstate(domain) != NULL;
+        return trace_gil_tstate(domain) != NULL;
     }
 #if PY_VERSION_HEX >= 0x030C0000
     PyThreadState *tstate = _PyThreadState_UncheckedGet();
@@ -392,7 +407,7 @@ trace_gil_held(PyMemAllocatorDomain domain)
 
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
  * STACK_ID_NONE to take the current stack. */
-static void
+static __attribute__((noinline)) void
 trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
 {
     PyThreadState *tstate = trace_gil_tstate(domain);
@@ -430,7 +445,8 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 
 /* ---- the hooks -------------------------------------------------------------- */
 
-static void
+/* Inlined into the hooks: in sampled mode this is all most calls run. */
+static inline __attribute__((always_inline)) void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
     if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
@@ -443,7 +459,7 @@ trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 }
 
 /* Forget block `p` if traced, returning its entry (stack 0 if not). */
-static trace_map_entry
+static inline __attribute__((always_inline)) trace_map_entry
 trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
@@ -451,6 +467,11 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         return e;
     }
     if (trace_gil_held(domain)) {
+        /* Sampled mode: most blocks are not in the map; the peek is cheaper
+         * than a removal. */
+        if (trace_sample_bytes != 0 && !trace_map_peek((uintptr_t)p)) {
+            return e;
+        }
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();

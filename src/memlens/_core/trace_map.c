@@ -293,23 +293,57 @@ trace_map_peek(uintptr_t p)
     return s != NULL && atomic_load_explicit(s, memory_order_relaxed) != 0;
 }
 
-void
-trace_map_clear(void)
+/* Call fn on every leaf.  Only the directory pages that are resident are
+ * read: reading an untouched page would map it (as the shared zero page,
+ * but mincore() then counts it, and it is wasted work). */
+static void
+map_for_each_leaf(void (*fn)(map_leaf *leaf, size_t *acc), size_t *acc)
 {
+    const size_t page = 4096;
+    const size_t per_page = page / sizeof(map_leaf *);
+    unsigned char vec[sizeof(map_mid) / 4096];
     for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
-        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
+        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_acquire);
         if (mid == NULL) {
             continue;
         }
-        for (size_t mi = 0; mi < MAP_MID_LEN; mi++) {
-            map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_relaxed);
-            if (leaf != NULL) {
-                /* Zero the leaf but keep it mapped: a free() racing with
-                 * stop() may still be peeking at it. */
-                trace_mem_discard(leaf, sizeof(map_leaf));
+        if (trace_mem_residency(mid, sizeof(map_mid), vec) < 0) {
+            /* Not 4 KiB pages (or mincore failed): read it all. */
+            memset(vec, 1, sizeof(vec));
+        }
+        for (size_t pg = 0; pg < sizeof(vec); pg++) {
+            if (!(vec[pg] & 1)) {
+                continue;
+            }
+            for (size_t mi = pg * per_page; mi < (pg + 1) * per_page; mi++) {
+                map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_acquire);
+                if (leaf != NULL) {
+                    fn(leaf, acc);
+                }
             }
         }
     }
+}
+
+static void
+map_discard_leaf(map_leaf *leaf, size_t *acc)
+{
+    (void)acc;
+    /* Zero the leaf but keep it mapped: a free() racing with stop() may
+     * still be peeking at it, and threads cache leaf pointers. */
+    trace_mem_discard(leaf, sizeof(map_leaf));
+}
+
+static void
+map_count_leaf(map_leaf *leaf, size_t *acc)
+{
+    *acc += trace_mem_resident(leaf, sizeof(map_leaf));
+}
+
+void
+trace_map_clear(void)
+{
+    map_for_each_leaf(map_discard_leaf, NULL);
     trace_spin_lock(&map_large_lock);
     if (map_large != NULL) {
         trace_mem_unmap(map_large, (map_large_mask + 1) * sizeof(map_large_slot), 1);
@@ -327,17 +361,11 @@ trace_map_memory(void)
     size_t total = 0;
     for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
         map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
-        if (mid == NULL) {
-            continue;
-        }
-        total += trace_mem_resident(mid, sizeof(map_mid));
-        for (size_t mi = 0; mi < MAP_MID_LEN; mi++) {
-            map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_relaxed);
-            if (leaf != NULL) {
-                total += trace_mem_resident(leaf, sizeof(map_leaf));
-            }
+        if (mid != NULL) {
+            total += trace_mem_resident(mid, sizeof(map_mid));
         }
     }
+    map_for_each_leaf(map_count_leaf, &total);
     trace_spin_lock(&map_large_lock);
     if (map_large != NULL) {
         total += trace_mem_resident(map_large, (map_large_mask + 1) * sizeof(map_large_slot));

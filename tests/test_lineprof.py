@@ -501,6 +501,14 @@ def test_memlens_run_lines_exception_and_rss(tmp_path):
     assert float(row.split()[1]) > 3.0  # RSS of the whole process
 
 
+def test_memlens_run_lines_exit_message(tmp_path):
+    script = tmp_path / "bye.py"
+    script.write_text("import sys\nsys.exit('bye now')\n")
+    r = run_memlens("run", "--lines", str(script), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "bye now"
+
+
 def test_memlens_run_rss_needs_lines(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("pass\n")

@@ -16,10 +16,10 @@ def _parser():
         epilog="Run `memlens COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    run.add_parser(sub)
+    run_parser = run.add_parser(sub)
     report.add_parser(sub)
     plot.add_parser(sub)
-    return parser
+    return parser, run_parser
 
 
 def main(argv=None):
@@ -29,14 +29,16 @@ def main(argv=None):
 
     if argv is None:
         argv = sys.argv[1:]
-    parser = _parser()
+    parser, run_parser = _parser()
     prog = "memlens"
     try:
         if argv and argv[0] == "run":
             prog = "memlens run"
             # The program's own options must not reach argparse.
             opts, module, script, rest = run.split_argv(argv[1:])
-            args = parser.parse_args(["run"] + opts)
+            args, unknown = parser.parse_known_args(["run"] + opts)
+            if unknown:
+                run_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
             args.module = module if module is not None else args.module
             args.script = script
             args.args = rest

@@ -23,6 +23,7 @@ static uint64_t tl_interval_ns = 0;     /* current interval (doubles on halving)
 static uint64_t tl_start_ns = 0;
 static tl_sample *tl_samples = NULL;    /* libc malloc: outside what is traced */
 static uint32_t tl_n = 0;
+static uint32_t tl_max = TL_MAX_SAMPLES;  /* capacity of tl_samples */
 static pthread_t tl_thread;
 
 static uint64_t
@@ -83,7 +84,7 @@ tl_sample_locked(void)
     s.t_ns = tl_now_ns() - tl_start_ns;
     trace_get_traced_memory(&s.traced, &s.peak);
     s.rss = tl_read_rss();
-    if (tl_n == TL_MAX_SAMPLES) {
+    if (tl_n == tl_max) {
         tl_halve_locked();
     }
     tl_samples[tl_n++] = s;
@@ -118,15 +119,21 @@ tl_thread_main(void *arg)
 }
 
 PyDoc_STRVAR(timeline_start_doc,
-"timeline_start(interval_ms) -- start the sampler thread.\n\n"
+"timeline_start(interval_ms, max_samples=32768) -- start the sampler thread.\n\n"
 "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
-"(and once right away).  RuntimeError if a sampler is already running.");
+"(and once right away).  When max_samples are kept, neighbours are merged\n"
+"and the interval doubles.  RuntimeError if a sampler is already running.");
 
 static PyObject *
-timeline_start_py(PyObject *Py_UNUSED(m), PyObject *arg)
+timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    double ms = PyFloat_AsDouble(arg);
-    if (ms == -1.0 && PyErr_Occurred()) {
+    double ms;
+    unsigned int max_samples = TL_MAX_SAMPLES;
+    if (!PyArg_ParseTuple(args, "d|I:timeline_start", &ms, &max_samples)) {
+        return NULL;
+    }
+    if (max_samples < 4 || max_samples > TL_MAX_SAMPLES) {
+        PyErr_Format(PyExc_ValueError, "max_samples must be between 4 and %u", TL_MAX_SAMPLES);
         return NULL;
     }
     if (!(ms >= 0.1 && ms <= 3600000.0)) {
@@ -149,12 +156,13 @@ timeline_start_py(PyObject *Py_UNUSED(m), PyObject *arg)
         tl_cond_ready = 1;
     }
     free(tl_samples);
-    tl_samples = malloc(TL_MAX_SAMPLES * sizeof(tl_sample));
+    tl_samples = malloc((size_t)max_samples * sizeof(tl_sample));
     if (tl_samples == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     tl_n = 0;
+    tl_max = max_samples;
     tl_interval_ns = (uint64_t)(ms * 1e6);
     tl_start_ns = tl_now_ns();
     tl_stop_requested = 0;
@@ -258,7 +266,7 @@ tl_atfork_child(void)
 }
 
 static PyMethodDef timeline_methods[] = {
-    {"timeline_start", timeline_start_py, METH_O, timeline_start_doc},
+    {"timeline_start", timeline_start_py, METH_VARARGS, timeline_start_doc},
     {"timeline_stop", timeline_stop_py, METH_NOARGS, timeline_stop_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -98,8 +98,8 @@ def _exit_code(e):
         return 0
     if isinstance(code, int):
         return code & 0xFF  # what the OS keeps, as for python
-    # Like Python: a non-int code is printed, the exit code is 1.
-    print(code, file=sys.stderr)
+    # Like Python: a non-int code is printed (by the caller, once tracing
+    # is off), the exit code is 1.
     return 1
 
 
@@ -227,10 +227,13 @@ def main(args, argv=None):
     _core.timeline_start(args.interval)
     code = 0
     failure = None
+    exit_message = None
     try:
         target()
     except SystemExit as e:
         code = _exit_code(e)
+        if not (e.code is None or isinstance(e.code, int)):
+            exit_message = e.code
     except KeyboardInterrupt as e:
         failure = e
         code = 130
@@ -238,16 +241,20 @@ def main(args, argv=None):
         failure = e
         code = 1
     finally:
+        # The snapshot comes first: anything the runner allocates from here
+        # on (the timeline's bytes, signal handling) is not the program's.
+        table = _core.trace_take_snapshot()
+        duration = time.monotonic() - t0
         # A second Ctrl-C must not lose the capture being written.
         old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             interval, tl = _core.timeline_stop()
-            table = _core.trace_take_snapshot()
-            duration = time.monotonic() - t0
             memlens.stop()
             classes = _census_rows()
         finally:
             signal.signal(signal.SIGINT, old_sigint)
+    if exit_message is not None:
+        print(exit_message, file=sys.stderr)
     if failure is not None:
         # Printed once the tracer is off: python's printing of the
         # traceback is not the program's memory.
@@ -295,10 +302,13 @@ def _run_lines(args, target):
     lineprof.start_profile(rss=args.rss)
     code = 0
     failure = None
+    exit_message = None
     try:
         target()
     except SystemExit as e:
         code = _exit_code(e)
+        if not (e.code is None or isinstance(e.code, int)):
+            exit_message = e.code
     except KeyboardInterrupt as e:
         failure = e
         code = 130
@@ -307,6 +317,8 @@ def _run_lines(args, target):
         code = 1
     finally:
         lineprof.finish_profile()
+    if exit_message is not None:
+        print(exit_message, file=sys.stderr)
     if failure is not None:
         _print_exception(failure)
     return code

@@ -157,11 +157,28 @@ def load(path):
     except OSError as e:
         raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from None
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))
-    stacks = []
-    for frames, size, count, psize, pcount in table.stacks():
+    # The tracer tells stacks apart by instruction offset; reports name
+    # lines, so stacks with the same (file, line, function) frames merge.
+    merged = {}
+    for row in table.stacks():
+        frames, size, count, psize, pcount = row[:5]
+        # Rows of 7 carry cumulative (allocated in total) bytes and blocks,
+        # once the engine records them.
+        asize, acount = (row[5], row[6]) if len(row) >= 7 else (None, None)
         fr = tuple(Frame(f, ln, fn) for f, ln, fn in frames)
         fr = _strip_runner(fr, runner)
-        stacks.append(StackStat(fr, size, count, psize, pcount))
+        st = merged.get(fr)
+        if st is None:
+            merged[fr] = StackStat(fr, size, count, psize, pcount, asize, acount)
+        else:
+            st.size += size
+            st.count += count
+            st.peak_size += psize
+            st.peak_count += pcount
+            if asize is not None and st.alloc_size is not None:
+                st.alloc_size += asize
+                st.alloc_count += acount
+    stacks = list(merged.values())
     timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
     return Capture(
         stacks=stacks,

@@ -541,6 +541,14 @@ def test_memit_line_and_cell(ip, capsys):
     ip.user_ns.pop("x")
 
 
+def test_mlprun_arguments():
+    from memlens.ipython import _parse_mlprun
+
+    assert _parse_mlprun("-f f f(3)") == (["f"], "f(3)")
+    assert _parse_mlprun(" -f a.b -f c  x = a.b(c(1))") == (["a.b", "c"], "x = a.b(c(1))")
+    assert _parse_mlprun("g(1)") == ([], "g(1)")
+
+
 def test_mlprun(ip, capsys):
     ip.run_cell("def lp_g(n):\n    a = [0] * n\n    b = bytes(n)\n    del b\n    return a\n")
     capsys.readouterr()

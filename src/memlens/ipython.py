@@ -10,7 +10,7 @@ growth while the statement ran (memory_profiler's definition: peak minus
 baseline), ``peak memory`` the traced memory before it plus that growth.
 """
 
-import shlex
+import re
 
 from memlens import _core
 from memlens import lineprof as _lineprof
@@ -61,6 +61,23 @@ def memit(code, globals_, locals_=None):
     return MemitResult(baseline, max(0, peak_net - net0), (a1 - f1) - net0, a1 - a0, f1 - f0)
 
 
+_F_OPTION = re.compile(r"\s*-f\s+(\S+)")
+
+
+def _parse_mlprun(line):
+    """``-f func [-f func ...] stmt`` -> ([func expressions], stmt); the
+    statement is kept verbatim."""
+    funcs = []
+    pos = 0
+    while True:
+        m = _F_OPTION.match(line, pos)
+        if m is None:
+            break
+        funcs.append(m.group(1))
+        pos = m.end()
+    return funcs, line[pos:].strip()
+
+
 def load_ipython_extension(ipython):
     from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
@@ -83,16 +100,7 @@ def load_ipython_extension(ipython):
         @line_magic
         def mlprun(self, line=""):
             """%mlprun -f func [-f func ...] stmt: line-by-line memory of func."""
-            args = shlex.split(line, posix=False)
-            funcs = []
-            while len(args) >= 2 and args[0] == "-f":
-                funcs.append(args[1])
-                args = args[2:]
-            stmt = line
-            # The statement is what follows the last -f option, verbatim.
-            for name in funcs:
-                stmt = stmt.split(name, 1)[1] if name in stmt else stmt
-            stmt = stmt.strip()
+            funcs, stmt = _parse_mlprun(line)
             if not funcs or not stmt:
                 print("usage: %mlprun -f func [-f func ...] statement")
                 return None

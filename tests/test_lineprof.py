@@ -394,6 +394,18 @@ def test_reset_and_stop():
     assert not memlens.is_tracing()
 
 
+def test_tracer_runs_without_stacks_for_line_profiles():
+    # The line profiler starts the tracer in its private totals-only mode
+    # (frames 0); the public start() still asks for 1 frame or more.
+    memlens.profile(loop)
+    snap = memlens.take_snapshot()
+    assert snap.traceback_limit == 0 and snap.sample_bytes == 0
+    memlens.stop_profile()
+    with pytest.raises(ValueError, match="between 1 and 512"):
+        memlens.start(frames=0)
+    assert not memlens.is_tracing()
+
+
 def test_profile_rejects_non_functions():
     with pytest.raises(TypeError, match="Python function"):
         memlens.profile(42)

@@ -52,7 +52,7 @@ def memit(code, globals_, locals_=None):
     """Run compiled `code` and measure it (starts the tracer, exact mode, if
     it is not running; it keeps running for the next measurements)."""
     if not _tracer.is_tracing():
-        _tracer.start(frames=1, sample_bytes=0)
+        _core.trace_start(0, 0)  # exact, no stacks (see memlens.lineprof)
     baseline = _tracer.traced_memory()[0]
     a0, f0, _ = _core.lineprof_thread_counters(True)
     exec(code, globals_, locals_)

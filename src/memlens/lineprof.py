@@ -120,9 +120,9 @@ def _ensure_started(rss=None):
             raise RuntimeError("memlens is tracing in sampled mode; line profiles need exact "
                                "tracing: stop() it, or start(sample_bytes=0)")
     else:
-        # One frame per stack: line figures come from per-thread counters,
-        # not from the stacks.
-        _tracer.start(frames=1, sample_bytes=0)
+        # No stacks (frames 0, the tracer's totals-only mode): line figures
+        # come from the per-thread counters.
+        _core.trace_start(0, 0)
         _state["own_tracer"] = True
     if _HAS_MONITORING:
         mon = sys.monitoring

@@ -464,7 +464,11 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
         }
         trace_drain();
         if (stack == STACK_ID_NONE) {
-            stack = trace_stack_id(&trace_tls, tstate);
+            /* max_frames 0: totals only, every block on the empty stack
+             * (the line profiler's mode: it needs the per-thread counters,
+             * not stacks; measured 15% of its time on allocation-heavy
+             * lines). */
+            stack = trace_max_frames == 0 ? STACK_ID_EMPTY : trace_stack_id(&trace_tls, tstate);
         }
         if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
             trace_failed = 1;

@@ -406,6 +406,20 @@ def test_tracer_runs_without_stacks_for_line_profiles():
     assert not memlens.is_tracing()
 
 
+def test_cprofile_runs_alongside():
+    import cProfile
+
+    memlens.profile(build_and_delete)
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        build_and_delete()
+    finally:
+        prof.disable()
+    build = stats_by_line(build_and_delete)[line_of(build_and_delete, "# BUILD")]
+    assert mib(build.increment) == BIG_LIST_MIB
+
+
 def test_profile_rejects_non_functions():
     with pytest.raises(TypeError, match="Python function"):
         memlens.profile(42)

@@ -127,7 +127,9 @@ def _ensure_started(rss=None):
     if _HAS_MONITORING:
         mon = sys.monitoring
         tool = None
-        for candidate in (mon.PROFILER_ID, 3, 4, 5):
+        # Not PROFILER_ID first: cProfile takes it (3.12+) and fails if it
+        # is in use; 3 and 4 have no conventional owner.
+        for candidate in (4, 3, mon.PROFILER_ID, 5):
             if mon.get_tool(candidate) is None:
                 tool = candidate
                 break

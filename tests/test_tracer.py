@@ -746,3 +746,19 @@ def test_many_gil_less_raw_calls_are_all_counted():
     memlens.stop()
     # (`grown` itself is a traced 32-byte int)
     assert 100 * 100 - 64 <= grown - after <= 100 * 100
+
+
+def test_module_needs_little_static_tls():
+    # initial-exec TLS of a dlopen()ed module comes out of a small surplus
+    # glibc shares among all modules: more than a few dozen bytes and the
+    # import can fail ("cannot allocate memory in static TLS block")
+    try:
+        out = subprocess.run(["readelf", "-lW", _core.__file__], capture_output=True, text=True)
+    except OSError:
+        pytest.skip("readelf not available")
+    if out.returncode != 0:
+        pytest.skip("readelf failed")
+    tls = [line.split() for line in out.stdout.splitlines() if line.strip().startswith("TLS")]
+    assert tls, "no TLS segment"
+    memsz = int(tls[0][5], 16)
+    assert memsz <= 128, memsz

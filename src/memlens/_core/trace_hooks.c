@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -210,8 +211,10 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
  * stack of the callers (frames 2..N) is kept by id together with the raw
  * frame signatures it was read from; when the signatures still match, the
  * allocation's stack is one trie probe away (stack.h), with no hashing or
- * decoding of the callers.  In dynamic TLS (it is too big for the static
- * TLS surplus); trace_tls holds a pointer to it. */
+ * decoding of the callers.  On the heap (libc calloc, freed when the
+ * thread exits): thread-local storage would make the module's TLS block
+ * too big for the static TLS surplus that its initial-exec variables
+ * need, and the import would fail. */
 #define TRACE_CACHE_RAW 64
 typedef struct trace_stack_cache {
     uint64_t generation; /* trace_generation it was filled under */
@@ -220,9 +223,47 @@ typedef struct trace_stack_cache {
     int ended;           /* the walk reached the outermost frame */
     int valid;
     stack_sig raw[TRACE_CACHE_RAW];
+    /* Ids of the last stacks made of (code, offset) on top of `parent`, by
+     * offset: a loop body allocates at a few instructions in turn. */
+    struct {
+        PyCodeObject *code;
+        int32_t offset;
+        uint32_t id;
+    } memo[8];
 } trace_stack_cache;
 
-static _Thread_local trace_stack_cache trace_cache;
+/* Frees a thread's cache when the thread exits. */
+static pthread_key_t trace_cache_key;
+
+static void
+trace_cache_free(void *c)
+{
+    /* Runs in the exiting thread: forget the pointer too, in case the
+     * thread allocates again on its way out (a new cache is then made and
+     * freed by a later round of destructors). */
+    trace_tls.cache = NULL;
+    free(c);
+}
+
+/* Stack id without a cache (no memory for one): intern the callers. */
+static uint32_t
+trace_stack_id_uncached(PyThreadState *tstate, PyCodeObject *code0, int32_t off0, void *p)
+{
+    (void)tstate;
+    stack_frame frames[STACK_MAX_FRAMES];
+    int n = 0;
+    while (p != NULL && n < trace_max_frames - 1) {
+        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+            n++;
+        }
+        p = stack_compat_prev(p);
+    }
+    uint32_t parent = STACK_ID_EMPTY;
+    for (int i = n - 1; i >= 0; i--) {
+        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+    }
+    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+}
 
 /* Stack id of the running allocation (GIL held by this thread). */
 static uint32_t
@@ -242,7 +283,12 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     }
     trace_stack_cache *c = t->cache;
     if (c == NULL) {
-        c = t->cache = &trace_cache;
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return trace_stack_id_uncached(tstate, code0, off0, stack_compat_prev(f));
+        }
+        (void)pthread_setspecific(trace_cache_key, c);
+        t->cache = c;
     }
     uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
     void *p = stack_compat_prev(f);
@@ -264,7 +310,15 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             p = stack_compat_prev(p);
         }
         if (i == c->nraw && (!c->ended || p == NULL)) {
-            return stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            unsigned slot = (unsigned)off0 & 7u;
+            if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
+                return c->memo[slot].id;
+            }
+            uint32_t id = stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            c->memo[slot].code = code0;
+            c->memo[slot].offset = off0;
+            c->memo[slot].id = id;
+            return id;
         }
         p = stack_compat_prev(f);
     }
@@ -287,6 +341,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
         parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
     }
     c->valid = nraw <= TRACE_CACHE_RAW;
+    memset(c->memo, 0, sizeof(c->memo)); /* they were for the old parent */
     c->nraw = nraw;
     c->ended = p == NULL;
     c->parent = parent;
@@ -886,6 +941,10 @@ trace_hooks_init(void)
     /* Once per process (the handlers serve the process-wide tables). */
     static int done = 0;
     if (!done) {
+        if (pthread_key_create(&trace_cache_key, trace_cache_free) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
+            return -1;
+        }
         if (pthread_atfork(trace_atfork_prepare, trace_atfork_release,
                            trace_atfork_release) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");

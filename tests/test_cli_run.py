@@ -258,3 +258,31 @@ def test_console_script_and_module_agree(tmp_path):
     from memlens.__main__ import main
 
     assert main(["run", "--frames", "0", "x.py"]) == 2
+
+
+FAKE_CENSUS = """\
+import sys, memlens
+from collections import namedtuple
+Row = namedtuple("Row", "name count bytes")
+class Census:
+    def top(self, n):
+        return [Row("app.Order", 1000, 96000), Row("dict", 10, 2720)][:n]
+memlens.census = lambda: Census()
+from memlens.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_census_rows_reach_summary_capture_and_reports(tmp_path):
+    # GIVEN a census engine (stand-in with the agreed row fields)
+    (tmp_path / "p.py").write_text("x = [1] * 10\n")
+    (tmp_path / "with_census.py").write_text(FAKE_CENSUS)
+    # WHEN memlens run uses it
+    r = python("with_census.py", "run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the summary, the capture and the reports have the class table
+    assert "Top classes by instance bytes at exit:" in r.stderr and "app.Order" in r.stderr
+    cap = model.load(tmp_path / "c.mlcap")
+    assert [(c.name, c.count, c.bytes) for c in cap.classes] == [("app.Order", 1000, 96000), ("dict", 10, 2720)]
+    out = memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    assert json.loads(out.stdout)["classes"][0] == {"name": "app.Order", "count": 1000, "bytes": 96000}

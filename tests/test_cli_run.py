@@ -286,3 +286,10 @@ def test_census_rows_reach_summary_capture_and_reports(tmp_path):
     assert [(c.name, c.count, c.bytes) for c in cap.classes] == [("app.Order", 1000, 96000), ("dict", 10, 2720)]
     out = memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
     assert json.loads(out.stdout)["classes"][0] == {"name": "app.Order", "count": 1000, "bytes": 96000}
+
+
+def test_program_that_stops_the_tracer_gets_one_line(tmp_path):
+    write(tmp_path / "p.py", "import memlens\nmemlens.stop()\nprint('ok')\n")
+    r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.stdout == "ok\n" and r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "stopped the tracer" in r.stderr

@@ -233,7 +233,10 @@ def main(args, argv=None):
     finally:
         # The snapshot comes first: anything the runner allocates from here
         # on (the timeline's bytes, signal handling) is not the program's.
-        table = _core.trace_take_snapshot()
+        try:
+            table = _core.trace_take_snapshot()
+        except RuntimeError:
+            table = None  # the program called memlens.stop() itself
         duration = time.monotonic() - t0
         # A second Ctrl-C must not lose the capture being written.
         old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -267,6 +270,10 @@ def main(args, argv=None):
         "memlens": memlens.__version__,
         "runner_files": "\n".join(sorted(_runner_files())),
     }
+    if table is None:
+        print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
+              file=sys.stderr)
+        return code or 1
     try:
         _core.cap_run_write(output, table, meta, interval, tl, classes)
     except OSError as e:

@@ -293,3 +293,21 @@ def test_program_that_stops_the_tracer_gets_one_line(tmp_path):
     r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     assert r.stdout == "ok\n" and r.returncode == 1
     assert r.stderr.count("\n") == 1 and "stopped the tracer" in r.stderr
+
+
+def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
+    write(tmp_path / "f.py", """\
+        import os, sys
+        pid = os.fork()
+        if pid == 0:
+            raise ValueError("in the child")
+        _, st = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(st) if hasattr(os, "waitstatus_to_exitcode") else st >> 8)
+    """)
+    r = memlens("run", "-o", "c.mlcap", "f.py", cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stdout == "child exit 1\n"
+    assert "ValueError: in the child" in r.stderr
+    # one summary: the parent's
+    assert r.stderr.count("capture written to") == 1
+    assert model.load(tmp_path / "c.mlcap").meta["exit_code"] == "0"

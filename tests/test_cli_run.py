@@ -311,3 +311,14 @@ def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
     # one summary: the parent's
     assert r.stderr.count("capture written to") == 1
     assert model.load(tmp_path / "c.mlcap").meta["exit_code"] == "0"
+
+
+def test_symlinked_script_path0_is_the_real_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    write(tmp_path / "real" / "who.py", IDENTITY)
+    os.symlink(tmp_path / "real" / "who.py", tmp_path / "link" / "who.py")
+    plain = python("link/who.py", cwd=tmp_path)
+    ours = memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
+    assert json.loads(ours.stdout) == json.loads(plain.stdout)
+    assert json.loads(ours.stdout)["path0"].endswith("real")

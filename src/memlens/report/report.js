@@ -246,6 +246,7 @@
       target.dispatchEvent(new MouseEvent("click", { bubbles: true }));
       var ok = state.zoom === target.__node && state.zoom.name === name &&
         crumbs.textContent.indexOf(name) >= 0;
+      var zoomed = state.zoom.name, framesAfter = flame.querySelectorAll(".fr").length;
       /* Hover shows bytes and blocks of the frame under the pointer. */
       var shown = null;
       Array.prototype.forEach.call(flame.querySelectorAll(".fr"), function (e) {
@@ -266,8 +267,8 @@
       document.querySelector('button[data-view="leaks"]').click();
       var leaksBytes = state.view === "leaks" ? state.root.bytes : -1;
       ok = ok && hover && matches > 0 && leaksBytes >= 0;
-      out.textContent = (ok ? "PASS" : "FAIL") + " zoomed=" + state.zoom.name + " frames_before=" +
-        before + " frames_after=" + flame.querySelectorAll(".fr").length + " hover=" + hover +
+      out.textContent = (ok ? "PASS" : "FAIL") + " zoomed=" + zoomed + " frames_before=" +
+        before + " frames_after=" + framesAfter + " hover=" + hover +
         " matches=" + matches + " leaks_bytes=" + leaksBytes;
     } catch (err) {
       out.textContent = "FAIL " + err;

@@ -212,7 +212,7 @@ def test_html_renders_and_zooms_in_a_browser(tmp_path):
     assert "leaks_bytes=3100" in dom  # 3000 + 100 still allocated at exit
     assert dom.count('class="fr') >= 3
     assert 'id="peak-marker"' in dom
-    assert "cache.py:30" in dom and "app.Entry" in dom
+    assert "cache.py:20" in dom and "app.Entry" in dom
 
 
 class _Stream:

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -95,6 +96,14 @@ static trace_pending trace_ring[TRACE_RING_LEN];
 static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
 static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
 static atomic_int trace_ring_lost;           /* the ring was full */
+/* GIL-less changes to the empty stack (most GIL-less blocks are allocated
+ * and freed without the GIL, e.g. by compressors working with the GIL
+ * released) are summed here instead of queued, so they are never lost:
+ * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
+static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
+static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
+static atomic_int_fast64_t trace_acc_blocks;
+static atomic_int trace_acc_pending;
 
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
  * allocations the underlying allocator or our bookkeeping make are passed
@@ -201,8 +210,10 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
  * stack of the callers (frames 2..N) is kept by id together with the raw
  * frame signatures it was read from; when the signatures still match, the
  * allocation's stack is one trie probe away (stack.h), with no hashing or
- * decoding of the callers.  In dynamic TLS (it is too big for the static
- * TLS surplus); trace_tls holds a pointer to it. */
+ * decoding of the callers.  On the heap (libc calloc, freed when the
+ * thread exits): thread-local storage would make the module's TLS block
+ * too big for the static TLS surplus that its initial-exec variables
+ * need, and the import would fail. */
 #define TRACE_CACHE_RAW 64
 typedef struct trace_stack_cache {
     uint64_t generation; /* trace_generation it was filled under */
@@ -211,9 +222,47 @@ typedef struct trace_stack_cache {
     int ended;           /* the walk reached the outermost frame */
     int valid;
     stack_sig raw[TRACE_CACHE_RAW];
+    /* Ids of the last stacks made of (code, offset) on top of `parent`, by
+     * offset: a loop body allocates at a few instructions in turn. */
+    struct {
+        PyCodeObject *code;
+        int32_t offset;
+        uint32_t id;
+    } memo[8];
 } trace_stack_cache;
 
-static _Thread_local trace_stack_cache trace_cache;
+/* Frees a thread's cache when the thread exits. */
+static pthread_key_t trace_cache_key;
+
+static void
+trace_cache_free(void *c)
+{
+    /* Runs in the exiting thread: forget the pointer too, in case the
+     * thread allocates again on its way out (a new cache is then made and
+     * freed by a later round of destructors). */
+    trace_tls.cache = NULL;
+    free(c);
+}
+
+/* Stack id without a cache (no memory for one): intern the callers. */
+static uint32_t
+trace_stack_id_uncached(PyThreadState *tstate, PyCodeObject *code0, int32_t off0, void *p)
+{
+    (void)tstate;
+    stack_frame frames[STACK_MAX_FRAMES];
+    int n = 0;
+    while (p != NULL && n < trace_max_frames - 1) {
+        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+            n++;
+        }
+        p = stack_compat_prev(p);
+    }
+    uint32_t parent = STACK_ID_EMPTY;
+    for (int i = n - 1; i >= 0; i--) {
+        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+    }
+    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+}
 
 /* Stack id of the running allocation (GIL held by this thread). */
 static uint32_t
@@ -233,7 +282,12 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     }
     trace_stack_cache *c = t->cache;
     if (c == NULL) {
-        c = t->cache = &trace_cache;
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return trace_stack_id_uncached(tstate, code0, off0, stack_compat_prev(f));
+        }
+        (void)pthread_setspecific(trace_cache_key, c);
+        t->cache = c;
     }
     uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
     void *p = stack_compat_prev(f);
@@ -255,7 +309,15 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             p = stack_compat_prev(p);
         }
         if (i == c->nraw && (!c->ended || p == NULL)) {
-            return stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            unsigned slot = (unsigned)off0 & 7u;
+            if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
+                return c->memo[slot].id;
+            }
+            uint32_t id = stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            c->memo[slot].code = code0;
+            c->memo[slot].offset = off0;
+            c->memo[slot].id = id;
+            return id;
         }
         p = stack_compat_prev(f);
     }
@@ -278,6 +340,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
         parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
     }
     c->valid = nraw <= TRACE_CACHE_RAW;
+    memset(c->memo, 0, sizeof(c->memo)); /* they were for the old parent */
     c->nraw = nraw;
     c->ended = p == NULL;
     c->parent = parent;
@@ -326,14 +389,9 @@ trace_account(uint32_t stack, uint64_t size, int sign)
 
 /* Apply what GIL-less calls queued.  A relaxed load and compare when there
  * is nothing to do. */
-static inline void
-trace_drain(void)
+static void
+trace_drain_slow(uint64_t tail, uint64_t head)
 {
-    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
-    if (head == tail) {
-        return;
-    }
     for (; tail != head; tail++) {
         trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
         trace_account(e->stack, e->size, e->sign);
@@ -341,10 +399,53 @@ trace_drain(void)
     atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
 }
 
+static void
+trace_drain_acc(void)
+{
+    atomic_store_explicit(&trace_acc_pending, 0, memory_order_relaxed);
+    int64_t ds = atomic_exchange(&trace_acc_size, 0);
+    int64_t dc = atomic_exchange(&trace_acc_count, 0);
+    int64_t db = atomic_exchange(&trace_acc_blocks, 0);
+    stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
+    trace_touch(r);
+    r->size += (uint64_t)ds;
+    r->count += (uint64_t)dc;
+    trace_blocks += db;
+    trace_current += ds;
+    if (trace_current > trace_peak) {
+        trace_peak = trace_current;
+        trace_peak_gen++;
+    }
+}
+
+/* Apply what GIL-less calls left.  Two relaxed loads and compares when
+ * there is nothing to do. */
+static inline void
+trace_drain(void)
+{
+    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    if (head != tail) {
+        trace_drain_slow(tail, head);
+    }
+    if (atomic_load_explicit(&trace_acc_pending, memory_order_relaxed)) {
+        trace_drain_acc();
+    }
+}
+
 /* Queue a change from a GIL-less call (trace_nogil_lock held). */
 static void
 trace_push_nogil(uint32_t stack, uint64_t size, int sign)
 {
+    if (stack == STACK_ID_EMPTY) {
+        uint64_t ws, wc;
+        trace_weights(size, &ws, &wc);
+        atomic_fetch_add(&trace_acc_size, sign * (int64_t)ws);
+        atomic_fetch_add(&trace_acc_count, sign * (int64_t)wc);
+        atomic_fetch_add(&trace_acc_blocks, sign);
+        atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
+        return;
+    }
     uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
     if (head - tail >= TRACE_RING_LEN) {
@@ -639,6 +740,10 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_interp = PyThreadState_Get()->interp;
     atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
     atomic_store(&trace_ring_lost, 0);
+    atomic_store(&trace_acc_size, 0);
+    atomic_store(&trace_acc_count, 0);
+    atomic_store(&trace_acc_blocks, 0);
+    atomic_store(&trace_acc_pending, 0);
     atomic_fetch_add(&trace_generation, 1);
     atomic_store(&trace_active, 1);
     trace_spin_unlock(&trace_nogil_lock);
@@ -811,6 +916,10 @@ trace_hooks_init(void)
     /* Once per process (the handlers serve the process-wide tables). */
     static int done = 0;
     if (!done) {
+        if (pthread_key_create(&trace_cache_key, trace_cache_free) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
+            return -1;
+        }
         if (pthread_atfork(trace_atfork_prepare, trace_atfork_release,
                            trace_atfork_release) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");

@@ -208,9 +208,11 @@ def test_html_renders_and_zooms_in_a_browser(tmp_path):
     # THEN the flame graph drew frames, zoomed into the clicked one, and the
     # timeline and tables are there
     assert 'id="selftest-result">PASS zoomed=&lt;module&gt; (main.py:10)' in dom, dom[-2000:]
+    assert "hover=true" in dom and "matches=0" not in dom
+    assert "leaks_bytes=3100" in dom  # 3000 + 100 still allocated at exit
     assert dom.count('class="fr') >= 3
     assert 'id="peak-marker"' in dom
-    assert "cache.py:30" in dom and "app.Entry" in dom
+    assert "cache.py:20" in dom and "app.Entry" in dom
 
 
 class _Stream:

@@ -258,3 +258,67 @@ def test_console_script_and_module_agree(tmp_path):
     from memlens.__main__ import main
 
     assert main(["run", "--frames", "0", "x.py"]) == 2
+
+
+FAKE_CENSUS = """\
+import sys, memlens
+from collections import namedtuple
+Row = namedtuple("Row", "name count bytes")
+class Census:
+    def top(self, n):
+        return [Row("app.Order", 1000, 96000), Row("dict", 10, 2720)][:n]
+memlens.census = lambda: Census()
+from memlens.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_census_rows_reach_summary_capture_and_reports(tmp_path):
+    # GIVEN a census engine (stand-in with the agreed row fields)
+    (tmp_path / "p.py").write_text("x = [1] * 10\n")
+    (tmp_path / "with_census.py").write_text(FAKE_CENSUS)
+    # WHEN memlens run uses it
+    r = python("with_census.py", "run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the summary, the capture and the reports have the class table
+    assert "Top classes by instance bytes at exit:" in r.stderr and "app.Order" in r.stderr
+    cap = model.load(tmp_path / "c.mlcap")
+    assert [(c.name, c.count, c.bytes) for c in cap.classes] == [("app.Order", 1000, 96000), ("dict", 10, 2720)]
+    out = memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    assert json.loads(out.stdout)["classes"][0] == {"name": "app.Order", "count": 1000, "bytes": 96000}
+
+
+def test_program_that_stops_the_tracer_gets_one_line(tmp_path):
+    write(tmp_path / "p.py", "import memlens\nmemlens.stop()\nprint('ok')\n")
+    r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.stdout == "ok\n" and r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "stopped the tracer" in r.stderr
+
+
+def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
+    write(tmp_path / "f.py", """\
+        import os, sys
+        pid = os.fork()
+        if pid == 0:
+            raise ValueError("in the child")
+        _, st = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(st) if hasattr(os, "waitstatus_to_exitcode") else st >> 8)
+    """)
+    r = memlens("run", "-o", "c.mlcap", "f.py", cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stdout == "child exit 1\n"
+    assert "ValueError: in the child" in r.stderr
+    # one summary: the parent's
+    assert r.stderr.count("capture written to") == 1
+    assert model.load(tmp_path / "c.mlcap").meta["exit_code"] == "0"
+
+
+def test_symlinked_script_path0_is_the_real_directory(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").mkdir()
+    write(tmp_path / "real" / "who.py", IDENTITY)
+    os.symlink(tmp_path / "real" / "who.py", tmp_path / "link" / "who.py")
+    plain = python("link/who.py", cwd=tmp_path)
+    ours = memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
+    assert json.loads(ours.stdout) == json.loads(plain.stdout)
+    assert json.loads(ours.stdout)["path0"].endswith("real")

@@ -78,7 +78,7 @@ PyDoc_STRVAR(cap_run_write_doc,
 "of (name, instances, bytes)).");
 
 static PyObject *
-cap_run_write_py(PyObject *Py_UNUSED(m), PyObject *args)
+cap_run_write_py(PyObject *m, PyObject *args)
 {
     const char *path;
     PyObject *table, *meta, *classes;
@@ -94,7 +94,15 @@ cap_run_write_py(PyObject *Py_UNUSED(m), PyObject *args)
                           &PyDict_Type, &meta, &interval_ms, &tl, &classes)) {
         return NULL;
     }
-    if (strcmp(Py_TYPE(table)->tp_name, "memlens._core.TraceTable") != 0) {
+    /* The type is looked up on the module, as trace_snapshot.c does: it is
+     * a heap type of this module instance. */
+    PyObject *tp = PyObject_GetAttrString(m, "TraceTable");
+    if (tp == NULL) {
+        goto done;
+    }
+    int ok = PyType_Check(tp) && PyObject_TypeCheck(table, (PyTypeObject *)tp);
+    Py_DECREF(tp);
+    if (!ok) {
         PyErr_SetString(PyExc_TypeError, "table must be a memlens._core.TraceTable");
         goto done;
     }

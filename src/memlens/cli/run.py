@@ -221,6 +221,7 @@ def main(args, argv=None):
     if args.lines:
         return _run_lines(args, target)
 
+    pid = os.getpid()
     start_ns = time.time_ns()
     t0 = time.monotonic()
     memlens.start(frames=args.frames, sample_bytes=args.sample_bytes)
@@ -240,19 +241,32 @@ def main(args, argv=None):
     except BaseException as e:
         failure = e
         code = 1
-    finally:
-        # The snapshot comes first: anything the runner allocates from here
-        # on (the timeline's bytes, signal handling) is not the program's.
+    # Every exception was caught above, so this always runs.
+    if os.getpid() != pid:
+        # A child forked by the program that returned instead of calling
+        # os._exit(): the capture is the parent's to write.
+        _core.timeline_stop()
+        memlens.stop()
+        if exit_message is not None:
+            print(exit_message, file=sys.stderr)
+        if failure is not None:
+            _print_exception(failure)
+        return code
+    # The snapshot comes first: anything the runner allocates from here
+    # on (the timeline's bytes, signal handling) is not the program's.
+    try:
         table = _core.trace_take_snapshot()
-        duration = time.monotonic() - t0
-        # A second Ctrl-C must not lose the capture being written.
-        old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            interval, tl = _core.timeline_stop()
-            memlens.stop()
-            classes = _census_rows()
-        finally:
-            signal.signal(signal.SIGINT, old_sigint)
+    except RuntimeError:
+        table = None  # the program called memlens.stop() itself
+    duration = time.monotonic() - t0
+    # A second Ctrl-C must not lose the capture being written.
+    old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        interval, tl = _core.timeline_stop()
+        memlens.stop()
+        classes = _census_rows()
+    finally:
+        signal.signal(signal.SIGINT, old_sigint)
     if exit_message is not None:
         print(exit_message, file=sys.stderr)
     if failure is not None:
@@ -277,6 +291,10 @@ def main(args, argv=None):
         "memlens": memlens.__version__,
         "runner_files": "\n".join(sorted(_runner_files())),
     }
+    if table is None:
+        print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
+              file=sys.stderr)
+        return code or 1
     try:
         _core.cap_run_write(output, table, meta, interval, tl, classes)
     except OSError as e:

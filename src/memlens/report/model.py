@@ -160,12 +160,13 @@ def load(path):
     # The tracer tells stacks apart by instruction offset; reports name
     # lines, so stacks with the same (file, line, function) frames merge.
     merged = {}
+    frame_cache = {}  # one Frame per distinct (file, line, function)
     for row in table.stacks():
         frames, size, count, psize, pcount = row[:5]
         # Rows of 7 carry cumulative (allocated in total) bytes and blocks,
         # once the engine records them.
         asize, acount = (row[5], row[6]) if len(row) >= 7 else (None, None)
-        fr = tuple(Frame(f, ln, fn) for f, ln, fn in frames)
+        fr = tuple(frame_cache.get(f) or frame_cache.setdefault(f, Frame(*f)) for f in frames)
         fr = _strip_runner(fr, runner)
         st = merged.get(fr)
         if st is None:

@@ -246,8 +246,30 @@
       target.dispatchEvent(new MouseEvent("click", { bubbles: true }));
       var ok = state.zoom === target.__node && state.zoom.name === name &&
         crumbs.textContent.indexOf(name) >= 0;
-      out.textContent = (ok ? "PASS" : "FAIL") + " zoomed=" + state.zoom.name + " frames_before=" +
-        before + " frames_after=" + flame.querySelectorAll(".fr").length;
+      var zoomed = state.zoom.name, framesAfter = flame.querySelectorAll(".fr").length;
+      /* Hover shows bytes and blocks of the frame under the pointer. */
+      var shown = null;
+      Array.prototype.forEach.call(flame.querySelectorAll(".fr"), function (e) {
+        if (e.__node === state.zoom) { shown = e; }
+      });
+      if (!shown) { throw new Error("zoomed frame not drawn"); }
+      var box = shown.getBoundingClientRect();
+      shown.dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: box.left + 2,
+                                                         clientY: box.top + 2 }));
+      var hover = tip.style.display === "block" && tip.textContent.indexOf("blocks") >= 0;
+      /* Search highlights the matching frames. */
+      search.value = name.split(" ")[0];
+      search.dispatchEvent(new Event("input"));
+      var matches = flame.querySelectorAll(".fr.match").length;
+      /* The tabs switch the picture: the leaks view totals the bytes
+       * still allocated at exit. */
+      search.value = "";
+      document.querySelector('button[data-view="leaks"]').click();
+      var leaksBytes = state.view === "leaks" ? state.root.bytes : -1;
+      ok = ok && hover && matches > 0 && leaksBytes >= 0;
+      out.textContent = (ok ? "PASS" : "FAIL") + " zoomed=" + zoomed + " frames_before=" +
+        before + " frames_after=" + framesAfter + " hover=" + hover +
+        " matches=" + matches + " leaks_bytes=" + leaksBytes;
     } catch (err) {
       out.textContent = "FAIL " + err;
     }

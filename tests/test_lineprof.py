@@ -222,6 +222,47 @@ def test_generator():
         assert s.peak < 4_000_000  # the 4 MB junk never lands on gen's lines
 
 
+def sub_gen():
+    for i in range(2):
+        chunk = [0] * 25_000  # SUB_CHUNK
+        yield chunk
+
+
+def delegating():
+    first = [0] * 10_000  # DELEG_FIRST
+    yield from sub_gen()  # DELEG_FROM
+    yield first
+
+
+async def async_items():
+    for i in range(3):
+        item = [0] * 5_000  # AGEN_ITEM
+        yield item
+
+
+async def consume_async():
+    out = []
+    async for item in async_items():
+        out.append(item)  # AGEN_CONSUME
+    return out
+
+
+def test_yield_from_and_async_generators():
+    for f in (sub_gen, delegating, async_items, consume_async):
+        memlens.profile(f)
+    kept = list(delegating())
+    got = asyncio.run(consume_async())
+    sub = stats_by_line(sub_gen)[line_of(sub_gen, "# SUB_CHUNK")]
+    assert sub.occurrences == 2 and 2 * 200_000 <= sub.increment <= 2 * 200_000 + 400
+    st = stats_by_line(delegating)
+    assert 80_000 <= st[line_of(delegating, "# DELEG_FIRST")].increment <= 80_000 + 200
+    # the chunks are the innermost generator's, not the delegating line's
+    assert abs(st[line_of(delegating, "# DELEG_FROM")].increment) < 1_000
+    item = stats_by_line(async_items)[line_of(async_items, "# AGEN_ITEM")]
+    assert item.occurrences == 3 and 3 * 40_000 <= item.increment <= 3 * 40_000 + 400
+    assert len(got) == 3 and len(kept) == 3
+
+
 async def agen_work():
     a = [0] * 30_000  # ASYNC_A
     await asyncio.sleep(0)

@@ -192,7 +192,16 @@ trace_sample_hit(trace_tls_state *t, uint64_t size)
 
 /* Weights that make the sampled totals unbiased: a sampled block of `size`
  * bytes stands for size / p bytes and 1 / p blocks. */
-static void
+static __attribute__((noinline)) void
+trace_weights_sampled(uint64_t size, uint64_t *wsize, uint64_t *wcount)
+{
+    double s = (double)(size == 0 ? 1 : size);
+    double p = -expm1(-s / trace_sample_mean);
+    *wsize = (uint64_t)llround((double)size / p);
+    *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
+}
+
+static inline __attribute__((always_inline)) void
 trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
 {
     if (trace_sample_bytes == 0) {
@@ -200,10 +209,7 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
         *wcount = STACK_COUNT_ONE;
         return;
     }
-    double s = (double)(size == 0 ? 1 : size);
-    double p = -expm1(-s / trace_sample_mean);
-    *wsize = (uint64_t)llround((double)size / p);
-    *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
+    trace_weights_sampled(size, wsize, wcount);
 }
 
 /* Per-thread cache of the callers' stack.  Most allocations in a row come

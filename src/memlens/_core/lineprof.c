@@ -142,32 +142,45 @@ typedef struct {
 } lp_entry;
 
 typedef struct {
-    lp_entry *stack;    /* C heap; freed by lineprof_clear() for this thread */
+    lp_entry *stack;    /* C heap; freed with the thread (lp_thread_exit) */
     int depth;
     int cap;
     uint64_t generation;
     trace_thread_counters *counters; /* this thread's, in trace_hooks.c */
 } lp_thread;
 
-/* initial-exec: read at every line event; a %fs-relative access instead of
- * a __tls_get_addr call (40 bytes of the static TLS surplus, like the
- * tracer's trace_tls). */
-static _Thread_local lp_thread lp_tls __attribute__((tls_model("initial-exec")));
+/* This thread's state, on the C heap.  initial-exec: read at every line
+ * event, a %fs-relative access instead of a __tls_get_addr call; only a
+ * pointer, since the static TLS surplus glibc shares among dlopen()ed
+ * modules is small (tests/test_tracer.py checks the module's TLS size). */
+static _Thread_local lp_thread *lp_tls __attribute__((tls_model("initial-exec")));
 
-/* Frees a thread's stack when the thread exits (its value is the stack).
- * Process-wide: created once, on first import. */
-static pthread_key_t lp_stack_key;
+/* Frees a thread's state when the thread exits (the key's value is the
+ * lp_thread).  Process-wide: created once, on first import. */
+static pthread_key_t lp_thread_key;
 
 static void
-lp_thread_exit(void *stack)
+lp_thread_exit(void *p)
 {
-    free(stack);
+    lp_thread *t = p;
+    free(t->stack);
+    free(t);
 }
 
+/* This thread's state; NULL (and lp_failed set) if it cannot be made. */
 static lp_thread *
 lp_thread_get(void)
 {
-    lp_thread *t = &lp_tls;
+    lp_thread *t = lp_tls;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL) {
+            lp_failed = 1;
+            return NULL;
+        }
+        lp_tls = t;
+        (void)pthread_setspecific(lp_thread_key, t);
+    }
     if (t->generation != lp_generation) {
         t->depth = 0;
         t->generation = lp_generation;
@@ -279,6 +292,9 @@ static void
 lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
 {
     lp_thread *t = lp_thread_get();
+    if (t == NULL) {
+        return;
+    }
     if (t->depth == t->cap) {
         int cap = t->cap ? 2 * t->cap : 16;
         lp_entry *s = realloc(t->stack, (size_t)cap * sizeof(*s));
@@ -288,7 +304,6 @@ lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
         }
         t->stack = s;
         t->cap = cap;
-        (void)pthread_setspecific(lp_stack_key, s);
     }
     lp_entry *e = &t->stack[t->depth];
     memset(e, 0, sizeof(*e));
@@ -329,7 +344,7 @@ lp_pop(lp_thread *t, uint64_t transient)
 static lp_entry *
 lp_top_for(lp_thread *t, PyObject *code, const void *frame)
 {
-    if (t->depth == 0) {
+    if (t == NULL || t->depth == 0) {
         return NULL;
     }
     lp_entry *e = &t->stack[t->depth - 1];
@@ -660,9 +675,9 @@ lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     lp_index_mask = 0;
     lp_failed = 0;
     /* Other threads' stacks are dropped by the generation bump. */
-    free(lp_tls.stack);
-    memset(&lp_tls, 0, sizeof(lp_tls));
-    (void)pthread_setspecific(lp_stack_key, NULL);
+    if (lp_tls != NULL) {
+        lp_tls->depth = 0;
+    }
     /* Last: dropping code references may run arbitrary deallocators. */
     for (Py_ssize_t k = 0; k < n; k++) {
         free(codes[k]->lines);
@@ -782,7 +797,7 @@ lineprof_module_exec(PyObject *m)
 {
     static int key_ready = 0; /* GIL held: module exec */
     if (!key_ready) {
-        if (pthread_key_create(&lp_stack_key, lp_thread_exit) != 0) {
+        if (pthread_key_create(&lp_thread_key, lp_thread_exit) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
             return -1;
         }

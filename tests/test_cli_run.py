@@ -322,3 +322,26 @@ def test_symlinked_script_path0_is_the_real_directory(tmp_path):
     ours = memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
     assert json.loads(ours.stdout) == json.loads(plain.stdout)
     assert json.loads(ours.stdout)["path0"].endswith("real")
+
+
+def test_sampled_run_says_numbers_are_estimates(tmp_path):
+    write(tmp_path / "p.py", "keep = [bytearray(1000) for _ in range(5000)]\n")
+    r = memlens("run", "--sample-bytes", "65536", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "numbers are estimates" in r.stderr
+    cap = model.load(tmp_path / "c.mlcap")
+    assert cap.sample_bytes == 65536
+    # an unbiased estimate of ~5 MB: well within a factor of two
+    assert 2_500_000 < cap.view_total("leaks") < 10_000_000
+
+
+def test_directory_with_main_runs_like_python(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    write(app / "__main__.py", IDENTITY)
+    plain = python("app", "z", cwd=tmp_path)
+    ours = memlens("run", "-q", "-o", "c.mlcap", "app", "z", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    a, b = json.loads(plain.stdout), json.loads(ours.stdout)
+    for key in ("argv", "path0", "name", "file"):
+        assert a[key] == b[key], key

@@ -12,10 +12,12 @@ import importlib.machinery
 import importlib.util
 import io
 import os
+import pkgutil
 import runpy
 import signal
 import sys
 import time
+import zipfile
 
 from memlens.cli.common import ArgumentParser, UsageError, check_output_path
 
@@ -117,23 +119,39 @@ def _prepare_script(path):
     """A function running the script as python would; the reading and
     compiling happen here, before tracing starts, so the runner's own work
     is not in the capture."""
-    if not os.path.isfile(path):
-        # Directories and zip files with a __main__.py: runpy sets
-        # sys.path[0] and __main__ like python does for them.
-        return lambda: runpy.run_path(path, run_name="__main__")
     abspath = os.path.abspath(path)
-    # What python does for `python script.py` (3.9+): __main__ is a fresh
-    # module whose __file__ is absolute, with a SourceFileLoader and no spec.
     main_mod = type(sys)("__main__")
-    main_mod.__file__ = abspath
-    main_mod.__cached__ = None
-    main_mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", abspath)
-    main_mod.__spec__ = None
-    main_mod.__package__ = None
     main_mod.__builtins__ = builtins
-    with io.open_code(abspath) as f:
-        source = f.read()
-    code = compile(source, abspath, "exec", dont_inherit=True)
+    if not os.path.isfile(path) or zipfile.is_zipfile(path):
+        # A directory or zip file with a __main__.py: python puts it first
+        # on sys.path (the caller does) and runs its __main__ module.
+        importer = pkgutil.get_importer(abspath)
+        try:
+            spec = importer.find_spec("__main__") if importer is not None else None
+        except AttributeError:
+            # 3.9: zipimporter has no find_spec; runpy does the same job
+            # (with sys.argv[0] and sys.path[0] as given, not absolute).
+            return lambda: runpy.run_path(path, run_name="__main__")
+        if spec is None or spec.loader is None:
+            raise UsageError(f"can't find '__main__' module in {path!r}")
+        code = spec.loader.get_code("__main__")
+        main_mod.__file__ = spec.origin
+        main_mod.__cached__ = getattr(spec, "cached", None)
+        main_mod.__loader__ = spec.loader
+        main_mod.__spec__ = spec
+        main_mod.__package__ = ""
+    else:
+        # What python does for `python script.py` (3.9+): __main__ is a
+        # fresh module whose __file__ is absolute, with a SourceFileLoader
+        # and no spec.
+        main_mod.__file__ = abspath
+        main_mod.__cached__ = None
+        main_mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", abspath)
+        main_mod.__spec__ = None
+        main_mod.__package__ = None
+        with io.open_code(abspath) as f:
+            source = f.read()
+        code = compile(source, abspath, "exec", dont_inherit=True)
 
     def run():
         sys.modules["__main__"] = main_mod
@@ -189,8 +207,10 @@ def main(args, argv=None):
 
     if args.module is None:
         sys.argv = [args.script] + list(args.args)
-        if os.path.isfile(args.script):
+        if os.path.isfile(args.script) and not zipfile.is_zipfile(args.script):
             sys.path[0] = os.path.dirname(os.path.realpath(args.script))
+        else:
+            sys.path[0] = os.path.abspath(args.script)
         command = " ".join(["memlens run", args.script] + list(args.args))
     else:
         sys.argv = ["-m"] + list(args.args)  # runpy puts the module's file in argv[0]

@@ -345,3 +345,21 @@ def test_directory_with_main_runs_like_python(tmp_path):
     a, b = json.loads(plain.stdout), json.loads(ours.stdout)
     for key in ("argv", "path0", "name", "file"):
         assert a[key] == b[key], key
+
+
+def test_module_from_the_console_script(tmp_path):
+    # The console script's sys.path[0] is its bin directory, not the cwd:
+    # -m must still find modules in the current directory, as python -m does.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    write(pkg / "who.py", IDENTITY)
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; sys.path[0] = '/nonexistent-bin'; from memlens.__main__ import main; "
+                        "sys.exit(main(['run', '-q', '-o', 'c.mlcap', '-m', 'pkg.who', 'x']))"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path0"] == str(tmp_path)
+    missing = memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.nothere", cwd=tmp_path)
+    assert missing.returncode == 1 and "No module named" in missing.stderr
+    assert "Traceback" not in missing.stderr and missing.stderr.count("\n") == 1

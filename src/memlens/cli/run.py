@@ -101,8 +101,9 @@ def _exit_code(e):
 
 
 def _runner_files():
+    # 3.11+: runpy is frozen, its frames are named "<frozen runpy>".
     return {os.path.abspath(__file__), os.path.abspath(runpy.__file__),
-            __file__, runpy.__file__}
+            __file__, runpy.__file__, "<frozen runpy>"}
 
 
 def _print_exception(e):
@@ -111,6 +112,10 @@ def _print_exception(e):
     runner = _runner_files()
     while tb is not None and tb.tb_frame.f_code.co_filename in runner:
         tb = tb.tb_next
+    if tb is None and isinstance(e, ImportError):
+        # runpy could not find the -m module: one line, as python -m says it.
+        print(f"memlens run: error: {e}", file=sys.stderr)
+        return
     e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
 
@@ -195,12 +200,20 @@ def main(args, argv=None):
         if not os.path.exists(args.script):
             raise UsageError(f"can't open file {args.script!r}: No such file or directory")
     else:
+        # Look up the top-level package only, from where python -m would
+        # (the current directory first): finding a submodule would import
+        # its parents before tracing starts.
+        top = args.module.partition(".")[0]
+        saved = sys.path[0]
+        sys.path[0] = os.getcwd()
         try:
-            spec = importlib.util.find_spec(args.module)
-        except (ImportError, ValueError) as e:
-            raise UsageError(f"cannot find module {args.module!r}: {e}") from None
+            spec = importlib.util.find_spec(top) if top else None
+        except (ImportError, ValueError):
+            spec = None
+        finally:
+            sys.path[0] = saved
         if spec is None:
-            raise UsageError(f"No module named {args.module!r}")
+            raise UsageError(f"No module named {top or args.module!r}")
     output = args.output or _default_output(args)
     check_output_path(output)
     output = os.path.abspath(output)

@@ -154,6 +154,7 @@ def test_usage_errors_are_one_line_exit_2(tmp_path):
         ("report", str(tmp_path / "missing.mlcap")),
         ("report", "--format", "xml", "c.mlcap"),
         ("plot", "c.mlcap", "-o", "out.jpg"),
+        ("plot", str(tmp_path / "missing.mlcap"), "-o", "out.png"),
     ]
     (tmp_path / "x.py").write_text("")
     for args in cases:

@@ -154,6 +154,7 @@ def test_usage_errors_are_one_line_exit_2(tmp_path):
         ("report", str(tmp_path / "missing.mlcap")),
         ("report", "--format", "xml", "c.mlcap"),
         ("plot", "c.mlcap", "-o", "out.jpg"),
+        ("plot", str(tmp_path / "missing.mlcap"), "-o", "out.png"),
     ]
     (tmp_path / "x.py").write_text("")
     for args in cases:
@@ -322,3 +323,44 @@ def test_symlinked_script_path0_is_the_real_directory(tmp_path):
     ours = memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
     assert json.loads(ours.stdout) == json.loads(plain.stdout)
     assert json.loads(ours.stdout)["path0"].endswith("real")
+
+
+def test_sampled_run_says_numbers_are_estimates(tmp_path):
+    write(tmp_path / "p.py", "keep = [bytearray(1000) for _ in range(5000)]\n")
+    r = memlens("run", "--sample-bytes", "65536", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "numbers are estimates" in r.stderr
+    cap = model.load(tmp_path / "c.mlcap")
+    assert cap.sample_bytes == 65536
+    # an unbiased estimate of ~5 MB: well within a factor of two
+    assert 2_500_000 < cap.view_total("leaks") < 10_000_000
+
+
+def test_directory_with_main_runs_like_python(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    write(app / "__main__.py", IDENTITY)
+    plain = python("app", "z", cwd=tmp_path)
+    ours = memlens("run", "-q", "-o", "c.mlcap", "app", "z", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    a, b = json.loads(plain.stdout), json.loads(ours.stdout)
+    for key in ("argv", "path0", "name", "file"):
+        assert a[key] == b[key], key
+
+
+def test_module_from_the_console_script(tmp_path):
+    # The console script's sys.path[0] is its bin directory, not the cwd:
+    # -m must still find modules in the current directory, as python -m does.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    write(pkg / "who.py", IDENTITY)
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; sys.path[0] = '/nonexistent-bin'; from memlens.__main__ import main; "
+                        "sys.exit(main(['run', '-q', '-o', 'c.mlcap', '-m', 'pkg.who', 'x']))"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path0"] == str(tmp_path)
+    missing = memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.nothere", cwd=tmp_path)
+    assert missing.returncode == 1 and "No module named" in missing.stderr
+    assert "Traceback" not in missing.stderr and missing.stderr.count("\n") == 1

@@ -57,6 +57,9 @@ def main(args):
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".png", ".svg"):
         raise UsageError(f"output must end in .png or .svg, not {args.output!r}")
+    if not os.path.isfile(args.capture):
+        what = "is not a file" if os.path.exists(args.capture) else "No such file"
+        raise UsageError(f"cannot read capture {args.capture!r}: {what}")
     check_output_path(args.output)
     try:
         import matplotlib  # noqa: F401

@@ -12,10 +12,12 @@ import importlib.machinery
 import importlib.util
 import io
 import os
+import pkgutil
 import runpy
 import signal
 import sys
 import time
+import zipfile
 
 from memlens.cli.common import ArgumentParser, UsageError, check_output_path
 
@@ -104,8 +106,9 @@ def _exit_code(e):
 
 
 def _runner_files():
+    # 3.11+: runpy is frozen, its frames are named "<frozen runpy>".
     return {os.path.abspath(__file__), os.path.abspath(runpy.__file__),
-            __file__, runpy.__file__}
+            __file__, runpy.__file__, "<frozen runpy>"}
 
 
 def _print_exception(e):
@@ -114,6 +117,10 @@ def _print_exception(e):
     runner = _runner_files()
     while tb is not None and tb.tb_frame.f_code.co_filename in runner:
         tb = tb.tb_next
+    if tb is None and isinstance(e, ImportError):
+        # runpy could not find the -m module: one line, as python -m says it.
+        print(f"memlens run: error: {e}", file=sys.stderr)
+        return
     e.__traceback__ = tb
     sys.excepthook(type(e), e, tb)
 
@@ -122,23 +129,39 @@ def _prepare_script(path):
     """A function running the script as python would; the reading and
     compiling happen here, before tracing starts, so the runner's own work
     is not in the capture."""
-    if not os.path.isfile(path):
-        # Directories and zip files with a __main__.py: runpy sets
-        # sys.path[0] and __main__ like python does for them.
-        return lambda: runpy.run_path(path, run_name="__main__")
     abspath = os.path.abspath(path)
-    # What python does for `python script.py` (3.9+): __main__ is a fresh
-    # module whose __file__ is absolute, with a SourceFileLoader and no spec.
     main_mod = type(sys)("__main__")
-    main_mod.__file__ = abspath
-    main_mod.__cached__ = None
-    main_mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", abspath)
-    main_mod.__spec__ = None
-    main_mod.__package__ = None
     main_mod.__builtins__ = builtins
-    with io.open_code(abspath) as f:
-        source = f.read()
-    code = compile(source, abspath, "exec", dont_inherit=True)
+    if not os.path.isfile(path) or zipfile.is_zipfile(path):
+        # A directory or zip file with a __main__.py: python puts it first
+        # on sys.path (the caller does) and runs its __main__ module.
+        importer = pkgutil.get_importer(abspath)
+        try:
+            spec = importer.find_spec("__main__") if importer is not None else None
+        except AttributeError:
+            # 3.9: zipimporter has no find_spec; runpy does the same job
+            # (with sys.argv[0] and sys.path[0] as given, not absolute).
+            return lambda: runpy.run_path(path, run_name="__main__")
+        if spec is None or spec.loader is None:
+            raise UsageError(f"can't find '__main__' module in {path!r}")
+        code = spec.loader.get_code("__main__")
+        main_mod.__file__ = spec.origin
+        main_mod.__cached__ = getattr(spec, "cached", None)
+        main_mod.__loader__ = spec.loader
+        main_mod.__spec__ = spec
+        main_mod.__package__ = ""
+    else:
+        # What python does for `python script.py` (3.9+): __main__ is a
+        # fresh module whose __file__ is absolute, with a SourceFileLoader
+        # and no spec.
+        main_mod.__file__ = abspath
+        main_mod.__cached__ = None
+        main_mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", abspath)
+        main_mod.__spec__ = None
+        main_mod.__package__ = None
+        with io.open_code(abspath) as f:
+            source = f.read()
+        code = compile(source, abspath, "exec", dont_inherit=True)
 
     def run():
         sys.modules["__main__"] = main_mod
@@ -184,20 +207,30 @@ def main(args, argv=None):
         if not os.path.exists(args.script):
             raise UsageError(f"can't open file {args.script!r}: No such file or directory")
     else:
+        # Look up the top-level package only, from where python -m would
+        # (the current directory first): finding a submodule would import
+        # its parents before tracing starts.
+        top = args.module.partition(".")[0]
+        saved = sys.path[0]
+        sys.path[0] = os.getcwd()
         try:
-            spec = importlib.util.find_spec(args.module)
-        except (ImportError, ValueError) as e:
-            raise UsageError(f"cannot find module {args.module!r}: {e}") from None
+            spec = importlib.util.find_spec(top) if top else None
+        except (ImportError, ValueError):
+            spec = None
+        finally:
+            sys.path[0] = saved
         if spec is None:
-            raise UsageError(f"No module named {args.module!r}")
+            raise UsageError(f"No module named {top or args.module!r}")
     output = args.output or _default_output(args)
     check_output_path(output)
     output = os.path.abspath(output)
 
     if args.module is None:
         sys.argv = [args.script] + list(args.args)
-        if os.path.isfile(args.script):
+        if os.path.isfile(args.script) and not zipfile.is_zipfile(args.script):
             sys.path[0] = os.path.dirname(os.path.realpath(args.script))
+        else:
+            sys.path[0] = os.path.abspath(args.script)
         command = " ".join(["memlens run", args.script] + list(args.args))
     else:
         sys.argv = ["-m"] + list(args.args)  # runpy puts the module's file in argv[0]

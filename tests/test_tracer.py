@@ -557,6 +557,9 @@ def test_fork_child_keeps_tracing():
     assert out.strip() == "child 0"
 
 
+@pytest.mark.skipif(SANITIZED, reason="GCC 12's ASan allocator is not fork-safe: a child forked while "
+                    "another thread is inside malloc inherits ASan's allocator lock held (seen in gdb: the "
+                    "child waits in SizeClassAllocator64::GetFromAllocator)")
 def test_fork_while_other_threads_allocate():
     out = run_py("""
         import os, threading, memlens
@@ -801,3 +804,23 @@ def test_many_large_blocks_grow_and_shrink_the_side_table():
     assert expected <= grown <= expected + 5000 * 64 + 50_000
     assert grown - half >= expected / 2 * 0.98
     assert after < 1000
+
+
+def test_deepest_stacks_are_cut_at_the_frame_limit():
+    def recurse(n):
+        if n == 0:
+            return bytearray(32)
+        return recurse(n - 1)
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 2000))
+    try:
+        memlens.start(frames=512)
+        kept = [recurse(600) for _ in range(3)]
+        snap = memlens.take_snapshot()
+        memlens.stop()
+    finally:
+        sys.setrecursionlimit(old)
+    deepest = max(len(s.traceback) for s in snap.statistics("traceback"))
+    assert deepest == 512
+    del kept

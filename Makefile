@@ -20,8 +20,13 @@ src/memlens/.built-$(notdir $(VENV)): $(VENV)/.installed $(CORE_SRC)
 
 build: src/memlens/.built-$(notdir $(VENV))
 
+# The sizing demo, then `memlens run` on a service with an unbounded cache
+# and its HTML report.
 demo: build
 	$(PY) examples/demo.py
+	$(VENV)/bin/memlens run -o build/demo.mlcap examples/leaky_service.py
+	$(VENV)/bin/memlens report build/demo.mlcap --format html -o build/memlens-demo.html
+	@echo "HTML report: $(abspath build/memlens-demo.html)"
 
 test: build
 	$(PY) -m pytest -q tests

@@ -777,7 +777,11 @@ def test_many_distinct_stacks_grow_the_stack_table():
     ns["many"](out)
     snap = memlens.take_snapshot()
     memlens.stop()
-    lines = [s for s in snap.statistics("lineno") if s.traceback and s.traceback[0].filename == "<many>"]
+    # Not line 1 (the def line): on 3.12+, once sys.monitoring has been used
+    # in the process (the line profiler's tests), CPython allocates its
+    # instrumentation data for a code object at its first run, there.
+    lines = [s for s in snap.statistics("lineno")
+             if s.traceback and s.traceback[0].filename == "<many>" and s.traceback[0].lineno != 1]
     assert len(lines) == 6000
     assert {s.traceback[0].lineno for s in lines} == set(range(2, 6002))
     assert sum(s.count for s in lines) >= 2 * 6000  # objects and buffers (and list growth)

@@ -6,6 +6,7 @@ from memlens.advise import Advice, advise, format_advice
 from memlens.records import Record, asdict, astuple, fields, replace
 from memlens.census import (AlivePaths, Census, CensusDiff, CensusRow, DiffRow, census,
                              retained_size, why_alive)
+from memlens.lineprof import LineStat, line_stats, profile, reset_profile, show_profile, stop_profile
 from memlens.sizing import Node, SizeStats, TypeRow, breakdown, deep_size, size_by_type, sizeof
 from memlens.tracer import (
     Frame,
@@ -24,6 +25,14 @@ from memlens.tracer import (
 )
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext memlens``: the %memit, %%memit and %mlprun magics
+    (memlens.ipython); IPython is imported only here."""
+    from memlens.ipython import load_ipython_extension as load
+
+    load(ipython)
 
 __all__ = [
     # exact sizes (memlens.sizing)
@@ -67,4 +76,11 @@ __all__ = [
     "StatisticDiff",
     "Frame",
     "Traceback",
+    # line-by-line profile (memlens.lineprof)
+    "profile",
+    "show_profile",
+    "line_stats",
+    "reset_profile",
+    "stop_profile",
+    "LineStat",
 ]

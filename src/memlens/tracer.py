@@ -50,6 +50,8 @@ def start(frames=16, sample_bytes=0):
     """
     if isinstance(frames, bool) or not isinstance(frames, int):
         raise TypeError(f"frames must be an int, not {type(frames).__name__}")
+    if frames < 1:  # 0 (no stacks) is the line profiler's private mode
+        raise ValueError(f"frames must be between 1 and 512, not {frames}")
     if isinstance(sample_bytes, bool) or not isinstance(sample_bytes, int):
         raise TypeError(f"sample_bytes must be an int, not {type(sample_bytes).__name__}")
     if sample_bytes < 0:

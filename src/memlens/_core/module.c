@@ -41,6 +41,15 @@ core_exec(PyObject *m)
     if (trace_module_exec(m) < 0) {
         goto error;
     }
+    if (timeline_module_exec(m) < 0) {
+        goto error;
+    }
+    if (cap_run_module_exec(m) < 0) {
+        goto error;
+    }
+    if (lineprof_module_exec(m) < 0) {
+        goto error;
+    }
     return 0;
 
 error:

@@ -68,6 +68,24 @@ void trace_view_get(trace_view *v);
 void trace_thread_pause(void);
 void trace_thread_resume(void);
 
+/* Per-thread cumulative counters, read by the line profiler (lineprof.c)
+ * at every line boundary.  Each thread's own allocations and frees update
+ * its own counters (GIL held, in trace_record / trace_on_free), and only
+ * that thread reads them, so a line's figures never include another
+ * thread's allocations.  "Freed" counts the traced blocks this thread
+ * freed, whoever allocated them.  Real block sizes (the line profiler runs
+ * the tracer in exact mode); RAW calls made without the GIL are not
+ * counted. */
+typedef struct {
+    uint64_t allocated; /* bytes of traced blocks allocated (realloc: new size) */
+    uint64_t freed;     /* bytes of traced blocks freed (realloc: old size) */
+    int64_t peak_net;   /* highest allocated - freed; readers may lower it to restart */
+} trace_thread_counters;
+
+/* This thread's counters, valid for the thread's lifetime; only read them
+ * from this thread, outside the hooks (the GIL held). */
+trace_thread_counters *trace_thread_counters_ptr(void);
+
 /* Install the fork handlers; called once from the module's exec. */
 int trace_hooks_init(void);
 

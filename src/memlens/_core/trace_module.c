@@ -8,7 +8,9 @@
 
 PyDoc_STRVAR(trace_start_doc,
 "trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
-"frames: 1..512 frames per stack; sample_bytes: 0 for exact tracing, else\n"
+"frames: 1..512 frames per stack (0: no stacks, totals only -- the line\n"
+"profiler's mode; the public start() asks for 1 or more); sample_bytes: 0 for\n"
+"exact tracing, else\n"
 "the mean of the Poisson sampling interval in bytes.");
 
 static PyObject *
@@ -19,7 +21,7 @@ trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
     if (!PyArg_ParseTuple(args, "iK:trace_start", &frames, &sample_bytes)) {
         return NULL;
     }
-    if (frames < 1 || frames > STACK_MAX_FRAMES) {
+    if (frames < 0 || frames > STACK_MAX_FRAMES) {
         PyErr_Format(PyExc_ValueError, "frames must be between 1 and %d, not %d", STACK_MAX_FRAMES,
                      frames);
         return NULL;

@@ -1,0 +1,61 @@
+"""``memlens`` command line: ``memlens run|report|plot ...`` and
+``python -m memlens ...``."""
+
+import sys
+
+__all__ = ["main"]
+
+
+def _parser():
+    from memlens.cli import plot, report, run
+    from memlens.cli.common import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="memlens",
+        description="Run a Python program and see where its memory went.",
+        epilog="Run `memlens COMMAND --help` for the options of a command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    run_parser = run.add_parser(sub)
+    report.add_parser(sub)
+    plot.add_parser(sub)
+    return parser, run_parser
+
+
+def main(argv=None):
+    """Entry point of the console script; returns the exit code."""
+    from memlens.cli import run
+    from memlens.cli.common import UsageError
+
+    if argv is None:
+        argv = sys.argv[1:]
+    parser, run_parser = _parser()
+    prog = "memlens"
+    try:
+        if argv and argv[0] == "run":
+            prog = "memlens run"
+            # The program's own options must not reach argparse.
+            opts, module, script, rest = run.split_argv(argv[1:])
+            args, unknown = parser.parse_known_args(["run"] + opts)
+            if unknown:
+                run_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            args.module = module if module is not None else args.module
+            args.script = script
+            args.args = rest
+        else:
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help(sys.stderr)
+                return 2
+            prog = f"memlens {args.command}"
+        return args.func(args)
+    except UsageError as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+/* cap_run.c: writer and validated reader of run captures (see cap_run.h). */
+#include "cap_run.h"
+#include "trace_snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Read a whole file into PyMem memory; -1 with OSError/MemoryError. */
+static int
+cap_run_slurp(const char *path, unsigned char **out, size_t *outlen)
+{
+    unsigned char *data = NULL;
+    size_t len = 0, cap = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            unsigned char *d = PyMem_Realloc(data, cap);
+            if (d == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            data = d;
+        }
+        size_t n = fread(data + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        goto error;
+    }
+    fclose(f);
+    *out = data;
+    *outlen = len;
+    return 0;
+
+error:
+    fclose(f);
+    PyMem_Free(data);
+    return -1;
+}
+
+static int
+cap_run_put_str(cap_writer *w, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *u;
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
+        return -1;
+    }
+    u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        return -1;
+    }
+    if ((size_t)n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
+        return -1;
+    }
+    if (cap_put_u32(w, (uint32_t)n) < 0 || cap_put(w, u, (size_t)n) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(cap_run_write_doc,
+"cap_run_write(path, table, meta, interval_ms, timeline, classes)\n\n"
+"Write a run capture: the TraceTable `table`, `meta` (dict str -> str),\n"
+"the timeline as returned by timeline_stop() and `classes` (None or a list\n"
+"of (name, instances, bytes)).");
+
+static PyObject *
+cap_run_write_py(PyObject *m, PyObject *args)
+{
+    const char *path;
+    PyObject *table, *meta, *classes;
+    double interval_ms;
+    Py_buffer tl = {NULL, NULL};
+    unsigned char *data = NULL;
+    size_t len = 0;
+    cap_writer w;
+    int w_ready = 0;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "sO!O!dy*O:cap_run_write", &path, &PyBaseObject_Type, &table,
+                          &PyDict_Type, &meta, &interval_ms, &tl, &classes)) {
+        return NULL;
+    }
+    /* The type is looked up on the module, as trace_snapshot.c does: it is
+     * a heap type of this module instance. */
+    PyObject *tp = PyObject_GetAttrString(m, "TraceTable");
+    if (tp == NULL) {
+        goto done;
+    }
+    int ok = PyType_Check(tp) && PyObject_TypeCheck(table, (PyTypeObject *)tp);
+    Py_DECREF(tp);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "table must be a memlens._core.TraceTable");
+        goto done;
+    }
+    if (tl.len % 32 != 0 || tl.len / 32 > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "timeline must be a whole number of 32-byte samples");
+        goto done;
+    }
+    if (classes != Py_None && !PyList_Check(classes)) {
+        PyErr_SetString(PyExc_TypeError, "classes must be None or a list");
+        goto done;
+    }
+    /* The snapshot sections come from the tracer's own writer; the run
+     * sections are appended in place of its END marker. */
+    if (cap_write_table(path, table) < 0) {
+        goto done;
+    }
+    if (cap_run_slurp(path, &data, &len) < 0) {
+        goto done;
+    }
+    if (len < 12 + 24) {
+        PyErr_Format(PyExc_RuntimeError, "%s: snapshot writer produced a short file", path);
+        goto done;
+    }
+    memset(&w, 0, sizeof(w));
+    w_ready = 1;
+    if (cap_put(&w, data, len - 24) < 0) {
+        goto done;
+    }
+
+    if (cap_begin_section(&w, CAP_TAG_RUNM) < 0
+        || cap_put_u32(&w, (uint32_t)PyDict_GET_SIZE(meta)) < 0) {
+        goto done;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(meta, &pos, &k, &v)) {
+        if (cap_run_put_str(&w, k) < 0 || cap_run_put_str(&w, v) < 0) {
+            goto done;
+        }
+    }
+    cap_end_section(&w);
+
+    if (cap_begin_section(&w, CAP_TAG_TMLN) < 0
+        || cap_put_u64(&w, (uint64_t)(interval_ms * 1e6)) < 0
+        || cap_put_u32(&w, (uint32_t)(tl.len / 32)) < 0 || cap_put(&w, tl.buf, (size_t)tl.len) < 0) {
+        goto done;
+    }
+    cap_end_section(&w);
+
+    if (classes != Py_None) {
+        Py_ssize_t n = PyList_GET_SIZE(classes);
+        if (cap_begin_section(&w, CAP_TAG_CLSS) < 0 || cap_put_u32(&w, (uint32_t)n) < 0) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *row = PyList_GET_ITEM(classes, i);
+            PyObject *name;
+            unsigned long long count, nbytes;
+            if (!PyTuple_Check(row)
+                || !PyArg_ParseTuple(row, "UKK:class row", &name, &count, &nbytes)) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "class rows must be (name, instances, bytes)");
+                }
+                goto done;
+            }
+            if (cap_run_put_str(&w, name) < 0 || cap_put_u64(&w, count) < 0
+                || cap_put_u64(&w, nbytes) < 0) {
+                goto done;
+            }
+        }
+        cap_end_section(&w);
+    }
+    if (cap_finish_to_file(&w, path) < 0) {
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+
+done:
+    if (w_ready) {
+        cap_writer_free(&w);
+    }
+    PyMem_Free(data);
+    PyBuffer_Release(&tl);
+    return result;
+}
+
+static PyObject *
+cap_run_corrupt(const char *path, const char *why)
+{
+    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
+    return NULL;
+}
+
+/* A str from `n` bytes at the cursor; NULL with ValueError when short or
+ * not UTF-8. */
+static PyObject *
+cap_run_get_str(cap_reader *r, const char *path)
+{
+    uint32_t n;
+    const unsigned char *p;
+    if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
+        return cap_run_corrupt(path, "short run section");
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
+    if (s == NULL) {
+        PyErr_Clear();
+        return cap_run_corrupt(path, "string is not UTF-8");
+    }
+    return s;
+}
+
+PyDoc_STRVAR(cap_run_read_doc,
+"cap_run_read(path) -> (table, meta, interval_ms, timeline, classes)\n\n"
+"Read and validate a capture.  `timeline` is bytes of 32-byte samples\n"
+"(see timeline_stop); `meta` is {} and `classes` None when the file has no\n"
+"such section.  ValueError for a file that is not a valid capture.");
+
+static PyObject *
+cap_run_read_py(PyObject *m, PyObject *arg)
+{
+    PyObject *bytes_path = NULL, *table = NULL, *meta = NULL, *classes = NULL, *timeline = NULL;
+    PyObject *result = NULL;
+    unsigned char *data = NULL;
+    size_t len = 0;
+    uint64_t interval_ns = 0;
+
+    if (!PyUnicode_FSConverter(arg, &bytes_path)) {
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(bytes_path);
+    /* The tracer's reader checks magic, version, framing and checksum and
+     * the snapshot sections; only the run sections are left to check. */
+    table = cap_read_table(m, path);
+    if (table == NULL) {
+        goto done;
+    }
+    if (cap_run_slurp(path, &data, &len) < 0) {
+        goto done;
+    }
+    meta = PyDict_New();
+    if (meta == NULL) {
+        goto done;
+    }
+    cap_reader r = {data + 12, data + len};
+    while (r.p < r.end) {
+        uint32_t tag, reserved;
+        uint64_t n;
+        const unsigned char *payload;
+        if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
+            || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
+            /* The file changed between the two reads. */
+            cap_run_corrupt(path, "truncated");
+            goto done;
+        }
+        cap_reader s = {payload, payload + n};
+        if (tag == CAP_TAG_END) {
+            break;
+        }
+        if (tag == CAP_TAG_RUNM) {
+            uint32_t cnt;
+            if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 8 > n) {
+                cap_run_corrupt(path, "bad run metadata");
+                goto done;
+            }
+            for (uint32_t i = 0; i < cnt; i++) {
+                PyObject *k = cap_run_get_str(&s, path);
+                PyObject *v = k ? cap_run_get_str(&s, path) : NULL;
+                int rc = (k && v) ? PyDict_SetItem(meta, k, v) : -1;
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                if (rc < 0) {
+                    goto done;
+                }
+            }
+        }
+        else if (tag == CAP_TAG_TMLN) {
+            uint32_t cnt;
+            const unsigned char *p;
+            if (cap_get_u64(&s, &interval_ns) < 0 || cap_get_u32(&s, &cnt) < 0
+                || (uint64_t)cnt * 32 != (uint64_t)(s.end - s.p)
+                || cap_get_bytes(&s, (size_t)cnt * 32, &p) < 0) {
+                cap_run_corrupt(path, "bad timeline");
+                goto done;
+            }
+            Py_CLEAR(timeline);
+            timeline = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)cnt * 32);
+            if (timeline == NULL) {
+                goto done;
+            }
+        }
+        else if (tag == CAP_TAG_CLSS) {
+            uint32_t cnt;
+            if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 20 > n) {
+                cap_run_corrupt(path, "bad class table");
+                goto done;
+            }
+            Py_CLEAR(classes);
+            classes = PyList_New(cnt);
+            if (classes == NULL) {
+                goto done;
+            }
+            for (uint32_t i = 0; i < cnt; i++) {
+                uint64_t c, b;
+                PyObject *name = cap_run_get_str(&s, path);
+                if (name == NULL) {
+                    goto done;
+                }
+                if (cap_get_u64(&s, &c) < 0 || cap_get_u64(&s, &b) < 0) {
+                    Py_DECREF(name);
+                    cap_run_corrupt(path, "bad class table");
+                    goto done;
+                }
+                PyObject *row = Py_BuildValue("(NKK)", name, (unsigned long long)c,
+                                              (unsigned long long)b);
+                if (row == NULL) {
+                    goto done;
+                }
+                PyList_SET_ITEM(classes, i, row);
+            }
+        }
+    }
+    if (timeline == NULL) {
+        timeline = PyBytes_FromStringAndSize("", 0);
+        if (timeline == NULL) {
+            goto done;
+        }
+    }
+    result = Py_BuildValue("(OOdOO)", table, meta, (double)interval_ns / 1e6, timeline,
+                           classes ? classes : Py_None);
+
+done:
+    Py_XDECREF(bytes_path);
+    Py_XDECREF(table);
+    Py_XDECREF(meta);
+    Py_XDECREF(timeline);
+    Py_XDECREF(classes);
+    PyMem_Free(data);
+    return result;
+}
+
+static PyMethodDef cap_run_methods[] = {
+    {"cap_run_write", cap_run_write_py, METH_VARARGS, cap_run_write_doc},
+    {"cap_run_read", cap_run_read_py, METH_O, cap_run_read_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+cap_run_module_exec(PyObject *m)
+{
+    return PyModule_AddFunctions(m, cap_run_methods);
+}

@@ -1,0 +1,807 @@
+/* lineprof.c: line events from profiled code objects, charged with the
+ * tracer's per-thread counters (see lineprof.h). */
+#include "lineprof.h"
+#include "trace_hooks.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if PY_VERSION_HEX < 0x030C0000
+#include <frameobject.h>
+#endif
+
+/* ---- records (GIL held) -------------------------------------------------- */
+
+/* Figures of one source line, summed over its occurrences. */
+typedef struct {
+    uint64_t occurrences;
+    int64_t increment;   /* allocated - freed */
+    uint64_t allocated;
+    uint64_t freed;
+    int64_t peak;        /* highest net growth during one occurrence */
+    uint64_t mem_usage;  /* highest traced (or RSS) bytes seen after it */
+    int seen;            /* charged at least once */
+} lp_line;
+
+typedef struct {
+    PyObject *code;     /* strong reference */
+    int firstline;      /* lines[i] is line firstline + i */
+    int nlines;
+    int is_gen;         /* generator/coroutine: a push may be a resume */
+    lp_line *lines;     /* C heap (untraced) */
+    uint64_t calls;
+} lp_code;
+
+/* The registered code objects: an array and an open-addressing pointer
+ * set over it.  Process-wide like the tracer they read (the trace function
+ * of 3.9-3.11 gets no module argument); protected by the GIL. */
+static lp_code **lp_codes;
+static Py_ssize_t lp_ncodes, lp_capcodes;
+static lp_code **lp_index;   /* lp_index_mask + 1 slots, NULL = empty */
+static size_t lp_index_mask;
+
+/* 1 between lineprof_enable() and lineprof_disable(). */
+static int lp_active;
+/* Mem usage from RSS instead of traced bytes. */
+static int lp_rss;
+static int lp_rss_fd = -1;
+/* Bumped whenever records are freed: thread stacks of an older
+ * generation refer to freed records and are dropped on their next event. */
+static uint64_t lp_generation = 1;
+/* Sticky: the C allocator failed; some figures are missing. */
+static int lp_failed;
+
+static inline size_t
+lp_hash(const void *p)
+{
+    uintptr_t x = (uintptr_t)p >> 4;
+    x *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 17);
+}
+
+static lp_code *
+lp_find(PyObject *code)
+{
+    if (lp_index == NULL) {
+        return NULL;
+    }
+    size_t i = lp_hash(code) & lp_index_mask;
+    for (;;) {
+        lp_code *r = lp_index[i];
+        if (r == NULL || r->code == code) {
+            return r;
+        }
+        i = (i + 1) & lp_index_mask;
+    }
+}
+
+static int
+lp_index_rebuild(size_t nslots)
+{
+    lp_code **idx = calloc(nslots, sizeof(*idx));
+    if (idx == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
+        size_t i = lp_hash(lp_codes[k]->code) & (nslots - 1);
+        while (idx[i] != NULL) {
+            i = (i + 1) & (nslots - 1);
+        }
+        idx[i] = lp_codes[k];
+    }
+    free(lp_index);
+    lp_index = idx;
+    lp_index_mask = nslots - 1;
+    return 0;
+}
+
+/* The record of `line`, growing the array if needed; NULL on failure. */
+static lp_line *
+lp_line_of(lp_code *r, int line)
+{
+    if (line < r->firstline) {
+        /* Only decorators' lines could come before co_firstlineno; charge
+         * them to the first line rather than lose them. */
+        line = r->firstline;
+    }
+    int i = line - r->firstline;
+    if (i >= r->nlines) {
+        int n = i + 16;
+        lp_line *lines = realloc(r->lines, (size_t)n * sizeof(*lines));
+        if (lines == NULL) {
+            lp_failed = 1;
+            return NULL;
+        }
+        memset(lines + r->nlines, 0, (size_t)(n - r->nlines) * sizeof(*lines));
+        r->lines = lines;
+        r->nlines = n;
+    }
+    return &r->lines[i];
+}
+
+/* ---- per-thread stack of running profiled frames -------------------------- */
+
+typedef struct {
+    lp_code *rec;
+    const void *frame;  /* 3.9-3.11: the frame, to match 'return' events */
+    int line;           /* line being charged */
+    int counted;        /* close it as an occurrence (0 for resume lines) */
+    uint64_t alloc0;    /* thread counters when this frame's segment began */
+    uint64_t freed0;
+    /* The open line so far, over its segments (a segment ends when a
+     * profiled callee starts, and restarts when it returns). */
+    uint64_t acc_alloc;
+    uint64_t acc_freed;
+    int64_t acc_net;
+    int64_t acc_peak;
+} lp_entry;
+
+typedef struct {
+    lp_entry *stack;    /* C heap; freed with the thread (lp_thread_exit) */
+    int depth;
+    int cap;
+    uint64_t generation;
+    trace_thread_counters *counters; /* this thread's, in trace_hooks.c */
+} lp_thread;
+
+/* This thread's state, on the C heap.  initial-exec: read at every line
+ * event, a %fs-relative access instead of a __tls_get_addr call; only a
+ * pointer, since the static TLS surplus glibc shares among dlopen()ed
+ * modules is small (tests/test_tracer.py checks the module's TLS size). */
+static _Thread_local lp_thread *lp_tls __attribute__((tls_model("initial-exec")));
+
+/* Frees a thread's state when the thread exits (the key's value is the
+ * lp_thread).  Process-wide: created once, on first import. */
+static pthread_key_t lp_thread_key;
+
+static void
+lp_thread_exit(void *p)
+{
+    lp_thread *t = p;
+    free(t->stack);
+    free(t);
+}
+
+/* This thread's state; NULL (and lp_failed set) if it cannot be made. */
+static lp_thread *
+lp_thread_get(void)
+{
+    lp_thread *t = lp_tls;
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL) {
+            lp_failed = 1;
+            return NULL;
+        }
+        lp_tls = t;
+        (void)pthread_setspecific(lp_thread_key, t);
+    }
+    if (t->generation != lp_generation) {
+        t->depth = 0;
+        t->generation = lp_generation;
+        t->counters = trace_thread_counters_ptr();
+    }
+    return t;
+}
+
+/* ---- charging ----------------------------------------------------------------- */
+
+static uint64_t
+lp_rss_bytes(void)
+{
+    /* /proc/self/statm: "size resident ..." in pages; read with pread on a
+     * descriptor kept open, no stdio and no allocation. */
+    char buf[128];
+    if (lp_rss_fd < 0) {
+        lp_rss_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        if (lp_rss_fd < 0) {
+            return 0;
+        }
+    }
+    ssize_t n = pread(lp_rss_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    char *p = strchr(buf, ' ');
+    if (p == NULL) {
+        return 0;
+    }
+    return (uint64_t)strtoull(p + 1, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t
+lp_mem_usage(void)
+{
+    if (lp_rss) {
+        return lp_rss_bytes();
+    }
+    uint64_t cur, peak;
+    trace_get_traced_memory(&cur, &peak);
+    return cur;
+}
+
+/* End the running segment of `from` (if any) and begin one for `to` (if
+ * any), with one read of the thread's counters.  `transient`: bytes of a
+ * block the event machinery itself allocated just before this event and
+ * frees right after it (3.12+: see lp_event_int), left out of both
+ * segments. */
+static void
+lp_switch(lp_thread *t, lp_entry *from, lp_entry *to, uint64_t transient)
+{
+    trace_thread_counters *c = t->counters;
+    int64_t net = (int64_t)(c->allocated - c->freed);
+    if (from != NULL) {
+        uint64_t sa = c->allocated - from->alloc0 - transient;
+        uint64_t sf = c->freed - from->freed0;
+        /* peak_net was set to alloc0 - freed0 when the segment began.  If
+         * the transient block made (or tied) the peak, the true one lies in
+         * (net - transient, net]: take the lower end. */
+        int64_t peak = c->peak_net;
+        if (transient != 0 && peak == net) {
+            peak = net - (int64_t)transient;
+        }
+        int64_t seg_peak = peak - (int64_t)(from->alloc0 - from->freed0);
+        if (from->acc_net + seg_peak > from->acc_peak) {
+            from->acc_peak = from->acc_net + seg_peak;
+        }
+        from->acc_alloc += sa;
+        from->acc_freed += sf;
+        from->acc_net += (int64_t)(sa - sf);
+    }
+    if (to != NULL) {
+        /* The transient block's coming free is not this segment's. */
+        to->alloc0 = c->allocated;
+        to->freed0 = c->freed + transient;
+        c->peak_net = net - (int64_t)transient;
+    }
+}
+
+/* Record the open line of `e` and start an empty one. */
+static void
+lp_close_line(lp_entry *e)
+{
+    lp_line *l = lp_line_of(e->rec, e->line);
+    if (l != NULL) {
+        l->seen = 1;
+        l->occurrences += (uint64_t)e->counted;
+        l->increment += e->acc_net;
+        l->allocated += e->acc_alloc;
+        l->freed += e->acc_freed;
+        if (e->acc_peak > l->peak) {
+            l->peak = e->acc_peak;
+        }
+        uint64_t mem = lp_mem_usage();
+        if (mem > l->mem_usage) {
+            l->mem_usage = mem;
+        }
+    }
+    e->acc_alloc = 0;
+    e->acc_freed = 0;
+    e->acc_net = 0;
+    e->acc_peak = 0;
+}
+
+/* A profiled frame starts (fresh) or resumes running on this thread. */
+static void
+lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
+{
+    lp_thread *t = lp_thread_get();
+    if (t == NULL) {
+        return;
+    }
+    if (t->depth == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 16;
+        lp_entry *s = realloc(t->stack, (size_t)cap * sizeof(*s));
+        if (s == NULL) {
+            lp_failed = 1;
+            return;
+        }
+        t->stack = s;
+        t->cap = cap;
+    }
+    lp_entry *e = &t->stack[t->depth];
+    memset(e, 0, sizeof(*e));
+    e->rec = r;
+    e->frame = frame;
+    e->line = line;
+    /* The def line counts one occurrence per call, like memory_profiler;
+     * a generator's resume point is not a new occurrence of its line. */
+    e->counted = fresh;
+    if (fresh) {
+        r->calls++;
+    }
+    lp_switch(t, t->depth > 0 ? &t->stack[t->depth - 1] : NULL, e, transient);
+    t->depth++;
+}
+
+/* A new line starts in the innermost profiled frame. */
+static void
+lp_line_event(lp_thread *t, lp_entry *e, int line, uint64_t transient)
+{
+    lp_switch(t, e, e, transient);
+    lp_close_line(e);
+    e->line = line;
+    e->counted = 1;
+}
+
+/* The innermost profiled frame returns, yields or unwinds. */
+static void
+lp_pop(lp_thread *t, uint64_t transient)
+{
+    lp_entry *e = &t->stack[t->depth - 1];
+    lp_switch(t, e, t->depth > 1 ? &t->stack[t->depth - 2] : NULL, transient);
+    lp_close_line(e);
+    t->depth--;
+}
+
+/* The innermost entry if it runs `code` (and `frame`, when known). */
+static lp_entry *
+lp_top_for(lp_thread *t, PyObject *code, const void *frame)
+{
+    if (t == NULL || t->depth == 0) {
+        return NULL;
+    }
+    lp_entry *e = &t->stack[t->depth - 1];
+    if (e->rec->code != code || (frame != NULL && e->frame != frame)) {
+        /* Profiling began while this frame was already running. */
+        return NULL;
+    }
+    return e;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* ---- 3.12+: sys.monitoring callbacks (registered by memlens/lineprof.py) ---- */
+
+/* sys.monitoring passes line numbers and offsets as int objects it creates
+ * for the call (beyond the small-int cache, -5..256) and frees right after
+ * it: a traced block that is not the program's.  Its bytes, per version's
+ * _PyLong_FromMedium (Objects/longobject.c); tests/test_lineprof.py checks
+ * that lines past 256 charge nothing for it on each version. */
+static inline uint64_t
+lp_event_int(PyObject *o)
+{
+    if (!PyLong_CheckExact(o) || Py_REFCNT(o) != 1) {
+        return 0; /* a cached small int (immortal), or kept elsewhere */
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    return sizeof(PyLongObject); /* 3.13: PyObject_Malloc(sizeof(PyLongObject)) */
+#else
+    /* 3.12: the header and one digit */
+    return offsetof(PyLongObject, long_value.ob_digit) + sizeof(digit);
+#endif
+}
+
+static PyObject *
+lp_mon_enter(PyObject *const *args, Py_ssize_t nargs, int fresh)
+{
+    if (nargs < 2 || !lp_active) {
+        Py_RETURN_NONE;
+    }
+    lp_code *r = lp_find(args[0]);
+    if (r == NULL) {
+        Py_RETURN_NONE;
+    }
+    int line = r->firstline;
+    if (!fresh) {
+        Py_ssize_t off = PyLong_AsSsize_t(args[1]);
+        if (off < 0) {
+            PyErr_Clear();
+        }
+        else {
+            line = PyCode_Addr2Line((PyCodeObject *)args[0], (int)off);
+        }
+    }
+    lp_push(r, NULL, line, fresh, lp_event_int(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lp_mon_start(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    return lp_mon_enter(args, nargs, 1);
+}
+
+/* PY_RESUME and PY_THROW (a throw() into a suspended generator). */
+static PyObject *
+lp_mon_resume(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    return lp_mon_enter(args, nargs, 0);
+}
+
+/* PY_RETURN, PY_YIELD and PY_UNWIND. */
+static PyObject *
+lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !lp_active) {
+        Py_RETURN_NONE;
+    }
+    lp_thread *t = lp_thread_get();
+    if (lp_top_for(t, args[0], NULL) != NULL) {
+        lp_pop(t, nargs >= 2 ? lp_event_int(args[1]) : 0);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lp_mon_line(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || !lp_active) {
+        Py_RETURN_NONE;
+    }
+    lp_thread *t = lp_thread_get();
+    lp_entry *e = lp_top_for(t, args[0], NULL);
+    if (e != NULL) {
+        long line = PyLong_AsLong(args[1]);
+        if (line < 0) {
+            PyErr_Clear();
+        }
+        else {
+            lp_line_event(t, e, (int)line, lp_event_int(args[1]));
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+#else
+/* ---- 3.9-3.11: a C trace function ----------------------------------------- */
+
+/* Switch per-line events off in a frame we do not profile. */
+static inline void
+lp_frame_no_lines(PyFrameObject *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    /* 3.11: PyFrameObject is opaque; mirror the head of struct _frame
+     * (Include/internal/pycore_frame.h) to reach f_trace_lines. */
+    typedef struct {
+        PyObject_HEAD
+        PyFrameObject *f_back;
+        void *f_frame;
+        PyObject *f_trace;
+        int f_lineno;
+        char f_trace_lines;
+    } lp_frame311;
+    ((lp_frame311 *)f)->f_trace_lines = 0;
+#else
+    /* 3.9/3.10: the struct is public (cpython/frameobject.h). */
+    f->f_trace_lines = 0;
+#endif
+}
+
+/* The frame's current line during a trace call: call_trace() sets
+ * f_lineno before calling us on 3.9-3.11. */
+static inline int
+lp_frame_line(PyFrameObject *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyFrame_GetLineNumber(f);
+#else
+    return f->f_lineno;
+#endif
+}
+
+static int
+lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_UNUSED(arg))
+{
+    if (!lp_active) {
+        /* Profiling stopped: leave this thread for good. */
+        PyEval_SetTrace(NULL, NULL);
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(f); /* new reference */
+    switch (what) {
+    case PyTrace_CALL: {
+        lp_code *r = lp_find((PyObject *)code);
+        if (r == NULL) {
+            lp_frame_no_lines(f);
+        }
+        else {
+            /* A 'call' event also marks a generator's resumption; a first
+             * entry is reported at co_firstlineno on 3.9-3.11 (3.9/3.10:
+             * f_lasti is -1; 3.11: at RETURN_GENERATOR, on that line). */
+            int line = lp_frame_line(f);
+            int fresh = !r->is_gen || line == r->firstline;
+            lp_push(r, f, line, fresh, 0);
+        }
+        break;
+    }
+    case PyTrace_LINE: {
+        lp_thread *t = lp_thread_get();
+        lp_entry *e = lp_top_for(t, (PyObject *)code, f);
+        if (e != NULL) {
+            lp_line_event(t, e, lp_frame_line(f), 0);
+        }
+        break;
+    }
+    case PyTrace_RETURN: {
+        /* Return, yield, or exit by exception. */
+        lp_thread *t = lp_thread_get();
+        if (lp_top_for(t, (PyObject *)code, f) != NULL) {
+            lp_pop(t, 0);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    Py_DECREF(code);
+    return 0;
+}
+
+/* threading.settrace() hook: moves each new thread onto the C function. */
+static PyObject *
+lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *frame, *event, *arg;
+    if (!PyArg_ParseTuple(args, "OOO", &frame, &event, &arg)) {
+        return NULL;
+    }
+    if (lp_active) {
+        PyEval_SetTrace(lp_tracefunc, NULL);
+        if (PyFrame_Check(frame)) {
+            (void)lp_tracefunc(NULL, (PyFrameObject *)frame, PyTrace_CALL, Py_None);
+        }
+    }
+    Py_RETURN_NONE;
+}
+#endif
+
+/* ---- Python binding ------------------------------------------------------------ */
+
+PyDoc_STRVAR(lineprof_register_doc,
+"lineprof_register(code) -- profile the lines of this code object.");
+
+static PyObject *
+lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
+{
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "expected a code object, not %.100s", Py_TYPE(code)->tp_name);
+        return NULL;
+    }
+    if (lp_find(code) != NULL) {
+        Py_RETURN_NONE;
+    }
+    if (lp_ncodes == lp_capcodes) {
+        Py_ssize_t cap = lp_capcodes ? 2 * lp_capcodes : 16;
+        lp_code **codes = realloc(lp_codes, (size_t)cap * sizeof(*codes));
+        if (codes == NULL) {
+            return PyErr_NoMemory();
+        }
+        lp_codes = codes;
+        lp_capcodes = cap;
+    }
+    lp_code *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyCodeObject *co = (PyCodeObject *)code;
+    r->firstline = co->co_firstlineno;
+    r->is_gen = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+    Py_INCREF(code);
+    r->code = code;
+    lp_codes[lp_ncodes++] = r;
+    /* Keep the index at most half full. */
+    if ((size_t)lp_ncodes * 2 > lp_index_mask + 1 || lp_index == NULL) {
+        size_t n = 64;
+        while (n < (size_t)lp_ncodes * 2) {
+            n *= 2;
+        }
+        if (lp_index_rebuild(n) < 0) {
+            lp_ncodes--;
+            Py_DECREF(r->code);
+            free(r);
+            return PyErr_NoMemory();
+        }
+    }
+    else {
+        size_t i = lp_hash(code) & lp_index_mask;
+        while (lp_index[i] != NULL) {
+            i = (i + 1) & lp_index_mask;
+        }
+        lp_index[i] = r;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lineprof_enable_doc,
+"lineprof_enable(rss) -- start charging line events (3.9-3.11: installs the\n"
+"C trace function on this thread).  rss: Mem usage from RSS.");
+
+static PyObject *
+lineprof_enable_py(PyObject *Py_UNUSED(m), PyObject *rss)
+{
+    int r = PyObject_IsTrue(rss);
+    if (r < 0) {
+        return NULL;
+    }
+    lp_rss = r;
+    lp_active = 1;
+    lp_generation++;
+#if PY_VERSION_HEX < 0x030C0000
+    PyEval_SetTrace(lp_tracefunc, NULL);
+#endif
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lineprof_disable_doc,
+"lineprof_disable() -- stop charging line events (records are kept).");
+
+static PyObject *
+lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    lp_active = 0;
+    lp_generation++;
+#if PY_VERSION_HEX < 0x030C0000
+    PyEval_SetTrace(NULL, NULL);
+#endif
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lineprof_reset_doc,
+"lineprof_reset() -- zero every line record (registrations are kept).");
+
+static PyObject *
+lineprof_reset_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
+        lp_code *r = lp_codes[k];
+        if (r->lines != NULL) {
+            memset(r->lines, 0, (size_t)r->nlines * sizeof(*r->lines));
+        }
+        r->calls = 0;
+    }
+    lp_failed = 0;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lineprof_clear_doc,
+"lineprof_clear() -- forget every registered code object and record.");
+
+static PyObject *
+lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    lp_generation++;
+    Py_ssize_t n = lp_ncodes;
+    lp_code **codes = lp_codes;
+    lp_codes = NULL;
+    lp_ncodes = lp_capcodes = 0;
+    free(lp_index);
+    lp_index = NULL;
+    lp_index_mask = 0;
+    lp_failed = 0;
+    /* Other threads' stacks are dropped by the generation bump. */
+    if (lp_tls != NULL) {
+        lp_tls->depth = 0;
+    }
+    /* Last: dropping code references may run arbitrary deallocators. */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        free(codes[k]->lines);
+        Py_DECREF(codes[k]->code);
+        free(codes[k]);
+    }
+    free(codes);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lineprof_stats_doc,
+"lineprof_stats() -- [(code, calls, [(line, occurrences, increment, allocated,\n"
+"freed, peak, mem_usage), ...]), ...] for every registered code object, lines\n"
+"that were charged only.");
+
+static PyObject *
+lineprof_stats_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    PyObject *lines = NULL;
+    PyObject *item = NULL;
+    if (out == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
+        lp_code *r = lp_codes[k];
+        lines = PyList_New(0);
+        if (lines == NULL) {
+            goto error;
+        }
+        for (int i = 0; i < r->nlines; i++) {
+            lp_line *l = &r->lines[i];
+            if (!l->seen) {
+                continue;
+            }
+            item = Py_BuildValue("(iKLKKLK)", r->firstline + i, (unsigned long long)l->occurrences,
+                                 (long long)l->increment, (unsigned long long)l->allocated,
+                                 (unsigned long long)l->freed, (long long)l->peak,
+                                 (unsigned long long)l->mem_usage);
+            if (item == NULL || PyList_Append(lines, item) < 0) {
+                goto error;
+            }
+            Py_CLEAR(item);
+        }
+        item = Py_BuildValue("(OKO)", r->code, (unsigned long long)r->calls, lines);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            goto error;
+        }
+        Py_CLEAR(item);
+        Py_CLEAR(lines);
+    }
+    return out;
+
+error:
+    Py_XDECREF(item);
+    Py_XDECREF(lines);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(lineprof_failed_doc,
+"lineprof_failed() -- True if the profiler ran out of memory for its records.");
+
+static PyObject *
+lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(lp_failed);
+}
+
+PyDoc_STRVAR(lineprof_thread_counters_doc,
+"lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
+"thread (trace_hooks.h); with reset_peak, then sets peak_net to the current net.");
+
+static PyObject *
+lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
+{
+    int r = PyObject_IsTrue(reset);
+    if (r < 0) {
+        return NULL;
+    }
+    trace_thread_counters c = *trace_thread_counters_ptr();
+    if (r) {
+        trace_thread_counters_ptr()->peak_net = (int64_t)(c.allocated - c.freed);
+    }
+    return Py_BuildValue("(KKL)", (unsigned long long)c.allocated, (unsigned long long)c.freed,
+                         (long long)c.peak_net);
+}
+
+static PyMethodDef lineprof_methods[] = {
+    {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O,
+     lineprof_thread_counters_doc},
+    {"lineprof_register", lineprof_register_py, METH_O, lineprof_register_doc},
+    {"lineprof_enable", lineprof_enable_py, METH_O, lineprof_enable_doc},
+    {"lineprof_disable", lineprof_disable_py, METH_NOARGS, lineprof_disable_doc},
+    {"lineprof_reset", lineprof_reset_py, METH_NOARGS, lineprof_reset_doc},
+    {"lineprof_clear", lineprof_clear_py, METH_NOARGS, lineprof_clear_doc},
+    {"lineprof_stats", lineprof_stats_py, METH_NOARGS, lineprof_stats_doc},
+    {"lineprof_failed", lineprof_failed_py, METH_NOARGS, lineprof_failed_doc},
+#if PY_VERSION_HEX >= 0x030C0000
+    {"lineprof_mon_start", (PyCFunction)(void (*)(void))lp_mon_start, METH_FASTCALL,
+     "sys.monitoring PY_START callback."},
+    {"lineprof_mon_resume", (PyCFunction)(void (*)(void))lp_mon_resume, METH_FASTCALL,
+     "sys.monitoring PY_RESUME / PY_THROW callback."},
+    {"lineprof_mon_leave", (PyCFunction)(void (*)(void))lp_mon_leave, METH_FASTCALL,
+     "sys.monitoring PY_RETURN / PY_YIELD / PY_UNWIND callback."},
+    {"lineprof_mon_line", (PyCFunction)(void (*)(void))lp_mon_line, METH_FASTCALL,
+     "sys.monitoring LINE callback."},
+#else
+    {"lineprof_thread_hook", lp_thread_hook, METH_VARARGS,
+     "threading.settrace() hook: installs the C trace function in a new thread."},
+#endif
+    {NULL, NULL, 0, NULL},
+};
+
+int
+lineprof_module_exec(PyObject *m)
+{
+    static int key_ready = 0; /* GIL held: module exec */
+    if (!key_ready) {
+        if (pthread_key_create(&lp_thread_key, lp_thread_exit) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
+            return -1;
+        }
+        key_ready = 1;
+    }
+    return PyModule_AddFunctions(m, lineprof_methods);
+}

@@ -1,0 +1,81 @@
+"""``memlens plot``: the memory timeline as a PNG or SVG (needs matplotlib:
+``pip install 'memlens[plot]'``)."""
+
+import os
+import sys
+
+from memlens.cli.common import UsageError, check_output_path
+
+__all__ = ["add_parser", "main", "plot"]
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "plot",
+        help="draw the memory timeline of a capture as PNG/SVG (needs matplotlib)",
+        description="Draw traced bytes and RSS over time, with the peak marked, like `mprof plot`. "
+                    "Needs matplotlib: pip install 'memlens[plot]'.",
+    )
+    p.add_argument("capture", help="capture file written by `memlens run`")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="picture to write: .png or .svg")
+    p.set_defaults(func=main)
+    return p
+
+
+def plot(cap, path):
+    """Draw the timeline of `cap` into `path` (format from the suffix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mib = 1024 * 1024
+    t = [s.t for s in cap.timeline]
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    if any(s.rss for s in cap.timeline):
+        ax.plot(t, [s.rss / mib for s in cap.timeline], color="#999999", label="RSS")
+    ax.plot(t, [s.traced / mib for s in cap.timeline], color="#264d7a", label="traced")
+    when = cap.peak_time
+    if when is not None:
+        ax.axvline(when, color="#d32f2f", linestyle="--", linewidth=1)
+        ax.annotate(f"peak {cap.peak / mib:.1f} MiB at {when:.2f} s", (when, cap.peak / mib),
+                    textcoords="offset points", xytext=(5, 5), color="#d32f2f")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("memory (MiB)")
+    ax.set_title(cap.meta.get("command", "memlens capture"))
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(args):
+    from memlens.report import model
+
+    ext = os.path.splitext(args.output)[1].lower()
+    if ext not in (".png", ".svg"):
+        raise UsageError(f"output must end in .png or .svg, not {args.output!r}")
+    if not os.path.isfile(args.capture):
+        what = "is not a file" if os.path.exists(args.capture) else "No such file"
+        raise UsageError(f"cannot read capture {args.capture!r}: {what}")
+    check_output_path(args.output)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        sys.stderr.write("memlens plot: error: matplotlib is not installed; "
+                         "install it with: pip install 'memlens[plot]'\n")
+        return 1
+    try:
+        cap = model.load(args.capture)
+    except model.CaptureError as e:
+        sys.stderr.write(f"memlens plot: error: {e}\n")
+        return 1
+    if not cap.timeline:
+        sys.stderr.write(f"memlens plot: error: {args.capture}: no timeline in this capture "
+                         "(it was not written by `memlens run`)\n")
+        return 1
+    plot(cap, args.output)
+    sys.stderr.write(f"memlens: wrote {os.path.abspath(args.output)}\n")
+    return 0

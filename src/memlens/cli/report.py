@@ -1,0 +1,83 @@
+"""``memlens report``: render a capture as text, JSON, HTML, folded stacks
+or pprof."""
+
+import os
+import sys
+
+from memlens.cli.common import Progress, UsageError, check_output_path
+
+__all__ = ["add_parser", "main", "FORMATS"]
+
+FORMATS = ("text", "json", "html", "collapsed", "pprof")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "report",
+        help="render a capture (text, json, html, collapsed, pprof)",
+        description="Render a capture written by `memlens run` (or Snapshot.dump). "
+                    "Views: peak = blocks live at the traced-memory peak; leaks = blocks still "
+                    "allocated at exit; allocated = what each stack allocated during the run "
+                    "(a lower bound unless the capture has cumulative totals).",
+    )
+    p.add_argument("capture", help="capture file")
+    p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    p.add_argument("--view", choices=("peak", "leaks", "allocated"), default="peak",
+                   help="which picture (default peak); html shows all three")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout "
+                   "(required for pprof on a terminal)")
+    p.add_argument("--limit", type=int, default=15, metavar="N", help="rows per text table (default 15)")
+    p.set_defaults(func=main)
+    return p
+
+
+def render(cap, fmt, view, limit=15):
+    """str or bytes of the report."""
+    from memlens.report import collapsed, html, jsonfmt, pprof, text
+
+    if fmt == "text":
+        return text.render(cap, view, limit)
+    if fmt == "json":
+        return jsonfmt.render(cap)
+    if fmt == "html":
+        return html.render(cap, view)
+    if fmt == "collapsed":
+        return collapsed.render(cap, view)
+    if fmt == "pprof":
+        return pprof.render(cap)
+    raise UsageError(f"unknown format {fmt!r}")
+
+
+def main(args):
+    from memlens.report import model
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if not os.path.isfile(args.capture):
+        what = "is not a file" if os.path.exists(args.capture) else "No such file"
+        raise UsageError(f"cannot read capture {args.capture!r}: {what}")
+    if args.output:
+        check_output_path(args.output)
+    elif args.format == "pprof" and sys.stdout.isatty():
+        raise UsageError("pprof output is binary: give -o FILE")
+    try:
+        with Progress("reading capture"):
+            cap = model.load(args.capture)
+    except model.CaptureError as e:
+        sys.stderr.write(f"memlens report: error: {e}\n")
+        return 1
+    with Progress(f"rendering {args.format}"):
+        out = render(cap, args.format, args.view, args.limit)
+    data = out if isinstance(out, bytes) else out.encode("utf-8")
+    if args.output:
+        try:
+            with open(args.output, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            sys.stderr.write(f"memlens report: error: cannot write {args.output!r}: {e.strerror or e}\n")
+            return 2
+        sys.stderr.write(f"memlens: wrote {os.path.abspath(args.output)}\n")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0

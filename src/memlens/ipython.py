@@ -1,0 +1,121 @@
+"""IPython/Jupyter magics (``%load_ext memlens``), memory_profiler's names:
+
+- ``%memit stmt`` / ``%%memit`` -- ``peak memory: X MiB, increment: Y MiB``
+  for one statement (or cell), from exact traced allocations;
+- ``%mlprun -f func [-f func2 ...] stmt`` -- the line table of each `func`
+  while `stmt` runs.
+
+Figures are this thread's traced allocations: ``increment`` is the highest
+growth while the statement ran (memory_profiler's definition: peak minus
+baseline), ``peak memory`` the traced memory before it plus that growth.
+"""
+
+import re
+
+from memlens import _core
+from memlens import lineprof as _lineprof
+from memlens import tracer as _tracer
+
+__all__ = ["load_ipython_extension", "MemitResult", "memit"]
+
+_MIB = 1024 * 1024
+
+
+class MemitResult:
+    """What ``%memit`` measured (bytes): ``baseline`` (traced memory before),
+    ``peak_growth`` (highest growth during the statement), ``net`` (what it
+    left allocated), ``allocated`` and ``freed``."""
+
+    __slots__ = ("baseline", "peak_growth", "net", "allocated", "freed")
+
+    def __init__(self, baseline, peak_growth, net, allocated, freed):
+        self.baseline = baseline
+        self.peak_growth = peak_growth
+        self.net = net
+        self.allocated = allocated
+        self.freed = freed
+
+    @property
+    def peak(self):
+        return self.baseline + self.peak_growth
+
+    def __str__(self):
+        return (f"peak memory: {self.peak / _MIB:.2f} MiB, "
+                f"increment: {self.peak_growth / _MIB:.2f} MiB")
+
+    def __repr__(self):
+        return (f"<MemitResult baseline={self.baseline} peak_growth={self.peak_growth} "
+                f"net={self.net} allocated={self.allocated} freed={self.freed}>")
+
+
+def memit(code, globals_, locals_=None):
+    """Run compiled `code` and measure it (starts the tracer, exact mode, if
+    it is not running; it keeps running for the next measurements)."""
+    if not _tracer.is_tracing():
+        _core.trace_start(0, 0)  # exact, no stacks (see memlens.lineprof)
+    baseline = _tracer.traced_memory()[0]
+    a0, f0, _ = _core.lineprof_thread_counters(True)
+    exec(code, globals_, locals_)
+    a1, f1, peak_net = _core.lineprof_thread_counters(False)
+    net0 = a0 - f0
+    return MemitResult(baseline, max(0, peak_net - net0), (a1 - f1) - net0, a1 - a0, f1 - f0)
+
+
+_F_OPTION = re.compile(r"\s*-f\s+(\S+)")
+
+
+def _parse_mlprun(line):
+    """``-f func [-f func ...] stmt`` -> ([func expressions], stmt); the
+    statement is kept verbatim."""
+    funcs = []
+    pos = 0
+    while True:
+        m = _F_OPTION.match(line, pos)
+        if m is None:
+            break
+        funcs.append(m.group(1))
+        pos = m.end()
+    return funcs, line[pos:].strip()
+
+
+def load_ipython_extension(ipython):
+    from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+
+    @magics_class
+    class MemlensMagics(Magics):
+        @line_cell_magic
+        def memit(self, line="", cell=None):
+            """%memit stmt, or %%memit [setup] + cell: peak memory and increment."""
+            ns = self.shell.user_ns
+            if cell is None:
+                code = compile(line, "<memit>", "exec")
+            else:
+                if line.strip():
+                    exec(compile(line, "<memit-setup>", "exec"), ns)
+                code = compile(cell, "<memit>", "exec")
+            result = memit(code, ns)
+            print(result)
+            return None
+
+        @line_magic
+        def mlprun(self, line=""):
+            """%mlprun -f func [-f func ...] stmt: line-by-line memory of func."""
+            funcs, stmt = _parse_mlprun(line)
+            if not funcs or not stmt:
+                print("usage: %mlprun -f func [-f func ...] statement")
+                return None
+            ns = self.shell.user_ns
+            objs = [eval(f, ns) for f in funcs]
+            codes = []
+            for obj in objs:
+                _lineprof.profile(obj)
+                codes.append(_lineprof._code_of(obj))
+            _lineprof.reset_profile()
+            exec(compile(stmt, "<mlprun>", "exec"), ns)
+            records = [r for r in _lineprof._records() if any(r[0] is c for c in codes)]
+            print(_lineprof.format_profile(records), end="")
+            # Shown: not again at exit.
+            _lineprof._state["at_exit"] = False
+            return None
+
+    ipython.register_magics(MemlensMagics)

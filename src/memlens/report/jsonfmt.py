@@ -1,0 +1,83 @@
+"""The JSON report: a documented, versioned schema.
+
+Schema (``"schema": "memlens.report", "version": 1``)::
+
+    {
+      "schema": "memlens.report", "version": 1,
+      "meta": {str: str},                  # command, python, exit_code, duration_s ...
+      "totals": {
+        "peak_bytes": int,                 # traced high-water mark
+        "peak_time_s": float | null,       # when it was first reached (to the interval)
+        "exit_bytes": int, "exit_blocks": int,   # still allocated at exit
+        "sample_bytes": int,               # 0: exact; else Poisson sampling (estimates)
+        "max_frames": int, "incomplete": bool,
+        "allocated_exact": bool            # false: "allocated" is a lower bound
+      },
+      "timeline": {"interval_ms": float, "t_s": [float], "traced": [int],
+                   "peak": [int], "rss": [int]},
+      "frames": [{"file": str, "line": int, "function": str}],
+      "stacks": [{"frames": [int],         # indices into "frames", innermost first
+                  "peak_bytes": int, "peak_blocks": int,
+                  "exit_bytes": int, "exit_blocks": int,
+                  "allocated_bytes": int, "allocated_blocks": int}],
+      "classes": [{"name": str, "count": int, "bytes": int}] | null
+    }
+"""
+
+import json
+
+__all__ = ["SCHEMA", "VERSION", "to_dict", "render"]
+
+SCHEMA = "memlens.report"
+VERSION = 1
+
+
+def to_dict(cap):
+    frame_ids = {}
+    frames = []
+    stacks = []
+    for s in cap.stacks:
+        idx = []
+        for f in s.frames:
+            i = frame_ids.get(f)
+            if i is None:
+                i = frame_ids[f] = len(frames)
+                frames.append({"file": f.filename, "line": f.lineno, "function": f.function})
+            idx.append(i)
+        ab, ac = s.value("allocated")
+        stacks.append({
+            "frames": idx,
+            "peak_bytes": s.peak_size, "peak_blocks": s.peak_count,
+            "exit_bytes": s.size, "exit_blocks": s.count,
+            "allocated_bytes": ab, "allocated_blocks": ac,
+        })
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "meta": dict(cap.meta),
+        "totals": {
+            "peak_bytes": cap.peak,
+            "peak_time_s": cap.peak_time,
+            "exit_bytes": cap.total,
+            "exit_blocks": sum(s.count for s in cap.stacks),
+            "sample_bytes": cap.sample_bytes,
+            "max_frames": cap.max_frames,
+            "incomplete": cap.incomplete,
+            "allocated_exact": cap.allocated_exact,
+        },
+        "timeline": {
+            "interval_ms": cap.interval_ms,
+            "t_s": [round(s.t, 6) for s in cap.timeline],
+            "traced": [s.traced for s in cap.timeline],
+            "peak": [s.peak for s in cap.timeline],
+            "rss": [s.rss for s in cap.timeline],
+        },
+        "frames": frames,
+        "stacks": stacks,
+        "classes": None if cap.classes is None else
+        [{"name": c.name, "count": c.count, "bytes": c.bytes} for c in cap.classes],
+    }
+
+
+def render(cap):
+    return json.dumps(to_dict(cap), indent=1) + "\n"

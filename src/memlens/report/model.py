@@ -1,0 +1,205 @@
+"""The data model behind every report: what a capture file holds.
+
+A :class:`Capture` is built by :func:`load` from a capture file, or by hand
+(the renderers are tested that way).  Three *views* select per-stack
+numbers:
+
+* ``peak``: blocks live at the traced-memory high-water mark.
+* ``leaks``: blocks still live when the program ended (leak candidates).
+* ``allocated``: everything the stack allocated during the run.  The
+  tracer keeps no cumulative per-stack totals yet, so unless a capture
+  carries them (``alloc_size`` set) this view is the *lower bound*
+  ``max(peak, leaks)`` per stack: memory that was allocated and freed
+  again between the peak and the exit is not in it.  ``Capture.allocated_exact``
+  says which one a capture has.
+"""
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["VIEWS", "Frame", "StackStat", "Sample", "ClassRow", "Capture", "load", "CaptureError"]
+
+VIEWS = ("peak", "leaks", "allocated")
+
+
+class CaptureError(ValueError):
+    """A capture file that cannot be read (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    filename: str
+    lineno: int
+    function: str
+
+    def label(self):
+        """``file:line function`` with the file shortened to its basename."""
+        return f"{os.path.basename(self.filename)}:{self.lineno} {self.function}"
+
+
+@dataclass
+class StackStat:
+    """One stack (innermost frame first) and its numbers."""
+
+    frames: Tuple[Frame, ...]
+    size: int            # bytes live at exit
+    count: int           # blocks live at exit
+    peak_size: int       # bytes live at the peak
+    peak_count: int
+    alloc_size: Optional[int] = None   # bytes allocated in total, if recorded
+    alloc_count: Optional[int] = None
+
+    def value(self, view):
+        """(bytes, blocks) of this stack in `view`."""
+        if view == "peak":
+            return self.peak_size, self.peak_count
+        if view == "leaks":
+            return self.size, self.count
+        if view == "allocated":
+            if self.alloc_size is not None:
+                return self.alloc_size, self.alloc_count or 0
+            return max(self.size, self.peak_size), max(self.count, self.peak_count)
+        raise ValueError(f"unknown view {view!r}: expected one of {', '.join(VIEWS)}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float        # seconds since the start of the run
+    traced: int     # traced bytes
+    peak: int       # traced high-water mark so far
+    rss: int        # resident set size, bytes (0 if unknown)
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    name: str
+    count: int
+    bytes: int
+
+
+@dataclass
+class Capture:
+    stacks: List[StackStat]
+    total: int = 0                  # traced bytes live at exit
+    peak: int = 0                   # traced high-water mark
+    sample_bytes: int = 0           # 0: exact tracing
+    max_frames: int = 0
+    incomplete: bool = False
+    meta: Dict[str, str] = field(default_factory=dict)
+    interval_ms: float = 0.0        # timeline interval at the end of the run
+    timeline: List[Sample] = field(default_factory=list)
+    classes: Optional[List[ClassRow]] = None
+
+    @property
+    def allocated_exact(self):
+        return bool(self.stacks) and all(s.alloc_size is not None for s in self.stacks)
+
+    @property
+    def peak_time(self):
+        """Seconds from the start at which the peak was first reached (to the
+        sampling interval), or None without a timeline."""
+        best = None
+        for s in self.timeline:
+            if best is None or s.peak > best.peak:
+                best = s
+        return None if best is None else best.t
+
+    def view(self, view):
+        """[(StackStat, bytes, blocks)] with bytes > 0, biggest first."""
+        rows = []
+        for s in self.stacks:
+            size, count = s.value(view)
+            if size > 0 or count > 0:
+                rows.append((s, size, count))
+        rows.sort(key=lambda r: (-r[1], -r[2], [f.label() for f in r[0].frames]))
+        return rows
+
+    def view_total(self, view):
+        return sum(s.value(view)[0] for s in self.stacks)
+
+    def lines(self, view):
+        """Bytes and blocks per innermost line (file, line, function),
+        biggest first: the "top lines" table."""
+        acc = {}
+        for s, size, count in self.view(view):
+            f = s.frames[0] if s.frames else Frame("<unknown>", 0, "")
+            a = acc.setdefault((f.filename, f.lineno), [f, 0, 0])
+            a[1] += size
+            a[2] += count
+        rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))
+        return [tuple(r) for r in rows]
+
+
+def _strip_runner(frames, runner_files):
+    # Every stack of a run ends in the frames of `memlens run` (and of
+    # whatever started it: the console script, runpy); the program never
+    # calls back into the runner, so everything from the innermost runner
+    # frame outwards is not the program's.  Allocations the runner makes
+    # itself (compiling the program) keep that one frame.
+    for i, f in enumerate(frames):
+        if f.filename in runner_files:
+            return frames[:max(i, 1)]
+    return frames
+
+
+def load(path):
+    """Read a capture file (written by ``memlens run`` or
+    ``Snapshot.dump``) into a :class:`Capture`; :class:`CaptureError` with a
+    one-line message when it is not a valid capture."""
+    from memlens import _core
+
+    try:
+        table, meta, interval_ms, tl, classes = _core.cap_run_read(os.fspath(path))
+    except ValueError as e:
+        raise CaptureError(str(e)) from None
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from None
+    runner = set(filter(None, meta.get("runner_files", "").split("\n")))
+    # The tracer tells stacks apart by instruction offset; reports name
+    # lines, so stacks with the same (file, line, function) frames merge.
+    merged = {}
+    frame_cache = {}  # one Frame per distinct (file, line, function)
+    for row in table.stacks():
+        frames, size, count, psize, pcount = row[:5]
+        # Rows of 7 carry cumulative (allocated in total) bytes and blocks,
+        # once the engine records them.
+        asize, acount = (row[5], row[6]) if len(row) >= 7 else (None, None)
+        fr = tuple(frame_cache.get(f) or frame_cache.setdefault(f, Frame(*f)) for f in frames)
+        fr = _strip_runner(fr, runner)
+        st = merged.get(fr)
+        if st is None:
+            merged[fr] = StackStat(fr, size, count, psize, pcount, asize, acount)
+        else:
+            st.size += size
+            st.count += count
+            st.peak_size += psize
+            st.peak_count += pcount
+            if asize is not None and st.alloc_size is not None:
+                st.alloc_size += asize
+                st.alloc_count += acount
+    stacks = list(merged.values())
+    timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
+    return Capture(
+        stacks=stacks,
+        total=table.total,
+        peak=table.peak,
+        sample_bytes=table.sample_bytes,
+        max_frames=table.max_frames,
+        incomplete=bool(table.incomplete),
+        meta=dict(meta),
+        interval_ms=interval_ms,
+        timeline=timeline,
+        classes=None if classes is None else [ClassRow(*c) for c in classes],
+    )
+
+
+def format_size(n):
+    """Bytes as a short human string: 812 B, 10.5 KiB, 3.2 MiB."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,113 @@
+"""Terminal tables of a capture."""
+
+import os
+
+from memlens.report.model import VIEWS, format_size
+
+__all__ = ["render", "summary"]
+
+_VIEW_TITLES = {
+    "peak": "Top stacks at the peak",
+    "leaks": "Still allocated at exit (leak candidates)",
+    "allocated": "Allocated during the run",
+}
+
+
+def _stack_label(frames, callers=2):
+    if not frames:
+        return "<no Python frame>"
+    text = frames[0].label()
+    for f in frames[1:1 + callers]:
+        text += f"  <- {f.label()}"
+    if len(frames) > 1 + callers:
+        text += "  <- ..."
+    return text
+
+
+def _table(rows, limit):
+    out = [f"  {'bytes':>10}  {'blocks':>8}  location"]
+    for frames, size, count in rows[:limit]:
+        out.append(f"  {format_size(size):>10}  {count:>8}  {_stack_label(frames)}")
+    if len(rows) > limit:
+        rest = sum(r[1] for r in rows[limit:])
+        out.append(f"  {format_size(rest):>10}  {'':>8}  ... {len(rows) - limit} more stacks")
+    if not rows:
+        out.append("  (nothing)")
+    return out
+
+
+def _header(cap):
+    out = []
+    cmd = cap.meta.get("command")
+    if cmd:
+        line = f"memlens: {cmd}"
+        extra = []
+        if "exit_code" in cap.meta:
+            extra.append(f"exit code {cap.meta['exit_code']}")
+        if "duration_s" in cap.meta:
+            extra.append(f"{float(cap.meta['duration_s']):.2f} s")
+        if "python" in cap.meta:
+            extra.append(f"Python {cap.meta['python']}")
+        if extra:
+            line += "  (" + ", ".join(extra) + ")"
+        out.append(line)
+    if cap.sample_bytes:
+        out.append(f"sampled every {cap.sample_bytes} bytes on average: numbers are estimates")
+    if cap.incomplete:
+        out.append("warning: the tracer ran out of memory for its tables; some blocks are missing")
+    when = cap.peak_time
+    line = f"Peak traced memory: {format_size(cap.peak)}"
+    if when is not None:
+        line += f" at {when:.2f} s"
+    rss = max((s.rss for s in cap.timeline), default=0)
+    if rss:
+        line += f"  (max RSS {format_size(rss)})"
+    out.append(line)
+    leaks = cap.view("leaks")
+    out.append(f"Still allocated at exit: {format_size(cap.total)} in "
+               f"{sum(r[2] for r in leaks)} blocks from {len(leaks)} stacks")
+    return out
+
+
+def _classes(cap, limit):
+    out = [f"Top classes by instance bytes at exit:", f"  {'bytes':>10}  {'instances':>9}  class"]
+    for c in sorted(cap.classes, key=lambda c: (-c.bytes, c.name))[:limit]:
+        out.append(f"  {format_size(c.bytes):>10}  {c.count:>9}  {c.name}")
+    return out
+
+
+def summary(cap, limit=5):
+    """The few lines `memlens run` prints at the end of a run."""
+    out = _header(cap)
+    out.append("")
+    out.append(_VIEW_TITLES["peak"] + ":")
+    out += _table([(s.frames, b, n) for s, b, n in cap.view("peak")], limit)
+    out.append("")
+    out.append(_VIEW_TITLES["leaks"] + ":")
+    out += _table([(s.frames, b, n) for s, b, n in cap.view("leaks")], limit)
+    if cap.classes is not None:
+        out.append("")
+        out += _classes(cap, limit)
+    return "\n".join(out) + "\n"
+
+
+def render(cap, view="peak", limit=15):
+    """Header, the view's top stacks, its top lines, and the class table."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}: expected one of {', '.join(VIEWS)}")
+    out = _header(cap)
+    out.append("")
+    title = _VIEW_TITLES[view]
+    if view == "allocated" and not cap.allocated_exact:
+        title += " (lower bound: max of peak and exit per stack)"
+    out.append(f"{title}: {format_size(cap.view_total(view))}")
+    out += _table([(s.frames, b, n) for s, b, n in cap.view(view)], limit)
+    out.append("")
+    out.append("Top lines:")
+    out.append(f"  {'bytes':>10}  {'blocks':>8}  line")
+    for f, size, count in cap.lines(view)[:limit]:
+        out.append(f"  {format_size(size):>10}  {count:>8}  {f.filename}:{f.lineno} {f.function}")
+    if cap.classes is not None:
+        out.append("")
+        out += _classes(cap, limit)
+    return "\n".join(out) + "\n"

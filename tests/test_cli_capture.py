@@ -1,0 +1,185 @@
+"""Run capture files: round trip, and corrupt/truncated/foreign files give
+a one-line ValueError (CLI: one line, non-zero exit), never a crash."""
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import memlens
+from memlens import _core
+from memlens.report import model
+
+
+def fnv1a(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def sections(data):
+    """[(tag, offset of payload, length)] of a capture."""
+    out, i = [], 12
+    while i < len(data):
+        tag, _res, n = struct.unpack_from("<4sIQ", data, i)
+        out.append((tag, i + 16, n))
+        i += 16 + n
+    return out
+
+
+def reseal(data):
+    """Recompute the END checksum after editing a capture."""
+    end = sections(data)[-1]
+    assert end[0] == b"END "
+    body = data[:end[1] - 16]
+    return body + struct.pack("<4sIQQ", b"END ", 0, 8, fnv1a(body))
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cap") / "c.mlcap"
+    memlens.start(frames=4)
+    _core.timeline_start(1.0)
+    keep = [bytearray(1000) for _ in range(50)]
+    interval, tl = _core.timeline_stop()
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    del keep
+    _core.cap_run_write(str(path), table, {"command": "memlens run x.py", "exit_code": "0"},
+                        interval, tl, [("app.Thing", 5, 280), ("dict", 2, 368)])
+    return path
+
+
+def test_round_trip(capture):
+    table, meta, interval, tl, classes = _core.cap_run_read(str(capture))
+    assert meta == {"command": "memlens run x.py", "exit_code": "0"}
+    assert interval == 1.0 and len(tl) % 32 == 0 and len(tl) >= 64
+    assert classes == [("app.Thing", 5, 280), ("dict", 2, 368)]
+    cap = model.load(capture)
+    assert cap.classes[0].name == "app.Thing"
+    assert cap.view_total("leaks") >= 50 * 1000
+    # a run capture is still a snapshot file for memlens.Snapshot.load
+    snap = memlens.Snapshot.load(capture)
+    assert snap.total == table.total and snap.peak == table.peak
+    assert [t for t, _, _ in sections(capture.read_bytes())] == \
+        [b"META", b"STRS", b"FRMS", b"STKS", b"RUNM", b"TMLN", b"CLSS", b"END "]
+
+
+def test_plain_snapshot_reads_as_a_capture(tmp_path):
+    with memlens.trace(frames=2) as t:
+        keep = bytearray(10_000)
+    t.snapshot.dump(tmp_path / "s.mlcap")
+    cap = model.load(tmp_path / "s.mlcap")
+    assert cap.meta == {} and cap.timeline == [] and cap.classes is None
+    assert cap.total == t.snapshot.total
+    del keep
+
+
+def test_capture_size_is_aggregated(tmp_path):
+    # 200k allocations from one line make one stack, not 200k records.
+    memlens.start(frames=4)
+    _core.timeline_start(1.0)
+    for _ in range(200_000):
+        bytearray(100)
+    interval, tl = _core.timeline_stop()
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(str(tmp_path / "c.mlcap"), table, {}, interval, tl, None)
+    assert os.path.getsize(tmp_path / "c.mlcap") < 64 * 1024
+
+
+FUZZ = textwrap.dedent("""\
+    import os, random, sys
+    from memlens import _core
+    src, work = sys.argv[1], sys.argv[2]
+    data = open(src, "rb").read()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[3])))
+    from test_cli_capture import reseal, sections
+    def check(blob):
+        with open(work, "wb") as f:
+            f.write(blob)
+        try:
+            _core.cap_run_read(work)
+        except ValueError as e:
+            msg = str(e)
+            assert "\\n" not in msg and "memlens capture" in msg, msg
+            return 0
+        return 1
+    loaded = 0
+    for n in range(len(data)):                  # every truncation
+        loaded += check(data[:n])
+    for i in range(len(data)):                  # every byte flipped
+        b = bytearray(data); b[i] ^= 0x5A
+        loaded += check(bytes(b))
+    # Corrupt the run sections but keep the checksum right, so the section
+    # parsers themselves see the damage.
+    rng = random.Random(1)
+    run = [s for s in sections(data) if s[0] in (b"RUNM", b"TMLN", b"CLSS")]
+    ok = 0
+    for _ in range(3000):
+        tag, off, n = rng.choice(run)
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            b[off + rng.randrange(n)] = rng.randrange(256)
+        ok += check(reseal(bytes(b)))
+    assert loaded == 0, loaded
+    print("ok", ok)
+""")
+
+
+@pytest.mark.parametrize("dummy", [0])
+def test_fuzz_never_crashes(capture, tmp_path, dummy):
+    # In a subprocess: a crash fails this test, not the suite.
+    script = tmp_path / "fuzz.py"
+    script.write_text(FUZZ)
+    r = subprocess.run([sys.executable, str(script), str(capture), str(tmp_path / "w.mlcap"), __file__],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize("blob, why", [
+    (b"", "too short"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(100), "bad magic"),
+    (b"\x89MLNSCAP\x09\x00\x00\x00", "version 9 is not supported"),
+])
+def test_foreign_files_one_line_error(tmp_path, blob, why):
+    p = tmp_path / "f.mlcap"
+    p.write_bytes(blob)
+    with pytest.raises(model.CaptureError, match=why):
+        model.load(p)
+    r = subprocess.run([sys.executable, "-m", "memlens", "report", str(p)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and why.split()[0] in r.stderr and "Traceback" not in r.stderr
+
+
+def test_truncated_capture_cli(capture, tmp_path):
+    p = tmp_path / "t.mlcap"
+    p.write_bytes(capture.read_bytes()[:-7])
+    for cmd in (["report", str(p), "--format", "html", "-o", str(tmp_path / "r.html")],
+                ["plot", str(p), "-o", str(tmp_path / "p.png")]):
+        r = subprocess.run([sys.executable, "-m", "memlens", *cmd], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_write_rejects_bad_arguments(tmp_path):
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    p = str(tmp_path / "x.mlcap")
+    with pytest.raises(ValueError):
+        _core.cap_run_write(p, table, {}, 1.0, b"123", None)
+    with pytest.raises(TypeError):
+        _core.cap_run_write(p, table, {1: "x"}, 1.0, b"", None)
+    with pytest.raises(TypeError):
+        _core.cap_run_write(p, table, {}, 1.0, b"", [("x", 1)])
+    with pytest.raises(TypeError):
+        _core.cap_run_write(p, object(), {}, 1.0, b"", None)
+    with pytest.raises(OSError):
+        _core.cap_run_write(str(tmp_path / "no" / "x"), table, {}, 1.0, b"", None)

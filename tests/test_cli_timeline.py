@@ -1,0 +1,63 @@
+"""The timeline sampler thread of `memlens run` (timeline.c)."""
+
+import struct
+import time
+
+import pytest
+
+import memlens
+from memlens import _core
+
+
+def test_start_stop_and_samples():
+    memlens.start(frames=1)
+    try:
+        _core.timeline_start(2.0)
+        with pytest.raises(RuntimeError):
+            _core.timeline_start(2.0)
+        keep = bytearray(5_000_000)
+        time.sleep(0.05)
+        interval, tl = _core.timeline_stop()
+    finally:
+        memlens.stop()
+    samples = list(struct.iter_unpack("<4Q", tl))
+    assert interval == 2.0
+    assert 5 <= len(samples) <= 0.05 / 0.002 + 10
+    t = [s[0] for s in samples]
+    assert t == sorted(t)
+    # the last sample (taken by stop) sees the 5 MB block
+    assert samples[-1][1] >= 5_000_000 and samples[-1][2] >= samples[-1][1]
+    assert all(s[3] > 0 for s in samples)
+    del keep
+
+
+def test_stop_without_start_is_a_no_op():
+    assert _core.timeline_stop() == (0.0, b"")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 0.01, 1e10, float("nan")])
+def test_bad_interval(bad):
+    with pytest.raises(ValueError):
+        _core.timeline_start(bad)
+
+
+def test_runs_without_the_tracer():
+    _core.timeline_start(1.0)
+    interval, tl = _core.timeline_stop()
+    assert len(tl) >= 64 and struct.unpack_from("<Q", tl, 8)[0] == 0
+
+
+def test_long_runs_are_halved_not_grown():
+    # GIVEN room for 16 samples at 1 ms
+    _core.timeline_start(1.0, 16)
+    time.sleep(0.2)
+    interval, tl = _core.timeline_stop()
+    # THEN the array was halved (never grown) and the interval doubled
+    # each time: a run of any length keeps a bounded timeline
+    n = len(tl) // 32
+    assert 8 <= n <= 16
+    assert interval >= 4.0
+    t = [s[0] for s in struct.iter_unpack("<4Q", tl)]
+    assert t == sorted(t) and t[-1] >= 0.2e9
+    with pytest.raises(ValueError):
+        _core.timeline_start(1.0, 2)

@@ -557,6 +557,9 @@ def test_fork_child_keeps_tracing():
     assert out.strip() == "child 0"
 
 
+@pytest.mark.skipif(SANITIZED, reason="GCC 12's ASan allocator is not fork-safe: a child forked while "
+                    "another thread is inside malloc inherits ASan's allocator lock held (seen in gdb: the "
+                    "child waits in SizeClassAllocator64::GetFromAllocator)")
 def test_fork_while_other_threads_allocate():
     out = run_py("""
         import os, threading, memlens
@@ -762,3 +765,58 @@ def test_module_needs_little_static_tls():
     assert tls, "no TLS segment"
     memsz = int(tls[0][5], 16)
     assert memsz <= 128, memsz
+
+
+def test_many_distinct_stacks_grow_the_stack_table():
+    # 6000 allocation sites (more than the initial 4096 stack records)
+    src = "def many(out):\n" + "".join(f"    out.append(bytearray({i % 7 + 1}))\n" for i in range(6000))
+    ns = {}
+    exec(compile(src, "<many>", "exec"), ns)
+    out = []
+    memlens.start(frames=4)
+    ns["many"](out)
+    snap = memlens.take_snapshot()
+    memlens.stop()
+    lines = [s for s in snap.statistics("lineno") if s.traceback and s.traceback[0].filename == "<many>"]
+    assert len(lines) == 6000
+    assert {s.traceback[0].lineno for s in lines} == set(range(2, 6002))
+    assert sum(s.count for s in lines) >= 2 * 6000  # objects and buffers (and list growth)
+    del out
+
+
+def test_many_large_blocks_grow_and_shrink_the_side_table():
+    # blocks of 1 KiB or more keep their size in a side hash table
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    blocks = [bytearray(2000 + i % 100) for i in range(5000)]
+    expected = sum(2000 + i % 100 + 1 for i in range(5000))  # buffer has a NUL byte
+    grown = memlens.traced_memory()[0] - base
+    # free every other one, then the rest (exercises deletion in probe chains)
+    del blocks[::2]
+    half = memlens.traced_memory()[0] - base
+    del blocks
+    after = memlens.traced_memory()[0] - base
+    memlens.stop()
+    assert expected <= grown <= expected + 5000 * 64 + 50_000
+    assert grown - half >= expected / 2 * 0.98
+    assert after < 1000
+
+
+def test_deepest_stacks_are_cut_at_the_frame_limit():
+    def recurse(n):
+        if n == 0:
+            return bytearray(32)
+        return recurse(n - 1)
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 2000))
+    try:
+        memlens.start(frames=512)
+        kept = [recurse(600) for _ in range(3)]
+        snap = memlens.take_snapshot()
+        memlens.stop()
+    finally:
+        sys.setrecursionlimit(old)
+    deepest = max(len(s.traceback) for s in snap.statistics("traceback"))
+    assert deepest == 512
+    del kept

@@ -76,7 +76,7 @@ stack_get_unlocked(stack_table *t, uint32_t id)
     return &t->recs[id];
 }
 /* Release everything the table holds (DECREFs: needs the GIL, and must not
- * be called under the tracer lock since deallocation may run code). */
+ * be called while the tables are in use, since deallocation may run code). */
 void stack_table_release(stack_table *t);
 
 #endif /* MEMLENS_STACK_H */

@@ -191,7 +191,16 @@ trace_sample_hit(trace_tls_state *t, uint64_t size)
 
 /* Weights that make the sampled totals unbiased: a sampled block of `size`
  * bytes stands for size / p bytes and 1 / p blocks. */
-static void
+static __attribute__((noinline)) void
+trace_weights_sampled(uint64_t size, uint64_t *wsize, uint64_t *wcount)
+{
+    double s = (double)(size == 0 ? 1 : size);
+    double p = -expm1(-s / trace_sample_mean);
+    *wsize = (uint64_t)llround((double)size / p);
+    *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
+}
+
+static inline __attribute__((always_inline)) void
 trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
 {
     if (trace_sample_bytes == 0) {
@@ -199,10 +208,7 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
         *wcount = STACK_COUNT_ONE;
         return;
     }
-    double s = (double)(size == 0 ? 1 : size);
-    double p = -expm1(-s / trace_sample_mean);
-    *wsize = (uint64_t)llround((double)size / p);
-    *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
+    trace_weights_sampled(size, wsize, wcount);
 }
 
 /* Per-thread cache of the callers' stack.  Most allocations in a row come
@@ -229,6 +235,9 @@ typedef struct trace_stack_cache {
         int32_t offset;
         uint32_t id;
     } memo[8];
+    /* Room to read the callers into (8 KiB: kept off the C stack of a
+     * malloc() call, which may be a deep one). */
+    stack_frame frames[STACK_MAX_FRAMES];
 } trace_stack_cache;
 
 /* Frees a thread's cache when the thread exits. */
@@ -244,14 +253,16 @@ trace_cache_free(void *c)
     free(c);
 }
 
-/* Stack id without a cache (no memory for one): intern the callers. */
+/* Stack id without a cache (no memory for one): intern the callers, at
+ * most 31 of them (a small buffer on the C stack). */
 static uint32_t
 trace_stack_id_uncached(PyThreadState *tstate, PyCodeObject *code0, int32_t off0, void *p)
 {
     (void)tstate;
-    stack_frame frames[STACK_MAX_FRAMES];
+    stack_frame frames[31];
     int n = 0;
-    while (p != NULL && n < trace_max_frames - 1) {
+    int max = trace_max_frames - 1 < 31 ? trace_max_frames - 1 : 31;
+    while (p != NULL && n < max) {
         if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
             n++;
         }
@@ -322,7 +333,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
         p = stack_compat_prev(f);
     }
     /* Miss: read the callers, intern them outermost first, refill the cache. */
-    stack_frame frames[STACK_MAX_FRAMES];
+    stack_frame *frames = c->frames;
     int n = 0;
     int nraw = 0;
     while (p != NULL && n < trace_max_frames - 1) {

@@ -23,7 +23,7 @@ typedef _Atomic(uint32_t) map_leaf[MAP_LEAF_LEN];
 typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
 
 /* Process-wide, like the allocator hooks that use it.  Pointers are
- * published with release stores under the tracer lock and read lock-free. */
+ * published with a compare-and-swap and read lock-free. */
 static _Atomic(map_mid *) map_top[MAP_TOP_LEN];
 
 /* Large table: open addressing with linear probing and backward-shift

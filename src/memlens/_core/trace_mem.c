@@ -8,7 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* Bytes of accounted mappings.  Atomic: tables grow under the tracer lock
+/* Bytes of accounted mappings.  Atomic: tables grow under the GIL or a lock
  * but tracer_memory() reads it without taking that lock. */
 static atomic_size_t trace_mem_bytes;
 

@@ -7,7 +7,7 @@ __all__ = ["main"]
 
 
 def _parser():
-    from memlens.cli import plot, report, run
+    from memlens.cli import advise, plot, report, run
     from memlens.cli.common import ArgumentParser
 
     parser = ArgumentParser(
@@ -16,10 +16,10 @@ def _parser():
         epilog="Run `memlens COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    run_parser = run.add_parser(sub)
+    parsers = {"run": run.add_parser(sub), "advise": advise.add_parser(sub)}
     report.add_parser(sub)
     plot.add_parser(sub)
-    return parser, run_parser
+    return parser, parsers
 
 
 def main(argv=None):
@@ -29,16 +29,16 @@ def main(argv=None):
 
     if argv is None:
         argv = sys.argv[1:]
-    parser, run_parser = _parser()
+    parser, program_parsers = _parser()
     prog = "memlens"
     try:
-        if argv and argv[0] == "run":
-            prog = "memlens run"
+        if argv and argv[0] in program_parsers:
+            prog = f"memlens {argv[0]}"
             # The program's own options must not reach argparse.
             opts, module, script, rest = run.split_argv(argv[1:])
-            args, unknown = parser.parse_known_args(["run"] + opts)
+            args, unknown = parser.parse_known_args([argv[0]] + opts)
             if unknown:
-                run_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+                program_parsers[argv[0]].error(f"unrecognized arguments: {' '.join(unknown)}")
             args.module = module if module is not None else args.module
             args.script = script
             args.args = rest

@@ -25,8 +25,8 @@ __all__ = ["add_parser", "main", "split_argv"]
 
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
-_VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss"}
+_VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise"}
 
 
 def split_argv(argv):
@@ -71,7 +71,7 @@ def add_parser(sub):
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes when the census is available.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--interval MS] [-q] "
-              "[--lines [--rss]] (script.py | -m module) [args...]",
+              "[--lines [--rss]] [--advise [--min-saving BYTES]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="capture file to write (default: memlens-<program>.<pid>.mlcap)")
@@ -87,11 +87,34 @@ def add_parser(sub):
                    help="line-by-line memory profile of the functions decorated with @profile "
                         "(a builtin, as under memory_profiler), printed to stdout at exit; no capture")
     p.add_argument("--rss", action="store_true", help="with --lines: Mem usage column from RSS")
+    add_advise_options(p)
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the program to run")
     p.add_argument("args", nargs="*", help="arguments of the program")
     p.set_defaults(func=main, raw_argv=True)
     return p
+
+
+def add_advise_options(p, always=False):
+    """--advise / --min-saving (memlens.advise): advice printed at the end."""
+    if not always:
+        p.add_argument("--advise", action="store_true",
+                       help="when the program ends, print memlens.advise()'s suggestions "
+                            "for the heap it leaves (to stderr)")
+    p.add_argument("--min-saving", type=int, default=64 * 1024, metavar="BYTES",
+                   help="with advice: leave out suggestions saving less (default 65536)")
+
+
+def _print_advice(args):
+    """The advisor's report on the heap the program left, on stderr."""
+    import memlens
+
+    try:
+        advice = memlens.advise(min_saving=args.min_saving)
+    except Exception as e:  # the program's own exit code must survive
+        print(f"memlens: advise failed: {e}", file=sys.stderr)
+        return
+    sys.stderr.write("\n" + memlens.format_advice(advice))
 
 
 def _exit_code(e):
@@ -197,6 +220,11 @@ def main(args, argv=None):
         raise UsageError("no program given: expected script.py or -m module")
     if args.rss and not args.lines:
         raise UsageError("--rss goes with --lines")
+    advise_only = getattr(args, "advise_only", False)
+    if args.min_saving < 0:
+        raise UsageError(f"--min-saving must be >= 0, not {args.min_saving}")
+    if (args.min_saving != 64 * 1024 and not args.advise and not advise_only):
+        raise UsageError("--min-saving goes with --advise")
     if args.frames < 1 or args.frames > 512:
         raise UsageError(f"--frames must be between 1 and 512, not {args.frames}")
     if args.sample_bytes < 0:
@@ -221,9 +249,10 @@ def main(args, argv=None):
             sys.path[0] = saved
         if spec is None:
             raise UsageError(f"No module named {top or args.module!r}")
-    output = args.output or _default_output(args)
-    check_output_path(output)
-    output = os.path.abspath(output)
+    if not advise_only:
+        output = args.output or _default_output(args)
+        check_output_path(output)
+        output = os.path.abspath(output)
 
     if args.module is None:
         sys.argv = [args.script] + list(args.args)
@@ -253,6 +282,8 @@ def main(args, argv=None):
 
     if args.lines:
         return _run_lines(args, target)
+    if advise_only:
+        return _run_advise(args, target)
 
     pid = os.getpid()
     start_ns = time.time_ns()
@@ -338,6 +369,43 @@ def main(args, argv=None):
         sys.stderr.write("\n" + text.summary(cap))
         sys.stderr.write(f"\nmemlens: capture written to {output}\n"
                          f"memlens: see it with: memlens report {output} --format html -o report.html\n")
+    if args.advise:
+        _print_advice(args)
+    return code
+
+
+# ---- memlens advise: run untraced, then advise ------------------------------
+
+
+def _run_advise(args, target):
+    """Run the program as python would (no tracer), then print the advice
+    for the heap it leaves behind: its module globals are still alive."""
+    code = 0
+    failure = None
+    exit_message = None
+    try:
+        target()
+    except SystemExit as e:
+        code = _exit_code(e)
+        if not (e.code is None or isinstance(e.code, int)):
+            exit_message = e.code
+    except KeyboardInterrupt as e:
+        failure = e
+        code = 130
+    except BaseException as e:
+        failure = e
+        code = 1
+    if exit_message is not None:
+        print(exit_message, file=sys.stderr)
+    if failure is not None:
+        _print_exception(failure)
+        failure = None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    _print_advice(args)
     return code
 
 

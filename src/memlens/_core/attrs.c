@@ -2,17 +2,7 @@
 #include "attrs.h"
 #include "layout.h"
 
-#include <structmember.h> /* PyMemberDef before 3.12 */
 
-#ifndef Py_T_OBJECT
-#define Py_T_OBJECT 6
-#endif
-#ifndef Py_T_OBJECT_EX
-#define Py_T_OBJECT_EX 16
-#endif
-#ifndef Py_READONLY
-#define Py_READONLY READONLY
-#endif
 
 #if PY_VERSION_HEX >= 0x030B0000
 /* 3.11+: the values a class's instances keep outside a dict, as an array

@@ -11,6 +11,19 @@
 
 #include "module.h"
 
+#include <structmember.h> /* PyMemberDef and its type codes before 3.12 */
+
+/* 3.12 renamed the member type codes; the values never changed. */
+#ifndef Py_T_OBJECT
+#define Py_T_OBJECT T_OBJECT
+#endif
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+#ifndef Py_READONLY
+#define Py_READONLY READONLY
+#endif
+
 typedef struct {
     PyObject *name;    /* the attribute name (a str) for dict/values
                         * entries; NULL for a slot */

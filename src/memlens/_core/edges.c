@@ -1,15 +1,8 @@
 /* edge_: naming a reference (see edges.h). */
 #include "edges.h"
-#include <structmember.h> /* PyMemberDef before 3.12 */
 #include "attrs.h"
 #include "layout.h"
 
-#ifndef Py_T_OBJECT
-#define Py_T_OBJECT 6
-#endif
-#ifndef Py_T_OBJECT_EX
-#define Py_T_OBJECT_EX 16
-#endif
 
 /* Safe to repr: builtin scalars whose repr runs no user code. */
 static int

@@ -117,6 +117,25 @@ def _print_advice(args):
     sys.stderr.write("\n" + memlens.format_advice(advice))
 
 
+def _execute(target):
+    """Run the program; (exit code, exception to print or None, SystemExit
+    message to print or None), as python would end."""
+    code, failure, exit_message = 0, None, None
+    try:
+        target()
+    except SystemExit as e:
+        code = _exit_code(e)
+        if not (e.code is None or isinstance(e.code, int)):
+            exit_message = e.code
+    except KeyboardInterrupt as e:
+        failure = e
+        code = 130
+    except BaseException as e:
+        failure = e
+        code = 1
+    return code, failure, exit_message
+
+
 def _exit_code(e):
     code = e.code
     if code is None:
@@ -290,22 +309,8 @@ def main(args, argv=None):
     t0 = time.monotonic()
     memlens.start(frames=args.frames, sample_bytes=args.sample_bytes)
     _core.timeline_start(args.interval)
-    code = 0
-    failure = None
-    exit_message = None
-    try:
-        target()
-    except SystemExit as e:
-        code = _exit_code(e)
-        if not (e.code is None or isinstance(e.code, int)):
-            exit_message = e.code
-    except KeyboardInterrupt as e:
-        failure = e
-        code = 130
-    except BaseException as e:
-        failure = e
-        code = 1
-    # Every exception was caught above, so this always runs.
+    code, failure, exit_message = _execute(target)
+    # Every exception was caught by _execute, so this always runs.
     if os.getpid() != pid:
         # A child forked by the program that returned instead of calling
         # os._exit(): the capture is the parent's to write.
@@ -380,21 +385,7 @@ def main(args, argv=None):
 def _run_advise(args, target):
     """Run the program as python would (no tracer), then print the advice
     for the heap it leaves behind: its module globals are still alive."""
-    code = 0
-    failure = None
-    exit_message = None
-    try:
-        target()
-    except SystemExit as e:
-        code = _exit_code(e)
-        if not (e.code is None or isinstance(e.code, int)):
-            exit_message = e.code
-    except KeyboardInterrupt as e:
-        failure = e
-        code = 130
-    except BaseException as e:
-        failure = e
-        code = 1
+    code, failure, exit_message = _execute(target)
     if exit_message is not None:
         print(exit_message, file=sys.stderr)
     if failure is not None:
@@ -419,21 +410,8 @@ def _run_lines(args, target):
 
     builtins.profile = lineprof.profile
     lineprof.start_profile(rss=args.rss)
-    code = 0
-    failure = None
-    exit_message = None
     try:
-        target()
-    except SystemExit as e:
-        code = _exit_code(e)
-        if not (e.code is None or isinstance(e.code, int)):
-            exit_message = e.code
-    except KeyboardInterrupt as e:
-        failure = e
-        code = 130
-    except BaseException as e:
-        failure = e
-        code = 1
+        code, failure, exit_message = _execute(target)
     finally:
         lineprof.finish_profile()
     if exit_message is not None:

@@ -66,7 +66,11 @@ def test_round_trip(capture):
     snap = memlens.Snapshot.load(capture)
     assert snap.total == table.total and snap.peak == table.peak
     assert [t for t, _, _ in sections(capture.read_bytes())] == \
-        [b"META", b"STRS", b"FRMS", b"STKS", b"RUNM", b"TMLN", b"CLSS", b"END "]
+        [b"META", b"STRS", b"FRMS", b"STKS", b"ALOC", b"RUNM", b"TMLN", b"CLSS", b"END "]
+    # format 1.1: cumulative per-stack totals, so the allocated view is exact
+    assert capture.read_bytes()[8:12] == b"\x01\x00\x01\x00"
+    assert cap.allocated_exact
+    assert all(s.alloc_size >= max(s.size, s.peak_size) for s in cap.stacks)
 
 
 def test_plain_snapshot_reads_as_a_capture(tmp_path):
@@ -115,10 +119,10 @@ FUZZ = textwrap.dedent("""\
     for i in range(len(data)):                  # every byte flipped
         b = bytearray(data); b[i] ^= 0x5A
         loaded += check(bytes(b))
-    # Corrupt the run sections but keep the checksum right, so the section
+    # Corrupt the run sections (and the allocated totals) but keep the checksum right, so the section
     # parsers themselves see the damage.
     rng = random.Random(1)
-    run = [s for s in sections(data) if s[0] in (b"RUNM", b"TMLN", b"CLSS")]
+    run = [s for s in sections(data) if s[0] in (b"ALOC", b"RUNM", b"TMLN", b"CLSS")]
     ok = 0
     for _ in range(3000):
         tag, off, n = rng.choice(run)

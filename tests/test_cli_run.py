@@ -383,11 +383,16 @@ def test_allocated_view_is_exact(tmp_path):
     # line 3, and the size tracemalloc gives one such block
     import tracemalloc
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    here = sys._getframe().f_lineno + 1
     one = bytes(100_000)
-    block = tracemalloc.get_traced_memory()[0] - before
+    snap = tracemalloc.take_snapshot()
     tracemalloc.stop()
     del one
+    (stat,) = [s for s in snap.statistics("lineno") if s.traceback[0].filename == __file__
+               and s.traceback[0].lineno == here]
+    block = stat.size
+    # (3.9's eval loop adds one small block of its own on a loop body's line)
+    extra = 1 if sys.version_info < (3, 10) else 0
     write(tmp_path / "churn.py", CHURN)
     # WHEN memlens runs it and reports the allocated view
     r = memlens("run", "-q", "-o", "c.mlcap", "churn.py", cwd=tmp_path)
@@ -400,11 +405,12 @@ def test_allocated_view_is_exact(tmp_path):
     head = lines.index(next(l for l in lines if l.startswith("Allocated during the run")))
     assert "lower bound" not in rep.stdout
     first = lines[head + 2].split()
-    assert first[2] == "1000" and first[3] == "churn.py:3" and first[4] == "churn"
+    assert 1000 <= int(first[2]) <= 1000 + extra and first[3] == "churn.py:3" and first[4] == "churn"
     cap = model.load(tmp_path / "c.mlcap")
     assert cap.allocated_exact
     line3 = next((b, n) for f, b, n in cap.lines("allocated") if f.lineno == 3 and f.function == "churn")
-    assert line3[1] == 1000 and abs(line3[0] - 1000 * block) <= 0.01 * 1000 * block
+    assert 1000 <= line3[1] <= 1000 + extra and abs(line3[0] - 1000 * block) <= 0.01 * 1000 * block
+    assert 0 <= line3[0] - 1000 * block <= 64 * extra
     assert not [f for f, _, _ in cap.lines("leaks") if f.lineno == 3 and f.function == "churn"]
     # (the peak holds at most one of them)
     assert next(b for f, b, _ in cap.lines("peak") if f.lineno == 3 and f.function == "churn") == block

@@ -834,17 +834,25 @@ def churn_bytes(n, size):
         del b
 
 
-def tracemalloc_block_size(make):
-    """Traced size of the one block `make()` allocates (tracemalloc)."""
+def tracemalloc_block_size():
+    """Traced size of one bytes(100_000) (tracemalloc, by line, so that
+    nothing else the interpreter allocates meanwhile is counted)."""
     tracemalloc.start(1)
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        obj = make()
-        size = tracemalloc.get_traced_memory()[0] - before
+        obj = bytes(100_000)                          # LINE_ONE_BLOCK
+        snap = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
     del obj
-    return size
+    line = line_of("LINE_ONE_BLOCK")
+    (stat,) = [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
+    assert stat.count == 1
+    return stat.size
+
+
+# 3.9's eval loop allocates one small block of its own (58 bytes, once) on
+# the line of a loop body: allowed for there, and nowhere else.
+EXTRA_39 = 1 if sys.version_info < (3, 10) else 0
 
 
 def stat_at(stats, line):
@@ -853,7 +861,7 @@ def stat_at(stats, line):
 
 def test_allocated_counts_blocks_freed_before_the_snapshot():
     # GIVEN 1000 blocks of 100 kB, each freed before the next is made
-    one = tracemalloc_block_size(lambda: bytes(100_000))
+    one = tracemalloc_block_size()
     line = line_of("LINE_CHURN")
     # WHEN the loop runs traced
     _, cur, _, snap = measure_memlens(lambda: churn_bytes(1000, 100_000))
@@ -861,9 +869,10 @@ def test_allocated_counts_blocks_freed_before_the_snapshot():
     # nothing is live; it is the top line of allocated_statistics
     alloc = snap.allocated_statistics("lineno")
     assert alloc[0].traceback[0].lineno == line
-    assert alloc[0].count == 1000
+    assert 1000 <= alloc[0].count <= 1000 + EXTRA_39
     assert abs(alloc[0].size - 1000 * one) <= 0.01 * 1000 * one
-    assert alloc[0].size == 1000 * one  # exact mode: exactly
+    # exact mode: to the byte
+    assert 0 <= alloc[0].size - 1000 * one <= 64 * EXTRA_39
     assert not [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
     assert cur < one
     # the other keys group the same totals (the function also made the
@@ -871,7 +880,7 @@ def test_allocated_counts_blocks_freed_before_the_snapshot():
     fn = [s for s in snap.allocated_statistics("function") if s.traceback[0].function == "churn_bytes"]
     assert 1000 * one <= fn[0].size <= 1.01 * 1000 * one
     tb = snap.allocated_statistics("traceback")[0]
-    assert tb.traceback[0].lineno == line and tb.size == 1000 * one
+    assert tb.traceback[0].lineno == line and tb.size == alloc[0].size
 
 
 def alloc_one(size):

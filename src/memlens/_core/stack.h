@@ -61,6 +61,9 @@ typedef struct {
 } stack_rec; /* 80 bytes (64 before the cumulative totals: there was no
               * room left; see the README's tracer overhead figures) */
 
+/* The hooks' working set per stack: keep an eye on it when adding fields. */
+_Static_assert(sizeof(stack_rec) == 80, "stack_rec layout changed");
+
 typedef struct {
     stack_rec *recs;     /* by id; recs[0] unused */
     uint32_t nrecs;

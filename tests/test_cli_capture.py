@@ -66,7 +66,11 @@ def test_round_trip(capture):
     snap = memlens.Snapshot.load(capture)
     assert snap.total == table.total and snap.peak == table.peak
     assert [t for t, _, _ in sections(capture.read_bytes())] == \
-        [b"META", b"STRS", b"FRMS", b"STKS", b"RUNM", b"TMLN", b"CLSS", b"END "]
+        [b"META", b"STRS", b"FRMS", b"STKS", b"ALOC", b"RUNM", b"TMLN", b"CLSS", b"END "]
+    # format 1.1: cumulative per-stack totals, so the allocated view is exact
+    assert capture.read_bytes()[8:12] == b"\x01\x00\x01\x00"
+    assert cap.allocated_exact
+    assert all(s.alloc_size >= max(s.size, s.peak_size) for s in cap.stacks)
 
 
 def test_plain_snapshot_reads_as_a_capture(tmp_path):
@@ -115,10 +119,10 @@ FUZZ = textwrap.dedent("""\
     for i in range(len(data)):                  # every byte flipped
         b = bytearray(data); b[i] ^= 0x5A
         loaded += check(bytes(b))
-    # Corrupt the run sections but keep the checksum right, so the section
+    # Corrupt the run sections (and the allocated totals) but keep the checksum right, so the section
     # parsers themselves see the damage.
     rng = random.Random(1)
-    run = [s for s in sections(data) if s[0] in (b"RUNM", b"TMLN", b"CLSS")]
+    run = [s for s in sections(data) if s[0] in (b"ALOC", b"RUNM", b"TMLN", b"CLSS")]
     ok = 0
     for _ in range(3000):
         tag, off, n = rng.choice(run)
@@ -183,3 +187,28 @@ def test_write_rejects_bad_arguments(tmp_path):
         _core.cap_run_write(p, object(), {}, 1.0, b"", None)
     with pytest.raises(OSError):
         _core.cap_run_write(str(tmp_path / "no" / "x"), table, {}, 1.0, b"", None)
+
+
+def test_capture_without_allocated_totals_keeps_the_caveat(capture, tmp_path):
+    # GIVEN a capture as memlens wrote it before cumulative totals (format
+    # 1.0: no ALOC section)
+    data = capture.read_bytes()
+    old = bytearray(data[:8] + b"\x01\x00\x00\x00")
+    for tag, off, n in sections(data):
+        if tag not in (b"ALOC", b"END "):
+            old += data[off - 16:off + n]
+    old += struct.pack("<4sIQQ", b"END ", 0, 8, 0)
+    p = tmp_path / "old.mlcap"
+    p.write_bytes(reseal(bytes(old)))
+    # WHEN it is read and reported
+    cap = model.load(p)
+    # THEN it still loads, with the allocated view as the lower bound, and
+    # every format says so
+    assert not cap.allocated_exact and all(s.alloc_size is None for s in cap.stacks)
+    assert cap.view_total("leaks") == model.load(capture).view_total("leaks")
+    r = subprocess.run([sys.executable, "-m", "memlens", "report", str(p), "--view", "allocated"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "lower bound" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "memlens", "report", str(p), "--format", "json"],
+                       capture_output=True, text=True, timeout=60)
+    assert '"allocated_exact": false' in r.stdout

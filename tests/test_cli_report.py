@@ -82,6 +82,26 @@ def test_json_schema():
     assert d["classes"][0] == {"name": "app.Entry", "count": 3, "bytes": 3000}
 
 
+def test_exact_allocated_view_has_no_caveat():
+    # GIVEN a capture with cumulative totals (churn: load allocated 80000 B
+    # in total, of which 8000 B were live at the peak)
+    cap = make_capture()
+    for st, (asize, acount) in zip(cap.stacks, [(5000, 5), (80000, 20), (100, 1)]):
+        st.alloc_size, st.alloc_count = asize, acount
+    assert cap.allocated_exact
+    # THEN the view uses them, and no format calls it a lower bound
+    assert [(s.frames[0].function, b, n) for s, b, n in cap.view("allocated")] == \
+        [("load", 80000, 20), ("put", 5000, 5), ("<module>", 100, 1)]
+    out = text.render(cap, "allocated")
+    assert "Allocated during the run: 83.1 KiB" in out and "lower bound" not in out
+    assert json.loads(jsonfmt.render(cap))["totals"]["allocated_exact"] is True
+    assert "lower bound" not in html.render(cap)
+    # and without them, every format says so
+    assert "lower bound" in text.render(make_capture(), "allocated")
+    assert json.loads(jsonfmt.render(make_capture()))["totals"]["allocated_exact"] is False
+    assert "lower bound" in html.render(make_capture())
+
+
 def test_collapsed_stacks():
     out = collapsed.render(make_capture(), "peak")
     assert out.splitlines() == [

@@ -364,3 +364,62 @@ def test_module_from_the_console_script(tmp_path):
     missing = memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.nothere", cwd=tmp_path)
     assert missing.returncode == 1 and "No module named" in missing.stderr
     assert "Traceback" not in missing.stderr and missing.stderr.count("\n") == 1
+
+
+CHURN = """\
+    def churn(n):
+        for _ in range(n):
+            buf = bytes(100_000)
+            del buf
+
+
+    keep = [bytearray(1000) for _ in range(100)]
+    churn(1000)
+"""
+
+
+def test_allocated_view_is_exact(tmp_path):
+    # GIVEN a program that allocates and frees 1000 x bytes(100_000) on
+    # line 3, and the size tracemalloc gives one such block
+    import tracemalloc
+    tracemalloc.start()
+    here = sys._getframe().f_lineno + 1
+    one = bytes(100_000)
+    snap = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    del one
+    (stat,) = [s for s in snap.statistics("lineno") if s.traceback[0].filename == __file__
+               and s.traceback[0].lineno == here]
+    block = stat.size
+    # (3.9's eval loop adds one small block of its own on a loop body's line)
+    extra = 1 if sys.version_info < (3, 10) else 0
+    write(tmp_path / "churn.py", CHURN)
+    # WHEN memlens runs it and reports the allocated view
+    r = memlens("run", "-q", "-o", "c.mlcap", "churn.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rep = memlens("report", "c.mlcap", "--view", "allocated", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    # THEN line 3 comes first with 1000 blocks, although nothing of it is
+    # live at exit, and the view is exact (no lower-bound caveat)
+    lines = rep.stdout.splitlines()
+    head = lines.index(next(l for l in lines if l.startswith("Allocated during the run")))
+    assert "lower bound" not in rep.stdout
+    first = lines[head + 2].split()
+    assert 1000 <= int(first[2]) <= 1000 + extra and first[3] == "churn.py:3" and first[4] == "churn"
+    cap = model.load(tmp_path / "c.mlcap")
+    assert cap.allocated_exact
+    line3 = next((b, n) for f, b, n in cap.lines("allocated") if f.lineno == 3 and f.function == "churn")
+    assert 1000 <= line3[1] <= 1000 + extra and abs(line3[0] - 1000 * block) <= 0.01 * 1000 * block
+    assert 0 <= line3[0] - 1000 * block <= 64 * extra
+    assert not [f for f, _, _ in cap.lines("leaks") if f.lineno == 3 and f.function == "churn"]
+    # (the peak holds at most one of them)
+    assert next(b for f, b, _ in cap.lines("peak") if f.lineno == 3 and f.function == "churn") == block
+    js = json.loads(memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path).stdout)
+    assert js["totals"]["allocated_exact"] is True
+    frames = js["frames"]
+    top = max(js["stacks"], key=lambda s: s["allocated_bytes"])
+    assert frames[top["frames"][0]]["line"] == 3
+    assert (top["allocated_bytes"], top["allocated_blocks"]) == line3
+    html = memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
+    assert html.returncode == 0
+    assert "lower bound" not in (tmp_path / "r.html").read_text()

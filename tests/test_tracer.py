@@ -824,3 +824,243 @@ def test_deepest_stacks_are_cut_at_the_frame_limit():
     deepest = max(len(s.traceback) for s in snap.statistics("traceback"))
     assert deepest == 512
     del kept
+
+
+# -- allocated totals (cumulative, freed blocks included) ---------------------------------
+
+def churn_bytes(n, size):
+    for _ in range(n):
+        b = bytes(size)                               # LINE_CHURN
+        del b
+
+
+def tracemalloc_block_size():
+    """Traced size of one bytes(100_000) (tracemalloc, by line, so that
+    nothing else the interpreter allocates meanwhile is counted)."""
+    tracemalloc.start(1)
+    try:
+        obj = bytes(100_000)                          # LINE_ONE_BLOCK
+        snap = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    del obj
+    line = line_of("LINE_ONE_BLOCK")
+    (stat,) = [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
+    assert stat.count == 1
+    return stat.size
+
+
+# 3.9's eval loop allocates one small block of its own (58 bytes, once) on
+# the line of a loop body: allowed for there, and nowhere else.
+EXTRA_39 = 1 if sys.version_info < (3, 10) else 0
+
+
+def stat_at(stats, line):
+    return next(s for s in stats if s.traceback[0].lineno == line)
+
+
+def test_allocated_counts_blocks_freed_before_the_snapshot():
+    # GIVEN 1000 blocks of 100 kB, each freed before the next is made
+    one = tracemalloc_block_size()
+    line = line_of("LINE_CHURN")
+    # WHEN the loop runs traced
+    _, cur, _, snap = measure_memlens(lambda: churn_bytes(1000, 100_000))
+    # THEN the line allocated 1000 blocks of tracemalloc's size, of which
+    # nothing is live; it is the top line of allocated_statistics
+    alloc = snap.allocated_statistics("lineno")
+    assert alloc[0].traceback[0].lineno == line
+    assert 1000 <= alloc[0].count <= 1000 + EXTRA_39
+    assert abs(alloc[0].size - 1000 * one) <= 0.01 * 1000 * one
+    # exact mode: to the byte
+    assert 0 <= alloc[0].size - 1000 * one <= 64 * EXTRA_39
+    assert not [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
+    assert cur < one
+    # the other keys group the same totals (the function also made the
+    # loop's ints)
+    fn = [s for s in snap.allocated_statistics("function") if s.traceback[0].function == "churn_bytes"]
+    assert 1000 * one <= fn[0].size <= 1.01 * 1000 * one
+    tb = snap.allocated_statistics("traceback")[0]
+    assert tb.traceback[0].lineno == line and tb.size == alloc[0].size
+
+
+def alloc_one(size):
+    return bytes(size)                                # LINE_ONE
+
+
+def keep_300():
+    return [alloc_one(5000) for _ in range(300)]
+
+
+def test_allocated_equals_live_when_nothing_is_freed():
+    # GIVEN a line that frees nothing: allocated == live, and both equal
+    # what tracemalloc says is live on that line
+    _, _, _, tm = measure_tracemalloc(keep_300)
+    _, _, _, snap = measure_memlens(lambda: (keep_300(), workload()))
+    line = line_of("LINE_ONE")
+    tm_stat = next(s for s in tm.statistics("lineno") if s.traceback[0].lineno == line)
+    live = stat_at(snap.statistics("lineno"), line)
+    alloc = stat_at(snap.allocated_statistics("lineno"), line)
+    assert (alloc.size, alloc.count) == (live.size, live.count) == (tm_stat.size, tm_stat.count)
+    # and everywhere allocated >= what was live at the peak and at the end
+    peak = {s.traceback: s for s in snap.peak_statistics("traceback")}
+    now = {s.traceback: s for s in snap.statistics("traceback")}
+    for s in snap.allocated_statistics("traceback"):
+        for other in (peak.get(s.traceback), now.get(s.traceback)):
+            if other is not None:
+                assert s.size >= other.size and s.count >= other.count
+    # LINE_BIG's blocks were all freed: not live, not at the peak of the
+    # small ones... but allocated, 3000 of them
+    big = stat_at(snap.allocated_statistics("lineno"), line_of("LINE_BIG"))
+    assert big.count >= 3000
+    assert not [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line_of("LINE_BIG")
+                and s.count >= 3000]
+
+
+def test_allocated_counts_a_realloc_as_an_allocation_of_the_new_size():
+    memlens.start()
+    p = _core._test_raw_malloc(1000)                  # LINE_RAW_MALLOC
+    p = _core._test_raw_realloc(p, 50_000)            # LINE_RAW_REALLOC
+    _core._test_raw_free(p)
+    snap = memlens.take_snapshot()
+    memlens.stop()
+    alloc = snap.allocated_statistics("lineno")
+    # (each call also allocates the int holding the address: under 100 B)
+    m = stat_at(alloc, line_of("LINE_RAW_MALLOC"))
+    r = stat_at(alloc, line_of("LINE_RAW_REALLOC"))
+    assert 1000 <= m.size < 1100
+    assert 50_000 <= r.size < 50_100
+
+
+def test_allocated_includes_gil_less_raw_calls():
+    # GIVEN GIL-less RAW churn: 20000 x (malloc 100, realloc to 200, free),
+    # then 100 kept blocks of 100 bytes, all on the empty stack
+    memlens.start()
+    before = memlens.take_snapshot()
+    kept = _core._test_raw_churn_nogil(20_000, 100, 100)
+    after = memlens.take_snapshot()
+    for a in kept:
+        _core._test_raw_free(a)
+    memlens.stop()
+
+    def empty(snap):
+        st = [s for s in snap.allocated_statistics("traceback") if len(s.traceback) == 0]
+        return (st[0].size, st[0].count) if st else (0, 0)
+
+    # THEN every one of them is counted: 20000 x (100 + 200) + 100 x 100
+    b, a = empty(before), empty(after)
+    assert (a[0] - b[0], a[1] - b[1]) == (20_000 * 300 + 100 * 100, 20_000 * 2 + 100)
+
+
+def sampled_churn():
+    for s in (100, 1000, 10000) * 3000:
+        b = bytes(s)                                  # LINE_SAMPLED_CHURN
+        del b
+
+
+def test_sampled_allocated_totals_converge_to_exact():
+    import math
+    import statistics as st_
+    # GIVEN the exact allocated figures of a loop that frees what it makes
+    line = line_of("LINE_SAMPLED_CHURN")
+    _, _, _, exact = measure_memlens(sampled_churn)
+    ex = stat_at(exact.allocated_statistics("lineno"), line)
+    assert ex.count == 9000
+    # WHEN it runs many times sampled
+    runs = 12 if SANITIZED else 30
+    sizes, counts = [], []
+    for _ in range(runs):
+        _, _, _, snap = measure_memlens(sampled_churn, sample_bytes=16384)
+        st = [s for s in snap.allocated_statistics("lineno") if s.traceback[0].lineno == line]
+        sizes.append(st[0].size if st else 0)
+        counts.append(st[0].count if st else 0)
+    # THEN the mean estimate is within 5 standard errors of the exact value
+    # (same sampling law as test_sampled_estimates_are_unbiased)
+    block_sizes = [sys.getsizeof(bytes(s)) for s in (100, 1000, 10000) * 3000]
+    ps = [1 - math.exp(-b / 16384) for b in block_sizes]
+    var_size = sum(b * b * (1 - p) / p for b, p in zip(block_sizes, ps))
+    var_count = sum((1 - p) / p for p in ps)
+    for est, exact_value, var in ((sizes, ex.size, var_size), (counts, ex.count, var_count)):
+        mean = st_.mean(est)
+        sem = math.sqrt(var / runs)
+        assert abs(mean - exact_value) < 5 * sem + 0.001 * exact_value, (mean, exact_value, sem)
+
+
+def test_allocated_totals_survive_dump_and_load(tmp_path):
+    _, _, _, snap = measure_memlens(lambda: (churn_bytes(50, 10_000), workload()))
+    path = tmp_path / "snap.mlcap"
+    snap.dump(path)
+    back = memlens.Snapshot.load(path)
+    for key in ("lineno", "filename", "function", "traceback"):
+        assert back.allocated_statistics(key) == snap.allocated_statistics(key)
+    assert back.stacks() == snap.stacks()
+    rows = back._table.stacks()
+    assert back._table.has_allocated and all(len(r) == 7 for r in rows)
+
+
+def without_aloc(data):
+    """A capture as memlens wrote it before allocated totals (format 1.0):
+    the ALOC section dropped, the checksum recomputed."""
+    import struct
+    out, i = bytearray(data[:8] + b"\x01\x00\x00\x00"), 12
+    while i < len(data):
+        tag, _res, n = struct.unpack_from("<4sIQ", data, i)
+        if tag == b"END ":
+            break
+        if tag != b"ALOC":
+            out += data[i:i + 16 + n]
+        i += 16 + n
+    h = 0xcbf29ce484222325
+    for byte in out:
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return bytes(out) + struct.pack("<4sIQQ", b"END ", 0, 8, h)
+
+
+def test_captures_without_allocated_totals_still_load(tmp_path):
+    _, _, _, snap = measure_memlens(lambda: churn_bytes(10, 1000))
+    path = tmp_path / "snap.mlcap"
+    snap.dump(path)
+    data = path.read_bytes()
+    assert data[8:12] == b"\x01\x00\x01\x00"  # format 1.1
+    old = tmp_path / "old.mlcap"
+    old.write_bytes(without_aloc(data))
+    back = memlens.Snapshot.load(old)
+    assert back.statistics("traceback") == snap.statistics("traceback")
+    assert back.stacks() == snap.stacks()
+    assert not back._table.has_allocated
+    assert all(len(r) == 5 for r in back._table.stacks())
+    with pytest.raises(ValueError, match="no allocated totals"):
+        back.allocated_statistics("lineno")
+
+
+def test_bad_allocated_section_is_a_clear_error(tmp_path):
+    import struct
+    _, _, _, snap = measure_memlens(lambda: churn_bytes(10, 1000))
+    path = tmp_path / "snap.mlcap"
+    snap.dump(path)
+    data = bytearray(path.read_bytes())
+    i = 12
+    while True:
+        tag, _res, n = struct.unpack_from("<4sIQ", data, i)
+        if tag == b"ALOC":
+            break
+        i += 16 + n
+    struct.pack_into("<I", data, i + 16, struct.unpack_from("<I", data, i + 16)[0] + 1)  # n: one more stack
+    old = tmp_path / "bad.mlcap"
+    # reseal so the parser itself sees the damage
+    body = bytes(data[:len(data) - 24])
+    h = 0xcbf29ce484222325
+    for byte in body:
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    old.write_bytes(body + struct.pack("<4sIQQ", b"END ", 0, 8, h))
+    with pytest.raises(ValueError, match="bad allocated-totals table"):
+        memlens.Snapshot.load(old)
+
+
+def test_allocated_statistics_rejects_bad_keys():
+    _, _, _, snap = measure_memlens(lambda: churn_bytes(1, 10))
+    with pytest.raises(ValueError):
+        snap.allocated_statistics("nope")
+    with pytest.raises(ValueError):
+        snap.allocated_statistics("traceback", cumulative=True)
+    with pytest.raises(ValueError):
+        snap._table.group("lineno", False, True, True)

@@ -12,7 +12,10 @@ The API follows :mod:`tracemalloc`::
 
 The engine (PEP 445 hooks, live-block map, interned stacks, per-stack
 totals, the picture at the high-water mark, grouping, the capture file) is
-C, in ``memlens._core``; this module only wraps its results.
+C, in ``memlens._core``; this module only wraps its results.  Besides what
+is live (``statistics``) and what was live at the peak (``peak_statistics``),
+a snapshot has what each stack allocated in total since start(), freed or
+not (``allocated_statistics``).
 """
 
 import atexit
@@ -252,7 +255,8 @@ def _sorted_stats(rows):
 
 
 class Snapshot:
-    """What was live when the snapshot was taken, and at the high-water mark.
+    """What was live when the snapshot was taken, at the high-water mark, and
+    what was allocated in total since start().
 
     ``total`` and ``peak`` are bytes; in sampled mode (``sample_bytes`` > 0)
     every size and count is an unbiased estimate.
@@ -303,6 +307,15 @@ class Snapshot:
         _check_key(key_type, cumulative)
         return _sorted_stats(self._table.group(key_type, cumulative, True))
 
+    def allocated_statistics(self, key_type, cumulative=False):
+        """Like statistics(), for every block allocated since start(),
+        whether freed since or not: ``size`` is the bytes allocated in total
+        and ``count`` the number of allocations.  A realloc() counts as one
+        allocation of its new size.  ValueError for a snapshot loaded from a
+        file written before memlens recorded these totals."""
+        _check_key(key_type, cumulative)
+        return _sorted_stats(self._table.group(key_type, cumulative, False, True))
+
     def compare_to(self, old_snapshot, key_type, cumulative=False):
         """StatisticDiff per key between `old_snapshot` and this one, biggest
         change first."""
@@ -331,9 +344,8 @@ class Snapshot:
 
     def stacks(self):
         """The per-stack table: list of (Traceback, size, count, peak_size,
-        peak_count)."""
-        return [(_traceback(frames), size, count, psize, pcount)
-                for frames, size, count, psize, pcount in self._table.stacks()]
+        peak_count).  (Allocated totals: allocated_statistics("traceback").)"""
+        return [(_traceback(row[0]), *row[1:5]) for row in self._table.stacks()]
 
     def dump(self, path):
         """Write the snapshot to `path` (memlens' versioned binary format)."""

@@ -6,6 +6,11 @@
  *   FRMS: u32 n, then n x (u32 filename string, u32 function string, i32 line)
  *   STKS: u32 n, then n x (u32 nframes, u64 size, u64 count (1/65536 units),
  *         u64 peak_size, u64 peak_count, nframes x u32 frame index)
+ *   ALOC (1.1+, optional): u32 n (= the STKS n), then n x (u64 alloc_size,
+ *         u64 alloc_count (1/65536 units)): allocated since start(), by
+ *         stack in STKS order.  A separate section rather than wider STKS
+ *         rows, so that 1.0 readers still read 1.1 files (they skip it) and
+ *         1.0 files are told apart by its absence.
  */
 #include "capture.h"
 #include "stack.h"
@@ -259,6 +264,14 @@ cap_write_table(const char *path, void *table)
             bad = cap_put_u32(&w, t->frame_idx[st->first + j]) < 0;
         }
     }
+    if (!bad && t->has_alloc) {
+        cap_end_section(&w);
+        bad = cap_begin_section(&w, CAP_TAG_ALOC) < 0 || cap_put_u32(&w, t->nstacks) < 0;
+        for (uint32_t s = 0; !bad && s < t->nstacks; s++) {
+            bad = cap_put_u64(&w, t->stacks[s].alloc_size) < 0
+                  || cap_put_u64(&w, t->stacks[s].alloc_count) < 0;
+        }
+    }
     if (bad) {
         goto done;
     }
@@ -333,8 +346,8 @@ cap_read_table(PyObject *module, const char *path)
 
     /* Pass 1: framing and checksum, before trusting any content. */
     cap_reader r = {data + 12, data + len};
-    const unsigned char *meta = NULL, *strs = NULL, *frms = NULL, *stks = NULL;
-    uint64_t meta_n = 0, strs_n = 0, frms_n = 0, stks_n = 0;
+    const unsigned char *meta = NULL, *strs = NULL, *frms = NULL, *stks = NULL, *aloc = NULL;
+    uint64_t meta_n = 0, strs_n = 0, frms_n = 0, stks_n = 0, aloc_n = 0;
     int ended = 0;
     while (r.p < r.end) {
         const unsigned char *sec = r.p;
@@ -379,6 +392,10 @@ cap_read_table(PyObject *module, const char *path)
         else if (tag == CAP_TAG_STKS) {
             stks = payload;
             stks_n = n;
+        }
+        else if (tag == CAP_TAG_ALOC) {
+            aloc = payload;
+            aloc_n = n;
         }
         /* Other tags: later minor versions; skipped. */
     }
@@ -482,6 +499,20 @@ cap_read_table(PyObject *module, const char *path)
         }
     }
     t->nframe_idx = pos;
+    if (aloc != NULL) {
+        cap_reader ra = {aloc, aloc + aloc_n};
+        uint32_t na;
+        if (cap_get_u32(&ra, &na) < 0 || na != nstacks || aloc_n - 4 != (uint64_t)na * 16) {
+            cap_corrupt(path, "bad allocated-totals table");
+            goto done;
+        }
+        for (uint32_t s = 0; s < nstacks; s++) {
+            /* Sizes checked above: the gets cannot fail. */
+            (void)cap_get_u64(&ra, &t->stacks[s].alloc_size);
+            (void)cap_get_u64(&ra, &t->stacks[s].alloc_count);
+        }
+        t->has_alloc = 1;
+    }
     result = (PyObject *)t;
     t = NULL;
 

@@ -9,8 +9,8 @@
  *   the last section is CAP_TAG_END, whose payload is the FNV-1a 64-bit
  *   hash of every byte before it: a truncated or corrupted file is
  *   detected before any of it is trusted.
- * A snapshot file holds META, STRS, FRMS and STKS sections (capture.c says
- * what each holds).  The section framing and the byte buffers below are
+ * A snapshot file holds META, STRS, FRMS and STKS sections, and since
+ * version 1.1 ALOC (capture.c says what each holds).  The section framing and the byte buffers below are
  * meant for other record kinds too (the `memlens run` timeline).
  */
 #ifndef MEMLENS_CAPTURE_H
@@ -23,13 +23,16 @@
 
 #define CAP_MAGIC "\x89MLNSCAP"
 #define CAP_VERSION_MAJOR 1
-#define CAP_VERSION_MINOR 0
+/* Minor 1 added the ALOC section (cumulative per-stack totals); a minor-0
+ * file has none, and a minor-0 reader skips it. */
+#define CAP_VERSION_MINOR 1
 
 #define CAP_TAG(a, b, c, d) ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
 #define CAP_TAG_META CAP_TAG('M', 'E', 'T', 'A')
 #define CAP_TAG_STRS CAP_TAG('S', 'T', 'R', 'S')
 #define CAP_TAG_FRMS CAP_TAG('F', 'R', 'M', 'S')
 #define CAP_TAG_STKS CAP_TAG('S', 'T', 'K', 'S')
+#define CAP_TAG_ALOC CAP_TAG('A', 'L', 'O', 'C')
 #define CAP_TAG_END CAP_TAG('E', 'N', 'D', ' ')
 
 /* Growable output buffer (PyMem; sets MemoryError on failure). */

@@ -8,8 +8,8 @@
  * of the callers' stack and checks that the callers did not change
  * (trace_hooks.c).  Each distinct stack gets a small integer id, so a live
  * block stores only 22 bits to name the stack that allocated it, and each
- * stack record carries the running totals of the blocks it allocated, so a
- * snapshot is a walk over stacks, not over blocks.
+ * stack record carries the running totals of the blocks it allocated (live
+ * and cumulative), so a snapshot is a walk over stacks, not over blocks.
  *
  * The table lives in mmap'd memory (trace_mem.h), never in PyMem, so the
  * allocator hooks can use it.  Functions suffixed _unlocked rely on the
@@ -46,13 +46,23 @@ typedef struct {
     /* Live totals of the blocks this stack allocated. */
     uint64_t size;
     uint64_t count; /* in STACK_COUNT_ONE units */
+    /* Cumulative totals of every block this stack allocated since start(),
+     * freed or not: increased with size/count, never decreased.  Written
+     * in the same place as size/count, so the allocation path touches no
+     * other line of the record. */
+    uint64_t alloc_size;
+    uint64_t alloc_count; /* in STACK_COUNT_ONE units */
     /* Totals at the latest high-water mark, valid when snap_gen equals the
      * tracer's peak generation; otherwise the live totals have not changed
      * since that peak and are the peak picture themselves. */
     uint64_t snap_size;
     uint64_t snap_count;
     uint64_t snap_gen;
-} stack_rec; /* 64 bytes: one cache line */
+} stack_rec; /* 80 bytes (64 before the cumulative totals: there was no
+              * room left; see the README's tracer overhead figures) */
+
+/* The hooks' working set per stack: keep an eye on it when adding fields. */
+_Static_assert(sizeof(stack_rec) == 80, "stack_rec layout changed");
 
 typedef struct {
     stack_rec *recs;     /* by id; recs[0] unused */

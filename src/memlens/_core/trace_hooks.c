@@ -82,6 +82,14 @@ static int trace_max_frames;
 static uint64_t trace_sample_bytes;  /* 0: exact */
 static double trace_sample_mean;     /* (double)trace_sample_bytes */
 
+/* Kinds of change to the totals (the `sign` of trace_account()).  A new
+ * block adds to the live and the cumulative totals; a block put back
+ * after a failed realloc() (its removal undone) only to the live ones, so
+ * it is not counted as allocated twice. */
+#define TRACE_FREE (-1)
+#define TRACE_ALLOC 1
+#define TRACE_PUT_BACK 2
+
 /* Changes made by GIL-less RAW calls, applied by the next GIL holder:
  * one producer at a time (under trace_nogil_lock), one consumer (the GIL
  * holder).  Applying them later keeps the GIL holders' path free of any
@@ -90,7 +98,7 @@ static double trace_sample_mean;     /* (double)trace_sample_bytes */
 typedef struct {
     uint64_t size;
     uint32_t stack;
-    int32_t sign; /* +1 allocation, -1 free */
+    int32_t sign; /* TRACE_ALLOC, TRACE_PUT_BACK or TRACE_FREE */
 } trace_pending;
 static trace_pending trace_ring[TRACE_RING_LEN];
 static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
@@ -103,6 +111,8 @@ static atomic_int trace_ring_lost;           /* the ring was full */
 static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
 static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
 static atomic_int_fast64_t trace_acc_blocks;
+static atomic_int_fast64_t trace_acc_alloc_size;  /* cumulative: allocations only */
+static atomic_int_fast64_t trace_acc_alloc_count;
 static atomic_int trace_acc_pending;
 
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
@@ -384,6 +394,12 @@ trace_account(uint32_t stack, uint64_t size, int sign)
     if (sign > 0) {
         r->size += ws;
         r->count += wc;
+        /* Same weights as the live totals, so sampled cumulative totals are
+         * unbiased too; adjacent to size/count (stack.h). */
+        if (sign == TRACE_ALLOC) {
+            r->alloc_size += ws;
+            r->alloc_count += wc;
+        }
         trace_blocks++;
         trace_current += (int64_t)ws;
         if (trace_current > trace_peak) {
@@ -418,10 +434,14 @@ trace_drain_acc(void)
     int64_t ds = atomic_exchange(&trace_acc_size, 0);
     int64_t dc = atomic_exchange(&trace_acc_count, 0);
     int64_t db = atomic_exchange(&trace_acc_blocks, 0);
+    int64_t das = atomic_exchange(&trace_acc_alloc_size, 0);
+    int64_t dac = atomic_exchange(&trace_acc_alloc_count, 0);
     stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
     trace_touch(r);
     r->size += (uint64_t)ds;
     r->count += (uint64_t)dc;
+    r->alloc_size += (uint64_t)das;
+    r->alloc_count += (uint64_t)dac;
     trace_blocks += db;
     trace_current += ds;
     if (trace_current > trace_peak) {
@@ -452,9 +472,14 @@ trace_push_nogil(uint32_t stack, uint64_t size, int sign)
     if (stack == STACK_ID_EMPTY) {
         uint64_t ws, wc;
         trace_weights(size, &ws, &wc);
-        atomic_fetch_add(&trace_acc_size, sign * (int64_t)ws);
-        atomic_fetch_add(&trace_acc_count, sign * (int64_t)wc);
-        atomic_fetch_add(&trace_acc_blocks, sign);
+        int64_t dir = sign > 0 ? 1 : -1;
+        atomic_fetch_add(&trace_acc_size, dir * (int64_t)ws);
+        atomic_fetch_add(&trace_acc_count, dir * (int64_t)wc);
+        atomic_fetch_add(&trace_acc_blocks, dir);
+        if (sign == TRACE_ALLOC) {
+            atomic_fetch_add(&trace_acc_alloc_size, (int64_t)ws);
+            atomic_fetch_add(&trace_acc_alloc_count, (int64_t)wc);
+        }
         atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
         return;
     }
@@ -519,10 +544,13 @@ trace_gil_held(PyMemAllocatorDomain domain)
 }
 
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
- * STACK_ID_NONE to take the current stack. */
+ * STACK_ID_NONE for a new block, to take the current stack; otherwise the
+ * block is put back on `stack` after a failed realloc(), and is not counted
+ * as a new allocation. */
 static __attribute__((noinline)) void
 trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
 {
+    int kind = stack == STACK_ID_NONE ? TRACE_ALLOC : TRACE_PUT_BACK;
     PyThreadState *tstate = trace_gil_tstate(domain);
     if (tstate != NULL) {
         if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
@@ -540,7 +568,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
             trace_failed = 1;
             return;
         }
-        trace_account(stack, size, +1);
+        trace_account(stack, size, kind);
         /* Line profiler (lineprof.c): this thread's cumulative bytes and
          * its local high-water mark.  An add, a subtract and a compare on
          * initial-exec TLS the hook touches anyway.  (RAW calls made
@@ -564,7 +592,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
             atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
         }
         else {
-            trace_push_nogil(stack, size, +1);
+            trace_push_nogil(stack, size, kind);
         }
     }
     trace_spin_unlock(&trace_nogil_lock);
@@ -602,7 +630,7 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();
-            trace_account(e.stack, e.size, -1);
+            trace_account(e.stack, e.size, TRACE_FREE);
             /* Line profiler: bytes this thread freed (see trace_record). */
             trace_tls.counters.freed += e.size;
         }
@@ -617,7 +645,7 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
     if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
-            trace_push_nogil(e.stack, e.size, -1);
+            trace_push_nogil(e.stack, e.size, TRACE_FREE);
         }
     }
     trace_spin_unlock(&trace_nogil_lock);
@@ -677,7 +705,10 @@ trace_hook_realloc(void *ctx, void *ptr, size_t size)
     void *p = h->prev.realloc(h->prev.ctx, ptr, size);
     if (p != NULL) {
         /* Like tracemalloc, the moved block is attributed to the stack
-         * that resized it. */
+         * that resized it.  Cumulatively, a realloc() counts as one
+         * allocation of the new size (the old block was counted when it
+         * was allocated): a buffer grown in steps to 1 MiB adds the sum of
+         * its successive sizes, as a malloc/copy/free would. */
         trace_on_alloc(h->domain, p, size);
     }
     else if (old.stack != 0 && atomic_load_explicit(&trace_active, memory_order_relaxed)) {
@@ -771,6 +802,8 @@ trace_start(int max_frames, uint64_t sample_bytes)
     atomic_store(&trace_acc_size, 0);
     atomic_store(&trace_acc_count, 0);
     atomic_store(&trace_acc_blocks, 0);
+    atomic_store(&trace_acc_alloc_size, 0);
+    atomic_store(&trace_acc_alloc_count, 0);
     atomic_store(&trace_acc_pending, 0);
     atomic_fetch_add(&trace_generation, 1);
     atomic_store(&trace_active, 1);

@@ -3,8 +3,9 @@
  * PEP 445 hooks on the RAW, MEM and OBJ domains, chained to the previous
  * allocators, record every live block (or, in sampled mode, a Poisson
  * sample of them) in the live-block map (trace_map.h) with the interned
- * stack (stack.h) that allocated it, and keep per-stack and global totals,
- * including the picture at the high-water mark.
+ * stack (stack.h) that allocated it, and keep per-stack and global totals:
+ * live, cumulative (everything allocated since start(), per stack) and the
+ * picture at the high-water mark.
  *
  * The hooks and the tables are process-wide because PEP 445 allocators
  * are: there is one tracer per process, whatever the module state says.

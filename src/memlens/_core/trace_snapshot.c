@@ -126,7 +126,9 @@ snap_take(PyObject *module)
         int at_peak_saved = r->snap_gen == v.peak_gen;
         uint64_t ps = at_peak_saved ? r->snap_size : r->size;
         uint64_t pc = at_peak_saved ? r->snap_count : r->count;
-        if (r->count != 0 || pc != 0 || r->size != 0 || ps != 0) {
+        /* Stacks whose blocks were all freed stay: they allocated. */
+        if (r->count != 0 || pc != 0 || r->size != 0 || ps != 0 || r->alloc_count != 0
+            || r->alloc_size != 0) {
             nraw++;
             nfr += r->depth;
         }
@@ -144,7 +146,8 @@ snap_take(PyObject *module)
         int at_peak_saved = r->snap_gen == v.peak_gen;
         uint64_t ps = at_peak_saved ? r->snap_size : r->size;
         uint64_t pc = at_peak_saved ? r->snap_count : r->count;
-        if (r->count == 0 && pc == 0 && r->size == 0 && ps == 0) {
+        if (r->count == 0 && pc == 0 && r->size == 0 && ps == 0 && r->alloc_count == 0
+            && r->alloc_size == 0) {
             continue;
         }
         raw[k].row.nframes = r->depth;
@@ -152,6 +155,8 @@ snap_take(PyObject *module)
         raw[k].row.count = r->count;
         raw[k].row.peak_size = ps;
         raw[k].row.peak_count = pc;
+        raw[k].row.alloc_size = r->alloc_size;
+        raw[k].row.alloc_count = r->alloc_count;
         raw[k].code_first = (uint32_t)ncodes;
         /* Innermost first: follow the parents up the trie. */
         for (uint32_t node = id; node > STACK_ID_EMPTY; node = st->recs[node].parent) {
@@ -251,6 +256,7 @@ snap_take(PyObject *module)
     t->sample_bytes = v.sample_bytes;
     t->max_frames = (uint32_t)v.max_frames;
     t->flags = v.failed ? SNAP_FLAG_INCOMPLETE : 0;
+    t->has_alloc = 1;
     result = (PyObject *)t;
     t = NULL;
 
@@ -313,19 +319,23 @@ snap_count_obj(uint64_t fixed)
 }
 
 PyDoc_STRVAR(TraceTable_group_doc,
-"group(key_type, cumulative=False, peak=False) -> list of (key, size, count)\n\n"
+"group(key_type, cumulative=False, peak=False, allocated=False)\n"
+"    -> list of (key, size, count)\n\n"
 "Totals grouped by key_type ('lineno', 'filename', 'function' or\n"
 "'traceback'); key is a tuple of (filename, lineno, function) frames,\n"
 "innermost first (one frame except for 'traceback'; () for allocations\n"
-"with no Python frame).  peak=True groups what was live at the peak.");
+"with no Python frame).  peak=True groups what was live at the peak;\n"
+"allocated=True everything allocated since start(), freed or not\n"
+"(ValueError for a table read from a capture that does not record it).");
 
 static PyObject *
 TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key_type", "cumulative", "peak", NULL};
+    static char *kwlist[] = {"key_type", "cumulative", "peak", "allocated", NULL};
     const char *key_s;
     int cumulative = 0;
     int peak = 0;
+    int allocated = 0;
     PyObject *keyids = NULL;   /* key triple (or tuple of them) -> int */
     PyObject *keys = NULL;     /* list of key tuples, by key id */
     PyObject *result = NULL;
@@ -336,7 +346,17 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
     uint32_t *stamp = NULL;
     uint32_t *stack_key = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|pp:group", kwlist, &key_s, &cumulative, &peak)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|ppp:group", kwlist, &key_s, &cumulative, &peak,
+                                     &allocated)) {
+        return NULL;
+    }
+    if (peak && allocated) {
+        PyErr_SetString(PyExc_ValueError, "peak and allocated cannot both be true");
+        return NULL;
+    }
+    if (allocated && !self->has_alloc) {
+        PyErr_SetString(PyExc_ValueError,
+                        "this table has no allocated totals (a capture written by an older memlens)");
         return NULL;
     }
     int key_type = snap_parse_key(key_s);
@@ -463,8 +483,8 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
     }
     for (uint32_t s = 0; s < self->nstacks; s++) {
         snap_stack *st = &self->stacks[s];
-        uint64_t sz = peak ? st->peak_size : st->size;
-        uint64_t ct = peak ? st->peak_count : st->count;
+        uint64_t sz = allocated ? st->alloc_size : peak ? st->peak_size : st->size;
+        uint64_t ct = allocated ? st->alloc_count : peak ? st->peak_count : st->count;
         if (sz == 0 && ct == 0) {
             continue;
         }
@@ -525,10 +545,13 @@ done:
 }
 
 PyDoc_STRVAR(TraceTable_stacks_doc,
-"stacks() -> list of (frames, size, count, peak_size, peak_count)\n\n"
+"stacks() -> list of (frames, size, count, peak_size, peak_count,\n"
+"                     alloc_size, alloc_count)\n\n"
 "The per-stack table: frames is a tuple of (filename, lineno, function),\n"
 "innermost first; sizes in bytes, counts in blocks (estimates when\n"
-"sampled).");
+"sampled): live, live at the peak, and allocated since start() (freed or\n"
+"not).  Rows have only the first five items for a table read from a\n"
+"capture written before memlens recorded allocated totals.");
 
 static PyObject *
 TraceTable_stacks(snap_table *self, PyObject *Py_UNUSED(ignored))
@@ -551,9 +574,18 @@ TraceTable_stacks(snap_table *self, PyObject *Py_UNUSED(ignored))
             }
             PyTuple_SET_ITEM(frames, j, fr);
         }
-        PyObject *row = Py_BuildValue("(NKNKN)", frames, (unsigned long long)st->size,
-                                      snap_count_obj(st->count), (unsigned long long)st->peak_size,
-                                      snap_count_obj(st->peak_count));
+        PyObject *row;
+        if (self->has_alloc) {
+            row = Py_BuildValue("(NKNKNKN)", frames, (unsigned long long)st->size,
+                                snap_count_obj(st->count), (unsigned long long)st->peak_size,
+                                snap_count_obj(st->peak_count), (unsigned long long)st->alloc_size,
+                                snap_count_obj(st->alloc_count));
+        }
+        else {
+            row = Py_BuildValue("(NKNKN)", frames, (unsigned long long)st->size,
+                                snap_count_obj(st->count), (unsigned long long)st->peak_size,
+                                snap_count_obj(st->peak_count));
+        }
         if (row == NULL) {
             goto error;
         }
@@ -598,6 +630,8 @@ TraceTable_get_u64(snap_table *self, void *which)
         return PyLong_FromUnsignedLong(self->max_frames);
     case 4:
         return PyBool_FromLong((self->flags & SNAP_FLAG_INCOMPLETE) != 0);
+    case 6:
+        return PyBool_FromLong(self->has_alloc);
     default:
         return PyLong_FromUnsignedLong(self->nstacks);
     }
@@ -610,6 +644,8 @@ static PyGetSetDef TraceTable_getset[] = {
     {"max_frames", (getter)TraceTable_get_u64, NULL, "frames recorded per stack", (void *)3},
     {"incomplete", (getter)TraceTable_get_u64, NULL, "the tracer lost bookkeeping", (void *)4},
     {"nstacks", (getter)TraceTable_get_u64, NULL, "number of stacks", (void *)5},
+    {"has_allocated", (getter)TraceTable_get_u64, NULL,
+     "allocated totals are recorded (False for older captures)", (void *)6},
     {NULL},
 };
 

@@ -2,7 +2,8 @@
  * (memlens._core.TraceTable), and the statistics computed from it in C.
  *
  * A TraceTable holds unique resolved frames (filename, function, line) and,
- * per stack, the live size/count and the size/count at the high-water mark.
+ * per stack, the live size/count, the size/count at the high-water mark and
+ * the cumulative size/count allocated (absent from older capture files).
  * It is what take_snapshot() returns, what dump()/load() serialise
  * (capture.h), and what the CLI and line profiler build on: the per-stack
  * table is available as plain tuples through TraceTable.stacks().
@@ -27,6 +28,8 @@ typedef struct {
     uint64_t count;   /* in STACK_COUNT_ONE units (fractional when sampled) */
     uint64_t peak_size;
     uint64_t peak_count;
+    uint64_t alloc_size;  /* allocated since start(), freed or not */
+    uint64_t alloc_count; /* STACK_COUNT_ONE units */
 } snap_stack;
 
 typedef struct {
@@ -42,6 +45,8 @@ typedef struct {
     uint64_t sample_bytes;
     uint32_t max_frames;
     uint32_t flags;       /* SNAP_FLAG_* */
+    int has_alloc;        /* alloc_size/alloc_count are known (a capture
+                             written before memlens kept them has none) */
 } snap_table;
 
 #define SNAP_FLAG_INCOMPLETE 1u /* the tracer lost some bookkeeping */

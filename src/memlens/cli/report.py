@@ -18,7 +18,8 @@ def add_parser(sub):
         description="Render a capture written by `memlens run` (or Snapshot.dump). "
                     "Views: peak = blocks live at the traced-memory peak; leaks = blocks still "
                     "allocated at exit; allocated = what each stack allocated during the run "
-                    "(a lower bound unless the capture has cumulative totals).",
+                    "(exact; a lower bound for captures from memlens versions that did not "
+                    "record cumulative totals).",
     )
     p.add_argument("capture", help="capture file")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")

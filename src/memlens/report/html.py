@@ -43,7 +43,8 @@ def render(cap, view="peak"):
     when = cap.peak_time
     alloc_note = "" if cap.allocated_exact else (
         '<p class="note">"Allocated" is a lower bound: per stack, the larger of what was live at the '
-        "peak and at exit (the tracer keeps no cumulative totals).</p>")
+        "peak and at exit (this capture was written by an older memlens, without cumulative "
+        "totals).</p>")
     sampled = (f'<p class="note">Sampled every {cap.sample_bytes} bytes on average: numbers are '
                "estimates.</p>") if cap.sample_bytes else ""
     e = html.escape

@@ -11,7 +11,8 @@ Schema (``"schema": "memlens.report", "version": 1``)::
         "exit_bytes": int, "exit_blocks": int,   # still allocated at exit
         "sample_bytes": int,               # 0: exact; else Poisson sampling (estimates)
         "max_frames": int, "incomplete": bool,
-        "allocated_exact": bool            # false: "allocated" is a lower bound
+        "allocated_exact": bool            # true: cumulative totals (capture format 1.1+);
+                                           # false: older capture, "allocated" is a lower bound
       },
       "timeline": {"interval_ms": float, "t_s": [float], "traced": [int],
                    "peak": [int], "rss": [int]},

@@ -6,12 +6,13 @@ numbers:
 
 * ``peak``: blocks live at the traced-memory high-water mark.
 * ``leaks``: blocks still live when the program ended (leak candidates).
-* ``allocated``: everything the stack allocated during the run.  The
-  tracer keeps no cumulative per-stack totals yet, so unless a capture
-  carries them (``alloc_size`` set) this view is the *lower bound*
-  ``max(peak, leaks)`` per stack: memory that was allocated and freed
-  again between the peak and the exit is not in it.  ``Capture.allocated_exact``
-  says which one a capture has.
+* ``allocated``: everything the stack allocated during the run, freed or
+  not (a realloc() counts as an allocation of its new size).  Exact for
+  captures that carry the tracer's cumulative per-stack totals (format 1.1,
+  ``alloc_size`` set); captures written before memlens kept them have only
+  the *lower bound* ``max(peak, leaks)`` per stack: memory that was
+  allocated and freed again between the peak and the exit is not in it.
+  ``Capture.allocated_exact`` says which one a capture has.
 """
 
 import os
@@ -163,8 +164,8 @@ def load(path):
     frame_cache = {}  # one Frame per distinct (file, line, function)
     for row in table.stacks():
         frames, size, count, psize, pcount = row[:5]
-        # Rows of 7 carry cumulative (allocated in total) bytes and blocks,
-        # once the engine records them.
+        # Rows of 7 carry cumulative (allocated in total) bytes and blocks;
+        # captures written before the engine recorded them have rows of 5.
         asize, acount = (row[5], row[6]) if len(row) >= 7 else (None, None)
         fr = tuple(frame_cache.get(f) or frame_cache.setdefault(f, Frame(*f)) for f in frames)
         fr = _strip_runner(fr, runner)

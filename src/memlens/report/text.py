@@ -99,6 +99,7 @@ def render(cap, view="peak", limit=15):
     out.append("")
     title = _VIEW_TITLES[view]
     if view == "allocated" and not cap.allocated_exact:
+        # captures from before the tracer kept cumulative totals
         title += " (lower bound: max of peak and exit per stack)"
     out.append(f"{title}: {format_size(cap.view_total(view))}")
     out += _table([(s.frames, b, n) for s, b, n in cap.view(view)], limit)

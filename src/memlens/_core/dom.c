@@ -9,8 +9,8 @@
 void
 dom_free(dom_tree *d)
 {
-    free(d->vert);
     free(d->idom);
+    free(d->tag);
     free(d->retained);
     memset(d, 0, sizeof(*d));
 }
@@ -21,43 +21,49 @@ typedef struct {
     uint32_t pos;   /* next edge (or, for the super-root, next node) */
 } dom_frame;
 
+static int
+dom_big_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const graph_big *)a)->node, y = ((const graph_big *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
 int
-dom_build(dom_tree *d, graph_t *g, int consume)
+dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
 {
     size_t n = g->n;
     uint32_t sr = (uint32_t)n;
-    uint32_t *pre = NULL, *parent = NULL, *semi = NULL, *label = NULL, *anc = NULL;
-    uint32_t *poff = NULL, *preds = NULL, *cstack = NULL;
+    uint32_t *pre = NULL, *poff = NULL, *preds = NULL, *psize = NULL, *ptag = NULL;
+    uint32_t *idom = NULL, *label = NULL, *anc = NULL, *cstack = NULL;
     dom_frame *stack = NULL;
-    size_t m = 0, held = 0, peak = 0;
+    size_t m = 0, held, peak;
 
-    /* bytes held now: ours plus the graph's */
+    /* bytes held now, the graph's arrays and the tags included */
+    held = graph_held_bytes(g) + n * sizeof(uint32_t);
+    peak = held;
 #define DOM_HOLD(bytes)                                                        \
     do {                                                                       \
         held += (bytes);                                                       \
-        if (held + graph_held_bytes(g) > peak) {                               \
-            peak = held + graph_held_bytes(g);                                 \
+        if (held > peak) {                                                     \
+            peak = held;                                                       \
         }                                                                      \
     } while (0)
+#define DOM_DROP(bytes) (held -= (bytes))
 
     memset(d, 0, sizeof(*d));
     size_t scap = 1024;
     pre = malloc((n + 1) * sizeof(uint32_t));
-    d->vert = malloc((n + 1) * sizeof(uint32_t));
-    parent = malloc((n + 1) * sizeof(uint32_t));
     stack = malloc(scap * sizeof(dom_frame));
-    if (pre == NULL || d->vert == NULL || parent == NULL || stack == NULL) {
+    if (pre == NULL || stack == NULL) {
         goto nomem;
     }
-    DOM_HOLD((n + 1) * 3 * sizeof(uint32_t) + scap * sizeof(dom_frame));
+    DOM_HOLD((n + 1) * sizeof(uint32_t) + scap * sizeof(dom_frame));
     memset(pre, 0xff, (n + 1) * sizeof(uint32_t));
 
     /* 1. DFS preorder from the super-root; the stack grows as needed (a
      * linked list of a million nodes is a million deep) */
     size_t depth = 0;
     pre[sr] = 0;
-    d->vert[0] = sr;
-    parent[0] = 0;
     m = 1;
     stack[depth].node = sr;
     stack[depth].pos = 0;
@@ -91,8 +97,6 @@ dom_build(dom_tree *d, graph_t *g, int consume)
             continue;
         }
         pre[next] = (uint32_t)m;
-        d->vert[m] = next;
-        parent[m] = pre[f->node];
         m++;
         if (depth == scap) {
             dom_frame *ns = realloc(stack, 2 * scap * sizeof(dom_frame));
@@ -110,17 +114,20 @@ dom_build(dom_tree *d, graph_t *g, int consume)
     d->m = m;
     free(stack);
     stack = NULL;
-    held -= scap * sizeof(dom_frame);
+    DOM_DROP(scap * sizeof(dom_frame));
 
     /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
-     * prefix sums, fill with poff[] as the cursor, shift back) */
+     * prefix sums, fill with poff[] as the cursor, shift back).  Walked in
+     * node order, which reads the forward edges sequentially. */
     poff = calloc(m + 1, sizeof(uint32_t));
     if (poff == NULL) {
         goto nomem;
     }
     DOM_HOLD((m + 1) * sizeof(uint32_t));
-    for (size_t k = 1; k < m; k++) {
-        uint32_t u = d->vert[k];
+    for (size_t u = 0; u < n; u++) {
+        if (pre[u] == DOM_UNSET) {
+            continue;
+        }
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
             uint32_t pv = pre[g->edges[e]];
             if (pv != DOM_UNSET) {
@@ -128,43 +135,85 @@ dom_build(dom_tree *d, graph_t *g, int consume)
             }
         }
         if (g->flags[u] & GRAPH_F_ROOT) {
-            poff[k + 1]++;  /* from the super-root */
+            poff[pre[u] + 1]++;  /* from the super-root */
         }
     }
     for (size_t k = 0; k < m; k++) {
         poff[k + 1] += poff[k];
     }
-    preds = malloc((poff[m] + 1) * sizeof(uint32_t));
+    size_t npreds = poff[m];
+    preds = malloc((npreds + 1) * sizeof(uint32_t));
     if (preds == NULL) {
         goto nomem;
     }
-    DOM_HOLD((poff[m] + 1) * sizeof(uint32_t));
-    for (size_t k = 1; k < m; k++) {
-        uint32_t u = d->vert[k];
+    DOM_HOLD((npreds + 1) * sizeof(uint32_t));
+    for (size_t u = 0; u < n; u++) {
+        uint32_t pu = pre[u];
+        if (pu == DOM_UNSET) {
+            continue;
+        }
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
             uint32_t pv = pre[g->edges[e]];
             if (pv != DOM_UNSET) {
-                preds[poff[pv]++] = (uint32_t)k;
+                preds[poff[pv]++] = pu;
             }
         }
         if (g->flags[u] & GRAPH_F_ROOT) {
-            preds[poff[k]++] = 0;
+            preds[poff[pu]++] = 0;
         }
     }
     for (size_t k = m; k > 0; k--) {
         poff[k] = poff[k - 1];
     }
     poff[0] = 0;
+    /* the forward graph is no longer needed */
+    DOM_DROP((g->nedges + 1) * sizeof(uint32_t) + (n + 1) * sizeof(uint32_t) + (n + 1));
+    free(g->edges);
+    g->edges = NULL;
+    g->nedges = 0;
+    free(g->off);
+    g->off = NULL;
+    free(g->flags);
+    g->flags = NULL;
+
+    /* 3. sizes and tags into preorder, one array at a time; the rare sizes
+     * of 4 GiB and more are renumbered too (unreached ones sort last) */
+    psize = malloc(m * sizeof(uint32_t));
+    if (psize == NULL) {
+        goto nomem;
+    }
+    DOM_HOLD(m * sizeof(uint32_t));
+    psize[0] = 0;
+    for (size_t u = 0; u < n; u++) {
+        if (pre[u] != DOM_UNSET) {
+            psize[pre[u]] = g->sizes[u];
+        }
+    }
+    free(g->sizes);
+    g->sizes = NULL;
+    DOM_DROP((n + 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < g->nbig; i++) {
+        g->big[i].node = pre[g->big[i].node];
+    }
+    qsort(g->big, g->nbig, sizeof(graph_big), dom_big_cmp);
+    ptag = malloc(m * sizeof(uint32_t));
+    if (ptag == NULL) {
+        goto nomem;
+    }
+    DOM_HOLD(m * sizeof(uint32_t));
+    ptag[0] = DOM_NOTAG;
+    for (size_t u = 0; u < n; u++) {
+        if (pre[u] != DOM_UNSET) {
+            ptag[pre[u]] = tag[u];
+        }
+    }
+    free(tag);
+    tag = NULL;
+    DOM_DROP(n * sizeof(uint32_t));
     free(pre);
     pre = NULL;
-    held -= (n + 1) * sizeof(uint32_t);
-    if (consume) {
-        free(g->edges);
-        g->edges = NULL;
-        free(g->off);
-        g->off = NULL;
-        g->nedges = 0;
-    }
+    DOM_DROP((n + 1) * sizeof(uint32_t));
+
     /* the path-compression stack: as deep as the longest path compressed */
     size_t ccap = 1024;
     cstack = malloc(ccap * sizeof(uint32_t));
@@ -173,23 +222,36 @@ dom_build(dom_tree *d, graph_t *g, int consume)
     }
     DOM_HOLD(ccap * sizeof(uint32_t));
 
-    /* 3. semidominators, reverse preorder, label = min semi on the path */
-    semi = malloc(m * sizeof(uint32_t));
+    /* 4. semidominators, reverse preorder, label = min semi on the path;
+     * idom[] holds the DFS parent until step 5 */
+    idom = malloc(m * sizeof(uint32_t));
     label = malloc(m * sizeof(uint32_t));
     anc = malloc(m * sizeof(uint32_t));
-    if (semi == NULL || label == NULL || anc == NULL) {
+    if (idom == NULL || label == NULL || anc == NULL) {
         goto nomem;
     }
     DOM_HOLD(3 * m * sizeof(uint32_t));
     for (size_t k = 0; k < m; k++) {
-        semi[k] = (uint32_t)k;
         label[k] = (uint32_t)k;
         anc[k] = DOM_UNSET;
     }
+    idom[0] = 0;
     for (size_t w = m - 1; w >= 1; w--) {
-        uint32_t s = semi[w];
-        for (uint32_t e = poff[w]; e < poff[w + 1]; e++) {
+        uint32_t s = (uint32_t)w, parent = 0;
+        uint32_t end = poff[w + 1];
+        for (uint32_t e = poff[w]; e < end; e++) {
             uint32_t v = preds[e];
+            if (v < w) {
+                /* not processed yet: its label is itself; the deepest
+                 * such predecessor is the DFS parent */
+                if (v > parent) {
+                    parent = v;
+                }
+                if (v < s) {
+                    s = v;
+                }
+                continue;
+            }
             if (anc[v] != DOM_UNSET) {
                 /* compress the path from v to its forest root */
                 size_t sp = 0;
@@ -220,64 +282,72 @@ dom_build(dom_tree *d, graph_t *g, int consume)
                 s = label[v];
             }
         }
-        semi[w] = s;
+        /* poff[w + 1] was w's end and w + 1's start, both read already:
+         * it keeps semi(w) from now on */
+        poff[w + 1] = s;
         label[w] = s;
-        anc[w] = parent[w];
+        anc[w] = parent;
+        idom[w] = parent;
     }
     free(preds);
     preds = NULL;
-    free(poff);
-    poff = NULL;
+    free(label);
+    label = NULL;
     free(anc);
     anc = NULL;
     free(cstack);
     cstack = NULL;
+    DOM_DROP((npreds + 1) * sizeof(uint32_t) + 2 * m * sizeof(uint32_t)
+             + ccap * sizeof(uint32_t));
 
-    /* 4. idom = nearest common ancestor of parent and semi (in label) */
-    uint32_t *idom = label;
-    idom[0] = 0;
+    /* 5. idom = nearest common ancestor of parent and semi */
     for (size_t w = 1; w < m; w++) {
-        uint32_t x = parent[w];
-        while (x > semi[w]) {
+        uint32_t x = idom[w];
+        uint32_t semi = poff[w + 1];
+        while (x > semi) {
             x = idom[x];
         }
         idom[w] = x;
     }
-    d->idom = idom;
-    label = NULL;
-    free(semi);
-    semi = NULL;
-    free(parent);
-    parent = NULL;
+    free(poff);
+    poff = NULL;
+    DOM_DROP((m + 1) * sizeof(uint32_t));
 
-    /* 5. retained = own + dominated, children after their idom in preorder */
+    /* 6. retained = own + dominated, children after their idom in preorder */
     d->retained = malloc(m * sizeof(uint64_t));
     if (d->retained == NULL) {
         goto nomem;
     }
-    held = (n + 1 + m) * sizeof(uint32_t) + m * sizeof(uint64_t);
-    if (held + graph_held_bytes(g) > peak) {
-        peak = held + graph_held_bytes(g);
-    }
+    DOM_HOLD(m * sizeof(uint64_t));
     d->retained[0] = 0;
     for (size_t k = 1; k < m; k++) {
-        d->retained[k] = graph_size(g, d->vert[k]);
+        d->retained[k] = psize[k] != UINT32_MAX
+                             ? psize[k]
+                             : graph_big_size(g->big, g->nbig, (uint32_t)k);
     }
+    free(psize);
+    psize = NULL;
     for (size_t k = m - 1; k >= 1; k--) {
         d->retained[idom[k]] += d->retained[k];
     }
+    d->idom = idom;
+    d->tag = ptag;
+    d->held = m * (2 * sizeof(uint32_t) + sizeof(uint64_t));
     d->scratch = peak;
     return 0;
 #undef DOM_HOLD
+#undef DOM_DROP
 
 nomem:
+    free(tag);
     free(cstack);
     free(pre);
-    free(parent);
     free(stack);
     free(poff);
     free(preds);
-    free(semi);
+    free(psize);
+    free(ptag);
+    free(idom);
     free(label);
     free(anc);
     dom_free(d);

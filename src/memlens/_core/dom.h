@@ -10,27 +10,48 @@
  * idom as the nearest common ancestor of parent and semidominator in the
  * tree built so far.  Near-linear, iterative (no C recursion), malloc'd
  * 4-byte arrays.
+ *
+ * Memory is the point of the layout (issue 3: at most 32 bytes of scratch
+ * per object, the graph's own arrays included), so no array lives longer
+ * than its phase and no mapping is kept twice:
+ *   - the DFS keeps only the preorder number of each node (no parent and
+ *     no preorder -> node array): the DFS parent of w is recovered later as
+ *     its largest predecessor below w (an edge v -> w with v < w in
+ *     preorder is a tree or forward edge, so v is an ancestor of w, and the
+ *     parent is the deepest one);
+ *   - predecessor lists are built straight from the forward edges, node by
+ *     node, and the forward edges are freed at once;
+ *   - per-node sizes and the caller's tags are moved into preorder, so that
+ *     the node numbering can be forgotten;
+ *   - a node's semidominator is written over the slot of its predecessor
+ *     offsets that the reverse-preorder pass no longer reads.
  */
 #ifndef MEMLENS_DOM_H
 #define MEMLENS_DOM_H
 
 #include "graph.h"
 
+#define DOM_NOTAG UINT32_MAX
+
 typedef struct {
-    size_t m;          /* nodes reached from the roots, super-root included */
-    uint32_t *vert;    /* [m] preorder number -> node (vert[0] = super-root,
-                        * numbered g->n) */
-    uint32_t *idom;    /* [m] preorder number of the immediate dominator */
+    size_t m;          /* nodes reached from the roots, super-root included;
+                        * they are numbered in DFS preorder, super-root 0 */
+    uint32_t *idom;    /* [m] preorder number of the immediate dominator
+                        * (idom[k] < k) */
+    uint32_t *tag;     /* [m] the caller's tag of each node (DOM_NOTAG for
+                        * the super-root) */
     uint64_t *retained;/* [m] bytes of the dominator subtree */
+    size_t held;       /* bytes the three arrays above hold */
     size_t scratch;    /* peak bytes held while computing, the graph's
-                        * own arrays included */
+                        * own arrays and the tags included */
 } dom_tree;
 
-/* 0, or -1 if out of memory (no exception set).  With `consume`, the
- * graph's edges are freed as soon as the predecessor lists exist (the
- * graph can then only answer node questions: objs, sizes, flags), which
- * lowers the peak by the size of the edge arrays. */
-int dom_build(dom_tree *d, graph_t *g, int consume);
+/* Consumes the graph's arrays (sizes, flags, offsets, edges; the graph must
+ * have been released by graph_release, so only n remains meaningful) and
+ * `tag` ([n], malloc'd, one 4-byte value per node that the caller wants
+ * back per tree node -- a class, say; it is freed).  0, or -1 if out of
+ * memory (no exception set; tag is freed either way). */
+int dom_build(dom_tree *d, graph_t *g, uint32_t *tag);
 void dom_free(dom_tree *d);
 
 #endif /* MEMLENS_DOM_H */

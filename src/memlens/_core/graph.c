@@ -145,26 +145,47 @@ graph_tracked_objects(void)
 }
 
 void
-graph_free(graph_t *g)
+graph_release(graph_t *g)
 {
-    if (g->objs != NULL) {
-        for (size_t i = 0; i < g->n; i++) {
-            Py_DECREF(g->objs[i]);
+    PyObject **objs = g->objs;
+    size_t n = g->n;
+    /* cleared first: a finalizer run by the loop below must not find a
+     * half-released graph (nothing reaches it, but stay safe) */
+    g->objs = NULL;
+    visit_free(&g->index);
+    if (objs != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            Py_DECREF(objs[i]);
         }
     }
-    free(g->objs);
+    free(objs);
+}
+
+void
+graph_free(graph_t *g)
+{
+    graph_release(g);
     free(g->sizes);
+    free(g->big);
     free(g->off);
     free(g->edges);
     free(g->flags);
-    visit_free(&g->index);
     memset(g, 0, sizeof(*g));
 }
 
 size_t
 graph_held_bytes(const graph_t *g)
 {
-    size_t n = g->index.bytes + g->n * (sizeof(PyObject *) + sizeof(uint32_t) + 1);
+    size_t n = g->index.bytes + g->nbig * sizeof(graph_big);
+    if (g->objs != NULL) {
+        n += g->n * sizeof(PyObject *);
+    }
+    if (g->sizes != NULL) {
+        n += (g->n + 1) * sizeof(uint32_t);
+    }
+    if (g->flags != NULL) {
+        n += g->n + 1;
+    }
     if (g->off != NULL) {
         n += (g->n + 1) * sizeof(uint32_t);
     }
@@ -174,15 +195,29 @@ graph_held_bytes(const graph_t *g)
     return n;
 }
 
+uint64_t
+graph_big_size(const graph_big *big, size_t nbig, uint32_t i)
+{
+    size_t lo = 0, hi = nbig;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (big[mid].node < i) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo < nbig && big[lo].node == i ? big[lo].size : UINT32_MAX;
+}
+
 size_t
-graph_size(graph_t *g, uint32_t i)
+graph_size(const graph_t *g, uint32_t i)
 {
     if (g->sizes[i] != UINT32_MAX) {
         return g->sizes[i];
     }
-    size_typeinfo ti;
-    size_typeinfo_init(&ti, Py_TYPE(g->objs[i]));
-    return size_of(&ti, g->objs[i], &g->warnings);
+    return (size_t)graph_big_size(g->big, g->nbig, i);
 }
 
 int
@@ -290,7 +325,21 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
             size_typeinfo_init(ti, tp);
         }
         size_t sz = size_of(ti, op, &g->warnings);
-        g->sizes[i] = sz >= UINT32_MAX ? UINT32_MAX : (uint32_t)sz;
+        if (sz >= UINT32_MAX) {
+            /* nodes come in order: big[] stays sorted */
+            graph_big *nb = realloc(g->big, (g->nbig + 1) * sizeof(graph_big));
+            if (nb == NULL) {
+                goto nomem;
+            }
+            g->big = nb;
+            g->big[g->nbig].node = (uint32_t)i;
+            g->big[g->nbig].size = sz;
+            g->nbig++;
+            g->sizes[i] = UINT32_MAX;
+        }
+        else {
+            g->sizes[i] = (uint32_t)sz;
+        }
         g->off[i] = (uint32_t)g->nedges;
         if (PyType_IS_GC(tp) && tp->tp_traverse != NULL
             && (tp->tp_is_gc == NULL || tp->tp_is_gc(op))) {

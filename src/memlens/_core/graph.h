@@ -32,11 +32,20 @@
 #define GRAPH_F_FOLDED  0x02  /* the materialized __dict__ of an instance node */
 #define GRAPH_F_MARK    0x04  /* scratch for searches */
 
+/* An own size that does not fit sizes[]'s 4 bytes (a 4 GiB bytearray). */
+typedef struct {
+    uint32_t node;
+    uint64_t size;
+} graph_big;
+
 typedef struct {
     size_t n;            /* nodes */
-    PyObject **objs;     /* [n] strong references, in rank order */
+    PyObject **objs;     /* [n] strong references, in rank order; NULL
+                          * after graph_release() */
     uint32_t *sizes;     /* [n] own size (sizeof rules, no dict folded);
-                          * UINT32_MAX: too large, ask graph_size() */
+                          * UINT32_MAX: too large, the size is in big[] */
+    graph_big *big;      /* [nbig] the sizes of 4 GiB and more, by node */
+    size_t nbig;
     uint32_t *off;       /* [n + 1] CSR offsets into edges */
     uint32_t *edges;     /* [nedges] target node of each reference */
     size_t nedges;
@@ -71,8 +80,20 @@ graph_node(graph_t *g, PyObject *obj)
 /* Scratch bytes the built graph holds now. */
 size_t graph_held_bytes(const graph_t *g);
 
-/* Own size of node i. */
-size_t graph_size(graph_t *g, uint32_t i);
+/* Own size of node i (no object is touched: sizes are taken at build). */
+size_t graph_size(const graph_t *g, uint32_t i);
+
+/* Own size recorded as too large for sizes[] under id i, when the big[]
+ * table is sorted by id (graph_build makes it so; dom_build renumbers it). */
+uint64_t graph_big_size(const graph_big *big, size_t nbig, uint32_t i);
+
+/* Drop the graph's references to the nodes and its address index: from
+ * then on only sizes, flags and the edges remain -- enough for dominators
+ * -- and no node may be dereferenced or looked up (objs is NULL).  The
+ * caller must hold what it still needs of the objects (their types) itself:
+ * a node whose last reference was ours is freed here, and its finalizer may
+ * run Python code. */
+void graph_release(graph_t *g);
 
 /* Bytes that would be freed if node t became unreachable: the size of what
  * t reaches that the roots cannot reach without passing through t.  Uses

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #define DOM_UNSET UINT32_MAX
+#define DOM_ROOT 0x80000000u  /* in pre[]: the node is a root */
 
 void
 dom_free(dom_tree *d)
@@ -51,6 +52,9 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
 #define DOM_DROP(bytes) (held -= (bytes))
 
     memset(d, 0, sizeof(*d));
+    if (n >= DOM_ROOT - 1) {
+        goto nomem; /* 2^31 objects: a graph of 60 GB and more */
+    }
     size_t scap = 1024;
     pre = malloc((n + 1) * sizeof(uint32_t));
     stack = malloc(scap * sizeof(dom_frame));
@@ -115,6 +119,16 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     free(stack);
     stack = NULL;
     DOM_DROP(scap * sizeof(dom_frame));
+    /* the root flags move into the top bit of pre[], which preorder
+     * numbers never use (m < 2^31, checked on entry) */
+    for (size_t u = 0; u < n; u++) {
+        if ((g->flags[u] & GRAPH_F_ROOT) && pre[u] != DOM_UNSET) {
+            pre[u] |= DOM_ROOT;
+        }
+    }
+    free(g->flags);
+    g->flags = NULL;
+    DOM_DROP(n + 1);
 
     /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
      * prefix sums, fill with poff[] as the cursor, shift back).  Walked in
@@ -125,17 +139,18 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     DOM_HOLD((m + 1) * sizeof(uint32_t));
     for (size_t u = 0; u < n; u++) {
-        if (pre[u] == DOM_UNSET) {
+        uint32_t pu = pre[u];
+        if (pu == DOM_UNSET) {
             continue;
         }
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
             uint32_t pv = pre[g->edges[e]];
             if (pv != DOM_UNSET) {
-                poff[pv + 1]++;
+                poff[(pv & ~DOM_ROOT) + 1]++;
             }
         }
-        if (g->flags[u] & GRAPH_F_ROOT) {
-            poff[pre[u] + 1]++;  /* from the super-root */
+        if (pu & DOM_ROOT) {
+            poff[(pu & ~DOM_ROOT) + 1]++;  /* from the super-root */
         }
     }
     for (size_t k = 0; k < m; k++) {
@@ -152,13 +167,16 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
         if (pu == DOM_UNSET) {
             continue;
         }
+        int root = (pu & DOM_ROOT) != 0;
+        pu &= ~DOM_ROOT;
+        pre[u] = pu; /* the flag is read for the last time */
         for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
             uint32_t pv = pre[g->edges[e]];
             if (pv != DOM_UNSET) {
-                preds[poff[pv]++] = pu;
+                preds[poff[pv & ~DOM_ROOT]++] = pu;
             }
         }
-        if (g->flags[u] & GRAPH_F_ROOT) {
+        if (root) {
             preds[poff[pu]++] = 0;
         }
     }
@@ -167,14 +185,12 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     poff[0] = 0;
     /* the forward graph is no longer needed */
-    DOM_DROP((g->nedges + 1) * sizeof(uint32_t) + (n + 1) * sizeof(uint32_t) + (n + 1));
+    DOM_DROP((g->nedges + 1) * sizeof(uint32_t) + (n + 1) * sizeof(uint32_t));
     free(g->edges);
     g->edges = NULL;
     g->nedges = 0;
     free(g->off);
     g->off = NULL;
-    free(g->flags);
-    g->flags = NULL;
 
     /* 3. sizes and tags into preorder, one array at a time; the rare sizes
      * of 4 GiB and more are renumbered too (unreached ones sort last) */

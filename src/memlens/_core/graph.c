@@ -264,6 +264,11 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
         }
     }
     g->warnings = w.warnings;
+    /* The walk followed the same references the edge pass will (and a few
+     * more: the roots' instance dicts twice, every key of every dict), so
+     * its count is the edge array's size; if Python code run by a
+     * __sizeof__ adds references in between, the array doubles. */
+    size_t ecap = w.refs + 1024;
     walk_free(&w);
     walk_ready = 0;
     /* our own list is not part of the heap we describe */
@@ -309,7 +314,10 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
     incoming = calloc(n + 1, sizeof(int32_t));
-    graph_edge_ctx c = {g, incoming, 2 * n + 1024, 0};
+    if (ecap >= UINT32_MAX) {
+        goto nomem;
+    }
+    graph_edge_ctx c = {g, incoming, ecap, 0};
     g->edges = malloc(c.cap * sizeof(uint32_t));
     if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming == NULL
         || g->edges == NULL) {

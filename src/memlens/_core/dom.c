@@ -5,7 +5,14 @@
 #include <string.h>
 
 #define DOM_UNSET UINT32_MAX
-#define DOM_ROOT 0x80000000u  /* in pre[]: the node is a root */
+/* Bits of the 4-byte words of step 2: preorder numbers stay below
+ * DOM_NUM (n < DOM_NUM - 1 is checked on entry). */
+#define DOM_ROOT 0x80000000u      /* pre[], map[]: the node is a root */
+#define DOM_NONEMPTY 0x40000000u  /* map[]: the node has edges */
+#define DOM_NUM 0x3fffffffu       /* map[]: the preorder number (all ones:
+                                   * unreached) */
+#define DOM_FIRST 0x80000000u     /* edges[]: first edge of its node */
+#define DOM_GONE 0x7fffffffu      /* edges[]: the target is unreached */
 
 void
 dom_free(dom_tree *d)
@@ -52,8 +59,8 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
 #define DOM_DROP(bytes) (held -= (bytes))
 
     memset(d, 0, sizeof(*d));
-    if (n >= DOM_ROOT - 1) {
-        goto nomem; /* 2^31 objects: a graph of 60 GB and more */
+    if (n >= DOM_NUM - 1) {
+        goto nomem; /* 2^30 objects: a heap of 30 GB and more */
     }
     size_t scap = 1024;
     pre = malloc((n + 1) * sizeof(uint32_t));
@@ -119,8 +126,14 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     free(stack);
     stack = NULL;
     DOM_DROP(scap * sizeof(dom_frame));
-    /* the root flags move into the top bit of pre[], which preorder
-     * numbers never use (m < 2^31, checked on entry) */
+    /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
+     * prefix sums, fill with poff[] as the cursor, shift back), walking the
+     * forward edges in node order.  To hold one node -> preorder map at a
+     * time, not two, the count pass rewrites each edge's target as its
+     * preorder number (DOM_GONE if unreached) and marks the first edge of
+     * each node (DOM_FIRST); off[] then becomes the map itself (preorder
+     * number, DOM_ROOT, DOM_NONEMPTY: the node's edges start at the next
+     * DOM_FIRST), and pre[] is freed before the predecessors are. */
     for (size_t u = 0; u < n; u++) {
         if ((g->flags[u] & GRAPH_F_ROOT) && pre[u] != DOM_UNSET) {
             pre[u] |= DOM_ROOT;
@@ -129,10 +142,6 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     free(g->flags);
     g->flags = NULL;
     DOM_DROP(n + 1);
-
-    /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
-     * prefix sums, fill with poff[] as the cursor, shift back).  Walked in
-     * node order, which reads the forward edges sequentially. */
     poff = calloc(m + 1, sizeof(uint32_t));
     if (poff == NULL) {
         goto nomem;
@@ -140,19 +149,34 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     DOM_HOLD((m + 1) * sizeof(uint32_t));
     for (size_t u = 0; u < n; u++) {
         uint32_t pu = pre[u];
-        if (pu == DOM_UNSET) {
-            continue;
-        }
-        for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
-            uint32_t pv = pre[g->edges[e]];
-            if (pv != DOM_UNSET) {
-                poff[(pv & ~DOM_ROOT) + 1]++;
+        uint32_t start = g->off[u], end = g->off[u + 1];
+        for (uint32_t e = start; e < end; e++) {
+            uint32_t t = DOM_GONE;
+            if (pu != DOM_UNSET) {
+                uint32_t pv = pre[g->edges[e]];
+                if (pv != DOM_UNSET) {
+                    t = pv & DOM_NUM;
+                    poff[t + 1]++;
+                }
             }
+            g->edges[e] = e == start ? t | DOM_FIRST : t;
         }
-        if (pu & DOM_ROOT) {
-            poff[(pu & ~DOM_ROOT) + 1]++;  /* from the super-root */
+        if (pu != DOM_UNSET && (pu & DOM_ROOT)) {
+            poff[(pu & DOM_NUM) + 1]++;  /* from the super-root */
         }
     }
+    for (size_t u = 0; u < n; u++) {
+        /* off[u + 1] is still an offset here: only off[u] is rewritten */
+        uint32_t x = pre[u] == DOM_UNSET ? DOM_NUM : pre[u];
+        if (g->off[u + 1] > g->off[u]) {
+            x |= DOM_NONEMPTY;
+        }
+        g->off[u] = x;
+    }
+    uint32_t *map = g->off;  /* node -> preorder | DOM_ROOT | DOM_NONEMPTY */
+    free(pre);
+    pre = NULL;
+    DOM_DROP((n + 1) * sizeof(uint32_t));
     for (size_t k = 0; k < m; k++) {
         poff[k + 1] += poff[k];
     }
@@ -162,35 +186,33 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
         goto nomem;
     }
     DOM_HOLD((npreds + 1) * sizeof(uint32_t));
-    for (size_t u = 0; u < n; u++) {
-        uint32_t pu = pre[u];
-        if (pu == DOM_UNSET) {
-            continue;
-        }
-        int root = (pu & DOM_ROOT) != 0;
-        pu &= ~DOM_ROOT;
-        pre[u] = pu; /* the flag is read for the last time */
-        for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
-            uint32_t pv = pre[g->edges[e]];
-            if (pv != DOM_UNSET) {
-                preds[poff[pv & ~DOM_ROOT]++] = pu;
+    {
+        size_t e = 0, ne = g->nedges;
+        for (size_t u = 0; u < n; u++) {
+            uint32_t x = map[u];
+            uint32_t pu = x & DOM_NUM;
+            if (x & DOM_NONEMPTY) {
+                do {
+                    uint32_t t = g->edges[e++] & ~DOM_FIRST;
+                    if (pu != DOM_NUM && t != DOM_GONE) {
+                        preds[poff[t]++] = pu;
+                    }
+                } while (e < ne && !(g->edges[e] & DOM_FIRST));
             }
-        }
-        if (root) {
-            preds[poff[pu]++] = 0;
+            if ((x & DOM_ROOT) && pu != DOM_NUM) {
+                preds[poff[pu]++] = 0;
+            }
         }
     }
     for (size_t k = m; k > 0; k--) {
         poff[k] = poff[k - 1];
     }
     poff[0] = 0;
-    /* the forward graph is no longer needed */
-    DOM_DROP((g->nedges + 1) * sizeof(uint32_t) + (n + 1) * sizeof(uint32_t));
+    /* the forward edges are no longer needed */
+    DOM_DROP((g->nedges + 1) * sizeof(uint32_t));
     free(g->edges);
     g->edges = NULL;
     g->nedges = 0;
-    free(g->off);
-    g->off = NULL;
 
     /* 3. sizes and tags into preorder, one array at a time; the rare sizes
      * of 4 GiB and more are renumbered too (unreached ones sort last) */
@@ -201,15 +223,16 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     DOM_HOLD(m * sizeof(uint32_t));
     psize[0] = 0;
     for (size_t u = 0; u < n; u++) {
-        if (pre[u] != DOM_UNSET) {
-            psize[pre[u]] = g->sizes[u];
+        uint32_t k = map[u] & DOM_NUM;
+        if (k != DOM_NUM) {
+            psize[k] = g->sizes[u];
         }
     }
     free(g->sizes);
     g->sizes = NULL;
     DOM_DROP((n + 1) * sizeof(uint32_t));
     for (size_t i = 0; i < g->nbig; i++) {
-        g->big[i].node = pre[g->big[i].node];
+        g->big[i].node = map[g->big[i].node] & DOM_NUM;
     }
     qsort(g->big, g->nbig, sizeof(graph_big), dom_big_cmp);
     ptag = malloc(m * sizeof(uint32_t));
@@ -219,15 +242,17 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     DOM_HOLD(m * sizeof(uint32_t));
     ptag[0] = DOM_NOTAG;
     for (size_t u = 0; u < n; u++) {
-        if (pre[u] != DOM_UNSET) {
-            ptag[pre[u]] = tag[u];
+        uint32_t k = map[u] & DOM_NUM;
+        if (k != DOM_NUM) {
+            ptag[k] = tag[u];
         }
     }
     free(tag);
     tag = NULL;
     DOM_DROP(n * sizeof(uint32_t));
-    free(pre);
-    pre = NULL;
+    free(g->off);
+    g->off = NULL;
+    map = NULL;
     DOM_DROP((n + 1) * sizeof(uint32_t));
 
     /* the path-compression stack: as deep as the longest path compressed */

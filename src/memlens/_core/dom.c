@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 #define DOM_UNSET UINT32_MAX
 /* Bits of the 4-byte words of step 2: preorder numbers stay below
@@ -54,6 +55,7 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
         held += (bytes);                                                       \
         if (held > peak) {                                                     \
             peak = held;                                                       \
+            if (getenv("MLDBG")) fprintf(stderr, "peak %.2f at line %d\n", (double)peak / n, __LINE__); \
         }                                                                      \
     } while (0)
 #define DOM_DROP(bytes) (held -= (bytes))
@@ -263,20 +265,22 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     DOM_HOLD(ccap * sizeof(uint32_t));
 
-    /* 4. semidominators, reverse preorder, label = min semi on the path;
-     * idom[] holds the DFS parent until step 5 */
-    idom = malloc(m * sizeof(uint32_t));
+    /* 4. semidominators, reverse preorder, label = min semi on the path.
+     * What step 5 needs of w goes where step 4 has done reading: the DFS
+     * parent into poff[w + 1] (w's end and w + 1's start, both read), the
+     * semidominator into preds[npreds - m + w] -- the nodes from w up have
+     * at least one predecessor each, so that slot is at or after w's first
+     * one, in lists already processed. */
     label = malloc(m * sizeof(uint32_t));
     anc = malloc(m * sizeof(uint32_t));
-    if (idom == NULL || label == NULL || anc == NULL) {
+    if (label == NULL || anc == NULL) {
         goto nomem;
     }
-    DOM_HOLD(3 * m * sizeof(uint32_t));
+    DOM_HOLD(2 * m * sizeof(uint32_t));
     for (size_t k = 0; k < m; k++) {
         label[k] = (uint32_t)k;
         anc[k] = DOM_UNSET;
     }
-    idom[0] = 0;
     for (size_t w = m - 1; w >= 1; w--) {
         uint32_t s = (uint32_t)w, parent = 0;
         uint32_t end = poff[w + 1];
@@ -323,36 +327,35 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
                 s = label[v];
             }
         }
-        /* poff[w + 1] was w's end and w + 1's start, both read already:
-         * it keeps semi(w) from now on */
-        poff[w + 1] = s;
+        poff[w + 1] = parent;
+        preds[npreds - m + w] = s;
         label[w] = s;
         anc[w] = parent;
-        idom[w] = parent;
     }
-    free(preds);
-    preds = NULL;
-    free(label);
-    label = NULL;
     free(anc);
     anc = NULL;
     free(cstack);
     cstack = NULL;
-    DOM_DROP((npreds + 1) * sizeof(uint32_t) + 2 * m * sizeof(uint32_t)
-             + ccap * sizeof(uint32_t));
+    DOM_DROP(m * sizeof(uint32_t) + ccap * sizeof(uint32_t));
 
-    /* 5. idom = nearest common ancestor of parent and semi */
+    /* 5. idom = nearest common ancestor of parent and semi, in preorder, so
+     * idom[x] is final for every x < w; it overwrites label[], done with */
+    idom = label;
+    label = NULL;
+    idom[0] = 0;
     for (size_t w = 1; w < m; w++) {
-        uint32_t x = idom[w];
-        uint32_t semi = poff[w + 1];
+        uint32_t x = poff[w + 1];
+        uint32_t semi = preds[npreds - m + w];
         while (x > semi) {
             x = idom[x];
         }
         idom[w] = x;
     }
+    free(preds);
+    preds = NULL;
     free(poff);
     poff = NULL;
-    DOM_DROP((m + 1) * sizeof(uint32_t));
+    DOM_DROP((npreds + 1) * sizeof(uint32_t) + (m + 1) * sizeof(uint32_t));
 
     /* 6. retained = own + dominated, children after their idom in preorder */
     d->retained = malloc(m * sizeof(uint64_t));

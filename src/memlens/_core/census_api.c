@@ -17,7 +17,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 /* ---- per-type rows ----------------------------------------------------- */
 
@@ -386,7 +385,6 @@ census_with_retained(PyObject *own_globals)
     if (graph_held_bytes(&g) + d.held + class_peak > scratch) {
         scratch = graph_held_bytes(&g) + d.held + class_peak;
     }
-    if (getenv("MLDBG")) { fprintf(stderr, "DBG n=%zu m=%zu build=%.2f rows=%.2f dom=%.2f class=%.2f\n", g.n, d.m, (double)g.scratch/g.n, (double)rows_peak/g.n, (double)d.scratch/g.n, (double)(graph_held_bytes(&g) + d.held + class_peak)/g.n); }
     res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)count, (Py_ssize_t)total,
                         (Py_ssize_t)scratch, (Py_ssize_t)g.warnings, (Py_ssize_t)d.m - 1);
 done:

@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #define DOM_UNSET UINT32_MAX
 /* Bits of the 4-byte words of step 2: preorder numbers stay below
@@ -55,7 +54,6 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
         held += (bytes);                                                       \
         if (held > peak) {                                                     \
             peak = held;                                                       \
-            if (getenv("MLDBG")) fprintf(stderr, "peak %.2f at line %d\n", (double)peak / n, __LINE__); \
         }                                                                      \
     } while (0)
 #define DOM_DROP(bytes) (held -= (bytes))

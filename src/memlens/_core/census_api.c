@@ -27,6 +27,7 @@ typedef struct {
     size_t bytes;
     uint64_t retained;
     uint32_t open;        /* instances on the current dominator-tree path */
+    uint32_t id;          /* census(retained=True): index in the byid list */
 } census_row;
 
 typedef struct {
@@ -233,7 +234,7 @@ done:
  * deep or wide the tree is.  Returns the scratch bytes it adds, or 0 if
  * out of memory. */
 static size_t
-census_class_retained(const dom_tree *d, census_table *t)
+census_class_retained(const dom_tree *d, census_row *const *byid)
 {
     size_t m = d->m;
     uint32_t *first = malloc(m * sizeof(uint32_t));
@@ -252,8 +253,9 @@ census_class_retained(const dom_tree *d, census_table *t)
     uint32_t k = 0;
     for (;;) {
         /* enter k */
-        if (d->tag[k] != DOM_NOTAG) {
-            census_row *r = &t->rows[d->tag[k]];
+        uint32_t tag = dom_tag(d, k);
+        if (tag != DOM_NOTAG) {
+            census_row *r = byid[tag];
             if (r->open == 0) {
                 r->retained += d->retained[k];
             }
@@ -265,8 +267,9 @@ census_class_retained(const dom_tree *d, census_table *t)
         }
         /* leave k, and its ancestors whose last child it was */
         for (;;) {
-            if (d->tag[k] != DOM_NOTAG) {
-                t->rows[d->tag[k]].open--;
+            tag = dom_tag(d, k);
+            if (tag != DOM_NOTAG) {
+                byid[tag]->open--;
             }
             if (k == 0 || next[k] != UINT32_MAX) {
                 break;
@@ -294,7 +297,10 @@ census_with_retained(PyObject *own_globals)
     census_table t = {NULL, 0, 0};
     PyObject *rows = NULL, *res = NULL;
     size_t total = 0, count = 0;
-    uint32_t *cls = NULL;
+    census_row **byid = NULL;
+    uint16_t *tag = NULL;
+    graph_wide *wtag = NULL;
+    size_t nwtag = 0, wcap = 0;
 
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
@@ -319,24 +325,48 @@ census_with_retained(PyObject *own_globals)
             goto done;
         }
     }
-    /* rows: a folded __dict__ belongs to its owner's row; each node's row
-     * (its class, as a slot of the table) is all the dominator phase needs
-     * to know of the objects */
-    cls = malloc((g.n + 1) * sizeof(uint32_t));
-    if (cls == NULL) {
+    /* the rows by number: a node's tag is its row's number */
+    byid = malloc((t.used + 1) * sizeof(census_row *));
+    if (byid == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    size_t rows_peak = graph_held_bytes(&g) + g.n * sizeof(uint32_t);
+    {
+        uint32_t nid = 0;
+        for (size_t i = 0; i <= t.mask; i++) {
+            if (t.rows[i].type != NULL) {
+                t.rows[i].id = nid;
+                byid[nid++] = &t.rows[i];
+            }
+        }
+    }
+    /* rows: a folded __dict__ belongs to its owner's row; each node's row
+     * number (2 bytes, a side table past 65533 classes) is all the
+     * dominator phase needs to know of the objects */
+    tag = malloc((g.n + 1) * sizeof(uint16_t));
+    if (tag == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t rows_peak = graph_held_bytes(&g) + g.n * sizeof(uint16_t);
     for (size_t i = 0; i < g.n; i++) {
         if (g.flags[i] & GRAPH_F_FOLDED) {
-            cls[i] = DOM_NOTAG;
+            tag[i] = DOM_NOTAG;
             continue;
         }
         PyObject *op = g.objs[i];
         PyTypeObject *tp = Py_TYPE(op);
         census_row *r = census_table_get(&t, tp);
-        cls[i] = (uint32_t)(r - t.rows);
+        if (r->id < DOM_NOTAG) {
+            tag[i] = (uint16_t)r->id;
+        }
+        else {
+            tag[i] = GRAPH_WIDE;
+            if (graph_wide_add(&wtag, &nwtag, &wcap, (uint32_t)i, r->id) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
         size_t sz = graph_size(&g, (uint32_t)i);
         if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
             PyObject *dict = layout_instance_dict(op, tp);
@@ -352,19 +382,21 @@ census_with_retained(PyObject *own_globals)
         total += sz;
         count++;
     }
+    rows_peak += wcap * sizeof(graph_wide);
     /* From here on no object is read: the rows hold their types, and the
      * graph's 8-byte references are the largest array it has.  Dropping
      * them may free objects that died while the graph was built (their
      * finalizers run now, touching nothing of ours). */
     graph_release(&g);
-    int rc = dom_build(&d, &g, cls);
-    cls = NULL; /* dom_build took it */
+    int rc = dom_build(&d, &g, tag, wtag, nwtag, wcap);
+    tag = NULL; /* dom_build took them */
+    wtag = NULL;
     if (rc < 0) {
         PyErr_NoMemory();
         goto done;
     }
     dom_ready = 1;
-    size_t class_peak = census_class_retained(&d, &t);
+    size_t class_peak = census_class_retained(&d, byid);
     if (class_peak == 0) {
         PyErr_NoMemory();
         goto done;
@@ -391,7 +423,9 @@ done:
     if (dom_ready) {
         dom_free(&d);
     }
-    free(cls);
+    free(tag);
+    free(wtag);
+    free(byid);
     Py_XDECREF(rows);
     census_table_free(&t);
     graph_free(&g);

@@ -19,6 +19,7 @@ dom_free(dom_tree *d)
 {
     free(d->idom);
     free(d->tag);
+    free(d->wtag);
     free(d->retained);
     memset(d, 0, sizeof(*d));
 }
@@ -30,24 +31,37 @@ typedef struct {
 } dom_frame;
 
 static int
-dom_big_cmp(const void *a, const void *b)
+dom_wide_cmp(const void *a, const void *b)
 {
-    uint32_t x = ((const graph_big *)a)->node, y = ((const graph_big *)b)->node;
+    uint32_t x = ((const graph_wide *)a)->node, y = ((const graph_wide *)b)->node;
     return x < y ? -1 : x > y;
 }
 
+/* A side table from node numbers to preorder numbers (map: see step 2);
+ * unreached nodes get DOM_NUM and sort last. */
+static void
+dom_wide_renumber(graph_wide *t, size_t nt, const uint32_t *map)
+{
+    for (size_t i = 0; i < nt; i++) {
+        t[i].node = map[t[i].node] & DOM_NUM;
+    }
+    qsort(t, nt, sizeof(graph_wide), dom_wide_cmp);
+}
+
 int
-dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
+dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag,
+          size_t wcap)
 {
     size_t n = g->n;
     uint32_t sr = (uint32_t)n;
-    uint32_t *pre = NULL, *poff = NULL, *preds = NULL, *psize = NULL, *ptag = NULL;
+    uint32_t *pre = NULL, *poff = NULL, *preds = NULL;
+    uint16_t *psize = NULL, *ptag = NULL;
     uint32_t *idom = NULL, *label = NULL, *anc = NULL, *cstack = NULL;
     dom_frame *stack = NULL;
     size_t m = 0, held, peak;
 
     /* bytes held now, the graph's arrays and the tags included */
-    held = graph_held_bytes(g) + n * sizeof(uint32_t);
+    held = graph_held_bytes(g) + n * sizeof(uint16_t) + wcap * sizeof(graph_wide);
     peak = held;
 #define DOM_HOLD(bytes)                                                        \
     do {                                                                       \
@@ -216,11 +230,11 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
 
     /* 3. sizes and tags into preorder, one array at a time; the rare sizes
      * of 4 GiB and more are renumbered too (unreached ones sort last) */
-    psize = malloc(m * sizeof(uint32_t));
+    psize = malloc(m * sizeof(uint16_t));
     if (psize == NULL) {
         goto nomem;
     }
-    DOM_HOLD(m * sizeof(uint32_t));
+    DOM_HOLD(m * sizeof(uint16_t));
     psize[0] = 0;
     for (size_t u = 0; u < n; u++) {
         uint32_t k = map[u] & DOM_NUM;
@@ -230,16 +244,13 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     free(g->sizes);
     g->sizes = NULL;
-    DOM_DROP((n + 1) * sizeof(uint32_t));
-    for (size_t i = 0; i < g->nbig; i++) {
-        g->big[i].node = map[g->big[i].node] & DOM_NUM;
-    }
-    qsort(g->big, g->nbig, sizeof(graph_big), dom_big_cmp);
-    ptag = malloc(m * sizeof(uint32_t));
+    DOM_DROP((n + 1) * sizeof(uint16_t));
+    dom_wide_renumber(g->big, g->nbig, map);
+    ptag = malloc(m * sizeof(uint16_t));
     if (ptag == NULL) {
         goto nomem;
     }
-    DOM_HOLD(m * sizeof(uint32_t));
+    DOM_HOLD(m * sizeof(uint16_t));
     ptag[0] = DOM_NOTAG;
     for (size_t u = 0; u < n; u++) {
         uint32_t k = map[u] & DOM_NUM;
@@ -249,7 +260,8 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     free(tag);
     tag = NULL;
-    DOM_DROP(n * sizeof(uint32_t));
+    DOM_DROP(n * sizeof(uint16_t));
+    dom_wide_renumber(wtag, nwtag, map);
     free(g->off);
     g->off = NULL;
     map = NULL;
@@ -363,9 +375,8 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     DOM_HOLD(m * sizeof(uint64_t));
     d->retained[0] = 0;
     for (size_t k = 1; k < m; k++) {
-        d->retained[k] = psize[k] != UINT32_MAX
-                             ? psize[k]
-                             : graph_big_size(g->big, g->nbig, (uint32_t)k);
+        d->retained[k] = psize[k] != GRAPH_WIDE ? psize[k]
+                                                : graph_wide_get(g->big, g->nbig, (uint32_t)k);
     }
     free(psize);
     psize = NULL;
@@ -374,7 +385,10 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
     }
     d->idom = idom;
     d->tag = ptag;
-    d->held = m * (2 * sizeof(uint32_t) + sizeof(uint64_t));
+    d->wtag = wtag;
+    d->nwtag = nwtag;
+    d->held = m * (sizeof(uint32_t) + sizeof(uint16_t) + sizeof(uint64_t))
+              + wcap * sizeof(graph_wide);
     d->scratch = peak;
     return 0;
 #undef DOM_HOLD
@@ -382,6 +396,7 @@ dom_build(dom_tree *d, graph_t *g, uint32_t *tag)
 
 nomem:
     free(tag);
+    free(wtag);
     free(cstack);
     free(pre);
     free(stack);

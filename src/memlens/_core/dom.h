@@ -31,27 +31,43 @@
 
 #include "graph.h"
 
-#define DOM_NOTAG UINT32_MAX
+/* Tags: one 2-byte value per node; GRAPH_WIDE sends to the side table */
+#define DOM_NOTAG (GRAPH_WIDE - 1)
 
 typedef struct {
     size_t m;          /* nodes reached from the roots, super-root included;
                         * they are numbered in DFS preorder, super-root 0 */
     uint32_t *idom;    /* [m] preorder number of the immediate dominator
                         * (idom[k] < k) */
-    uint32_t *tag;     /* [m] the caller's tag of each node (DOM_NOTAG for
+    uint16_t *tag;     /* [m] the caller's tag of each node (DOM_NOTAG for
                         * the super-root) */
+    graph_wide *wtag;  /* [nwtag] the tags too wide for tag[], by preorder */
+    size_t nwtag;
     uint64_t *retained;/* [m] bytes of the dominator subtree */
-    size_t held;       /* bytes the three arrays above hold */
+    size_t held;       /* bytes the arrays above hold */
     size_t scratch;    /* peak bytes held while computing, the graph's
                         * own arrays and the tags included */
 } dom_tree;
 
+/* The tag of tree node k. */
+static inline uint32_t
+dom_tag(const dom_tree *d, uint32_t k)
+{
+    if (d->tag[k] != GRAPH_WIDE) {
+        return d->tag[k];
+    }
+    return (uint32_t)graph_wide_get(d->wtag, d->nwtag, k);
+}
+
 /* Consumes the graph's arrays (sizes, flags, offsets, edges; the graph must
  * have been released by graph_release, so only n remains meaningful) and
- * `tag` ([n], malloc'd, one 4-byte value per node that the caller wants
- * back per tree node -- a class, say; it is freed).  0, or -1 if out of
- * memory (no exception set; tag is freed either way). */
-int dom_build(dom_tree *d, graph_t *g, uint32_t *tag);
+ * the caller's tags: `tag` ([n], malloc'd, one 2-byte value per node that
+ * the caller wants back per tree node -- a class, say) with `wtag` (the
+ * values GRAPH_WIDE stands for, by node, malloc'd, `wcap` allocated).
+ * Both are taken over, even on failure.  0, or -1 if out of memory (no
+ * exception set). */
+int dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag,
+              size_t wcap);
 void dom_free(dom_tree *d);
 
 #endif /* MEMLENS_DOM_H */

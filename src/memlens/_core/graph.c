@@ -176,12 +176,12 @@ graph_free(graph_t *g)
 size_t
 graph_held_bytes(const graph_t *g)
 {
-    size_t n = g->index.bytes + g->nbig * sizeof(graph_big);
+    size_t n = g->index.bytes + g->bigcap * sizeof(graph_wide);
     if (g->objs != NULL) {
         n += g->n * sizeof(PyObject *);
     }
     if (g->sizes != NULL) {
-        n += (g->n + 1) * sizeof(uint32_t);
+        n += (g->n + 1) * sizeof(uint16_t);
     }
     if (g->flags != NULL) {
         n += g->n + 1;
@@ -196,28 +196,46 @@ graph_held_bytes(const graph_t *g)
 }
 
 uint64_t
-graph_big_size(const graph_big *big, size_t nbig, uint32_t i)
+graph_wide_get(const graph_wide *t, size_t nt, uint32_t i)
 {
-    size_t lo = 0, hi = nbig;
+    size_t lo = 0, hi = nt;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (big[mid].node < i) {
+        if (t[mid].node < i) {
             lo = mid + 1;
         }
         else {
             hi = mid;
         }
     }
-    return lo < nbig && big[lo].node == i ? big[lo].size : UINT32_MAX;
+    return lo < nt && t[lo].node == i ? t[lo].value : UINT64_MAX;
+}
+
+int
+graph_wide_add(graph_wide **t, size_t *nt, size_t *cap, uint32_t i, uint64_t value)
+{
+    if (*nt == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        graph_wide *nw = realloc(*t, ncap * sizeof(graph_wide));
+        if (nw == NULL) {
+            return -1;
+        }
+        *t = nw;
+        *cap = ncap;
+    }
+    (*t)[*nt].node = i;
+    (*t)[*nt].value = value;
+    (*nt)++;
+    return 0;
 }
 
 size_t
 graph_size(const graph_t *g, uint32_t i)
 {
-    if (g->sizes[i] != UINT32_MAX) {
+    if (g->sizes[i] != GRAPH_WIDE) {
         return g->sizes[i];
     }
-    return (size_t)graph_big_size(g->big, g->nbig, i);
+    return (size_t)graph_wide_get(g->big, g->nbig, i);
 }
 
 int
@@ -310,7 +328,7 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     v.n = 0;
 
     /* 3. sizes, edges, references seen */
-    g->sizes = malloc((n + 1) * sizeof(uint32_t));
+    g->sizes = malloc((n + 1) * sizeof(uint16_t));
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
     incoming = calloc(n + 1, sizeof(int32_t));
@@ -333,20 +351,15 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
             size_typeinfo_init(ti, tp);
         }
         size_t sz = size_of(ti, op, &g->warnings);
-        if (sz >= UINT32_MAX) {
+        if (sz >= GRAPH_WIDE) {
             /* nodes come in order: big[] stays sorted */
-            graph_big *nb = realloc(g->big, (g->nbig + 1) * sizeof(graph_big));
-            if (nb == NULL) {
+            if (graph_wide_add(&g->big, &g->nbig, &g->bigcap, (uint32_t)i, sz) < 0) {
                 goto nomem;
             }
-            g->big = nb;
-            g->big[g->nbig].node = (uint32_t)i;
-            g->big[g->nbig].size = sz;
-            g->nbig++;
-            g->sizes[i] = UINT32_MAX;
+            g->sizes[i] = GRAPH_WIDE;
         }
         else {
-            g->sizes[i] = (uint32_t)sz;
+            g->sizes[i] = (uint16_t)sz;
         }
         g->off[i] = (uint32_t)g->nedges;
         if (PyType_IS_GC(tp) && tp->tp_traverse != NULL
@@ -388,7 +401,8 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     }
     free(incoming);
     /* peak while building: objs, sizes, off, flags, incoming, edges */
-    g->scratch = g->index.bytes + n * (sizeof(PyObject *) + 3 * sizeof(uint32_t) + 1)
+    g->scratch = g->index.bytes + g->bigcap * sizeof(graph_wide)
+                 + n * (sizeof(PyObject *) + sizeof(uint16_t) + 2 * sizeof(uint32_t) + 1)
                  + c.cap * sizeof(uint32_t);
     /* the edge array grew by doubling: give back the unused tail */
     uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));

@@ -84,10 +84,96 @@ graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag,
     return 0;
 }
 
+/* References seen per node, 2 bytes each: a count that reaches
+ * UINT16_MAX goes on in a small hash table (types, None, interned strings:
+ * few nodes have 65535 referrers). */
+typedef struct {
+    uint16_t *low;      /* [n] the count, or UINT16_MAX: + more[] */
+    uint32_t *keys;     /* node + 1 (0: free), open addressing */
+    size_t *more;       /* parallel to keys: references past UINT16_MAX */
+    size_t mask, used;  /* mask + 1 slots, 0 before the first overflow */
+} graph_incoming;
+
+static void
+graph_incoming_free(graph_incoming *in)
+{
+    free(in->low);
+    free(in->keys);
+    free(in->more);
+    memset(in, 0, sizeof(*in));
+}
+
+static size_t
+graph_incoming_bytes(const graph_incoming *in, size_t n)
+{
+    size_t slots = in->keys != NULL ? in->mask + 1 : 0;
+    return n * sizeof(uint16_t) + slots * (sizeof(uint32_t) + sizeof(size_t));
+}
+
+/* Slot of node j in the overflow table (its key is 0 if j has none). */
+static size_t
+graph_incoming_slot(const graph_incoming *in, uint32_t j)
+{
+    size_t i = (j * (size_t)2654435761u) & in->mask;
+    while (in->keys[i] != 0 && in->keys[i] != j + 1) {
+        i = (i + 1) & in->mask;
+    }
+    return i;
+}
+
+/* One more reference to j, whose 2-byte count is full; -1 if out of
+ * memory. */
+static int
+graph_incoming_more(graph_incoming *in, uint32_t j)
+{
+    if (in->keys == NULL || (in->used + 1) * 2 > in->mask + 1) {
+        size_t nmask = in->keys != NULL ? in->mask * 2 + 1 : 63;
+        uint32_t *nk = calloc(nmask + 1, sizeof(uint32_t));
+        size_t *nm = calloc(nmask + 1, sizeof(size_t));
+        if (nk == NULL || nm == NULL) {
+            free(nk);
+            free(nm);
+            return -1;
+        }
+        graph_incoming old = *in;
+        in->keys = nk;
+        in->more = nm;
+        in->mask = nmask;
+        if (old.keys != NULL) {
+            for (size_t i = 0; i <= old.mask; i++) {
+                if (old.keys[i] != 0) {
+                    size_t k = graph_incoming_slot(in, old.keys[i] - 1);
+                    in->keys[k] = old.keys[i];
+                    in->more[k] = old.more[i];
+                }
+            }
+        }
+        free(old.keys);
+        free(old.more);
+    }
+    size_t k = graph_incoming_slot(in, j);
+    if (in->keys[k] == 0) {
+        in->keys[k] = j + 1;
+        in->used++;
+    }
+    in->more[k]++;
+    return 0;
+}
+
+static size_t
+graph_incoming_get(const graph_incoming *in, uint32_t j)
+{
+    size_t c = in->low[j];
+    if (c == UINT16_MAX && in->keys != NULL) {
+        c += in->more[graph_incoming_slot(in, j)];
+    }
+    return c;
+}
+
 typedef struct {
     graph_t *g;
-    int32_t *incoming;  /* references seen, per node */
-    size_t cap;         /* of g->edges */
+    graph_incoming *incoming;  /* references seen, per node */
+    size_t cap;                /* of g->edges */
     int oom;
 } graph_edge_ctx;
 
@@ -114,7 +200,13 @@ graph_add_edge(graph_edge_ctx *c, PyObject *child)
         c->cap = ncap;
     }
     g->edges[g->nedges++] = j;
-    c->incoming[j]++;
+    if (c->incoming->low[j] != UINT16_MAX) {
+        c->incoming->low[j]++;
+    }
+    else if (graph_incoming_more(c->incoming, j) < 0) {
+        c->oom = 1;
+        return -1;
+    }
     return 0;
 }
 
@@ -246,7 +338,8 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     int walk_ready = 0;
     graph_objvec v = {NULL, 0, 0};
     PyObject *tracked = NULL;
-    int32_t *incoming = NULL;
+    graph_incoming incoming;
+    memset(&incoming, 0, sizeof(incoming));
 
     memset(g, 0, sizeof(*g));
 #if PY_VERSION_HEX < 0x030B0000
@@ -331,13 +424,13 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     g->sizes = malloc((n + 1) * sizeof(uint16_t));
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
-    incoming = calloc(n + 1, sizeof(int32_t));
+    incoming.low = calloc(n + 1, sizeof(uint16_t));
     if (ecap >= UINT32_MAX) {
         goto nomem;
     }
-    graph_edge_ctx c = {g, incoming, ecap, 0};
+    graph_edge_ctx c = {g, &incoming, ecap, 0};
     g->edges = malloc(c.cap * sizeof(uint32_t));
-    if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming == NULL
+    if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming.low == NULL
         || g->edges == NULL) {
         goto nomem;
     }
@@ -385,7 +478,7 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
      * from objs[] taken off) */
     for (size_t i = 0; i < n; i++) {
         PyObject *op = g->objs[i];
-        if ((Py_ssize_t)Py_REFCNT(op) - 1 > (Py_ssize_t)incoming[i]) {
+        if ((Py_ssize_t)Py_REFCNT(op) - 1 > (Py_ssize_t)graph_incoming_get(&incoming, (uint32_t)i)) {
             g->flags[i] |= GRAPH_F_ROOT;
         }
         PyTypeObject *tp = Py_TYPE(op);
@@ -399,11 +492,11 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
             }
         }
     }
-    free(incoming);
     /* peak while building: objs, sizes, off, flags, incoming, edges */
     g->scratch = g->index.bytes + g->bigcap * sizeof(graph_wide)
-                 + n * (sizeof(PyObject *) + sizeof(uint16_t) + 2 * sizeof(uint32_t) + 1)
-                 + c.cap * sizeof(uint32_t);
+                 + n * (sizeof(PyObject *) + sizeof(uint16_t) + sizeof(uint32_t) + 1)
+                 + graph_incoming_bytes(&incoming, n) + c.cap * sizeof(uint32_t);
+    graph_incoming_free(&incoming);
     /* the edge array grew by doubling: give back the unused tail */
     uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));
     if (fit != NULL) {
@@ -422,7 +515,7 @@ error:
         Py_DECREF(v.objs[i]);
     }
     free(v.objs);
-    free(incoming);
+    graph_incoming_free(&incoming);
     graph_free(g);
     return -1;
 }

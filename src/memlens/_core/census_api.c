@@ -351,13 +351,13 @@ census_with_retained(PyObject *own_globals)
     size_t rows_peak = graph_held_bytes(&g) + g.n * sizeof(uint16_t);
     for (size_t i = 0; i < g.n; i++) {
         if (g.flags[i] & GRAPH_F_FOLDED) {
-            tag[i] = DOM_NOTAG;
+            tag[i] = DOM_TAG_NONE;
             continue;
         }
         PyObject *op = g.objs[i];
         PyTypeObject *tp = Py_TYPE(op);
         census_row *r = census_table_get(&t, tp);
-        if (r->id < DOM_NOTAG) {
+        if (r->id < DOM_TAG_NONE) {
             tag[i] = (uint16_t)r->id;
         }
         else {

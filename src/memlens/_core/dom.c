@@ -229,7 +229,7 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     g->nedges = 0;
 
     /* 3. sizes and tags into preorder, one array at a time; the rare sizes
-     * of 4 GiB and more are renumbered too (unreached ones sort last) */
+     * of 64 KiB and more (big[]) and the wide tags are renumbered too */
     psize = malloc(m * sizeof(uint16_t));
     if (psize == NULL) {
         goto nomem;
@@ -251,7 +251,7 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         goto nomem;
     }
     DOM_HOLD(m * sizeof(uint16_t));
-    ptag[0] = DOM_NOTAG;
+    ptag[0] = DOM_TAG_NONE;
     for (size_t u = 0; u < n; u++) {
         uint32_t k = map[u] & DOM_NUM;
         if (k != DOM_NUM) {

@@ -42,6 +42,9 @@ dom_wide_cmp(const void *a, const void *b)
 static void
 dom_wide_renumber(graph_wide *t, size_t nt, const uint32_t *map)
 {
+    if (nt == 0) {
+        return; /* t may be NULL, which qsort may not be given */
+    }
     for (size_t i = 0; i < nt; i++) {
         t[i].node = map[t[i].node] & DOM_NUM;
     }

@@ -21,12 +21,13 @@
 /* ---- per-type rows ----------------------------------------------------- */
 
 typedef struct {
-    PyTypeObject *type;   /* borrowed: alive while the walk/graph holds its
-                           * instances */
+    PyTypeObject *type;   /* strong: census(retained=True) lets go of the
+                           * instances before the rows are made */
     size_t count;
     size_t bytes;
     uint64_t retained;
     uint32_t open;        /* instances on the current dominator-tree path */
+    uint32_t id;          /* census(retained=True): index in the byid list */
 } census_row;
 
 typedef struct {
@@ -79,9 +80,22 @@ census_table_get(census_table *t, PyTypeObject *tp)
             i = (i + 1) & t->mask;
         }
     }
+    Py_INCREF(tp);
     t->rows[i].type = tp;
     t->used++;
     return &t->rows[i];
+}
+
+static void
+census_table_free(census_table *t)
+{
+    if (t->rows != NULL) {
+        for (size_t i = 0; i <= t->mask; i++) {
+            Py_XDECREF(t->rows[i].type);
+        }
+    }
+    free(t->rows);
+    t->rows = NULL;
 }
 
 static int
@@ -201,7 +215,7 @@ done:
     }
     Py_XDECREF(rows);
     Py_XDECREF(tracked);
-    free(t.rows);
+    census_table_free(&t);
     if (locals_ready) {
         frames_locals_free(&cl);
     }
@@ -213,78 +227,64 @@ done:
 /* Per-class retained bytes: what would be freed if every instance of the
  * class went away, taken as the union of the dominator subtrees of its
  * instances -- an instance counts unless another instance of the same
- * class dominates it (then it is inside that one's subtree already). One
- * iterative DFS over the dominator tree, counting per row how many
- * instances are open on the current path.  Returns the peak scratch bytes,
- * or 0 if out of memory. */
+ * class dominates it (then it is inside that one's subtree already).  One
+ * walk over the dominator tree, counting per row how many instances are
+ * open on the current path.  The tree is threaded (first child, next
+ * sibling, and idom to climb back), so the walk needs no stack however
+ * deep or wide the tree is.  Returns the scratch bytes it adds, or 0 if
+ * out of memory. */
 static size_t
-census_class_retained(dom_tree *d, graph_t *g, census_table *t)
+census_class_retained(const dom_tree *d, census_row *const *byid)
 {
     size_t m = d->m;
-    size_t scap = 1024, sp = 0, peak = 0;
-    uint32_t *koff = calloc(m + 1, sizeof(uint32_t));
-    uint32_t *kids = malloc((m + 1) * sizeof(uint32_t));
-    uint32_t *stack = malloc(scap * sizeof(uint32_t));
+    uint32_t *first = malloc(m * sizeof(uint32_t));
+    uint32_t *next = malloc(m * sizeof(uint32_t));
+    size_t peak = 0;
 
-    if (koff == NULL || kids == NULL || stack == NULL) {
+    if (first == NULL || next == NULL) {
         goto done;
     }
-    for (size_t k = 1; k < m; k++) {
-        koff[d->idom[k] + 1]++;
+    memset(first, 0xff, m * sizeof(uint32_t));
+    for (size_t k = m - 1; k >= 1; k--) {
+        uint32_t p = d->idom[k];
+        next[k] = first[p];
+        first[p] = (uint32_t)k;
     }
-    for (size_t k = 0; k < m; k++) {
-        koff[k + 1] += koff[k];
-    }
-    for (size_t k = 1; k < m; k++) {
-        kids[koff[d->idom[k]]++] = (uint32_t)k;
-    }
-    for (size_t k = m; k > 0; k--) {
-        koff[k] = koff[k - 1];
-    }
-    koff[0] = 0;
-    stack[sp++] = 0;
-    while (sp > 0) {
-        uint32_t x = stack[--sp];
-        int leaving = (x & 0x80000000u) != 0;
-        uint32_t k = x & 0x7fffffffu;
-        census_row *r = NULL;
-        if (k != 0 && !(g->flags[d->vert[k]] & GRAPH_F_FOLDED)) {
-            /* every row exists already: this only looks up */
-            r = census_table_get(t, Py_TYPE(g->objs[d->vert[k]]));
-        }
-        if (leaving) {
-            if (r != NULL) {
-                r->open--;
-            }
-            continue;
-        }
-        if (r != NULL) {
+    uint32_t k = 0;
+    for (;;) {
+        /* enter k */
+        uint32_t tag = dom_tag(d, k);
+        if (tag != DOM_NOTAG) {
+            census_row *r = byid[tag];
             if (r->open == 0) {
                 r->retained += d->retained[k];
             }
             r->open++;
         }
-        size_t need = sp + 1 + (koff[k + 1] - koff[k]);
-        if (need > scap) {
-            while (need > scap) {
-                scap *= 2;
-            }
-            uint32_t *ns = realloc(stack, scap * sizeof(uint32_t));
-            if (ns == NULL) {
-                goto done;
-            }
-            stack = ns;
+        if (first[k] != UINT32_MAX) {
+            k = first[k];
+            continue;
         }
-        stack[sp++] = k | 0x80000000u;
-        for (uint32_t e = koff[k]; e < koff[k + 1]; e++) {
-            stack[sp++] = kids[e];
+        /* leave k, and its ancestors whose last child it was */
+        for (;;) {
+            tag = dom_tag(d, k);
+            if (tag != DOM_NOTAG) {
+                byid[tag]->open--;
+            }
+            if (k == 0 || next[k] != UINT32_MAX) {
+                break;
+            }
+            k = d->idom[k];
         }
+        if (k == 0) {
+            break;
+        }
+        k = next[k];
     }
-    peak = 2 * (m + 1) * sizeof(uint32_t) + scap * sizeof(uint32_t);
+    peak = 2 * m * sizeof(uint32_t);
 done:
-    free(koff);
-    free(kids);
-    free(stack);
+    free(first);
+    free(next);
     return peak;
 }
 
@@ -297,6 +297,10 @@ census_with_retained(PyObject *own_globals)
     census_table t = {NULL, 0, 0};
     PyObject *rows = NULL, *res = NULL;
     size_t total = 0, count = 0;
+    census_row **byid = NULL;
+    uint16_t *tag = NULL;
+    graph_wide *wtag = NULL;
+    size_t nwtag = 0, wcap = 0;
 
     if (census_table_init(&t) < 0) {
         return PyErr_NoMemory();
@@ -304,13 +308,13 @@ census_with_retained(PyObject *own_globals)
     {
         frames_locals cl;
         if (frames_locals_collect(&cl, own_globals, 0) < 0) {
-            free(t.rows);
+            census_table_free(&t);
             return NULL;
         }
         int rc = graph_build(&g, cl.vals, (Py_ssize_t)cl.n, cl.own, (Py_ssize_t)cl.nown);
         frames_locals_free(&cl);
         if (rc < 0) {
-            free(t.rows);
+            census_table_free(&t);
             return NULL;
         }
     }
@@ -321,14 +325,48 @@ census_with_retained(PyObject *own_globals)
             goto done;
         }
     }
-    /* rows: a folded __dict__ belongs to its owner's row */
+    /* the rows by number: a node's tag is its row's number */
+    byid = malloc((t.used + 1) * sizeof(census_row *));
+    if (byid == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        uint32_t nid = 0;
+        for (size_t i = 0; i <= t.mask; i++) {
+            if (t.rows[i].type != NULL) {
+                t.rows[i].id = nid;
+                byid[nid++] = &t.rows[i];
+            }
+        }
+    }
+    /* rows: a folded __dict__ belongs to its owner's row; each node's row
+     * number (2 bytes, a side table past 65533 classes) is all the
+     * dominator phase needs to know of the objects */
+    tag = malloc((g.n + 1) * sizeof(uint16_t));
+    if (tag == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t rows_peak = graph_held_bytes(&g) + g.n * sizeof(uint16_t);
     for (size_t i = 0; i < g.n; i++) {
         if (g.flags[i] & GRAPH_F_FOLDED) {
+            tag[i] = DOM_TAG_NONE;
             continue;
         }
         PyObject *op = g.objs[i];
         PyTypeObject *tp = Py_TYPE(op);
         census_row *r = census_table_get(&t, tp);
+        if (r->id < DOM_TAG_NONE) {
+            tag[i] = (uint16_t)r->id;
+        }
+        else {
+            tag[i] = GRAPH_WIDE;
+            if (graph_wide_add(&wtag, &nwtag, &wcap, (uint32_t)i, r->id) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
         size_t sz = graph_size(&g, (uint32_t)i);
         if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
             PyObject *dict = layout_instance_dict(op, tp);
@@ -344,12 +382,21 @@ census_with_retained(PyObject *own_globals)
         total += sz;
         count++;
     }
-    if (dom_build(&d, &g, 1) < 0) {
+    rows_peak += wcap * sizeof(graph_wide);
+    /* From here on no object is read: the rows hold their types, and the
+     * graph's 8-byte references are the largest array it has.  Dropping
+     * them may free objects that died while the graph was built (their
+     * finalizers run now, touching nothing of ours). */
+    graph_release(&g);
+    int rc = dom_build(&d, &g, tag, wtag, nwtag, wcap);
+    tag = NULL; /* dom_build took them */
+    wtag = NULL;
+    if (rc < 0) {
         PyErr_NoMemory();
         goto done;
     }
     dom_ready = 1;
-    size_t class_peak = census_class_retained(&d, &g, &t);
+    size_t class_peak = census_class_retained(&d, byid);
     if (class_peak == 0) {
         PyErr_NoMemory();
         goto done;
@@ -358,16 +405,17 @@ census_with_retained(PyObject *own_globals)
     if (rows == NULL) {
         goto done;
     }
-    /* peak: building the graph, or the graph plus the dominator phase
-     * (plus the tree's arrays while classes are summed) */
-    size_t held = graph_held_bytes(&g);
-    size_t dom_kept = (g.n + 1 + d.m) * sizeof(uint32_t) + d.m * sizeof(uint64_t);
+    /* peak: building the graph, summing rows, the dominator phase, or the
+     * tree plus the class walk */
     size_t scratch = g.scratch;
+    if (rows_peak > scratch) {
+        scratch = rows_peak;
+    }
     if (d.scratch > scratch) {
         scratch = d.scratch;
     }
-    if (held + dom_kept + class_peak > scratch) {
-        scratch = held + dom_kept + class_peak;
+    if (graph_held_bytes(&g) + d.held + class_peak > scratch) {
+        scratch = graph_held_bytes(&g) + d.held + class_peak;
     }
     res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)count, (Py_ssize_t)total,
                         (Py_ssize_t)scratch, (Py_ssize_t)g.warnings, (Py_ssize_t)d.m - 1);
@@ -375,8 +423,11 @@ done:
     if (dom_ready) {
         dom_free(&d);
     }
+    free(tag);
+    free(wtag);
+    free(byid);
     Py_XDECREF(rows);
-    free(t.rows);
+    census_table_free(&t);
     graph_free(&g);
     return res;
 }

@@ -84,10 +84,96 @@ graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag,
     return 0;
 }
 
+/* References seen per node, 2 bytes each: a count that reaches
+ * UINT16_MAX goes on in a small hash table (types, None, interned strings:
+ * few nodes have 65535 referrers). */
+typedef struct {
+    uint16_t *low;      /* [n] the count, or UINT16_MAX: + more[] */
+    uint32_t *keys;     /* node + 1 (0: free), open addressing */
+    size_t *more;       /* parallel to keys: references past UINT16_MAX */
+    size_t mask, used;  /* mask + 1 slots, 0 before the first overflow */
+} graph_incoming;
+
+static void
+graph_incoming_free(graph_incoming *in)
+{
+    free(in->low);
+    free(in->keys);
+    free(in->more);
+    memset(in, 0, sizeof(*in));
+}
+
+static size_t
+graph_incoming_bytes(const graph_incoming *in, size_t n)
+{
+    size_t slots = in->keys != NULL ? in->mask + 1 : 0;
+    return n * sizeof(uint16_t) + slots * (sizeof(uint32_t) + sizeof(size_t));
+}
+
+/* Slot of node j in the overflow table (its key is 0 if j has none). */
+static size_t
+graph_incoming_slot(const graph_incoming *in, uint32_t j)
+{
+    size_t i = (j * (size_t)2654435761u) & in->mask;
+    while (in->keys[i] != 0 && in->keys[i] != j + 1) {
+        i = (i + 1) & in->mask;
+    }
+    return i;
+}
+
+/* One more reference to j, whose 2-byte count is full; -1 if out of
+ * memory. */
+static int
+graph_incoming_more(graph_incoming *in, uint32_t j)
+{
+    if (in->keys == NULL || (in->used + 1) * 2 > in->mask + 1) {
+        size_t nmask = in->keys != NULL ? in->mask * 2 + 1 : 63;
+        uint32_t *nk = calloc(nmask + 1, sizeof(uint32_t));
+        size_t *nm = calloc(nmask + 1, sizeof(size_t));
+        if (nk == NULL || nm == NULL) {
+            free(nk);
+            free(nm);
+            return -1;
+        }
+        graph_incoming old = *in;
+        in->keys = nk;
+        in->more = nm;
+        in->mask = nmask;
+        if (old.keys != NULL) {
+            for (size_t i = 0; i <= old.mask; i++) {
+                if (old.keys[i] != 0) {
+                    size_t k = graph_incoming_slot(in, old.keys[i] - 1);
+                    in->keys[k] = old.keys[i];
+                    in->more[k] = old.more[i];
+                }
+            }
+        }
+        free(old.keys);
+        free(old.more);
+    }
+    size_t k = graph_incoming_slot(in, j);
+    if (in->keys[k] == 0) {
+        in->keys[k] = j + 1;
+        in->used++;
+    }
+    in->more[k]++;
+    return 0;
+}
+
+static size_t
+graph_incoming_get(const graph_incoming *in, uint32_t j)
+{
+    size_t c = in->low[j];
+    if (c == UINT16_MAX && in->keys != NULL) {
+        c += in->more[graph_incoming_slot(in, j)];
+    }
+    return c;
+}
+
 typedef struct {
     graph_t *g;
-    int32_t *incoming;  /* references seen, per node */
-    size_t cap;         /* of g->edges */
+    graph_incoming *incoming;  /* references seen, per node */
+    size_t cap;                /* of g->edges */
     int oom;
 } graph_edge_ctx;
 
@@ -114,7 +200,13 @@ graph_add_edge(graph_edge_ctx *c, PyObject *child)
         c->cap = ncap;
     }
     g->edges[g->nedges++] = j;
-    c->incoming[j]++;
+    if (c->incoming->low[j] != UINT16_MAX) {
+        c->incoming->low[j]++;
+    }
+    else if (graph_incoming_more(c->incoming, j) < 0) {
+        c->oom = 1;
+        return -1;
+    }
     return 0;
 }
 
@@ -145,26 +237,47 @@ graph_tracked_objects(void)
 }
 
 void
-graph_free(graph_t *g)
+graph_release(graph_t *g)
 {
-    if (g->objs != NULL) {
-        for (size_t i = 0; i < g->n; i++) {
-            Py_DECREF(g->objs[i]);
+    PyObject **objs = g->objs;
+    size_t n = g->n;
+    /* cleared first: a finalizer run by the loop below must not find a
+     * half-released graph (nothing reaches it, but stay safe) */
+    g->objs = NULL;
+    visit_free(&g->index);
+    if (objs != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            Py_DECREF(objs[i]);
         }
     }
-    free(g->objs);
+    free(objs);
+}
+
+void
+graph_free(graph_t *g)
+{
+    graph_release(g);
     free(g->sizes);
+    free(g->big);
     free(g->off);
     free(g->edges);
     free(g->flags);
-    visit_free(&g->index);
     memset(g, 0, sizeof(*g));
 }
 
 size_t
 graph_held_bytes(const graph_t *g)
 {
-    size_t n = g->index.bytes + g->n * (sizeof(PyObject *) + sizeof(uint32_t) + 1);
+    size_t n = g->index.bytes + g->bigcap * sizeof(graph_wide);
+    if (g->objs != NULL) {
+        n += g->n * sizeof(PyObject *);
+    }
+    if (g->sizes != NULL) {
+        n += (g->n + 1) * sizeof(uint16_t);
+    }
+    if (g->flags != NULL) {
+        n += g->n + 1;
+    }
     if (g->off != NULL) {
         n += (g->n + 1) * sizeof(uint32_t);
     }
@@ -174,15 +287,47 @@ graph_held_bytes(const graph_t *g)
     return n;
 }
 
-size_t
-graph_size(graph_t *g, uint32_t i)
+uint64_t
+graph_wide_get(const graph_wide *t, size_t nt, uint32_t i)
 {
-    if (g->sizes[i] != UINT32_MAX) {
+    size_t lo = 0, hi = nt;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t[mid].node < i) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo < nt && t[lo].node == i ? t[lo].value : UINT64_MAX;
+}
+
+int
+graph_wide_add(graph_wide **t, size_t *nt, size_t *cap, uint32_t i, uint64_t value)
+{
+    if (*nt == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        graph_wide *nw = realloc(*t, ncap * sizeof(graph_wide));
+        if (nw == NULL) {
+            return -1;
+        }
+        *t = nw;
+        *cap = ncap;
+    }
+    (*t)[*nt].node = i;
+    (*t)[*nt].value = value;
+    (*nt)++;
+    return 0;
+}
+
+size_t
+graph_size(const graph_t *g, uint32_t i)
+{
+    if (g->sizes[i] != GRAPH_WIDE) {
         return g->sizes[i];
     }
-    size_typeinfo ti;
-    size_typeinfo_init(&ti, Py_TYPE(g->objs[i]));
-    return size_of(&ti, g->objs[i], &g->warnings);
+    return (size_t)graph_wide_get(g->big, g->nbig, i);
 }
 
 int
@@ -193,7 +338,8 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     int walk_ready = 0;
     graph_objvec v = {NULL, 0, 0};
     PyObject *tracked = NULL;
-    int32_t *incoming = NULL;
+    graph_incoming incoming;
+    memset(&incoming, 0, sizeof(incoming));
 
     memset(g, 0, sizeof(*g));
 #if PY_VERSION_HEX < 0x030B0000
@@ -229,6 +375,11 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
         }
     }
     g->warnings = w.warnings;
+    /* The walk followed the same references the edge pass will (and a few
+     * more: the roots' instance dicts twice, every key of every dict), so
+     * its count is the edge array's size; if Python code run by a
+     * __sizeof__ adds references in between, the array doubles. */
+    size_t ecap = w.refs + 1024;
     walk_free(&w);
     walk_ready = 0;
     /* our own list is not part of the heap we describe */
@@ -270,13 +421,16 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
     v.n = 0;
 
     /* 3. sizes, edges, references seen */
-    g->sizes = malloc((n + 1) * sizeof(uint32_t));
+    g->sizes = malloc((n + 1) * sizeof(uint16_t));
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
-    incoming = calloc(n + 1, sizeof(int32_t));
-    graph_edge_ctx c = {g, incoming, 2 * n + 1024, 0};
+    incoming.low = calloc(n + 1, sizeof(uint16_t));
+    if (ecap >= UINT32_MAX) {
+        goto nomem;
+    }
+    graph_edge_ctx c = {g, &incoming, ecap, 0};
     g->edges = malloc(c.cap * sizeof(uint32_t));
-    if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming == NULL
+    if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming.low == NULL
         || g->edges == NULL) {
         goto nomem;
     }
@@ -290,7 +444,16 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
             size_typeinfo_init(ti, tp);
         }
         size_t sz = size_of(ti, op, &g->warnings);
-        g->sizes[i] = sz >= UINT32_MAX ? UINT32_MAX : (uint32_t)sz;
+        if (sz >= GRAPH_WIDE) {
+            /* nodes come in order: big[] stays sorted */
+            if (graph_wide_add(&g->big, &g->nbig, &g->bigcap, (uint32_t)i, sz) < 0) {
+                goto nomem;
+            }
+            g->sizes[i] = GRAPH_WIDE;
+        }
+        else {
+            g->sizes[i] = (uint16_t)sz;
+        }
         g->off[i] = (uint32_t)g->nedges;
         if (PyType_IS_GC(tp) && tp->tp_traverse != NULL
             && (tp->tp_is_gc == NULL || tp->tp_is_gc(op))) {
@@ -315,7 +478,7 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
      * from objs[] taken off) */
     for (size_t i = 0; i < n; i++) {
         PyObject *op = g->objs[i];
-        if ((Py_ssize_t)Py_REFCNT(op) - 1 > (Py_ssize_t)incoming[i]) {
+        if ((Py_ssize_t)Py_REFCNT(op) - 1 > (Py_ssize_t)graph_incoming_get(&incoming, (uint32_t)i)) {
             g->flags[i] |= GRAPH_F_ROOT;
         }
         PyTypeObject *tp = Py_TYPE(op);
@@ -329,10 +492,11 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
             }
         }
     }
-    free(incoming);
     /* peak while building: objs, sizes, off, flags, incoming, edges */
-    g->scratch = g->index.bytes + n * (sizeof(PyObject *) + 3 * sizeof(uint32_t) + 1)
-                 + c.cap * sizeof(uint32_t);
+    g->scratch = g->index.bytes + g->bigcap * sizeof(graph_wide)
+                 + n * (sizeof(PyObject *) + sizeof(uint16_t) + sizeof(uint32_t) + 1)
+                 + graph_incoming_bytes(&incoming, n) + c.cap * sizeof(uint32_t);
+    graph_incoming_free(&incoming);
     /* the edge array grew by doubling: give back the unused tail */
     uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));
     if (fit != NULL) {
@@ -351,7 +515,7 @@ error:
         Py_DECREF(v.objs[i]);
     }
     free(v.objs);
-    free(incoming);
+    graph_incoming_free(&incoming);
     graph_free(g);
     return -1;
 }

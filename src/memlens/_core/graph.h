@@ -32,11 +32,25 @@
 #define GRAPH_F_FOLDED  0x02  /* the materialized __dict__ of an instance node */
 #define GRAPH_F_MARK    0x04  /* scratch for searches */
 
+/* A per-node value too wide for its 2-byte array (sizes[]: objects of
+ * 64 KiB and more; the census's class tags past 65533 classes), kept
+ * sorted by node in a side table: most nodes are small objects of a few
+ * classes, so the arrays stay at 2 bytes a node. */
+typedef struct {
+    uint32_t node;
+    uint64_t value;
+} graph_wide;
+
+#define GRAPH_WIDE UINT16_MAX  /* in a 2-byte array: look in the side table */
+
 typedef struct {
     size_t n;            /* nodes */
-    PyObject **objs;     /* [n] strong references, in rank order */
-    uint32_t *sizes;     /* [n] own size (sizeof rules, no dict folded);
-                          * UINT32_MAX: too large, ask graph_size() */
+    PyObject **objs;     /* [n] strong references, in rank order; NULL
+                          * after graph_release() */
+    uint16_t *sizes;     /* [n] own size (sizeof rules, no dict folded);
+                          * GRAPH_WIDE: 64 KiB or more, the size is in big[] */
+    graph_wide *big;     /* [nbig] those sizes, by node */
+    size_t nbig, bigcap;
     uint32_t *off;       /* [n + 1] CSR offsets into edges */
     uint32_t *edges;     /* [nedges] target node of each reference */
     size_t nedges;
@@ -71,8 +85,24 @@ graph_node(graph_t *g, PyObject *obj)
 /* Scratch bytes the built graph holds now. */
 size_t graph_held_bytes(const graph_t *g);
 
-/* Own size of node i. */
-size_t graph_size(graph_t *g, uint32_t i);
+/* Own size of node i (no object is touched: sizes are taken at build). */
+size_t graph_size(const graph_t *g, uint32_t i);
+
+/* The value of node i in a side table sorted by node (graph_build makes
+ * big[] so; dom_build renumbers it), or UINT64_MAX if it has none. */
+uint64_t graph_wide_get(const graph_wide *t, size_t nt, uint32_t i);
+
+/* Append (i, value) to a side table, nodes in increasing order; -1 if out
+ * of memory. */
+int graph_wide_add(graph_wide **t, size_t *nt, size_t *cap, uint32_t i, uint64_t value);
+
+/* Drop the graph's references to the nodes and its address index: from
+ * then on only sizes, flags and the edges remain -- enough for dominators
+ * -- and no node may be dereferenced or looked up (objs is NULL).  The
+ * caller must hold what it still needs of the objects (their types) itself:
+ * a node whose last reference was ours is freed here, and its finalizer may
+ * run Python code. */
+void graph_release(graph_t *g);
 
 /* Bytes that would be freed if node t became unreachable: the size of what
  * t reaches that the roots cannot reach without passing through t.  Uses

@@ -119,6 +119,7 @@ static inline int
 walk_push(walk_push_ctx *c, PyObject *obj)
 {
     walk_t *w = c->w;
+    w->refs++;
     int r = visit_add(&w->seen, obj);
     if (r <= 0) {
         if (r < 0) {
@@ -204,6 +205,7 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
             goto oom;
         }
     }
+    w->refs -= (size_t)nroots; /* the roots are not references */
     size_t nroot_items = w->depth - base;
     size_t roots_left = nroot_items;
 

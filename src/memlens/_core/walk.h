@@ -59,6 +59,9 @@ struct walk_s {
     size_t total;        /* bytes counted */
     size_t count;        /* objects counted */
     size_t warnings;     /* objects whose __sizeof__ failed */
+    size_t refs;         /* references followed from visited objects (to
+                          * objects seen before too): sizes a heap graph's
+                          * edge array before its edges are taken */
 
     /* scratch (malloc'd) */
     visit_set seen;

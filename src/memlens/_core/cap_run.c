@@ -6,48 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Read a whole file into PyMem memory; -1 with OSError/MemoryError. */
-static int
-cap_run_slurp(const char *path, unsigned char **out, size_t *outlen)
-{
-    unsigned char *data = NULL;
-    size_t len = 0, cap = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-        return -1;
-    }
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            unsigned char *d = PyMem_Realloc(data, cap);
-            if (d == NULL) {
-                PyErr_NoMemory();
-                goto error;
-            }
-            data = d;
-        }
-        size_t n = fread(data + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            break;
-        }
-    }
-    if (ferror(f)) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-        goto error;
-    }
-    fclose(f);
-    *out = data;
-    *outlen = len;
-    return 0;
-
-error:
-    fclose(f);
-    PyMem_Free(data);
-    return -1;
-}
-
 static int
 cap_run_put_str(cap_writer *w, PyObject *s)
 {
@@ -119,7 +77,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
     if (cap_write_table(path, table) < 0) {
         goto done;
     }
-    if (cap_run_slurp(path, &data, &len) < 0) {
+    if (cap_read_file(path, &data, &len) < 0) {
         goto done;
     }
     if (len < 12 + 24) {
@@ -240,7 +198,7 @@ cap_run_read_py(PyObject *m, PyObject *arg)
     if (table == NULL) {
         goto done;
     }
-    if (cap_run_slurp(path, &data, &len) < 0) {
+    if (cap_read_file(path, &data, &len) < 0) {
         goto done;
     }
     meta = PyDict_New();

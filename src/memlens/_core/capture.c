@@ -20,17 +20,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#if PY_VERSION_HEX < 0x030A0000
-/* 3.9: no Py_NewRef. */
-static inline PyObject *
-snap_newref_(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#define Py_NewRef(o) snap_newref_((PyObject *)(o))
-#endif
-
 static uint64_t
 cap_fnv1a(const unsigned char *p, size_t n)
 {
@@ -285,7 +274,48 @@ done:
     return rc;
 }
 
-/* Raise "ValueError: <path>: corrupt memlens capture (<why>)". */
+int
+cap_read_file(const char *path, unsigned char **out, size_t *outlen)
+{
+    unsigned char *data = NULL;
+    size_t len = 0, cap = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            unsigned char *d = PyMem_Realloc(data, cap);
+            if (d == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            data = d;
+        }
+        size_t n = fread(data + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        goto error;
+    }
+    fclose(f);
+    *out = data;
+    *outlen = len;
+    return 0;
+
+error:
+    fclose(f);
+    PyMem_Free(data);
+    return -1;
+}
+
+/* Raise "ValueError: <path>: not a valid memlens capture file (<why>)". */
 static PyObject *
 cap_corrupt(const char *path, const char *why)
 {
@@ -303,35 +333,9 @@ cap_read_table(PyObject *module, const char *path)
     snap_table *t = NULL;
     PyObject *result = NULL;
 
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    if (cap_read_file(path, &data, &len) < 0) {
         return NULL;
     }
-    size_t cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            unsigned char *d = PyMem_Realloc(data, cap);
-            if (d == NULL) {
-                fclose(f);
-                PyErr_NoMemory();
-                goto done;
-            }
-            data = d;
-        }
-        size_t n = fread(data + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            break;
-        }
-    }
-    if (ferror(f)) {
-        fclose(f);
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-        goto done;
-    }
-    fclose(f);
 
     if (len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
         cap_corrupt(path, len < 12 ? "too short" : "bad magic header");

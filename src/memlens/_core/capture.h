@@ -16,8 +16,7 @@
 #ifndef MEMLENS_CAPTURE_H
 #define MEMLENS_CAPTURE_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "module.h" /* Python.h and the 3.9 shims */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,5 +68,9 @@ struct snap_table_s;
 int cap_write_table(const char *path, void *table);
 /* Read a TraceTable from `path`; ValueError for a bad file. */
 PyObject *cap_read_table(PyObject *module, const char *path);
+
+/* Read a whole file into PyMem memory (free with PyMem_Free); 0, or -1
+ * with OSError or MemoryError set. */
+int cap_read_file(const char *path, unsigned char **out, size_t *outlen);
 
 #endif /* MEMLENS_CAPTURE_H */

@@ -12,6 +12,17 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#if PY_VERSION_HEX < 0x030A0000
+/* 3.9 has no Py_NewRef. */
+static inline PyObject *
+core_newref_(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) core_newref_((PyObject *)(o))
+#endif
+
 typedef struct {
     /* interned "__sizeof__", looked up on types for sizing. */
     PyObject *str_sizeof;

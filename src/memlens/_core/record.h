@@ -29,16 +29,7 @@
 #define REC_T_OBJECT_EX Py_T_OBJECT_EX
 #endif
 
-/* 3.9: Py_NewRef arrived in 3.10. */
-#ifndef Py_NewRef
-static inline PyObject *
-rec_new_ref(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#define Py_NewRef(o) rec_new_ref((PyObject *)(o))
-#endif
+/* Py_NewRef on 3.9: see module.h. */
 
 /* How a field is stored.  The numbers are also what memlens.records
  * (the Python helper that reads annotations) returns. */

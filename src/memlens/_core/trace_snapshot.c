@@ -9,17 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if PY_VERSION_HEX < 0x030A0000
-/* 3.9: no Py_NewRef. */
-static inline PyObject *
-snap_newref_(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#define Py_NewRef(o) snap_newref_((PyObject *)(o))
-#endif
-
 /* ---- the type ------------------------------------------------------------ */
 
 static void

@@ -11,8 +11,7 @@
 #ifndef MEMLENS_TRACE_SNAPSHOT_H
 #define MEMLENS_TRACE_SNAPSHOT_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "module.h" /* Python.h and the 3.9 shims */
 #include <stdint.h>
 
 typedef struct {

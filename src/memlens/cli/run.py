@@ -136,6 +136,20 @@ def _execute(target):
     return code, failure, exit_message
 
 
+def _report_end(failure, exit_message):
+    """Print how the program ended, as python would (a SystemExit message,
+    or the traceback), then flush its streams before memlens writes."""
+    if exit_message is not None:
+        print(exit_message, file=sys.stderr)
+    if failure is not None:
+        _print_exception(failure)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def _exit_code(e):
     code = e.code
     if code is None:
@@ -336,18 +350,9 @@ def main(args, argv=None):
         classes = _census_rows()
     finally:
         signal.signal(signal.SIGINT, old_sigint)
-    if exit_message is not None:
-        print(exit_message, file=sys.stderr)
-    if failure is not None:
-        # Printed once the tracer is off: python's printing of the
-        # traceback is not the program's memory.
-        _print_exception(failure)
-        failure = None
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
+    # Printed once the tracer is off: python's printing of the traceback is
+    # not the program's memory.
+    _report_end(failure, exit_message)
     meta = {
         "command": command,
         "argv": "\n".join(sys.argv),
@@ -386,16 +391,7 @@ def _run_advise(args, target):
     """Run the program as python would (no tracer), then print the advice
     for the heap it leaves behind: its module globals are still alive."""
     code, failure, exit_message = _execute(target)
-    if exit_message is not None:
-        print(exit_message, file=sys.stderr)
-    if failure is not None:
-        _print_exception(failure)
-        failure = None
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
+    _report_end(failure, exit_message)
     _print_advice(args)
     return code
 
@@ -414,8 +410,5 @@ def _run_lines(args, target):
         code, failure, exit_message = _execute(target)
     finally:
         lineprof.finish_profile()
-    if exit_message is not None:
-        print(exit_message, file=sys.stderr)
-    if failure is not None:
-        _print_exception(failure)
+    _report_end(failure, exit_message)
     return code

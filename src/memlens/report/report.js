@@ -175,7 +175,7 @@
     if (!t.t_s.length) { box.appendChild(el("p", { "class": "note" }, "No timeline in this capture.")); return; }
     var W = 900, H = 220, L = 70, B = 24, ns = "http://www.w3.org/2000/svg";
     var tmax = Math.max(t.t_s[t.t_s.length - 1], 1e-3);
-    var ymax = Math.max.apply(null, t.rss.concat(t.traced).concat([1]));
+    var ymax = Math.max.apply(null, t.rss.concat(t.traced).concat([1, data.totals.peak_bytes || 0]));
     var svg = document.createElementNS(ns, "svg");
     svg.setAttribute("width", W); svg.setAttribute("height", H);
     function X(v) { return L + (W - L - 10) * v / tmax; }
@@ -207,6 +207,12 @@
       mk.setAttribute("y2", H - B); mk.setAttribute("stroke", "#d32f2f");
       mk.setAttribute("stroke-dasharray", "4,3"); mk.setAttribute("id", "peak-marker");
       svg.appendChild(mk);
+      /* The peak falls between two samples: the curve may not reach it, so
+       * the peak's own value is marked with a dot at the first sample after. */
+      var dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", px); dot.setAttribute("cy", Y(data.totals.peak_bytes));
+      dot.setAttribute("r", 3.5); dot.setAttribute("fill", "#d32f2f");
+      svg.appendChild(dot);
       text(px + 4, 20, "peak " + fmt(data.totals.peak_bytes) + " at " + data.totals.peak_time_s.toFixed(2) + " s");
     }
     box.appendChild(svg);

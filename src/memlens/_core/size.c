@@ -65,7 +65,7 @@ static int
 size_type_is_program(PyTypeObject *tp)
 {
     if (PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS)) {
-        return 0; /* metaclass instances are types: checked per object */
+        return 1; /* a metaclass: its instances are classes */
     }
     PyTypeObject *const program_types[] = {
         Py_TYPE(Py_None), Py_TYPE(Py_NotImplemented), &PyModule_Type, &PyFunction_Type, &PyCFunction_Type, &PyCode_Type,

@@ -183,10 +183,7 @@ walk_is_excluded(walk_t *w, PyObject *op, PyTypeObject *tp, const size_typeinfo 
         return 0;
     }
     if (ti->flags & SIZE_F_PROGRAM) {
-        return 1;
-    }
-    if (PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS)) {
-        return 1;
+        return 1; /* per type: classes, modules, functions, ... */
     }
     return size_is_shared_value(op, tp);
 }
@@ -276,8 +273,7 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
              * most versions; pushing it again is a no-op) */
             PyObject *d = layout_instance_dict(op, tp);
             if (d != NULL && walk_push(&c, d) < 0) {
-                Py_DECREF(op);
-                goto oom;
+                goto oom; /* op is borrowed: nothing to release */
             }
         }
         if (dict != NULL && walk_push_dict_items(&c, dict) < 0) {

@@ -420,6 +420,66 @@ def test_sampled_mode_records_few_blocks():
     del data
 
 
+def test_sampled_mode_sees_every_free_and_realloc_of_a_sampled_block():
+    # GIVEN blocks so big that every one is sampled (p = 1 - exp(-64))
+    memlens.start(sample_bytes=16384)
+    try:
+        base, _ = memlens.traced_memory()
+        data = [bytearray(1 << 20) for _ in range(20)]
+        built, _ = memlens.traced_memory()
+        # WHEN each is grown in place (a realloc of a sampled block), then freed
+        for b in data:
+            b.extend(bytes(1 << 19))
+        grown, _ = memlens.traced_memory()
+        del data, b
+        freed, _ = memlens.traced_memory()
+    finally:
+        memlens.stop()
+    # THEN the estimates follow the blocks exactly (weights are 1 at p = 1)
+    assert built - base == pytest.approx(20 * (1 << 20), rel=0.01)
+    assert grown - base == pytest.approx(20 * (3 << 19), rel=0.01)
+    assert abs(freed - base) < (1 << 20)
+
+
+def test_sampled_mode_sees_frees_of_small_sampled_blocks():
+    # GIVEN churn of small blocks, of which a few hundred are sampled
+    memlens.start(sample_bytes=4096)
+    try:
+        base, _ = memlens.traced_memory()
+        for _ in range(20):
+            junk = [bytes(100) for _ in range(10000)]
+            del junk
+        after, _ = memlens.traced_memory()
+        blocks = _core.trace_live_blocks()
+    finally:
+        memlens.stop()
+    # THEN nothing sampled stays behind: had frees been missed, ~27 MB of
+    # estimated bytes would remain
+    assert abs(after - base) < (1 << 20)
+    assert blocks < 100
+
+
+def test_exact_run_after_a_sampled_run_is_exact():
+    # GIVEN a sampled run (the free() filter on), stopped
+    memlens.start(sample_bytes=4096)
+    junk = [bytes(100) for _ in range(10000)]
+    memlens.stop()
+    del junk
+    # WHEN an exact run follows, THEN every block and every free is seen
+    memlens.start()
+    try:
+        base, _ = memlens.traced_memory()
+        data = [bytes(100) for _ in range(10000)]
+        built, _ = memlens.traced_memory()
+        del data
+        freed, _ = memlens.traced_memory()
+    finally:
+        memlens.stop()
+    per = sys.getsizeof(bytes(100))
+    assert built - base == pytest.approx(10000 * per + sys.getsizeof([None] * 10000), rel=0.02)
+    assert abs(freed - base) < 4096
+
+
 # -- coexistence with tracemalloc ---------------------------------------------------------
 
 @pytest.mark.parametrize("order", ["memlens_first", "tracemalloc_first"])

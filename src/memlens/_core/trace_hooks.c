@@ -622,9 +622,9 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         return e;
     }
     if (trace_gil_held(domain)) {
-        /* Sampled mode: most blocks are not in the map; the peek is cheaper
-         * than a removal. */
-        if (trace_sample_bytes != 0 && !trace_map_peek((uintptr_t)p)) {
+        /* Sampled mode: most blocks are not in the map; the filter is
+         * cheaper than a removal. */
+        if (trace_sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
             return e;
         }
         e = trace_map_remove((uintptr_t)p);
@@ -652,14 +652,31 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
     return e;
 }
 
-static void *
-trace_hook_malloc(void *ctx, size_t size)
+/* Sampled mode's fast path, inlined into the hooks: is this block of
+ * `size` bytes certainly not sampled?  Then its bytes are taken off the
+ * countdown and nothing else is done.  A sample point inside the block, or
+ * a countdown drawn under an earlier start(), answers no and leaves the
+ * countdown alone: the full path (trace_sample_hit) then decides.  (Bytes
+ * of a paused thread's blocks are taken off too: each block is sampled
+ * independently of the others, so that biases nothing.)  This path is what
+ * makes sampling cheap (see the sampled-mode hooks). */
+static inline __attribute__((always_inline)) int
+trace_sample_skip(trace_tls_state *t, size_t size)
 {
-    trace_hook_ctx *h = ctx;
-    trace_tls_state *t = &trace_tls;
-    if (t->busy) {
-        return h->prev.malloc(h->prev.ctx, size);
+    int64_t c = t->countdown - (int64_t)(size == 0 ? 1 : size);
+    if (c > 0 && t->generation == atomic_load_explicit(&trace_generation, memory_order_relaxed)) {
+        t->countdown = c;
+        return 1;
     }
+    return 0;
+}
+
+/* The hooks' full path: the re-entrancy guard, the underlying allocator,
+ * and the bookkeeping.  Inlined into the exact-mode hooks, where every call
+ * takes it. */
+static inline __attribute__((always_inline)) void *
+trace_malloc_full(trace_hook_ctx *h, trace_tls_state *t, size_t size)
+{
     t->busy = 1;
     void *p = h->prev.malloc(h->prev.ctx, size);
     if (p != NULL) {
@@ -669,14 +686,9 @@ trace_hook_malloc(void *ctx, size_t size)
     return p;
 }
 
-static void *
-trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
+static inline __attribute__((always_inline)) void *
+trace_calloc_full(trace_hook_ctx *h, trace_tls_state *t, size_t nelem, size_t elsize)
 {
-    trace_hook_ctx *h = ctx;
-    trace_tls_state *t = &trace_tls;
-    if (t->busy) {
-        return h->prev.calloc(h->prev.ctx, nelem, elsize);
-    }
     t->busy = 1;
     void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
     if (p != NULL) {
@@ -687,14 +699,9 @@ trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
     return p;
 }
 
-static void *
-trace_hook_realloc(void *ctx, void *ptr, size_t size)
+static inline __attribute__((always_inline)) void *
+trace_realloc_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr, size_t size)
 {
-    trace_hook_ctx *h = ctx;
-    trace_tls_state *t = &trace_tls;
-    if (t->busy) {
-        return h->prev.realloc(h->prev.ctx, ptr, size);
-    }
     t->busy = 1;
     /* Untrack the old block before the allocator can hand its address to
      * another thread; put it back if the reallocation fails. */
@@ -718,6 +725,50 @@ trace_hook_realloc(void *ctx, void *ptr, size_t size)
     return p;
 }
 
+static inline __attribute__((always_inline)) void
+trace_free_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
+{
+    t->busy = 1;
+    (void)trace_on_free(h->domain, ptr);
+    h->prev.free(h->prev.ctx, ptr);
+    t->busy = 0;
+}
+
+/* ---- exact-mode hooks ------------------------------------------------------ */
+
+static void *
+trace_hook_malloc(void *ctx, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.malloc(h->prev.ctx, size);
+    }
+    return trace_malloc_full(h, t, size);
+}
+
+static void *
+trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    }
+    return trace_calloc_full(h, t, nelem, elsize);
+}
+
+static void *
+trace_hook_realloc(void *ctx, void *ptr, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    }
+    return trace_realloc_full(h, t, ptr, size);
+}
+
 static void
 trace_hook_free(void *ctx, void *ptr)
 {
@@ -727,10 +778,108 @@ trace_hook_free(void *ctx, void *ptr)
         h->prev.free(h->prev.ctx, ptr);
         return;
     }
-    t->busy = 1;
-    (void)trace_on_free(h->domain, ptr);
-    h->prev.free(h->prev.ctx, ptr);
-    t->busy = 0;
+    trace_free_full(h, t, ptr);
+}
+
+/* ---- sampled-mode hooks -------------------------------------------------------
+ *
+ * A separate set, so that the fast path -- the block is not sampled, or a
+ * freed block never was -- compiles to a few instructions with no spills,
+ * and the full path is an out-of-line call.  Measured on the benchmark's
+ * workloads: the exact hooks with a sampling test cost 1.11x when nothing
+ * was ever sampled; these 1.04x; hooks that only chain 1.01x. */
+
+static __attribute__((noinline)) void *
+trace_malloc_slow(trace_hook_ctx *h, trace_tls_state *t, size_t size)
+{
+    return trace_malloc_full(h, t, size);
+}
+
+static __attribute__((noinline)) void *
+trace_calloc_slow(trace_hook_ctx *h, trace_tls_state *t, size_t nelem, size_t elsize)
+{
+    return trace_calloc_full(h, t, nelem, elsize);
+}
+
+static __attribute__((noinline)) void *
+trace_realloc_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr, size_t size)
+{
+    return trace_realloc_full(h, t, ptr, size);
+}
+
+static __attribute__((noinline)) void
+trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
+{
+    trace_free_full(h, t, ptr);
+}
+
+static void *
+trace_hook_malloc_sampled(void *ctx, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.malloc(h->prev.ctx, size);
+    }
+    if (trace_sample_skip(t, size)) {
+        /* busy: an allocator that hands the request on to the RAW domain
+         * (pymalloc, for big blocks) must not have it counted twice. */
+        t->busy = 1;
+        void *p = h->prev.malloc(h->prev.ctx, size);
+        t->busy = 0;
+        return p;
+    }
+    return trace_malloc_slow(h, t, size);
+}
+
+static void *
+trace_hook_calloc_sampled(void *ctx, size_t nelem, size_t elsize)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.calloc(h->prev.ctx, nelem, elsize);
+    }
+    size_t size;
+    if (!__builtin_mul_overflow(nelem, elsize, &size) && trace_sample_skip(t, size)) {
+        t->busy = 1;
+        void *p = h->prev.calloc(h->prev.ctx, nelem, elsize);
+        t->busy = 0;
+        return p;
+    }
+    return trace_calloc_slow(h, t, nelem, elsize);
+}
+
+static void *
+trace_hook_realloc_sampled(void *ctx, void *ptr, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    if (t->busy) {
+        return h->prev.realloc(h->prev.ctx, ptr, size);
+    }
+    /* The old block was not sampled: only the new size matters. */
+    if ((ptr == NULL || !trace_map_maybe((uintptr_t)ptr)) && trace_sample_skip(t, size)) {
+        t->busy = 1;
+        void *p = h->prev.realloc(h->prev.ctx, ptr, size);
+        t->busy = 0;
+        return p;
+    }
+    return trace_realloc_slow(h, t, ptr, size);
+}
+
+static void
+trace_hook_free_sampled(void *ctx, void *ptr)
+{
+    trace_hook_ctx *h = ctx;
+    trace_tls_state *t = &trace_tls;
+    /* A block the filter has never seen was not sampled: nothing to do,
+     * whatever the re-entrancy guard says. */
+    if (ptr == NULL || !trace_map_maybe((uintptr_t)ptr) || t->busy) {
+        h->prev.free(h->prev.ctx, ptr);
+        return;
+    }
+    trace_free_slow(h, t, ptr);
 }
 
 /* ---- start / stop ------------------------------------------------------------ */
@@ -797,6 +946,7 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_sample_bytes = sample_bytes;
     trace_sample_mean = (double)sample_bytes;
     trace_interp = PyThreadState_Get()->interp;
+    trace_map_use_filter(sample_bytes != 0); /* the map is empty (stop() cleared it) */
     atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
     atomic_store(&trace_ring_lost, 0);
     atomic_store(&trace_acc_size, 0);
@@ -814,19 +964,26 @@ trace_start(int max_frames, uint64_t sample_bytes)
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
     trace_ctx = ctx;
-    if (!installed) {
-        if (!same_prev) {
-            trace_ctx_used++;
-            for (int i = 0; i < 3; i++) {
-                ctx[i].domain = trace_domains[i];
-                PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
-            }
-        }
+    if (!installed && !same_prev) {
+        trace_ctx_used++;
         for (int i = 0; i < 3; i++) {
-            PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc,
-                                     trace_hook_realloc, trace_hook_free};
-            PyMem_SetAllocator(trace_domains[i], &hook);
+            ctx[i].domain = trace_domains[i];
+            PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
         }
+    }
+    /* Hooks left on top by an earlier run are installed again too: this
+     * run's mode may want the other set (same contexts, so a call still
+     * running in another thread is unaffected). */
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc, trace_hook_realloc,
+                                 trace_hook_free};
+        if (sample_bytes != 0) {
+            hook.malloc = trace_hook_malloc_sampled;
+            hook.calloc = trace_hook_calloc_sampled;
+            hook.realloc = trace_hook_realloc_sampled;
+            hook.free = trace_hook_free_sampled;
+        }
+        PyMem_SetAllocator(trace_domains[i], &hook);
     }
     return 0;
 }

@@ -43,6 +43,52 @@ static size_t map_large_used;
  * read lock-free by the free() fast path. */
 static atomic_size_t map_odd_count;
 
+/* See trace_map.h.  In the BSS: resident only once sampled mode uses it. */
+_Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
+/* The buckets' counters (saturating: a counter that reached 255 stays
+ * there, so its bit stays set -- a false "maybe" costs a map lookup, a
+ * false "no" would lose a free).  Protected by map_filter_lock, which
+ * makes a counter and its bit change together. */
+static uint8_t map_filter_count[1u << TRACE_MAP_FILTER_BITS];
+static atomic_flag map_filter_lock = ATOMIC_FLAG_INIT;
+/* Written by start() and stop() with no hook updating the map. */
+static int map_filter_on;
+
+static void
+map_filter_add(uintptr_t p)
+{
+    size_t i = trace_map_filter_index(p);
+    trace_spin_lock(&map_filter_lock);
+    if (map_filter_count[i] == 0) {
+        atomic_fetch_or_explicit(&trace_map_filter[i / 64], (uint64_t)1 << (i % 64),
+                                 memory_order_relaxed);
+    }
+    if (map_filter_count[i] != 255) {
+        map_filter_count[i]++;
+    }
+    trace_spin_unlock(&map_filter_lock);
+}
+
+static void
+map_filter_remove(uintptr_t p)
+{
+    size_t i = trace_map_filter_index(p);
+    trace_spin_lock(&map_filter_lock);
+    if (map_filter_count[i] != 255 && map_filter_count[i] != 0) {
+        if (--map_filter_count[i] == 0) {
+            atomic_fetch_and_explicit(&trace_map_filter[i / 64], ~((uint64_t)1 << (i % 64)),
+                                      memory_order_relaxed);
+        }
+    }
+    trace_spin_unlock(&map_filter_lock);
+}
+
+void
+trace_map_use_filter(int on)
+{
+    map_filter_on = on;
+}
+
 static inline int
 map_indexable(uintptr_t p)
 {
@@ -222,11 +268,13 @@ void
 trace_map_lock(void)
 {
     trace_spin_lock(&map_large_lock);
+    trace_spin_lock(&map_filter_lock);
 }
 
 void
 trace_map_unlock(void)
 {
+    trace_spin_unlock(&map_filter_lock);
     trace_spin_unlock(&map_large_lock);
 }
 
@@ -238,6 +286,9 @@ trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack)
             return -1;
         }
         atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
+        if (map_filter_on) {
+            map_filter_add(p);
+        }
         return 0;
     }
     _Atomic(uint32_t) *s = map_slot(p, 1);
@@ -252,6 +303,9 @@ trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         field = MAP_SIZE_LARGE;
     }
     atomic_store_explicit(s, (stack << MAP_SIZE_BITS) | field, memory_order_relaxed);
+    if (map_filter_on) {
+        map_filter_add(p);
+    }
     return 0;
 }
 
@@ -263,6 +317,9 @@ trace_map_remove(uintptr_t p)
         e = map_large_take(p);
         if (e.stack != 0) {
             atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
+            if (map_filter_on) {
+                map_filter_remove(p);
+            }
         }
         return e;
     }
@@ -275,6 +332,9 @@ trace_map_remove(uintptr_t p)
         return e;
     }
     atomic_store_explicit(s, 0, memory_order_relaxed);
+    if (map_filter_on) {
+        map_filter_remove(p);
+    }
     if ((v & MAP_SIZE_MASK) == MAP_SIZE_LARGE) {
         return map_large_take(p);
     }
@@ -353,6 +413,13 @@ trace_map_clear(void)
     }
     atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
     trace_spin_unlock(&map_large_lock);
+    if (map_filter_on) {
+        for (size_t i = 0; i < sizeof(trace_map_filter) / sizeof(trace_map_filter[0]); i++) {
+            atomic_store_explicit(&trace_map_filter[i], 0, memory_order_relaxed);
+        }
+        memset(map_filter_count, 0, sizeof(map_filter_count));
+        map_filter_on = 0;
+    }
 }
 
 size_t
@@ -366,6 +433,9 @@ trace_map_memory(void)
         }
     }
     map_for_each_leaf(map_count_leaf, &total);
+    if (map_filter_on) {
+        total += sizeof(trace_map_filter) + sizeof(map_filter_count);
+    }
     trace_spin_lock(&map_large_lock);
     if (map_large != NULL) {
         total += trace_mem_resident(map_large, (map_large_mask + 1) * sizeof(map_large_slot));

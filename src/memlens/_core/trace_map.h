@@ -52,7 +52,10 @@ extern _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
 static inline size_t
 trace_map_filter_index(uintptr_t p)
 {
-    return (size_t)(((uint64_t)(p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - TRACE_MAP_FILTER_BITS));
+    /* The address bits above the 16-byte alignment, unhashed: sampled
+     * blocks are few and lie all over the heap, so these are spread well
+     * enough, and a free() saves a multiply. */
+    return (size_t)(p >> 4) & ((1u << TRACE_MAP_FILTER_BITS) - 1);
 }
 
 /* Zero only if `p` is certainly not in the map (filter in force).  A block

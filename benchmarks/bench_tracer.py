@@ -182,6 +182,50 @@ print(json.dumps({"time": elapsed, "blocks": blocks}))
 '''
 
 
+MEMORY_CHILD = r'''
+import json, sys
+tool, size = sys.argv[1], int(sys.argv[2])
+n = min(200_000, (120 << 20) // size)
+if tool == "memlens":
+    import memlens
+    from memlens import _core
+    memlens.start(frames=16)
+    usage, live = memlens.tracer_memory, _core.trace_live_blocks
+else:
+    import tracemalloc
+    tracemalloc.start(16)
+    usage = tracemalloc.get_tracemalloc_memory
+    live = lambda: len(tracemalloc.take_snapshot().traces)
+warm = [bytes(size - 33) for _ in range(1000)]
+m0, b0 = usage(), live()
+data = [bytes(size - 33) for _ in range(n)]
+m1, b1 = usage(), live()
+print(json.dumps({"per_block": (m1 - m0) / (b1 - b0)}))
+'''
+
+
+def memory_per_block(tmp):
+    """Tracer memory per live block on heaps made of blocks of one size: the
+    worst case for an address-indexed map is a heap of blocks just below a
+    tier's limit (memlens keeps blocks up to 112 bytes, below 960 bytes and
+    bigger ones in three different structures)."""
+    script = os.path.join(tmp, "mem.py")
+    with open(script, "w") as f:
+        f.write(MEMORY_CHILD)
+    sizes = [48, 112, 120, 600, 950, 2048, 8192]
+    print("Tracer memory per block added, on a heap made only of blocks of one size:")
+    print(f"  {'block size':<12}" + "".join(f"{s:>8}" for s in sizes))
+    for tool in ("memlens", "tracemalloc"):
+        cells = []
+        for size in sizes:
+            proc = subprocess.run([sys.executable, script, tool, str(size)], capture_output=True,
+                                  text=True, timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr)
+            cells.append(json.loads(proc.stdout.strip().splitlines()[-1])["per_block"])
+        print(f"  {tool:<12}" + "".join(f"{c:>6.1f} B" for c in cells))
+
+
 def snapshot_speed(tmp):
     script = os.path.join(tmp, "snap.py")
     with open(script, "w") as f:
@@ -244,6 +288,8 @@ def main():
         print("fixed-size part of the tables dominates):")
         for w, mem, blocks in per_block:
             print(f"  {w:<18} {mem / blocks:6.1f} B/block  ({mem / 2**20:.1f} MiB for {blocks} blocks)")
+        print()
+        memory_per_block(tmp)
         print()
         snapshot_speed(tmp)
 

@@ -872,6 +872,86 @@ def test_many_large_blocks_grow_and_shrink_the_side_table():
     assert after < 1000
 
 
+# Block sizes on both sides of each boundary between the map's tiers (fine
+# map up to 112 bytes, medium map below 960, side table from 960 on).
+TIER_SIZES = [1, 100, 112, 113, 127, 128, 500, 959, 960, 1023, 1024, 5000, 300_000]
+
+
+@pytest.mark.parametrize("size", TIER_SIZES)
+def test_every_tier_keeps_exact_sizes_and_sees_every_free(size):
+    n = 300
+    memlens.start()
+    data = [None] * n
+    base = memlens.traced_memory()[0]
+    for i in range(n):
+        data[i] = bytes(size)  # LINE_TIER
+    grown = memlens.traced_memory()[0] - base
+    snap = memlens.take_snapshot()
+    data[:] = [None] * n
+    freed = memlens.traced_memory()[0] - base
+    memlens.stop()
+    line = line_of("LINE_TIER")
+    st = [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
+    per = sys.getsizeof(bytes(size))  # exactly what bytes() asks the allocator for
+    assert (st[0].size, st[0].count) == (n * per, n)
+    # (the loop's int `i` and similar small blocks may come and go)
+    assert n * per <= grown <= n * per + 200
+    assert abs(freed) <= 200
+
+
+def test_realloc_moves_a_block_through_every_tier():
+    memlens.start()
+    b = bytearray()
+    line = line_of("LINE_GROW")
+    seen = []
+    for size in TIER_SIZES + TIER_SIZES[::-1]:
+        # PyObject_Realloc of the buffer:
+        b[:] = bytes(size)  # LINE_GROW
+        st = [s for s in memlens.take_snapshot().statistics("lineno")
+              if s.traceback[0].lineno == line]
+        seen.append((size, b.__alloc__(), st[0].size if st else None, st[0].count if st else None))
+    base = memlens.traced_memory()[0]
+    alloc = b.__alloc__()
+    del b
+    after = memlens.traced_memory()[0] - base
+    memlens.stop()
+    # the one buffer's traced size follows its allocation exactly, up or down
+    # (a bytearray drops its buffer when emptied: size 1 keeps one)
+    for size, want, got, count in seen:
+        assert (got, count) == (want, 1), seen
+    assert -alloc - sys.getsizeof(bytearray()) - 200 <= after <= -alloc
+
+
+@pytest.mark.parametrize("size", [100, 500, 2000])
+def test_gil_less_raw_blocks_of_every_tier_are_all_counted(size):
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    kept = _core._test_raw_churn_nogil(5000, size, 100)
+    grown = memlens.traced_memory()[0] - base
+    for a in kept:
+        _core._test_raw_free(a)
+    after = memlens.traced_memory()[0] - base
+    memlens.stop()
+    assert 100 * size - 64 <= grown - after <= 100 * size
+
+
+@pytest.mark.skipif(SANITIZED, reason="ASan's malloc spreads blocks out with redzones")
+@pytest.mark.parametrize("size", [48, 112, 120, 150, 600, 940, 2048, 8192])
+def test_tracer_memory_is_at_most_32_bytes_per_block_whatever_their_size(size):
+    # GIVEN a heap made only of blocks of one size (the worst case for an
+    # address-indexed map: the address space it spans per block)
+    n = min(200_000, (120 << 20) // size)
+    memlens.start()
+    warm = [bytes(size - 33) for _ in range(1000)]  # directories, filters
+    mem0, blocks0 = memlens.tracer_memory(), _core.trace_live_blocks()
+    data = [bytes(size - 33) for _ in range(n)]
+    mem1, blocks1 = memlens.tracer_memory(), _core.trace_live_blocks()
+    memlens.stop()
+    # THEN each block added costs the tracer at most 32 bytes
+    assert (mem1 - mem0) / (blocks1 - blocks0) <= 32, (mem1 - mem0, blocks1 - blocks0)
+    del data, warm
+
+
 def test_deepest_stacks_are_cut_at_the_frame_limit():
     def recurse(n):
         if n == 0:

@@ -1,4 +1,4 @@
-/* trace_map.c: address-indexed map of live blocks (see trace_map.h). */
+/* trace_map.c: the tracer's map of live blocks (see trace_map.h). */
 #include "trace_map.h"
 #include "trace_hooks.h"
 #include "trace_mem.h"
@@ -6,207 +6,88 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define MAP_GRANULE_SHIFT 4
-#define MAP_LEAF_BITS 16 /* granules per leaf: 1 MiB of address space */
+/* ---- tiers ------------------------------------------------------------------ */
+
+/* Blocks of at most 112 bytes go to the fine map (4 bytes per 16: at most
+ * 28 per block).  From 113 bytes on, a block takes at least 128 bytes of
+ * address space (starts are 16-byte aligned), so no two start in one
+ * 128-byte granule of the medium map. */
+#define MAP_SMALL_LIMIT 113u
+#define MAP_MEDIUM_LIMIT 960u /* ... below this to the medium map (4 bytes
+                                 * per 128: at most 32 per block with
+                                 * malloc's header and rounding) */
+
+/* Fine map entry: stack id << 10 | size. */
+#define MAP_FINE_SIZE_BITS 10
+#define MAP_FINE_SIZE_MASK ((1u << MAP_FINE_SIZE_BITS) - 1)
+/* Medium map entry: stack id << 13 | size << 3 | 16-byte step in granule. */
+#define MAP_MED_STEP_BITS 3
+#define MAP_MED_SIZE_BITS 10
+#define MAP_MED_STACK_SHIFT (MAP_MED_STEP_BITS + MAP_MED_SIZE_BITS)
+#define MAP_MED_STACK_LIMIT (1u << (32 - MAP_MED_STACK_SHIFT))
+
+/* ---- address-indexed maps ------------------------------------------------------ */
+
+#define MAP_LEAF_BITS 16 /* slots per leaf */
 #define MAP_MID_BITS 16
-#define MAP_TOP_BITS 12 /* 4 + 16 + 16 + 12 = 48 bits of address */
+/* Enough top entries for the fine map: 4 + 16 + 16 + 12 = 48 bits of
+ * address (the medium map uses the first 512). */
+#define MAP_TOP_BITS 12
 #define MAP_LEAF_LEN (1u << MAP_LEAF_BITS)
 #define MAP_MID_LEN (1u << MAP_MID_BITS)
 #define MAP_TOP_LEN (1u << MAP_TOP_BITS)
+/* 4-byte slots per 4 KiB page of a leaf. */
+#define MAP_PAGE_SLOTS 1024u
 
-#define MAP_SIZE_BITS 10
-#define MAP_SIZE_MASK ((1u << MAP_SIZE_BITS) - 1)
-/* Size field value meaning "the size is in the large table". */
-#define MAP_SIZE_LARGE MAP_SIZE_MASK
+/* A leaf: its slots, then a bitmap of the pages of slots ever written.
+ * tracer_memory() counts those pages, not what mincore() says: a lookup
+ * that reads a page never written maps the kernel's shared zero page,
+ * which costs no memory but which mincore() reports as resident (and
+ * free() looks up blocks of every tier in the fine map first). */
+typedef struct {
+    _Atomic(uint32_t) slot[MAP_LEAF_LEN];
+    _Atomic(uint64_t) written; /* bit i: page i of slot[] */
+} map_leaf;
 
-typedef _Atomic(uint32_t) map_leaf[MAP_LEAF_LEN];
 typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
 
-/* Process-wide, like the allocator hooks that use it.  Pointers are
- * published with a compare-and-swap and read lock-free. */
-static _Atomic(map_mid *) map_top[MAP_TOP_LEN];
-
-/* Large table: open addressing with linear probing and backward-shift
- * deletion, keyed by address.  Protected by map_large_lock (taken by GIL
- * holders and GIL-less hooks alike: blocks of 1 KiB or more are few). */
-static atomic_flag map_large_lock = ATOMIC_FLAG_INIT;
 typedef struct {
-    uintptr_t key; /* 0 = free */
-    uint64_t size;
-    uint32_t stack;
-} map_large_slot;
+    unsigned shift; /* log2 of the granule */
+    _Atomic(map_mid *) top[MAP_TOP_LEN];
+} map_index;
 
-static map_large_slot *map_large;
-static size_t map_large_mask; /* capacity - 1, or 0 when not allocated */
-static size_t map_large_used;
-/* Live blocks kept only in the large table (not indexable by the map);
- * read lock-free by the free() fast path. */
-static atomic_size_t map_odd_count;
+/* Process-wide, like the allocator hooks that use them. */
+static map_index map_fine = {.shift = 4};
+static map_index map_medium = {.shift = 7};
 
-/* See trace_map.h.  In the BSS: resident only once sampled mode uses it. */
-_Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
-/* The buckets' counters (saturating: a counter that reached 255 stays
- * there, so its bit stays set -- a false "maybe" costs a map lookup, a
- * false "no" would lose a free).  Protected by map_filter_lock, which
- * makes a counter and its bit change together. */
-static uint8_t map_filter_count[1u << TRACE_MAP_FILTER_BITS];
-static atomic_flag map_filter_lock = ATOMIC_FLAG_INIT;
-/* Written by start() and stop() with no hook updating the map. */
-static int map_filter_on;
-
-static void
-map_filter_add(uintptr_t p)
-{
-    size_t i = trace_map_filter_index(p);
-    trace_spin_lock(&map_filter_lock);
-    if (map_filter_count[i] == 0) {
-        atomic_fetch_or_explicit(&trace_map_filter[i / 64], (uint64_t)1 << (i % 64),
-                                 memory_order_relaxed);
-    }
-    if (map_filter_count[i] != 255) {
-        map_filter_count[i]++;
-    }
-    trace_spin_unlock(&map_filter_lock);
-}
-
-static void
-map_filter_remove(uintptr_t p)
-{
-    size_t i = trace_map_filter_index(p);
-    trace_spin_lock(&map_filter_lock);
-    if (map_filter_count[i] != 255 && map_filter_count[i] != 0) {
-        if (--map_filter_count[i] == 0) {
-            atomic_fetch_and_explicit(&trace_map_filter[i / 64], ~((uint64_t)1 << (i % 64)),
-                                      memory_order_relaxed);
-        }
-    }
-    trace_spin_unlock(&map_filter_lock);
-}
-
-void
-trace_map_use_filter(int on)
-{
-    map_filter_on = on;
-}
+/* The leaf of each map this thread used last: consecutive blocks mostly
+ * share one, and leaves are never unmapped, so the pointer stays valid for
+ * the life of the process.  [0]: fine map, [1]: medium map. */
+typedef struct {
+    uintptr_t key; /* p >> (granule and leaf bits), plus one: 0 = empty */
+    map_leaf *leaf;
+} map_leaf_cache;
+static _Thread_local map_leaf_cache map_tls[2] __attribute__((tls_model("initial-exec")));
 
 static inline int
 map_indexable(uintptr_t p)
 {
-    return (p & ((1u << MAP_GRANULE_SHIFT) - 1)) == 0 && (p >> 48) == 0;
+    return (p & 15u) == 0 && (p >> 48) == 0;
 }
 
-static inline size_t
-map_large_hash(uintptr_t p)
+/* Leaf of `p` in map `m`, creating directory and leaf if `create`; NULL if
+ * there is none (or no memory for it). */
+static inline map_leaf *
+map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
 {
-    uint64_t h = (uint64_t)(p >> 4) * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 20);
-}
-
-static int
-map_large_grow_unlocked(void)
-{
-    size_t old_cap = map_large == NULL ? 0 : map_large_mask + 1;
-    size_t new_cap = old_cap == 0 ? 1024 : old_cap * 2;
-    map_large_slot *t = trace_mem_map(new_cap * sizeof(map_large_slot), 1);
-    if (t == NULL) {
-        return -1;
-    }
-    for (size_t i = 0; i < old_cap; i++) {
-        if (map_large[i].key != 0) {
-            size_t j = map_large_hash(map_large[i].key) & (new_cap - 1);
-            while (t[j].key != 0) {
-                j = (j + 1) & (new_cap - 1);
-            }
-            t[j] = map_large[i];
-        }
-    }
-    trace_mem_unmap(map_large, old_cap * sizeof(map_large_slot), 1);
-    map_large = t;
-    map_large_mask = new_cap - 1;
-    return 0;
-}
-
-static int
-map_large_put_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
-{
-    if (map_large == NULL || (map_large_used + 1) * 2 > map_large_mask + 1) {
-        if (map_large_grow_unlocked() < 0) {
-            return -1;
-        }
-    }
-    size_t i = map_large_hash(p) & map_large_mask;
-    while (map_large[i].key != 0 && map_large[i].key != p) {
-        i = (i + 1) & map_large_mask;
-    }
-    if (map_large[i].key == 0) {
-        map_large_used++;
-    }
-    map_large[i].key = p;
-    map_large[i].size = size;
-    map_large[i].stack = stack;
-    return 0;
-}
-
-static trace_map_entry
-map_large_take_unlocked(uintptr_t p)
-{
-    trace_map_entry e = {0, 0};
-    if (map_large == NULL) {
-        return e;
-    }
-    size_t i = map_large_hash(p) & map_large_mask;
-    while (map_large[i].key != p) {
-        if (map_large[i].key == 0) {
-            return e;
-        }
-        i = (i + 1) & map_large_mask;
-    }
-    e.size = map_large[i].size;
-    e.stack = map_large[i].stack;
-    /* Backward-shift deletion keeps probe chains intact without tombstones. */
-    size_t hole = i;
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & map_large_mask;
-        if (map_large[j].key == 0) {
-            break;
-        }
-        size_t home = map_large_hash(map_large[j].key) & map_large_mask;
-        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
-        int stays = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
-        if (!stays) {
-            map_large[hole] = map_large[j];
-            hole = j;
-        }
-    }
-    map_large[hole].key = 0;
-    map_large_used--;
-    return e;
-}
-
-/* The leaf this thread used last: consecutive blocks mostly share one (a
- * leaf covers 1 MiB), and leaves are never unmapped, so the pointer stays
- * valid for the life of the process. */
-typedef struct {
-    uintptr_t key; /* p >> 20, plus one so that 0 means "empty" */
-    map_leaf *leaf;
-} map_leaf_cache;
-static _Thread_local map_leaf_cache map_tls __attribute__((tls_model("initial-exec")));
-
-/* Slot of `p` in the map, creating directory and leaf if `create`. */
-static inline _Atomic(uint32_t) *
-map_slot(uintptr_t p, int create)
-{
-    uintptr_t key = (p >> (MAP_GRANULE_SHIFT + MAP_LEAF_BITS)) + 1;
-    map_leaf_cache *lc = &map_tls;
+    uintptr_t g = p >> m->shift;
+    uintptr_t key = (g >> MAP_LEAF_BITS) + 1;
     if (lc->key == key) {
-        return &(*lc->leaf)[(p >> MAP_GRANULE_SHIFT) & (MAP_LEAF_LEN - 1)];
+        return lc->leaf;
     }
-    uintptr_t g = p >> MAP_GRANULE_SHIFT;
     size_t ti = (size_t)(g >> (MAP_LEAF_BITS + MAP_MID_BITS));
     size_t mi = (size_t)(g >> MAP_LEAF_BITS) & (MAP_MID_LEN - 1);
-    size_t li = (size_t)g & (MAP_LEAF_LEN - 1);
-    map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_acquire);
+    map_mid *mid = atomic_load_explicit(&m->top[ti], memory_order_acquire);
     if (mid == NULL) {
         if (!create) {
             return NULL;
@@ -216,7 +97,7 @@ map_slot(uintptr_t p, int create)
             return NULL;
         }
         /* A GIL holder and a GIL-less hook may race to create it. */
-        if (atomic_compare_exchange_strong_explicit(&map_top[ti], &mid, fresh, memory_order_acq_rel,
+        if (atomic_compare_exchange_strong_explicit(&m->top[ti], &mid, fresh, memory_order_acq_rel,
                                                     memory_order_acquire)) {
             mid = fresh;
         }
@@ -243,103 +124,407 @@ map_slot(uintptr_t p, int create)
     }
     lc->key = key;
     lc->leaf = leaf;
-    return &(*leaf)[li];
+    return leaf;
+}
+
+static inline size_t
+map_slot_index(const map_index *m, uintptr_t p)
+{
+    return (size_t)(p >> m->shift) & (MAP_LEAF_LEN - 1);
+}
+
+/* Write an entry (the block's owner only). */
+static inline void
+map_store(map_leaf *leaf, size_t i, uint32_t v)
+{
+    uint64_t bit = (uint64_t)1 << (i / MAP_PAGE_SLOTS);
+    if (!(atomic_load_explicit(&leaf->written, memory_order_relaxed) & bit)) {
+        atomic_fetch_or_explicit(&leaf->written, bit, memory_order_relaxed);
+    }
+    atomic_store_explicit(&leaf->slot[i], v, memory_order_relaxed);
+}
+
+static inline uint32_t
+map_med_step(uintptr_t p)
+{
+    return (uint32_t)(p >> 4) & ((1u << MAP_MED_STEP_BITS) - 1);
+}
+
+/* ---- counting filters ------------------------------------------------------------ */
+
+/* Each bit stands for a bucket of addresses and is set while the bucket's
+ * counter is not zero.  Counters saturate: one that reached 255 stays
+ * there, so its bit stays set -- a false "maybe" costs a lookup, a false
+ * "no" would lose a free().  The lock makes a counter and its bit change
+ * together; filters change only when blocks enter or leave the side table
+ * (or, in sampled mode, when sampled blocks come and go): rarely. */
+typedef struct {
+    _Atomic(uint64_t) *bits;
+    uint8_t *count;
+    size_t nbuckets; /* a power of two */
+    atomic_flag lock;
+    int used;        /* touched since the last clear (under lock) */
+} map_filter;
+
+/* See trace_map.h: the sampled-mode filter, read inline by the hooks. */
+_Alignas(4096) _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
+_Alignas(4096) static uint8_t map_sampled_count[1u << TRACE_MAP_FILTER_BITS];
+static map_filter map_sampled = {trace_map_filter, map_sampled_count,
+                                 1u << TRACE_MAP_FILTER_BITS, ATOMIC_FLAG_INIT, 0};
+/* Whether the sampled filter is kept: written by start() and stop() with no
+ * hook updating the map. */
+static int map_sampled_on;
+
+/* The side table's filter, a plain bitmap: a bit is set under the side
+ * table's lock when a block enters, and left set when it leaves; once the
+ * stale bits outnumber the live blocks (and 4096), the bitmap is rebuilt
+ * from the table.  No counters: their memory would dominate when the side
+ * table holds a few thousand big blocks. */
+#define MAP_SIDE_FILTER_BITS 18
+_Alignas(4096) static _Atomic(uint64_t) map_side_bits[(1u << MAP_SIDE_FILTER_BITS) / 64];
+/* Where a rebuild computes the new bitmap (under the side table's lock). */
+_Alignas(4096) static uint64_t map_side_scratch[(1u << MAP_SIDE_FILTER_BITS) / 64];
+static size_t map_side_stale; /* removals since the last rebuild */
+static int map_side_bits_used;
+
+static inline size_t
+map_side_bucket(uintptr_t p)
+{
+    /* Hashed: large blocks from mmap() all sit at the same offset in a page. */
+    return (size_t)(((uint64_t)(p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - MAP_SIDE_FILTER_BITS));
+}
+
+static inline int
+map_side_maybe(uintptr_t p)
+{
+    size_t i = map_side_bucket(p);
+    return (atomic_load_explicit(&map_side_bits[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
+}
+
+static void
+map_filter_add(map_filter *f, size_t i)
+{
+    trace_spin_lock(&f->lock);
+    f->used = 1;
+    if (f->count[i] == 0) {
+        atomic_fetch_or_explicit(&f->bits[i / 64], (uint64_t)1 << (i % 64), memory_order_relaxed);
+    }
+    if (f->count[i] != 255) {
+        f->count[i]++;
+    }
+    trace_spin_unlock(&f->lock);
+}
+
+static void
+map_filter_remove(map_filter *f, size_t i)
+{
+    trace_spin_lock(&f->lock);
+    if (f->count[i] != 255 && f->count[i] != 0) {
+        if (--f->count[i] == 0) {
+            atomic_fetch_and_explicit(&f->bits[i / 64], ~((uint64_t)1 << (i % 64)),
+                                      memory_order_relaxed);
+        }
+    }
+    trace_spin_unlock(&f->lock);
+}
+
+/* Empty it and give its pages back (no hook is using it: stop()). */
+static void
+map_filter_clear(map_filter *f)
+{
+    if (f->used) {
+        trace_mem_discard((void *)f->bits, f->nbuckets / 8);
+        trace_mem_discard(f->count, f->nbuckets);
+        f->used = 0;
+    }
+}
+
+static size_t
+map_filter_memory(map_filter *f)
+{
+    return trace_mem_resident((void *)f->bits, f->nbuckets / 8)
+           + trace_mem_resident(f->count, f->nbuckets);
+}
+
+void
+trace_map_use_filter(int on)
+{
+    map_sampled_on = on;
+}
+
+/* ---- side table -------------------------------------------------------------- */
+
+/* Open addressing with linear probing and backward-shift deletion, keyed by
+ * address; 16-byte slots, the stack id in the low 22 bits of `packed` and
+ * the size above it (sizes up to 2**42).  Grows by half at a load of 3/4,
+ * so the load stays between 1/2 and 3/4: at most 32 bytes per block.  (The
+ * capacity is not a power of two: slots are picked by multiply-shift.)
+ * Protected by map_side_lock (taken by GIL holders and GIL-less hooks
+ * alike). */
+#define MAP_SIDE_STACK_BITS 22
+#define MAP_SIDE_MAX_SIZE ((uint64_t)1 << (64 - MAP_SIDE_STACK_BITS))
+static atomic_flag map_side_lock = ATOMIC_FLAG_INIT;
+typedef struct {
+    uintptr_t key; /* 0 = free */
+    uint64_t packed;
+} map_side_slot;
+
+static map_side_slot *map_side;
+static size_t map_side_cap; /* 0 when not allocated */
+static size_t map_side_used;
+/* Live blocks at unindexable addresses (kept only here); read lock-free by
+ * the free() path, which then asks the table. */
+static atomic_size_t map_odd_count;
+
+/* Home slot of p in a table of `cap` slots. */
+static inline size_t
+map_side_home(uintptr_t p, size_t cap)
+{
+    uint64_t h = (uint64_t)(p >> 4) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(((unsigned __int128)h * cap) >> 64);
 }
 
 static int
-map_large_put(uintptr_t p, uint64_t size, uint32_t stack)
+map_side_grow_unlocked(void)
 {
-    trace_spin_lock(&map_large_lock);
-    int rc = map_large_put_unlocked(p, size, stack);
-    trace_spin_unlock(&map_large_lock);
+    size_t old_cap = map_side_cap;
+    size_t new_cap = old_cap == 0 ? 256 : old_cap + old_cap / 2;
+    map_side_slot *t = trace_mem_map(new_cap * sizeof(map_side_slot), 1);
+    if (t == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < old_cap; i++) {
+        if (map_side[i].key != 0) {
+            size_t j = map_side_home(map_side[i].key, new_cap);
+            while (t[j].key != 0) {
+                j = j + 1 == new_cap ? 0 : j + 1;
+            }
+            t[j] = map_side[i];
+        }
+    }
+    trace_mem_unmap(map_side, old_cap * sizeof(map_side_slot), 1);
+    map_side = t;
+    map_side_cap = new_cap;
+    return 0;
+}
+
+static int
+map_side_put_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (map_side == NULL || (map_side_used + 1) * 4 > map_side_cap * 3) {
+        if (map_side_grow_unlocked() < 0) {
+            return -1;
+        }
+    }
+    size_t i = map_side_home(p, map_side_cap);
+    while (map_side[i].key != 0 && map_side[i].key != p) {
+        i = i + 1 == map_side_cap ? 0 : i + 1;
+    }
+    if (map_side[i].key == 0) {
+        map_side_used++;
+    }
+    map_side[i].key = p;
+    map_side[i].packed = size << MAP_SIDE_STACK_BITS | stack;
+    return 0;
+}
+
+static trace_map_entry
+map_side_take_unlocked(uintptr_t p)
+{
+    trace_map_entry e = {0, 0};
+    if (map_side == NULL) {
+        return e;
+    }
+    size_t i = map_side_home(p, map_side_cap);
+    while (map_side[i].key != p) {
+        if (map_side[i].key == 0) {
+            return e;
+        }
+        i = i + 1 == map_side_cap ? 0 : i + 1;
+    }
+    e.size = map_side[i].packed >> MAP_SIDE_STACK_BITS;
+    e.stack = (uint32_t)(map_side[i].packed & ((1u << MAP_SIDE_STACK_BITS) - 1));
+    /* Backward-shift deletion keeps probe chains intact without tombstones. */
+    size_t hole = i;
+    size_t j = i;
+    for (;;) {
+        j = j + 1 == map_side_cap ? 0 : j + 1;
+        if (map_side[j].key == 0) {
+            break;
+        }
+        size_t home = map_side_home(map_side[j].key, map_side_cap);
+        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
+        int stays = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (!stays) {
+            map_side[hole] = map_side[j];
+            hole = j;
+        }
+    }
+    map_side[hole].key = 0;
+    map_side_used--;
+    return e;
+}
+
+/* Rebuild the side filter from the table (side lock held).  Each word is
+ * replaced by one that keeps the bits of every live block, so a free()
+ * reading it meanwhile still finds its block. */
+static void
+map_side_rebuild_unlocked(void)
+{
+    memset(map_side_scratch, 0, sizeof(map_side_scratch));
+    for (size_t i = 0; i < map_side_cap; i++) {
+        if (map_side[i].key != 0) {
+            size_t b = map_side_bucket(map_side[i].key);
+            map_side_scratch[b / 64] |= (uint64_t)1 << (b % 64);
+        }
+    }
+    for (size_t w = 0; w < sizeof(map_side_scratch) / sizeof(map_side_scratch[0]); w++) {
+        atomic_store_explicit(&map_side_bits[w], map_side_scratch[w], memory_order_relaxed);
+    }
+    map_side_stale = 0;
+}
+
+/* Put block p in the side table; -1 when out of memory. */
+static int
+map_side_put(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (size >= MAP_SIDE_MAX_SIZE) {
+        return -1; /* 4 TiB: no allocator returns such a block */
+    }
+    trace_spin_lock(&map_side_lock);
+    int rc = map_side_put_unlocked(p, size, stack);
+    if (rc == 0) {
+        size_t b = map_side_bucket(p);
+        atomic_fetch_or_explicit(&map_side_bits[b / 64], (uint64_t)1 << (b % 64),
+                                 memory_order_relaxed);
+        map_side_bits_used = 1;
+    }
+    trace_spin_unlock(&map_side_lock);
     return rc;
 }
 
 static trace_map_entry
-map_large_take(uintptr_t p)
+map_side_take(uintptr_t p)
 {
-    trace_spin_lock(&map_large_lock);
-    trace_map_entry e = map_large_take_unlocked(p);
-    trace_spin_unlock(&map_large_lock);
+    trace_spin_lock(&map_side_lock);
+    trace_map_entry e = map_side_take_unlocked(p);
+    if (e.stack != 0 && ++map_side_stale > map_side_used + 4096) {
+        map_side_rebuild_unlocked();
+    }
+    trace_spin_unlock(&map_side_lock);
     return e;
 }
 
 void
 trace_map_lock(void)
 {
-    trace_spin_lock(&map_large_lock);
-    trace_spin_lock(&map_filter_lock);
+    trace_spin_lock(&map_side_lock);
+    trace_spin_lock(&map_sampled.lock);
 }
 
 void
 trace_map_unlock(void)
 {
-    trace_spin_unlock(&map_filter_lock);
-    trace_spin_unlock(&map_large_lock);
+    trace_spin_unlock(&map_sampled.lock);
+    trace_spin_unlock(&map_side_lock);
+}
+
+/* ---- the map ----------------------------------------------------------------------- */
+
+static int
+map_insert(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (!map_indexable(p)) {
+        if (map_side_put(p, size, stack) < 0) {
+            return -1;
+        }
+        atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
+        return 0;
+    }
+    if (size < MAP_SMALL_LIMIT) {
+        map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 1);
+        if (leaf == NULL) {
+            return -1;
+        }
+        map_store(leaf, map_slot_index(&map_fine, p), stack << MAP_FINE_SIZE_BITS | (uint32_t)size);
+        return 0;
+    }
+    if (size < MAP_MEDIUM_LIMIT && stack < MAP_MED_STACK_LIMIT) {
+        map_leaf *leaf = map_leaf_of(&map_medium, &map_tls[1], p, 1);
+        if (leaf == NULL) {
+            return -1;
+        }
+        map_store(leaf, map_slot_index(&map_medium, p),
+                  stack << MAP_MED_STACK_SHIFT | (uint32_t)size << MAP_MED_STEP_BITS
+                      | map_med_step(p));
+        return 0;
+    }
+    return map_side_put(p, size, stack);
 }
 
 int
 trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack)
 {
-    if (!map_indexable(p)) {
-        if (map_large_put(p, size, stack) < 0) {
-            return -1;
-        }
-        atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
-        if (map_filter_on) {
-            map_filter_add(p);
-        }
-        return 0;
-    }
-    _Atomic(uint32_t) *s = map_slot(p, 1);
-    if (s == NULL) {
+    if (map_insert(p, size, stack) < 0) {
         return -1;
     }
-    uint32_t field = (uint32_t)size;
-    if (size >= MAP_SIZE_LARGE) {
-        if (map_large_put(p, size, stack) < 0) {
-            return -1;
-        }
-        field = MAP_SIZE_LARGE;
-    }
-    atomic_store_explicit(s, (stack << MAP_SIZE_BITS) | field, memory_order_relaxed);
-    if (map_filter_on) {
-        map_filter_add(p);
+    if (map_sampled_on) {
+        map_filter_add(&map_sampled, trace_map_filter_index(p));
     }
     return 0;
+}
+
+static trace_map_entry
+map_remove(uintptr_t p)
+{
+    trace_map_entry e = {0, 0};
+    if (!map_indexable(p)) {
+        if (atomic_load_explicit(&map_odd_count, memory_order_relaxed) == 0) {
+            return e;
+        }
+        e = map_side_take(p);
+        if (e.stack != 0) {
+            atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
+        }
+        return e;
+    }
+    /* Small blocks first: most blocks are. */
+    map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 0);
+    if (leaf != NULL) {
+        _Atomic(uint32_t) *s = &leaf->slot[map_slot_index(&map_fine, p)];
+        uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
+        if (v != 0) {
+            atomic_store_explicit(s, 0, memory_order_relaxed);
+            e.size = v & MAP_FINE_SIZE_MASK;
+            e.stack = v >> MAP_FINE_SIZE_BITS;
+            return e;
+        }
+    }
+    leaf = map_leaf_of(&map_medium, &map_tls[1], p, 0);
+    if (leaf != NULL) {
+        _Atomic(uint32_t) *s = &leaf->slot[map_slot_index(&map_medium, p)];
+        uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
+        /* The granule may hold a medium block that starts at another step. */
+        if (v != 0 && (v & ((1u << MAP_MED_STEP_BITS) - 1)) == map_med_step(p)) {
+            atomic_store_explicit(s, 0, memory_order_relaxed);
+            e.size = (v >> MAP_MED_STEP_BITS) & ((1u << MAP_MED_SIZE_BITS) - 1);
+            e.stack = v >> MAP_MED_STACK_SHIFT;
+            return e;
+        }
+    }
+    if (map_side_maybe(p)) {
+        e = map_side_take(p);
+    }
+    return e;
 }
 
 trace_map_entry
 trace_map_remove(uintptr_t p)
 {
-    trace_map_entry e = {0, 0};
-    if (!map_indexable(p)) {
-        e = map_large_take(p);
-        if (e.stack != 0) {
-            atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
-            if (map_filter_on) {
-                map_filter_remove(p);
-            }
-        }
-        return e;
+    trace_map_entry e = map_remove(p);
+    if (e.stack != 0 && map_sampled_on) {
+        map_filter_remove(&map_sampled, trace_map_filter_index(p));
     }
-    _Atomic(uint32_t) *s = map_slot(p, 0);
-    if (s == NULL) {
-        return e;
-    }
-    uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
-    if (v == 0) {
-        return e;
-    }
-    atomic_store_explicit(s, 0, memory_order_relaxed);
-    if (map_filter_on) {
-        map_filter_remove(p);
-    }
-    if ((v & MAP_SIZE_MASK) == MAP_SIZE_LARGE) {
-        return map_large_take(p);
-    }
-    e.size = v & MAP_SIZE_MASK;
-    e.stack = v >> MAP_SIZE_BITS;
     return e;
 }
 
@@ -349,21 +534,34 @@ trace_map_peek(uintptr_t p)
     if (!map_indexable(p)) {
         return atomic_load_explicit(&map_odd_count, memory_order_relaxed) != 0;
     }
-    _Atomic(uint32_t) *s = map_slot(p, 0);
-    return s != NULL && atomic_load_explicit(s, memory_order_relaxed) != 0;
+    map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 0);
+    if (leaf != NULL
+        && atomic_load_explicit(&leaf->slot[map_slot_index(&map_fine, p)], memory_order_relaxed)
+               != 0) {
+        return 1;
+    }
+    leaf = map_leaf_of(&map_medium, &map_tls[1], p, 0);
+    if (leaf != NULL) {
+        uint32_t v = atomic_load_explicit(&leaf->slot[map_slot_index(&map_medium, p)],
+                                          memory_order_relaxed);
+        if (v != 0 && (v & ((1u << MAP_MED_STEP_BITS) - 1)) == map_med_step(p)) {
+            return 1;
+        }
+    }
+    return map_side_maybe(p);
 }
 
-/* Call fn on every leaf.  Only the directory pages that are resident are
- * read: reading an untouched page would map it (as the shared zero page,
- * but mincore() then counts it, and it is wasted work). */
+/* Call fn on every leaf of map m.  Only the directory pages that are
+ * resident are read: reading an untouched page would map it (as the shared
+ * zero page, but mincore() then counts it, and it is wasted work). */
 static void
-map_for_each_leaf(void (*fn)(map_leaf *leaf, size_t *acc), size_t *acc)
+map_for_each_leaf(map_index *m, void (*fn)(map_leaf *leaf, size_t *acc), size_t *acc)
 {
     const size_t page = 4096;
     const size_t per_page = page / sizeof(map_leaf *);
     unsigned char vec[sizeof(map_mid) / 4096];
     for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
-        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_acquire);
+        map_mid *mid = atomic_load_explicit(&m->top[ti], memory_order_acquire);
         if (mid == NULL) {
             continue;
         }
@@ -389,57 +587,69 @@ static void
 map_discard_leaf(map_leaf *leaf, size_t *acc)
 {
     (void)acc;
-    /* Zero the leaf but keep it mapped: a free() racing with stop() may
-     * still be peeking at it, and threads cache leaf pointers. */
+    /* Zero the leaf (and its bitmap of written pages) but keep it mapped: a
+     * free() racing with stop() may still be peeking at it, and threads
+     * cache leaf pointers. */
     trace_mem_discard(leaf, sizeof(map_leaf));
 }
 
 static void
 map_count_leaf(map_leaf *leaf, size_t *acc)
 {
-    *acc += trace_mem_resident(leaf, sizeof(map_leaf));
+    uint64_t w = atomic_load_explicit(&leaf->written, memory_order_relaxed);
+    if (w != 0) {
+        /* The written pages of slots, and the page holding the bitmap. */
+        *acc += ((size_t)__builtin_popcountll(w) + 1) * 4096;
+    }
 }
 
 void
 trace_map_clear(void)
 {
-    map_for_each_leaf(map_discard_leaf, NULL);
-    trace_spin_lock(&map_large_lock);
-    if (map_large != NULL) {
-        trace_mem_unmap(map_large, (map_large_mask + 1) * sizeof(map_large_slot), 1);
-        map_large = NULL;
-        map_large_mask = 0;
-        map_large_used = 0;
+    map_for_each_leaf(&map_fine, map_discard_leaf, NULL);
+    map_for_each_leaf(&map_medium, map_discard_leaf, NULL);
+    trace_spin_lock(&map_side_lock);
+    if (map_side != NULL) {
+        trace_mem_unmap(map_side, map_side_cap * sizeof(map_side_slot), 1);
+        map_side = NULL;
+        map_side_cap = 0;
+        map_side_used = 0;
     }
     atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
-    trace_spin_unlock(&map_large_lock);
-    if (map_filter_on) {
-        for (size_t i = 0; i < sizeof(trace_map_filter) / sizeof(trace_map_filter[0]); i++) {
-            atomic_store_explicit(&trace_map_filter[i], 0, memory_order_relaxed);
-        }
-        memset(map_filter_count, 0, sizeof(map_filter_count));
-        map_filter_on = 0;
+    if (map_side_bits_used) {
+        trace_mem_discard(map_side_bits, sizeof(map_side_bits));
+        trace_mem_discard(map_side_scratch, sizeof(map_side_scratch));
+        map_side_bits_used = 0;
+        map_side_stale = 0;
     }
+    trace_spin_unlock(&map_side_lock);
+    map_filter_clear(&map_sampled);
+    map_sampled_on = 0;
 }
 
 size_t
 trace_map_memory(void)
 {
     size_t total = 0;
-    for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
-        map_mid *mid = atomic_load_explicit(&map_top[ti], memory_order_relaxed);
-        if (mid != NULL) {
-            total += trace_mem_resident(mid, sizeof(map_mid));
+    map_index *maps[2] = {&map_fine, &map_medium};
+    for (int k = 0; k < 2; k++) {
+        for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
+            map_mid *mid = atomic_load_explicit(&maps[k]->top[ti], memory_order_relaxed);
+            if (mid != NULL) {
+                total += trace_mem_resident(mid, sizeof(map_mid));
+            }
         }
+        map_for_each_leaf(maps[k], map_count_leaf, &total);
     }
-    map_for_each_leaf(map_count_leaf, &total);
-    if (map_filter_on) {
-        total += sizeof(trace_map_filter) + sizeof(map_filter_count);
+    total += trace_mem_resident(map_side_bits, sizeof(map_side_bits));
+    total += trace_mem_resident(map_side_scratch, sizeof(map_side_scratch));
+    if (map_sampled_on) {
+        total += map_filter_memory(&map_sampled);
     }
-    trace_spin_lock(&map_large_lock);
-    if (map_large != NULL) {
-        total += trace_mem_resident(map_large, (map_large_mask + 1) * sizeof(map_large_slot));
+    trace_spin_lock(&map_side_lock);
+    if (map_side != NULL) {
+        total += trace_mem_resident(map_side, map_side_cap * sizeof(map_side_slot));
     }
-    trace_spin_unlock(&map_large_lock);
+    trace_spin_unlock(&map_side_lock);
     return total;
 }

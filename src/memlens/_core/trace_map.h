@@ -2,21 +2,33 @@
  *
  * Why this shape: a pointer-keyed hash table of millions of blocks misses
  * the cache on every malloc and free (3-4x slowdown measured).  Instead the
- * map is indexed by address: 4 bytes of metadata per 16-byte granule, in
- * leaves of 1 MiB of address space reached through a two-level directory,
- * so neighbouring blocks share cache lines and the lookup is three loads.
- * An entry packs the stack id (22 bits) and the size (10 bits); blocks of
- * 1 KiB or more keep a marker in the map and their exact size in a side
- * hash table ("large" table), as do blocks at addresses the map cannot
- * index (not 16-byte aligned, or above 2**48), which are also counted so
- * that a map miss only consults the side table when such blocks exist.
+ * map is indexed by address, so that neighbouring blocks share cache lines
+ * and a lookup is three loads.  An address-indexed map costs memory in
+ * proportion to the address space its blocks span, not to their number, so
+ * blocks are kept in one of three tiers by size, each with a cost per block
+ * of at most 32 bytes on a heap made only of such blocks:
  *
- * Locking: a block's entry is only written by the thread that owns the
- * block (the one allocating or freeing it), so entries need no lock, and
- * lookups none either: directory and leaf pages are published with a
- * compare-and-swap, and never unmapped while the process lives (stop()
- * only gives their pages back to the kernel).  The large table has a
- * spinlock of its own.
+ * - small blocks (up to 112 bytes): the fine map, 4 bytes per 16-byte
+ *   granule (stack id 22 bits, size 10 bits);
+ * - medium blocks (113 to 959 bytes): the medium map, 4 bytes per 128-byte
+ *   granule (stack id 19 bits, size 10 bits, and which 16-byte step of the
+ *   granule the block starts at); two such blocks never start in one
+ *   granule;
+ * - large blocks (960 bytes and more), medium blocks whose stack id needs more
+ *   than 19 bits, and blocks at addresses the maps cannot index (not 16-byte
+ *   aligned, or above 2**48): the side table, a hash table of 16-byte slots
+ *   at a load between 1/2 and 3/4, with a bitmap filter so that a free()
+ *   that misses both maps rarely needs its lock.
+ *
+ * (With one map at 16-byte granules, a heap of 150-byte blocks cost 40
+ * bytes per block, and one of 4 KiB blocks 1 KiB per block.)
+ *
+ * Locking: a block's entry in a map is only written by the thread that
+ * owns the block (the one allocating or freeing it), so entries need no
+ * lock, and lookups none either: directory and leaf pages are published
+ * with a compare-and-swap, and never unmapped while the process lives
+ * (stop() only gives their pages back to the kernel).  The side table and
+ * each filter have a spinlock of their own.
  */
 #ifndef MEMLENS_TRACE_MAP_H
 #define MEMLENS_TRACE_MAP_H

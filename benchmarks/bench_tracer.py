@@ -184,8 +184,14 @@ print(json.dumps({"time": elapsed, "blocks": blocks}))
 
 MEMORY_CHILD = r'''
 import json, sys
-tool, size = sys.argv[1], int(sys.argv[2])
-n = min(200_000, (120 << 20) // size)
+tool, size, holes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+old = None
+if holes:
+    # a heap allocated before tracing starts, with every holes-th block freed:
+    # the traced blocks then land in those holes, spread over the whole heap
+    old = [bytes(size - 33) for _ in range(600_000)]
+    del old[::holes]
+n = 600_000 // holes if holes else min(200_000, (120 << 20) // size)
 if tool == "memlens":
     import memlens
     from memlens import _core
@@ -208,22 +214,29 @@ def memory_per_block(tmp):
     """Tracer memory per live block on heaps made of blocks of one size: the
     worst case for an address-indexed map is a heap of blocks just below a
     tier's limit (memlens keeps blocks up to 112 bytes, below 960 bytes and
-    bigger ones in three different structures)."""
+    bigger ones in three different structures).  Then the weak spot of such
+    a map: traced blocks scattered in the holes of a heap made before
+    tracing started, so that few of them share each page of the map."""
     script = os.path.join(tmp, "mem.py")
     with open(script, "w") as f:
         f.write(MEMORY_CHILD)
+
+    def measure(tool, size, holes):
+        proc = subprocess.run([sys.executable, script, tool, str(size), str(holes)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr)
+        return json.loads(proc.stdout.strip().splitlines()[-1])["per_block"]
+
     sizes = [48, 112, 120, 600, 950, 2048, 8192]
     print("Tracer memory per block added, on a heap made only of blocks of one size:")
     print(f"  {'block size':<12}" + "".join(f"{s:>8}" for s in sizes))
     for tool in ("memlens", "tracemalloc"):
-        cells = []
-        for size in sizes:
-            proc = subprocess.run([sys.executable, script, tool, str(size)], capture_output=True,
-                                  text=True, timeout=600)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr)
-            cells.append(json.loads(proc.stdout.strip().splitlines()[-1])["per_block"])
-        print(f"  {tool:<12}" + "".join(f"{c:>6.1f} B" for c in cells))
+        print(f"  {tool:<12}" + "".join(f"{measure(tool, size, 0):>6.1f} B" for size in sizes))
+    print("... and 48-byte blocks filling the holes of a 600k-block heap allocated before")
+    print("start(), one hole every 4 / every 20 blocks:")
+    for tool in ("memlens", "tracemalloc"):
+        print(f"  {tool:<12}" + "".join(f"{measure(tool, 48, h):>6.1f} B" for h in (4, 20)))
 
 
 def snapshot_speed(tmp):

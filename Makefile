@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE_SRC := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h) setup.py
 ASAN_DIR := build/asan
+C_FILES := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h tests/ext/*.c)
 
-.PHONY: demo test bench sanitize build clean
+.PHONY: demo test bench sanitize build clean format format-check
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +49,10 @@ sanitize: $(VENV)/.installed
 
 clean:
 	rm -rf build $(VENV) .venv-* src/memlens/*.so src/memlens/.built-* src/*.egg-info
+
+# The C sources follow .clang-format (Debian: apt-get install clang-format).
+format:
+	clang-format -i $(C_FILES)
+
+format-check:
+	@clang-format --dry-run --Werror $(C_FILES) && echo "C sources follow .clang-format"

@@ -9,19 +9,18 @@
 #include <Python.h>
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *held;   /* a real, owned reference */
+    PyObject_HEAD PyObject *held; /* a real, owned reference */
     int stop_early;
 } BadObject;
 
-static PyObject *borrowed_int;  /* reported but never owned */
+static PyObject *borrowed_int; /* reported but never owned */
 
 static int
 Bad_traverse(BadObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(borrowed_int);             /* not ours */
+    Py_VISIT(borrowed_int); /* not ours */
     if (self->stop_early) {
-        return -1;                      /* an error code mid-traversal */
+        return -1; /* an error code mid-traversal */
     }
     Py_VISIT(self->held);
     Py_VISIT((PyObject *)Py_TYPE(self)); /* a static type: not a GC object */
@@ -58,8 +57,7 @@ Bad_init(BadObject *self, PyObject *args, PyObject *kw)
 }
 
 static PyTypeObject BadType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "badtraverse.Bad",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "badtraverse.Bad",
     .tp_basicsize = sizeof(BadObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

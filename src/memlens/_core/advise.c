@@ -17,21 +17,21 @@
 enum { K_INT, K_FLOAT, K_BOOL, K_STR, K_NONE, K_OTHER, K_N };
 
 typedef struct {
-    PyObject *name;        /* borrowed str (dict/values entries) or NULL */
-    const char *slot;      /* slot name, or NULL */
+    PyObject *name;   /* borrowed str (dict/values entries) or NULL */
+    const char *slot; /* slot name, or NULL */
     size_t present;
     size_t kinds[K_N];
-    size_t owned_boxed;    /* bytes of int/float values only it references */
-    size_t site;           /* index + 1 of its site, 0 until first needed */
+    size_t owned_boxed; /* bytes of int/float values only it references */
+    size_t site;        /* index + 1 of its site, 0 until first needed */
 } adv_attr;
 
 typedef struct {
-    PyTypeObject *type;    /* borrowed: its instances keep it alive */
+    PyTypeObject *type; /* borrowed: its instances keep it alive */
     size_t count, bytes;
-    size_t weakrefd;       /* instances with a live weak reference */
-    size_t with_dict;      /* instances carrying a materialized __dict__ */
+    size_t weakrefd;  /* instances with a live weak reference */
+    size_t with_dict; /* instances carrying a materialized __dict__ */
     int nattrs;
-    int overflow;          /* more distinct attributes than ADV_MAX_ATTRS */
+    int overflow; /* more distinct attributes than ADV_MAX_ATTRS */
     adv_attr attrs[ADV_MAX_ATTRS];
 } adv_class;
 
@@ -39,8 +39,8 @@ typedef struct {
 enum { S_ATTR, S_DICT_KEY, S_LIST_ITEM, S_ELSEWHERE };
 
 typedef struct {
-    PyTypeObject *type;    /* S_ATTR: the class */
-    PyObject *name;        /* S_ATTR: attribute name, or NULL for a slot */
+    PyTypeObject *type; /* S_ATTR: the class */
+    PyObject *name;     /* S_ATTR: attribute name, or NULL for a slot */
     const char *slot;
     int kind;
     /* duplicates */
@@ -57,7 +57,7 @@ typedef struct {
 /* Content-keyed table for duplicate detection (strs and tuples). */
 typedef struct {
     uint64_t hash;
-    PyObject *first;       /* the copy kept; later equal ones are dups */
+    PyObject *first; /* the copy kept; later equal ones are dups */
 } adv_dup_entry;
 
 typedef struct {
@@ -69,16 +69,16 @@ typedef struct {
     walk_t *w;
     adv_class *classes;
     size_t nclasses, capclasses;
-    size_t *class_index;   /* open addressing: index+1, 0 = free */
+    size_t *class_index; /* open addressing: index+1, 0 = free */
     size_t class_mask;
     adv_site *sites;
     size_t nsites, capsites;
     adv_dup_table strs, tuples;
-    visit_set claimed;     /* values already charged to a site */
-    PyObject **pending;    /* values seen on their own, charged at the end */
+    visit_set claimed;  /* values already charged to a site */
+    PyObject **pending; /* values seen on their own, charged at the end */
     size_t npending, cappending;
-    size_t site_dict_key, site_list_item;  /* index + 1, 0 until needed */
-    PyObject *exclude;     /* the list of roots: not part of the heap */
+    size_t site_dict_key, site_list_item; /* index + 1, 0 until needed */
+    PyObject *exclude;                    /* the list of roots: not part of the heap */
     int oom;
 } adv_state;
 
@@ -414,8 +414,8 @@ adv_charge(adv_state *st, adv_site *s, PyObject *v)
 static inline int
 adv_interesting(PyObject *v)
 {
-    return adv_str_plain(v) || PyTuple_CheckExact(v) || PyList_CheckExact(v)
-           || PyDict_CheckExact(v) || Py_TYPE(v) == &PySet_Type;
+    return adv_str_plain(v) || PyTuple_CheckExact(v) || PyList_CheckExact(v) || PyDict_CheckExact(v)
+           || Py_TYPE(v) == &PySet_Type;
 }
 
 /* Claim `v` for site `s` if nobody did yet. */
@@ -458,7 +458,8 @@ adv_on_attr(const attrs_item *it, void *arg)
      * when the pointer was not found. */
     for (int i = 0; a == NULL && it->name != NULL && i < c->nattrs; i++) {
         PyObject *n = c->attrs[i].name;
-        if (n != NULL && adv_str_plain(n) && adv_str_plain(it->name) && adv_str_equal(n, it->name)) {
+        if (n != NULL && adv_str_plain(n) && adv_str_plain(it->name)
+            && adv_str_equal(n, it->name)) {
             a = &c->attrs[i];
         }
     }
@@ -632,14 +633,16 @@ adv_results(adv_state *st)
         }
         for (int j = 0; j < c->nattrs; j++) {
             adv_attr *a = &c->attrs[j];
-            PyObject *name = a->name != NULL ? (Py_INCREF(a->name), a->name)
-                                             : PyUnicode_FromString(a->slot);
-            PyObject *row = name == NULL ? NULL
-                : Py_BuildValue("(NOnnnnnnnn)", name, a->slot != NULL ? Py_True : Py_False,
-                                (Py_ssize_t)a->present, (Py_ssize_t)a->kinds[K_INT],
-                                (Py_ssize_t)a->kinds[K_FLOAT], (Py_ssize_t)a->kinds[K_BOOL],
-                                (Py_ssize_t)a->kinds[K_STR], (Py_ssize_t)a->kinds[K_NONE],
-                                (Py_ssize_t)a->kinds[K_OTHER], (Py_ssize_t)a->owned_boxed);
+            PyObject *name =
+                a->name != NULL ? (Py_INCREF(a->name), a->name) : PyUnicode_FromString(a->slot);
+            PyObject *row =
+                name == NULL
+                    ? NULL
+                    : Py_BuildValue("(NOnnnnnnnn)", name, a->slot != NULL ? Py_True : Py_False,
+                                    (Py_ssize_t)a->present, (Py_ssize_t)a->kinds[K_INT],
+                                    (Py_ssize_t)a->kinds[K_FLOAT], (Py_ssize_t)a->kinds[K_BOOL],
+                                    (Py_ssize_t)a->kinds[K_STR], (Py_ssize_t)a->kinds[K_NONE],
+                                    (Py_ssize_t)a->kinds[K_OTHER], (Py_ssize_t)a->owned_boxed);
             if (row == NULL || PyList_Append(attrs, row) < 0) {
                 Py_XDECREF(row);
                 Py_DECREF(attrs);
@@ -647,10 +650,10 @@ adv_results(adv_state *st)
             }
             Py_DECREF(row);
         }
-        PyObject *row = Py_BuildValue("(OnnnnNO)", (PyObject *)c->type, (Py_ssize_t)c->count,
-                                      (Py_ssize_t)c->bytes, (Py_ssize_t)c->weakrefd,
-                                      (Py_ssize_t)c->with_dict, attrs,
-                                      c->overflow ? Py_True : Py_False);
+        PyObject *row =
+            Py_BuildValue("(OnnnnNO)", (PyObject *)c->type, (Py_ssize_t)c->count,
+                          (Py_ssize_t)c->bytes, (Py_ssize_t)c->weakrefd, (Py_ssize_t)c->with_dict,
+                          attrs, c->overflow ? Py_True : Py_False);
         if (row == NULL || PyList_Append(classes, row) < 0) {
             Py_XDECREF(row);
             goto done;
@@ -660,15 +663,17 @@ adv_results(adv_state *st)
     for (size_t i = 0; i < st->nsites; i++) {
         adv_site *s = &st->sites[i];
         PyObject *name = adv_site_name(s);
-        PyObject *row = name == NULL ? NULL
-            : Py_BuildValue("(sONnnnnnnnnnnnnnn)", site_kinds[s->kind],
-                            s->type ? (PyObject *)s->type : Py_None, name,
-                            (Py_ssize_t)s->dup_strs, (Py_ssize_t)s->dup_str_bytes,
-                            (Py_ssize_t)s->dup_tuples, (Py_ssize_t)s->dup_tuple_bytes,
-                            (Py_ssize_t)s->flists, (Py_ssize_t)s->fitems, (Py_ssize_t)s->fbytes,
-                            (Py_ssize_t)s->ilists, (Py_ssize_t)s->iitems, (Py_ssize_t)s->ibytes,
-                            (Py_ssize_t)s->empty, (Py_ssize_t)s->empty_bytes,
-                            (Py_ssize_t)s->overalloc_lists, (Py_ssize_t)s->overalloc_bytes);
+        PyObject *row =
+            name == NULL
+                ? NULL
+                : Py_BuildValue("(sONnnnnnnnnnnnnnn)", site_kinds[s->kind],
+                                s->type ? (PyObject *)s->type : Py_None, name,
+                                (Py_ssize_t)s->dup_strs, (Py_ssize_t)s->dup_str_bytes,
+                                (Py_ssize_t)s->dup_tuples, (Py_ssize_t)s->dup_tuple_bytes,
+                                (Py_ssize_t)s->flists, (Py_ssize_t)s->fitems, (Py_ssize_t)s->fbytes,
+                                (Py_ssize_t)s->ilists, (Py_ssize_t)s->iitems, (Py_ssize_t)s->ibytes,
+                                (Py_ssize_t)s->empty, (Py_ssize_t)s->empty_bytes,
+                                (Py_ssize_t)s->overalloc_lists, (Py_ssize_t)s->overalloc_bytes);
         if (row == NULL || PyList_Append(sites, row) < 0) {
             Py_XDECREF(row);
             goto done;
@@ -683,9 +688,9 @@ done:
 }
 
 PyDoc_STRVAR(adv_scan_doc,
-"advise_scan(roots, /) -> (classes, sites)\n--\n\n"
-"Walk everything reachable from the list `roots` (normally gc.get_objects())\n"
-"and gather the advisor's statistics; the list itself is left out.");
+             "advise_scan(roots, /) -> (classes, sites)\n--\n\n"
+             "Walk everything reachable from the list `roots` (normally gc.get_objects())\n"
+             "and gather the advisor's statistics; the list itself is left out.");
 
 static PyObject *
 adv_scan(PyObject *module, PyObject *roots)
@@ -712,8 +717,8 @@ adv_scan(PyObject *module, PyObject *roots)
     if (walk_exclude(&w, roots) < 0) {
         goto done;
     }
-    if (walk_run(&w, ((PyListObject *)roots)->ob_item, PyList_GET_SIZE(roots), NULL,
-                 adv_visit, &st) < 0) {
+    if (walk_run(&w, ((PyListObject *)roots)->ob_item, PyList_GET_SIZE(roots), NULL, adv_visit, &st)
+        < 0) {
         goto done;
     }
     /* what no site claimed sits "elsewhere" */

@@ -2,8 +2,6 @@
 #include "attrs.h"
 #include "layout.h"
 
-
-
 #if PY_VERSION_HEX >= 0x030B0000
 /* 3.11+: the values a class's instances keep outside a dict, as an array
  * parallel to the shared keys' entries, or NULL. */
@@ -57,8 +55,8 @@ attrs_foreach(PyObject *op, attrs_fn fn, void *arg)
         PyObject **vals = attrs_values_array(op, tp);
         if (keys != NULL && vals != NULL) {
             /* split keys hold {key, value} entries after the index table */
-            PyObject **entries = (PyObject **)(keys->dk_indices
-                                               + ((size_t)1 << keys->dk_log2_index_bytes));
+            PyObject **entries =
+                (PyObject **)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
             for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
                 if (vals[i] == NULL || entries[2 * i] == NULL) {
                     continue;

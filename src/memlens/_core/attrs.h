@@ -25,10 +25,10 @@
 #endif
 
 typedef struct {
-    PyObject *name;    /* the attribute name (a str) for dict/values
+    PyObject *name;   /* the attribute name (a str) for dict/values
                         * entries; NULL for a slot */
-    const char *slot;  /* the slot's name for slots; NULL otherwise */
-    PyObject *value;   /* borrowed, never NULL */
+    const char *slot; /* the slot's name for slots; NULL otherwise */
+    PyObject *value;  /* borrowed, never NULL */
 } attrs_item;
 
 /* Return 0 to go on, non-zero to stop (attrs_foreach then returns it). */

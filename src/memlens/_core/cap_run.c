@@ -30,10 +30,10 @@ cap_run_put_str(cap_writer *w, PyObject *s)
 }
 
 PyDoc_STRVAR(cap_run_write_doc,
-"cap_run_write(path, table, meta, interval_ms, timeline, classes)\n\n"
-"Write a run capture: the TraceTable `table`, `meta` (dict str -> str),\n"
-"the timeline as returned by timeline_stop() and `classes` (None or a list\n"
-"of (name, instances, bytes)).");
+             "cap_run_write(path, table, meta, interval_ms, timeline, classes)\n\n"
+             "Write a run capture: the TraceTable `table`, `meta` (dict str -> str),\n"
+             "the timeline as returned by timeline_stop() and `classes` (None or a list\n"
+             "of (name, instances, bytes)).");
 
 static PyObject *
 cap_run_write_py(PyObject *m, PyObject *args)
@@ -105,7 +105,8 @@ cap_run_write_py(PyObject *m, PyObject *args)
 
     if (cap_begin_section(&w, CAP_TAG_TMLN) < 0
         || cap_put_u64(&w, (uint64_t)(interval_ms * 1e6)) < 0
-        || cap_put_u32(&w, (uint32_t)(tl.len / 32)) < 0 || cap_put(&w, tl.buf, (size_t)tl.len) < 0) {
+        || cap_put_u32(&w, (uint32_t)(tl.len / 32)) < 0
+        || cap_put(&w, tl.buf, (size_t)tl.len) < 0) {
         goto done;
     }
     cap_end_section(&w);
@@ -174,10 +175,10 @@ cap_run_get_str(cap_reader *r, const char *path)
 }
 
 PyDoc_STRVAR(cap_run_read_doc,
-"cap_run_read(path) -> (table, meta, interval_ms, timeline, classes)\n\n"
-"Read and validate a capture.  `timeline` is bytes of 32-byte samples\n"
-"(see timeline_stop); `meta` is {} and `classes` None when the file has no\n"
-"such section.  ValueError for a file that is not a valid capture.");
+             "cap_run_read(path) -> (table, meta, interval_ms, timeline, classes)\n\n"
+             "Read and validate a capture.  `timeline` is bytes of 32-byte samples\n"
+             "(see timeline_stop); `meta` is {} and `classes` None when the file has no\n"
+             "such section.  ValueError for a file that is not a valid capture.");
 
 static PyObject *
 cap_run_read_py(PyObject *m, PyObject *arg)
@@ -274,8 +275,8 @@ cap_run_read_py(PyObject *m, PyObject *arg)
                     cap_run_corrupt(path, "bad class table");
                     goto done;
                 }
-                PyObject *row = Py_BuildValue("(NKK)", name, (unsigned long long)c,
-                                              (unsigned long long)b);
+                PyObject *row =
+                    Py_BuildValue("(NKK)", name, (unsigned long long)c, (unsigned long long)b);
                 if (row == NULL) {
                     goto done;
                 }

@@ -184,7 +184,7 @@ cap_write_table(const char *path, void *table)
 {
     snap_table *t = table;
     cap_writer w;
-    PyObject *strs = NULL; /* str -> index */
+    PyObject *strs = NULL;  /* str -> index */
     PyObject *order = NULL; /* strings by index */
     int rc = -1;
     if (cap_writer_init(&w) < 0) {
@@ -209,7 +209,8 @@ cap_write_table(const char *path, void *table)
                 continue;
             }
             PyObject *n = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(PyList_GET_SIZE(order));
-            if (n == NULL || PyDict_SetItem(strs, pair[j], n) < 0 || PyList_Append(order, pair[j]) < 0) {
+            if (n == NULL || PyDict_SetItem(strs, pair[j], n) < 0
+                || PyList_Append(order, pair[j]) < 0) {
                 Py_XDECREF(n);
                 PyMem_Free(fidx);
                 goto done;
@@ -343,8 +344,10 @@ cap_read_table(PyObject *module, const char *path)
     }
     unsigned major = (unsigned)data[8] | ((unsigned)data[9] << 8);
     if (major != CAP_VERSION_MAJOR) {
-        PyErr_Format(PyExc_ValueError, "%s: memlens capture format version %u is not supported "
-                     "(this memlens reads version %d)", path, major, CAP_VERSION_MAJOR);
+        PyErr_Format(PyExc_ValueError,
+                     "%s: memlens capture format version %u is not supported "
+                     "(this memlens reads version %d)",
+                     path, major, CAP_VERSION_MAJOR);
         goto done;
     }
 
@@ -416,8 +419,9 @@ cap_read_table(PyObject *module, const char *path)
     cap_reader m = {meta, meta + meta_n};
     uint64_t total, peak, sample_bytes;
     uint32_t max_frames, flags;
-    if (cap_get_u64(&m, &total) < 0 || cap_get_u64(&m, &peak) < 0 || cap_get_u64(&m, &sample_bytes) < 0
-        || cap_get_u32(&m, &max_frames) < 0 || cap_get_u32(&m, &flags) < 0) {
+    if (cap_get_u64(&m, &total) < 0 || cap_get_u64(&m, &peak) < 0
+        || cap_get_u64(&m, &sample_bytes) < 0 || cap_get_u32(&m, &max_frames) < 0
+        || cap_get_u32(&m, &flags) < 0) {
         cap_corrupt(path, "short META section");
         goto done;
     }

@@ -26,7 +26,8 @@
  * file has none, and a minor-0 reader skips it. */
 #define CAP_VERSION_MINOR 1
 
-#define CAP_TAG(a, b, c, d) ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
+#define CAP_TAG(a, b, c, d) \
+    ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
 #define CAP_TAG_META CAP_TAG('M', 'E', 'T', 'A')
 #define CAP_TAG_STRS CAP_TAG('S', 'T', 'R', 'S')
 #define CAP_TAG_FRMS CAP_TAG('F', 'R', 'M', 'S')

@@ -21,17 +21,17 @@
 /* ---- per-type rows ----------------------------------------------------- */
 
 typedef struct {
-    PyTypeObject *type;   /* strong: census(retained=True) lets go of the
+    PyTypeObject *type; /* strong: census(retained=True) lets go of the
                            * instances before the rows are made */
     size_t count;
     size_t bytes;
     uint64_t retained;
-    uint32_t open;        /* instances on the current dominator-tree path */
-    uint32_t id;          /* census(retained=True): index in the byid list */
+    uint32_t open; /* instances on the current dominator-tree path */
+    uint32_t id;   /* census(retained=True): index in the byid list */
 } census_row;
 
 typedef struct {
-    census_row *rows;     /* open addressing on the type pointer */
+    census_row *rows; /* open addressing on the type pointer */
     size_t mask;
     size_t used;
 } census_table;
@@ -99,8 +99,7 @@ census_table_free(census_table *t)
 }
 
 static int
-census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
-             size_t *child_tag, void *arg)
+census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
 {
     (void)w;
     (void)tag;
@@ -128,9 +127,9 @@ census_rows_list(census_table *t, int with_retained)
         if (r->type == NULL || r->count == 0) {
             continue;
         }
-        PyObject *row = Py_BuildValue("(OnnL)", (PyObject *)r->type, (Py_ssize_t)r->count,
-                                      (Py_ssize_t)r->bytes,
-                                      with_retained ? (long long)r->retained : -1LL);
+        PyObject *row =
+            Py_BuildValue("(OnnL)", (PyObject *)r->type, (Py_ssize_t)r->count, (Py_ssize_t)r->bytes,
+                          with_retained ? (long long)r->retained : -1LL);
         if (row == NULL || PyList_Append(res, row) < 0) {
             Py_XDECREF(row);
             Py_DECREF(res);
@@ -417,8 +416,8 @@ census_with_retained(PyObject *own_globals)
     if (graph_held_bytes(&g) + d.held + class_peak > scratch) {
         scratch = graph_held_bytes(&g) + d.held + class_peak;
     }
-    res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)count, (Py_ssize_t)total,
-                        (Py_ssize_t)scratch, (Py_ssize_t)g.warnings, (Py_ssize_t)d.m - 1);
+    res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)count, (Py_ssize_t)total, (Py_ssize_t)scratch,
+                        (Py_ssize_t)g.warnings, (Py_ssize_t)d.m - 1);
 done:
     if (dom_ready) {
         dom_free(&d);
@@ -432,11 +431,12 @@ done:
     return res;
 }
 
-PyDoc_STRVAR(census_census_doc,
-"census(retained, own_globals, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
-"rows: [(type, count, bytes, retained or -1)].  own_globals: the globals of\n"
-"memlens's own Python code, whose frames are left out.  n: tracked objects\n"
-"(retained=False) or objects reachable from the roots (retained=True).");
+PyDoc_STRVAR(
+    census_census_doc,
+    "census(retained, own_globals, /) -> (rows, count, bytes, scratch, warnings, n)\n--\n\n"
+    "rows: [(type, count, bytes, retained or -1)].  own_globals: the globals of\n"
+    "memlens's own Python code, whose frames are left out.  n: tracked objects\n"
+    "(retained=False) or objects reachable from the roots (retained=True).");
 
 static PyObject *
 census_census(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -455,9 +455,8 @@ census_census(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- retained_size ---------------------------------------------------- */
 
-PyDoc_STRVAR(census_retained_doc,
-"retained_size(obj, /) -> (bytes, count)\n--\n\n"
-"What would be freed if obj became unreachable.");
+PyDoc_STRVAR(census_retained_doc, "retained_size(obj, /) -> (bytes, count)\n--\n\n"
+                                  "What would be freed if obj became unreachable.");
 
 static PyObject *
 census_retained(PyObject *module, PyObject *obj)
@@ -487,11 +486,12 @@ done:
 
 /* ---- why_alive -------------------------------------------------------- */
 
-PyDoc_STRVAR(census_why_doc,
-"why_alive(obj, max_paths, modules, own_globals, /) -> (paths, referrers, reached)\n--\n\n"
-"modules: [(name, globals dict)]; own_globals: the globals of memlens's own\n"
-"code, whose frames are left out.  paths: the shortest reference chains\n"
-"from a root to obj, rendered as expressions.");
+PyDoc_STRVAR(
+    census_why_doc,
+    "why_alive(obj, max_paths, modules, own_globals, /) -> (paths, referrers, reached)\n--\n\n"
+    "modules: [(name, globals dict)]; own_globals: the globals of memlens's own\n"
+    "code, whose frames are left out.  paths: the shortest reference chains\n"
+    "from a root to obj, rendered as expressions.");
 
 static PyObject *
 census_why_alive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -7,12 +7,13 @@
 #define DOM_UNSET UINT32_MAX
 /* Bits of the 4-byte words of step 2: preorder numbers stay below
  * DOM_NUM (n < DOM_NUM - 1 is checked on entry). */
-#define DOM_ROOT 0x80000000u      /* pre[], map[]: the node is a root */
-#define DOM_NONEMPTY 0x40000000u  /* map[]: the node has edges */
-#define DOM_NUM 0x3fffffffu       /* map[]: the preorder number (all ones:
+#define DOM_ROOT 0x80000000u     /* pre[], map[]: the node is a root */
+#define DOM_NONEMPTY 0x40000000u /* map[]: the node has edges */
+#define DOM_NUM \
+    0x3fffffffu               /* map[]: the preorder number (all ones:
                                    * unreached) */
-#define DOM_FIRST 0x80000000u     /* edges[]: first edge of its node */
-#define DOM_GONE 0x7fffffffu      /* edges[]: the target is unreached */
+#define DOM_FIRST 0x80000000u /* edges[]: first edge of its node */
+#define DOM_GONE 0x7fffffffu  /* edges[]: the target is unreached */
 
 void
 dom_free(dom_tree *d)
@@ -27,7 +28,7 @@ dom_free(dom_tree *d)
 /* Children of node u of the graph, the super-root's being the roots. */
 typedef struct {
     uint32_t node;
-    uint32_t pos;   /* next edge (or, for the super-root, next node) */
+    uint32_t pos; /* next edge (or, for the super-root, next node) */
 } dom_frame;
 
 static int
@@ -52,8 +53,7 @@ dom_wide_renumber(graph_wide *t, size_t nt, const uint32_t *map)
 }
 
 int
-dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag,
-          size_t wcap)
+dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag, size_t wcap)
 {
     size_t n = g->n;
     uint32_t sr = (uint32_t)n;
@@ -66,12 +66,12 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     /* bytes held now, the graph's arrays and the tags included */
     held = graph_held_bytes(g) + n * sizeof(uint16_t) + wcap * sizeof(graph_wide);
     peak = held;
-#define DOM_HOLD(bytes)                                                        \
-    do {                                                                       \
-        held += (bytes);                                                       \
-        if (held > peak) {                                                     \
-            peak = held;                                                       \
-        }                                                                      \
+#define DOM_HOLD(bytes)    \
+    do {                   \
+        held += (bytes);   \
+        if (held > peak) { \
+            peak = held;   \
+        }                  \
     } while (0)
 #define DOM_DROP(bytes) (held -= (bytes))
 
@@ -179,7 +179,7 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
             g->edges[e] = e == start ? t | DOM_FIRST : t;
         }
         if (pu != DOM_UNSET && (pu & DOM_ROOT)) {
-            poff[(pu & DOM_NUM) + 1]++;  /* from the super-root */
+            poff[(pu & DOM_NUM) + 1]++; /* from the super-root */
         }
     }
     for (size_t u = 0; u < n; u++) {
@@ -190,7 +190,7 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         }
         g->off[u] = x;
     }
-    uint32_t *map = g->off;  /* node -> preorder | DOM_ROOT | DOM_NONEMPTY */
+    uint32_t *map = g->off; /* node -> preorder | DOM_ROOT | DOM_NONEMPTY */
     free(pre);
     pre = NULL;
     DOM_DROP((n + 1) * sizeof(uint32_t));
@@ -378,8 +378,8 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     DOM_HOLD(m * sizeof(uint64_t));
     d->retained[0] = 0;
     for (size_t k = 1; k < m; k++) {
-        d->retained[k] = psize[k] != GRAPH_WIDE ? psize[k]
-                                                : graph_wide_get(g->big, g->nbig, (uint32_t)k);
+        d->retained[k] =
+            psize[k] != GRAPH_WIDE ? psize[k] : graph_wide_get(g->big, g->nbig, (uint32_t)k);
     }
     free(psize);
     psize = NULL;
@@ -390,8 +390,8 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     d->tag = ptag;
     d->wtag = wtag;
     d->nwtag = nwtag;
-    d->held = m * (sizeof(uint32_t) + sizeof(uint16_t) + sizeof(uint64_t))
-              + wcap * sizeof(graph_wide);
+    d->held =
+        m * (sizeof(uint32_t) + sizeof(uint16_t) + sizeof(uint64_t)) + wcap * sizeof(graph_wide);
     d->scratch = peak;
     return 0;
 #undef DOM_HOLD

@@ -44,17 +44,17 @@
 #define DOM_NOTAG UINT32_MAX
 
 typedef struct {
-    size_t m;          /* nodes reached from the roots, super-root included;
+    size_t m;         /* nodes reached from the roots, super-root included;
                         * they are numbered in DFS preorder, super-root 0 */
-    uint32_t *idom;    /* [m] preorder number of the immediate dominator
+    uint32_t *idom;   /* [m] preorder number of the immediate dominator
                         * (idom[k] < k) */
-    uint16_t *tag;     /* [m] the caller's tag of each node (DOM_TAG_NONE
+    uint16_t *tag;    /* [m] the caller's tag of each node (DOM_TAG_NONE
                         * for the super-root) */
-    graph_wide *wtag;  /* [nwtag] the tags too wide for tag[], by preorder */
+    graph_wide *wtag; /* [nwtag] the tags too wide for tag[], by preorder */
     size_t nwtag;
-    uint64_t *retained;/* [m] bytes of the dominator subtree */
-    size_t held;       /* bytes the arrays above hold */
-    size_t scratch;    /* peak bytes held while computing, the graph's
+    uint64_t *retained; /* [m] bytes of the dominator subtree */
+    size_t held;        /* bytes the arrays above hold */
+    size_t scratch;     /* peak bytes held while computing, the graph's
                         * own arrays and the tags included */
 } dom_tree;
 
@@ -78,8 +78,7 @@ dom_tag(const dom_tree *d, uint32_t k)
  * values GRAPH_WIDE stands for, by node, malloc'd, `wcap` allocated).
  * Both are taken over, even on failure.  0, or -1 if out of memory (no
  * exception set). */
-int dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag,
-              size_t wcap);
+int dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag, size_t wcap);
 void dom_free(dom_tree *d);
 
 #endif /* MEMLENS_DOM_H */

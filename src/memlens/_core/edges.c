@@ -3,7 +3,6 @@
 #include "attrs.h"
 #include "layout.h"
 
-
 /* Safe to repr: builtin scalars whose repr runs no user code. */
 static int
 edge_is_plain_key(PyObject *k)
@@ -66,7 +65,7 @@ edge_dict_label(PyObject *d, PyObject *child, int as_attr)
 
 typedef struct {
     PyObject *child;
-    PyObject *label;  /* result, or NULL */
+    PyObject *label; /* result, or NULL */
 } edge_attr_find;
 
 static int

@@ -89,4 +89,3 @@ frames_locals_collect(frames_locals *cl, PyObject *own_globals, size_t first)
     }
     return 0;
 }
-

@@ -27,10 +27,10 @@ int frames_each(frames_fn fn, void *arg);
 /* Strong references to the locals of every running frame outside
  * memlens's own code, and to the frame objects of memlens's own frames. */
 typedef struct {
-    PyObject *own_globals;  /* borrowed: memlens.census's globals */
-    PyObject **vals;        /* strong references */
+    PyObject *own_globals; /* borrowed: memlens.census's globals */
+    PyObject **vals;       /* strong references */
     size_t n, cap;
-    PyObject **own;         /* strong references: our own frame objects */
+    PyObject **own; /* strong references: our own frame objects */
     size_t nown, capown;
 } frames_locals;
 

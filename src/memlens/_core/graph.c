@@ -61,8 +61,7 @@ typedef struct {
 } graph_objvec;
 
 static int
-graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag,
-              size_t *child_tag, void *arg)
+graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
 {
     (void)w;
     (void)size;
@@ -88,10 +87,10 @@ graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag,
  * UINT16_MAX goes on in a small hash table (types, None, interned strings:
  * few nodes have 65535 referrers). */
 typedef struct {
-    uint16_t *low;      /* [n] the count, or UINT16_MAX: + more[] */
-    uint32_t *keys;     /* node + 1 (0: free), open addressing */
-    size_t *more;       /* parallel to keys: references past UINT16_MAX */
-    size_t mask, used;  /* mask + 1 slots, 0 before the first overflow */
+    uint16_t *low;     /* [n] the count, or UINT16_MAX: + more[] */
+    uint32_t *keys;    /* node + 1 (0: free), open addressing */
+    size_t *more;      /* parallel to keys: references past UINT16_MAX */
+    size_t mask, used; /* mask + 1 slots, 0 before the first overflow */
 } graph_incoming;
 
 static void
@@ -172,8 +171,8 @@ graph_incoming_get(const graph_incoming *in, uint32_t j)
 
 typedef struct {
     graph_t *g;
-    graph_incoming *incoming;  /* references seen, per node */
-    size_t cap;                /* of g->edges */
+    graph_incoming *incoming; /* references seen, per node */
+    size_t cap;               /* of g->edges */
     int oom;
 } graph_edge_ctx;
 
@@ -331,8 +330,8 @@ graph_size(const graph_t *g, uint32_t i)
 }
 
 int
-graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
-            PyObject *const *exclude, Py_ssize_t nexclude)
+graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *const *exclude,
+            Py_ssize_t nexclude)
 {
     walk_t w;
     int walk_ready = 0;
@@ -478,7 +477,8 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
      * from objs[] taken off) */
     for (size_t i = 0; i < n; i++) {
         PyObject *op = g->objs[i];
-        if ((Py_ssize_t)Py_REFCNT(op) - 1 > (Py_ssize_t)graph_incoming_get(&incoming, (uint32_t)i)) {
+        if ((Py_ssize_t)Py_REFCNT(op) - 1
+            > (Py_ssize_t)graph_incoming_get(&incoming, (uint32_t)i)) {
             g->flags[i] |= GRAPH_F_ROOT;
         }
         PyTypeObject *tp = Py_TYPE(op);

@@ -28,9 +28,9 @@
 #define GRAPH_NONE UINT32_MAX
 
 /* graph_t.flags[i] */
-#define GRAPH_F_ROOT    0x01  /* held from outside the graph */
-#define GRAPH_F_FOLDED  0x02  /* the materialized __dict__ of an instance node */
-#define GRAPH_F_MARK    0x04  /* scratch for searches */
+#define GRAPH_F_ROOT 0x01   /* held from outside the graph */
+#define GRAPH_F_FOLDED 0x02 /* the materialized __dict__ of an instance node */
+#define GRAPH_F_MARK 0x04   /* scratch for searches */
 
 /* A per-node value too wide for its 2-byte array (sizes[]: objects of
  * 64 KiB and more; the census's class tags past 65533 classes), kept
@@ -41,23 +41,23 @@ typedef struct {
     uint64_t value;
 } graph_wide;
 
-#define GRAPH_WIDE UINT16_MAX  /* in a 2-byte array: look in the side table */
+#define GRAPH_WIDE UINT16_MAX /* in a 2-byte array: look in the side table */
 
 typedef struct {
-    size_t n;            /* nodes */
-    PyObject **objs;     /* [n] strong references, in rank order; NULL
+    size_t n;        /* nodes */
+    PyObject **objs; /* [n] strong references, in rank order; NULL
                           * after graph_release() */
-    uint16_t *sizes;     /* [n] own size (sizeof rules, no dict folded);
+    uint16_t *sizes; /* [n] own size (sizeof rules, no dict folded);
                           * GRAPH_WIDE: 64 KiB or more, the size is in big[] */
-    graph_wide *big;     /* [nbig] those sizes, by node */
+    graph_wide *big; /* [nbig] those sizes, by node */
     size_t nbig, bigcap;
-    uint32_t *off;       /* [n + 1] CSR offsets into edges */
-    uint32_t *edges;     /* [nedges] target node of each reference */
+    uint32_t *off;   /* [n + 1] CSR offsets into edges */
+    uint32_t *edges; /* [nedges] target node of each reference */
     size_t nedges;
-    uint8_t *flags;      /* [n] GRAPH_F_* */
-    visit_set index;     /* address -> node (visit_rank) */
-    size_t warnings;     /* objects whose __sizeof__ failed */
-    size_t scratch;      /* peak bytes while building (incoming counts and
+    uint8_t *flags;  /* [n] GRAPH_F_* */
+    visit_set index; /* address -> node (visit_rank) */
+    size_t warnings; /* objects whose __sizeof__ failed */
+    size_t scratch;  /* peak bytes while building (incoming counts and
                           * the edge array's spare capacity included) */
 } graph_t;
 
@@ -67,8 +67,8 @@ typedef struct {
  * neither nodes nor entered, so what only they hold is not reached through
  * them, and what they hold looks held from outside).  0, or -1 with an
  * exception set (the graph is then empty). */
-int graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra,
-                PyObject *const *exclude, Py_ssize_t nexclude);
+int graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *const *exclude,
+                Py_ssize_t nexclude);
 void graph_free(graph_t *g);
 
 /* A new list of every GC-tracked object (gc.get_objects(); the list does

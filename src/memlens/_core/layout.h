@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
-#  error "memlens supports CPython 3.9 to 3.13"
+#error "memlens supports CPython 3.9 to 3.13"
 #endif
 
 /* The GC header in front of every tracked object: two words (_gc_next,
@@ -77,8 +77,8 @@ layout_dictkeys_size(const layout_dictkeys *dk)
            + 3 * sizeof(PyObject *) * (size_t)layout_usable_fraction(n);
 #else
     Py_ssize_t n = (Py_ssize_t)1 << dk->dk_log2_size;
-    size_t entry = dk->dk_kind == LAYOUT_DICT_KEYS_GENERAL ? 3 * sizeof(PyObject *)
-                                                           : 2 * sizeof(PyObject *);
+    size_t entry =
+        dk->dk_kind == LAYOUT_DICT_KEYS_GENERAL ? 3 * sizeof(PyObject *) : 2 * sizeof(PyObject *);
     return sizeof(layout_dictkeys) + ((size_t)1 << dk->dk_log2_index_bytes)
            + entry * (size_t)layout_usable_fraction(n);
 #endif
@@ -351,7 +351,6 @@ layout_is_immortal(PyObject *op)
     return 0;
 #endif
 }
-
 
 /* ---- frames: fast locals of a frame object ------------------------------ */
 

@@ -20,20 +20,20 @@
 /* Figures of one source line, summed over its occurrences. */
 typedef struct {
     uint64_t occurrences;
-    int64_t increment;   /* allocated - freed */
+    int64_t increment; /* allocated - freed */
     uint64_t allocated;
     uint64_t freed;
-    int64_t peak;        /* highest net growth during one occurrence */
-    uint64_t mem_usage;  /* highest traced (or RSS) bytes seen after it */
-    int seen;            /* charged at least once */
+    int64_t peak;       /* highest net growth during one occurrence */
+    uint64_t mem_usage; /* highest traced (or RSS) bytes seen after it */
+    int seen;           /* charged at least once */
 } lp_line;
 
 typedef struct {
-    PyObject *code;     /* strong reference */
-    int firstline;      /* lines[i] is line firstline + i */
+    PyObject *code; /* strong reference */
+    int firstline;  /* lines[i] is line firstline + i */
     int nlines;
-    int is_gen;         /* generator/coroutine: a push may be a resume */
-    lp_line *lines;     /* C heap (untraced) */
+    int is_gen;     /* generator/coroutine: a push may be a resume */
+    lp_line *lines; /* C heap (untraced) */
     uint64_t calls;
 } lp_code;
 
@@ -42,7 +42,7 @@ typedef struct {
  * of 3.9-3.11 gets no module argument); protected by the GIL. */
 static lp_code **lp_codes;
 static Py_ssize_t lp_ncodes, lp_capcodes;
-static lp_code **lp_index;   /* lp_index_mask + 1 slots, NULL = empty */
+static lp_code **lp_index; /* lp_index_mask + 1 slots, NULL = empty */
 static size_t lp_index_mask;
 
 /* 1 between lineprof_enable() and lineprof_disable(). */
@@ -128,10 +128,10 @@ lp_line_of(lp_code *r, int line)
 
 typedef struct {
     lp_code *rec;
-    const void *frame;  /* 3.9-3.11: the frame, to match 'return' events */
-    int line;           /* line being charged */
-    int counted;        /* close it as an occurrence (0 for resume lines) */
-    uint64_t alloc0;    /* thread counters when this frame's segment began */
+    const void *frame; /* 3.9-3.11: the frame, to match 'return' events */
+    int line;          /* line being charged */
+    int counted;       /* close it as an occurrence (0 for resume lines) */
+    uint64_t alloc0;   /* thread counters when this frame's segment began */
     uint64_t freed0;
     /* The open line so far, over its segments (a segment ends when a
      * profiled callee starts, and restarts when it returns). */
@@ -142,7 +142,7 @@ typedef struct {
 } lp_entry;
 
 typedef struct {
-    lp_entry *stack;    /* C heap; freed with the thread (lp_thread_exit) */
+    lp_entry *stack; /* C heap; freed with the thread (lp_thread_exit) */
     int depth;
     int cap;
     uint64_t generation;
@@ -459,8 +459,7 @@ lp_frame_no_lines(PyFrameObject *f)
     /* 3.11: PyFrameObject is opaque; mirror the head of struct _frame
      * (Include/internal/pycore_frame.h) to reach f_trace_lines. */
     typedef struct {
-        PyObject_HEAD
-        PyFrameObject *f_back;
+        PyObject_HEAD PyFrameObject *f_back;
         void *f_frame;
         PyObject *f_trace;
         int f_lineno;
@@ -554,7 +553,7 @@ lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
 /* ---- Python binding ------------------------------------------------------------ */
 
 PyDoc_STRVAR(lineprof_register_doc,
-"lineprof_register(code) -- profile the lines of this code object.");
+             "lineprof_register(code) -- profile the lines of this code object.");
 
 static PyObject *
 lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
@@ -609,8 +608,8 @@ lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
 }
 
 PyDoc_STRVAR(lineprof_enable_doc,
-"lineprof_enable(rss) -- start charging line events (3.9-3.11: installs the\n"
-"C trace function on this thread).  rss: Mem usage from RSS.");
+             "lineprof_enable(rss) -- start charging line events (3.9-3.11: installs the\n"
+             "C trace function on this thread).  rss: Mem usage from RSS.");
 
 static PyObject *
 lineprof_enable_py(PyObject *Py_UNUSED(m), PyObject *rss)
@@ -629,7 +628,7 @@ lineprof_enable_py(PyObject *Py_UNUSED(m), PyObject *rss)
 }
 
 PyDoc_STRVAR(lineprof_disable_doc,
-"lineprof_disable() -- stop charging line events (records are kept).");
+             "lineprof_disable() -- stop charging line events (records are kept).");
 
 static PyObject *
 lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -643,7 +642,7 @@ lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(lineprof_reset_doc,
-"lineprof_reset() -- zero every line record (registrations are kept).");
+             "lineprof_reset() -- zero every line record (registrations are kept).");
 
 static PyObject *
 lineprof_reset_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -660,7 +659,7 @@ lineprof_reset_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(lineprof_clear_doc,
-"lineprof_clear() -- forget every registered code object and record.");
+             "lineprof_clear() -- forget every registered code object and record.");
 
 static PyObject *
 lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -689,9 +688,9 @@ lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(lineprof_stats_doc,
-"lineprof_stats() -- [(code, calls, [(line, occurrences, increment, allocated,\n"
-"freed, peak, mem_usage), ...]), ...] for every registered code object, lines\n"
-"that were charged only.");
+             "lineprof_stats() -- [(code, calls, [(line, occurrences, increment, allocated,\n"
+             "freed, peak, mem_usage), ...]), ...] for every registered code object, lines\n"
+             "that were charged only.");
 
 static PyObject *
 lineprof_stats_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -739,7 +738,7 @@ error:
 }
 
 PyDoc_STRVAR(lineprof_failed_doc,
-"lineprof_failed() -- True if the profiler ran out of memory for its records.");
+             "lineprof_failed() -- True if the profiler ran out of memory for its records.");
 
 static PyObject *
 lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -748,8 +747,8 @@ lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(lineprof_thread_counters_doc,
-"lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
-"thread (trace_hooks.h); with reset_peak, then sets peak_net to the current net.");
+             "lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
+             "thread (trace_hooks.h); with reset_peak, then sets peak_net to the current net.");
 
 static PyObject *
 lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
@@ -767,8 +766,7 @@ lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
 }
 
 static PyMethodDef lineprof_methods[] = {
-    {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O,
-     lineprof_thread_counters_doc},
+    {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O, lineprof_thread_counters_doc},
     {"lineprof_register", lineprof_register_py, METH_O, lineprof_register_doc},
     {"lineprof_enable", lineprof_enable_py, METH_O, lineprof_enable_doc},
     {"lineprof_disable", lineprof_disable_py, METH_NOARGS, lineprof_disable_doc},

@@ -1,10 +1,9 @@
 /* memlens._core: module definition, state, and the list of subsystems. */
 #include "module.h"
 
-PyDoc_STRVAR(core_doc,
-"memlens._core -- the C engine of memlens.\n\n"
-"Use the public API in the `memlens` package; this module's functions take\n"
-"already-validated arguments and may change between releases.");
+PyDoc_STRVAR(core_doc, "memlens._core -- the C engine of memlens.\n\n"
+                       "Use the public API in the `memlens` package; this module's functions take\n"
+                       "already-validated arguments and may change between releases.");
 
 core_state *
 core_get_state(PyObject *module)
@@ -90,15 +89,9 @@ static PyModuleDef_Slot core_slots[] = {
 };
 
 static struct PyModuleDef core_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "memlens._core",
-    .m_doc = core_doc,
-    .m_size = sizeof(core_state),
-    .m_methods = NULL,
-    .m_slots = core_slots,
-    .m_traverse = core_traverse,
-    .m_clear = core_clear,
-    .m_free = core_free,
+    PyModuleDef_HEAD_INIT,        .m_name = "memlens._core", .m_doc = core_doc,
+    .m_size = sizeof(core_state), .m_methods = NULL,         .m_slots = core_slots,
+    .m_traverse = core_traverse,  .m_clear = core_clear,     .m_free = core_free,
 };
 
 PyMODINIT_FUNC

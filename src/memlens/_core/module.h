@@ -35,12 +35,12 @@ core_state *core_get_state(PyObject *module);
  * exception set. */
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
-int rec_module_exec(PyObject *m);          /* record*.c: compact records */
-int advise_module_exec(PyObject *m);       /* advise.c: the advisor's heap scan */
-int census_api_module_exec(PyObject *m);   /* census_api.c: census, retained size, why_alive */
-int trace_module_exec(PyObject *m);        /* trace_module.c: the allocation tracer */
-int timeline_module_exec(PyObject *m);     /* timeline.c: memory timeline of `memlens run` */
-int cap_run_module_exec(PyObject *m);      /* cap_run.c: run capture files */
-int lineprof_module_exec(PyObject *m);     /* lineprof.c: line-by-line profile */
+int rec_module_exec(PyObject *m);        /* record*.c: compact records */
+int advise_module_exec(PyObject *m);     /* advise.c: the advisor's heap scan */
+int census_api_module_exec(PyObject *m); /* census_api.c: census, retained size, why_alive */
+int trace_module_exec(PyObject *m);      /* trace_module.c: the allocation tracer */
+int timeline_module_exec(PyObject *m);   /* timeline.c: memory timeline of `memlens run` */
+int cap_run_module_exec(PyObject *m);    /* cap_run.c: run capture files */
+int lineprof_module_exec(PyObject *m);   /* lineprof.c: line-by-line profile */
 
 #endif /* MEMLENS_MODULE_H */

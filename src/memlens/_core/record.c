@@ -50,8 +50,8 @@ rec_convert(PyTypeObject *tp, PyObject *name, int kind, PyObject *value, rec_raw
         x = PyLong_AsLongLongAndOverflow(index, &overflow);
         Py_DECREF(index);
         if (overflow != 0) {
-            PyErr_Format(PyExc_OverflowError, "%s.%U: %R does not fit in int64",
-                         tp->tp_name, name, value);
+            PyErr_Format(PyExc_OverflowError, "%s.%U: %R does not fit in int64", tp->tp_name, name,
+                         value);
             return -1;
         }
         if (x == -1 && PyErr_Occurred()) {
@@ -100,8 +100,8 @@ rec_convert(PyTypeObject *tp, PyObject *name, int kind, PyObject *value, rec_raw
     }
 
 wrong_type:
-    PyErr_Format(PyExc_TypeError, "%s.%U must be %s, not %.200s",
-                 tp->tp_name, name, rec_kind_name(kind), Py_TYPE(value)->tp_name);
+    PyErr_Format(PyExc_TypeError, "%s.%U must be %s, not %.200s", tp->tp_name, name,
+                 rec_kind_name(kind), Py_TYPE(value)->tp_name);
     return -1;
 }
 
@@ -269,8 +269,8 @@ rec_dealloc_gc(PyObject *self)
         }
     }
     PyObject_GC_UnTrack(self);
-    Py_TRASHCAN_BEGIN(self, rec_dealloc_gc)
-    if (tp->tp_weaklistoffset > 0) {
+    Py_TRASHCAN_BEGIN(self, rec_dealloc_gc) if (tp->tp_weaklistoffset > 0)
+    {
         PyObject_ClearWeakRefs(self);
     }
     rec_clear_fields(self, REC_TYPE(tp));
@@ -353,8 +353,8 @@ rec_missing_error(PyTypeObject *tp, const rec_type *rt, const char *seen)
     if (joined == NULL) {
         goto done;
     }
-    PyErr_Format(PyExc_TypeError, "%s() missing %zd required argument%s: %U",
-                 tp->tp_name, n, n == 1 ? "" : "s", joined);
+    PyErr_Format(PyExc_TypeError, "%s() missing %zd required argument%s: %U", tp->tp_name, n,
+                 n == 1 ? "" : "s", joined);
 done:
     Py_XDECREF(joined);
     Py_XDECREF(sep);
@@ -414,8 +414,8 @@ rec_fill(PyTypeObject *tp, PyObject *self, PyObject *const *args, Py_ssize_t nar
             goto done;
         }
         if (seen[fi]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'",
-                         tp->tp_name, rt->fields[fi].name);
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", tp->tp_name,
+                         rt->fields[fi].name);
             goto done;
         }
         if (rec_store_fast(tp, self, &rt->fields[fi], args[nargs + k]) < 0) {
@@ -807,9 +807,9 @@ rec_check_instance(PyObject *obj)
 }
 
 PyDoc_STRVAR(rec_record_restore_doc,
-"_record_restore(cls, *values)\n--\n\n"
-"Rebuild a record from all its field values in declaration order\n"
-"(the pickle reconstructor; does not call __init__).");
+             "_record_restore(cls, *values)\n--\n\n"
+             "Rebuild a record from all its field values in declaration order\n"
+             "(the pickle reconstructor; does not call __init__).");
 
 static PyObject *
 rec_record_restore(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -844,8 +844,8 @@ rec_record_restore(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
 }
 
 PyDoc_STRVAR(rec_record_values_doc,
-"_record_values(record)\n--\n\n"
-"Tuple of a record's field values in declaration order (shallow).");
+             "_record_values(record)\n--\n\n"
+             "Tuple of a record's field values in declaration order (shallow).");
 
 static PyObject *
 rec_record_values(PyObject *Py_UNUSED(module), PyObject *obj)
@@ -857,10 +857,10 @@ rec_record_values(PyObject *Py_UNUSED(module), PyObject *obj)
 }
 
 PyDoc_STRVAR(rec_record_fields_doc,
-"_record_fields(cls)\n--\n\n"
-"Tuple of (name, storage, annotation, has_default, default, kw_only,\n"
-"offset) for every field of record class `cls`; storage is one of\n"
-"'object', 'int64', 'double', 'bool'.");
+             "_record_fields(cls)\n--\n\n"
+             "Tuple of (name, storage, annotation, has_default, default, kw_only,\n"
+             "offset) for every field of record class `cls`; storage is one of\n"
+             "'object', 'int64', 'double', 'bool'.");
 
 static PyObject *
 rec_record_fields(PyObject *Py_UNUSED(module), PyObject *cls)
@@ -881,10 +881,10 @@ rec_record_fields(PyObject *Py_UNUSED(module), PyObject *cls)
     }
     for (Py_ssize_t i = 0; i < rt->nfields; i++) {
         const rec_field *f = &rt->fields[i];
-        PyObject *item = Py_BuildValue(
-            "(OsOiOin)", f->name, storage[f->kind],
-            f->annotation == NULL ? Py_None : f->annotation, f->has_default,
-            f->default_obj == NULL ? Py_None : f->default_obj, f->kw_only, f->offset);
+        PyObject *item =
+            Py_BuildValue("(OsOiOin)", f->name, storage[f->kind],
+                          f->annotation == NULL ? Py_None : f->annotation, f->has_default,
+                          f->default_obj == NULL ? Py_None : f->default_obj, f->kw_only, f->offset);
         if (item == NULL) {
             Py_DECREF(result);
             return NULL;

@@ -61,8 +61,8 @@ typedef struct {
 #define REC_FROZEN 0x01
 #define REC_ORDER 0x02
 #define REC_WEAKREF 0x04
-#define REC_READY 0x08  /* set once the class is fully built */
-#define REC_ROOT 0x10   /* memlens.Record itself: no field, any options below */
+#define REC_READY 0x08 /* set once the class is fully built */
+#define REC_ROOT 0x10  /* memlens.Record itself: no field, any options below */
 
 /* A record class: the heap type object, extended with its field table.
  * RecordMeta's tp_basicsize is sizeof(rec_type), so type_new() allocates
@@ -72,11 +72,11 @@ typedef struct {
  * a reference to their class). */
 typedef struct {
     PyHeapTypeObject ht;
-    rec_field *fields;        /* all fields, base classes' first */
+    rec_field *fields; /* all fields, base classes' first */
     Py_ssize_t nfields;
-    Py_ssize_t *pos;          /* field index of each positional parameter */
+    Py_ssize_t *pos; /* field index of each positional parameter */
     Py_ssize_t npos;
-    Py_ssize_t *obj_offsets;  /* offsets of every REC_OBJECT field */
+    Py_ssize_t *obj_offsets; /* offsets of every REC_OBJECT field */
     Py_ssize_t nobj;
     PyMemberDef *members;     /* this class's own object fields (descriptors point here) */
     PyTypeObject *rec_base;   /* memlens._core._RecordBase (strong) */

@@ -6,9 +6,8 @@
  * descriptor to check types, name the class in errors and leave the
  * field unchanged when a conversion fails. */
 typedef struct {
-    PyObject_HEAD
-    PyTypeObject *owner; /* the record class the field belongs to (strong) */
-    PyObject *name;      /* str (strong) */
+    PyObject_HEAD PyTypeObject *owner; /* the record class the field belongs to (strong) */
+    PyObject *name;                    /* str (strong) */
     Py_ssize_t offset;
     int kind;
 } rec_descr;
@@ -35,8 +34,9 @@ rec_descr_check(rec_descr *d, PyObject *obj)
     if (Py_TYPE(obj) == d->owner || PyType_IsSubtype(Py_TYPE(obj), d->owner)) {
         return 0;
     }
-    PyErr_Format(PyExc_TypeError, "field '%U' of '%.100s' records doesn't apply to a '%.100s' object",
-                 d->name, d->owner->tp_name, Py_TYPE(obj)->tp_name);
+    PyErr_Format(PyExc_TypeError,
+                 "field '%U' of '%.100s' records doesn't apply to a '%.100s' object", d->name,
+                 d->owner->tp_name, Py_TYPE(obj)->tp_name);
     return -1;
 }
 
@@ -74,8 +74,9 @@ rec_descr_set(PyObject *self, PyObject *obj, PyObject *value)
         return -1;
     }
     if (value == NULL) {
-        PyErr_Format(PyExc_AttributeError, "cannot delete field '%U' of %.200s: it is stored unboxed",
-                     d->name, Py_TYPE(obj)->tp_name);
+        PyErr_Format(PyExc_AttributeError,
+                     "cannot delete field '%U' of %.200s: it is stored unboxed", d->name,
+                     Py_TYPE(obj)->tp_name);
         return -1;
     }
     if (rec_convert(Py_TYPE(obj), d->name, d->kind, value, &raw) < 0) {

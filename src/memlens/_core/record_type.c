@@ -11,7 +11,6 @@
 
 #include <string.h>
 
-
 static void rec_meta_dealloc(PyObject *self);
 
 /* PyModule_AddObjectRef is 3.10+. */
@@ -119,7 +118,7 @@ rec_meta_dealloc(PyObject *self)
 /* Building a record class                                              */
 
 typedef struct {
-    int frozen;  /* -1: not given */
+    int frozen; /* -1: not given */
     int order;
     int kw_only;
     int weakref; /* -1: not given */
@@ -182,12 +181,12 @@ rec_align8(Py_ssize_t n)
 static int
 rec_check_layout(PyTypeObject *tp, PyTypeObject *parent)
 {
-    if (tp->tp_itemsize != 0 || tp->tp_dictoffset != 0
-        || tp->tp_basicsize != parent->tp_basicsize
+    if (tp->tp_itemsize != 0 || tp->tp_dictoffset != 0 || tp->tp_basicsize != parent->tp_basicsize
         || tp->tp_weaklistoffset != parent->tp_weaklistoffset) {
         PyErr_Format(PyExc_TypeError,
                      "%s: a record's other bases must not add instance attributes "
-                     "(give mixins __slots__ = ())", tp->tp_name);
+                     "(give mixins __slots__ = ())",
+                     tp->tp_name);
         return -1;
     }
 #ifdef Py_TPFLAGS_MANAGED_DICT
@@ -220,8 +219,8 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         prt = REC_TYPE(parent);
         /* rec_base is NULL only if the collector cleared a dying base */
         if (!(prt->flags & REC_READY) || prt->rec_base == NULL || prt->descr_type == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s: base %s is not a complete record class",
-                         tp->tp_name, parent->tp_name);
+            PyErr_Format(PyExc_TypeError, "%s: base %s is not a complete record class", tp->tp_name,
+                         parent->tp_name);
             goto error;
         }
         rt->rec_base = (PyTypeObject *)Py_NewRef((PyObject *)prt->rec_base);
@@ -332,8 +331,7 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         if (has_default) {
             f->has_default = 1;
             f->default_obj = Py_NewRef(dflt);
-            if (kind != REC_OBJECT
-                && rec_convert(tp, name, kind, dflt, &f->raw_default) < 0) {
+            if (kind != REC_OBJECT && rec_convert(tp, name, kind, dflt, &f->raw_default) < 0) {
                 goto error;
             }
         }
@@ -543,8 +541,8 @@ rec_meta_new(PyTypeObject *meta, PyObject *args, PyObject *kwds)
     PyObject *ns2 = NULL, *kw2 = NULL, *newargs = NULL, *cls = NULL, *slots = NULL;
     rec_options opt = {-1, 0, 0, -1};
 
-    if (!PyArg_ParseTuple(args, "UO!O!:RecordMeta", &name, &PyTuple_Type, &bases,
-                          &PyDict_Type, &ns)) {
+    if (!PyArg_ParseTuple(args, "UO!O!:RecordMeta", &name, &PyTuple_Type, &bases, &PyDict_Type,
+                          &ns)) {
         return NULL;
     }
     if (kwds != NULL) {
@@ -559,7 +557,8 @@ rec_meta_new(PyTypeObject *meta, PyObject *args, PyObject *kwds)
     if (PyDict_GetItemString(ns, "__slots__") != NULL) {
         PyErr_Format(PyExc_TypeError,
                      "%U: records lay out their instances from annotations; "
-                     "__slots__ is not allowed", name);
+                     "__slots__ is not allowed",
+                     name);
         goto error;
     }
     ns2 = PyDict_Copy(ns);
@@ -592,11 +591,11 @@ error:
     return cls;
 }
 
-PyDoc_STRVAR(rec_meta_doc,
-"RecordMeta(name, bases, namespace, *, frozen=False, order=False, kw_only=False, weakref=False)\n"
-"--\n\n"
-"Metaclass of memlens.Record: lays out instances from the class's\n"
-"annotations, with int/float/bool fields stored unboxed.");
+PyDoc_STRVAR(rec_meta_doc, "RecordMeta(name, bases, namespace, *, frozen=False, order=False, "
+                           "kw_only=False, weakref=False)\n"
+                           "--\n\n"
+                           "Metaclass of memlens.Record: lays out instances from the class's\n"
+                           "annotations, with int/float/bool fields stored unboxed.");
 
 static PyType_Slot rec_meta_slots[] = {
     {Py_tp_new, rec_meta_new},
@@ -617,14 +616,14 @@ static PyType_Spec rec_meta_spec = {
 };
 
 PyDoc_STRVAR(rec_record_doc,
-"Base class of compact records.\n\n"
-"    class Point(memlens.Record):\n"
-"        x: float\n"
-"        y: float\n"
-"        label: str = \"\"\n\n"
-"int, float and bool fields are stored unboxed (int64, double, byte);\n"
-"any other annotation is an object reference.  Class options:\n"
-"frozen, order, kw_only, weakref.");
+             "Base class of compact records.\n\n"
+             "    class Point(memlens.Record):\n"
+             "        x: float\n"
+             "        y: float\n"
+             "        label: str = \"\"\n\n"
+             "int, float and bool fields are stored unboxed (int64, double, byte);\n"
+             "any other annotation is an object reference.  Class options:\n"
+             "frozen, order, kw_only, weakref.");
 
 int
 rec_module_exec(PyObject *m)
@@ -666,11 +665,9 @@ rec_module_exec(PyObject *m)
     if (record == NULL) {
         goto done;
     }
-    if (rec_add_object(m, "RecordMeta", meta) < 0
-        || rec_add_object(m, "_RecordBase", base) < 0
+    if (rec_add_object(m, "RecordMeta", meta) < 0 || rec_add_object(m, "_RecordBase", base) < 0
         || rec_add_object(m, "_RecordField", descr_type) < 0
-        || rec_add_object(m, "Record", record) < 0
-        || PyModule_AddFunctions(m, rec_functions) < 0) {
+        || rec_add_object(m, "Record", record) < 0 || PyModule_AddFunctions(m, rec_functions) < 0) {
         goto done;
     }
     rc = 0;

@@ -9,10 +9,10 @@
  * state.  Written only during module exec, under the GIL. */
 static struct {
     int ready;
-    uintptr_t small_int_lo, small_int_hi;  /* [&int(-5), &int(256)] */
-    void *empty_keys;                      /* keys of every empty dict */
-    PyObject *object_sizeof;               /* object.__sizeof__ */
-    PyObject *str_sizeof;                  /* "__sizeof__" (interned) */
+    uintptr_t small_int_lo, small_int_hi; /* [&int(-5), &int(256)] */
+    void *empty_keys;                     /* keys of every empty dict */
+    PyObject *object_sizeof;              /* object.__sizeof__ */
+    PyObject *str_sizeof;                 /* "__sizeof__" (interned) */
 } size_g;
 
 int
@@ -68,11 +68,12 @@ size_type_is_program(PyTypeObject *tp)
         return 1; /* a metaclass: its instances are classes */
     }
     PyTypeObject *const program_types[] = {
-        Py_TYPE(Py_None), Py_TYPE(Py_NotImplemented), &PyModule_Type, &PyFunction_Type, &PyCFunction_Type, &PyCode_Type,
-        &PyMethodDescr_Type, &PyClassMethodDescr_Type, &PyGetSetDescr_Type,
-        &PyMemberDescr_Type, &PyWrapperDescr_Type, &PyProperty_Type,
-        &PyStaticMethod_Type, &PyClassMethod_Type, &PyCMethod_Type,
-        &PyBool_Type, &PyEllipsis_Type,
+        Py_TYPE(Py_None),     Py_TYPE(Py_NotImplemented), &PyModule_Type,
+        &PyFunction_Type,     &PyCFunction_Type,          &PyCode_Type,
+        &PyMethodDescr_Type,  &PyClassMethodDescr_Type,   &PyGetSetDescr_Type,
+        &PyMemberDescr_Type,  &PyWrapperDescr_Type,       &PyProperty_Type,
+        &PyStaticMethod_Type, &PyClassMethod_Type,        &PyCMethod_Type,
+        &PyBool_Type,         &PyEllipsis_Type,
     };
     for (size_t i = 0; i < sizeof(program_types) / sizeof(program_types[0]); i++) {
         if (tp == program_types[i] || PyType_IsSubtype(tp, program_types[i])) {
@@ -90,10 +91,14 @@ size_known_base(PyTypeObject *tp, uint8_t *kind)
         PyTypeObject *type;
         uint8_t kind;
     } known[] = {
-        {&PyLong_Type, SIZE_LONG},         {&PyUnicode_Type, SIZE_STR},
-        {&PyBytes_Type, SIZE_BYTES},       {&PyTuple_Type, SIZE_TUPLE},
-        {&PyList_Type, SIZE_LIST},         {&PyDict_Type, SIZE_DICT},
-        {&PySet_Type, SIZE_SET},           {&PyFrozenSet_Type, SIZE_SET},
+        {&PyLong_Type, SIZE_LONG},
+        {&PyUnicode_Type, SIZE_STR},
+        {&PyBytes_Type, SIZE_BYTES},
+        {&PyTuple_Type, SIZE_TUPLE},
+        {&PyList_Type, SIZE_LIST},
+        {&PyDict_Type, SIZE_DICT},
+        {&PySet_Type, SIZE_SET},
+        {&PyFrozenSet_Type, SIZE_SET},
         {&PyByteArray_Type, SIZE_BYTEARRAY},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
@@ -214,7 +219,8 @@ size_str(PyObject *op)
     /* 3.9-3.11: a cached wchar_t copy, when it is not the data itself */
     {
         PyASCIIObject *a = (PyASCIIObject *)op;
-        if (a->wstr != NULL && (PyUnicode_IS_COMPACT_ASCII(op) || (void *)a->wstr != PyUnicode_DATA(op))) {
+        if (a->wstr != NULL
+            && (PyUnicode_IS_COMPACT_ASCII(op) || (void *)a->wstr != PyUnicode_DATA(op))) {
             n += (((PyCompactUnicodeObject *)op)->wstr_length + 1) * sizeof(wchar_t);
         }
     }
@@ -287,8 +293,7 @@ size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
         n = size_body(ti, tp, size_abs_ob_size(op));
         break;
     case SIZE_LIST:
-        n = size_body(ti, tp, 0)
-            + (size_t)((PyListObject *)op)->allocated * sizeof(PyObject *);
+        n = size_body(ti, tp, 0) + (size_t)((PyListObject *)op)->allocated * sizeof(PyObject *);
         break;
     case SIZE_DICT:
         n = size_dict(op, tp);
@@ -358,8 +363,8 @@ size_is_shared_value(PyObject *op, PyTypeObject *tp)
 }
 
 PyDoc_STRVAR(size_sizeof_doc,
-"sizeof(obj, /) -> int\n--\n\n"
-"Bytes the allocator handed out for this one object (see memlens.sizeof).");
+             "sizeof(obj, /) -> int\n--\n\n"
+             "Bytes the allocator handed out for this one object (see memlens.sizeof).");
 
 static PyObject *
 size_py_sizeof(PyObject *module, PyObject *obj)

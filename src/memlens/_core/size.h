@@ -22,8 +22,8 @@
 #include <stdint.h>
 
 typedef enum {
-    SIZE_GENERIC = 0,  /* basic size + item size * |ob_size| */
-    SIZE_CALL,         /* the type's own __sizeof__ (extension or Python) */
+    SIZE_GENERIC = 0, /* basic size + item size * |ob_size| */
+    SIZE_CALL,        /* the type's own __sizeof__ (extension or Python) */
     SIZE_LONG,
     SIZE_STR,
     SIZE_BYTES,
@@ -35,17 +35,19 @@ typedef enum {
 } size_kind;
 
 /* size_typeinfo.flags */
-#define SIZE_F_PROGRAM   0x01  /* program structure: type, module, function,
+#define SIZE_F_PROGRAM \
+    0x01                     /* program structure: type, module, function,
                                 * code, descriptor, singleton type */
-#define SIZE_F_INSTANCE  0x02  /* may own a __dict__ / values (heap type) */
-#define SIZE_F_SPARE     0x04  /* heap subtype of a var-sized type: one
+#define SIZE_F_INSTANCE 0x02 /* may own a __dict__ / values (heap type) */
+#define SIZE_F_SPARE \
+    0x04                  /* heap subtype of a var-sized type: one
                                 * spare item (PyType_GenericAlloc) */
-#define SIZE_F_EXACT     0x08  /* exactly the builtin type of `kind` */
+#define SIZE_F_EXACT 0x08 /* exactly the builtin type of `kind` */
 
 typedef struct {
-    PyTypeObject *type;   /* borrowed: the walk holds the objects, which
+    PyTypeObject *type;  /* borrowed: the walk holds the objects, which
                            * hold their types */
-    PyObject *sizeof_fn;  /* borrowed from the type's MRO, for SIZE_CALL */
+    PyObject *sizeof_fn; /* borrowed from the type's MRO, for SIZE_CALL */
     uint8_t kind;
     uint8_t flags;
 } size_typeinfo;

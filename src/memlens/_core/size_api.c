@@ -15,12 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* ---- deep_size ---------------------------------------------------------- */
 
 PyDoc_STRVAR(api_deep_size_doc,
-"deep_size(objs, shared, /) -> (bytes, count, warnings, scratch_bytes)\n--\n\n"
-"Walk everything reachable from the tuple `objs` once.");
+             "deep_size(objs, shared, /) -> (bytes, count, warnings, scratch_bytes)\n--\n\n"
+             "Walk everything reachable from the tuple `objs` once.");
 
 static PyObject *
 api_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -40,16 +39,16 @@ api_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (walk_init(&w, shared) < 0) {
         return NULL;
     }
-    if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]),
-                 NULL, NULL, NULL) < 0) {
+    if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), NULL, NULL, NULL)
+        < 0) {
         goto done;
     }
     size_t scratch = walk_scratch_bytes(&w);
     if (w.peak_scratch > scratch) {
         scratch = w.peak_scratch;
     }
-    res = Py_BuildValue("(nnnn)", (Py_ssize_t)w.total, (Py_ssize_t)w.count,
-                        (Py_ssize_t)w.warnings, (Py_ssize_t)scratch);
+    res = Py_BuildValue("(nnnn)", (Py_ssize_t)w.total, (Py_ssize_t)w.count, (Py_ssize_t)w.warnings,
+                        (Py_ssize_t)scratch);
 done:
     walk_free(&w);
     return res;
@@ -64,7 +63,7 @@ typedef struct {
 } api_type_row;
 
 typedef struct {
-    api_type_row *rows;  /* open addressing on the type pointer */
+    api_type_row *rows; /* open addressing on the type pointer */
     size_t mask;
     size_t used;
 } api_type_table;
@@ -106,8 +105,7 @@ api_type_table_add(api_type_table *t, PyTypeObject *tp, size_t bytes)
 }
 
 static int
-api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
-                  size_t *child_tag, void *arg)
+api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
 {
     (void)w;
     (void)tag;
@@ -120,8 +118,8 @@ api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
 }
 
 PyDoc_STRVAR(api_size_by_type_doc,
-"size_by_type(objs, shared, /) -> [(type, count, bytes), ...]\n--\n\n"
-"Per-type totals over everything reachable from `objs` (unsorted).");
+             "size_by_type(objs, shared, /) -> [(type, count, bytes), ...]\n--\n\n"
+             "Per-type totals over everything reachable from `objs` (unsorted).");
 
 static PyObject *
 api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -149,8 +147,9 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     /* The walk holds no reference to the types in the table once it is
      * done; take them now, while the walk's objects keep them alive. */
-    if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]),
-                 NULL, api_by_type_visit, &t) < 0) {
+    if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), NULL,
+                 api_by_type_visit, &t)
+        < 0) {
         goto done;
     }
     res = PyList_New(0);
@@ -162,8 +161,7 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         PyObject *row = Py_BuildValue("(Onn)", (PyObject *)t.rows[i].type,
-                                      (Py_ssize_t)t.rows[i].count,
-                                      (Py_ssize_t)t.rows[i].bytes);
+                                      (Py_ssize_t)t.rows[i].count, (Py_ssize_t)t.rows[i].bytes);
         if (row == NULL || PyList_Append(res, row) < 0) {
             Py_XDECREF(row);
             Py_CLEAR(res);
@@ -182,11 +180,11 @@ done:
 /* A node of the breakdown tree: an object at depth <= the asked depth.
  * Objects deeper than that add their bytes to their nearest node. */
 typedef struct {
-    PyObject *obj;     /* strong reference */
-    size_t parent;     /* index, or SIZE_MAX for the root */
+    PyObject *obj; /* strong reference */
+    size_t parent; /* index, or SIZE_MAX for the root */
     size_t own;
-    size_t deep;       /* own + everything it owns in the walk's tree */
-    size_t count;      /* objects in `deep` */
+    size_t deep;  /* own + everything it owns in the walk's tree */
+    size_t count; /* objects in `deep` */
     int depth;
 } api_node;
 
@@ -199,8 +197,7 @@ typedef struct {
 #define API_ROOT_TAG SIZE_MAX
 
 static int
-api_tree_visit(walk_t *w, PyObject *obj, size_t size, size_t tag,
-               size_t *child_tag, void *arg)
+api_tree_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
 {
     (void)w;
     api_tree *t = arg;
@@ -258,7 +255,7 @@ static PyObject *
 api_emit(api_tree *t, size_t *kids, size_t *first, size_t *nkids, Py_ssize_t limit)
 {
     PyObject *rows = PyList_New(0);
-    size_t *queue = malloc((t->n + 1) * sizeof(size_t));   /* node index */
+    size_t *queue = malloc((t->n + 1) * sizeof(size_t));        /* node index */
     Py_ssize_t *qrow = malloc((t->n + 1) * sizeof(Py_ssize_t)); /* parent row */
     PyObject *label = NULL;
     size_t head = 0, tail = 0;
@@ -299,10 +296,10 @@ api_emit(api_tree *t, size_t *kids, size_t *first, size_t *nkids, Py_ssize_t lim
         if (label == NULL) {
             goto error;
         }
-        PyObject *row = Py_BuildValue("(nOsnnnnn)", prow, label, Py_TYPE(nd->obj)->tp_name,
-                                      (Py_ssize_t)nd->own, (Py_ssize_t)nd->deep,
-                                      (Py_ssize_t)nd->count, (Py_ssize_t)more_count,
-                                      (Py_ssize_t)more_bytes);
+        PyObject *row =
+            Py_BuildValue("(nOsnnnnn)", prow, label, Py_TYPE(nd->obj)->tp_name, (Py_ssize_t)nd->own,
+                          (Py_ssize_t)nd->deep, (Py_ssize_t)nd->count, (Py_ssize_t)more_count,
+                          (Py_ssize_t)more_bytes);
         Py_CLEAR(label);
         if (row == NULL || PyList_Append(rows, row) < 0) {
             Py_XDECREF(row);
@@ -323,8 +320,8 @@ error:
 }
 
 PyDoc_STRVAR(api_breakdown_doc,
-"breakdown(obj, depth, limit, shared, /) -> nested tuples\n--\n\n"
-"(label, type_name, own, deep, count, children, more_count, more_bytes).");
+             "breakdown(obj, depth, limit, shared, /) -> nested tuples\n--\n\n"
+             "(label, type_name, own, deep, count, children, more_count, more_bytes).");
 
 static PyObject *
 api_breakdown(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -409,7 +406,8 @@ done:
 
 static PyMethodDef api_methods[] = {
     {"deep_size", (PyCFunction)(void (*)(void))api_deep_size, METH_FASTCALL, api_deep_size_doc},
-    {"size_by_type", (PyCFunction)(void (*)(void))api_size_by_type, METH_FASTCALL, api_size_by_type_doc},
+    {"size_by_type", (PyCFunction)(void (*)(void))api_size_by_type, METH_FASTCALL,
+     api_size_by_type_doc},
     {"breakdown", (PyCFunction)(void (*)(void))api_breakdown, METH_FASTCALL, api_breakdown_doc},
     {NULL, NULL, 0, NULL},
 };

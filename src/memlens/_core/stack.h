@@ -65,12 +65,12 @@ typedef struct {
 _Static_assert(sizeof(stack_rec) == 80, "stack_rec layout changed");
 
 typedef struct {
-    stack_rec *recs;     /* by id; recs[0] unused */
+    stack_rec *recs; /* by id; recs[0] unused */
     uint32_t nrecs;
     uint32_t cap_recs;
-    uint32_t *index;     /* open addressing on (code, offset, parent) */
+    uint32_t *index; /* open addressing on (code, offset, parent) */
     uint32_t index_mask;
-    int overflowed;      /* a stack was cut short: the table was full */
+    int overflowed; /* a stack was cut short: the table was full */
 } stack_table;
 
 /* Set up an empty table (with the empty stack as id 1); -1 on no memory. */

@@ -37,10 +37,10 @@ typedef struct {
  * other code object can have bytecode at that address. */
 typedef struct {
     const void *frame;
-    const void *code;  /* 3.9, 3.10: the code object (f_lasti is only an
+    const void *code; /* 3.9, 3.10: the code object (f_lasti is only an
                           index); 3.11+: NULL, as the instruction pointer
                           already points into one code object's bytecode */
-    intptr_t instr;    /* instruction pointer (3.11+) / f_lasti (3.9, 3.10) */
+    intptr_t instr;   /* instruction pointer (3.11+) / f_lasti (3.9, 3.10) */
 } stack_sig;
 
 #if PY_VERSION_HEX >= 0x030B0000

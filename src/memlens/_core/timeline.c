@@ -15,15 +15,15 @@
  * field below is protected by tl_mutex, except `tl_thread`, which only the
  * thread holding the GIL that called start/stop touches. */
 static pthread_mutex_t tl_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tl_cond;          /* signalled by stop */
+static pthread_cond_t tl_cond; /* signalled by stop */
 static int tl_cond_ready = 0;
-static int tl_running = 0;              /* a sampler thread exists */
+static int tl_running = 0; /* a sampler thread exists */
 static int tl_stop_requested = 0;
-static uint64_t tl_interval_ns = 0;     /* current interval (doubles on halving) */
+static uint64_t tl_interval_ns = 0; /* current interval (doubles on halving) */
 static uint64_t tl_start_ns = 0;
-static tl_sample *tl_samples = NULL;    /* libc malloc: outside what is traced */
+static tl_sample *tl_samples = NULL; /* libc malloc: outside what is traced */
 static uint32_t tl_n = 0;
-static uint32_t tl_max = TL_MAX_SAMPLES;  /* capacity of tl_samples */
+static uint32_t tl_max = TL_MAX_SAMPLES; /* capacity of tl_samples */
 static pthread_t tl_thread;
 
 static uint64_t
@@ -119,10 +119,10 @@ tl_thread_main(void *arg)
 }
 
 PyDoc_STRVAR(timeline_start_doc,
-"timeline_start(interval_ms, max_samples=32768) -- start the sampler thread.\n\n"
-"Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
-"(and once right away).  When max_samples are kept, neighbours are merged\n"
-"and the interval doubles.  RuntimeError if a sampler is already running.");
+             "timeline_start(interval_ms, max_samples=32768) -- start the sampler thread.\n\n"
+             "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
+             "(and once right away).  When max_samples are kept, neighbours are merged\n"
+             "and the interval doubles.  RuntimeError if a sampler is already running.");
 
 static PyObject *
 timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
@@ -189,11 +189,11 @@ done:
 }
 
 PyDoc_STRVAR(timeline_stop_doc,
-"timeline_stop() -> (interval_ms, samples)\n\n"
-"Take a last sample, stop the sampler thread and return the final interval\n"
-"(it doubles each time the timeline is halved) and the samples as bytes:\n"
-"records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
-"returning (0.0, b'') when no sampler runs.");
+             "timeline_stop() -> (interval_ms, samples)\n\n"
+             "Take a last sample, stop the sampler thread and return the final interval\n"
+             "(it doubles each time the timeline is halved) and the samples as bytes:\n"
+             "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
+             "returning (0.0, b'') when no sampler runs.");
 
 static PyObject *
 timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
@@ -210,11 +210,10 @@ timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 
     /* The sampler never takes the GIL, but release it anyway: joining
      * must not block other Python threads. */
-    Py_BEGIN_ALLOW_THREADS
-    pthread_join(tl_thread, NULL);
+    Py_BEGIN_ALLOW_THREADS pthread_join(tl_thread, NULL);
     Py_END_ALLOW_THREADS
 
-    pthread_mutex_lock(&tl_mutex);
+        pthread_mutex_lock(&tl_mutex);
     tl_running = 0;
     unsigned char *buf = malloc((size_t)tl_n * 32 + 1);
     PyObject *result = NULL;
@@ -227,7 +226,8 @@ timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
                              tl_samples[i].rss};
             for (int k = 0; k < 4; k++) {
                 for (int b = 0; b < 8; b++) {
-                    buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] = (unsigned char)(v[k] >> (8 * b));
+                    buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] =
+                        (unsigned char)(v[k] >> (8 * b));
                 }
             }
         }

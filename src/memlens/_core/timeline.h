@@ -21,10 +21,10 @@
 #define TL_MAX_SAMPLES 32768u
 
 typedef struct {
-    uint64_t t_ns;    /* nanoseconds since timeline_start */
-    uint64_t traced;  /* traced bytes now */
-    uint64_t peak;    /* traced high-water mark so far */
-    uint64_t rss;     /* resident set size, bytes (0 if unreadable) */
+    uint64_t t_ns;   /* nanoseconds since timeline_start */
+    uint64_t traced; /* traced bytes now */
+    uint64_t peak;   /* traced high-water mark so far */
+    uint64_t rss;    /* resident set size, bytes (0 if unreadable) */
 } tl_sample;
 
 int timeline_module_exec(PyObject *m);

@@ -44,8 +44,8 @@ typedef struct {
                               before the hooks are installed */
 } trace_hook_ctx;
 
-static const PyMemAllocatorDomain trace_domains[3] = {
-    PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+static const PyMemAllocatorDomain trace_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM,
+                                                      PYMEM_DOMAIN_OBJ};
 
 /* Hook contexts.  A context must stay valid for as long as its hooks may be
  * called: when another tracer (tracemalloc) installed its hooks on top of
@@ -71,16 +71,16 @@ static PyInterpreterState *trace_interp;
  * made with the GIL, are the only writers; GIL-less RAW calls queue their
  * changes in trace_ring instead). */
 static stack_table trace_stacks;
-static int64_t trace_current;      /* bytes (or estimated bytes) live */
-static int64_t trace_peak;         /* high-water mark of trace_current */
-static uint64_t trace_peak_gen;    /* bumped at each new high-water mark */
-static int64_t trace_blocks;       /* live traced blocks */
-static int trace_failed;           /* sticky: some bookkeeping failed */
+static int64_t trace_current;   /* bytes (or estimated bytes) live */
+static int64_t trace_peak;      /* high-water mark of trace_current */
+static uint64_t trace_peak_gen; /* bumped at each new high-water mark */
+static int64_t trace_blocks;    /* live traced blocks */
+static int trace_failed;        /* sticky: some bookkeeping failed */
 
 /* Set by start(), constant while tracing. */
 static int trace_max_frames;
-static uint64_t trace_sample_bytes;  /* 0: exact */
-static double trace_sample_mean;     /* (double)trace_sample_bytes */
+static uint64_t trace_sample_bytes; /* 0: exact */
+static double trace_sample_mean;    /* (double)trace_sample_bytes */
 
 /* Kinds of change to the totals (the `sign` of trace_account()).  A new
  * block adds to the live and the cumulative totals; a block put back
@@ -108,10 +108,10 @@ static atomic_int trace_ring_lost;           /* the ring was full */
  * and freed without the GIL, e.g. by compressors working with the GIL
  * released) are summed here instead of queued, so they are never lost:
  * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
-static atomic_int_fast64_t trace_acc_size;   /* weighted bytes */
-static atomic_int_fast64_t trace_acc_count;  /* STACK_COUNT_ONE units */
+static atomic_int_fast64_t trace_acc_size;  /* weighted bytes */
+static atomic_int_fast64_t trace_acc_count; /* STACK_COUNT_ONE units */
 static atomic_int_fast64_t trace_acc_blocks;
-static atomic_int_fast64_t trace_acc_alloc_size;  /* cumulative: allocations only */
+static atomic_int_fast64_t trace_acc_alloc_size; /* cumulative: allocations only */
 static atomic_int_fast64_t trace_acc_alloc_count;
 static atomic_int trace_acc_pending;
 
@@ -120,8 +120,8 @@ static atomic_int trace_acc_pending;
  * straight through) and the sampling countdown. */
 typedef struct {
     int busy;
-    int paused;         /* trace_thread_pause() depth: new blocks untraced */
-    int64_t countdown;  /* bytes until the next sample point */
+    int paused;        /* trace_thread_pause() depth: new blocks untraced */
+    int64_t countdown; /* bytes until the next sample point */
     uint64_t rng;
     uint64_t generation;
     struct trace_stack_cache *cache; /* this thread's trace_cache */
@@ -171,8 +171,8 @@ trace_tls_refresh(trace_tls_state *t)
         if (t->rng == 0) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            t->rng = ((uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull)
-                     ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
+            t->rng = ((uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)ts.tv_nsec << 20)
+                     ^ (uint64_t)ts.tv_sec;
             if (t->rng == 0) {
                 t->rng = 1;
             }
@@ -1069,7 +1069,8 @@ trace_tracer_memory(void)
      * only changes under the GIL, which the caller holds. */
     size_t n = trace_map_memory();
     if (trace_stacks.recs != NULL) {
-        n += trace_mem_resident(trace_stacks.recs, (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
+        n += trace_mem_resident(trace_stacks.recs,
+                                (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
         n += trace_mem_resident(trace_stacks.index,
                                 ((size_t)trace_stacks.index_mask + 1) * sizeof(uint32_t));
     }
@@ -1146,8 +1147,7 @@ trace_hooks_init(void)
             PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
             return -1;
         }
-        if (pthread_atfork(trace_atfork_prepare, trace_atfork_release,
-                           trace_atfork_release) != 0) {
+        if (pthread_atfork(trace_atfork_prepare, trace_atfork_release, trace_atfork_release) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
             return -1;
         }

@@ -53,13 +53,13 @@ void trace_spin_unlock(atomic_flag *l);
  * allocates through the hooks (trace_thread_pause()). */
 typedef struct {
     stack_table *stacks;
-    uint64_t peak_gen;  /* stacks with snap_gen == peak_gen use snap_* */
+    uint64_t peak_gen; /* stacks with snap_gen == peak_gen use snap_* */
     uint64_t current;
     uint64_t peak;
     uint64_t sample_bytes;
     int max_frames;
     int tracing;
-    int failed;         /* bookkeeping ran out of memory at some point */
+    int failed; /* bookkeeping ran out of memory at some point */
 } trace_view;
 
 void trace_view_get(trace_view *v);

@@ -13,7 +13,8 @@
  * address space (starts are 16-byte aligned), so no two start in one
  * 128-byte granule of the medium map. */
 #define MAP_SMALL_LIMIT 113u
-#define MAP_MEDIUM_LIMIT 960u /* ... below this to the medium map (4 bytes
+#define MAP_MEDIUM_LIMIT \
+    960u /* ... below this to the medium map (4 bytes
                                  * per 128: at most 32 per block with
                                  * malloc's header and rounding) */
 
@@ -163,14 +164,14 @@ typedef struct {
     uint8_t *count;
     size_t nbuckets; /* a power of two */
     atomic_flag lock;
-    int used;        /* touched since the last clear (under lock) */
+    int used; /* touched since the last clear (under lock) */
 } map_filter;
 
 /* See trace_map.h: the sampled-mode filter, read inline by the hooks. */
 _Alignas(4096) _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
 _Alignas(4096) static uint8_t map_sampled_count[1u << TRACE_MAP_FILTER_BITS];
-static map_filter map_sampled = {trace_map_filter, map_sampled_count,
-                                 1u << TRACE_MAP_FILTER_BITS, ATOMIC_FLAG_INIT, 0};
+static map_filter map_sampled = {trace_map_filter, map_sampled_count, 1u << TRACE_MAP_FILTER_BITS,
+                                 ATOMIC_FLAG_INIT, 0};
 /* Whether the sampled filter is kept: written by start() and stop() with no
  * hook updating the map. */
 static int map_sampled_on;
@@ -542,8 +543,8 @@ trace_map_peek(uintptr_t p)
     }
     leaf = map_leaf_of(&map_medium, &map_tls[1], p, 0);
     if (leaf != NULL) {
-        uint32_t v = atomic_load_explicit(&leaf->slot[map_slot_index(&map_medium, p)],
-                                          memory_order_relaxed);
+        uint32_t v =
+            atomic_load_explicit(&leaf->slot[map_slot_index(&map_medium, p)], memory_order_relaxed);
         if (v != 0 && (v & ((1u << MAP_MED_STEP_BITS) - 1)) == map_med_step(p)) {
             return 1;
         }

@@ -7,11 +7,11 @@
 #include "trace_snapshot.h"
 
 PyDoc_STRVAR(trace_start_doc,
-"trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
-"frames: 1..512 frames per stack (0: no stacks, totals only -- the line\n"
-"profiler's mode; the public start() asks for 1 or more); sample_bytes: 0 for\n"
-"exact tracing, else\n"
-"the mean of the Poisson sampling interval in bytes.");
+             "trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
+             "frames: 1..512 frames per stack (0: no stacks, totals only -- the line\n"
+             "profiler's mode; the public start() asks for 1 or more); sample_bytes: 0 for\n"
+             "exact tracing, else\n"
+             "the mean of the Poisson sampling interval in bytes.");
 
 static PyObject *
 trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
@@ -154,8 +154,8 @@ _test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
     if (kept == NULL) {
         return PyErr_NoMemory();
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < rounds; i++) {
+    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t i = 0; i < rounds; i++)
+    {
         void *p = PyMem_RawMalloc((size_t)size);
         p = PyMem_RawRealloc(p, (size_t)size * 2);
         PyMem_RawFree(p);
@@ -163,8 +163,7 @@ _test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
     for (Py_ssize_t i = 0; i < keep; i++) {
         kept[i] = PyMem_RawMalloc((size_t)size);
     }
-    Py_END_ALLOW_THREADS
-    PyObject *out = PyList_New(keep);
+    Py_END_ALLOW_THREADS PyObject *out = PyList_New(keep);
     for (Py_ssize_t i = 0; out != NULL && i < keep; i++) {
         PyObject *a = PyLong_FromVoidPtr(kept[i]);
         if (a == NULL) {
@@ -179,7 +178,8 @@ _test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
 
 static PyMethodDef trace_methods[] = {
     {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
-    {"trace_stop", trace_stop_py, METH_NOARGS, "trace_stop() -- uninstall the hooks, drop the tables."},
+    {"trace_stop", trace_stop_py, METH_NOARGS,
+     "trace_stop() -- uninstall the hooks, drop the tables."},
     {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},
     {"trace_traced_memory", trace_traced_memory_py, METH_NOARGS,
      "trace_traced_memory() -> (current, peak) in bytes"},
@@ -190,7 +190,8 @@ static PyMethodDef trace_methods[] = {
      "trace_live_blocks() -> number of live traced (or sampled) blocks"},
     {"trace_take_snapshot", trace_take_snapshot_py, METH_NOARGS,
      "trace_take_snapshot() -> TraceTable of the running tracer"},
-    {"trace_load", trace_load_py, METH_O, "trace_load(path) -> TraceTable read from a capture file"},
+    {"trace_load", trace_load_py, METH_O,
+     "trace_load(path) -> TraceTable read from a capture file"},
     {"_test_raw_malloc", _test_raw_malloc, METH_O, "test only: PyMem_RawMalloc(n) -> address"},
     {"_test_raw_realloc", _test_raw_realloc, METH_VARARGS, "test only: PyMem_RawRealloc"},
     {"_test_raw_free", _test_raw_free, METH_O, "test only: PyMem_RawFree(address)"},

@@ -104,8 +104,7 @@ snap_take(PyObject *module)
      * allocations pass through, and GIL-less ones only queue changes). */
     trace_view_get(&v);
     if (!v.tracing) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "memlens is not tracing: call memlens.start() first");
+        PyErr_SetString(PyExc_RuntimeError, "memlens is not tracing: call memlens.start() first");
         goto done;
     }
     stack_table *st = v.stacks;
@@ -308,14 +307,14 @@ snap_count_obj(uint64_t fixed)
 }
 
 PyDoc_STRVAR(TraceTable_group_doc,
-"group(key_type, cumulative=False, peak=False, allocated=False)\n"
-"    -> list of (key, size, count)\n\n"
-"Totals grouped by key_type ('lineno', 'filename', 'function' or\n"
-"'traceback'); key is a tuple of (filename, lineno, function) frames,\n"
-"innermost first (one frame except for 'traceback'; () for allocations\n"
-"with no Python frame).  peak=True groups what was live at the peak;\n"
-"allocated=True everything allocated since start(), freed or not\n"
-"(ValueError for a table read from a capture that does not record it).");
+             "group(key_type, cumulative=False, peak=False, allocated=False)\n"
+             "    -> list of (key, size, count)\n\n"
+             "Totals grouped by key_type ('lineno', 'filename', 'function' or\n"
+             "'traceback'); key is a tuple of (filename, lineno, function) frames,\n"
+             "innermost first (one frame except for 'traceback'; () for allocations\n"
+             "with no Python frame).  peak=True groups what was live at the peak;\n"
+             "allocated=True everything allocated since start(), freed or not\n"
+             "(ValueError for a table read from a capture that does not record it).");
 
 static PyObject *
 TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
@@ -325,8 +324,8 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
     int cumulative = 0;
     int peak = 0;
     int allocated = 0;
-    PyObject *keyids = NULL;   /* key triple (or tuple of them) -> int */
-    PyObject *keys = NULL;     /* list of key tuples, by key id */
+    PyObject *keyids = NULL; /* key triple (or tuple of them) -> int */
+    PyObject *keys = NULL;   /* list of key tuples, by key id */
     PyObject *result = NULL;
     PyObject *item = NULL;
     uint32_t *frame_key = NULL;
@@ -344,19 +343,22 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (allocated && !self->has_alloc) {
-        PyErr_SetString(PyExc_ValueError,
-                        "this table has no allocated totals (a capture written by an older memlens)");
+        PyErr_SetString(
+            PyExc_ValueError,
+            "this table has no allocated totals (a capture written by an older memlens)");
         return NULL;
     }
     int key_type = snap_parse_key(key_s);
     if (key_type < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "unknown key_type %R: expected 'lineno', 'filename', 'function' or 'traceback'",
-                     PyTuple_GET_ITEM(args, 0));
+        PyErr_Format(
+            PyExc_ValueError,
+            "unknown key_type %R: expected 'lineno', 'filename', 'function' or 'traceback'",
+            PyTuple_GET_ITEM(args, 0));
         return NULL;
     }
     if (key_type == SNAP_KEY_TRACEBACK && cumulative) {
-        PyErr_SetString(PyExc_ValueError, "cumulative mode cannot be used with key_type 'traceback'");
+        PyErr_SetString(PyExc_ValueError,
+                        "cumulative mode cannot be used with key_type 'traceback'");
         return NULL;
     }
     keyids = PyDict_New();
@@ -451,7 +453,8 @@ TraceTable_group(snap_table *self, PyObject *args, PyObject *kwds)
             else {
                 uint32_t id = (uint32_t)PyList_GET_SIZE(keys);
                 PyObject *n = PyLong_FromUnsignedLong(id);
-                if (n == NULL || PyDict_SetItem(keyids, item, n) < 0 || PyList_Append(keys, item) < 0) {
+                if (n == NULL || PyDict_SetItem(keyids, item, n) < 0
+                    || PyList_Append(keys, item) < 0) {
                     Py_XDECREF(n);
                     goto error;
                 }
@@ -534,13 +537,13 @@ done:
 }
 
 PyDoc_STRVAR(TraceTable_stacks_doc,
-"stacks() -> list of (frames, size, count, peak_size, peak_count,\n"
-"                     alloc_size, alloc_count)\n\n"
-"The per-stack table: frames is a tuple of (filename, lineno, function),\n"
-"innermost first; sizes in bytes, counts in blocks (estimates when\n"
-"sampled): live, live at the peak, and allocated since start() (freed or\n"
-"not).  Rows have only the first five items for a table read from a\n"
-"capture written before memlens recorded allocated totals.");
+             "stacks() -> list of (frames, size, count, peak_size, peak_count,\n"
+             "                     alloc_size, alloc_count)\n\n"
+             "The per-stack table: frames is a tuple of (filename, lineno, function),\n"
+             "innermost first; sizes in bytes, counts in blocks (estimates when\n"
+             "sampled): live, live at the peak, and allocated since start() (freed or\n"
+             "not).  Rows have only the first five items for a table read from a\n"
+             "capture written before memlens recorded allocated totals.");
 
 static PyObject *
 TraceTable_stacks(snap_table *self, PyObject *Py_UNUSED(ignored))
@@ -588,7 +591,7 @@ error:
 }
 
 PyDoc_STRVAR(TraceTable_dump_doc,
-"dump(path) -- write the table to `path` in memlens' binary capture format.");
+             "dump(path) -- write the table to `path` in memlens' binary capture format.");
 
 static PyObject *
 TraceTable_dump(snap_table *self, PyObject *arg)
@@ -629,7 +632,8 @@ TraceTable_get_u64(snap_table *self, void *which)
 static PyGetSetDef TraceTable_getset[] = {
     {"total", (getter)TraceTable_get_u64, NULL, "bytes live when taken", (void *)0},
     {"peak", (getter)TraceTable_get_u64, NULL, "high-water mark in bytes", (void *)1},
-    {"sample_bytes", (getter)TraceTable_get_u64, NULL, "mean sampling interval (0: exact)", (void *)2},
+    {"sample_bytes", (getter)TraceTable_get_u64, NULL, "mean sampling interval (0: exact)",
+     (void *)2},
     {"max_frames", (getter)TraceTable_get_u64, NULL, "frames recorded per stack", (void *)3},
     {"incomplete", (getter)TraceTable_get_u64, NULL, "the tracer lost bookkeeping", (void *)4},
     {"nstacks", (getter)TraceTable_get_u64, NULL, "number of stacks", (void *)5},
@@ -657,7 +661,7 @@ static PyType_Slot TraceTable_slots[] = {
 static PyType_Spec TraceTable_spec = {
     .name = "memlens._core.TraceTable",
     .basicsize = sizeof(snap_table),
-    #ifdef Py_TPFLAGS_IMMUTABLETYPE
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
 #else
     .flags = Py_TPFLAGS_DEFAULT, /* 3.9 */

@@ -21,10 +21,10 @@ typedef struct {
 } snap_frame;
 
 typedef struct {
-    uint32_t first;   /* index into frame_idx */
+    uint32_t first; /* index into frame_idx */
     uint32_t nframes;
     uint64_t size;
-    uint64_t count;   /* in STACK_COUNT_ONE units (fractional when sampled) */
+    uint64_t count; /* in STACK_COUNT_ONE units (fractional when sampled) */
     uint64_t peak_size;
     uint64_t peak_count;
     uint64_t alloc_size;  /* allocated since start(), freed or not */
@@ -32,19 +32,18 @@ typedef struct {
 } snap_stack;
 
 typedef struct {
-    PyObject_HEAD
-    snap_frame *frames;   /* unique frames; strong refs */
+    PyObject_HEAD snap_frame *frames; /* unique frames; strong refs */
     uint32_t nframes;
     snap_stack *stacks;
     uint32_t nstacks;
-    uint32_t *frame_idx;  /* frames of each stack, innermost first */
+    uint32_t *frame_idx; /* frames of each stack, innermost first */
     uint64_t nframe_idx;
     uint64_t total;
     uint64_t peak;
     uint64_t sample_bytes;
     uint32_t max_frames;
-    uint32_t flags;       /* SNAP_FLAG_* */
-    int has_alloc;        /* alloc_size/alloc_count are known (a capture
+    uint32_t flags; /* SNAP_FLAG_* */
+    int has_alloc;  /* alloc_size/alloc_count are known (a capture
                              written before memlens kept them has none) */
 } snap_table;
 

@@ -219,4 +219,3 @@ visit_rank(visit_set *vs, const void *p)
         i = (i + 1) & vs->mask;
     }
 }
-

@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VISIT_REGION_SHIFT 16                      /* 64 KiB regions */
-#define VISIT_GRANULE_SHIFT 4                      /* 16-byte granules */
+#define VISIT_REGION_SHIFT 16 /* 64 KiB regions */
+#define VISIT_GRANULE_SHIFT 4 /* 16-byte granules */
 #define VISIT_LEAF_BITS (1u << (VISIT_REGION_SHIFT - VISIT_GRANULE_SHIFT))
 #define VISIT_LEAF_WORDS (VISIT_LEAF_BITS / 64)
 
@@ -42,16 +42,16 @@ typedef struct {
 } visit_rankinfo;
 
 typedef struct {
-    visit_slot *slots;   /* open-addressing table, power-of-two size */
+    visit_slot *slots; /* open-addressing table, power-of-two size */
     size_t mask;
     size_t used;
     uintptr_t last_region;
     visit_leaf *last_leaf;
     visit_chunk *chunks; /* leaves are carved out of these */
     size_t chunk_left;
-    size_t bytes;        /* scratch memory held, for the size report */
+    size_t bytes;          /* scratch memory held, for the size report */
     visit_rankinfo *ranks; /* parallel to slots once visit_rank_build ran */
-    size_t nranked;      /* marked granules when the rank index was built */
+    size_t nranked;        /* marked granules when the rank index was built */
 } visit_set;
 
 /* 0 on success, -1 if out of memory (no exception set). */

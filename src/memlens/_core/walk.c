@@ -189,8 +189,8 @@ walk_is_excluded(walk_t *w, PyObject *op, PyTypeObject *tp, const size_typeinfo 
 }
 
 int
-walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
-         const size_t *tags, walk_fn fn, void *arg)
+walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots, const size_t *tags, walk_fn fn,
+         void *arg)
 {
     walk_push_ctx c = {w, 0, 0};
     size_t base = w->depth;

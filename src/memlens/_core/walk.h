@@ -33,8 +33,8 @@
 #include "visit.h"
 
 typedef struct {
-    PyObject *obj;  /* borrowed, or strong below walk_t.pinned */
-    size_t tag;     /* caller's: e.g. which breakdown node owns it */
+    PyObject *obj; /* borrowed, or strong below walk_t.pinned */
+    size_t tag;    /* caller's: e.g. which breakdown node owns it */
 } walk_item;
 
 #define WALK_TYPE_CACHE 512
@@ -45,21 +45,21 @@ typedef struct walk_s walk_t;
  * size (a folded __dict__ included).  Return 0 to go on, -1 to stop with an
  * exception set.  Set *child_tag to the tag its children get (defaults to
  * the object's own tag). */
-typedef int (*walk_fn)(walk_t *w, PyObject *obj, size_t size, size_t tag,
-                       size_t *child_tag, void *arg);
+typedef int (*walk_fn)(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag,
+                       void *arg);
 
 struct walk_s {
     /* options */
-    int shared;          /* count program structure and shared values too */
-    int nofold;          /* report an instance's __dict__ as an object of
+    int shared; /* count program structure and shared values too */
+    int nofold; /* report an instance's __dict__ as an object of
                           * its own instead of folding it (heap graphs, where
                           * the dict is a node) */
 
     /* results */
-    size_t total;        /* bytes counted */
-    size_t count;        /* objects counted */
-    size_t warnings;     /* objects whose __sizeof__ failed */
-    size_t refs;         /* references followed from visited objects (to
+    size_t total;    /* bytes counted */
+    size_t count;    /* objects counted */
+    size_t warnings; /* objects whose __sizeof__ failed */
+    size_t refs;     /* references followed from visited objects (to
                           * objects seen before too): sizes a heap graph's
                           * edge array before its edges are taken */
 
@@ -67,12 +67,12 @@ struct walk_s {
     visit_set seen;
     walk_item *stack;
     size_t depth, cap;
-    size_t pinned;        /* stack items below this index hold a strong
+    size_t pinned;   /* stack items below this index hold a strong
                            * reference (see "pins" above) */
-    PyObject **keep;      /* strong references released at walk_free */
+    PyObject **keep; /* strong references released at walk_free */
     size_t nkeep, keepcap;
     size_typeinfo types[WALK_TYPE_CACHE];
-    size_t peak_scratch;  /* high-water mark of scratch bytes */
+    size_t peak_scratch; /* high-water mark of scratch bytes */
 };
 
 /* 0 or -1 with MemoryError set. */
@@ -81,8 +81,8 @@ void walk_free(walk_t *w);
 
 /* Walk from `roots` (each root gets tag `tags ? tags[i] : 0`).  Roots
  * already visited are skipped.  0 on success, -1 with an exception set. */
-int walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots,
-             const size_t *tags, walk_fn fn, void *arg);
+int walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots, const size_t *tags, walk_fn fn,
+             void *arg);
 
 /* Mark `obj` visited without counting it (e.g. to exclude it). */
 int walk_exclude(walk_t *w, PyObject *obj);

@@ -24,8 +24,7 @@ typedef struct {
 } why_named;
 
 static int
-why_named_add(why_named *nm, uint32_t node, PyObject *label, PyCodeObject *code,
-              Py_ssize_t slot)
+why_named_add(why_named *nm, uint32_t node, PyObject *label, PyCodeObject *code, Py_ssize_t slot)
 {
     if (nm->n == nm->cap) {
         size_t ncap = nm->cap ? nm->cap * 2 : 256;
@@ -91,8 +90,7 @@ why_root_label(graph_t *g, const why_named_root *nr, uint32_t node)
 
 /* Render the chain path[0..len) (path[0] a root) as an expression. */
 static PyObject *
-why_render_path(graph_t *g, const uint32_t *path, size_t len,
-                   const why_named_root *nr)
+why_render_path(graph_t *g, const uint32_t *path, size_t len, const why_named_root *nr)
 {
     PyObject *parts = PyList_New(0), *lab = NULL, *res = NULL;
     if (parts == NULL) {
@@ -110,10 +108,10 @@ why_render_path(graph_t *g, const uint32_t *path, size_t len,
         PyObject *ns = NULL;
         if ((ptp->tp_flags & Py_TPFLAGS_HEAPTYPE) && !PyType_Check(parent)
             && layout_instance_dict(parent, ptp) == child) {
-            ns = child;  /* instance -> its __dict__ -> value: ".attr" */
+            ns = child; /* instance -> its __dict__ -> value: ".attr" */
         }
         else if (PyModule_Check(parent) && PyModule_GetDict(parent) == child) {
-            ns = child;  /* module -> its dict -> value: ".name" */
+            ns = child; /* module -> its dict -> value: ".name" */
         }
         if (i == 1 && nr != NULL && nr->label != NULL) {
             /* a module's globals: "mod.name" */
@@ -361,4 +359,3 @@ done:
     }
     return res;
 }
-

@@ -20,7 +20,6 @@
  * reaches.  modules: [(name, globals dict)]; own_globals: the globals of
  * memlens's own code, whose frames are left out.  NULL with an exception
  * set on failure. */
-PyObject *why_paths(PyObject *obj, Py_ssize_t max_paths, PyObject *modules,
-                    PyObject *own_globals);
+PyObject *why_paths(PyObject *obj, Py_ssize_t max_paths, PyObject *modules, PyObject *own_globals);
 
 #endif /* MEMLENS_WHY_H */

@@ -187,6 +187,23 @@ def test_write_rejects_bad_arguments(tmp_path):
         _core.cap_run_write(p, object(), {}, 1.0, b"", None)
     with pytest.raises(OSError):
         _core.cap_run_write(str(tmp_path / "no" / "x"), table, {}, 1.0, b"", None)
+    for bad in (float("nan"), -1.0, float("inf"), 1e13):
+        with pytest.raises(ValueError, match="interval_ms"):
+            _core.cap_run_write(p, table, {}, bad, b"", None)
+
+
+def test_write_takes_any_path_like(tmp_path):
+    # GIVEN a table, WHEN written to a pathlib.Path (and to bytes)
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(tmp_path / "a.mlcap", table, {"k": "v"}, 2.0, b"", None)
+    _core.cap_run_write(os.fsencode(tmp_path / "b.mlcap"), table, {}, 2.0, b"", None)
+    # THEN both read back
+    for name in ("a.mlcap", "b.mlcap"):
+        _, meta, interval, _, _ = _core.cap_run_read(tmp_path / name)
+        assert interval == 2.0
+    assert _core.cap_run_read(tmp_path / "a.mlcap")[1] == {"k": "v"}
 
 
 def test_capture_without_allocated_totals_keeps_the_caveat(capture, tmp_path):

@@ -2,6 +2,7 @@
 pickling, GC behaviour and exact per-instance memory."""
 import copy
 import gc
+import os
 import pickle
 import subprocess
 import sys
@@ -935,3 +936,21 @@ def test_class_assignment_between_layouts_refused():
         a.__class__ = B
     a.__class__ = A2  # same layout: allowed, and safe
     assert a.x == 1.0 and a.y == "s"
+
+
+def test_internal_types_cannot_be_made_from_python():
+    # A field descriptor made by hand has no field behind it: using one
+    # crashed the interpreter.  Checked in a fresh interpreter, so that a
+    # regression fails this test and not the whole run.
+    code = textwrap.dedent("""
+        from memlens import _core
+        for t in (_core._RecordField, _core.TraceTable):
+            try:
+                t()
+            except TypeError as e:
+                print(e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("cannot create") == 2, r.stdout

@@ -38,7 +38,7 @@ PyDoc_STRVAR(cap_run_write_doc,
 static PyObject *
 cap_run_write_py(PyObject *m, PyObject *args)
 {
-    const char *path;
+    PyObject *path_bytes = NULL; /* os.fsencode(path) */
     PyObject *table, *meta, *classes;
     double interval_ms;
     Py_buffer tl = {NULL, NULL};
@@ -48,9 +48,15 @@ cap_run_write_py(PyObject *m, PyObject *args)
     int w_ready = 0;
     PyObject *result = NULL;
 
-    if (!PyArg_ParseTuple(args, "sO!O!dy*O:cap_run_write", &path, &PyBaseObject_Type, &table,
-                          &PyDict_Type, &meta, &interval_ms, &tl, &classes)) {
+    if (!PyArg_ParseTuple(args, "O&OO!dy*O:cap_run_write", PyUnicode_FSConverter, &path_bytes,
+                          &table, &PyDict_Type, &meta, &interval_ms, &tl, &classes)) {
         return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(path_bytes);
+    /* Stored as whole nanoseconds: refuse what would not convert. */
+    if (!(interval_ms >= 0.0 && interval_ms <= 1e12)) {
+        PyErr_SetString(PyExc_ValueError, "interval_ms must be between 0 and 1e12");
+        goto done;
     }
     /* The type is looked up on the module, as trace_snapshot.c does: it is
      * a heap type of this module instance. */
@@ -146,6 +152,7 @@ done:
     }
     PyMem_Free(data);
     PyBuffer_Release(&tl);
+    Py_XDECREF(path_bytes);
     return result;
 }
 

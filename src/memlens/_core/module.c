@@ -11,6 +11,14 @@ core_get_state(PyObject *module)
     return (core_state *)PyModule_GetState(module);
 }
 
+PyObject *
+core_tp_new_refused(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    PyErr_Format(PyExc_TypeError, "cannot create '%.100s' instances: memlens makes them",
+                 type->tp_name);
+    return NULL;
+}
+
 static int
 core_exec(PyObject *m)
 {

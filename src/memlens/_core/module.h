@@ -33,6 +33,10 @@ core_state *core_get_state(PyObject *module);
 /* Subsystem hooks, called in order from the module's Py_mod_exec slot.
  * Each adds its functions/types to `m` and returns 0, or -1 with an
  * exception set. */
+/* tp_new of the module's types that only the C code may create (their
+ * fields would be NULL otherwise): raises TypeError. */
+PyObject *core_tp_new_refused(PyTypeObject *type, PyObject *args, PyObject *kwds);
+
 int size_module_exec(PyObject *m);
 int size_api_module_exec(PyObject *m);
 int rec_module_exec(PyObject *m);        /* record*.c: compact records */

@@ -807,7 +807,7 @@ rec_check_instance(PyObject *obj)
 }
 
 PyDoc_STRVAR(rec_record_restore_doc,
-             "_record_restore(cls, *values)\n--\n\n"
+             "_record_restore($module, cls, /, *values)\n--\n\n"
              "Rebuild a record from all its field values in declaration order\n"
              "(the pickle reconstructor; does not call __init__).");
 
@@ -844,7 +844,7 @@ rec_record_restore(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
 }
 
 PyDoc_STRVAR(rec_record_values_doc,
-             "_record_values(record)\n--\n\n"
+             "_record_values($module, record, /)\n--\n\n"
              "Tuple of a record's field values in declaration order (shallow).");
 
 static PyObject *
@@ -857,7 +857,7 @@ rec_record_values(PyObject *Py_UNUSED(module), PyObject *obj)
 }
 
 PyDoc_STRVAR(rec_record_fields_doc,
-             "_record_fields(cls)\n--\n\n"
+             "_record_fields($module, cls, /)\n--\n\n"
              "Tuple of (name, storage, annotation, has_default, default, kw_only,\n"
              "offset) for every field of record class `cls`; storage is one of\n"
              "'object', 'int64', 'double', 'bool'.");

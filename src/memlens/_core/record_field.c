@@ -155,6 +155,7 @@ static PyType_Slot rec_descr_slots[] = {
     {Py_tp_clear, rec_descr_clear},
     {Py_tp_dealloc, rec_descr_dealloc},
     {Py_tp_getset, rec_descr_getset},
+    {Py_tp_new, core_tp_new_refused}, /* a descriptor without field would crash */
     {Py_tp_doc, (void *)"Descriptor of an unboxed (int64/double/bool) record field."},
     {0, NULL},
 };

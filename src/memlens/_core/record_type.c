@@ -591,7 +591,7 @@ error:
     return cls;
 }
 
-PyDoc_STRVAR(rec_meta_doc, "RecordMeta(name, bases, namespace, *, frozen=False, order=False, "
+PyDoc_STRVAR(rec_meta_doc, "RecordMeta(name, bases, namespace, /, *, frozen=False, order=False, "
                            "kw_only=False, weakref=False)\n"
                            "--\n\n"
                            "Metaclass of memlens.Record: lays out instances from the class's\n"

@@ -362,9 +362,9 @@ size_is_shared_value(PyObject *op, PyTypeObject *tp)
     return 0;
 }
 
-PyDoc_STRVAR(size_sizeof_doc,
-             "sizeof(obj, /) -> int\n--\n\n"
-             "Bytes the allocator handed out for this one object (see memlens.sizeof).");
+PyDoc_STRVAR(size_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
+                              "Bytes (an int) the allocator handed out for this one object (see\n"
+                              "memlens.sizeof).");
 
 static PyObject *
 size_py_sizeof(PyObject *module, PyObject *obj)

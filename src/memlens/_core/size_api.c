@@ -17,9 +17,9 @@
 
 /* ---- deep_size ---------------------------------------------------------- */
 
-PyDoc_STRVAR(api_deep_size_doc,
-             "deep_size(objs, shared, /) -> (bytes, count, warnings, scratch_bytes)\n--\n\n"
-             "Walk everything reachable from the tuple `objs` once.");
+PyDoc_STRVAR(api_deep_size_doc, "deep_size($module, objs, shared, /)\n--\n\n"
+                                "Walk everything reachable from the tuple `objs` once; return\n"
+                                "(bytes, count, warnings, scratch_bytes).");
 
 static PyObject *
 api_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -118,8 +118,9 @@ api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *chi
 }
 
 PyDoc_STRVAR(api_size_by_type_doc,
-             "size_by_type(objs, shared, /) -> [(type, count, bytes), ...]\n--\n\n"
-             "Per-type totals over everything reachable from `objs` (unsorted).");
+             "size_by_type($module, objs, shared, /)\n--\n\n"
+             "Per-type totals over everything reachable from `objs`, as an unsorted\n"
+             "list of (type, count, bytes).");
 
 static PyObject *
 api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -320,8 +321,10 @@ error:
 }
 
 PyDoc_STRVAR(api_breakdown_doc,
-             "breakdown(obj, depth, limit, shared, /) -> nested tuples\n--\n\n"
-             "(label, type_name, own, deep, count, children, more_count, more_bytes).");
+             "breakdown($module, obj, depth, limit, shared, /)\n--\n\n"
+             "The tree under `obj`, breadth first, as a flat list of rows\n"
+             "(parent_row, label, type_name, own, deep, count, more_count, more_bytes);\n"
+             "parent_row is -1 for the root, more_* sum the children past `limit`.");
 
 static PyObject *
 api_breakdown(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

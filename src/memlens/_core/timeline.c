@@ -119,9 +119,10 @@ tl_thread_main(void *arg)
 }
 
 PyDoc_STRVAR(timeline_start_doc,
-             "timeline_start(interval_ms, max_samples=32768) -- start the sampler thread.\n\n"
+             "timeline_start(interval_ms[, max_samples]) -- start the sampler thread.\n\n"
              "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
-             "(and once right away).  When max_samples are kept, neighbours are merged\n"
+             "(and once right away).  When max_samples (default and most: 32768) are\n"
+             "kept, neighbours are merged\n"
              "and the interval doubles.  RuntimeError if a sampler is already running.");
 
 static PyObject *

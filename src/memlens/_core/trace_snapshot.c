@@ -654,6 +654,7 @@ static PyType_Slot TraceTable_slots[] = {
     {Py_tp_dealloc, TraceTable_dealloc},
     {Py_tp_methods, TraceTable_methods},
     {Py_tp_getset, TraceTable_getset},
+    {Py_tp_new, core_tp_new_refused}, /* made by take_snapshot() and load() only */
     {Py_tp_doc, "Per-stack table of a tracer snapshot (see memlens.Snapshot)."},
     {0, NULL},
 };

@@ -959,6 +959,39 @@ def test_tracer_memory_is_at_most_32_bytes_per_block_whatever_their_size(size):
     assert float(out) <= 32
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="interpreters with a GIL of their own: 3.12+")
+def test_subinterpreter_with_its_own_gil_while_tracing():
+    # GIVEN tracing, WHEN a subinterpreter with a GIL of its own (isolated,
+    # the default of the private _interpreters module) runs and allocates
+    # THEN its calls take the GIL-less path (the hooks stop trusting the
+    # one-interpreter shortcut while it exists), nothing crashes, and the
+    # main interpreter's blocks are still counted
+    out = run_py("""
+        import sys
+        try:
+            import _interpreters as interpreters      # 3.13
+        except ImportError:
+            import _xxsubinterpreters as interpreters  # 3.12
+        import memlens
+        memlens.start()
+        base = memlens.traced_memory()[0]
+        iid = interpreters.create()
+        interpreters.run_string(iid, "x = [bytes(100) for _ in range(20000)]\\ndel x")
+        data = [bytes(100) for _ in range(10000)]
+        mid = memlens.traced_memory()[0] - base
+        interpreters.destroy(iid)
+        del data
+        after = memlens.traced_memory()[0] - base
+        snap = memlens.take_snapshot()
+        memlens.stop()
+        print(mid, after, snap.incomplete, sys.getsizeof(bytes(100)))
+    """)
+    mid, after, incomplete, per = out.split()
+    assert int(mid) >= 10000 * int(per)
+    assert int(after) < int(mid) - 10000 * int(per)
+    assert incomplete == "False"
+
+
 def test_deepest_stacks_are_cut_at_the_frame_limit():
     def recurse(n):
         if n == 0:

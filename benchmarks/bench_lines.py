@@ -116,8 +116,9 @@ def main():
         best = {}
         out = {}
         for name, cmd in modes:
-            # memory_profiler is slow: one run of it is enough to rank it.
-            reps = 1 if "memory_profiler" in name else args.repeat
+            # memory_profiler is slow, but its run-to-run noise decides the
+            # ratio as much as memlens': best of --repeat runs for every mode.
+            reps = args.repeat
             for _ in range(reps):
                 times, stdout = run(cmd, env)
                 for work, t in times.items():
@@ -125,7 +126,7 @@ def main():
             out[name] = stdout
 
     print(f"Python {sys.version.split()[0]}; fastest call of {args.calls} in each of {args.repeat} runs "
-          f"(memory_profiler: 1 call, 1 run); time of the profiled calls only")
+          f"(memory_profiler: 1 call in each run); time of the profiled calls only")
     for work, what in (("dense", f"dense loop, n={args.n}: 7 cheap allocating lines per iteration"),
                        ("typical", f"typical loop, n={args.n // 4}: 3 lines of real work per iteration")):
         print(f"{what}")

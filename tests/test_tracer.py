@@ -480,6 +480,23 @@ def test_exact_run_after_a_sampled_run_is_exact():
     assert abs(freed - base) < 4096
 
 
+def test_sampled_mode_tracer_memory_is_small_per_sampled_block():
+    # GIVEN sampled mode over a 40 MB heap of 100-byte blocks (about 1 in 41
+    # sampled, scattered over the whole heap)
+    memlens.start(sample_bytes=4096)
+    try:
+        m0, b0 = memlens.tracer_memory(), _core.trace_live_blocks()
+        data = [bytes(67) for _ in range(400_000)]
+        m1, b1 = memlens.tracer_memory(), _core.trace_live_blocks()
+    finally:
+        memlens.stop()
+    # THEN the tracer keeps a side-table slot per sampled block, not a map
+    # page (which cost 1160 bytes per sampled block)
+    assert b1 - b0 > 5000
+    assert (m1 - m0) / (b1 - b0) <= 64, (m1 - m0, b1 - b0)
+    del data
+
+
 # -- coexistence with tracemalloc ---------------------------------------------------------
 
 @pytest.mark.parametrize("order", ["memlens_first", "tracemalloc_first"])

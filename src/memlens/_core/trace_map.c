@@ -442,6 +442,12 @@ map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
         return 0;
     }
+    if (map_sampled_on) {
+        /* Sampled blocks are few and lie all over the heap: a map page each
+         * would cost up to 4 KiB per block (measured 1160 B per sampled
+         * 100-byte block), a side table slot costs 21-32 bytes. */
+        return map_side_put(p, size, stack);
+    }
     if (size < MAP_SMALL_LIMIT) {
         map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 1);
         if (leaf == NULL) {
@@ -489,6 +495,9 @@ map_remove(uintptr_t p)
         }
         return e;
     }
+    if (map_sampled_on) {
+        return map_side_maybe(p) ? map_side_take(p) : e;
+    }
     /* Small blocks first: most blocks are. */
     map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 0);
     if (leaf != NULL) {
@@ -534,6 +543,9 @@ trace_map_peek(uintptr_t p)
 {
     if (!map_indexable(p)) {
         return atomic_load_explicit(&map_odd_count, memory_order_relaxed) != 0;
+    }
+    if (map_sampled_on) {
+        return map_side_maybe(p);
     }
     map_leaf *leaf = map_leaf_of(&map_fine, &map_tls[0], p, 0);
     if (leaf != NULL

@@ -20,6 +20,9 @@
  *   at a load between 1/2 and 3/4, with a bitmap filter so that a free()
  *   that misses both maps rarely needs its lock.
  *
+ * In sampled mode every block goes to the side table: sampled blocks are
+ * few and scattered, and a map page each would cost up to 4 KiB apiece.
+ *
  * (With one map at 16-byte granules, a heap of 150-byte blocks cost 40
  * bytes per block, and one of 4 KiB blocks 1 KiB per block.)
  *

@@ -492,10 +492,12 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
         PyEval_SetTrace(NULL, NULL);
         return 0;
     }
-    PyCodeObject *code = PyFrame_GetCode(f); /* new reference */
     switch (what) {
     case PyTrace_CALL: {
+        PyCodeObject *code = PyFrame_GetCode(f); /* new reference */
+        /* The record holds its own reference to the code object. */
         lp_code *r = lp_find((PyObject *)code);
+        Py_DECREF(code);
         if (r == NULL) {
             lp_frame_no_lines(f);
         }
@@ -509,18 +511,26 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
         }
         break;
     }
-    case PyTrace_LINE: {
+    case PyTrace_LINE:
+    case PyTrace_RETURN: {
+        /* Every frame's return comes here (line events only from profiled
+         * frames): only the innermost profiled frame's matter, so compare
+         * frames before asking for the code object. */
         lp_thread *t = lp_thread_get();
+        if (t == NULL || t->depth == 0 || t->stack[t->depth - 1].frame != (const void *)f) {
+            break;
+        }
+        PyCodeObject *code = PyFrame_GetCode(f); /* new reference */
         lp_entry *e = lp_top_for(t, (PyObject *)code, f);
-        if (e != NULL) {
+        Py_DECREF(code);
+        if (e == NULL) {
+            break;
+        }
+        if (what == PyTrace_LINE) {
             lp_line_event(t, e, lp_frame_line(f), 0);
         }
-        break;
-    }
-    case PyTrace_RETURN: {
-        /* Return, yield, or exit by exception. */
-        lp_thread *t = lp_thread_get();
-        if (lp_top_for(t, (PyObject *)code, f) != NULL) {
+        else {
+            /* Return, yield, or exit by exception. */
             lp_pop(t, 0);
         }
         break;
@@ -528,7 +538,6 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
     default:
         break;
     }
-    Py_DECREF(code);
     return 0;
 }
 

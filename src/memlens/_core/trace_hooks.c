@@ -74,7 +74,7 @@ static stack_table trace_stacks;
 static int64_t trace_current;   /* bytes (or estimated bytes) live */
 static int64_t trace_peak;      /* high-water mark of trace_current */
 static uint64_t trace_peak_gen; /* bumped at each new high-water mark */
-static int64_t trace_blocks;    /* live traced blocks */
+int64_t trace_blocks;           /* live traced blocks (read by trace_map.c) */
 static int trace_failed;        /* sticky: some bookkeeping failed */
 
 /* Set by start(), constant while tracing. */

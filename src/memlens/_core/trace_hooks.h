@@ -46,6 +46,10 @@ uint64_t trace_live_blocks(void);
 
 /* Spinlock helpers (also used by trace_map.c). */
 #include <stdatomic.h>
+/* Live traced blocks: written under the GIL by the hooks; read racily by
+ * trace_map.c as a hint of how many blocks the maps serve. */
+extern int64_t trace_blocks;
+
 void trace_spin_lock(atomic_flag *l);
 void trace_spin_unlock(atomic_flag *l);
 

@@ -134,15 +134,40 @@ map_slot_index(const map_index *m, uintptr_t p)
     return (size_t)(p >> m->shift) & (MAP_LEAF_LEN - 1);
 }
 
-/* Write an entry (the block's owner only). */
-static inline void
+/* Pages of map entries written since start() (both maps). */
+static atomic_size_t map_pages_written;
+
+/* May a block open a page of a map that holds no entry yet?  Not when the
+ * maps' pages already cost more than 32 bytes per live block (and 1 MiB):
+ * then blocks are scattered -- typically tracing started in a long-running
+ * process, and new blocks fill holes all over an older heap -- and a page
+ * per few blocks would cost up to 4 KiB each.  Such blocks go to the side
+ * table instead (21-32 bytes each); free() finds them there when both maps
+ * miss, as it does large blocks. */
+static inline int
+map_may_open_page(void)
+{
+    int64_t live = trace_blocks;
+    size_t pages = atomic_load_explicit(&map_pages_written, memory_order_relaxed);
+    return (pages + 1) * 4096 <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)1 << 20);
+}
+
+/* Write an entry (the block's owner only); 1 if it went in, 0 if its page
+ * was not opened (map_may_open_page()). */
+static inline int
 map_store(map_leaf *leaf, size_t i, uint32_t v)
 {
     uint64_t bit = (uint64_t)1 << (i / MAP_PAGE_SLOTS);
     if (!(atomic_load_explicit(&leaf->written, memory_order_relaxed) & bit)) {
-        atomic_fetch_or_explicit(&leaf->written, bit, memory_order_relaxed);
+        if (!map_may_open_page()) {
+            return 0;
+        }
+        if (!(atomic_fetch_or_explicit(&leaf->written, bit, memory_order_relaxed) & bit)) {
+            atomic_fetch_add_explicit(&map_pages_written, 1, memory_order_relaxed);
+        }
     }
     atomic_store_explicit(&leaf->slot[i], v, memory_order_relaxed);
+    return 1;
 }
 
 static inline uint32_t
@@ -453,18 +478,23 @@ map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         if (leaf == NULL) {
             return -1;
         }
-        map_store(leaf, map_slot_index(&map_fine, p), stack << MAP_FINE_SIZE_BITS | (uint32_t)size);
-        return 0;
+        if (map_store(leaf, map_slot_index(&map_fine, p),
+                      stack << MAP_FINE_SIZE_BITS | (uint32_t)size)) {
+            return 0;
+        }
+        return map_side_put(p, size, stack);
     }
     if (size < MAP_MEDIUM_LIMIT && stack < MAP_MED_STACK_LIMIT) {
         map_leaf *leaf = map_leaf_of(&map_medium, &map_tls[1], p, 1);
         if (leaf == NULL) {
             return -1;
         }
-        map_store(leaf, map_slot_index(&map_medium, p),
-                  stack << MAP_MED_STACK_SHIFT | (uint32_t)size << MAP_MED_STEP_BITS
-                      | map_med_step(p));
-        return 0;
+        if (map_store(leaf, map_slot_index(&map_medium, p),
+                      stack << MAP_MED_STACK_SHIFT | (uint32_t)size << MAP_MED_STEP_BITS
+                          | map_med_step(p))) {
+            return 0;
+        }
+        return map_side_put(p, size, stack);
     }
     return map_side_put(p, size, stack);
 }
@@ -621,6 +651,7 @@ trace_map_clear(void)
 {
     map_for_each_leaf(&map_fine, map_discard_leaf, NULL);
     map_for_each_leaf(&map_medium, map_discard_leaf, NULL);
+    atomic_store_explicit(&map_pages_written, 0, memory_order_relaxed);
     trace_spin_lock(&map_side_lock);
     if (map_side != NULL) {
         trace_mem_unmap(map_side, map_side_cap * sizeof(map_side_slot), 1);

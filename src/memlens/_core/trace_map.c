@@ -138,7 +138,7 @@ map_slot_index(const map_index *m, uintptr_t p)
 static atomic_size_t map_pages_written;
 
 /* May a block open a page of a map that holds no entry yet?  Not when the
- * maps' pages already cost more than 32 bytes per live block (and 1 MiB):
+ * maps' pages already cost more than 32 bytes per live block (and 256 KiB):
  * then blocks are scattered -- typically tracing started in a long-running
  * process, and new blocks fill holes all over an older heap -- and a page
  * per few blocks would cost up to 4 KiB each.  Such blocks go to the side
@@ -149,7 +149,7 @@ map_may_open_page(void)
 {
     int64_t live = trace_blocks;
     size_t pages = atomic_load_explicit(&map_pages_written, memory_order_relaxed);
-    return (pages + 1) * 4096 <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)1 << 20);
+    return (pages + 1) * 4096 <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)256 << 10);
 }
 
 /* Write an entry (the block's owner only); 1 if it went in, 0 if its page

@@ -74,7 +74,8 @@ static stack_table trace_stacks;
 static int64_t trace_current;   /* bytes (or estimated bytes) live */
 static int64_t trace_peak;      /* high-water mark of trace_current */
 static uint64_t trace_peak_gen; /* bumped at each new high-water mark */
-int64_t trace_blocks;           /* live traced blocks (read by trace_map.c) */
+static int64_t trace_blocks;    /* live traced blocks */
+int64_t trace_blocks_peak;      /* high-water mark of trace_blocks (read by trace_map.c) */
 static int trace_failed;        /* sticky: some bookkeeping failed */
 
 /* Set by start(), constant while tracing. */
@@ -400,7 +401,9 @@ trace_account(uint32_t stack, uint64_t size, int sign)
             r->alloc_size += ws;
             r->alloc_count += wc;
         }
-        trace_blocks++;
+        if (++trace_blocks > trace_blocks_peak) {
+            trace_blocks_peak = trace_blocks;
+        }
         trace_current += (int64_t)ws;
         if (trace_current > trace_peak) {
             trace_peak = trace_current;
@@ -443,6 +446,9 @@ trace_drain_acc(void)
     r->alloc_size += (uint64_t)das;
     r->alloc_count += (uint64_t)dac;
     trace_blocks += db;
+    if (trace_blocks > trace_blocks_peak) {
+        trace_blocks_peak = trace_blocks;
+    }
     trace_current += ds;
     if (trace_current > trace_peak) {
         trace_peak = trace_current;
@@ -963,6 +969,7 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_peak = 0;
     trace_peak_gen = 1;
     trace_blocks = 0;
+    trace_blocks_peak = 0;
     trace_failed = 0;
     trace_max_frames = max_frames;
     trace_sample_bytes = sample_bytes;
@@ -1043,6 +1050,7 @@ trace_stop(void)
     trace_current = 0;
     trace_peak = 0;
     trace_blocks = 0;
+    trace_blocks_peak = 0;
     atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
     trace_spin_unlock(&trace_nogil_lock);
     /* Dropping code references may run deallocators. */

@@ -46,9 +46,10 @@ uint64_t trace_live_blocks(void);
 
 /* Spinlock helpers (also used by trace_map.c). */
 #include <stdatomic.h>
-/* Live traced blocks: written under the GIL by the hooks; read racily by
- * trace_map.c as a hint of how many blocks the maps serve. */
-extern int64_t trace_blocks;
+/* The high-water mark of live traced blocks since start(): written under
+ * the GIL by the hooks; read racily by trace_map.c, as the number of
+ * blocks the maps' pages are there for. */
+extern int64_t trace_blocks_peak;
 
 void trace_spin_lock(atomic_flag *l);
 void trace_spin_unlock(atomic_flag *l);

@@ -136,20 +136,32 @@ map_slot_index(const map_index *m, uintptr_t p)
 
 /* Pages of map entries written since start() (both maps). */
 static atomic_size_t map_pages_written;
+/* Blocks in the side table (mirrors map_side_used, which its lock
+ * protects, for map_may_open_page()). */
+static atomic_size_t map_side_live;
 
 /* May a block open a page of a map that holds no entry yet?  Not when the
- * maps' pages already cost more than 32 bytes per live block (and 256 KiB):
- * then blocks are scattered -- typically tracing started in a long-running
- * process, and new blocks fill holes all over an older heap -- and a page
- * per few blocks would cost up to 4 KiB each.  Such blocks go to the side
- * table instead (21-32 bytes each); free() finds them there when both maps
- * miss, as it does large blocks. */
+ * maps' pages and the side table's blocks together already cost more than
+ * 32 bytes per block at the high-water mark of live blocks (plus 256 KiB:
+ * pages stay once written, so a program whose live blocks come and go must
+ * not find the budget spent at each low).  Then blocks are scattered -- typically
+ * tracing started in a long-running process, and new blocks fill holes all
+ * over an older heap -- and a page per few blocks would cost up to 4 KiB
+ * each; such blocks go to the side table instead (21-32 bytes each), where
+ * free() finds them when both maps miss, as it does large blocks.  On a
+ * densely allocated heap every tier stays under 32 bytes per block, so the
+ * budget never binds.  (trace_blocks_peak is read without the GIL by
+ * GIL-less hooks: a stale value only moves the heuristic.) */
 static inline int
 map_may_open_page(void)
 {
-    int64_t live = trace_blocks;
+    int64_t live = trace_blocks_peak;
     size_t pages = atomic_load_explicit(&map_pages_written, memory_order_relaxed);
-    return (pages + 1) * 4096 <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)256 << 10);
+    /* A side-table block costs 16 bytes at a load between 1/2 and 3/4:
+     * counted at 24.  (Live blocks, not slots: the table does not shrink,
+     * and a churning program would otherwise find the budget spent.) */
+    size_t side = atomic_load_explicit(&map_side_live, memory_order_relaxed) * 24;
+    return (pages + 1) * 4096 + side <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)256 << 10);
 }
 
 /* Write an entry (the block's owner only); 1 if it went in, 0 if its page
@@ -348,6 +360,7 @@ map_side_put_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
     }
     if (map_side[i].key == 0) {
         map_side_used++;
+        atomic_store_explicit(&map_side_live, map_side_used, memory_order_relaxed);
     }
     map_side[i].key = p;
     map_side[i].packed = size << MAP_SIDE_STACK_BITS | stack;
@@ -388,6 +401,7 @@ map_side_take_unlocked(uintptr_t p)
     }
     map_side[hole].key = 0;
     map_side_used--;
+    atomic_store_explicit(&map_side_live, map_side_used, memory_order_relaxed);
     return e;
 }
 
@@ -658,6 +672,7 @@ trace_map_clear(void)
         map_side = NULL;
         map_side_cap = 0;
         map_side_used = 0;
+        atomic_store_explicit(&map_side_live, 0, memory_order_relaxed);
     }
     atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
     if (map_side_bits_used) {

@@ -142,16 +142,17 @@ static atomic_size_t map_side_live;
 
 /* May a block open a page of a map that holds no entry yet?  Not when the
  * maps' pages and the side table's blocks together already cost more than
- * 32 bytes per block at the high-water mark of live blocks (plus 256 KiB:
- * pages stay once written, so a program whose live blocks come and go must
- * not find the budget spent at each low).  Then blocks are scattered -- typically
- * tracing started in a long-running process, and new blocks fill holes all
- * over an older heap -- and a page per few blocks would cost up to 4 KiB
- * each; such blocks go to the side table instead (21-32 bytes each), where
- * free() finds them when both maps miss, as it does large blocks.  On a
- * densely allocated heap every tier stays under 32 bytes per block, so the
- * budget never binds.  (trace_blocks_peak is read without the GIL by
- * GIL-less hooks: a stale value only moves the heuristic.) */
+ * 32 bytes per block at the high-water mark of live blocks, plus 256 KiB.
+ * (The high-water mark: pages stay once written, so a program whose live
+ * blocks come and go must not find the budget spent at each low.)  Past
+ * the budget, blocks are scattered -- typically tracing started in a
+ * long-running process, and new blocks fill holes all over an older heap --
+ * and a page per few blocks would cost up to 4 KiB each: they go to the
+ * side table instead (21-32 bytes each), where free() finds them when both
+ * maps miss, as it does large blocks.  On a densely allocated heap every
+ * tier stays under 32 bytes per block, so the budget never binds.
+ * (trace_blocks_peak is read without the GIL by GIL-less hooks: a stale
+ * value only moves the heuristic.) */
 static inline int
 map_may_open_page(void)
 {

@@ -373,6 +373,29 @@ def test_load_rejects_corrupt_and_truncated_files(tmp_path):
 
 # -- sampled mode ------------------------------------------------------------------------
 
+def assert_sampled_estimates_converge(sizes, counts, exact_size, exact_count, single_runs=False):
+    """The sampled runs' size and count estimates for blocks of
+    bytes(100), bytes(1000) and bytes(10000), 3000 each, sampled every
+    16384 bytes, against the exact figures.  The standard error follows from
+    the sampling law: a block of s bytes, sampled with probability
+    p = 1 - exp(-s/N), adds variance s**2 (1-p)/p to the size estimate and
+    (1-p)/p to the count estimate.  5 standard errors: a false alarm once in
+    a million runs."""
+    import math
+    import statistics
+
+    block_sizes = [sys.getsizeof(bytes(s)) for s in (100, 1000, 10000) * 3000]
+    ps = [1 - math.exp(-b / 16384) for b in block_sizes]
+    var_size = sum(b * b * (1 - p) / p for b, p in zip(block_sizes, ps))
+    var_count = sum((1 - p) / p for p in ps)
+    for est, exact_value, var in ((sizes, exact_size, var_size), (counts, exact_count, var_count)):
+        mean = statistics.mean(est)
+        sem = math.sqrt(var / len(est))
+        assert abs(mean - exact_value) < 5 * sem + 0.001 * exact_value, (mean, exact_value, sem)
+        if single_runs:
+            assert all(abs(e - exact_value) < 8 * math.sqrt(var) for e in est)
+
+
 def sampled_workload():
     return [bytes(s) for s in (100, 1000, 10000) * 3000]  # LINE_SAMPLED
 
@@ -384,31 +407,16 @@ def test_sampled_estimates_are_unbiased():
     ex = next(s for s in exact.statistics("lineno") if s.traceback[0].lineno == line)
     # WHEN it runs many times sampled
     runs = 12 if SANITIZED else 30
-    sizes, counts, totals = [], [], []
+    sizes, counts = [], []
     for _ in range(runs):
-        _, cur, _, snap = measure_memlens(sampled_workload, sample_bytes=16384)
+        _, _, _, snap = measure_memlens(sampled_workload, sample_bytes=16384)
         st = [s for s in snap.statistics("lineno") if s.traceback[0].lineno == line]
         sizes.append(st[0].size if st else 0)
         counts.append(st[0].count if st else 0)
-        totals.append(cur)
         assert snap.sample_bytes == 16384
-    # THEN the mean estimate converges on the exact value.  Its standard error
-    # follows from the sampling law: a block of s bytes, sampled with
-    # probability p = 1 - exp(-s/N), adds variance s**2 (1-p)/p to the size
-    # estimate and (1-p)/p to the count estimate.  5 standard errors: a false
-    # alarm once in a million runs.
-    import math
-    import statistics as st_
-    block_sizes = [sys.getsizeof(bytes(s)) for s in (100, 1000, 10000) * 3000]
-    ps = [1 - math.exp(-b / 16384) for b in block_sizes]
-    var_size = sum(b * b * (1 - p) / p for b, p in zip(block_sizes, ps))
-    var_count = sum((1 - p) / p for p in ps)
-    for est, exact_value, var in ((sizes, ex.size, var_size), (counts, ex.count, var_count)):
-        mean = st_.mean(est)
-        sem = math.sqrt(var / runs)
-        assert abs(mean - exact_value) < 5 * sem + 0.001 * exact_value, (mean, exact_value, sem)
-        # and single runs are in the right ballpark
-        assert all(abs(e - exact_value) < 8 * math.sqrt(var) for e in est)
+    # THEN the mean estimate converges on the exact value, and single runs
+    # are in the right ballpark
+    assert_sampled_estimates_converge(sizes, counts, ex.size, ex.count, single_runs=True)
 
 
 def test_sampled_mode_records_few_blocks():
@@ -1193,8 +1201,6 @@ def sampled_churn():
 
 
 def test_sampled_allocated_totals_converge_to_exact():
-    import math
-    import statistics as st_
     # GIVEN the exact allocated figures of a loop that frees what it makes
     line = line_of("LINE_SAMPLED_CHURN")
     _, _, _, exact = measure_memlens(sampled_churn)
@@ -1208,16 +1214,8 @@ def test_sampled_allocated_totals_converge_to_exact():
         st = [s for s in snap.allocated_statistics("lineno") if s.traceback[0].lineno == line]
         sizes.append(st[0].size if st else 0)
         counts.append(st[0].count if st else 0)
-    # THEN the mean estimate is within 5 standard errors of the exact value
-    # (same sampling law as test_sampled_estimates_are_unbiased)
-    block_sizes = [sys.getsizeof(bytes(s)) for s in (100, 1000, 10000) * 3000]
-    ps = [1 - math.exp(-b / 16384) for b in block_sizes]
-    var_size = sum(b * b * (1 - p) / p for b, p in zip(block_sizes, ps))
-    var_count = sum((1 - p) / p for p in ps)
-    for est, exact_value, var in ((sizes, ex.size, var_size), (counts, ex.count, var_count)):
-        mean = st_.mean(est)
-        sem = math.sqrt(var / runs)
-        assert abs(mean - exact_value) < 5 * sem + 0.001 * exact_value, (mean, exact_value, sem)
+    # THEN the mean estimate converges on the exact value
+    assert_sampled_estimates_converge(sizes, counts, ex.size, ex.count)
 
 
 def test_allocated_totals_survive_dump_and_load(tmp_path):

@@ -522,12 +522,35 @@ error:
 
 /* ---- retained size of one node --------------------------------------- */
 
+/* Breadth first from the `tail` nodes queued (already marked), mark every
+ * unmarked node they reach; return how many, and add their sizes to
+ * *bytes if given.  `queue` has room for every node. */
+static size_t
+graph_mark_reached(graph_t *g, uint32_t *queue, size_t tail, size_t *bytes)
+{
+    size_t head = 0, start = tail;
+    while (head < tail) {
+        uint32_t u = queue[head++];
+        for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
+            uint32_t x = g->edges[e];
+            if (!(g->flags[x] & GRAPH_F_MARK)) {
+                g->flags[x] |= GRAPH_F_MARK;
+                queue[tail++] = x;
+                if (bytes != NULL) {
+                    *bytes += graph_size(g, x);
+                }
+            }
+        }
+    }
+    return tail - start;
+}
+
 int
 graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count)
 {
     size_t n = g->n;
     uint32_t *queue = malloc((n + 1) * sizeof(uint32_t));
-    size_t head = 0, tail = 0;
+    size_t tail = 0;
 
     if (queue == NULL) {
         return -1;
@@ -543,32 +566,11 @@ graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count)
             queue[tail++] = (uint32_t)i;
         }
     }
-    while (head < tail) {
-        uint32_t u = queue[head++];
-        for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
-            uint32_t x = g->edges[e];
-            if (!(g->flags[x] & GRAPH_F_MARK)) {
-                g->flags[x] |= GRAPH_F_MARK;
-                queue[tail++] = x;
-            }
-        }
-    }
+    (void)graph_mark_reached(g, queue, tail, NULL);
     /* what t reaches beyond that is what t alone keeps alive */
-    size_t total = graph_size(g, t), cnt = 1;
-    head = tail = 0;
-    queue[tail++] = t;
-    while (head < tail) {
-        uint32_t u = queue[head++];
-        for (uint32_t e = g->off[u]; e < g->off[u + 1]; e++) {
-            uint32_t x = g->edges[e];
-            if (!(g->flags[x] & GRAPH_F_MARK)) {
-                g->flags[x] |= GRAPH_F_MARK;
-                queue[tail++] = x;
-                total += graph_size(g, x);
-                cnt++;
-            }
-        }
-    }
+    queue[0] = t;
+    size_t total = graph_size(g, t);
+    size_t cnt = 1 + graph_mark_reached(g, queue, 1, &total);
     free(queue);
     *bytes = total;
     *count = cnt;

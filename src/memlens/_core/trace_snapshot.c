@@ -82,6 +82,20 @@ snap_cf_hash(PyCodeObject *code, int32_t offset)
     return (size_t)(h ^ (h >> 29));
 }
 
+/* A stack's share of the peak (its totals saved at the latest high-water
+ * mark, or its current ones if it has not changed since); 0 if the stack
+ * has nothing to report.  Stacks whose blocks were all freed stay: they
+ * allocated. */
+static inline int
+snap_rec_figures(const stack_rec *r, uint64_t peak_gen, uint64_t *ps, uint64_t *pc)
+{
+    int saved = r->snap_gen == peak_gen;
+    *ps = saved ? r->snap_size : r->size;
+    *pc = saved ? r->snap_count : r->count;
+    return r->count != 0 || *pc != 0 || r->size != 0 || *ps != 0 || r->alloc_count != 0
+           || r->alloc_size != 0;
+}
+
 PyObject *
 snap_take(PyObject *module)
 {
@@ -111,12 +125,8 @@ snap_take(PyObject *module)
     uint64_t nfr = 0;
     for (uint32_t id = 1; id < st->nrecs; id++) {
         stack_rec *r = &st->recs[id];
-        int at_peak_saved = r->snap_gen == v.peak_gen;
-        uint64_t ps = at_peak_saved ? r->snap_size : r->size;
-        uint64_t pc = at_peak_saved ? r->snap_count : r->count;
-        /* Stacks whose blocks were all freed stay: they allocated. */
-        if (r->count != 0 || pc != 0 || r->size != 0 || ps != 0 || r->alloc_count != 0
-            || r->alloc_size != 0) {
+        uint64_t ps, pc;
+        if (snap_rec_figures(r, v.peak_gen, &ps, &pc)) {
             nraw++;
             nfr += r->depth;
         }
@@ -131,11 +141,8 @@ snap_take(PyObject *module)
     uint32_t k = 0;
     for (uint32_t id = 1; id < st->nrecs; id++) {
         stack_rec *r = &st->recs[id];
-        int at_peak_saved = r->snap_gen == v.peak_gen;
-        uint64_t ps = at_peak_saved ? r->snap_size : r->size;
-        uint64_t pc = at_peak_saved ? r->snap_count : r->count;
-        if (r->count == 0 && pc == 0 && r->size == 0 && ps == 0 && r->alloc_count == 0
-            && r->alloc_size == 0) {
+        uint64_t ps, pc;
+        if (!snap_rec_figures(r, v.peak_gen, &ps, &pc)) {
             continue;
         }
         raw[k].row.nframes = r->depth;

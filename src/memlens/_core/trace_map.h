@@ -60,7 +60,10 @@ int trace_map_peek(uintptr_t p);
  * the bucket's counter (in trace_map.c, updated under a lock: only sampled
  * blocks come and go, a few per MiB allocated) is not zero.  Kept only
  * while trace_map_use_filter(1) is in force: in exact mode every address
- * is in the map. */
+ * is in the map.  In sampled mode every block is also in the side table,
+ * whose own filter could answer the same question, but not as cheaply:
+ * a 32 KiB hashed bitmap cleared only by rebuilds made sampled mode 1.04x
+ * -> 1.08x (string_building 1.03x -> 1.18x) when tried in its place. */
 #define TRACE_MAP_FILTER_BITS 16
 extern _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
 

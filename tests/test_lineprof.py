@@ -391,15 +391,92 @@ def calls_reader():
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.9-3.11: the C trace function")
-def test_frames_not_profiled_get_no_line_events():
-    # GIVEN profiling on (the C trace function of 3.9-3.11 sees every call)
+def test_frames_not_profiled_run_untraced():
+    # GIVEN profiling on (3.9-3.11: the C trace function and the frame
+    # evaluation switch, lp_eval_frame)
     memlens.profile(calls_reader)
-    # WHEN a function that is not profiled runs
-    # THEN its frame's per-line events were switched off (lp_frame_no_lines:
-    # the 3.11 branch writes through a mirror of the frame's layout)
-    assert calls_reader() is False
-    assert reads_own_trace_lines() is False
+    # WHEN a function that is not profiled runs, called from a profiled one
+    # or not
+    # THEN it got no event at all: tracing was off while it ran (a 'call'
+    # event would have switched its line events off)
+    assert calls_reader() is True
+    assert reads_own_trace_lines() is True
     assert memlens.line_stats(reads_own_trace_lines) == []
+    st = stats_by_line(calls_reader)
+    assert st[line_of(calls_reader, "# READER")].occurrences == 1
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.9-3.11: the C trace function")
+def test_frames_not_profiled_get_no_line_events_under_a_profile_function():
+    # GIVEN profiling on and a profile function (cProfile's kind), which
+    # keeps the thread in tracing mode everywhere
+    memlens.profile(calls_reader)
+    sys.setprofile(lambda *a: None)
+    try:
+        # WHEN a function that is not profiled runs
+        got = (calls_reader(), reads_own_trace_lines())
+    finally:
+        sys.setprofile(None)
+    # THEN 3.10/3.11: its frame's per-line events were switched off at its
+    # 'call' event (lp_frame_no_lines: the 3.11 branch writes through a
+    # mirror of the frame's layout); 3.9: the switch clears the trace
+    # function itself, so the frame got no event to switch them off at
+    expected = (sys.version_info < (3, 10),) * 2
+    assert got == expected
+    assert memlens.line_stats(reads_own_trace_lines) == []
+    assert stats_by_line(calls_reader)[line_of(calls_reader, "# READER")].occurrences == 1
+
+
+def middle_plain():
+    a = [0] * 50_000
+    return inner(), a
+
+
+def outer_via_plain():
+    x = middle_plain()  # VIA_PLAIN
+    y = [0] * 200_000  # AFTER_PLAIN
+    for _ in range(3):
+        z = [0] * 1000  # LOOP_AFTER
+    return x, y, z
+
+
+def test_profiled_inside_unprofiled_inside_profiled():
+    # GIVEN profiled -> not profiled -> profiled
+    memlens.profile(outer_via_plain)
+    memlens.profile(inner)
+    # WHEN it runs (3.9-3.11: tracing goes off for the middle frame, on for
+    # the inner one, and back on for the outer one when they return)
+    outer_via_plain()
+    so, si = stats_by_line(outer_via_plain), stats_by_line(inner)
+    # THEN the middle frame's own list is the calling line's, the inner
+    # one's is inner's, and the outer frame's later lines are all seen
+    assert 400_000 <= so[line_of(outer_via_plain, "# VIA_PLAIN")].increment <= 400_000 + 240 + 2 * FRAME
+    assert 800_000 <= si[line_of(inner, "# INNER")].increment <= 800_000 + 120
+    assert 1_600_000 <= so[line_of(outer_via_plain, "# AFTER_PLAIN")].increment <= 1_600_000 + 120
+    assert so[line_of(outer_via_plain, "# LOOP_AFTER")].occurrences == 3
+    assert memlens.line_stats(middle_plain) == []
+
+
+def test_a_tracer_set_while_profiling_is_left_alone():
+    # GIVEN profiling on, and a Python trace function installed from inside
+    # a profiled function (a debugger attaching, say)
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is reads_own_trace_lines.__code__:
+            events.append(event)
+        return tracer
+
+    memlens.profile(calls_reader)
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        # WHEN a function that is not profiled runs
+        reads_own_trace_lines()
+    finally:
+        sys.settrace(old)
+    # THEN that tracer got its events: memlens switches only its own tracing
+    assert events[:2] == ["call", "line"]
 
 
 # ---- report ---------------------------------------------------------------------

@@ -13,6 +13,7 @@
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <frameobject.h>
+#include "stack_compat.h" /* 3.11: the _PyInterpreterFrame mirror */
 #endif
 
 /* ---- records (GIL held) -------------------------------------------------- */
@@ -147,6 +148,9 @@ typedef struct {
     int cap;
     uint64_t generation;
     trace_thread_counters *counters; /* this thread's, in trace_hooks.c */
+    /* 3.9-3.11: line tracing is switched off on this thread by
+     * lp_eval_frame() while a frame we do not profile runs. */
+    int suspended;
 } lp_thread;
 
 /* This thread's state, on the C heap.  initial-exec: read at every line
@@ -541,6 +545,143 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
     return 0;
 }
 
+/* ---- 3.9-3.11: tracing only while profiled code runs ------------------------
+ *
+ * With a trace function installed, CPython runs every frame of the thread
+ * in its tracing mode: each instruction through the slow dispatch path, and
+ * on 3.11 unspecialized (de-optimized), with a frame object made for every
+ * call.  A profiled function that calls into json, say, would run those
+ * callees 1.5-2x slower for nothing: their lines are not wanted.  So while
+ * profiling, a PEP 523 frame evaluation function sees every Python frame
+ * start (and every generator resume) and switches this thread's tracing off
+ * for the frames we do not profile and back on for those we do, restoring
+ * the caller's state when the frame returns.  The trace function stays
+ * installed; only the flag the eval loop checks changes:
+ *   3.10/3.11: the use_tracing flag of the current C frame record, which
+ *     the next frame copies and copies back when it returns;
+ *   3.9: use_tracing lives in the thread state, and line events are asked
+ *     for whenever c_tracefunc is set, so c_tracefunc itself is cleared
+ *     while suspended (PyEval_SetTrace's count of tracing threads is left
+ *     as it was: it only selects the slower dispatch loop).
+ * A trace function someone else installs (a debugger, coverage) is never
+ * touched: the switch acts only while ours is the thread's. */
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef struct _PyInterpreterFrame lp_eval_frame_t;
+#else
+typedef PyFrameObject lp_eval_frame_t;
+#endif
+typedef PyObject *(*lp_eval_fn)(PyThreadState *, lp_eval_frame_t *, int);
+
+/* The evaluation function we replaced (CPython's own, or another tool's
+ * we chain to), and whether ours is installed; GIL. */
+static lp_eval_fn lp_prev_eval;
+static int lp_eval_installed;
+
+static inline PyObject *
+lp_eval_code(lp_eval_frame_t *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return STACK_IFRAME_CODE((stack_iframe *)f); /* 3.11 */
+#else
+    return (PyObject *)f->f_code; /* 3.9/3.10 */
+#endif
+}
+
+/* Is the thread's tracing ours to switch? */
+static inline int
+lp_tracing_ours(PyThreadState *ts, lp_thread *t)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    (void)t;
+    return ts->c_tracefunc == lp_tracefunc;
+#else
+    /* 3.9: while suspended, c_tracefunc is NULL by our doing. */
+    return ts->c_tracefunc == lp_tracefunc || (t->suspended && ts->c_tracefunc == NULL);
+#endif
+}
+
+/* Switch line and call tracing on or off for the code about to run (or
+ * resume) on this thread; a profile function keeps its events. */
+static inline void
+lp_set_tracing(PyThreadState *ts, lp_thread *t, int on)
+{
+    t->suspended = !on;
+#if PY_VERSION_HEX >= 0x030B0000
+    ts->cframe->use_tracing = (on || ts->c_profilefunc != NULL) ? 255 : 0; /* 3.11 */
+#elif PY_VERSION_HEX >= 0x030A0000
+    ts->cframe->use_tracing = on || ts->c_profilefunc != NULL; /* 3.10 */
+#else
+    ts->c_tracefunc = on ? lp_tracefunc : NULL; /* 3.9 */
+    ts->use_tracing = on || ts->c_profilefunc != NULL;
+#endif
+}
+
+static PyObject *
+lp_eval_frame(PyThreadState *ts, lp_eval_frame_t *f, int throwflag)
+{
+    lp_thread *t = lp_tls;
+    int owned = 0;
+    int was_on = 0;
+    if (lp_active && t != NULL && lp_tracing_ours(ts, t)) {
+        owned = 1;
+        was_on = !t->suspended;
+        int on = lp_find(lp_eval_code(f)) != NULL;
+        if (on != was_on) {
+            lp_set_tracing(ts, t, on);
+        }
+    }
+    PyObject *res = lp_prev_eval(ts, f, throwflag);
+    /* Back in the caller: the frame that returned copied its own state
+     * into the caller's C frame record (3.10/3.11), so set the caller's
+     * again -- unless the trace function was replaced or removed meanwhile
+     * (sys.settrace, lineprof_disable). */
+    if (owned && lp_tracing_ours(ts, t)) {
+        lp_set_tracing(ts, t, was_on);
+    }
+    return res;
+}
+
+static void
+lp_eval_install(void)
+{
+    PyInterpreterState *interp = PyThreadState_Get()->interp;
+    if (lp_eval_installed) {
+        return;
+    }
+    lp_eval_fn cur = (lp_eval_fn)_PyInterpreterState_GetEvalFrameFunc(interp);
+    lp_prev_eval = cur != NULL ? cur : (lp_eval_fn)_PyEval_EvalFrameDefault;
+    _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)lp_eval_frame);
+    lp_eval_installed = 1;
+}
+
+/* Put the replaced function back, if ours is still the one installed (a
+ * tool that installed its own after us may chain to ours: lp_eval_frame
+ * only passes calls through while profiling is off). */
+static void
+lp_eval_uninstall(void)
+{
+    PyInterpreterState *interp = PyThreadState_Get()->interp;
+    if (!lp_eval_installed) {
+        return;
+    }
+    if ((lp_eval_fn)_PyInterpreterState_GetEvalFrameFunc(interp) == lp_eval_frame) {
+        _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)lp_prev_eval);
+        lp_eval_installed = 0;
+    }
+}
+
+/* This thread starts running under the C trace function. */
+static void
+lp_thread_start_tracing(void)
+{
+    PyEval_SetTrace(lp_tracefunc, NULL);
+    lp_thread *t = lp_thread_get();
+    if (t != NULL) {
+        t->suspended = 0;
+    }
+}
+
 /* threading.settrace() hook: moves each new thread onto the C function. */
 static PyObject *
 lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
@@ -550,7 +691,7 @@ lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
         return NULL;
     }
     if (lp_active) {
-        PyEval_SetTrace(lp_tracefunc, NULL);
+        lp_thread_start_tracing();
         if (PyFrame_Check(frame)) {
             (void)lp_tracefunc(NULL, (PyFrameObject *)frame, PyTrace_CALL, Py_None);
         }
@@ -631,7 +772,8 @@ lineprof_enable_py(PyObject *Py_UNUSED(m), PyObject *rss)
     lp_active = 1;
     lp_generation++;
 #if PY_VERSION_HEX < 0x030C0000
-    PyEval_SetTrace(lp_tracefunc, NULL);
+    lp_eval_install();
+    lp_thread_start_tracing();
 #endif
     Py_RETURN_NONE;
 }
@@ -645,7 +787,15 @@ lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     lp_active = 0;
     lp_generation++;
 #if PY_VERSION_HEX < 0x030C0000
+    lp_thread *t = lp_tls;
+    PyThreadState *ts = PyThreadState_Get();
+    if (t != NULL && t->suspended && lp_tracing_ours(ts, t)) {
+        /* Resume first (3.9: so that PyEval_SetTrace sees our function
+         * and keeps its count of tracing threads right). */
+        lp_set_tracing(ts, t, 1);
+    }
     PyEval_SetTrace(NULL, NULL);
+    lp_eval_uninstall();
 #endif
     Py_RETURN_NONE;
 }

@@ -140,6 +140,10 @@ static atomic_size_t map_pages_written;
  * protects, for map_may_open_page()). */
 static atomic_size_t map_side_live;
 
+/* Pages a program may open before its blocks pay for them: the first
+ * blocks have no budget yet. */
+#define MAP_BUDGET_SLACK ((size_t)256 << 10)
+
 /* May a block open a page of a map that holds no entry yet?  Not when the
  * maps' pages and the side table's blocks together already cost more than
  * 32 bytes per block at the high-water mark of live blocks, plus 256 KiB.
@@ -150,7 +154,10 @@ static atomic_size_t map_side_live;
  * and a page per few blocks would cost up to 4 KiB each: they go to the
  * side table instead (21-32 bytes each), where free() finds them when both
  * maps miss, as it does large blocks.  On a densely allocated heap every
- * tier stays under 32 bytes per block, so the budget never binds.
+ * tier stays under 32 bytes per block, so the budget never binds; a page
+ * opened past it must be paid for by the blocks already in the maps, 32
+ * bytes each (a program's scattered start can thus keep later blocks on
+ * the side table: slower to free, never more memory).
  * (trace_blocks_peak is read without the GIL by GIL-less hooks: a stale
  * value only moves the heuristic.) */
 static inline int
@@ -158,11 +165,17 @@ map_may_open_page(void)
 {
     int64_t live = trace_blocks_peak;
     size_t pages = atomic_load_explicit(&map_pages_written, memory_order_relaxed);
-    /* A side-table block costs 16 bytes at a load between 1/2 and 3/4:
-     * counted at 24.  (Live blocks, not slots: the table does not shrink,
-     * and a churning program would otherwise find the budget spent.) */
-    size_t side = atomic_load_explicit(&map_side_live, memory_order_relaxed) * 24;
-    return (pages + 1) * 4096 + side <= (size_t)(live > 0 ? live : 0) * 32 + ((size_t)256 << 10);
+    /* A side-table block costs 16 bytes at a load between 1/2 and 3/4,
+     * so up to 32 just after the table grew: counted at 32, so that the
+     * two together stay within the budget whatever the table's load.
+     * (Counted at the average, 24, blocks filling holes scattered over an
+     * older heap took 33-39 bytes each.)  Live blocks, not slots: the
+     * table does not shrink, and a churning program would otherwise find
+     * the budget spent. */
+    size_t nside = atomic_load_explicit(&map_side_live, memory_order_relaxed);
+    size_t peak = (size_t)(live > 0 ? live : 0);
+    size_t budget = peak * 32 + MAP_BUDGET_SLACK;
+    return (pages + 1) * 4096 + nside * 32 <= budget;
 }
 
 /* Write an entry (the block's owner only); 1 if it went in, 0 if its page

@@ -235,17 +235,14 @@ def test_timeline_records_samples(tmp_path):
     assert cap.timeline[len(ts) // 2].traced < cap.timeline[-1].traced
 
 
-def test_census_table_is_optional(tmp_path):
-    import memlens as m
-
-    write(tmp_path / "p.py", "x = 1\n")
+def test_capture_has_the_census_table(tmp_path):
+    write(tmp_path / "p.py", "class Kept:\n    pass\n\nkept = [Kept() for _ in range(1000)]\n")
     r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     cap = model.load(tmp_path / "c.mlcap")
-    if hasattr(m, "census"):
-        assert cap.classes is not None
-    else:
-        assert cap.classes is None
-        assert "Top classes" not in r.stderr
+    rows = {c.name: c for c in cap.classes}
+    kept = [c for name, c in rows.items() if name.endswith("Kept")]
+    assert kept and kept[0].count == 1000
+    assert "Top classes" in r.stderr
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["report"], ["plot"]])

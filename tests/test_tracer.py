@@ -601,7 +601,9 @@ def test_threaded_stress_with_stop_from_another_thread():
             stopper.start()
             stopper.join()
             assert not memlens.is_tracing()
-            assert snap.total >= 0
+            if i % 2:
+                # exact: the strings built after start() are in the snapshot
+                assert snap.total >= sum(map(sys.getsizeof, x))
             del x
     finally:
         stop_flag.set()

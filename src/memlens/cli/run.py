@@ -69,7 +69,7 @@ def add_parser(sub):
         description="Run `script.py [args...]` or `-m module [args...]` with every allocation traced, "
                     "record a memory timeline, write a capture file and print a summary to stderr: "
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
-                    "and the top classes when the census is available.",
+                    "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--interval MS] [-q] "
               "[--lines [--rss]] [--advise [--min-saving BYTES]] (script.py | -m module) [args...]",
     )
@@ -234,8 +234,6 @@ def _default_output(args):
 def _census_rows():
     import memlens
 
-    if not hasattr(memlens, "census"):
-        return None
     try:
         rows = memlens.census().top(50)
         return [(str(r.name), int(r.count), int(r.bytes)) for r in rows]

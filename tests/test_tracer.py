@@ -282,6 +282,32 @@ def test_snapshot_own_allocations_are_not_traced():
 
 # -- RAW domain, realloc, blocks from before start ------------------------------
 
+def test_failed_realloc_keeps_the_block_and_counts_nothing():
+    # GIVEN a traced 1000-byte RAW block
+    memlens.start()
+    p = _core._test_raw_malloc(1000)
+    base = memlens.traced_memory()[0]
+    c0 = _core.lineprof_thread_counters(False)
+    # WHEN a realloc() of it fails (a bare try: pytest.raises allocates
+    # kilobytes of its own)
+    failed = False
+    try:
+        _core._test_raw_realloc(p, 1 << 60)
+    except MemoryError:
+        failed = True
+    c1 = _core.lineprof_thread_counters(False)
+    assert failed
+    grown = memlens.traced_memory()[0] - base
+    _core._test_raw_free(p)
+    after_free = memlens.traced_memory()[0] - base
+    memlens.stop()
+    # THEN the block is still traced (its free takes its 1000 bytes off) ...
+    assert 900 <= grown - after_free <= 1100
+    # ... and the thread's counters (the line profiler's) show neither an
+    # allocation nor a free of it (the exception costs a few hundred bytes)
+    assert c1[0] - c0[0] < 1000 and c1[1] - c0[1] < 1000
+
+
 def test_raw_domain_malloc_realloc_free():
     memlens.start()
     base = memlens.traced_memory()[0]

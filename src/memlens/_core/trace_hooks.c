@@ -268,9 +268,8 @@ trace_cache_free(void *c)
 /* Stack id without a cache (no memory for one): intern the callers, at
  * most 31 of them (a small buffer on the C stack). */
 static uint32_t
-trace_stack_id_uncached(PyThreadState *tstate, PyCodeObject *code0, int32_t off0, void *p)
+trace_stack_id_uncached(PyCodeObject *code0, int32_t off0, void *p)
 {
-    (void)tstate;
     stack_frame frames[31];
     int n = 0;
     int max = trace_max_frames - 1 < 31 ? trace_max_frames - 1 : 31;
@@ -307,7 +306,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     if (c == NULL) {
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
-            return trace_stack_id_uncached(tstate, code0, off0, stack_compat_prev(f));
+            return trace_stack_id_uncached(code0, off0, stack_compat_prev(f));
         }
         (void)pthread_setspecific(trace_cache_key, c);
         t->cache = c;
@@ -418,8 +417,7 @@ trace_account(uint32_t stack, uint64_t size, int sign)
     }
 }
 
-/* Apply what GIL-less calls queued.  A relaxed load and compare when there
- * is nothing to do. */
+/* Apply what GIL-less calls queued (trace_drain() saw some). */
 static void
 trace_drain_slow(uint64_t tail, uint64_t head)
 {
@@ -561,9 +559,10 @@ trace_gil_held(PyMemAllocatorDomain domain)
 /* Record block p (the re-entrancy guard is set by the caller).  `stack` is
  * STACK_ID_NONE for a new block, to take the current stack; otherwise the
  * block is put back on `stack` after a failed realloc(), and is not counted
- * as a new allocation. */
+ * as a new allocation -- unless tracing restarted since it was taken out
+ * (`gen`: trace_generation then), when `stack` is of the old run's table. */
 static __attribute__((noinline)) void
-trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack)
+trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack, uint64_t gen)
 {
     int kind = stack == STACK_ID_NONE ? TRACE_ALLOC : TRACE_PUT_BACK;
 #if PY_VERSION_HEX >= 0x030C0000
@@ -577,7 +576,9 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
     int held = tstate != NULL;
 #endif
     if (held) {
-        if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+        if (!atomic_load_explicit(&trace_active, memory_order_relaxed)
+            || (kind == TRACE_PUT_BACK
+                && atomic_load_explicit(&trace_generation, memory_order_relaxed) != gen)) {
             return;
         }
         trace_drain();
@@ -602,6 +603,11 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
          * initial-exec TLS the hook touches anyway.  (RAW calls made
          * without the GIL, below, are not counted.) */
         trace_thread_counters *c = &trace_tls.counters;
+        if (kind == TRACE_PUT_BACK) {
+            /* A failed realloc(): undo the free trace_on_free() counted. */
+            c->freed -= size;
+            return;
+        }
         c->allocated += size;
         int64_t net = (int64_t)(c->allocated - c->freed);
         if (net > c->peak_net) {
@@ -612,7 +618,10 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
     /* Without the GIL: no frames can be read (nor code objects kept), so the
      * block goes to the empty stack, and the totals are queued. */
     trace_spin_lock(&trace_nogil_lock);
-    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+    /* start() bumps the generation under this lock. */
+    if (atomic_load_explicit(&trace_active, memory_order_relaxed)
+        && (kind != TRACE_PUT_BACK
+            || atomic_load_explicit(&trace_generation, memory_order_relaxed) == gen)) {
         if (stack == STACK_ID_NONE) {
             stack = STACK_ID_EMPTY;
         }
@@ -638,7 +647,7 @@ trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
     if (trace_sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
         return;
     }
-    trace_record(domain, p, (uint64_t)size, STACK_ID_NONE);
+    trace_record(domain, p, (uint64_t)size, STACK_ID_NONE, 0);
 }
 
 /* Forget block `p` if traced, returning its entry (stack 0 if not). */
@@ -734,6 +743,7 @@ trace_realloc_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr, size_t size
     /* Untrack the old block before the allocator can hand its address to
      * another thread; put it back if the reallocation fails. */
     trace_map_entry old = {0, 0};
+    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
     if (ptr != NULL) {
         old = trace_on_free(h->domain, ptr);
     }
@@ -746,8 +756,8 @@ trace_realloc_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr, size_t size
          * its successive sizes, as a malloc/copy/free would. */
         trace_on_alloc(h->domain, p, size);
     }
-    else if (old.stack != 0 && atomic_load_explicit(&trace_active, memory_order_relaxed)) {
-        trace_record(h->domain, ptr, old.size, old.stack);
+    else if (old.stack != 0) {
+        trace_record(h->domain, ptr, old.size, old.stack, gen);
     }
     t->busy = 0;
     return p;
@@ -1123,9 +1133,6 @@ trace_view_get(trace_view *v)
     v->failed = trace_failed || trace_stacks.overflowed || atomic_load(&trace_ring_lost);
 }
 
-/* Only allocations are skipped: frees must still be seen, or a traced
- * block freed meanwhile (say by a garbage collection the report's own
- * allocations trigger) would stay in the map. */
 trace_thread_counters *
 trace_thread_counters_ptr(void)
 {
@@ -1134,6 +1141,9 @@ trace_thread_counters_ptr(void)
     return &trace_tls.counters;
 }
 
+/* Only allocations are skipped: frees must still be seen, or a traced
+ * block freed meanwhile (say by a garbage collection the report's own
+ * allocations trigger) would stay in the map. */
 void
 trace_thread_pause(void)
 {

@@ -51,10 +51,19 @@ typedef struct {
 } map_leaf;
 
 typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
+/* Leaf pointers per 4 KiB page of a directory, and such pages. */
+#define MAP_MID_PER_PAGE (4096 / sizeof(map_leaf *))
+#define MAP_MID_PAGES (MAP_MID_LEN / MAP_MID_PER_PAGE)
 
 typedef struct {
     unsigned shift; /* log2 of the granule */
     _Atomic(map_mid *) top[MAP_TOP_LEN];
+    /* Which leaves exist: a bit per directory page that holds a leaf
+     * pointer, set when a leaf is installed (leaves are never removed).
+     * map_for_each_leaf() reads only those pages: reading the others would
+     * map them, and asking mincore() instead would miss pages that were
+     * swapped out -- and stop() would leave their leaves' entries behind. */
+    _Atomic(uint64_t) used[MAP_TOP_LEN][MAP_MID_PAGES / 64];
 } map_index;
 
 /* Process-wide, like the allocator hooks that use them. */
@@ -118,6 +127,9 @@ map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
         if (atomic_compare_exchange_strong_explicit(&(*mid)[mi], &leaf, fresh, memory_order_acq_rel,
                                                     memory_order_acquire)) {
             leaf = fresh;
+            size_t pg = mi / MAP_MID_PER_PAGE;
+            atomic_fetch_or_explicit(&m->used[ti][pg / 64], (uint64_t)1 << (pg % 64),
+                                     memory_order_release);
         }
         else {
             trace_mem_unmap(fresh, sizeof(map_leaf), 0);
@@ -622,29 +634,21 @@ trace_map_peek(uintptr_t p)
     return map_side_maybe(p);
 }
 
-/* Call fn on every leaf of map m.  Only the directory pages that are
- * resident are read: reading an untouched page would map it (as the shared
- * zero page, but mincore() then counts it, and it is wasted work). */
+/* Call fn on every leaf of map m. */
 static void
 map_for_each_leaf(map_index *m, void (*fn)(map_leaf *leaf, size_t *acc), size_t *acc)
 {
-    const size_t page = 4096;
-    const size_t per_page = page / sizeof(map_leaf *);
-    unsigned char vec[sizeof(map_mid) / 4096];
     for (size_t ti = 0; ti < MAP_TOP_LEN; ti++) {
         map_mid *mid = atomic_load_explicit(&m->top[ti], memory_order_acquire);
         if (mid == NULL) {
             continue;
         }
-        if (trace_mem_residency(mid, sizeof(map_mid), vec) < 0) {
-            /* Not 4 KiB pages (or mincore failed): read it all. */
-            memset(vec, 1, sizeof(vec));
-        }
-        for (size_t pg = 0; pg < sizeof(vec); pg++) {
-            if (!(vec[pg] & 1)) {
+        for (size_t pg = 0; pg < MAP_MID_PAGES; pg++) {
+            uint64_t w = atomic_load_explicit(&m->used[ti][pg / 64], memory_order_acquire);
+            if (!((w >> (pg % 64)) & 1)) {
                 continue;
             }
-            for (size_t mi = pg * per_page; mi < (pg + 1) * per_page; mi++) {
+            for (size_t mi = pg * MAP_MID_PER_PAGE; mi < (pg + 1) * MAP_MID_PER_PAGE; mi++) {
                 map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_acquire);
                 if (leaf != NULL) {
                     fn(leaf, acc);

@@ -30,8 +30,8 @@
  * owns the block (the one allocating or freeing it), so entries need no
  * lock, and lookups none either: directory and leaf pages are published
  * with a compare-and-swap, and never unmapped while the process lives
- * (stop() only gives their pages back to the kernel).  The side table and
- * each filter have a spinlock of their own.
+ * (stop() only gives their pages back to the kernel).  The side table
+ * and its filter share a spinlock; sampled mode's filter has its own.
  */
 #ifndef MEMLENS_TRACE_MAP_H
 #define MEMLENS_TRACE_MAP_H

@@ -89,12 +89,3 @@ trace_mem_resident(void *p, size_t size)
     }
     return total;
 }
-
-int
-trace_mem_residency(void *p, size_t size, unsigned char *vec)
-{
-    if (sysconf(_SC_PAGESIZE) != 4096) {
-        return -1;
-    }
-    return mincore(p, size, vec);
-}

@@ -22,8 +22,5 @@ void trace_mem_discard(void *p, size_t size);
 size_t trace_mem_committed(void);
 /* Bytes of [p, p + size) resident in RAM (mincore). */
 size_t trace_mem_resident(void *p, size_t size);
-/* mincore() of a page-aligned region: vec gets one byte per 4 KiB page
- * (bit 0: resident); -1 on error. */
-int trace_mem_residency(void *p, size_t size, unsigned char *vec);
 
 #endif /* MEMLENS_TRACE_MEM_H */

@@ -22,7 +22,7 @@ trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
         return NULL;
     }
     if (frames < 0 || frames > STACK_MAX_FRAMES) {
-        PyErr_Format(PyExc_ValueError, "frames must be between 1 and %d, not %d", STACK_MAX_FRAMES,
+        PyErr_Format(PyExc_ValueError, "frames must be between 0 and %d, not %d", STACK_MAX_FRAMES,
                      frames);
         return NULL;
     }

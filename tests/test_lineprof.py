@@ -131,7 +131,7 @@ def test_loop_occurrences_and_sums():
     assert app.allocated - app.freed == app.increment
     # the function's lines add up to what it returned (list + contents)
     total = sum(s.increment for s in memlens.line_stats(loop))
-    assert total == memlens.deep_size(keep) or abs(total - memlens.deep_size(keep)) < 200
+    assert abs(total - memlens.deep_size(keep)) < 200
     del keep
 
 
@@ -287,7 +287,7 @@ def catches():
     try:
         raises()  # CALL_RAISES
     except ValueError:
-        pass
+        pass  # EXCEPT_END
     b = [0] * 20_000  # AFTER
     return b
 
@@ -298,8 +298,11 @@ def test_exception_unwinds_profiled_frames():
     catches()
     sr, sc = stats_by_line(raises), stats_by_line(catches)
     assert 320_000 <= sr[line_of(raises, "# RAISE_ALLOC")].increment <= 320_000 + 200
-    # the list is freed when the frame unwinds: charged to the raising line
     assert sr[line_of(raises, "# RAISE_NOW")].occurrences == 1
+    # the traceback keeps the raising frame (and its list) until the except
+    # clause ends: the list's free shows on the caller's line that ends it
+    # (the exception and traceback objects go with it)
+    assert -320_000 - 600 <= sc[line_of(catches, "# EXCEPT_END")].increment <= -320_000
     assert 160_000 <= sc[line_of(catches, "# AFTER")].increment <= 160_000 + 200
     assert sc[line_of(catches, "# AFTER")].occurrences == 1
 
@@ -456,6 +459,7 @@ def test_profiled_inside_unprofiled_inside_profiled():
     assert memlens.line_stats(middle_plain) == []
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.9-3.11: the C trace function")
 def test_a_tracer_set_while_profiling_is_left_alone():
     # GIVEN profiling on, and a Python trace function installed from inside
     # a profiled function (a debugger attaching, say)
@@ -561,6 +565,22 @@ def test_repeated_runs_do_not_leak():
     memlens.reset_profile()
     after = memlens.traced_memory()[0]
     assert abs(after - before) < 4096
+
+
+def test_profile_and_stop_cycles_release_code_objects():
+    # The profiler's records live on the C heap, untraced: what would leak
+    # is a reference its table keeps on a code object after stop_profile().
+    code = loop.__code__
+    memlens.profile(loop)
+    loop()
+    memlens.stop_profile()
+    refs = sys.getrefcount(code)
+    for _ in range(50):
+        memlens.profile(loop)
+        loop()
+        memlens.line_stats(loop)
+        memlens.stop_profile()
+    assert sys.getrefcount(code) == refs
 
 
 # ---- python -m memlens.lineprof with memory_profiler-style scripts -------------
@@ -682,6 +702,48 @@ def test_memit_line_and_cell(ip, capsys):
     out = capsys.readouterr().out.strip()
     assert out.endswith("increment: 38.15 MiB")  # the peak, though y is gone after
     ip.user_ns.pop("x")
+
+
+def test_memit_of_a_profiled_function():
+    # GIVEN a profiled function (as %mlprun leaves it) that builds and drops
+    # a 38 MiB list
+    from memlens.ipython import memit
+
+    memlens.profile(build_and_delete)
+    # WHEN %memit runs it (the line boundaries inside it restart the line
+    # profiler's own peak)
+    r = memit(compile("build_and_delete()", "<memit>", "exec"), globals())
+    # THEN the statement's peak growth is still the list's
+    assert r.peak_growth >= LIST_5M
+    assert str(r).endswith("increment: 38.15 MiB")
+
+
+def test_memit_refuses_a_sampled_tracer():
+    from memlens.ipython import memit
+
+    memlens.start(sample_bytes=4096)
+    try:
+        with pytest.raises(RuntimeError, match="sampled"):
+            memit(compile("x = [0] * 1000", "<memit>", "exec"), {})
+    finally:
+        memlens.stop()
+
+
+def test_equal_code_from_another_file_is_profiled_too():
+    # GIVEN the same source compiled under two file names: equal code
+    # objects (== ignores the file name), distinct functions
+    src = "def twin():\n    return [0] * 100_000\n"
+    ns1, ns2 = {}, {}
+    exec(compile(src, "<one>", "exec"), ns1)
+    exec(compile(src, "<two>", "exec"), ns2)
+    assert ns1["twin"].__code__ == ns2["twin"].__code__
+    # WHEN both are profiled and the second runs
+    memlens.profile(ns1["twin"])
+    memlens.profile(ns2["twin"])
+    ns2["twin"]()
+    # THEN the second has its own table
+    st = {s.lineno: s for s in memlens.line_stats(ns2["twin"])}
+    assert st[2].increment >= 800_000
 
 
 def test_mlprun_arguments():

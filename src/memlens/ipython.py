@@ -51,8 +51,7 @@ class MemitResult:
 def memit(code, globals_, locals_=None):
     """Run compiled `code` and measure it (starts the tracer, exact mode, if
     it is not running; it keeps running for the next measurements)."""
-    if not _tracer.is_tracing():
-        _core.trace_start(0, 0)  # exact, no stacks (see memlens.lineprof)
+    _lineprof._exact_tracer("%memit figures")
     baseline = _tracer.traced_memory()[0]
     a0, f0, _ = _core.lineprof_thread_counters(True)
     exec(code, globals_, locals_)

@@ -109,20 +109,37 @@ class LineStat:
 # ---- enabling ------------------------------------------------------------------
 
 
+def _exact_tracer(what):
+    """Make sure the allocation tracer runs in exact mode, starting it (no
+    stacks: frames 0, the tracer's totals-only mode; figures come from the
+    per-thread counters) if it is not running.  True if started here;
+    RuntimeError under a sampled tracer, whose counters see only samples."""
+    if _tracer.is_tracing():
+        if _core.trace_sample_bytes():
+            raise RuntimeError(f"memlens is tracing in sampled mode; {what} need exact "
+                               "tracing: stop() it, or start(sample_bytes=0)")
+        return False
+    _core.trace_start(0, 0)
+    return True
+
+
+def _callbacks():
+    """3.12+: (event, C callback) pairs the profiler registers."""
+    return ((_EV.PY_START, _core.lineprof_mon_start),
+            (_EV.PY_RESUME, _core.lineprof_mon_resume),
+            (_EV.PY_THROW, _core.lineprof_mon_resume),   # a throw() into a suspended generator
+            (_EV.PY_RETURN, _core.lineprof_mon_leave),
+            (_EV.PY_YIELD, _core.lineprof_mon_leave),
+            (_EV.PY_UNWIND, _core.lineprof_mon_leave),
+            (_EV.LINE, _core.lineprof_mon_line))
+
+
 def _ensure_started(rss=None):
     if rss is not None:
         _state["rss"] = bool(rss)
     if _state["enabled"]:
         return
-    if _tracer.is_tracing():
-        snap_rate = _core.trace_take_snapshot().sample_bytes
-        if snap_rate:
-            raise RuntimeError("memlens is tracing in sampled mode; line profiles need exact "
-                               "tracing: stop() it, or start(sample_bytes=0)")
-    else:
-        # No stacks (frames 0, the tracer's totals-only mode): line figures
-        # come from the per-thread counters.
-        _core.trace_start(0, 0)
+    if _exact_tracer("line profiles"):
         _state["own_tracer"] = True
     if _HAS_MONITORING:
         mon = sys.monitoring
@@ -137,13 +154,8 @@ def _ensure_started(rss=None):
             raise RuntimeError("memlens: no free sys.monitoring tool id for the line profiler")
         mon.use_tool_id(tool, "memlens")
         _state["tool"] = tool
-        mon.register_callback(tool, _EV.PY_START, _core.lineprof_mon_start)
-        mon.register_callback(tool, _EV.PY_RESUME, _core.lineprof_mon_resume)
-        mon.register_callback(tool, _EV.PY_THROW, _core.lineprof_mon_resume)
-        mon.register_callback(tool, _EV.PY_RETURN, _core.lineprof_mon_leave)
-        mon.register_callback(tool, _EV.PY_YIELD, _core.lineprof_mon_leave)
-        mon.register_callback(tool, _EV.PY_UNWIND, _core.lineprof_mon_leave)
-        mon.register_callback(tool, _EV.LINE, _core.lineprof_mon_line)
+        for ev, callback in _callbacks():
+            mon.register_callback(tool, ev, callback)
         mon.set_events(tool, _GLOBAL_EVENTS)
         for code in _state["codes"]:
             mon.set_local_events(tool, code, _LOCAL_EVENTS)
@@ -171,8 +183,7 @@ def _stop_events():
         mon.set_events(tool, 0)
         for code in _state["codes"]:
             mon.set_local_events(tool, code, 0)
-        for ev in (_EV.PY_START, _EV.PY_RESUME, _EV.PY_THROW, _EV.PY_RETURN, _EV.PY_YIELD,
-                   _EV.PY_UNWIND, _EV.LINE):
+        for ev, _ in _callbacks():
             mon.register_callback(tool, ev, None)
         mon.free_tool_id(tool)
         _state["tool"] = None
@@ -204,7 +215,9 @@ def profile(func=None, *, rss=None, precision=None, stream=None):
     if func is None:
         return lambda f: profile(f, rss=rss)
     code = _code_of(func)
-    if code not in _state["codes"]:
+    # By identity, as the C table: equal code objects compiled from another
+    # file (or an IPython cell run again) are other functions.
+    if not any(c is code for c in _state["codes"]):
         _state["codes"].append(code)
         _core.lineprof_register(code)
         if _HAS_MONITORING and _state["enabled"]:

@@ -81,6 +81,17 @@ lp_find(PyObject *code)
     }
 }
 
+/* Put r in the first free slot from its home in idx (mask + 1 slots). */
+static void
+lp_index_put(lp_code **idx, size_t mask, lp_code *r)
+{
+    size_t i = lp_hash(r->code) & mask;
+    while (idx[i] != NULL) {
+        i = (i + 1) & mask;
+    }
+    idx[i] = r;
+}
+
 static int
 lp_index_rebuild(size_t nslots)
 {
@@ -89,11 +100,7 @@ lp_index_rebuild(size_t nslots)
         return -1;
     }
     for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
-        size_t i = lp_hash(lp_codes[k]->code) & (nslots - 1);
-        while (idx[i] != NULL) {
-            i = (i + 1) & (nslots - 1);
-        }
-        idx[i] = lp_codes[k];
+        lp_index_put(idx, nslots - 1, lp_codes[k]);
     }
     free(lp_index);
     lp_index = idx;
@@ -216,7 +223,11 @@ lp_rss_bytes(void)
     if (p == NULL) {
         return 0;
     }
-    return (uint64_t)strtoull(p + 1, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE);
+    static uint64_t page;
+    if (page == 0) {
+        page = (uint64_t)sysconf(_SC_PAGESIZE);
+    }
+    return (uint64_t)strtoull(p + 1, NULL, 10) * page;
 }
 
 static uint64_t
@@ -262,6 +273,9 @@ lp_switch(lp_thread *t, lp_entry *from, lp_entry *to, uint64_t transient)
         /* The transient block's coming free is not this segment's. */
         to->alloc0 = c->allocated;
         to->freed0 = c->freed + transient;
+        if (c->peak_net > c->peak_held) {
+            c->peak_held = c->peak_net;
+        }
         c->peak_net = net - (int64_t)transient;
     }
 }
@@ -476,8 +490,8 @@ lp_frame_no_lines(PyFrameObject *f)
 #endif
 }
 
-/* The frame's current line during a trace call: call_trace() sets
- * f_lineno before calling us on 3.9-3.11. */
+/* The frame's current line during a trace call: 3.9/3.10's call_trace()
+ * sets f_lineno before calling us; 3.11 computes it from the frame. */
 static inline int
 lp_frame_line(PyFrameObject *f)
 {
@@ -517,9 +531,11 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
     }
     case PyTrace_LINE:
     case PyTrace_RETURN: {
-        /* Every frame's return comes here (line events only from profiled
-         * frames): only the innermost profiled frame's matter, so compare
-         * frames before asking for the code object. */
+        /* Returns of every frame that runs with tracing on come here
+         * (those lp_eval_frame() leaves on: profiled frames, and any frame
+         * while a profile function keeps tracing on): only the innermost
+         * profiled frame's matter, so compare frames before asking for the
+         * code object. */
         lp_thread *t = lp_thread_get();
         if (t == NULL || t->depth == 0 || t->stack[t->depth - 1].frame != (const void *)f) {
             break;
@@ -748,11 +764,7 @@ lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
         }
     }
     else {
-        size_t i = lp_hash(code) & lp_index_mask;
-        while (lp_index[i] != NULL) {
-            i = (i + 1) & lp_index_mask;
-        }
-        lp_index[i] = r;
+        lp_index_put(lp_index, lp_index_mask, r);
     }
     Py_RETURN_NONE;
 }
@@ -907,7 +919,9 @@ lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 
 PyDoc_STRVAR(lineprof_thread_counters_doc,
              "lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
-             "thread (trace_hooks.h); with reset_peak, then sets peak_net to the current net.");
+             "thread (trace_hooks.h), peak_net the highest allocated - freed since the last\n"
+             "reset (line boundaries of profiled code do not lower it); with reset_peak,\n"
+             "then restarts it at the current net.");
 
 static PyObject *
 lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
@@ -916,12 +930,15 @@ lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
     if (r < 0) {
         return NULL;
     }
-    trace_thread_counters c = *trace_thread_counters_ptr();
+    trace_thread_counters *c = trace_thread_counters_ptr();
+    uint64_t allocated = c->allocated;
+    uint64_t freed = c->freed;
+    int64_t peak = c->peak_net > c->peak_held ? c->peak_net : c->peak_held;
     if (r) {
-        trace_thread_counters_ptr()->peak_net = (int64_t)(c.allocated - c.freed);
+        c->peak_net = c->peak_held = (int64_t)(allocated - freed);
     }
-    return Py_BuildValue("(KKL)", (unsigned long long)c.allocated, (unsigned long long)c.freed,
-                         (long long)c.peak_net);
+    return Py_BuildValue("(KKL)", (unsigned long long)allocated, (unsigned long long)freed,
+                         (long long)peak);
 }
 
 static PyMethodDef lineprof_methods[] = {

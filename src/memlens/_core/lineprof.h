@@ -3,8 +3,10 @@
  * Profiled code objects are registered in a small C table.  Line events
  * come only from them: on 3.12+ through PEP 669 (sys.monitoring) events
  * enabled locally on those code objects, with C callables as callbacks; on
- * 3.9-3.11 through a C trace function (PyEval_SetTrace) that switches line
- * events off in every other frame.  At each line boundary the running
+ * 3.9-3.11 through a C trace function (PyEval_SetTrace), with a PEP 523
+ * frame evaluation function that switches the thread's tracing off while a
+ * frame that is not profiled runs (the trace function also switches line
+ * events off in any such frame it does see).  At each line boundary the running
  * thread's cumulative counters (trace_hooks.h: allocated, freed, local
  * peak) are read and the deltas charged to the line that just ended, in
  * the innermost profiled frame of that thread.

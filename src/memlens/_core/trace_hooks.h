@@ -86,6 +86,9 @@ typedef struct {
     uint64_t allocated; /* bytes of traced blocks allocated (realloc: new size) */
     uint64_t freed;     /* bytes of traced blocks freed (realloc: old size) */
     int64_t peak_net;   /* highest allocated - freed; readers may lower it to restart */
+    /* The highest peak_net the line profiler lowered at a line boundary
+     * (lineprof.c), for a reader measuring across lines (%memit). */
+    int64_t peak_held;
 } trace_thread_counters;
 
 /* This thread's counters, valid for the thread's lifetime; only read them

@@ -50,6 +50,14 @@ trace_is_tracing_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+trace_sample_bytes_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    trace_view v;
+    trace_view_get(&v);
+    return PyLong_FromUnsignedLongLong(v.tracing ? (unsigned long long)v.sample_bytes : 0);
+}
+
+static PyObject *
 trace_traced_memory_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
     uint64_t cur, peak;
@@ -181,6 +189,8 @@ static PyMethodDef trace_methods[] = {
     {"trace_stop", trace_stop_py, METH_NOARGS,
      "trace_stop() -- uninstall the hooks, drop the tables."},
     {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},
+    {"trace_sample_bytes", trace_sample_bytes_py, METH_NOARGS,
+     "trace_sample_bytes() -> the running tracer's sample_bytes (0: exact, or not tracing)"},
     {"trace_traced_memory", trace_traced_memory_py, METH_NOARGS,
      "trace_traced_memory() -> (current, peak) in bytes"},
     {"trace_reset_peak", trace_reset_peak_py, METH_NOARGS, "trace_reset_peak() -- peak = current"},

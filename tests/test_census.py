@@ -649,3 +649,31 @@ def test_census_retained_with_more_than_65533_classes():
         assert c.count(k) == 1
         assert c.retained(k) == c.bytes(k) == memlens.sizeof(objs[0])
     del objs, classes
+
+
+class FailingSizeof:
+    """A __sizeof__ that counts its calls and always fails."""
+
+    calls = 0
+
+    def __sizeof__(self):
+        FailingSizeof.calls += 1
+        raise RuntimeError("no size")
+
+
+def test_census_retained_calls_each_sizeof_once():
+    # GIVEN 10 objects whose __sizeof__ fails (each failure is one warning)
+    objs = [FailingSizeof() for _ in range(10)]
+    # WHEN both censuses run
+    FailingSizeof.calls = 0
+    fast = memlens.census()
+    fast_calls = FailingSizeof.calls
+    FailingSizeof.calls = 0
+    full = memlens.census(retained=True)
+    full_calls = FailingSizeof.calls
+    # THEN each object's __sizeof__ ran once in each, and the warnings agree
+    assert fast_calls == full_calls == 10
+    assert full.warnings == fast.warnings >= 10
+    assert full.count(FailingSizeof) == fast.count(FailingSizeof) == 10
+    assert full.bytes(FailingSizeof) == fast.bytes(FailingSizeof)
+    del objs

@@ -1,7 +1,6 @@
 /* graph_: the whole heap as a compact graph (see graph.h). */
 #include "graph.h"
 #include "layout.h"
-#include "size.h"
 #include "walk.h"
 
 #include <stdlib.h>
@@ -55,16 +54,22 @@ graph_dict_skips_keys(PyObject *d)
 
 /* ---- building ------------------------------------------------------------ */
 
+/* What the walk found, in visiting order: every object, and the own size
+ * the walk computed for it (its __sizeof__ runs once, there), kept like
+ * graph_t.sizes: 2 bytes, or GRAPH_WIDE and the size in big[] (by visiting
+ * index). */
 typedef struct {
     PyObject **objs;
+    uint16_t *sizes;
     size_t n, cap;
+    graph_wide *big;
+    size_t nbig, bigcap;
 } graph_objvec;
 
 static int
 graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
 {
     (void)w;
-    (void)size;
     (void)tag;
     (void)child_tag;
     graph_objvec *v = arg;
@@ -72,15 +77,35 @@ graph_collect(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_t
         size_t ncap = v->cap ? v->cap * 2 : 4096;
         PyObject **no = realloc(v->objs, ncap * sizeof(PyObject *));
         if (no == NULL) {
-            PyErr_NoMemory();
-            return -1;
+            goto nomem;
         }
         v->objs = no;
+        uint16_t *ns = realloc(v->sizes, ncap * sizeof(uint16_t));
+        if (ns == NULL) {
+            goto nomem;
+        }
+        v->sizes = ns;
         v->cap = ncap;
+    }
+    if (v->n >= UINT32_MAX) {
+        goto nomem; /* nodes are 4-byte indices */
+    }
+    if (size >= GRAPH_WIDE) {
+        if (graph_wide_add(&v->big, &v->nbig, &v->bigcap, (uint32_t)v->n, size) < 0) {
+            goto nomem;
+        }
+        v->sizes[v->n] = GRAPH_WIDE;
+    }
+    else {
+        v->sizes[v->n] = (uint16_t)size;
     }
     Py_INCREF(obj);
     v->objs[v->n++] = obj;
     return 0;
+
+nomem:
+    PyErr_NoMemory();
+    return -1;
 }
 
 /* References seen per node, 2 bytes each: a count that reaches
@@ -320,6 +345,14 @@ graph_wide_add(graph_wide **t, size_t *nt, size_t *cap, uint32_t i, uint64_t val
     return 0;
 }
 
+/* qsort: side-table entries by node */
+static int
+graph_wide_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const graph_wide *)a)->node, y = ((const graph_wide *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
 size_t
 graph_size(const graph_t *g, uint32_t i)
 {
@@ -335,7 +368,8 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
 {
     walk_t w;
     int walk_ready = 0;
-    graph_objvec v = {NULL, 0, 0};
+    graph_objvec v;
+    memset(&v, 0, sizeof(v));
     PyObject *tracked = NULL;
     graph_incoming incoming;
     memset(&incoming, 0, sizeof(incoming));
@@ -350,7 +384,7 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
     if (tracked == NULL) {
         goto error;
     }
-    /* 1. every object once, held strongly from now on */
+    /* 1. every object once, held strongly from now on, and its own size */
     if (walk_init(&w, 1) < 0) {
         goto error;
     }
@@ -397,30 +431,65 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
     if (n == (size_t)-1 || n != v.n || n >= UINT32_MAX) {
         goto nomem;
     }
-    /* Same references, scattered into rank order.  The bitmap only knows
-     * 16-byte granules, and static objects may be 8-aligned, so the
-     * pointers must come from the objects, not from the bits.  A scatter
-     * into a second array costs 8 bytes per object for a moment, but its
-     * cache misses overlap; permuting in place follows cycles, one
+    /* Same references and sizes, scattered into rank order.  The bitmap
+     * only knows 16-byte granules, and static objects may be 8-aligned, so
+     * the pointers must come from the objects, not from the bits.  A
+     * scatter into a second array costs 8 bytes per object for a moment,
+     * but its cache misses overlap; permuting in place follows cycles, one
      * dependent miss at a time (measured: 3x slower at 5M objects). */
+    size_t scatter_peak;
     {
+        /* the walk's arrays grew by doubling: give back the unused tail
+         * before the scatter doubles them (failing to shrink is harmless) */
+        PyObject **fo = realloc(v.objs, (n + 1) * sizeof(PyObject *));
+        if (fo != NULL) {
+            v.objs = fo;
+        }
+        uint16_t *fs = realloc(v.sizes, (n + 1) * sizeof(uint16_t));
+        if (fs != NULL) {
+            v.sizes = fs;
+        }
+        if (fo != NULL && fs != NULL) {
+            v.cap = n + 1;
+        }
         PyObject **ranked = malloc((n + 1) * sizeof(PyObject *));
-        if (ranked == NULL) {
+        g->sizes = malloc((n + 1) * sizeof(uint16_t));
+        if (ranked == NULL || g->sizes == NULL) {
+            free(ranked);
             goto nomem;
         }
-        for (size_t i = 0; i < n; i++) {
-            ranked[visit_rank(&g->index, v.objs[i])] = v.objs[i];
+        for (size_t k = 0; k < n; k++) {
+            uint32_t i = visit_rank(&g->index, v.objs[k]);
+            ranked[i] = v.objs[k];
+            g->sizes[i] = v.sizes[k];
         }
+        /* the few sizes of 64 KiB and more: renumbered, then sorted by
+         * node as graph_wide_get needs */
+        for (size_t j = 0; j < v.nbig; j++) {
+            v.big[j].node = visit_rank(&g->index, v.objs[v.big[j].node]);
+        }
+        if (v.nbig > 1) {
+            qsort(v.big, v.nbig, sizeof(graph_wide), graph_wide_cmp);
+        }
+        g->big = v.big;
+        g->nbig = v.nbig;
+        g->bigcap = v.bigcap;
+        v.big = NULL;
+        v.nbig = v.bigcap = 0;
+        scatter_peak = g->index.bytes + g->bigcap * sizeof(graph_wide)
+                       + v.cap * (sizeof(PyObject *) + sizeof(uint16_t))
+                       + n * (sizeof(PyObject *) + sizeof(uint16_t));
         free(v.objs);
+        free(v.sizes);
         v.objs = ranked;
+        v.sizes = NULL;
     }
     g->objs = v.objs;
     g->n = n;
     v.objs = NULL;
     v.n = 0;
 
-    /* 3. sizes, edges, references seen */
-    g->sizes = malloc((n + 1) * sizeof(uint16_t));
+    /* 3. edges, references seen */
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
     incoming.low = calloc(n + 1, sizeof(uint16_t));
@@ -429,30 +498,12 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
     }
     graph_edge_ctx c = {g, &incoming, ecap, 0};
     g->edges = malloc(c.cap * sizeof(uint32_t));
-    if (g->sizes == NULL || g->off == NULL || g->flags == NULL || incoming.low == NULL
-        || g->edges == NULL) {
+    if (g->off == NULL || g->flags == NULL || incoming.low == NULL || g->edges == NULL) {
         goto nomem;
     }
-    size_typeinfo types[WALK_TYPE_CACHE];
-    memset(types, 0, sizeof(types));
     for (size_t i = 0; i < n; i++) {
         PyObject *op = g->objs[i];
         PyTypeObject *tp = Py_TYPE(op);
-        size_typeinfo *ti = &types[((uintptr_t)tp >> 4) & (WALK_TYPE_CACHE - 1)];
-        if (ti->type != tp) {
-            size_typeinfo_init(ti, tp);
-        }
-        size_t sz = size_of(ti, op, &g->warnings);
-        if (sz >= GRAPH_WIDE) {
-            /* nodes come in order: big[] stays sorted */
-            if (graph_wide_add(&g->big, &g->nbig, &g->bigcap, (uint32_t)i, sz) < 0) {
-                goto nomem;
-            }
-            g->sizes[i] = GRAPH_WIDE;
-        }
-        else {
-            g->sizes[i] = (uint16_t)sz;
-        }
         g->off[i] = (uint32_t)g->nedges;
         if (PyType_IS_GC(tp) && tp->tp_traverse != NULL
             && (tp->tp_is_gc == NULL || tp->tp_is_gc(op))) {
@@ -496,6 +547,9 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
     g->scratch = g->index.bytes + g->bigcap * sizeof(graph_wide)
                  + n * (sizeof(PyObject *) + sizeof(uint16_t) + sizeof(uint32_t) + 1)
                  + graph_incoming_bytes(&incoming, n) + c.cap * sizeof(uint32_t);
+    if (scatter_peak > g->scratch) {
+        g->scratch = scatter_peak;
+    }
     graph_incoming_free(&incoming);
     /* the edge array grew by doubling: give back the unused tail */
     uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));
@@ -515,6 +569,8 @@ error:
         Py_DECREF(v.objs[i]);
     }
     free(v.objs);
+    free(v.sizes);
+    free(v.big);
     graph_incoming_free(&incoming);
     graph_free(g);
     return -1;

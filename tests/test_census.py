@@ -325,6 +325,30 @@ def test_why_alive_instance_attribute_with_dict_materialized():
     assert any(p.endswith("local 'target'>") for p in paths), paths
 
 
+class NsDict(dict):
+    """A dict subclass used as an instance's __dict__; it has a __dict__ of
+    its own."""
+
+
+class Hidden:
+    pass
+
+
+NS_HOLDER = Box()
+NS_HOLDER.__dict__ = NsDict()
+NS_HOLDER.__dict__.hidden = Hidden()
+
+
+def test_why_alive_attribute_of_a_dict_subclass_namespace():
+    # GIVEN an instance whose __dict__ is a dict subclass, and an object
+    # that is an attribute of that dict (not one of its items)
+    # WHEN why_alive renders the chain module -> instance -> its __dict__
+    # -> the dict's own __dict__ -> object
+    paths = memlens.why_alive(NS_HOLDER.__dict__.hidden)
+    # THEN no hop is dropped: the dict's own attribute follows .__dict__
+    assert f"{__name__}.NS_HOLDER.__dict__.hidden" in paths, paths
+
+
 def test_why_alive_slot_attribute():
     holder = Slotted(Plain(9))
     paths = memlens.why_alive(holder.x)

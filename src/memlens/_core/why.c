@@ -118,8 +118,13 @@ why_render_path(graph_t *g, const uint32_t *path, size_t len, const why_named_ro
             lab = edge_dict_label(parent, child, 1);
         }
         else if (ns != NULL && i + 1 < len) {
+            /* two hops in one label, when the next child is in the
+             * namespace; otherwise (a dict subclass's own attribute) this
+             * hop is labelled alone below and the next one follows */
             lab = edge_dict_label(ns, g->objs[path[i + 1]], 1);
-            i++;
+            if (lab != NULL) {
+                i++;
+            }
         }
         else {
             lab = edge_label(parent, child);

@@ -157,6 +157,35 @@ def test_array_saving_is_real():
     assert a.saving == pytest.approx(real, rel=0.10)
 
 
+class CountingSizeof:
+    """Counts the calls to its __sizeof__ (Python code the scan may run)."""
+
+    calls = 0
+
+    def __sizeof__(self):
+        CountingSizeof.calls += 1
+        return object.__sizeof__(self)
+
+
+class ListOwner:
+    def __init__(self, items):
+        self.items = items
+
+
+def test_list_items_are_not_sized_by_their_own_sizeof():
+    # GIVEN a list of 10 objects that only the list holds (refcount 1: the
+    # roots given to the scan do not include them), whose class has its own
+    # __sizeof__, held by an instance the scan meets before the items
+    owner = ListOwner([CountingSizeof() for _ in range(10)])
+    # WHEN the advisor's scan charges the list to owner.items
+    CountingSizeof.calls = 0
+    memlens._core.advise_scan([owner])
+    # THEN each __sizeof__ ran once, in the walk (which pins what it holds
+    # first), never from the list-of-numbers check
+    assert CountingSizeof.calls == 10
+    del owner
+
+
 def test_weakly_referenced_instances_keep_weakref_slot():
     objs = [Watched(i) for i in range(2000)]
     refs = [weakref.ref(o) for o in objs[:10]]

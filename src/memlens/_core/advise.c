@@ -383,8 +383,11 @@ adv_charge(adv_state *st, adv_site *s, PyObject *v)
                 PyObject *x = PyList_GET_ITEM(v, i);
                 all_float &= PyFloat_CheckExact(x);
                 all_int &= PyLong_CheckExact(x) && adv_int64(x);
-                /* items only this list holds go away with it */
-                if (Py_REFCNT(x) == 1) {
+                /* items only this list holds go away with it; only exact
+                 * floats and ints are sized (the sum counts only when all
+                 * are one of them): another type's own __sizeof__ would run
+                 * Python code inside the walk, before it pinned the item */
+                if (Py_REFCNT(x) == 1 && (PyFloat_CheckExact(x) || PyLong_CheckExact(x))) {
                     owned += size_of(walk_typeinfo(st->w, Py_TYPE(x)), x, &dummy);
                 }
             }

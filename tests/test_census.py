@@ -701,3 +701,37 @@ def test_census_retained_calls_each_sizeof_once():
     assert full.count(FailingSizeof) == fast.count(FailingSizeof) == 10
     assert full.bytes(FailingSizeof) == fast.bytes(FailingSizeof)
     del objs
+
+
+class FrameKeeper:
+    """Keeps the frame that sized it: memlens's own census() frame."""
+
+    def __init__(self):
+        self.frame = None
+
+    def __sizeof__(self):
+        self.frame = sys._getframe(1)
+        return object.__sizeof__(self)
+
+
+def _frames_counted(keeper, retained):
+    """(frame objects counted, whether the keeper got memlens's frame);
+    no local here holds that frame, which would make a reference cycle
+    (it refers back to this frame) that the next census would count."""
+    keeper.frame = None
+    n = memlens.census(retained=retained).count(types.FrameType)
+    own = keeper.frame is not None and keeper.frame.f_globals is memlens.census.__globals__
+    keeper.frame = None
+    return n, own
+
+
+def test_census_leaves_out_its_own_frames():
+    # GIVEN an object whose __sizeof__ hands the census memlens's own frame
+    # (a frame object on 3.9/3.10) in the middle of the walk
+    keeper = FrameKeeper()
+    # WHEN both censuses run
+    fast, own_fast = _frames_counted(keeper, False)
+    full, own_full = _frames_counted(keeper, True)
+    assert own_fast and own_full
+    # THEN neither counts it (nor the callers it leads to): the same frames
+    assert fast == full

@@ -170,6 +170,15 @@ census_fast(PyObject *own_globals)
         goto done;
     }
     locals_ready = 1;
+    /* nor are memlens's own frames: objects on 3.9/3.10, which the walk
+     * reaches if anything holds one (a __sizeof__ keeping
+     * sys._getframe(1)), and with them every caller's frame through f_back;
+     * census(retained=True) leaves them out too (graph_build's exclude) */
+    for (size_t i = 0; i < cl.nown; i++) {
+        if (walk_exclude(&w, cl.own[i]) < 0) {
+            goto done;
+        }
+    }
     Py_ssize_t n = PyList_GET_SIZE(tracked);
     /* Instances with a materialized __dict__ first, so that each dict is
      * folded into its owner's row even when the gc lists put the dict

@@ -5,6 +5,7 @@ building a structure, and the bytes freed when it is deleted.
 """
 import array
 import gc
+import os
 import subprocess
 import sys
 import textwrap
@@ -458,3 +459,50 @@ def test_sizeof_that_mutates_the_structure_does_not_crash():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_sizeof_that_rebinds_sizeof_or_frees_a_class_does_not_crash():
+    # GIVEN a __sizeof__ that rebinds its class's __sizeof__ (freeing the
+    # function it replaces), and one that drops the last instance of a
+    # class the walk already counted, and the class itself
+    # WHEN the walkers run in a child with the debug allocator (freed memory
+    # is overwritten, so a dangling pointer fails loudly)
+    code = textwrap.dedent(
+        """
+        import gc
+        import memlens
+        from memlens import _core
+
+        class Rebind:
+            def __sizeof__(self):
+                type(self).__sizeof__ = lambda s: 64 + 0 * len([s])
+                return 48
+
+        def make_class():
+            class Tmp:
+                pass
+            return Tmp
+
+        class Killer:
+            def __init__(self, box):
+                self.box = box
+            def __sizeof__(self):
+                self.box.clear()
+                gc.collect()
+                return 48
+
+        objs = [Rebind() for _ in range(50)]
+        print(memlens.deep_size(objs) > 0)
+        print(memlens.census().count(Rebind), memlens.census(retained=True).count(Rebind))
+        box = [make_class()()]
+        print(sorted(t.__name__ for t, _, _ in _core.size_by_type((box, Killer(box)), False)))
+        box = [make_class()()]
+        classes, _ = _core.advise_scan([box, Killer(box)])
+        print("Tmp" in [c[0].__name__ for c in classes])
+        """
+    )
+    env = os.environ if SANITIZED else dict(os.environ, PYTHONMALLOC="debug")  # ASan: malloc
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # THEN nothing is used after it was freed: the classes counted come back
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:4] == ["True", "50 50", "['Killer', 'Tmp', 'list']", "True"]

@@ -26,7 +26,8 @@ typedef struct {
 } adv_attr;
 
 typedef struct {
-    PyTypeObject *type; /* borrowed: its instances keep it alive */
+    PyTypeObject *type; /* strong: a __sizeof__ run later in the walk may
+                           * drop the last instance and the class itself */
     size_t count, bytes;
     size_t weakrefd;  /* instances with a live weak reference */
     size_t with_dict; /* instances carrying a materialized __dict__ */
@@ -294,6 +295,7 @@ adv_class_for(adv_state *st, PyTypeObject *tp)
     st->classes = nc;
     adv_class *c = &st->classes[st->nclasses];
     memset(c, 0, sizeof(*c));
+    Py_INCREF(tp);
     c->type = tp;
     st->class_index[j] = ++st->nclasses;
     return c;
@@ -740,6 +742,9 @@ adv_scan(PyObject *module, PyObject *roots)
 done:
     walk_free(&w);
     visit_free(&st.claimed);
+    for (size_t i = 0; i < st.nclasses; i++) {
+        Py_DECREF(st.classes[i].type);
+    }
     free(st.classes);
     free(st.class_index);
     free(st.sites);

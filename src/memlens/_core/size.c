@@ -118,7 +118,6 @@ size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
     PyObject *fn;
 
     ti->type = tp;
-    ti->sizeof_fn = NULL;
     ti->flags = 0;
     if (size_type_is_program(tp)) {
         ti->flags |= SIZE_F_PROGRAM;
@@ -143,9 +142,6 @@ size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
     }
     else if (fn != NULL && fn != size_g.object_sizeof) {
         kind = SIZE_CALL;
-    }
-    if (kind == SIZE_CALL) {
-        ti->sizeof_fn = fn;
     }
     ti->kind = kind;
 }
@@ -230,19 +226,21 @@ size_str(PyObject *op)
 
 /* The type's own __sizeof__; *ok = 0 when it failed or gave nonsense. */
 static size_t
-size_call(const size_typeinfo *ti, PyObject *op, int *ok)
+size_call(PyObject *op, int *ok)
 {
     PyObject *args[1] = {op};
     PyObject *res;
     Py_ssize_t v = -1;
 
     *ok = 0;
-    if (ti->sizeof_fn == NULL) {
+    /* Looked up now, not cached with the type's facts: a __sizeof__ run
+     * earlier in the walk may have rebound cls.__sizeof__, freeing the
+     * function the cache would still point to.  The lookup is borrowed from
+     * the type's MRO; keep it alive while Python code runs. */
+    PyObject *fn = _PyType_Lookup(Py_TYPE(op), size_g.str_sizeof);
+    if (fn == NULL) {
         return 0;
     }
-    /* The descriptor is borrowed from the type; keep it alive while Python
-     * code runs. */
-    PyObject *fn = ti->sizeof_fn;
     Py_INCREF(fn);
     res = PyObject_Vectorcall(fn, args, 1, NULL);
     Py_DECREF(fn);
@@ -312,7 +310,7 @@ size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
         break;
     case SIZE_CALL: {
         int ok;
-        n = size_call(ti, op, &ok);
+        n = size_call(op, &ok);
         if (!ok) {
             (*warnings)++;
             n = size_body(ti, tp, tp->tp_itemsize ? size_abs_ob_size(op) : 0);

@@ -45,9 +45,8 @@ typedef enum {
 #define SIZE_F_EXACT 0x08 /* exactly the builtin type of `kind` */
 
 typedef struct {
-    PyTypeObject *type;  /* borrowed: the walk holds the objects, which
-                           * hold their types */
-    PyObject *sizeof_fn; /* borrowed from the type's MRO, for SIZE_CALL */
+    PyTypeObject *type; /* borrowed: the type these facts are for, only
+                          * compared as a cache key, never dereferenced */
     uint8_t kind;
     uint8_t flags;
 } size_typeinfo;
@@ -57,9 +56,10 @@ typedef struct {
 void size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp);
 
 /* Own size of `op` (see above).  May run the object's __sizeof__ when
- * ti->kind is SIZE_CALL; a failure there (exception, non-int, negative)
- * falls back to the generic rule and increments *warnings.  Never leaves an
- * exception set. */
+ * ti->kind is SIZE_CALL (looked up on each call: an earlier __sizeof__ may
+ * have rebound it and freed the old one); a failure there (exception,
+ * non-int, negative) falls back to the generic rule and increments
+ * *warnings.  Never leaves an exception set. */
 size_t size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings);
 
 /* Own size of a dict object (header, keys if it owns them, values if it

@@ -57,7 +57,8 @@ done:
 /* ---- size_by_type ------------------------------------------------------- */
 
 typedef struct {
-    PyTypeObject *type;
+    PyTypeObject *type; /* strong: a __sizeof__ run later in the walk may
+                           * drop the last instance and the class itself */
     size_t count;
     size_t bytes;
 } api_type_row;
@@ -96,6 +97,7 @@ api_type_table_add(api_type_table *t, PyTypeObject *tp, size_t bytes)
         i = (i + 1) & t->mask;
     }
     if (t->rows[i].type == NULL) {
+        Py_INCREF(tp);
         t->rows[i].type = tp;
         t->used++;
     }
@@ -146,8 +148,6 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         free(t.rows);
         return NULL;
     }
-    /* The walk holds no reference to the types in the table once it is
-     * done; take them now, while the walk's objects keep them alive. */
     if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), NULL,
                  api_by_type_visit, &t)
         < 0) {
@@ -172,6 +172,9 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 done:
     walk_free(&w);
+    for (size_t i = 0; i <= t.mask; i++) {
+        Py_XDECREF(t.rows[i].type);
+    }
     free(t.rows);
     return res;
 }

@@ -79,8 +79,6 @@ typedef struct {
     PyObject **pending; /* values seen on their own, charged at the end */
     size_t npending, cappending;
     size_t site_dict_key, site_list_item; /* index + 1, 0 until needed */
-    PyObject *exclude;                    /* the list of roots: not part of the heap */
-    int oom;
 } adv_state;
 
 static void *
@@ -301,8 +299,8 @@ adv_class_for(adv_state *st, PyTypeObject *tp)
     return c;
 }
 
-/* Sites are few (classes x attributes + 3), so a linear table with a
- * one-entry cache is enough. */
+/* Sites are few (classes x attributes + 3), so a linear search (newest
+ * first) is enough. */
 static adv_site *
 adv_site_for(adv_state *st, int kind, PyTypeObject *tp, PyObject *name, const char *slot)
 {
@@ -445,6 +443,7 @@ typedef struct {
     adv_class *c;
 } adv_attr_ctx;
 
+/* attrs_fn: tally one attribute of an instance; -1 if out of memory. */
 static int
 adv_on_attr(const attrs_item *it, void *arg)
 {
@@ -508,13 +507,11 @@ adv_on_attr(const attrs_item *it, void *arg)
         if (a->site == 0) {
             adv_site *s = adv_site_for(st, S_ATTR, c->type, a->name, a->slot);
             if (s == NULL) {
-                st->oom = 1;
                 return -1;
             }
             a->site = (size_t)(s - st->sites) + 1;
         }
         if (adv_claim(st, &st->sites[a->site - 1], v) < 0) {
-            st->oom = 1;
             return -1;
         }
     }
@@ -542,9 +539,6 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
     adv_state *st = arg;
     PyTypeObject *tp = Py_TYPE(op);
 
-    if (op == st->exclude) {
-        return 0;
-    }
     if ((tp->tp_flags & Py_TPFLAGS_HEAPTYPE) && !PyType_Check(op)) {
         adv_class *c = adv_class_for(st, tp);
         if (c == NULL) {
@@ -559,7 +553,8 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
             c->with_dict++;
         }
         adv_attr_ctx ctx = {st, c};
-        if (attrs_foreach(op, adv_on_attr, &ctx) < 0 && st->oom) {
+        /* adv_on_attr stops the visit only when out of memory */
+        if (attrs_foreach(op, adv_on_attr, &ctx) < 0) {
             goto oom;
         }
     }
@@ -580,7 +575,7 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
             }
         }
     }
-    else if (PyList_CheckExact(op) && op != st->exclude) {
+    else if (PyList_CheckExact(op)) {
         if (st->site_list_item == 0) {
             adv_site *s0 = adv_site_for(st, S_LIST_ITEM, NULL, NULL, NULL);
             if (s0 == NULL) {
@@ -602,7 +597,6 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
     }
     return 0;
 oom:
-    st->oom = 1;
     PyErr_NoMemory();
     return -1;
 }
@@ -710,7 +704,6 @@ adv_scan(PyObject *module, PyObject *roots)
         return NULL;
     }
     memset(&st, 0, sizeof(st));
-    st.exclude = roots;
     st.w = &w;
     if (walk_init(&w, 1) < 0) {
         return NULL;

@@ -210,9 +210,6 @@ census_fast(PyObject *own_globals)
         goto done;
     }
     size_t scratch = walk_scratch_bytes(&w);
-    if (w.peak_scratch > scratch) {
-        scratch = w.peak_scratch;
-    }
     /* the list is scratch too: one pointer per tracked object */
     scratch += (size_t)n * sizeof(PyObject *);
     res = Py_BuildValue("(Onnnnn)", rows, (Py_ssize_t)w.count, (Py_ssize_t)w.total,

@@ -55,7 +55,6 @@ typedef struct {
     char dk_indices[];
 } layout_dictkeys;
 #define LAYOUT_DICT_KEYS_GENERAL 0
-#define LAYOUT_DICT_KEYS_SPLIT 2
 #endif
 
 /* USABLE_FRACTION in dictobject.c: a table of n slots holds 2n/3 entries. */

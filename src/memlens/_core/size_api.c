@@ -44,9 +44,6 @@ api_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     size_t scratch = walk_scratch_bytes(&w);
-    if (w.peak_scratch > scratch) {
-        scratch = w.peak_scratch;
-    }
     res = Py_BuildValue("(nnnn)", (Py_ssize_t)w.total, (Py_ssize_t)w.count, (Py_ssize_t)w.warnings,
                         (Py_ssize_t)scratch);
 done:

@@ -88,8 +88,9 @@ visit_new_leaf(visit_set *vs)
     return &vs->chunks->leaves[vs->chunk_left];
 }
 
+/* The leaf of `region`, created if needed; NULL if out of memory. */
 static visit_leaf *
-visit_find(visit_set *vs, uintptr_t region, int create)
+visit_find(visit_set *vs, uintptr_t region)
 {
     size_t i = visit_hash(region) & vs->mask;
     for (;;) {
@@ -101,9 +102,6 @@ visit_find(visit_set *vs, uintptr_t region, int create)
             break;
         }
         i = (i + 1) & vs->mask;
-    }
-    if (!create) {
-        return NULL;
     }
     /* keep the load under one half so probes stay short */
     if ((vs->used + 1) * 2 > vs->mask + 1) {
@@ -128,7 +126,7 @@ visit_find(visit_set *vs, uintptr_t region, int create)
 int
 visit_add_slow(visit_set *vs, uintptr_t region, unsigned bit)
 {
-    visit_leaf *leaf = visit_find(vs, region, 1);
+    visit_leaf *leaf = visit_find(vs, region);
     if (leaf == NULL) {
         return -1;
     }
@@ -141,19 +139,6 @@ visit_add_slow(visit_set *vs, uintptr_t region, unsigned bit)
     }
     *w |= m;
     return 1;
-}
-
-int
-visit_contains(visit_set *vs, const void *p)
-{
-    uintptr_t a = (uintptr_t)p;
-    uintptr_t region = (a >> VISIT_REGION_SHIFT) + 1;
-    unsigned bit = (unsigned)((a >> VISIT_GRANULE_SHIFT) & (VISIT_LEAF_BITS - 1));
-    visit_leaf *leaf = visit_find(vs, region, 0);
-    if (leaf == NULL) {
-        return 0;
-    }
-    return (leaf->bits[bit >> 6] >> (bit & 63)) & 1;
 }
 
 /* Bits set in a word.  Inline SWAR rather than __builtin_popcountll, which
@@ -191,7 +176,6 @@ visit_rank_build(visit_set *vs)
         }
         n += in_leaf;
     }
-    vs->nranked = n;
     return n;
 }
 

@@ -51,7 +51,6 @@ typedef struct {
     size_t chunk_left;
     size_t bytes;          /* scratch memory held, for the size report */
     visit_rankinfo *ranks; /* parallel to slots once visit_rank_build ran */
-    size_t nranked;        /* marked granules when the rank index was built */
 } visit_set;
 
 /* 0 on success, -1 if out of memory (no exception set). */
@@ -79,9 +78,6 @@ visit_add(visit_set *vs, const void *p)
     }
     return visit_add_slow(vs, region, bit);
 }
-
-/* 1 if `p` is marked, 0 if not. */
-int visit_contains(visit_set *vs, const void *p);
 
 /* Freeze the set and number its marked addresses 0..n-1 (in leaf order,
  * which is not address order): afterwards visit_rank() maps a marked

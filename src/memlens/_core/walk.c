@@ -101,10 +101,6 @@ walk_grow(walk_t *w)
     }
     w->stack = ns;
     w->cap = ncap;
-    size_t scratch = walk_scratch_bytes(w);
-    if (scratch > w->peak_scratch) {
-        w->peak_scratch = scratch;
-    }
     return 0;
 }
 

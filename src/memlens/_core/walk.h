@@ -72,7 +72,6 @@ struct walk_s {
     PyObject **keep; /* strong references released at walk_free */
     size_t nkeep, keepcap;
     size_typeinfo types[WALK_TYPE_CACHE];
-    size_t peak_scratch; /* high-water mark of scratch bytes */
 };
 
 /* 0 or -1 with MemoryError set. */
@@ -90,7 +89,8 @@ int walk_exclude(walk_t *w, PyObject *obj);
 /* The cached sizing facts for a type. */
 const size_typeinfo *walk_typeinfo(walk_t *w, PyTypeObject *tp);
 
-/* Scratch bytes the walk holds now (visited set + stack). */
+/* Scratch bytes the walk holds now (visited set + stack).  Neither shrinks
+ * before walk_free, so this is also the walk's peak. */
 size_t walk_scratch_bytes(const walk_t *w);
 
 #endif /* MEMLENS_WALK_H */

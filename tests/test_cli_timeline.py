@@ -1,6 +1,9 @@
 """The timeline sampler thread of `memlens run` (timeline.c)."""
 
+import os
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -61,3 +64,40 @@ def test_long_runs_are_halved_not_grown():
     assert t == sorted(t) and t[-1] >= 0.2e9
     with pytest.raises(ValueError):
         _core.timeline_start(1.0, 2)
+
+
+def test_concurrent_stops_both_return():
+    # Two threads stopping the sampler at once: only one may join it (a
+    # second pthread_join of the same thread hung).  Run in a subprocess so
+    # a hang fails this test instead of the whole suite.
+    code = """if True:
+        import threading
+        from memlens import _core
+        for _ in range(50):
+            _core.timeline_start(1000.0)
+            barrier = threading.Barrier(2)
+            results = []
+            def stop():
+                barrier.wait()
+                results.append(_core.timeline_stop())
+            threads = [threading.Thread(target=stop) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            # one call got the samples, the other was a no-op
+            results.sort()
+            assert results[0] == (0.0, b""), results[0]
+            assert results[1][0] == 1000.0 and len(results[1][1]) >= 64, results[1]
+        # and the sampler starts again afterwards
+        _core.timeline_start(1.0)
+        assert _core.timeline_stop()[1]
+        print("ok")
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=30, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("concurrent timeline_stop() calls hung")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr

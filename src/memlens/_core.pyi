@@ -116,7 +116,7 @@ class TraceTable:
 
 def timeline_start(interval_ms: float, max_samples: int = 32768, /) -> None: ...
 # -> (interval_ms, samples): 32-byte little-endian records (t_ns, traced, peak, rss);
-#    (0.0, b'') when no sampler runs.
+#    (0.0, b'') when no sampler runs or another thread is already stopping it.
 def timeline_stop() -> Tuple[float, bytes]: ...
 # path: str, bytes or path-like; classes: None or [(name, instances, bytes)]
 def cap_run_write(path: _Path, table: TraceTable, meta: Dict[str, str], interval_ms: float,

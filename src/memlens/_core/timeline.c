@@ -12,12 +12,15 @@
 #include <unistd.h>
 
 /* Process-wide because the tracer it samples is (trace_hooks.h).  Every
- * field below is protected by tl_mutex, except `tl_thread`, which only the
- * thread holding the GIL that called start/stop touches. */
+ * field below is protected by tl_mutex.  `tl_thread` is written by start
+ * and joined by the one stop call that set `tl_stopping`: the join runs
+ * with the lock (and the GIL) released, so any other start or stop meanwhile
+ * sees `tl_stopping` and keeps its hands off the thread. */
 static pthread_mutex_t tl_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tl_cond; /* signalled by stop */
 static int tl_cond_ready = 0;
-static int tl_running = 0; /* a sampler thread exists */
+static int tl_running = 0;  /* a sampler thread exists (until it is joined) */
+static int tl_stopping = 0; /* a stop call is joining it */
 static int tl_stop_requested = 0;
 static uint64_t tl_interval_ns = 0; /* current interval (doubles on halving) */
 static uint64_t tl_start_ns = 0;
@@ -143,6 +146,10 @@ timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
     }
     PyObject *result = NULL;
     pthread_mutex_lock(&tl_mutex);
+    if (tl_stopping) {
+        PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is still stopping");
+        goto done;
+    }
     if (tl_running) {
         PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is already running");
         goto done;
@@ -194,16 +201,22 @@ PyDoc_STRVAR(timeline_stop_doc,
              "Take a last sample, stop the sampler thread and return the final interval\n"
              "(it doubles each time the timeline is halved) and the samples as bytes:\n"
              "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
-             "returning (0.0, b'') when no sampler runs.");
+             "returning (0.0, b'') when no sampler runs, or when another thread is\n"
+             "already stopping it (that call returns the samples).");
 
 static PyObject *
 timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
+    PyObject *result = NULL;
+    unsigned char *buf = NULL;
     pthread_mutex_lock(&tl_mutex);
-    if (!tl_running) {
+    if (!tl_running || tl_stopping) {
+        /* Joining a thread twice is undefined behaviour (in practice a hang):
+         * only the first of concurrent stops joins. */
         pthread_mutex_unlock(&tl_mutex);
         return Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
     }
+    tl_stopping = 1;
     tl_sample_locked();
     tl_stop_requested = 1;
     pthread_cond_signal(&tl_cond);
@@ -211,34 +224,36 @@ timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 
     /* The sampler never takes the GIL, but release it anyway: joining
      * must not block other Python threads. */
-    Py_BEGIN_ALLOW_THREADS pthread_join(tl_thread, NULL);
-    Py_END_ALLOW_THREADS
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_join(tl_thread, NULL);
+    PyEval_RestoreThread(ts);
 
-        pthread_mutex_lock(&tl_mutex);
-    tl_running = 0;
-    unsigned char *buf = malloc((size_t)tl_n * 32 + 1);
-    PyObject *result = NULL;
+    pthread_mutex_lock(&tl_mutex);
+    buf = malloc((size_t)tl_n * 32 + 1);
     if (buf == NULL) {
         PyErr_NoMemory();
+        goto done;
     }
-    else {
-        for (uint32_t i = 0; i < tl_n; i++) {
-            uint64_t v[4] = {tl_samples[i].t_ns, tl_samples[i].traced, tl_samples[i].peak,
-                             tl_samples[i].rss};
-            for (int k = 0; k < 4; k++) {
-                for (int b = 0; b < 8; b++) {
-                    buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] =
-                        (unsigned char)(v[k] >> (8 * b));
-                }
+    for (uint32_t i = 0; i < tl_n; i++) {
+        uint64_t v[4] = {tl_samples[i].t_ns, tl_samples[i].traced, tl_samples[i].peak,
+                         tl_samples[i].rss};
+        for (int k = 0; k < 4; k++) {
+            for (int b = 0; b < 8; b++) {
+                buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] = (unsigned char)(v[k] >> (8 * b));
             }
         }
-        result = Py_BuildValue("(dy#)", (double)tl_interval_ns / 1e6, (const char *)buf,
-                               (Py_ssize_t)tl_n * 32);
-        free(buf);
     }
+    result = Py_BuildValue("(dy#)", (double)tl_interval_ns / 1e6, (const char *)buf,
+                           (Py_ssize_t)tl_n * 32);
+
+done:
+    /* The thread is gone whatever happened to the result. */
+    free(buf);
     free(tl_samples);
     tl_samples = NULL;
     tl_n = 0;
+    tl_running = 0;
+    tl_stopping = 0;
     pthread_mutex_unlock(&tl_mutex);
     return result;
 }
@@ -262,6 +277,7 @@ static void
 tl_atfork_child(void)
 {
     tl_running = 0;
+    tl_stopping = 0;
     tl_stop_requested = 0;
     pthread_mutex_unlock(&tl_mutex);
 }

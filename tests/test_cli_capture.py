@@ -162,6 +162,48 @@ def test_foreign_files_one_line_error(tmp_path, blob, why):
     assert r.stderr.count("\n") == 1 and why.split()[0] in r.stderr and "Traceback" not in r.stderr
 
 
+def _write_with_meta(path, meta):
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(str(path), table, meta, 1.0, b"", None)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("duration_s", "abc"), ("duration_s", "nan"), ("duration_s", "-1"), ("duration_s", "1e300"),
+    ("start_time_ns", "zz"), ("start_time_ns", "-5"), ("start_time_ns", " 5"), ("start_time_ns", "9" * 30),
+])
+def test_bad_numeric_metadata_is_a_capture_error(tmp_path, key, value):
+    # GIVEN a capture whose run metadata has a number that is not one
+    p = tmp_path / "m.mlcap"
+    _write_with_meta(p, {"command": "memlens run x.py", key: value})
+    # THEN loading it says so in one line, naming the entry
+    with pytest.raises(model.CaptureError, match=key) as e:
+        model.load(p)
+    assert "\n" not in str(e.value)
+
+
+def test_good_numeric_metadata_is_parsed_once(tmp_path):
+    p = tmp_path / "m.mlcap"
+    _write_with_meta(p, {"duration_s": "1.250000", "start_time_ns": "1700000000000000000"})
+    cap = model.load(p)
+    assert cap.duration_s == 1.25 and cap.start_time_ns == 1700000000000000000
+    assert model.load(tmp_path / "m.mlcap").meta["duration_s"] == "1.250000"
+
+
+@pytest.mark.parametrize("fmt", ["text", "pprof"])
+def test_bad_numeric_metadata_cli_one_line(tmp_path, fmt):
+    # GIVEN a capture whose duration is not a number, WHEN reported as text
+    # or pprof (the formats that use it), THEN one line and exit 1, not a
+    # traceback
+    p = tmp_path / "m.mlcap"
+    _write_with_meta(p, {"command": "memlens run x.py", "duration_s": "abc"})
+    r = subprocess.run([sys.executable, "-m", "memlens", "report", str(p), "--format", fmt,
+                        "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and "duration_s" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_truncated_capture_cli(capture, tmp_path):
     p = tmp_path / "t.mlcap"
     p.write_bytes(capture.read_bytes()[:-7])

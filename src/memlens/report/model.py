@@ -15,6 +15,7 @@ numbers:
   ``Capture.allocated_exact`` says which one a capture has.
 """
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -92,6 +93,13 @@ class Capture:
     interval_ms: float = 0.0        # timeline interval at the end of the run
     timeline: List[Sample] = field(default_factory=list)
     classes: Optional[List[ClassRow]] = None
+    # Parsed from `meta` once, here, so that no renderer converts a string
+    # (None when the metadata has no such entry).
+    duration_s: Optional[float] = field(default=None, init=False)
+    start_time_ns: Optional[int] = field(default=None, init=False)
+
+    def __post_init__(self):
+        self.duration_s, self.start_time_ns = _meta_numbers(self.meta)
 
     @property
     def allocated_exact(self):
@@ -131,6 +139,28 @@ class Capture:
             a[2] += count
         rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))
         return [tuple(r) for r in rows]
+
+
+def _meta_numbers(meta):
+    """(duration_s, start_time_ns) of the run metadata, None where absent;
+    ValueError naming the entry when one is not a number in range (pprof
+    stores both as int64 nanoseconds)."""
+    duration = start = None
+    text = meta.get("duration_s")
+    if text is not None:
+        try:
+            duration = float(text)
+        except ValueError:
+            duration = math.nan
+        if not 0 <= duration * 1e9 < 2**63:  # also false for nan
+            raise ValueError(f"run metadata duration_s is not a duration in seconds: {text[:40]!r}")
+    text = meta.get("start_time_ns")
+    if text is not None:
+        # ASCII digits only: int() would also take signs, spaces and "_".
+        if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+            raise ValueError(f"run metadata start_time_ns is not a time in nanoseconds: {text[:40]!r}")
+        start = int(text)
+    return duration, start
 
 
 def _strip_runner(frames, runner_files):
@@ -182,18 +212,21 @@ def load(path):
                 st.alloc_count += acount
     stacks = list(merged.values())
     timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
-    return Capture(
-        stacks=stacks,
-        total=table.total,
-        peak=table.peak,
-        sample_bytes=table.sample_bytes,
-        max_frames=table.max_frames,
-        incomplete=bool(table.incomplete),
-        meta=dict(meta),
-        interval_ms=interval_ms,
-        timeline=timeline,
-        classes=None if classes is None else [ClassRow(*c) for c in classes],
-    )
+    try:
+        return Capture(
+            stacks=stacks,
+            total=table.total,
+            peak=table.peak,
+            sample_bytes=table.sample_bytes,
+            max_frames=table.max_frames,
+            incomplete=bool(table.incomplete),
+            meta=dict(meta),
+            interval_ms=interval_ms,
+            timeline=timeline,
+            classes=None if classes is None else [ClassRow(*c) for c in classes],
+        )
+    except ValueError as e:  # the run metadata (Capture.__post_init__)
+        raise CaptureError(f"{path}: not a valid memlens capture file ({e})") from None
 
 
 def format_size(n):

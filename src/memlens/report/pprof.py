@@ -85,12 +85,10 @@ def encode_profile(cap):
     out += body_fn
     for s in strings.order:
         out += _field_bytes(6, s.encode("utf-8"))
-    dur = cap.meta.get("duration_s")
-    if dur:
-        out += _field_varint(10, int(float(dur) * 1e9))
-    start = cap.meta.get("start_time_ns")
-    if start:
-        out += _field_varint(9, int(start))
+    if cap.duration_s is not None:
+        out += _field_varint(10, int(cap.duration_s * 1e9))
+    if cap.start_time_ns is not None:
+        out += _field_varint(9, cap.start_time_ns)
     out += _field_varint(14, strings.index["inuse_space"])
     return bytes(out)
 

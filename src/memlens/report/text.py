@@ -44,8 +44,8 @@ def _header(cap):
         extra = []
         if "exit_code" in cap.meta:
             extra.append(f"exit code {cap.meta['exit_code']}")
-        if "duration_s" in cap.meta:
-            extra.append(f"{float(cap.meta['duration_s']):.2f} s")
+        if cap.duration_s is not None:
+            extra.append(f"{cap.duration_s:.2f} s")
         if "python" in cap.meta:
             extra.append(f"Python {cap.meta['python']}")
         if extra:

@@ -42,3 +42,21 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "pip install 'memlens[plot]'" in r.stderr
+
+
+def test_plot_write_failure_is_one_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    # GIVEN a capture with a timeline, and an output path that passes the
+    # up-front checks but cannot be opened: a symlink into a missing directory
+    import memlens
+    from memlens import _core
+
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(str(tmp_path / "c.mlcap"), table, {}, 1.0, bytes(64), None)
+    os.symlink(tmp_path / "missing" / "m.png", tmp_path / "m.png")
+    # WHEN plotted there, THEN one line and exit 2, not a traceback
+    r = _run(tmp_path, "c.mlcap", "-o", "m.png")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr

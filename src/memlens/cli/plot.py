@@ -47,8 +47,10 @@ def plot(cap, path):
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def main(args):
@@ -76,6 +78,12 @@ def main(args):
         sys.stderr.write(f"memlens plot: error: {args.capture}: no timeline in this capture "
                          "(it was not written by `memlens run`)\n")
         return 1
-    plot(cap, args.output)
+    try:
+        plot(cap, args.output)
+    except OSError as e:
+        # check_output_path() ran first, but the write can still fail (a full
+        # disk, a dangling symlink, a race): one line, as report does.
+        sys.stderr.write(f"memlens plot: error: cannot write {args.output!r}: {e.strerror or e}\n")
+        return 2
     sys.stderr.write(f"memlens: wrote {os.path.abspath(args.output)}\n")
     return 0

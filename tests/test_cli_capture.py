@@ -204,6 +204,25 @@ def test_bad_numeric_metadata_cli_one_line(tmp_path, fmt):
     assert r.stderr.count("\n") == 1 and "duration_s" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_report_into_a_closed_pipe_is_quiet(tmp_path):
+    # GIVEN a report bigger than a pipe buffer (a long timeline in JSON)
+    p = tmp_path / "big.mlcap"
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(str(p), table, {}, 1.0, bytes(32 * 20000), None)
+    # WHEN stdout is a pipe whose reader has gone (`| head` that finished)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "memlens", "report", str(p), "--format", "json"],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    # THEN it stops quietly (no traceback, no "Exception ignored"), exit 1
+    assert proc.stderr == "" and proc.returncode == 1
+
+
 def test_truncated_capture_cli(capture, tmp_path):
     p = tmp_path / "t.mlcap"
     p.write_bytes(capture.read_bytes()[:-7])

@@ -79,6 +79,16 @@ def main(args):
             return 2
         sys.stderr.write(f"memlens: wrote {os.path.abspath(args.output)}\n")
     else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as cat or grep
+            # would.  stdout is pointed at /dev/null so that Python's own
+            # flush at exit does not report the broken pipe again; exit 1
+            # is Python's documented status for EPIPE.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 1
     return 0

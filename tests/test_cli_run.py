@@ -143,6 +143,28 @@ def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path):
     assert cap.view_total("leaks") >= 50 * 100_000
 
 
+def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path):
+    # GIVEN a program ended by Ctrl-C whose traceback printing (done by
+    # memlens once the program has ended, just before the capture is
+    # written) gets a second Ctrl-C
+    write(tmp_path / "twice.py", """\
+        import os, signal, sys
+        data = [bytearray(100_000) for _ in range(50)]
+        def hook(*exc):
+            os.kill(os.getpid(), signal.SIGINT)
+            sys.__excepthook__(*exc)
+        sys.excepthook = hook
+        raise KeyboardInterrupt
+    """)
+    r = memlens("run", "-q", "-o", "c.mlcap", "twice.py", cwd=tmp_path)
+    # THEN the second one is ignored: the capture is written, exit 130
+    assert r.returncode == 130, r.stderr
+    assert "interrupted" not in r.stderr
+    cap = model.load(tmp_path / "c.mlcap")
+    assert cap.meta["exit_code"] == "130"
+    assert cap.view_total("leaks") >= 50 * 100_000
+
+
 def test_usage_errors_are_one_line_exit_2(tmp_path):
     cases = [
         ("run", "missing.py"),

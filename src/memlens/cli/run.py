@@ -340,38 +340,39 @@ def main(args, argv=None):
     except RuntimeError:
         table = None  # the program called memlens.stop() itself
     duration = time.monotonic() - t0
-    # A second Ctrl-C must not lose the capture being written.
+    # A second Ctrl-C must not lose the capture being written: SIGINT stays
+    # ignored until the file is complete (the README promises as much).
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         interval, tl = _core.timeline_stop()
         memlens.stop()
         classes = _census_rows()
+        # Printed once the tracer is off: python's printing of the traceback
+        # is not the program's memory.
+        _report_end(failure, exit_message)
+        meta = {
+            "command": command,
+            "argv": "\n".join(sys.argv),
+            "python": sys.version.split()[0],
+            "exit_code": str(code),
+            "duration_s": f"{duration:.6f}",
+            "start_time_ns": str(start_ns),
+            "interval_ms": f"{args.interval:g}",
+            "frames": str(args.frames),
+            "memlens": memlens.__version__,
+            "runner_files": "\n".join(sorted(_runner_files())),
+        }
+        if table is None:
+            print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
+                  file=sys.stderr)
+            return code or 1
+        try:
+            _core.cap_run_write(output, table, meta, interval, tl, classes)
+        except OSError as e:
+            print(f"memlens run: error: cannot write capture {output!r}: {e.strerror or e}", file=sys.stderr)
+            return code or 1
     finally:
         signal.signal(signal.SIGINT, old_sigint)
-    # Printed once the tracer is off: python's printing of the traceback is
-    # not the program's memory.
-    _report_end(failure, exit_message)
-    meta = {
-        "command": command,
-        "argv": "\n".join(sys.argv),
-        "python": sys.version.split()[0],
-        "exit_code": str(code),
-        "duration_s": f"{duration:.6f}",
-        "start_time_ns": str(start_ns),
-        "interval_ms": f"{args.interval:g}",
-        "frames": str(args.frames),
-        "memlens": memlens.__version__,
-        "runner_files": "\n".join(sorted(_runner_files())),
-    }
-    if table is None:
-        print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
-              file=sys.stderr)
-        return code or 1
-    try:
-        _core.cap_run_write(output, table, meta, interval, tl, classes)
-    except OSError as e:
-        print(f"memlens run: error: cannot write capture {output!r}: {e.strerror or e}", file=sys.stderr)
-        return code or 1
     if not args.quiet:
         cap = model.load(output)
         sys.stderr.write("\n" + text.summary(cap))

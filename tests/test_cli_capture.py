@@ -253,6 +253,41 @@ def test_write_rejects_bad_arguments(tmp_path):
             _core.cap_run_write(p, table, {}, bad, b"", None)
 
 
+@pytest.mark.parametrize("meta, classes, exc", [
+    ({"k": 1}, None, TypeError),
+    ({1: "v"}, None, TypeError),
+    ({"k": "\udc80"}, None, UnicodeEncodeError),
+    ({}, [("x", 1)], TypeError),
+    ({}, [("x", "1", 2)], TypeError),
+    ({}, [(b"x", 1, 2)], TypeError),
+])
+def test_a_refused_write_leaves_no_file(tmp_path, meta, classes, exc):
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    # GIVEN metadata or class rows that cannot be written
+    p = tmp_path / "x.mlcap"
+    # WHEN the write is refused, THEN no file is left behind (the snapshot
+    # sections used to be on disk already, a valid snapshot-only file) ...
+    with pytest.raises(exc):
+        _core.cap_run_write(p, table, meta, 1.0, b"", classes)
+    assert not p.exists()
+    # ... and a file already there is left as it was
+    p.write_bytes(b"old")
+    with pytest.raises(exc):
+        _core.cap_run_write(p, table, meta, 1.0, b"", classes)
+    assert p.read_bytes() == b"old"
+
+
+def test_write_to_a_file_that_cannot_be_read_back(tmp_path):
+    # The run writer used to write the snapshot, read it back and write
+    # again: /dev/null gave "snapshot writer produced a short file".
+    memlens.start(frames=1)
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    _core.cap_run_write(os.devnull, table, {"k": "v"}, 1.0, bytes(32), [("x", 1, 2)])
+
+
 def test_write_takes_any_path_like(tmp_path):
     # GIVEN a table, WHEN written to a pathlib.Path (and to bytes)
     memlens.start(frames=1)

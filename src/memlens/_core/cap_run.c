@@ -1,39 +1,12 @@
 /* cap_run.c: writer and validated reader of run captures (see cap_run.h). */
 #include "cap_run.h"
-#include "trace_snapshot.h"
-
-#include <errno.h>
-#include <stdio.h>
-#include <string.h>
-
-static int
-cap_run_put_str(cap_writer *w, PyObject *s)
-{
-    Py_ssize_t n;
-    const char *u;
-    if (!PyUnicode_Check(s)) {
-        PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
-        return -1;
-    }
-    u = PyUnicode_AsUTF8AndSize(s, &n);
-    if (u == NULL) {
-        return -1;
-    }
-    if ((size_t)n > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
-        return -1;
-    }
-    if (cap_put_u32(w, (uint32_t)n) < 0 || cap_put(w, u, (size_t)n) < 0) {
-        return -1;
-    }
-    return 0;
-}
 
 PyDoc_STRVAR(cap_run_write_doc,
              "cap_run_write(path, table, meta, interval_ms, timeline, classes)\n\n"
              "Write a run capture: the TraceTable `table`, `meta` (dict str -> str),\n"
              "the timeline as returned by timeline_stop() and `classes` (None or a list\n"
-             "of (name, instances, bytes)).");
+             "of (name, instances, bytes)).  Every argument is checked before the file\n"
+             "is opened: an error leaves no file behind.");
 
 static PyObject *
 cap_run_write_py(PyObject *m, PyObject *args)
@@ -42,8 +15,6 @@ cap_run_write_py(PyObject *m, PyObject *args)
     PyObject *table, *meta, *classes;
     double interval_ms;
     Py_buffer tl = {NULL, NULL};
-    unsigned char *data = NULL;
-    size_t len = 0;
     cap_writer w;
     int w_ready = 0;
     PyObject *result = NULL;
@@ -78,21 +49,15 @@ cap_run_write_py(PyObject *m, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "classes must be None or a list");
         goto done;
     }
-    /* The snapshot sections come from the tracer's own writer; the run
-     * sections are appended in place of its END marker. */
-    if (cap_write_table(path, table) < 0) {
+
+    /* The whole file is built in memory, snapshot sections first (so that
+     * Snapshot.load() reads a run capture too), and written only once every
+     * meta entry and class row has been accepted. */
+    if (cap_writer_init(&w) < 0) {
         goto done;
     }
-    if (cap_read_file(path, &data, &len) < 0) {
-        goto done;
-    }
-    if (len < 12 + 24) {
-        PyErr_Format(PyExc_RuntimeError, "%s: snapshot writer produced a short file", path);
-        goto done;
-    }
-    memset(&w, 0, sizeof(w));
     w_ready = 1;
-    if (cap_put(&w, data, len - 24) < 0) {
+    if (cap_put_table(&w, table) < 0) {
         goto done;
     }
 
@@ -103,7 +68,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(meta, &pos, &k, &v)) {
-        if (cap_run_put_str(&w, k) < 0 || cap_run_put_str(&w, v) < 0) {
+        if (cap_put_str(&w, k) < 0 || cap_put_str(&w, v) < 0) {
             goto done;
         }
     }
@@ -133,7 +98,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
                 }
                 goto done;
             }
-            if (cap_run_put_str(&w, name) < 0 || cap_put_u64(&w, count) < 0
+            if (cap_put_str(&w, name) < 0 || cap_put_u64(&w, count) < 0
                 || cap_put_u64(&w, nbytes) < 0) {
                 goto done;
             }
@@ -150,35 +115,9 @@ done:
     if (w_ready) {
         cap_writer_free(&w);
     }
-    PyMem_Free(data);
     PyBuffer_Release(&tl);
     Py_XDECREF(path_bytes);
     return result;
-}
-
-static PyObject *
-cap_run_corrupt(const char *path, const char *why)
-{
-    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
-    return NULL;
-}
-
-/* A str from `n` bytes at the cursor; NULL with ValueError when short or
- * not UTF-8. */
-static PyObject *
-cap_run_get_str(cap_reader *r, const char *path)
-{
-    uint32_t n;
-    const unsigned char *p;
-    if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
-        return cap_run_corrupt(path, "short run section");
-    }
-    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
-    if (s == NULL) {
-        PyErr_Clear();
-        return cap_run_corrupt(path, "string is not UTF-8");
-    }
-    return s;
 }
 
 PyDoc_STRVAR(cap_run_read_doc,
@@ -192,121 +131,113 @@ cap_run_read_py(PyObject *m, PyObject *arg)
 {
     PyObject *bytes_path = NULL, *table = NULL, *meta = NULL, *classes = NULL, *timeline = NULL;
     PyObject *result = NULL;
-    unsigned char *data = NULL;
-    size_t len = 0;
+    cap_file f;
+    int f_open = 0;
     uint64_t interval_ns = 0;
 
     if (!PyUnicode_FSConverter(arg, &bytes_path)) {
         return NULL;
     }
     const char *path = PyBytes_AS_STRING(bytes_path);
-    /* The tracer's reader checks magic, version, framing and checksum and
-     * the snapshot sections; only the run sections are left to check. */
-    table = cap_read_table(m, path);
-    if (table == NULL) {
+    /* One read of the file: cap_file_open checks magic, version, framing
+     * and checksum, the tracer's reader the snapshot sections; only the run
+     * sections are left to check here. */
+    if (cap_file_open(&f, path) < 0) {
         goto done;
     }
-    if (cap_read_file(path, &data, &len) < 0) {
+    f_open = 1;
+    table = cap_file_table(m, &f);
+    if (table == NULL) {
         goto done;
     }
     meta = PyDict_New();
     if (meta == NULL) {
         goto done;
     }
-    cap_reader r = {data + 12, data + len};
-    while (r.p < r.end) {
-        uint32_t tag, reserved;
-        uint64_t n;
-        const unsigned char *payload;
-        if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
-            || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
-            /* The file changed between the two reads. */
-            cap_run_corrupt(path, "truncated");
+
+    const cap_section *sec = cap_file_find(&f, CAP_TAG_RUNM);
+    if (sec != NULL) {
+        cap_reader s = {sec->payload, sec->payload + sec->len};
+        uint32_t cnt;
+        if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 8 > sec->len) {
+            cap_corrupt(path, "bad run metadata");
             goto done;
         }
-        cap_reader s = {payload, payload + n};
-        if (tag == CAP_TAG_END) {
-            break;
-        }
-        if (tag == CAP_TAG_RUNM) {
-            uint32_t cnt;
-            if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 8 > n) {
-                cap_run_corrupt(path, "bad run metadata");
+        for (uint32_t i = 0; i < cnt; i++) {
+            PyObject *k = cap_get_str(&s, path, "short run section");
+            PyObject *v = k ? cap_get_str(&s, path, "short run section") : NULL;
+            int rc = (k && v) ? PyDict_SetItem(meta, k, v) : -1;
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            if (rc < 0) {
                 goto done;
-            }
-            for (uint32_t i = 0; i < cnt; i++) {
-                PyObject *k = cap_run_get_str(&s, path);
-                PyObject *v = k ? cap_run_get_str(&s, path) : NULL;
-                int rc = (k && v) ? PyDict_SetItem(meta, k, v) : -1;
-                Py_XDECREF(k);
-                Py_XDECREF(v);
-                if (rc < 0) {
-                    goto done;
-                }
-            }
-        }
-        else if (tag == CAP_TAG_TMLN) {
-            uint32_t cnt;
-            const unsigned char *p;
-            if (cap_get_u64(&s, &interval_ns) < 0 || cap_get_u32(&s, &cnt) < 0
-                || (uint64_t)cnt * 32 != (uint64_t)(s.end - s.p)
-                || cap_get_bytes(&s, (size_t)cnt * 32, &p) < 0) {
-                cap_run_corrupt(path, "bad timeline");
-                goto done;
-            }
-            Py_CLEAR(timeline);
-            timeline = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)cnt * 32);
-            if (timeline == NULL) {
-                goto done;
-            }
-        }
-        else if (tag == CAP_TAG_CLSS) {
-            uint32_t cnt;
-            if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 20 > n) {
-                cap_run_corrupt(path, "bad class table");
-                goto done;
-            }
-            Py_CLEAR(classes);
-            classes = PyList_New(cnt);
-            if (classes == NULL) {
-                goto done;
-            }
-            for (uint32_t i = 0; i < cnt; i++) {
-                uint64_t c, b;
-                PyObject *name = cap_run_get_str(&s, path);
-                if (name == NULL) {
-                    goto done;
-                }
-                if (cap_get_u64(&s, &c) < 0 || cap_get_u64(&s, &b) < 0) {
-                    Py_DECREF(name);
-                    cap_run_corrupt(path, "bad class table");
-                    goto done;
-                }
-                PyObject *row =
-                    Py_BuildValue("(NKK)", name, (unsigned long long)c, (unsigned long long)b);
-                if (row == NULL) {
-                    goto done;
-                }
-                PyList_SET_ITEM(classes, i, row);
             }
         }
     }
-    if (timeline == NULL) {
-        timeline = PyBytes_FromStringAndSize("", 0);
-        if (timeline == NULL) {
+
+    sec = cap_file_find(&f, CAP_TAG_TMLN);
+    if (sec != NULL) {
+        cap_reader s = {sec->payload, sec->payload + sec->len};
+        uint32_t cnt;
+        const unsigned char *p;
+        if (cap_get_u64(&s, &interval_ns) < 0 || cap_get_u32(&s, &cnt) < 0
+            || (uint64_t)cnt * 32 != (uint64_t)(s.end - s.p)
+            || cap_get_bytes(&s, (size_t)cnt * 32, &p) < 0) {
+            cap_corrupt(path, "bad timeline");
             goto done;
+        }
+        timeline = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)cnt * 32);
+    }
+    else {
+        timeline = PyBytes_FromStringAndSize("", 0);
+    }
+    if (timeline == NULL) {
+        goto done;
+    }
+
+    sec = cap_file_find(&f, CAP_TAG_CLSS);
+    if (sec != NULL) {
+        cap_reader s = {sec->payload, sec->payload + sec->len};
+        uint32_t cnt;
+        if (cap_get_u32(&s, &cnt) < 0 || (uint64_t)cnt * 20 > sec->len) {
+            cap_corrupt(path, "bad class table");
+            goto done;
+        }
+        classes = PyList_New(cnt);
+        if (classes == NULL) {
+            goto done;
+        }
+        for (uint32_t i = 0; i < cnt; i++) {
+            uint64_t c, b;
+            PyObject *name = cap_get_str(&s, path, "short run section");
+            if (name == NULL) {
+                goto done;
+            }
+            if (cap_get_u64(&s, &c) < 0 || cap_get_u64(&s, &b) < 0) {
+                Py_DECREF(name);
+                cap_corrupt(path, "bad class table");
+                goto done;
+            }
+            PyObject *row =
+                Py_BuildValue("(NKK)", name, (unsigned long long)c, (unsigned long long)b);
+            if (row == NULL) {
+                goto done;
+            }
+            PyList_SET_ITEM(classes, i, row);
         }
     }
     result = Py_BuildValue("(OOdOO)", table, meta, (double)interval_ns / 1e6, timeline,
                            classes ? classes : Py_None);
 
 done:
+    if (f_open) {
+        cap_file_free(&f);
+    }
     Py_XDECREF(bytes_path);
     Py_XDECREF(table);
     Py_XDECREF(meta);
     Py_XDECREF(timeline);
     Py_XDECREF(classes);
-    PyMem_Free(data);
     return result;
 }
 

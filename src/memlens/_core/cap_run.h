@@ -1,7 +1,7 @@
 /* cap_run.h: the capture file of `memlens run`.
  *
- * A run capture is a snapshot capture (capture.h: META, STRS, FRMS, STKS
- * written by cap_write_table, so memlens.Snapshot.load() reads it too)
+ * A run capture is a snapshot capture (capture.h: META, STRS, FRMS, STKS,
+ * ALOC written by cap_put_table, so memlens.Snapshot.load() reads it too)
  * followed by run sections, then the END checksum over everything:
  *   RUNM: u32 n, n x (u32 len, key UTF-8, u32 len, value UTF-8)
  *         run metadata (command, Python version, exit code, duration ...)

@@ -94,6 +94,29 @@ cap_put_u64(cap_writer *w, uint64_t v)
 }
 
 int
+cap_put_str(cap_writer *w, PyObject *s)
+{
+    Py_ssize_t n;
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
+        return -1;
+    }
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        return -1;
+    }
+    /* The length is stored as a u32. */
+    if ((size_t)n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
+        return -1;
+    }
+    if (cap_put_u32(w, (uint32_t)n) < 0 || cap_put(w, u, (size_t)n) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
 cap_begin_section(cap_writer *w, uint32_t tag)
 {
     w->section_start = w->len;
@@ -177,25 +200,47 @@ cap_get_u64(cap_reader *r, uint64_t *v)
     return 0;
 }
 
+PyObject *
+cap_corrupt(const char *path, const char *why)
+{
+    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
+    return NULL;
+}
+
+PyObject *
+cap_get_str(cap_reader *r, const char *path, const char *why)
+{
+    uint32_t n;
+    const unsigned char *p;
+    if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
+        return cap_corrupt(path, why);
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
+    if (s == NULL) {
+        /* A decoding error is the file's fault: say so in the usual form. */
+        PyErr_Clear();
+        return cap_corrupt(path, "string is not UTF-8");
+    }
+    return s;
+}
+
 /* ---- snapshot tables ---------------------------------------------------- */
 
 int
-cap_write_table(const char *path, void *table)
+cap_put_table(cap_writer *w, void *table)
 {
     snap_table *t = table;
-    cap_writer w;
     PyObject *strs = NULL;  /* str -> index */
     PyObject *order = NULL; /* strings by index */
+    uint32_t *fidx = NULL;  /* per frame: string indices of filename, function */
     int rc = -1;
-    if (cap_writer_init(&w) < 0) {
-        goto done;
-    }
+
     strs = PyDict_New();
     order = PyList_New(0);
     if (strs == NULL || order == NULL) {
         goto done;
     }
-    uint32_t *fidx = PyMem_Malloc(((size_t)t->nframes + 1) * 2 * sizeof(uint32_t));
+    fidx = PyMem_Malloc(((size_t)t->nframes + 1) * 2 * sizeof(uint32_t));
     if (fidx == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -212,70 +257,99 @@ cap_write_table(const char *path, void *table)
             if (n == NULL || PyDict_SetItem(strs, pair[j], n) < 0
                 || PyList_Append(order, pair[j]) < 0) {
                 Py_XDECREF(n);
-                PyMem_Free(fidx);
                 goto done;
             }
             Py_DECREF(n);
             fidx[2 * i + (uint32_t)j] = (uint32_t)(PyList_GET_SIZE(order) - 1);
         }
     }
-    int bad = cap_begin_section(&w, CAP_TAG_META) < 0 || cap_put_u64(&w, t->total) < 0
-              || cap_put_u64(&w, t->peak) < 0 || cap_put_u64(&w, t->sample_bytes) < 0
-              || cap_put_u32(&w, t->max_frames) < 0 || cap_put_u32(&w, t->flags) < 0;
-    if (!bad) {
-        cap_end_section(&w);
-        bad = cap_begin_section(&w, CAP_TAG_STRS) < 0
-              || cap_put_u32(&w, (uint32_t)PyList_GET_SIZE(order)) < 0;
-    }
-    for (Py_ssize_t i = 0; !bad && i < PyList_GET_SIZE(order); i++) {
-        Py_ssize_t len;
-        const char *s = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(order, i), &len);
-        bad = s == NULL || cap_put_u32(&w, (uint32_t)len) < 0 || cap_put(&w, s, (size_t)len) < 0;
-    }
-    if (!bad) {
-        cap_end_section(&w);
-        bad = cap_begin_section(&w, CAP_TAG_FRMS) < 0 || cap_put_u32(&w, t->nframes) < 0;
-    }
-    for (uint32_t i = 0; !bad && i < t->nframes; i++) {
-        bad = cap_put_u32(&w, fidx[2 * i]) < 0 || cap_put_u32(&w, fidx[2 * i + 1]) < 0
-              || cap_put_u32(&w, (uint32_t)t->frames[i].lineno) < 0;
-    }
-    PyMem_Free(fidx);
-    if (!bad) {
-        cap_end_section(&w);
-        bad = cap_begin_section(&w, CAP_TAG_STKS) < 0 || cap_put_u32(&w, t->nstacks) < 0;
-    }
-    for (uint32_t s = 0; !bad && s < t->nstacks; s++) {
-        snap_stack *st = &t->stacks[s];
-        bad = cap_put_u32(&w, st->nframes) < 0 || cap_put_u64(&w, st->size) < 0
-              || cap_put_u64(&w, st->count) < 0 || cap_put_u64(&w, st->peak_size) < 0
-              || cap_put_u64(&w, st->peak_count) < 0;
-        for (uint32_t j = 0; !bad && j < st->nframes; j++) {
-            bad = cap_put_u32(&w, t->frame_idx[st->first + j]) < 0;
-        }
-    }
-    if (!bad && t->has_alloc) {
-        cap_end_section(&w);
-        bad = cap_begin_section(&w, CAP_TAG_ALOC) < 0 || cap_put_u32(&w, t->nstacks) < 0;
-        for (uint32_t s = 0; !bad && s < t->nstacks; s++) {
-            bad = cap_put_u64(&w, t->stacks[s].alloc_size) < 0
-                  || cap_put_u64(&w, t->stacks[s].alloc_count) < 0;
-        }
-    }
-    if (bad) {
+
+    if (cap_begin_section(w, CAP_TAG_META) < 0 || cap_put_u64(w, t->total) < 0
+        || cap_put_u64(w, t->peak) < 0 || cap_put_u64(w, t->sample_bytes) < 0
+        || cap_put_u32(w, t->max_frames) < 0 || cap_put_u32(w, t->flags) < 0) {
         goto done;
     }
-    cap_end_section(&w);
-    rc = cap_finish_to_file(&w, path);
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_STRS) < 0
+        || cap_put_u32(w, (uint32_t)PyList_GET_SIZE(order)) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(order); i++) {
+        if (cap_put_str(w, PyList_GET_ITEM(order, i)) < 0) {
+            goto done;
+        }
+    }
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_FRMS) < 0 || cap_put_u32(w, t->nframes) < 0) {
+        goto done;
+    }
+    for (uint32_t i = 0; i < t->nframes; i++) {
+        if (cap_put_u32(w, fidx[2 * i]) < 0 || cap_put_u32(w, fidx[2 * i + 1]) < 0
+            || cap_put_u32(w, (uint32_t)t->frames[i].lineno) < 0) {
+            goto done;
+        }
+    }
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_STKS) < 0 || cap_put_u32(w, t->nstacks) < 0) {
+        goto done;
+    }
+    for (uint32_t s = 0; s < t->nstacks; s++) {
+        snap_stack *st = &t->stacks[s];
+        if (cap_put_u32(w, st->nframes) < 0 || cap_put_u64(w, st->size) < 0
+            || cap_put_u64(w, st->count) < 0 || cap_put_u64(w, st->peak_size) < 0
+            || cap_put_u64(w, st->peak_count) < 0) {
+            goto done;
+        }
+        for (uint32_t j = 0; j < st->nframes; j++) {
+            if (cap_put_u32(w, t->frame_idx[st->first + j]) < 0) {
+                goto done;
+            }
+        }
+    }
+    cap_end_section(w);
+
+    if (t->has_alloc) {
+        if (cap_begin_section(w, CAP_TAG_ALOC) < 0 || cap_put_u32(w, t->nstacks) < 0) {
+            goto done;
+        }
+        for (uint32_t s = 0; s < t->nstacks; s++) {
+            if (cap_put_u64(w, t->stacks[s].alloc_size) < 0
+                || cap_put_u64(w, t->stacks[s].alloc_count) < 0) {
+                goto done;
+            }
+        }
+        cap_end_section(w);
+    }
+    rc = 0;
 
 done:
+    PyMem_Free(fidx);
     Py_XDECREF(strs);
     Py_XDECREF(order);
-    cap_writer_free(&w);
     return rc;
 }
 
 int
+cap_write_table(const char *path, void *table)
+{
+    cap_writer w;
+    int rc = -1;
+    if (cap_writer_init(&w) < 0 || cap_put_table(&w, table) < 0) {
+        goto done;
+    }
+    rc = cap_finish_to_file(&w, path);
+
+done:
+    cap_writer_free(&w);
+    return rc;
+}
+
+/* Read a whole file into PyMem memory (free with PyMem_Free); 0, or -1
+ * with OSError or MemoryError set. */
+static int
 cap_read_file(const char *path, unsigned char **out, size_t *outlen)
 {
     unsigned char *data = NULL;
@@ -316,31 +390,27 @@ error:
     return -1;
 }
 
-/* Raise "ValueError: <path>: not a valid memlens capture file (<why>)". */
-static PyObject *
-cap_corrupt(const char *path, const char *why)
+void
+cap_file_free(cap_file *f)
 {
-    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
-    return NULL;
+    PyMem_Free(f->data);
+    PyMem_Free(f->sections);
+    memset(f, 0, sizeof(*f));
 }
 
-PyObject *
-cap_read_table(PyObject *module, const char *path)
+int
+cap_file_open(cap_file *f, const char *path)
 {
-    unsigned char *data = NULL;
-    size_t len = 0;
-    PyObject **strings = NULL;
-    uint32_t nstrings = 0;
-    snap_table *t = NULL;
-    PyObject *result = NULL;
-
-    if (cap_read_file(path, &data, &len) < 0) {
-        return NULL;
+    size_t room = 0; /* capacity of f->sections */
+    memset(f, 0, sizeof(*f));
+    f->path = path;
+    if (cap_read_file(path, &f->data, &f->len) < 0) {
+        goto error;
     }
-
-    if (len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
-        cap_corrupt(path, len < 12 ? "too short" : "bad magic header");
-        goto done;
+    const unsigned char *data = f->data;
+    if (f->len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
+        cap_corrupt(path, f->len < 12 ? "too short" : "bad magic header");
+        goto error;
     }
     unsigned major = (unsigned)data[8] | ((unsigned)data[9] << 8);
     if (major != CAP_VERSION_MAJOR) {
@@ -348,13 +418,11 @@ cap_read_table(PyObject *module, const char *path)
                      "%s: memlens capture format version %u is not supported "
                      "(this memlens reads version %d)",
                      path, major, CAP_VERSION_MAJOR);
-        goto done;
+        goto error;
     }
 
-    /* Pass 1: framing and checksum, before trusting any content. */
-    cap_reader r = {data + 12, data + len};
-    const unsigned char *meta = NULL, *strs = NULL, *frms = NULL, *stks = NULL, *aloc = NULL;
-    uint64_t meta_n = 0, strs_n = 0, frms_n = 0, stks_n = 0, aloc_n = 0;
+    /* Framing and checksum, before any content is trusted. */
+    cap_reader r = {data + 12, data + f->len};
     int ended = 0;
     while (r.p < r.end) {
         const unsigned char *sec = r.p;
@@ -364,59 +432,81 @@ cap_read_table(PyObject *module, const char *path)
         if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
             || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
             cap_corrupt(path, "truncated");
-            goto done;
+            goto error;
         }
         if (reserved != 0) {
             cap_corrupt(path, "bad section header");
-            goto done;
+            goto error;
         }
         if (tag == CAP_TAG_END) {
             cap_reader e = {payload, payload + n};
             uint64_t h;
             if (cap_get_u64(&e, &h) < 0 || h != cap_fnv1a(data, (size_t)(sec - data))) {
                 cap_corrupt(path, "checksum mismatch");
-                goto done;
+                goto error;
             }
             if (n != 8 || r.p != r.end) {
                 cap_corrupt(path, "data after the end marker");
-                goto done;
+                goto error;
             }
             ended = 1;
             break;
         }
-        if (tag == CAP_TAG_META) {
-            meta = payload;
-            meta_n = n;
+        if (f->nsections == room) {
+            room = room ? room * 2 : 16;
+            cap_section *grown = PyMem_Realloc(f->sections, room * sizeof(cap_section));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            f->sections = grown;
         }
-        else if (tag == CAP_TAG_STRS) {
-            strs = payload;
-            strs_n = n;
-        }
-        else if (tag == CAP_TAG_FRMS) {
-            frms = payload;
-            frms_n = n;
-        }
-        else if (tag == CAP_TAG_STKS) {
-            stks = payload;
-            stks_n = n;
-        }
-        else if (tag == CAP_TAG_ALOC) {
-            aloc = payload;
-            aloc_n = n;
-        }
-        /* Other tags: later minor versions; skipped. */
+        f->sections[f->nsections++] = (cap_section){tag, payload, n};
     }
     if (!ended) {
         cap_corrupt(path, "truncated: no end marker");
-        goto done;
+        goto error;
     }
+    return 0;
+
+error:
+    cap_file_free(f);
+    return -1;
+}
+
+const cap_section *
+cap_file_find(const cap_file *f, uint32_t tag)
+{
+    /* The last one wins, as a reader that overwrote on each would do. */
+    for (size_t i = f->nsections; i > 0; i--) {
+        if (f->sections[i - 1].tag == tag) {
+            return &f->sections[i - 1];
+        }
+    }
+    return NULL;
+}
+
+PyObject *
+cap_file_table(PyObject *module, const cap_file *f)
+{
+    const char *path = f->path;
+    PyObject **strings = NULL;
+    uint32_t nstrings = 0;
+    snap_table *t = NULL;
+    PyObject *result = NULL;
+
+    const cap_section *meta = cap_file_find(f, CAP_TAG_META);
+    const cap_section *strs = cap_file_find(f, CAP_TAG_STRS);
+    const cap_section *frms = cap_file_find(f, CAP_TAG_FRMS);
+    const cap_section *stks = cap_file_find(f, CAP_TAG_STKS);
+    const cap_section *aloc = cap_file_find(f, CAP_TAG_ALOC); /* 1.1+ */
     if (meta == NULL || strs == NULL || frms == NULL || stks == NULL) {
         cap_corrupt(path, "not a snapshot: a section is missing");
         goto done;
     }
 
-    /* Pass 2: content, every count checked against the bytes present. */
-    cap_reader m = {meta, meta + meta_n};
+    /* Content: every count checked against the bytes present. */
+    cap_reader m = {meta->payload, meta->payload + meta->len};
     uint64_t total, peak, sample_bytes;
     uint32_t max_frames, flags;
     if (cap_get_u64(&m, &total) < 0 || cap_get_u64(&m, &peak) < 0
@@ -425,8 +515,8 @@ cap_read_table(PyObject *module, const char *path)
         cap_corrupt(path, "short META section");
         goto done;
     }
-    cap_reader rs = {strs, strs + strs_n};
-    if (cap_get_u32(&rs, &nstrings) < 0 || (uint64_t)nstrings * 4 > strs_n) {
+    cap_reader rs = {strs->payload, strs->payload + strs->len};
+    if (cap_get_u32(&rs, &nstrings) < 0 || (uint64_t)nstrings * 4 > strs->len) {
         nstrings = 0;
         cap_corrupt(path, "bad string table");
         goto done;
@@ -438,33 +528,25 @@ cap_read_table(PyObject *module, const char *path)
         goto done;
     }
     for (uint32_t i = 0; i < nstrings; i++) {
-        uint32_t sl;
-        const unsigned char *sp;
-        if (cap_get_u32(&rs, &sl) < 0 || cap_get_bytes(&rs, sl, &sp) < 0) {
-            cap_corrupt(path, "bad string table");
-            goto done;
-        }
-        strings[i] = PyUnicode_DecodeUTF8((const char *)sp, (Py_ssize_t)sl, "strict");
+        strings[i] = cap_get_str(&rs, path, "bad string table");
         if (strings[i] == NULL) {
-            PyErr_Clear();
-            cap_corrupt(path, "string is not UTF-8");
             goto done;
         }
     }
-    cap_reader rf = {frms, frms + frms_n};
+    cap_reader rf = {frms->payload, frms->payload + frms->len};
     uint32_t nframes;
-    if (cap_get_u32(&rf, &nframes) < 0 || (uint64_t)nframes * 12 > frms_n - 4) {
+    if (cap_get_u32(&rf, &nframes) < 0 || (uint64_t)nframes * 12 > frms->len - 4) {
         cap_corrupt(path, "bad frame table");
         goto done;
     }
-    cap_reader rk = {stks, stks + stks_n};
+    cap_reader rk = {stks->payload, stks->payload + stks->len};
     uint32_t nstacks;
-    if (cap_get_u32(&rk, &nstacks) < 0 || (uint64_t)nstacks * 36 > stks_n - 4) {
+    if (cap_get_u32(&rk, &nstacks) < 0 || (uint64_t)nstacks * 36 > stks->len - 4) {
         cap_corrupt(path, "bad stack table");
         goto done;
     }
     /* Frame indices: what is left after the fixed part of each stack. */
-    uint64_t nidx = (stks_n - 4 - (uint64_t)nstacks * 36) / 4;
+    uint64_t nidx = (stks->len - 4 - (uint64_t)nstacks * 36) / 4;
     t = snap_table_new(module, nframes, nstacks, nidx);
     if (t == NULL) {
         goto done;
@@ -508,9 +590,9 @@ cap_read_table(PyObject *module, const char *path)
     }
     t->nframe_idx = pos;
     if (aloc != NULL) {
-        cap_reader ra = {aloc, aloc + aloc_n};
+        cap_reader ra = {aloc->payload, aloc->payload + aloc->len};
         uint32_t na;
-        if (cap_get_u32(&ra, &na) < 0 || na != nstacks || aloc_n - 4 != (uint64_t)na * 16) {
+        if (cap_get_u32(&ra, &na) < 0 || na != nstacks || aloc->len - 4 != (uint64_t)na * 16) {
             cap_corrupt(path, "bad allocated-totals table");
             goto done;
         }
@@ -529,7 +611,18 @@ done:
         Py_XDECREF(strings[i]);
     }
     PyMem_Free(strings);
-    PyMem_Free(data);
     Py_XDECREF((PyObject *)t);
     return result;
+}
+
+PyObject *
+cap_read_table(PyObject *module, const char *path)
+{
+    cap_file f;
+    if (cap_file_open(&f, path) < 0) {
+        return NULL;
+    }
+    PyObject *t = cap_file_table(module, &f);
+    cap_file_free(&f);
+    return t;
 }

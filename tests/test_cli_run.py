@@ -165,6 +165,19 @@ def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path):
     assert cap.view_total("leaks") >= 50 * 100_000
 
 
+def test_capture_that_cannot_be_read_back_is_one_line(tmp_path):
+    # GIVEN a capture written where it cannot be read back for the summary
+    write(tmp_path / "p.py", """\
+        data = [bytearray(1000) for _ in range(10)]
+        raise SystemExit(3)
+    """)
+    r = memlens("run", "-o", os.devnull, "p.py", cwd=tmp_path)
+    # THEN one line instead of the summary, and the program's exit code
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "no summary" in r.stderr, r.stderr
+
+
 def test_usage_errors_are_one_line_exit_2(tmp_path):
     cases = [
         ("run", "missing.py"),

@@ -374,10 +374,17 @@ def main(args, argv=None):
     finally:
         signal.signal(signal.SIGINT, old_sigint)
     if not args.quiet:
-        cap = model.load(output)
-        sys.stderr.write("\n" + text.summary(cap))
-        sys.stderr.write(f"\nmemlens: capture written to {output}\n"
-                         f"memlens: see it with: memlens report {output} --format html -o report.html\n")
+        try:
+            cap = model.load(output)
+        except model.CaptureError as e:
+            # The capture was written; only reading it back failed (-o
+            # /dev/null, or the file was replaced meanwhile).  As with the
+            # census and advice, the program's own exit code must survive.
+            print(f"memlens: no summary: {e}", file=sys.stderr)
+        else:
+            sys.stderr.write("\n" + text.summary(cap))
+            sys.stderr.write(f"\nmemlens: capture written to {output}\n"
+                             f"memlens: see it with: memlens report {output} --format html -o report.html\n")
     if args.advise:
         _print_advice(args)
     return code

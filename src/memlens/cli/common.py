@@ -7,7 +7,8 @@ import sys
 import threading
 import time
 
-__all__ = ["UsageError", "ArgumentParser", "check_output_path", "Progress"]
+__all__ = ["UsageError", "ArgumentParser", "check_output_path", "check_capture_path", "read_capture",
+           "Progress"]
 
 
 class UsageError(Exception):
@@ -35,6 +36,26 @@ def check_output_path(path):
             raise UsageError(f"cannot write {path!r}: permission denied")
     elif not os.access(d, os.W_OK):
         raise UsageError(f"cannot write {path!r}: directory is not writable")
+
+
+def check_capture_path(path):
+    """UsageError unless `path` is a file (report and plot check it before
+    anything else)."""
+    if not os.path.isfile(path):
+        what = "is not a file" if os.path.exists(path) else "No such file"
+        raise UsageError(f"cannot read capture {path!r}: {what}")
+
+
+def read_capture(prog, path):
+    """The Capture in `path`, or None once `prog`'s one-line error is on
+    stderr (the caller exits 1) when it is not a valid capture."""
+    from memlens.report import model
+
+    try:
+        return model.load(path)
+    except model.CaptureError as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return None
 
 
 class Progress:

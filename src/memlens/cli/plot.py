@@ -4,7 +4,7 @@
 import os
 import sys
 
-from memlens.cli.common import UsageError, check_output_path
+from memlens.cli.common import UsageError, check_capture_path, check_output_path, read_capture
 
 __all__ = ["add_parser", "main", "plot"]
 
@@ -54,14 +54,10 @@ def plot(cap, path):
 
 
 def main(args):
-    from memlens.report import model
-
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".png", ".svg"):
         raise UsageError(f"output must end in .png or .svg, not {args.output!r}")
-    if not os.path.isfile(args.capture):
-        what = "is not a file" if os.path.exists(args.capture) else "No such file"
-        raise UsageError(f"cannot read capture {args.capture!r}: {what}")
+    check_capture_path(args.capture)
     check_output_path(args.output)
     try:
         import matplotlib  # noqa: F401
@@ -69,10 +65,8 @@ def main(args):
         sys.stderr.write("memlens plot: error: matplotlib is not installed; "
                          "install it with: pip install 'memlens[plot]'\n")
         return 1
-    try:
-        cap = model.load(args.capture)
-    except model.CaptureError as e:
-        sys.stderr.write(f"memlens plot: error: {e}\n")
+    cap = read_capture("memlens plot", args.capture)
+    if cap is None:
         return 1
     if not cap.timeline:
         sys.stderr.write(f"memlens plot: error: {args.capture}: no timeline in this capture "

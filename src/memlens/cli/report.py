@@ -4,7 +4,7 @@ or pprof."""
 import os
 import sys
 
-from memlens.cli.common import Progress, UsageError, check_output_path
+from memlens.cli.common import Progress, UsageError, check_capture_path, check_output_path, read_capture
 
 __all__ = ["add_parser", "main", "FORMATS"]
 
@@ -50,22 +50,16 @@ def render(cap, fmt, view, limit=15):
 
 
 def main(args):
-    from memlens.report import model
-
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    if not os.path.isfile(args.capture):
-        what = "is not a file" if os.path.exists(args.capture) else "No such file"
-        raise UsageError(f"cannot read capture {args.capture!r}: {what}")
+    check_capture_path(args.capture)
     if args.output:
         check_output_path(args.output)
     elif args.format == "pprof" and sys.stdout.isatty():
         raise UsageError("pprof output is binary: give -o FILE")
-    try:
-        with Progress("reading capture"):
-            cap = model.load(args.capture)
-    except model.CaptureError as e:
-        sys.stderr.write(f"memlens report: error: {e}\n")
+    with Progress("reading capture"):
+        cap = read_capture("memlens report", args.capture)
+    if cap is None:
         return 1
     with Progress(f"rendering {args.format}"):
         out = render(cap, args.format, args.view, args.limit)

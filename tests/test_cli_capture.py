@@ -223,6 +223,38 @@ def test_report_into_a_closed_pipe_is_quiet(tmp_path):
     assert proc.stderr == "" and proc.returncode == 1
 
 
+def _unreadable_file(tmp_path):
+    """A path that is a file but cannot be read."""
+    if os.geteuid() != 0:
+        p = tmp_path / "locked.mlcap"
+        p.write_bytes(b"")
+        p.chmod(0)
+        return str(p)
+    # root reads any file; /proc/self/mem is a file whose read fails (EIO)
+    if not os.path.isfile("/proc/self/mem"):
+        pytest.skip("no unreadable file available to root here")
+    return "/proc/self/mem"
+
+
+def test_unreadable_capture_exits_2(tmp_path):
+    # GIVEN an existing capture path that cannot be read (the README: an
+    # unreadable capture exits 2; a corrupt one 1)
+    path = _unreadable_file(tmp_path)
+    with pytest.raises(model.CaptureReadError):
+        model.load(path)
+    cmds = [["report", path]]
+    try:
+        import matplotlib  # noqa: F401  (plot checks for it before reading)
+        cmds.append(["plot", path, "-o", str(tmp_path / "p.png")])
+    except ImportError:
+        pass
+    for cmd in cmds:
+        r = subprocess.run([sys.executable, "-m", "memlens", *cmd], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert r.stderr.count("\n") == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_truncated_capture_cli(capture, tmp_path):
     p = tmp_path / "t.mlcap"
     p.write_bytes(capture.read_bytes()[:-7])

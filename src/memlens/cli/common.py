@@ -48,11 +48,14 @@ def check_capture_path(path):
 
 def read_capture(prog, path):
     """The Capture in `path`, or None once `prog`'s one-line error is on
-    stderr (the caller exits 1) when it is not a valid capture."""
+    stderr (the caller exits 1) when it is not a valid capture.  A file that
+    cannot be read at all is a UsageError (exit 2), like a missing one."""
     from memlens.report import model
 
     try:
         return model.load(path)
+    except model.CaptureReadError as e:
+        raise UsageError(str(e)) from None
     except model.CaptureError as e:
         sys.stderr.write(f"{prog}: error: {e}\n")
         return None

@@ -21,13 +21,19 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["VIEWS", "Frame", "StackStat", "Sample", "ClassRow", "Capture", "load", "CaptureError"]
+__all__ = ["VIEWS", "Frame", "StackStat", "Sample", "ClassRow", "Capture", "load", "CaptureError",
+           "CaptureReadError"]
 
 VIEWS = ("peak", "leaks", "allocated")
 
 
 class CaptureError(ValueError):
     """A capture file that cannot be read (one-line message)."""
+
+
+class CaptureReadError(CaptureError):
+    """The file could not be read at all (an OSError), as opposed to one
+    that was read but is not a valid capture."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ def load(path):
     except ValueError as e:
         raise CaptureError(str(e)) from None
     except OSError as e:
-        raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise CaptureReadError(f"{path}: cannot read: {e.strerror or e}") from None
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))
     # The tracer tells stacks apart by instruction offset; reports name
     # lines, so stacks with the same (file, line, function) frames merge.

@@ -62,6 +62,32 @@ def test_text_report_tables():
         text.render(make_capture(), "bogus")
 
 
+def test_text_top_lines_show_short_paths(tmp_path, monkeypatch):
+    # GIVEN lines in a file under the current directory, one under a
+    # sys.path entry (as the stdlib is), one elsewhere and a frozen module
+    lib = tmp_path / "lib"
+    monkeypatch.setattr(sys, "path", [str(lib)] + sys.path)
+    os.makedirs(tmp_path / "work")
+    monkeypatch.chdir(tmp_path / "work")
+    mine = Frame(str(tmp_path / "work" / "examples" / "app.py"), 39, "render")
+    stdlib = Frame(str(lib / "json" / "encoder.py"), 258, "iterencode")
+    other = Frame("/elsewhere/x.py", 5, "f")
+    frozen = Frame("<frozen runpy>", 88, "_run_code")
+    cap = Capture(stacks=[StackStat((f,), 1000 - 10 * i, 1, 0, 0)
+                          for i, f in enumerate((mine, stdlib, other, frozen))])
+    # WHEN the text report lists the top lines
+    out = text.render(cap, "leaks")
+    rows = out.split("Top lines:")[1].splitlines()[2:]
+    # THEN they read as the README shows them: relative to the current
+    # directory, else the import path below sys.path, else in full
+    assert [r[24:] for r in rows] == [
+        f"examples{os.sep}app.py:39 render",
+        f"...{os.sep}json{os.sep}encoder.py:258 iterencode",
+        "/elsewhere/x.py:5 f",
+        "<frozen runpy>:88 _run_code",
+    ]
+
+
 def test_summary_lists_peak_and_leaks():
     out = text.summary(make_capture())
     peak_part, leak_part = out.split("Still allocated at exit (leak candidates):")

@@ -357,3 +357,10 @@ def test_capture_without_allocated_totals_keeps_the_caveat(capture, tmp_path):
     r = subprocess.run([sys.executable, "-m", "memlens", "report", str(p), "--format", "json"],
                        capture_output=True, text=True, timeout=60)
     assert '"allocated_exact": false' in r.stdout
+    # folded stacks have no room for it: the note goes to stderr, and only
+    # for the allocated view of such a capture
+    for path, view, noted in ((p, "allocated", True), (p, "leaks", False), (capture, "allocated", False)):
+        r = subprocess.run([sys.executable, "-m", "memlens", "report", str(path), "--format", "collapsed",
+                            "--view", view], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout and "lower bound" not in r.stdout
+        assert ("lower bound" in r.stderr) == noted, (path, view, r.stderr)

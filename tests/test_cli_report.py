@@ -122,10 +122,13 @@ def test_exact_allocated_view_has_no_caveat():
     assert "Allocated during the run: 83.1 KiB" in out and "lower bound" not in out
     assert json.loads(jsonfmt.render(cap))["totals"]["allocated_exact"] is True
     assert "lower bound" not in html.render(cap)
+    assert 13 not in decode(gzip.decompress(pprof.render(cap)))
     # and without them, every format says so
     assert "lower bound" in text.render(make_capture(), "allocated")
     assert json.loads(jsonfmt.render(make_capture()))["totals"]["allocated_exact"] is False
     assert "lower bound" in html.render(make_capture())
+    prof = decode(gzip.decompress(pprof.render(make_capture())))
+    assert [b"lower bound" in prof[6][i] for i in prof[13]] == [True]
 
 
 def test_collapsed_stacks():

@@ -63,6 +63,11 @@ def main(args):
         return 1
     with Progress(f"rendering {args.format}"):
         out = render(cap, args.format, args.view, args.limit)
+    if args.format == "collapsed" and args.view == "allocated" and not cap.allocated_exact:
+        # Folded stacks have no room for a note (the other formats carry one).
+        sys.stderr.write("memlens report: note: the allocated view is a lower bound for this capture "
+                         "(from an older memlens, without cumulative totals): per stack, the larger "
+                         "of what was live at the peak and at exit\n")
     data = out if isinstance(out, bytes) else out.encode("utf-8")
     if args.output:
         try:

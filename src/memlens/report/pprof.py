@@ -4,6 +4,8 @@ Sample types, in this order: alloc_objects/count, alloc_space/bytes
 (the "allocated" view), inuse_objects/count, inuse_space/bytes (what was
 still allocated at exit); the default is inuse_space.  The peak picture
 is not a pprof sample type: use ``--view peak`` with the other formats.
+A capture without cumulative totals gets a comment saying the alloc_*
+types are a lower bound.
 """
 
 import gzip
@@ -83,12 +85,20 @@ def encode_profile(cap):
         out += _field_bytes(2, sample)
     out += body_loc
     out += body_fn
+    # Profile.comment (13): a capture without cumulative totals has only the
+    # lower bound in the alloc_* types; `go tool pprof -comments` shows this.
+    comment = None if cap.allocated_exact else strings(
+        "alloc_objects and alloc_space are a lower bound: this capture (from an older memlens) has "
+        "no cumulative totals, so per stack they are the larger of what was live at the peak and "
+        "at exit")
     for s in strings.order:
         out += _field_bytes(6, s.encode("utf-8"))
     if cap.duration_s is not None:
         out += _field_varint(10, int(cap.duration_s * 1e9))
     if cap.start_time_ns is not None:
         out += _field_varint(9, cap.start_time_ns)
+    if comment is not None:
+        out += _field_varint(13, comment)
     out += _field_varint(14, strings.index["inuse_space"])
     return bytes(out)
 

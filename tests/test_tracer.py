@@ -257,6 +257,30 @@ def test_compare_to():
     del data
 
 
+def test_statistic_diff_equality_and_hash():
+    # GIVEN two comparisons of the same snapshots
+    memlens.start()
+    a = memlens.take_snapshot()
+    data = make_bytes(20, 1000)
+    b = memlens.take_snapshot()
+    memlens.stop()
+    first, second = b.compare_to(a, "lineno"), b.compare_to(a, "lineno")
+    # THEN they are equal, and hash alike (as tracemalloc.StatisticDiff)
+    assert first == second and first[0] is not second[0]
+    assert {hash(d) for d in first} == {hash(d) for d in second}
+    assert len(set(first) | set(second)) == len(first)
+    # and a diff differing in any field, or of another type, is not equal
+    d = first[0]
+    fields = (d.traceback, d.size, d.size_diff, d.count, d.count_diff)
+    for i in range(1, 5):
+        changed = list(fields)
+        changed[i] += 1
+        assert memlens.StatisticDiff(*changed) != d
+    assert memlens.StatisticDiff(*fields) == d
+    assert d != memlens.Statistic(d.traceback, d.size, d.count) and d != fields
+    del data
+
+
 def test_trace_context_manager():
     with memlens.trace(frames=4) as t:
         data = make_bytes(50, 2000)

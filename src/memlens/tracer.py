@@ -229,6 +229,17 @@ class StatisticDiff:
         self.count = count
         self.count_diff = count_diff
 
+    def _key(self):
+        return (self.traceback, self.size, self.size_diff, self.count, self.count_diff)
+
+    # As tracemalloc.StatisticDiff: equal diffs compare equal and can be
+    # set members or dict keys, like Statistic.
+    def __eq__(self, other):
+        return isinstance(other, StatisticDiff) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
     def __str__(self):
         text = (f"{self.traceback}: size={_format_size(self.size)} "
                 f"({_format_size(self.size_diff, True)}), count={self.count} ({self.count_diff:+d})")

@@ -588,7 +588,6 @@ cap_file_table(PyObject *module, const cap_file *f)
             t->frame_idx[pos++] = fi;
         }
     }
-    t->nframe_idx = pos;
     if (aloc != NULL) {
         cap_reader ra = {aloc->payload, aloc->payload + aloc->len};
         uint32_t na;

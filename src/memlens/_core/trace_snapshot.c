@@ -49,7 +49,6 @@ snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t ni
     }
     t->nframes = nframes;
     t->nstacks = nstacks;
-    t->nframe_idx = nidx;
     Py_DECREF(tp);
     return t;
 
@@ -60,12 +59,6 @@ error:
 }
 
 /* ---- taking a snapshot ------------------------------------------------------ */
-
-/* One captured stack, copied out of the tracer under its lock. */
-typedef struct {
-    snap_stack row;
-    uint32_t code_first; /* index into the captured frame array */
-} snap_raw;
 
 /* Map of (code, offset) -> unique frame index, used while resolving. */
 typedef struct {
@@ -99,7 +92,7 @@ snap_rec_figures(const stack_rec *r, uint64_t peak_gen, uint64_t *ps, uint64_t *
 PyObject *
 snap_take(PyObject *module)
 {
-    snap_raw *raw = NULL;
+    snap_stack *raw = NULL; /* the stacks, copied out of the tracer */
     stack_frame *codes = NULL;
     snap_cf_slot *cf = NULL;
     size_t cf_mask = 0;
@@ -132,7 +125,7 @@ snap_take(PyObject *module)
         }
     }
     /* libc malloc: the copy must not allocate through the hooks. */
-    raw = malloc((nraw ? nraw : 1) * sizeof(snap_raw));
+    raw = malloc((nraw ? nraw : 1) * sizeof(snap_stack));
     codes = malloc((nfr ? nfr : 1) * sizeof(stack_frame));
     if (raw == NULL || codes == NULL) {
         PyErr_NoMemory();
@@ -145,14 +138,16 @@ snap_take(PyObject *module)
         if (!snap_rec_figures(r, v.peak_gen, &ps, &pc)) {
             continue;
         }
-        raw[k].row.nframes = r->depth;
-        raw[k].row.size = r->size;
-        raw[k].row.count = r->count;
-        raw[k].row.peak_size = ps;
-        raw[k].row.peak_count = pc;
-        raw[k].row.alloc_size = r->alloc_size;
-        raw[k].row.alloc_count = r->alloc_count;
-        raw[k].code_first = (uint32_t)ncodes;
+        raw[k].nframes = r->depth;
+        raw[k].size = r->size;
+        raw[k].count = r->count;
+        raw[k].peak_size = ps;
+        raw[k].peak_count = pc;
+        raw[k].alloc_size = r->alloc_size;
+        raw[k].alloc_count = r->alloc_count;
+        /* The captured frames become frame_idx one for one (code_to_frame
+         * below), so this is already the index into frame_idx. */
+        raw[k].first = (uint32_t)ncodes;
         /* Innermost first: follow the parents up the trie. */
         for (uint32_t node = id; node > STACK_ID_EMPTY; node = st->recs[node].parent) {
             codes[ncodes].code = st->recs[node].code;
@@ -240,10 +235,7 @@ snap_take(PyObject *module)
             f->lineno = (int)PyLong_AsLong(PyTuple_GET_ITEM(kk, 2));
         }
     }
-    for (uint32_t s = 0; s < nraw; s++) {
-        t->stacks[s] = raw[s].row;
-        t->stacks[s].first = raw[s].code_first;
-    }
+    memcpy(t->stacks, raw, (size_t)nraw * sizeof(snap_stack));
     memcpy(t->frame_idx, code_to_frame, (size_t)ncodes * sizeof(uint32_t));
     free(code_to_frame);
     t->total = v.current;

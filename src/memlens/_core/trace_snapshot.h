@@ -37,7 +37,6 @@ typedef struct {
     snap_stack *stacks;
     uint32_t nstacks;
     uint32_t *frame_idx; /* frames of each stack, innermost first */
-    uint64_t nframe_idx;
     uint64_t total;
     uint64_t peak;
     uint64_t sample_bytes;

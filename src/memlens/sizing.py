@@ -113,6 +113,8 @@ def size_by_type(*objs, shared=False):
 
 
 def _fmt_bytes(n):
+    """Bytes as a short string: 812 B, 10.5 KiB, 3.2 MiB (the census,
+    breakdown and report tables)."""
     n = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":

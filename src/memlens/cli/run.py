@@ -19,7 +19,7 @@ import sys
 import time
 import zipfile
 
-from memlens.cli.common import ArgumentParser, UsageError, check_output_path
+from memlens.cli.common import UsageError, check_output_path
 
 __all__ = ["add_parser", "main", "split_argv"]
 
@@ -91,7 +91,7 @@ def add_parser(sub):
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the program to run")
     p.add_argument("args", nargs="*", help="arguments of the program")
-    p.set_defaults(func=main, raw_argv=True)
+    p.set_defaults(func=main)
     return p
 
 
@@ -242,7 +242,7 @@ def _census_rows():
         return None
 
 
-def main(args, argv=None):
+def main(args):
     import memlens
     from memlens import _core
     from memlens.report import model, text

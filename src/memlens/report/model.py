@@ -234,12 +234,3 @@ def load(path):
     except ValueError as e:  # the run metadata (Capture.__post_init__)
         raise CaptureError(f"{path}: not a valid memlens capture file ({e})") from None
 
-
-def format_size(n):
-    """Bytes as a short human string: 812 B, 10.5 KiB, 3.2 MiB."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")

@@ -9,7 +9,6 @@ types are a lower bound.
 """
 
 import gzip
-import os
 
 __all__ = ["render", "encode_profile"]
 

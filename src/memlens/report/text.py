@@ -3,7 +3,8 @@
 import os
 import sys
 
-from memlens.report.model import VIEWS, format_size
+from memlens.report.model import VIEWS
+from memlens.sizing import _fmt_bytes as format_size
 
 __all__ = ["render", "summary"]
 
@@ -100,7 +101,7 @@ def _header(cap):
 
 
 def _classes(cap, limit):
-    out = [f"Top classes by instance bytes at exit:", f"  {'bytes':>10}  {'instances':>9}  class"]
+    out = ["Top classes by instance bytes at exit:", f"  {'bytes':>10}  {'instances':>9}  class"]
     for c in sorted(cap.classes, key=lambda c: (-c.bytes, c.name))[:limit]:
         out.append(f"  {format_size(c.bytes):>10}  {c.count:>9}  {c.name}")
     return out

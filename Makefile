@@ -38,11 +38,13 @@ bench: build
 # ASan + UBSan build of the extension, run against the same tests.  CPython
 # itself is not instrumented, so the runtime is preloaded and pymalloc is off
 # (PYTHONMALLOC=malloc) so every object allocation goes through ASan.
+# allocator_may_return_null: an impossible request fails with NULL, as with
+# glibc, instead of aborting (tests exercise the failed-realloc path).
 sanitize: $(VENV)/.installed
 	rm -rf $(ASAN_DIR)
 	MEMLENS_SANITIZE=1 $(PY) setup.py -q build --build-base $(ASAN_DIR) --build-lib $(ASAN_DIR)/lib
 	PYTHONPATH=$(ASAN_DIR)/lib PYTHONMALLOC=malloc \
-	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  MEMLENS_SANITIZED=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  $(PY) -m pytest -q -p no:cacheprovider tests

@@ -14,7 +14,12 @@ final report are left out); the figures are the fastest call over --calls
 calls in each of --repeat runs (the machine is noisy), memory_profiler's its
 single call.
 
-    python benchmarks/bench_lines.py [--repeat 5] [--n 20000] [--tables]
+With --floor, also the two parts of memlens' cost each alone: CPython's
+line events delivered to a handler that does nothing, and the allocation
+tracer with no line events (on 3.9-3.11 the empty handler is a trace
+function, so the typical loop's figure there includes json's own lines).
+
+    python benchmarks/bench_lines.py [--repeat 5] [--n 20000] [--tables] [--floor]
 """
 import argparse
 import os
@@ -67,6 +72,44 @@ PLAIN = textwrap.dedent('''\
     runpy.run_path(sys.argv[0], run_name="__main__")
 ''')
 
+# The two parts of `memlens run --lines`, each alone (--floor): what any
+# exact line profiler pays on these loops, whatever its own code does.
+#   events: CPython's line events delivered to a handler that does nothing
+#     (3.12+: a builtin registered with sys.monitoring for the profiled
+#     functions' LINE events; 3.9-3.11: a C trace function, installed around
+#     each call of a profiled function);
+#   tracer: memlens' allocation tracer in the mode the profiler runs it
+#     (totals and per-thread counters, no stacks), no line events.
+FLOOR = textwrap.dedent('''\
+    import builtins, functools, operator, runpy, sys
+    from memlens import _core
+    what = sys.argv[1]
+    if what == "tracer":
+        _core.trace_start(0, 0)
+        builtins.profile = lambda f: f
+    elif sys.version_info >= (3, 12):
+        mon = sys.monitoring
+        mon.use_tool_id(mon.PROFILER_ID, "floor")
+        mon.register_callback(mon.PROFILER_ID, mon.events.LINE, operator.is_)
+        def profile(f):
+            mon.set_local_events(mon.PROFILER_ID, f.__code__, mon.events.LINE)
+            return f
+        builtins.profile = profile
+    else:
+        def profile(f):
+            @functools.wraps(f)
+            def wrapper(*args):
+                _core.lineprof_null_trace(True)
+                try:
+                    return f(*args)
+                finally:
+                    _core.lineprof_null_trace(False)
+            return wrapper
+        builtins.profile = profile
+    sys.argv = sys.argv[2:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+''')
+
 
 def run(cmd, env):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
@@ -89,6 +132,8 @@ def main():
     p.add_argument("--calls", type=int, default=5, help="calls of each function per run")
     p.add_argument("--skip-memory-profiler", action="store_true")
     p.add_argument("--tables", action="store_true", help="also print both tools' tables")
+    p.add_argument("--floor", action="store_true",
+                   help="also time the line events alone (empty handler) and the tracer alone")
     args = p.parse_args()
 
     env = dict(os.environ)
@@ -109,6 +154,11 @@ def main():
             ("plain", [sys.executable, "-c", PLAIN, script, n, calls]),
             ("memlens run --lines", [sys.executable, "-m", "memlens", "run", "--lines", script, n, calls]),
         ]
+        if args.floor:
+            modes += [
+                ("  line events, empty handler", [sys.executable, "-c", FLOOR, "events", script, n, calls]),
+                ("  allocation tracer alone", [sys.executable, "-c", FLOOR, "tracer", script, n, calls]),
+            ]
         if have_mp:
             # memory_profiler is slow: one call of each function is enough.
             modes.append(("python -m memory_profiler",

@@ -147,6 +147,8 @@ if sys.version_info >= (3, 12):
 else:
     # threading.settrace() hook: moves a new thread onto the C trace function
     def lineprof_thread_hook(frame: FrameType, event: str, arg: Any, /) -> None: ...
+    # benchmarks/bench_lines.py --floor: a C trace function that does nothing
+    def lineprof_null_trace(on: bool, /) -> None: ...
 
 # ---- records (record_type.c, record.c, record_field.c) ---------------------------
 

@@ -600,7 +600,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 #endif
             stack = trace_max_frames == 0 ? STACK_ID_EMPTY : trace_stack_id(&trace_tls, tstate);
         }
-        if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
+        if (trace_map_insert_fast((uintptr_t)p, size, stack) < 0) {
             trace_failed = 1;
             return;
         }
@@ -671,7 +671,7 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
         if (trace_sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
             return e;
         }
-        e = trace_map_remove((uintptr_t)p);
+        e = trace_map_remove_fast((uintptr_t)p);
         if (e.stack != 0) {
             trace_drain();
             trace_account(e.stack, e.size, TRACE_FREE);

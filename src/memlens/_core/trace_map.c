@@ -12,14 +12,14 @@
  * 28 per block).  From 113 bytes on, a block takes at least 128 bytes of
  * address space (starts are 16-byte aligned), so no two start in one
  * 128-byte granule of the medium map. */
-#define MAP_SMALL_LIMIT 113u
+#define MAP_SMALL_LIMIT TRACE_MAP_SMALL_LIMIT
 #define MAP_MEDIUM_LIMIT \
     960u /* ... below this to the medium map (4 bytes
                                  * per 128: at most 32 per block with
                                  * malloc's header and rounding) */
 
 /* Fine map entry: stack id << 10 | size. */
-#define MAP_FINE_SIZE_BITS 10
+#define MAP_FINE_SIZE_BITS TRACE_MAP_FINE_SIZE_BITS
 #define MAP_FINE_SIZE_MASK ((1u << MAP_FINE_SIZE_BITS) - 1)
 /* Medium map entry: stack id << 13 | size << 3 | 16-byte step in granule. */
 #define MAP_MED_STEP_BITS 3
@@ -29,63 +29,30 @@
 
 /* ---- address-indexed maps ------------------------------------------------------ */
 
-#define MAP_LEAF_BITS 16 /* slots per leaf */
-#define MAP_MID_BITS 16
-/* Enough top entries for the fine map: 4 + 16 + 16 + 12 = 48 bits of
- * address (the medium map uses the first 512). */
-#define MAP_TOP_BITS 12
-#define MAP_LEAF_LEN (1u << MAP_LEAF_BITS)
+#define MAP_LEAF_BITS TRACE_MAP_LEAF_BITS
+#define MAP_MID_BITS TRACE_MAP_MID_BITS
+#define MAP_TOP_BITS TRACE_MAP_TOP_BITS
+#define MAP_LEAF_LEN TRACE_MAP_LEAF_LEN
 #define MAP_MID_LEN (1u << MAP_MID_BITS)
 #define MAP_TOP_LEN (1u << MAP_TOP_BITS)
-/* 4-byte slots per 4 KiB page of a leaf. */
-#define MAP_PAGE_SLOTS 1024u
+#define MAP_PAGE_SLOTS TRACE_MAP_PAGE_SLOTS
 
-/* A leaf: its slots, then a bitmap of the pages of slots ever written.
- * tracer_memory() counts those pages, not what mincore() says: a lookup
- * that reads a page never written maps the kernel's shared zero page,
- * which costs no memory but which mincore() reports as resident (and
- * free() looks up blocks of every tier in the fine map first). */
-typedef struct {
-    _Atomic(uint32_t) slot[MAP_LEAF_LEN];
-    /* Every insert reads `written`.  Right after slot[], it would sit at
-     * the start of a page, in the cache set of every leaf's `written` and
-     * of every page's first line -- where pymalloc keeps its pool headers,
-     * read on each of its allocations: with callgrind's cache model, 59%
-     * of inserts missed the L1 cache on it (string_building).  Moved to the
-     * middle of its page, it stays cached (still in the leaf's last page,
-     * which tracer_memory() counts). */
-    char pad[31 * 64];
-    _Atomic(uint64_t) written; /* bit i: page i of slot[] */
-} map_leaf;
+typedef trace_map_leaf map_leaf;
 
-typedef _Atomic(map_leaf *) map_mid[MAP_MID_LEN];
-/* Leaf pointers per 4 KiB page of a directory, and such pages. */
-#define MAP_MID_PER_PAGE (4096 / sizeof(map_leaf *))
-#define MAP_MID_PAGES (MAP_MID_LEN / MAP_MID_PER_PAGE)
-
-typedef struct {
-    unsigned shift; /* log2 of the granule */
-    _Atomic(map_mid *) top[MAP_TOP_LEN];
-    /* Which leaves exist: a bit per directory page that holds a leaf
-     * pointer, set when a leaf is installed (leaves are never removed).
-     * map_for_each_leaf() reads only those pages: reading the others would
-     * map them, and asking mincore() instead would miss pages that were
-     * swapped out -- and stop() would leave their leaves' entries behind. */
-    _Atomic(uint64_t) used[MAP_TOP_LEN][MAP_MID_PAGES / 64];
-} map_index;
+typedef trace_map_mid map_mid;
+#define MAP_MID_PER_PAGE TRACE_MAP_MID_PER_PAGE
+#define MAP_MID_PAGES TRACE_MAP_MID_PAGES
+typedef trace_map_index map_index;
 
 /* Process-wide, like the allocator hooks that use them. */
-static map_index map_fine = {.shift = 4};
+map_index trace_map_fine = {.shift = 4}; /* trace_map.h reads it inline */
+#define map_fine trace_map_fine
 static map_index map_medium = {.shift = 7};
 
-/* The leaf of each map this thread used last: consecutive blocks mostly
- * share one, and leaves are never unmapped, so the pointer stays valid for
- * the life of the process.  [0]: fine map, [1]: medium map. */
-typedef struct {
-    uintptr_t key; /* p >> (granule and leaf bits), plus one: 0 = empty */
-    map_leaf *leaf;
-} map_leaf_cache;
-static _Thread_local map_leaf_cache map_tls[2] __attribute__((tls_model("initial-exec")));
+typedef trace_map_leaf_cache map_leaf_cache;
+/* See trace_map.h. */
+_Thread_local trace_map_leaf_cache trace_map_tls[2] __attribute__((tls_model("initial-exec")));
+#define map_tls trace_map_tls
 
 static inline int
 map_indexable(uintptr_t p)
@@ -244,8 +211,9 @@ _Alignas(4096) static uint8_t map_sampled_count[1u << TRACE_MAP_FILTER_BITS];
 static map_filter map_sampled = {trace_map_filter, map_sampled_count, 1u << TRACE_MAP_FILTER_BITS,
                                  ATOMIC_FLAG_INIT, 0};
 /* Whether the sampled filter is kept: written by start() and stop() with no
- * hook updating the map. */
-static int map_sampled_on;
+ * hook updating the map (trace_map.h reads it inline). */
+int trace_map_sampled_on;
+#define map_sampled_on trace_map_sampled_on
 
 /* The side table's filter, a plain bitmap: a bit is set under the side
  * table's lock when a block enters, and left set when it leaves; once the

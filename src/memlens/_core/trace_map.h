@@ -97,4 +97,145 @@ void trace_map_unlock(void);
 /* Bytes of RAM the map uses now. */
 size_t trace_map_memory(void);
 
+/* ---- the fine map's common case, inlined into the hooks -----------------------
+ *
+ * Most traced blocks are small, and consecutive ones share a leaf page that
+ * is already written: then an insert or a removal is a few instructions on
+ * the thread's leaf cache, with no call (as calls into trace_map.c, the map
+ * took about a tenth of exact mode's instructions in their prologues and
+ * dispatch, string_building on 3.11).  Anything else -- another tier, a
+ * leaf not cached, a page not yet written, sampled mode -- goes to
+ * trace_map_insert() / trace_map_remove(), which redo the lookup in full. */
+
+/* Blocks below this many bytes go to the fine map (trace_map.c). */
+#define TRACE_MAP_SMALL_LIMIT 113u
+#define TRACE_MAP_FINE_SIZE_BITS 10
+#define TRACE_MAP_LEAF_BITS 16 /* slots per leaf */
+#define TRACE_MAP_LEAF_LEN (1u << TRACE_MAP_LEAF_BITS)
+/* 4-byte slots per 4 KiB page of a leaf. */
+#define TRACE_MAP_PAGE_SLOTS 1024u
+
+/* A leaf: its slots, then a bitmap of the pages of slots ever written.
+ * tracer_memory() counts those pages, not what mincore() says: a lookup
+ * that reads a page never written maps the kernel's shared zero page,
+ * which costs no memory but which mincore() reports as resident (and
+ * free() looks up blocks of every tier in the fine map first). */
+typedef struct trace_map_leaf {
+    _Atomic(uint32_t) slot[TRACE_MAP_LEAF_LEN];
+    /* Every insert reads `written`.  Right after slot[], it would sit at
+     * the start of a page, in the cache set of every leaf's `written` and
+     * of every page's first line -- where pymalloc keeps its pool headers,
+     * read on each of its allocations: with callgrind's cache model, 59%
+     * of inserts missed the L1 cache on it (string_building).  Moved to the
+     * middle of its page, it stays cached (still in the leaf's last page,
+     * which tracer_memory() counts). */
+    char pad[31 * 64];
+    _Atomic(uint64_t) written; /* bit i: page i of slot[] */
+} trace_map_leaf;
+
+/* A map's directories: top[p >> (granule + 32 bits)] -> leaf pointers. */
+#define TRACE_MAP_MID_BITS 16
+/* Enough top entries for the fine map: 4 + 16 + 16 + 12 = 48 bits of
+ * address (the medium map uses the first 512). */
+#define TRACE_MAP_TOP_BITS 12
+typedef _Atomic(trace_map_leaf *) trace_map_mid[1u << TRACE_MAP_MID_BITS];
+/* Leaf pointers per 4 KiB page of a directory, and such pages. */
+#define TRACE_MAP_MID_PER_PAGE (4096 / sizeof(trace_map_leaf *))
+#define TRACE_MAP_MID_PAGES ((1u << TRACE_MAP_MID_BITS) / TRACE_MAP_MID_PER_PAGE)
+
+typedef struct {
+    unsigned shift; /* log2 of the granule */
+    _Atomic(trace_map_mid *) top[1u << TRACE_MAP_TOP_BITS];
+    /* Which leaves exist: a bit per directory page that holds a leaf
+     * pointer, set when a leaf is installed (leaves are never removed).
+     * map_for_each_leaf() reads only those pages: reading the others would
+     * map them, and asking mincore() instead would miss pages that were
+     * swapped out -- and stop() would leave their leaves' entries behind. */
+    _Atomic(uint64_t) used[1u << TRACE_MAP_TOP_BITS][TRACE_MAP_MID_PAGES / 64];
+} trace_map_index;
+/* The fine map (16-byte granules). */
+extern trace_map_index trace_map_fine;
+
+/* The leaf of each map this thread used last: consecutive blocks mostly
+ * share one, and leaves are never unmapped, so the pointer stays valid for
+ * the life of the process.  [0]: fine map, [1]: medium map.  initial-exec:
+ * a %fs-relative access from the hooks. */
+typedef struct {
+    uintptr_t key; /* p >> (granule and leaf bits), plus one: 0 = empty */
+    trace_map_leaf *leaf;
+} trace_map_leaf_cache;
+extern _Thread_local trace_map_leaf_cache trace_map_tls[2]
+    __attribute__((tls_model("initial-exec")));
+/* Sampled mode (every block in the side table); set only while no hook
+ * updates the map. */
+extern int trace_map_sampled_on;
+
+/* The fine-map leaf of block p: this thread's cached one, or found in the
+ * directories (and then cached); NULL if p is not 16-byte aligned, above
+ * 2**48, or in a leaf not made yet, or in sampled mode. */
+static inline trace_map_leaf *
+trace_map_fine_leaf(uintptr_t p)
+{
+    if ((p & 15u) != 0 || (p >> 48) != 0 || trace_map_sampled_on) {
+        return NULL;
+    }
+    trace_map_leaf_cache *lc = &trace_map_tls[0];
+    uintptr_t key = (p >> (4 + TRACE_MAP_LEAF_BITS)) + 1;
+    if (lc->key == key) {
+        return lc->leaf;
+    }
+    trace_map_mid *mid = atomic_load_explicit(
+        &trace_map_fine.top[p >> (4 + TRACE_MAP_LEAF_BITS + TRACE_MAP_MID_BITS)],
+        memory_order_acquire);
+    if (mid == NULL) {
+        return NULL;
+    }
+    trace_map_leaf *leaf = atomic_load_explicit(
+        &(*mid)[(p >> (4 + TRACE_MAP_LEAF_BITS)) & ((1u << TRACE_MAP_MID_BITS) - 1)],
+        memory_order_acquire);
+    if (leaf != NULL) {
+        lc->key = key;
+        lc->leaf = leaf;
+    }
+    return leaf;
+}
+
+/* trace_map_insert(), inline for the common case. */
+static inline int
+trace_map_insert_fast(uintptr_t p, uint64_t size, uint32_t stack)
+{
+    if (size < TRACE_MAP_SMALL_LIMIT) {
+        trace_map_leaf *leaf = trace_map_fine_leaf(p);
+        size_t i = (size_t)(p >> 4) & (TRACE_MAP_LEAF_LEN - 1);
+        /* A page not written yet asks for the budget (trace_map.c). */
+        if (leaf != NULL
+            && (atomic_load_explicit(&leaf->written, memory_order_relaxed)
+                & ((uint64_t)1 << (i / TRACE_MAP_PAGE_SLOTS)))) {
+            atomic_store_explicit(&leaf->slot[i],
+                                  stack << TRACE_MAP_FINE_SIZE_BITS | (uint32_t)size,
+                                  memory_order_relaxed);
+            return 0;
+        }
+    }
+    return trace_map_insert(p, size, stack);
+}
+
+/* trace_map_remove(), inline for the common case. */
+static inline trace_map_entry
+trace_map_remove_fast(uintptr_t p)
+{
+    trace_map_leaf *leaf = trace_map_fine_leaf(p);
+    if (leaf != NULL) {
+        _Atomic(uint32_t) *s = &leaf->slot[(p >> 4) & (TRACE_MAP_LEAF_LEN - 1)];
+        uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
+        if (v != 0) {
+            atomic_store_explicit(s, 0, memory_order_relaxed);
+            trace_map_entry e = {v & ((1u << TRACE_MAP_FINE_SIZE_BITS) - 1),
+                                 v >> TRACE_MAP_FINE_SIZE_BITS};
+            return e;
+        }
+    }
+    return trace_map_remove(p);
+}
+
 #endif /* MEMLENS_TRACE_MAP_H */

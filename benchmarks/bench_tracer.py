@@ -3,7 +3,8 @@
 Each allocation-heavy workload is timed in a fresh interpreter under:
 no tracing, tracemalloc with 1 and 16 frames, memray with
 --trace-python-allocators (if installed), memlens exact with 16 frames, and
-memlens sampled every 512 KiB.  Prints the slowdown against no tracing
+memlens sampled every 512 KiB, and (for scale) PEP 445 hooks that do
+nothing but call the allocator below.  Prints the slowdown against no tracing
 (best of --repeat runs, each the fastest of --inner calls of the workload
 under the same tracer) and memlens' own memory per live traced block.
 
@@ -109,6 +110,9 @@ elif mode == "memray":
     tracker = memray.Tracker(path, trace_python_allocators=True)
     tracker.__enter__()
     stop = lambda: tracker.__exit__(None, None, None)
+elif mode == "hooks_only":
+    _core.trace_chain_only(True)
+    stop = lambda: _core.trace_chain_only(False)
 elif mode.startswith("memlens"):
     memlens.start(frames=16, sample_bytes=0 if mode == "memlens16" else 512 * 1024)
     stop = memlens.stop
@@ -132,7 +136,8 @@ stop()
 print(json.dumps({"time": elapsed, **extra}))
 '''
 
-MODES = ["none", "tracemalloc1", "tracemalloc16", "memray", "memlens16", "memlens_sampled"]
+MODES = ["none", "tracemalloc1", "tracemalloc16", "memray", "memlens16", "memlens_sampled",
+         "hooks_only"]
 LABELS = {
     "none": "no tracing",
     "tracemalloc1": "tracemalloc 1 frame",
@@ -140,6 +145,7 @@ LABELS = {
     "memray": "memray --trace-python-allocators",
     "memlens16": "memlens exact, 16 frames",
     "memlens_sampled": "memlens sampled 512 KiB",
+    "hooks_only": "PEP 445 hooks that only chain to the allocator: the floor under any tracer",
 }
 WORKLOADS = ["objects", "dict_list_churn", "json_roundtrip", "string_building", "retain"]
 

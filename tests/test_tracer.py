@@ -1355,3 +1355,36 @@ def test_allocated_statistics_rejects_bad_keys():
         snap.allocated_statistics("traceback", cumulative=True)
     with pytest.raises(ValueError):
         snap._table.group("lineno", False, True, True)
+
+
+def test_chaining_hooks_for_the_benchmark_floor():
+    # GIVEN the hooks bench_tracer.py times as the floor under any tracer
+    _core.trace_chain_only(True)
+    try:
+        # THEN allocation goes through them, tracemalloc chains on top of them
+        # and still counts exactly, and memlens cannot start meanwhile
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            data = bytearray(1 << 20)
+            after, _ = tracemalloc.get_traced_memory()
+            assert after - before >= 1 << 20
+            # other hooks sit above them: they are not removed under them
+            with pytest.raises(RuntimeError, match="installed above"):
+                _core.trace_chain_only(False)
+        finally:
+            tracemalloc.stop()
+        del data
+        with pytest.raises(RuntimeError, match="chaining hooks"):
+            memlens.start()
+        with pytest.raises(RuntimeError, match="already installed"):
+            _core.trace_chain_only(True)
+    finally:
+        _core.trace_chain_only(False)
+    # AND once removed, tracing works as before
+    memlens.start()
+    x = bytearray(100_000)
+    cur, _ = memlens.traced_memory()
+    memlens.stop()
+    assert cur >= 100_000
+    del x

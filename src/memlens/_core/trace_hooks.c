@@ -56,6 +56,10 @@ static const PyMemAllocatorDomain trace_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DO
 static trace_hook_ctx trace_ctx_pool[TRACE_CTX_SLOTS][3];
 static int trace_ctx_used;
 static trace_hook_ctx *trace_ctx; /* the slot of the current installation */
+/* Hooks that only chain, for benchmarks (trace_chain_only()), and whether
+ * they are installed (GIL). */
+static trace_hook_ctx trace_chain_ctx[3];
+static int trace_chain_installed;
 
 /* 1 while the hooks are installed and the tables valid.  Written with the
  * GIL and trace_nogil_lock held, so either one makes it stable. */
@@ -959,6 +963,11 @@ trace_start(int max_frames, uint64_t sample_bytes)
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
         return -1;
     }
+    if (trace_chain_installed) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "memlens' chaining hooks (benchmarks) are installed; remove them first");
+        return -1;
+    }
     /* Pick the hook contexts.  A slot can be reused when its hooks are on
      * top (left in the chain, inactive, by a stop() while another tracer sat
      * above them), or when the installed allocators are exactly the ones it
@@ -1054,6 +1063,79 @@ trace_start(int max_frames, uint64_t sample_bytes)
         }
         PyMem_SetAllocator(trace_domains[i], &hook);
     }
+    return 0;
+}
+
+/* ---- hooks that only chain (benchmarks) --------------------------------------
+ *
+ * benchmarks/bench_tracer.py times PEP 445 hooks that do nothing but call
+ * the allocator below: the floor under any tracer built on these hooks,
+ * sampled mode's included.  Their contexts are never freed, like the
+ * tracer's.  Not for use while other threads allocate: installing again
+ * rewrites `prev` under a call that may be running. */
+
+static void *
+trace_chain_malloc(void *ctx, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    return h->prev.malloc(h->prev.ctx, size);
+}
+
+static void *
+trace_chain_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    trace_hook_ctx *h = ctx;
+    return h->prev.calloc(h->prev.ctx, nelem, elsize);
+}
+
+static void *
+trace_chain_realloc(void *ctx, void *ptr, size_t size)
+{
+    trace_hook_ctx *h = ctx;
+    return h->prev.realloc(h->prev.ctx, ptr, size);
+}
+
+static void
+trace_chain_free(void *ctx, void *ptr)
+{
+    trace_hook_ctx *h = ctx;
+    h->prev.free(h->prev.ctx, ptr);
+}
+
+int
+trace_chain_only(int on)
+{
+    if (on) {
+        if (trace_chain_installed || atomic_load(&trace_active)) {
+            PyErr_SetString(PyExc_RuntimeError, "allocator hooks of memlens are already installed");
+            return -1;
+        }
+        for (int i = 0; i < 3; i++) {
+            trace_chain_ctx[i].domain = trace_domains[i];
+            PyMem_GetAllocator(trace_domains[i], &trace_chain_ctx[i].prev);
+            PyMemAllocatorEx hook = {&trace_chain_ctx[i], trace_chain_malloc, trace_chain_calloc,
+                                     trace_chain_realloc, trace_chain_free};
+            PyMem_SetAllocator(trace_domains[i], &hook);
+        }
+        trace_chain_installed = 1;
+        return 0;
+    }
+    if (!trace_chain_installed) {
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx cur;
+        PyMem_GetAllocator(trace_domains[i], &cur);
+        if (cur.ctx != &trace_chain_ctx[i]) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "other allocator hooks were installed above memlens' chaining hooks");
+            return -1;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        PyMem_SetAllocator(trace_domains[i], &trace_chain_ctx[i].prev);
+    }
+    trace_chain_installed = 0;
     return 0;
 }
 

@@ -43,6 +43,20 @@ trace_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(trace_chain_only_doc,
+             "trace_chain_only(on) -- install (or remove) allocator hooks that only call\n"
+             "the allocator below (benchmarks/bench_tracer.py: the floor under a tracer).");
+
+static PyObject *
+trace_chain_only_py(PyObject *Py_UNUSED(m), PyObject *on)
+{
+    int r = PyObject_IsTrue(on);
+    if (r < 0 || trace_chain_only(r) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 trace_is_tracing_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
@@ -186,6 +200,7 @@ _test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
 
 static PyMethodDef trace_methods[] = {
     {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
+    {"trace_chain_only", trace_chain_only_py, METH_O, trace_chain_only_doc},
     {"trace_stop", trace_stop_py, METH_NOARGS,
      "trace_stop() -- uninstall the hooks, drop the tables."},
     {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},

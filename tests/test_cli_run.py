@@ -130,8 +130,12 @@ def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path):
         print("ready", flush=True)
         time.sleep(60)
     """)
+    # SIGINT as a terminal delivers it: a suite started in the background by
+    # a non-interactive shell inherits SIGINT ignored, and Python keeps that
+    # (the program would then sleep its 60 s and exit 0).
     p = subprocess.Popen([sys.executable, "-m", "memlens", "run", "-o", "c.mlcap", "slow.py"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline() == "ready\n"
     time.sleep(0.1)
     p.send_signal(signal.SIGINT)

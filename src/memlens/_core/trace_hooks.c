@@ -864,7 +864,7 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
 
 /* Does the allocator below serve this request without calling a hooked
  * domain in turn?  pymalloc (MEM, OBJ) hands requests of over 512 bytes
- * to the RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13; debug hooks add 32
+ * to the RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13; debug hooks add up to 32
  * bytes before it sees them), and the RAW allocator calls none.  Then the
  * fast path needs no re-entrancy guard and tail-calls: measured on
  * string_building (3.11), sampled mode 1.08x -> 1.05x, where hooks that

@@ -869,8 +869,9 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
  * fast path needs no re-entrancy guard and tail-calls: measured on
  * string_building (3.11), sampled mode 1.08x -> 1.05x, where hooks that
  * only chain cost 1.05x.  (What pymalloc allocates for itself while
- * serving a small request -- its arena table and address-map nodes, a few
- * KiB per GiB of heap -- then reaches the RAW hook as a block of its own:
+ * serving a small request -- its arena table, and on 3.10+ the nodes of
+ * its address map, made when the heap grows into a new address range --
+ * then reaches the RAW hook as a block of its own:
  * sampled like any RAW block, where exact mode and tracemalloc leave it
  * out.) */
 static inline int

@@ -18,9 +18,6 @@
                                  * per 128: at most 32 per block with
                                  * malloc's header and rounding) */
 
-/* Fine map entry: stack id << 10 | size. */
-#define MAP_FINE_SIZE_BITS TRACE_MAP_FINE_SIZE_BITS
-#define MAP_FINE_SIZE_MASK ((1u << MAP_FINE_SIZE_BITS) - 1)
 /* Medium map entry: stack id << 13 | size << 3 | 16-byte step in granule. */
 #define MAP_MED_STEP_BITS 3
 #define MAP_MED_SIZE_BITS 10
@@ -54,29 +51,16 @@ typedef trace_map_leaf_cache map_leaf_cache;
 _Thread_local trace_map_leaf_cache trace_map_tls[2] __attribute__((tls_model("initial-exec")));
 #define map_tls trace_map_tls
 
-static inline int
-map_indexable(uintptr_t p)
-{
-    return (p & 15u) == 0 && (p >> 48) == 0;
-}
-
-/* Leaf of `p` in map `m`, creating directory and leaf if `create`; NULL if
- * there is none (or no memory for it). */
-static inline map_leaf *
-map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
+/* Make the leaf of indexable block p in map m (and its directory), cache
+ * it in lc; NULL when out of memory. */
+static __attribute__((noinline)) map_leaf *
+map_leaf_make(map_index *m, map_leaf_cache *lc, uintptr_t p)
 {
     uintptr_t g = p >> m->shift;
-    uintptr_t key = (g >> MAP_LEAF_BITS) + 1;
-    if (lc->key == key) {
-        return lc->leaf;
-    }
     size_t ti = (size_t)(g >> (MAP_LEAF_BITS + MAP_MID_BITS));
     size_t mi = (size_t)(g >> MAP_LEAF_BITS) & (MAP_MID_LEN - 1);
     map_mid *mid = atomic_load_explicit(&m->top[ti], memory_order_acquire);
     if (mid == NULL) {
-        if (!create) {
-            return NULL;
-        }
         map_mid *fresh = trace_mem_map(sizeof(map_mid), 0);
         if (fresh == NULL) {
             return NULL;
@@ -92,9 +76,6 @@ map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
     }
     map_leaf *leaf = atomic_load_explicit(&(*mid)[mi], memory_order_acquire);
     if (leaf == NULL) {
-        if (!create) {
-            return NULL;
-        }
         map_leaf *fresh = trace_mem_map(sizeof(map_leaf), 0);
         if (fresh == NULL) {
             return NULL;
@@ -110,9 +91,21 @@ map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
             trace_mem_unmap(fresh, sizeof(map_leaf), 0);
         }
     }
-    lc->key = key;
+    lc->key = (g >> MAP_LEAF_BITS) + 1;
     lc->leaf = leaf;
     return leaf;
+}
+
+/* Leaf of `p` in map `m`, made if `create`; NULL if there is none (or no
+ * memory for it). */
+static inline map_leaf *
+map_leaf_of(map_index *m, map_leaf_cache *lc, uintptr_t p, int create)
+{
+    map_leaf *leaf = trace_map_leaf_find(m, lc, p, m->shift);
+    if (leaf != NULL || !create) {
+        return leaf;
+    }
+    return map_leaf_make(m, lc, p);
 }
 
 static inline size_t
@@ -171,7 +164,7 @@ static inline int
 map_store(map_leaf *leaf, size_t i, uint32_t v)
 {
     uint64_t bit = (uint64_t)1 << (i / MAP_PAGE_SLOTS);
-    if (!(atomic_load_explicit(&leaf->written, memory_order_relaxed) & bit)) {
+    if (!trace_map_page_written(leaf, i)) {
         if (!map_may_open_page()) {
             return 0;
         }
@@ -476,7 +469,7 @@ trace_map_unlock(void)
 static int
 map_insert(uintptr_t p, uint64_t size, uint32_t stack)
 {
-    if (!map_indexable(p)) {
+    if (!trace_map_indexable(p)) {
         if (map_side_put(p, size, stack) < 0) {
             return -1;
         }
@@ -494,8 +487,7 @@ map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         if (leaf == NULL) {
             return -1;
         }
-        if (map_store(leaf, map_slot_index(&map_fine, p),
-                      stack << MAP_FINE_SIZE_BITS | (uint32_t)size)) {
+        if (map_store(leaf, map_slot_index(&map_fine, p), trace_map_fine_pack(stack, size))) {
             return 0;
         }
         return map_side_put(p, size, stack);
@@ -531,7 +523,7 @@ static trace_map_entry
 map_remove(uintptr_t p)
 {
     trace_map_entry e = {0, 0};
-    if (!map_indexable(p)) {
+    if (!trace_map_indexable(p)) {
         if (atomic_load_explicit(&map_odd_count, memory_order_relaxed) == 0) {
             return e;
         }
@@ -551,12 +543,19 @@ map_remove(uintptr_t p)
         uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
         if (v != 0) {
             atomic_store_explicit(s, 0, memory_order_relaxed);
-            e.size = v & MAP_FINE_SIZE_MASK;
-            e.stack = v >> MAP_FINE_SIZE_BITS;
-            return e;
+            return trace_map_fine_unpack(v);
         }
     }
-    leaf = map_leaf_of(&map_medium, &map_tls[1], p, 0);
+    return trace_map_remove_coarse(p);
+}
+
+/* See trace_map.h: p is indexable, not in the fine map, and the map is not
+ * in sampled mode. */
+trace_map_entry
+trace_map_remove_coarse(uintptr_t p)
+{
+    trace_map_entry e = {0, 0};
+    map_leaf *leaf = map_leaf_of(&map_medium, &map_tls[1], p, 0);
     if (leaf != NULL) {
         _Atomic(uint32_t) *s = &leaf->slot[map_slot_index(&map_medium, p)];
         uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
@@ -587,7 +586,7 @@ trace_map_remove(uintptr_t p)
 int
 trace_map_peek(uintptr_t p)
 {
-    if (!map_indexable(p)) {
+    if (!trace_map_indexable(p)) {
         return atomic_load_explicit(&map_odd_count, memory_order_relaxed) != 0;
     }
     if (map_sampled_on) {

@@ -99,13 +99,13 @@ size_t trace_map_memory(void);
 
 /* ---- the fine map's common case, inlined into the hooks -----------------------
  *
- * Most traced blocks are small, and consecutive ones share a leaf page that
- * is already written: then an insert or a removal is a few instructions on
- * the thread's leaf cache, with no call (as calls into trace_map.c, the map
- * took about a tenth of exact mode's instructions in their prologues and
- * dispatch, string_building on 3.11).  Anything else -- another tier, a
- * leaf not cached, a page not yet written, sampled mode -- goes to
- * trace_map_insert() / trace_map_remove(), which redo the lookup in full. */
+ * Most traced blocks are small and land on a leaf page already written:
+ * then an insert or a removal is a few instructions, with no call.  Made
+ * inline, an eighth of the tracer's instructions went (string_building on
+ * 3.11, callgrind: calls' prologues and the tier dispatch).  The paths of
+ * trace_map.c use the same lookup, test and encoding.  Anything else --
+ * another tier, a leaf not made yet, a page not yet written, sampled mode --
+ * goes to trace_map_insert(), or trace_map_remove() / _coarse(). */
 
 /* Blocks below this many bytes go to the fine map (trace_map.c). */
 #define TRACE_MAP_SMALL_LIMIT 113u
@@ -170,29 +170,33 @@ extern _Thread_local trace_map_leaf_cache trace_map_tls[2]
  * updates the map. */
 extern int trace_map_sampled_on;
 
-/* The fine-map leaf of block p: this thread's cached one, or found in the
- * directories (and then cached); NULL if p is not 16-byte aligned, above
- * 2**48, or in a leaf not made yet, or in sampled mode. */
-static inline trace_map_leaf *
-trace_map_fine_leaf(uintptr_t p)
+/* Can the maps index p?  (16-byte aligned, below 2**48; other blocks live
+ * in the side table.) */
+static inline int
+trace_map_indexable(uintptr_t p)
 {
-    if ((p & 15u) != 0 || (p >> 48) != 0 || trace_map_sampled_on) {
-        return NULL;
-    }
-    trace_map_leaf_cache *lc = &trace_map_tls[0];
-    uintptr_t key = (p >> (4 + TRACE_MAP_LEAF_BITS)) + 1;
+    return (p & 15u) == 0 && (p >> 48) == 0;
+}
+
+/* The leaf of indexable block p in map m (granules of 2**shift bytes): the
+ * one this thread cached in lc, or found in the directories (and then
+ * cached); NULL if it was not made yet. */
+static inline trace_map_leaf *
+trace_map_leaf_find(trace_map_index *m, trace_map_leaf_cache *lc, uintptr_t p, unsigned shift)
+{
+    uintptr_t g = p >> shift;
+    uintptr_t key = (g >> TRACE_MAP_LEAF_BITS) + 1;
     if (lc->key == key) {
         return lc->leaf;
     }
     trace_map_mid *mid = atomic_load_explicit(
-        &trace_map_fine.top[p >> (4 + TRACE_MAP_LEAF_BITS + TRACE_MAP_MID_BITS)],
-        memory_order_acquire);
+        &m->top[g >> (TRACE_MAP_LEAF_BITS + TRACE_MAP_MID_BITS)], memory_order_acquire);
     if (mid == NULL) {
         return NULL;
     }
-    trace_map_leaf *leaf = atomic_load_explicit(
-        &(*mid)[(p >> (4 + TRACE_MAP_LEAF_BITS)) & ((1u << TRACE_MAP_MID_BITS) - 1)],
-        memory_order_acquire);
+    trace_map_leaf *leaf =
+        atomic_load_explicit(&(*mid)[(g >> TRACE_MAP_LEAF_BITS) & ((1u << TRACE_MAP_MID_BITS) - 1)],
+                             memory_order_acquire);
     if (leaf != NULL) {
         lc->key = key;
         lc->leaf = leaf;
@@ -200,19 +204,43 @@ trace_map_fine_leaf(uintptr_t p)
     return leaf;
 }
 
+/* Has slot i's page of the leaf been written since start()? */
+static inline int
+trace_map_page_written(trace_map_leaf *leaf, size_t i)
+{
+    return (atomic_load_explicit(&leaf->written, memory_order_relaxed)
+            >> (i / TRACE_MAP_PAGE_SLOTS))
+           & 1;
+}
+
+/* A fine-map entry: stack id << 10 | size (0: empty). */
+static inline uint32_t
+trace_map_fine_pack(uint32_t stack, uint64_t size)
+{
+    return stack << TRACE_MAP_FINE_SIZE_BITS | (uint32_t)size;
+}
+
+static inline trace_map_entry
+trace_map_fine_unpack(uint32_t v)
+{
+    trace_map_entry e = {v & ((1u << TRACE_MAP_FINE_SIZE_BITS) - 1), v >> TRACE_MAP_FINE_SIZE_BITS};
+    return e;
+}
+
+/* The rest of trace_map_remove() once the fine map was asked: the medium
+ * map and the side table (not in sampled mode). */
+trace_map_entry trace_map_remove_coarse(uintptr_t p);
+
 /* trace_map_insert(), inline for the common case. */
 static inline int
 trace_map_insert_fast(uintptr_t p, uint64_t size, uint32_t stack)
 {
-    if (size < TRACE_MAP_SMALL_LIMIT) {
-        trace_map_leaf *leaf = trace_map_fine_leaf(p);
+    if (size < TRACE_MAP_SMALL_LIMIT && trace_map_indexable(p) && !trace_map_sampled_on) {
+        trace_map_leaf *leaf = trace_map_leaf_find(&trace_map_fine, &trace_map_tls[0], p, 4);
         size_t i = (size_t)(p >> 4) & (TRACE_MAP_LEAF_LEN - 1);
         /* A page not written yet asks for the budget (trace_map.c). */
-        if (leaf != NULL
-            && (atomic_load_explicit(&leaf->written, memory_order_relaxed)
-                & ((uint64_t)1 << (i / TRACE_MAP_PAGE_SLOTS)))) {
-            atomic_store_explicit(&leaf->slot[i],
-                                  stack << TRACE_MAP_FINE_SIZE_BITS | (uint32_t)size,
+        if (leaf != NULL && trace_map_page_written(leaf, i)) {
+            atomic_store_explicit(&leaf->slot[i], trace_map_fine_pack(stack, size),
                                   memory_order_relaxed);
             return 0;
         }
@@ -224,18 +252,19 @@ trace_map_insert_fast(uintptr_t p, uint64_t size, uint32_t stack)
 static inline trace_map_entry
 trace_map_remove_fast(uintptr_t p)
 {
-    trace_map_leaf *leaf = trace_map_fine_leaf(p);
+    if (!trace_map_indexable(p) || trace_map_sampled_on) {
+        return trace_map_remove(p);
+    }
+    trace_map_leaf *leaf = trace_map_leaf_find(&trace_map_fine, &trace_map_tls[0], p, 4);
     if (leaf != NULL) {
         _Atomic(uint32_t) *s = &leaf->slot[(p >> 4) & (TRACE_MAP_LEAF_LEN - 1)];
         uint32_t v = atomic_load_explicit(s, memory_order_relaxed);
         if (v != 0) {
             atomic_store_explicit(s, 0, memory_order_relaxed);
-            trace_map_entry e = {v & ((1u << TRACE_MAP_FINE_SIZE_BITS) - 1),
-                                 v >> TRACE_MAP_FINE_SIZE_BITS};
-            return e;
+            return trace_map_fine_unpack(v);
         }
     }
-    return trace_map_remove(p);
+    return trace_map_remove_coarse(p);
 }
 
 #endif /* MEMLENS_TRACE_MAP_H */

@@ -20,6 +20,7 @@ import re
 import sys
 
 from memlens import _core
+from memlens._util import check_int, format_bytes, qualname
 
 __all__ = ["Advice", "advise", "format_advice"]
 
@@ -60,7 +61,7 @@ class Advice:
     def target_name(self):
         t = self.target
         if isinstance(t, type):
-            return _qualname(t)
+            return qualname(t)
         return str(t)
 
     def __repr__(self):
@@ -68,7 +69,7 @@ class Advice:
                 f"saving={self.saving}, count={self.count})")
 
     def __str__(self):
-        head = f"[{self.kind}] {self.target_name}: save {_fmt(self.saving)}"
+        head = f"[{self.kind}] {self.target_name}: save {format_bytes(self.saving)}"
         if self.location:
             head += f"  ({self.location})"
         lines = [head, _wrap(self.text, "    ")]
@@ -97,21 +98,12 @@ def format_advice(advice):
             total += a.saving
     total += sum(best.values())
     out = [f"memlens advise: {len(advice)} suggestion(s); applying those without "
-           f"blockers saves {_fmt(total)} (slots and record advice for one class are "
+           f"blockers saves {format_bytes(total)} (slots and record advice for one class are "
            f"alternatives: the larger is counted)", ""]
     for a in advice:
         out.append(str(a))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
-
-
-def _fmt(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if abs(n) < 1024:
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _wrap(text, indent, width=78):
@@ -125,12 +117,6 @@ def _wrap(text, indent, width=78):
     if cur.strip():
         lines.append(cur.rstrip())
     return "\n".join(lines)
-
-
-def _qualname(tp):
-    mod = getattr(tp, "__module__", None)
-    name = getattr(tp, "__qualname__", tp.__name__)
-    return name if mod in (None, "builtins") else f"{mod}.{name}"
 
 
 # ---- class sources, read as text ------------------------------------------
@@ -295,10 +281,10 @@ def _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving):
         if base is object or base.__module__ == "builtins":
             continue
         if "__slots__" not in base.__dict__:
-            blockers.append(f"base class {_qualname(base)} has no __slots__: it gives every "
+            blockers.append(f"base class {qualname(base)} has no __slots__: it gives every "
                             f"instance a __dict__ anyway, so add __slots__ to it too")
     if var_base is not None and var_base is not object:
-        blockers.append(f"{_qualname(cls)} subclasses {var_base.__name__}, which does not "
+        blockers.append(f"{qualname(cls)} subclasses {var_base.__name__}, which does not "
                         f"support non-empty __slots__")
     blockers.extend(_dynamic_access(cls))
     assigned = _assigned_names(cls)
@@ -365,7 +351,7 @@ def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
 
 def _site_target(kind, owner, name):
     if kind == "attribute":
-        return f"{_qualname(owner)}.{name}"
+        return f"{qualname(owner)}.{name}"
     return {"dict key": "dict keys", "list item": "list items", "elsewhere": "other objects"}[kind]
 
 
@@ -381,7 +367,7 @@ def _site_advice(row, array_base, min_saving):
     if dup_strs:
         patch = None
         if kind == "attribute":
-            patch = f"self.{name} = sys.intern({name})   # where {_qualname(owner)} sets it"
+            patch = f"self.{name} = sys.intern({name})   # where {qualname(owner)} sets it"
         out.append(Advice(
             "intern", target, dup_str_bytes, dup_strs,
             f"{dup_strs:,} strings in {target} are equal to another string but are separate "
@@ -421,10 +407,7 @@ def _site_advice(row, array_base, min_saving):
 def advise(min_saving=64 * 1024):
     """Walk the whole heap and return advice that saves at least
     ``min_saving`` bytes each, largest saving first."""
-    if isinstance(min_saving, bool) or not isinstance(min_saving, int):
-        raise TypeError(f"advise() min_saving must be an int, not {type(min_saving).__name__}")
-    if min_saving < 0:
-        raise ValueError(f"advise() min_saving must be >= 0, got {min_saving}")
+    check_int("advise() min_saving", min_saving, 0)
     # The report allocates Python objects; keep the collector from running
     # while it does, so advising never collects the caller's garbage.
     was_enabled = gc.isenabled()

@@ -35,7 +35,7 @@ import gc
 import sys
 
 from memlens import _core
-from memlens.sizing import _fmt_bytes, _qualname
+from memlens._util import check_bool, check_int, format_bytes, qualname
 
 __all__ = ["census", "Census", "CensusRow", "CensusDiff", "DiffRow", "retained_size",
            "why_alive", "AlivePaths"]
@@ -53,7 +53,7 @@ class CensusRow:
 
     def __init__(self, type_, count, nbytes, retained):
         self.type = type_
-        self.name = _qualname(type_)
+        self.name = qualname(type_)
         self.count = count
         self.bytes = nbytes
         self.retained = None if retained < 0 else retained
@@ -151,11 +151,11 @@ class Census:
         total = self.total_bytes or 1
         lines = []
         for r in rows:
-            line = [r.name, f"{r.count:,}", _fmt_bytes(r.bytes), f"{100.0 * r.bytes / total:.1f}%"]
+            line = [r.name, f"{r.count:,}", format_bytes(r.bytes), f"{100.0 * r.bytes / total:.1f}%"]
             if self.has_retained:
-                line.append(_fmt_bytes(r.retained))
+                line.append(format_bytes(r.retained))
             lines.append(line)
-        head = (f"memlens census: {self.total_count:,} objects, {_fmt_bytes(self.total_bytes)}"
+        head = (f"memlens census: {self.total_count:,} objects, {format_bytes(self.total_bytes)}"
                 f" in {len(self.rows):,} types")
         more = len(self.rows) - len(rows)
         tail = f"\n... {more:,} more types" if more > 0 else ""
@@ -221,19 +221,14 @@ class CensusDiff:
     def format(self, limit=20):
         lines = []
         for r in self.rows[:limit]:
-            lines.append([r.name, f"{r.total_count:,}", f"{r.count:+,}", _fmt_bytes(r.total_bytes),
-                          ("+" if r.bytes >= 0 else "-") + _fmt_bytes(abs(r.bytes))])
+            lines.append([r.name, f"{r.total_count:,}", f"{r.count:+,}", format_bytes(r.total_bytes),
+                          ("+" if r.bytes >= 0 else "-") + format_bytes(abs(r.bytes))])
         head = (f"memlens growth: {self.count:+,} objects, "
-                f"{'+' if self.bytes >= 0 else '-'}{_fmt_bytes(abs(self.bytes))}")
+                f"{'+' if self.bytes >= 0 else '-'}{format_bytes(abs(self.bytes))}")
         return head + "\n" + _table(["type", "count", "delta", "bytes", "delta"], lines)
 
     def __str__(self):
         return self.format()
-
-
-def _check_bool(fn, name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{fn}() {name} must be a bool, not {type(value).__name__}")
 
 
 def census(retained=False, collect=False):
@@ -245,8 +240,8 @@ def census(retained=False, collect=False):
     ``gc.collect()`` first, so that unreachable cycles are not counted;
     otherwise the census never triggers a collection.
     """
-    _check_bool("census", "retained", retained)
-    _check_bool("census", "collect", collect)
+    check_bool("census() retained", retained)
+    check_bool("census() collect", collect)
     if collect:
         gc.collect()
     rows, count, nbytes, scratch, warnings, _ = _core.census(retained, globals())
@@ -261,7 +256,7 @@ def retained_size(obj, collect=False):
     structures are not retained.  References held by this call itself are
     not counted.  ``collect=True`` runs ``gc.collect()`` first.
     """
-    _check_bool("retained_size", "collect", collect)
+    check_bool("retained_size() collect", collect)
     if collect:
         gc.collect()
     return _core.retained_size(obj)[0]
@@ -299,10 +294,7 @@ def why_alive(obj, max_paths=3):
     at an anonymous root such as ``<dict object at 0x...>`` when an object is
     held from C code.  When there is no chain, ``reason`` says why.
     """
-    if isinstance(max_paths, bool) or not isinstance(max_paths, int):
-        raise TypeError(f"why_alive() max_paths must be an int, not {type(max_paths).__name__}")
-    if max_paths < 0:
-        raise ValueError(f"why_alive() max_paths must be >= 0, got {max_paths}")
+    check_int("why_alive() max_paths", max_paths, 0)
     modules = [(name, vars(m)) for name, m in list(sys.modules.items())
                if type(m) is type(sys) and isinstance(name, str)]
     paths, referrers, reached = _core.why_alive(obj, max_paths, modules, globals())

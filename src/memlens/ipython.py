@@ -15,10 +15,9 @@ import re
 from memlens import _core
 from memlens import lineprof as _lineprof
 from memlens import tracer as _tracer
+from memlens._util import format_bytes
 
 __all__ = ["load_ipython_extension", "MemitResult", "memit"]
-
-_MIB = 1024 * 1024
 
 
 class MemitResult:
@@ -40,8 +39,8 @@ class MemitResult:
         return self.baseline + self.peak_growth
 
     def __str__(self):
-        return (f"peak memory: {self.peak / _MIB:.2f} MiB, "
-                f"increment: {self.peak_growth / _MIB:.2f} MiB")
+        return (f"peak memory: {format_bytes(self.peak, unit='MiB', digits=2)}, "
+                f"increment: {format_bytes(self.peak_growth, unit='MiB', digits=2)}")
 
     def __repr__(self):
         return (f"<MemitResult baseline={self.baseline} peak_growth={self.peak_growth} "

@@ -33,6 +33,7 @@ import threading
 
 from memlens import _core
 from memlens import tracer as _tracer
+from memlens._util import format_bytes
 
 __all__ = [
     "profile",
@@ -46,8 +47,6 @@ __all__ = [
     "LineStat",
     "main",
 ]
-
-_MIB = 1024 * 1024
 
 # Guarded by the GIL; all module-level state of the profiler.
 _state = {
@@ -281,7 +280,7 @@ def line_stats(func=None):
 
 
 def _mib(n):
-    return f"{n / _MIB:.1f} MiB"
+    return format_bytes(n, unit="MiB")
 
 
 def _source_block(code):

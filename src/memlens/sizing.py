@@ -35,6 +35,7 @@ The objects passed in are always counted, whatever their kind.
 from typing import NamedTuple
 
 from memlens import _core
+from memlens._util import check_bool, check_int, format_bytes, qualname
 
 __all__ = ["sizeof", "deep_size", "breakdown", "size_by_type", "Node", "TypeRow", "SizeStats"]
 
@@ -69,8 +70,7 @@ def deep_size(*objs, shared=False, stats=False):
     objects whose ``__sizeof__`` raised or returned a non-int or negative
     value, which are sized by their type's basic size instead.
     """
-    if not isinstance(shared, bool):
-        raise TypeError(f"deep_size() shared must be a bool, not {type(shared).__name__}")
+    check_bool("deep_size() shared", shared)
     if stats:
         return SizeStats(*_core.deep_size(objs, shared))
     return _core.deep_size(objs, shared)[0]
@@ -83,7 +83,7 @@ class TypeRow:
 
     def __init__(self, type_, count, nbytes):
         self.type = type_
-        self.name = _qualname(type_)
+        self.name = qualname(type_)
         self.count = count
         self.bytes = nbytes
 
@@ -94,35 +94,13 @@ class TypeRow:
         return f"TypeRow(name={self.name!r}, count={self.count}, bytes={self.bytes})"
 
 
-def _qualname(tp):
-    mod = getattr(tp, "__module__", None)
-    name = getattr(tp, "__qualname__", tp.__name__)
-    if mod in (None, "builtins"):
-        return name
-    return f"{mod}.{name}"
-
-
 def size_by_type(*objs, shared=False):
     """Rows of (type name, count, bytes) over everything reachable from
     ``objs``, largest first.  Each row also has ``.type``."""
-    if not isinstance(shared, bool):
-        raise TypeError(f"size_by_type() shared must be a bool, not {type(shared).__name__}")
+    check_bool("size_by_type() shared", shared)
     rows = [TypeRow(t, c, b) for t, c, b in _core.size_by_type(objs, shared)]
     rows.sort(key=lambda r: (-r.bytes, r.name))
     return rows
-
-
-def _fmt_bytes(n):
-    """Bytes as a short string: 812 B, 10.5 KiB, 3.2 MiB (the census,
-    breakdown and report tables)."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            if unit == "B":
-                return f"{int(n)} B"
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 class Node:
@@ -175,14 +153,14 @@ class Node:
             if more_line:
                 more = ("  " * (d + 1) + f"... {node.more_count:,} more object{'' if node.more_count == 1 else 's'}")[:44]
                 lines.append(
-                    f"{more:<44} {'':<16} {'':>10} {_fmt_bytes(node.more_bytes):>10} "
+                    f"{more:<44} {'':<16} {'':>10} {format_bytes(node.more_bytes):>10} "
                     f"{100.0 * node.more_bytes / total:>5.1f}% {node.more_count:>9,}"
                 )
                 continue
             name = ("  " * d + (node.label or "(root)"))[:44]
             lines.append(
-                f"{name:<44} {node.type_name[:16]:<16} {_fmt_bytes(node.own):>10} "
-                f"{_fmt_bytes(node.deep):>10} {100.0 * node.deep / total:>5.1f}% {node.count:>9,}"
+                f"{name:<44} {node.type_name[:16]:<16} {format_bytes(node.own):>10} "
+                f"{format_bytes(node.deep):>10} {100.0 * node.deep / total:>5.1f}% {node.count:>9,}"
             )
             if node.more_count:
                 stack.append((d, node, True))
@@ -199,16 +177,11 @@ def breakdown(obj, depth=2, *, limit=10, shared=False):
     ``limit`` children, largest first; ``str(node)`` renders an indented
     table.  The root's ``deep`` equals ``deep_size(obj)``.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise TypeError(f"breakdown() depth must be an int, not {type(depth).__name__}")
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"breakdown() limit must be an int, not {type(limit).__name__}")
-    if depth < 0:
-        raise ValueError(f"breakdown() depth must be >= 0, got {depth}")
-    if limit < 0:
-        raise ValueError(f"breakdown() limit must be >= 0, got {limit}")
-    if not isinstance(shared, bool):
-        raise TypeError(f"breakdown() shared must be a bool, not {type(shared).__name__}")
+    check_int("breakdown() depth", depth)
+    check_int("breakdown() limit", limit)
+    check_int("breakdown() depth", depth, 0)
+    check_int("breakdown() limit", limit, 0)
+    check_bool("breakdown() shared", shared)
     rows = _core.breakdown(obj, depth, limit, shared)
     nodes = []
     for parent, label, type_name, own, deep, count, more_count, more_bytes in rows:

@@ -22,6 +22,7 @@ import atexit
 import os
 
 from memlens import _core
+from memlens._util import check_int, format_bytes
 
 __all__ = [
     "start",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 _KEY_TYPES = ("lineno", "filename", "function", "traceback")
+# Frames per stack the engine records at most (trace_start checks it too).
+MAX_FRAMES = 512
 
 
 def start(frames=16, sample_bytes=0):
@@ -51,14 +54,10 @@ def start(frames=16, sample_bytes=0):
     then counts as s / p bytes and 1 / p blocks, so every size and count
     reported is an unbiased estimate of the exact figure.
     """
-    if isinstance(frames, bool) or not isinstance(frames, int):
-        raise TypeError(f"frames must be an int, not {type(frames).__name__}")
-    if frames < 1:  # 0 (no stacks) is the line profiler's private mode
-        raise ValueError(f"frames must be between 1 and 512, not {frames}")
-    if isinstance(sample_bytes, bool) or not isinstance(sample_bytes, int):
-        raise TypeError(f"sample_bytes must be an int, not {type(sample_bytes).__name__}")
-    if sample_bytes < 0:
-        raise ValueError(f"sample_bytes must be >= 0, not {sample_bytes}")
+    # 0 frames (no stacks) is the line profiler's private mode; the engine
+    # checks the upper bound.
+    check_int("frames", frames, 1, requirement=f"between 1 and {MAX_FRAMES}", word="not")
+    check_int("sample_bytes", sample_bytes, 0, word="not")
     _core.trace_start(frames, sample_bytes)
 
 
@@ -118,17 +117,6 @@ class trace:
 # Stop before the interpreter tears down the objects the stack table refers
 # to (registered at import, so it runs after the user's own atexit handlers).
 atexit.register(stop)
-
-
-def _format_size(size, sign=False):
-    # Same units and rounding rule as tracemalloc's reports.
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 100 and unit != "B":
-            return f"{size:+.1f} {unit}" if sign else f"{size:.1f} {unit}"
-        if abs(size) < 10 * 1024 or unit == "TiB":
-            return f"{size:+.0f} {unit}" if sign else f"{size:.0f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 class Frame:
@@ -207,9 +195,9 @@ class Statistic:
         return hash((self.traceback, self.size, self.count))
 
     def __str__(self):
-        text = f"{self.traceback}: size={_format_size(self.size)}, count={self.count}"
+        text = f"{self.traceback}: size={format_bytes(self.size, tracemalloc=True)}, count={self.count}"
         if self.count:
-            text += f", average={_format_size(self.size / self.count)}"
+            text += f", average={format_bytes(self.size / self.count, tracemalloc=True)}"
         return text
 
     def __repr__(self):
@@ -241,10 +229,10 @@ class StatisticDiff:
         return hash(self._key())
 
     def __str__(self):
-        text = (f"{self.traceback}: size={_format_size(self.size)} "
-                f"({_format_size(self.size_diff, True)}), count={self.count} ({self.count_diff:+d})")
+        text = (f"{self.traceback}: size={format_bytes(self.size, tracemalloc=True)} "
+                f"({format_bytes(self.size_diff, tracemalloc=True, sign=True)}), count={self.count} ({self.count_diff:+d})")
         if self.count:
-            text += f", average={_format_size(self.size / self.count)}"
+            text += f", average={format_bytes(self.size / self.count, tracemalloc=True)}"
         return text
 
     def __repr__(self):

@@ -30,7 +30,8 @@ def plot(cap, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mib = 1024 * 1024
+    from memlens._util import MIB as mib, format_bytes
+
     t = [s.t for s in cap.timeline]
     fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
     if any(s.rss for s in cap.timeline):
@@ -39,7 +40,7 @@ def plot(cap, path):
     when = cap.peak_time
     if when is not None:
         ax.axvline(when, color="#d32f2f", linestyle="--", linewidth=1)
-        ax.annotate(f"peak {cap.peak / mib:.1f} MiB at {when:.2f} s", (when, cap.peak / mib),
+        ax.annotate(f"peak {format_bytes(cap.peak, unit='MiB')} at {when:.2f} s", (when, cap.peak / mib),
                     textcoords="offset points", xytext=(5, 5), color="#d32f2f")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("memory (MiB)")

@@ -8,7 +8,7 @@ import json
 import os
 
 from memlens.report import jsonfmt
-from memlens.sizing import _fmt_bytes as format_size
+from memlens._util import format_bytes as format_size
 
 __all__ = ["render"]
 

@@ -4,7 +4,7 @@ import os
 import sys
 
 from memlens.report.model import VIEWS
-from memlens.sizing import _fmt_bytes as format_size
+from memlens._util import format_bytes as format_size
 
 __all__ = ["render", "summary"]
 

@@ -15,18 +15,20 @@ the heap is left as it was apart from the returned advice.
 """
 import array
 import gc
+from typing import Optional, Tuple
 import os
 import re
 import sys
 
 from memlens import _core
-from memlens._util import check_int, format_bytes, qualname
+from memlens._util import check_int, format_bytes, qualname, result
 
 __all__ = ["Advice", "advise", "format_advice"]
 
 _KIND_ORDER = ("slots", "record", "intern", "array", "duplicate-tuples", "empty", "overallocated")
 
 
+@result
 class Advice:
     """One piece of advice.
 
@@ -36,26 +38,24 @@ class Advice:
     ``count`` how many objects it concerns; ``text`` one paragraph;
     ``patch`` the code to write (or ``None``); ``location`` ``file:line`` of
     the class definition when known; ``blockers`` what must change first
-    (empty when the advice applies as is).  ``slots`` advice also has
-    ``.slots`` (the exact ``__slots__`` tuple); ``record`` advice has
-    ``.fields`` (``(name, type)`` pairs).
+    (a tuple, empty when the advice applies as is).  ``slots`` advice also
+    has ``.slots`` (the exact ``__slots__`` tuple); ``record`` advice has
+    ``.fields`` (``(name, type)`` pairs).  ``str()`` is :meth:`format`.
     """
 
-    __slots__ = ("kind", "target", "saving", "count", "text", "patch", "location",
-                 "blockers", "slots", "fields")
+    kind: str
+    target: object  # a class, or a str describing the objects
+    saving: int
+    count: int
+    text: str
+    patch: Optional[str] = None
+    location: Optional[str] = None
+    blockers: Tuple[str, ...] = ()
+    slots: Optional[Tuple[str, ...]] = None
+    fields: Optional[Tuple[Tuple[str, type], ...]] = None
 
-    def __init__(self, kind, target, saving, count, text, patch=None, location=None,
-                 blockers=(), slots=None, fields=None):
-        self.kind = kind
-        self.target = target
-        self.saving = saving
-        self.count = count
-        self.text = text
-        self.patch = patch
-        self.location = location
-        self.blockers = list(blockers)
-        self.slots = slots
-        self.fields = fields
+    def __post_init__(self):
+        object.__setattr__(self, "blockers", tuple(self.blockers))
 
     @property
     def target_name(self):
@@ -69,6 +69,11 @@ class Advice:
                 f"saving={self.saving}, count={self.count})")
 
     def __str__(self):
+        return self.format()
+
+    def format(self):
+        """The advice as the report prints it: a head line, the text,
+        blockers and the patch, indented."""
         head = f"[{self.kind}] {self.target_name}: save {format_bytes(self.saving)}"
         if self.location:
             head += f"  ({self.location})"

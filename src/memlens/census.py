@@ -31,16 +31,19 @@ visited object, no ``__dict__`` created, and no garbage collection unless
 ``collect=True``.
 """
 
+import dataclasses
 import gc
 import sys
+from typing import Dict, Optional, Tuple
 
 from memlens import _core
-from memlens._util import check_bool, check_int, format_bytes, qualname
+from memlens._util import check_bool, check_int, format_bytes, qualname, result
 
 __all__ = ["census", "Census", "CensusRow", "CensusDiff", "DiffRow", "retained_size",
            "why_alive", "AlivePaths"]
 
 
+@result
 class CensusRow:
     """One type's line in a :class:`Census`.
 
@@ -49,14 +52,14 @@ class CensusRow:
     bytes that would be freed if all of them went away.
     """
 
-    __slots__ = ("name", "type", "count", "bytes", "retained")
+    type: type
+    count: int
+    bytes: int
+    retained: Optional[int] = None
+    name: str = dataclasses.field(init=False)
 
-    def __init__(self, type_, count, nbytes, retained):
-        self.type = type_
-        self.name = qualname(type_)
-        self.count = count
-        self.bytes = nbytes
-        self.retained = None if retained < 0 else retained
+    def __post_init__(self):
+        object.__setattr__(self, "name", qualname(self.type))
 
     def __repr__(self):
         extra = "" if self.retained is None else f", retained={self.retained}"
@@ -78,22 +81,28 @@ def _table(header, lines):
     return "\n".join(out)
 
 
+@result
 class Census:
     """The live heap grouped by type (see :func:`census`).
 
-    ``rows`` are sorted by bytes, largest first; ``total_count`` and
-    ``total_bytes`` sum them; ``scratch`` is the peak scratch memory the
-    census used (freed before it returned).
+    ``rows`` (a tuple of :class:`CensusRow`) are sorted by bytes, largest
+    first; ``total_count`` and ``total_bytes`` sum them; ``scratch`` is the
+    peak scratch memory the census used (freed before it returned).
+    ``str(census)`` is :meth:`format`.
     """
 
-    def __init__(self, rows, total_count, total_bytes, scratch, warnings, has_retained):
-        self.rows = sorted(rows, key=lambda r: (-r.bytes, r.name))
-        self.total_count = total_count
-        self.total_bytes = total_bytes
-        self.scratch = scratch
-        self.warnings = warnings
-        self.has_retained = has_retained
-        self._by_type = {r.type: r for r in self.rows}
+    rows: Tuple[CensusRow, ...]
+    total_count: int
+    total_bytes: int
+    scratch: int
+    warnings: int
+    has_retained: bool
+    _by_type: Dict[type, CensusRow] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        rows = tuple(sorted(self.rows, key=lambda r: (-r.bytes, r.name)))
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "_by_type", {r.type: r for r in rows})
 
     def _row(self, cls):
         if not isinstance(cls, type):
@@ -141,7 +150,7 @@ class Census:
         """What changed since the ``older`` census (see :class:`CensusDiff`)."""
         if not isinstance(older, Census):
             raise TypeError(f"diff() needs a Census, not {type(older).__name__}")
-        return CensusDiff(self, older)
+        return CensusDiff.between(self, older)
 
     def format(self, limit=20, by="bytes"):
         rows = self.top(limit, by=by)
@@ -169,35 +178,41 @@ class Census:
                 f"{len(self.rows)} types>")
 
 
+@result
 class DiffRow:
     """One type's change between two censuses: ``count`` and ``bytes`` are
     the growth (negative when it shrank), ``total_count``/``total_bytes``
     the newer census's totals."""
 
-    __slots__ = ("name", "type", "count", "bytes", "total_count", "total_bytes")
-
-    def __init__(self, name, type_, count, nbytes, total_count, total_bytes):
-        self.name = name
-        self.type = type_
-        self.count = count
-        self.bytes = nbytes
-        self.total_count = total_count
-        self.total_bytes = total_bytes
+    name: str
+    type: type
+    count: int
+    bytes: int
+    total_count: int
+    total_bytes: int
 
     def __repr__(self):
         return f"DiffRow(name={self.name!r}, count={self.count:+d}, bytes={self.bytes:+d})"
 
 
+@result
 class CensusDiff:
     """Growth between two censuses, per type (types matched by identity).
 
     ``rows`` holds the types whose count or bytes changed, largest byte
-    growth first, as :class:`DiffRow` (``.name``, ``.count`` and ``.bytes``
-    deltas); ``count`` and ``bytes`` are the overall deltas; ``str()``
-    prints the rows like objgraph's ``show_growth`` with bytes added.
+    growth first, as a tuple of :class:`DiffRow` (``.name``, ``.count`` and
+    ``.bytes`` deltas); ``count`` and ``bytes`` are the overall deltas;
+    ``str()`` (:meth:`format`) prints the rows like objgraph's
+    ``show_growth`` with bytes added.
     """
 
-    def __init__(self, new, old):
+    rows: Tuple[DiffRow, ...]
+    count: int
+    bytes: int
+
+    @classmethod
+    def between(cls, new, old):
+        """The growth from census `old` to census `new` (``new.diff(old)``)."""
         rows = []
         for t in set(new._by_type) | set(old._by_type):
             n = new._by_type.get(t)
@@ -207,9 +222,7 @@ class CensusDiff:
             if nc != oc or nb != ob:
                 rows.append(DiffRow((n or o).name, t, nc - oc, nb - ob, nc, nb))
         rows.sort(key=lambda r: (-r.bytes, -r.count, r.name))
-        self.rows = rows
-        self.count = new.total_count - old.total_count
-        self.bytes = new.total_bytes - old.total_bytes
+        return cls(tuple(rows), new.total_count - old.total_count, new.total_bytes - old.total_bytes)
 
     def row(self, cls):
         """The row of ``cls``, or None if it did not change."""
@@ -245,7 +258,8 @@ def census(retained=False, collect=False):
     if collect:
         gc.collect()
     rows, count, nbytes, scratch, warnings, _ = _core.census(retained, globals())
-    return Census([CensusRow(*r) for r in rows], count, nbytes, scratch, warnings, retained)
+    return Census(tuple(CensusRow(t, c, b, None if r < 0 else r) for t, c, b, r in rows),
+                  count, nbytes, scratch, warnings, retained)
 
 
 def retained_size(obj, collect=False):
@@ -264,10 +278,15 @@ def retained_size(obj, collect=False):
 
 class AlivePaths(list):
     """The reference chains :func:`why_alive` found (a list of str), with
-    ``reason`` explaining an empty answer."""
+    ``reason`` explaining an empty answer.
+
+    A list subclass, not a result dataclass like the others: the answer
+    *is* the list of chains (``for path in why_alive(x)``, ``paths[0]``,
+    ``if not paths``), as it was before the attributes were added.
+    """
 
     def __init__(self, target, paths, referrers, reached, reason):
-        super().__init__(paths)
+        list.__init__(self, paths)
         self.target = target
         self.referrers = referrers
         self.reached = reached

@@ -15,30 +15,33 @@ import re
 from memlens import _core
 from memlens import lineprof as _lineprof
 from memlens import tracer as _tracer
-from memlens._util import format_bytes
+from memlens._util import format_bytes, result
 
 __all__ = ["load_ipython_extension", "MemitResult", "memit"]
 
 
+@result
 class MemitResult:
     """What ``%memit`` measured (bytes): ``baseline`` (traced memory before),
     ``peak_growth`` (highest growth during the statement), ``net`` (what it
-    left allocated), ``allocated`` and ``freed``."""
+    left allocated), ``allocated`` and ``freed``.  ``str()`` is
+    :meth:`format`, the line ``%memit`` prints."""
 
-    __slots__ = ("baseline", "peak_growth", "net", "allocated", "freed")
-
-    def __init__(self, baseline, peak_growth, net, allocated, freed):
-        self.baseline = baseline
-        self.peak_growth = peak_growth
-        self.net = net
-        self.allocated = allocated
-        self.freed = freed
+    baseline: int
+    peak_growth: int
+    net: int
+    allocated: int
+    freed: int
 
     @property
     def peak(self):
         return self.baseline + self.peak_growth
 
     def __str__(self):
+        return self.format()
+
+    def format(self):
+        """``peak memory: X MiB, increment: Y MiB`` (memory_profiler's line)."""
         return (f"peak memory: {format_bytes(self.peak, unit='MiB', digits=2)}, "
                 f"increment: {format_bytes(self.peak_growth, unit='MiB', digits=2)}")
 
@@ -50,7 +53,7 @@ class MemitResult:
 def memit(code, globals_, locals_=None):
     """Run compiled `code` and measure it (starts the tracer, exact mode, if
     it is not running; it keeps running for the next measurements)."""
-    _lineprof._exact_tracer("%memit figures")
+    _tracer.ensure_exact("%memit figures")
     baseline = _tracer.traced_memory()[0]
     a0, f0, _ = _core.lineprof_thread_counters(True)
     exec(code, globals_, locals_)
@@ -104,16 +107,11 @@ def load_ipython_extension(ipython):
                 return None
             ns = self.shell.user_ns
             objs = [eval(f, ns) for f in funcs]
-            codes = []
             for obj in objs:
                 _lineprof.profile(obj)
-                codes.append(_lineprof._code_of(obj))
             _lineprof.reset_profile()
             exec(compile(stmt, "<mlprun>", "exec"), ns)
-            records = [r for r in _lineprof._records() if any(r[0] is c for c in codes)]
-            print(_lineprof.format_profile(records), end="")
-            # Shown: not again at exit.
-            _lineprof._state["at_exit"] = False
+            _lineprof.show_functions(objs)
             return None
 
     ipython.register_magics(MemlensMagics)

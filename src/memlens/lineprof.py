@@ -23,6 +23,7 @@ from the allocation tracer in exact mode, read in C at every line boundary
 """
 
 import atexit
+import dataclasses
 import dis
 import inspect
 import linecache
@@ -33,7 +34,7 @@ import threading
 
 from memlens import _core
 from memlens import tracer as _tracer
-from memlens._util import format_bytes
+from memlens._util import format_bytes, result
 
 __all__ = [
     "profile",
@@ -68,6 +69,7 @@ if _HAS_MONITORING:
     _GLOBAL_EVENTS = _EV.PY_UNWIND | _EV.PY_THROW
 
 
+@result
 class LineStat:
     """Figures of one source line of a profiled function (bytes).
 
@@ -76,50 +78,22 @@ class LineStat:
     traced memory (or RSS with ``rss=True``) seen right after the line.
     """
 
-    __slots__ = ("filename", "function", "lineno", "occurrences", "increment",
-                 "allocated", "freed", "peak", "mem_usage")
-
-    def __init__(self, filename, function, lineno, occurrences, increment, allocated, freed,
-                 peak, mem_usage):
-        self.filename = filename
-        self.function = function
-        self.lineno = lineno
-        self.occurrences = occurrences
-        self.increment = increment
-        self.allocated = allocated
-        self.freed = freed
-        self.peak = peak
-        self.mem_usage = mem_usage
-
-    def _astuple(self):
-        return tuple(getattr(self, f) for f in self.__slots__)
-
-    def __eq__(self, other):
-        return isinstance(other, LineStat) and self._astuple() == other._astuple()
-
-    def __hash__(self):
-        return hash(self._astuple())
+    filename: str
+    function: str
+    lineno: int
+    occurrences: int
+    increment: int
+    allocated: int
+    freed: int
+    peak: int
+    mem_usage: int
 
     def __repr__(self):
         return ("<LineStat {}:{} ({}) occurrences={} increment={} allocated={} freed={} "
-                "peak={} mem_usage={}>").format(*self._astuple())
+                "peak={} mem_usage={}>").format(*dataclasses.astuple(self))
 
 
 # ---- enabling ------------------------------------------------------------------
-
-
-def _exact_tracer(what):
-    """Make sure the allocation tracer runs in exact mode, starting it (no
-    stacks: frames 0, the tracer's totals-only mode; figures come from the
-    per-thread counters) if it is not running.  True if started here;
-    RuntimeError under a sampled tracer, whose counters see only samples."""
-    if _tracer.is_tracing():
-        if _core.trace_sample_bytes():
-            raise RuntimeError(f"memlens is tracing in sampled mode; {what} need exact "
-                               "tracing: stop() it, or start(sample_bytes=0)")
-        return False
-    _core.trace_start(0, 0)
-    return True
 
 
 def _callbacks():
@@ -138,7 +112,7 @@ def _ensure_started(rss=None):
         _state["rss"] = bool(rss)
     if _state["enabled"]:
         return
-    if _exact_tracer("line profiles"):
+    if _tracer.ensure_exact("line profiles"):
         _state["own_tracer"] = True
     if _HAS_MONITORING:
         mon = sys.monitoring
@@ -328,6 +302,15 @@ def format_profile(records=None):
         out.append("")
         out.append("")
     return "\n".join(out)
+
+
+def show_functions(funcs, stream=None):
+    """Print the line tables of `funcs` only (``%mlprun``); they are not
+    printed again at exit."""
+    codes = [_code_of(f) for f in funcs]
+    records = [r for r in _records() if any(r[0] is c for c in codes)]
+    print(format_profile(records), end="", file=stream if stream is not None else sys.stdout)
+    _state["at_exit"] = False
 
 
 def show_profile(stream=None):

@@ -32,10 +32,11 @@ shared with the rest of the program), and not entered either:
 The objects passed in are always counted, whatever their kind.
 """
 
-from typing import NamedTuple
+import dataclasses
+from typing import NamedTuple, Tuple
 
 from memlens import _core
-from memlens._util import check_bool, check_int, format_bytes, qualname
+from memlens._util import check_bool, check_int, format_bytes, qualname, result
 
 __all__ = ["sizeof", "deep_size", "breakdown", "size_by_type", "Node", "TypeRow", "SizeStats"]
 
@@ -52,7 +53,12 @@ def sizeof(obj):
 
 
 class SizeStats(NamedTuple):
-    """What :func:`deep_size` found, with ``stats=True``."""
+    """What :func:`deep_size` found, with ``stats=True``.
+
+    A NamedTuple, unlike memlens's other results: it replaces the plain int
+    ``deep_size`` returns, and callers unpack it
+    (``nbytes, count, warnings, scratch = deep_size(x, stats=True)``).
+    """
 
     bytes: int     #: bytes counted
     count: int     #: objects counted
@@ -76,16 +82,21 @@ def deep_size(*objs, shared=False, stats=False):
     return _core.deep_size(objs, shared)[0]
 
 
+@result
 class TypeRow:
-    """One row of :func:`size_by_type`: a type, its object count and bytes."""
+    """One row of :func:`size_by_type`: a type, its object count and bytes.
 
-    __slots__ = ("type", "name", "count", "bytes")
+    ``name`` is the type's qualified name (``module.Class``); iterating
+    gives ``(name, count, bytes)``, so a row unpacks like a 3-tuple.
+    """
 
-    def __init__(self, type_, count, nbytes):
-        self.type = type_
-        self.name = qualname(type_)
-        self.count = count
-        self.bytes = nbytes
+    type: type
+    count: int
+    bytes: int
+    name: str = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", qualname(self.type))
 
     def __iter__(self):
         return iter((self.name, self.count, self.bytes))
@@ -103,6 +114,7 @@ def size_by_type(*objs, shared=False):
     return rows
 
 
+@result
 class Node:
     """A node of :func:`breakdown`.
 
@@ -112,22 +124,18 @@ class Node:
     everything below it in the walk (each object belongs to the first node
     that reached it, so the children's ``deep`` add up with ``own`` and
     ``more_bytes`` to the parent's); ``count`` the objects in ``deep``;
-    ``children`` the largest children; ``more_count``/``more_bytes`` what the
-    children not shown hold.
+    ``children`` the largest children (a tuple); ``more_count``/``more_bytes``
+    what the children not shown hold.  ``str(node)`` is :meth:`format`.
     """
 
-    __slots__ = ("label", "type_name", "own", "deep", "count", "children",
-                 "more_count", "more_bytes")
-
-    def __init__(self, label, type_name, own, deep, count, more_count, more_bytes):
-        self.label = label
-        self.type_name = type_name
-        self.own = own
-        self.deep = deep
-        self.count = count
-        self.children = []
-        self.more_count = more_count
-        self.more_bytes = more_bytes
+    label: str
+    type_name: str
+    own: int
+    deep: int
+    count: int
+    more_count: int
+    more_bytes: int
+    children: Tuple["Node", ...] = ()
 
     def __repr__(self):
         return (f"Node(label={self.label!r}, type_name={self.type_name!r}, "
@@ -144,6 +152,10 @@ class Node:
                 stack.append((d + 1, child))
 
     def __str__(self):
+        return self.format()
+
+    def format(self):
+        """The tree as an indented table: what, type, own, deep, %, objects."""
         total = self.deep or 1
         lines = [f"{'what':<44} {'type':<16} {'own':>10} {'deep':>10} {'%':>6} {'objects':>9}"]
         # explicit stack: a node, then its children, then its "... more" line
@@ -183,10 +195,15 @@ def breakdown(obj, depth=2, *, limit=10, shared=False):
     check_int("breakdown() limit", limit, 0)
     check_bool("breakdown() shared", shared)
     rows = _core.breakdown(obj, depth, limit, shared)
-    nodes = []
-    for parent, label, type_name, own, deep, count, more_count, more_bytes in rows:
-        node = Node(label, type_name, own, deep, count, more_count, more_bytes)
-        nodes.append(node)
-        if parent >= 0:
-            nodes[parent].children.append(node)
+    # Rows are breadth-first (a parent before its children): build the
+    # immutable nodes from the last row back, children first.
+    kids = [[] for _ in rows]
+    for i, row in enumerate(rows):
+        if row[0] >= 0:
+            kids[row[0]].append(i)
+    nodes = [None] * len(rows)
+    for i in range(len(rows) - 1, -1, -1):
+        _, label, type_name, own, deep, count, more_count, more_bytes = rows[i]
+        nodes[i] = Node(label, type_name, own, deep, count, more_count, more_bytes,
+                        tuple(nodes[j] for j in kids[i]))
     return nodes[0]

@@ -20,9 +20,10 @@ not (``allocated_statistics``).
 
 import atexit
 import os
+from typing import Tuple
 
 from memlens import _core
-from memlens._util import check_int, format_bytes
+from memlens._util import check_int, format_bytes, result
 
 __all__ = [
     "start",
@@ -59,6 +60,21 @@ def start(frames=16, sample_bytes=0):
     check_int("frames", frames, 1, requirement=f"between 1 and {MAX_FRAMES}", word="not")
     check_int("sample_bytes", sample_bytes, 0, word="not")
     _core.trace_start(frames, sample_bytes)
+
+
+def ensure_exact(what):
+    """Make sure the allocation tracer runs in exact mode, starting it (no
+    stacks: frames 0, the tracer's totals-only mode; figures come from the
+    per-thread counters) if it is not running.  True if started here;
+    RuntimeError naming `what` under a sampled tracer, whose counters see
+    only samples.  (The line profiler and ``%memit`` call it.)"""
+    if _core.trace_is_tracing():
+        if _core.trace_sample_bytes():
+            raise RuntimeError(f"memlens is tracing in sampled mode; {what} need exact "
+                               "tracing: stop() it, or start(sample_bytes=0)")
+        return False
+    _core.trace_start(0, 0)
+    return True
 
 
 def stop():
@@ -119,24 +135,23 @@ class trace:
 atexit.register(stop)
 
 
+@result
 class Frame:
-    """One frame of a traceback: ``filename``, ``lineno``, ``function``."""
+    """One frame of a traceback: ``filename``, ``lineno``, ``function``.
 
-    __slots__ = ("filename", "lineno", "function")
+    The one frame type of memlens: the tracer's tracebacks and the capture
+    reports (:mod:`memlens.report.model`) both use it.  ``str()`` and
+    ``repr()`` are tracemalloc's, with the function added.
+    """
 
-    def __init__(self, filename, lineno, function=""):
-        self.filename = filename
-        self.lineno = lineno
-        self.function = function
+    filename: str
+    lineno: int
+    function: str = ""
 
-    def _key(self):
-        return (self.filename, self.lineno, self.function)
-
-    def __eq__(self, other):
-        return isinstance(other, Frame) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
+    def label(self):
+        """``file:line function`` with the file shortened to its basename
+        (the capture reports' stack labels)."""
+        return f"{os.path.basename(self.filename)}:{self.lineno} {self.function}"
 
     def __str__(self):
         if self.lineno == 0 and self.function:
@@ -148,12 +163,17 @@ class Frame:
 
 
 class Traceback(tuple):
-    """A sequence of :class:`Frame`, innermost (most recent call) first."""
+    """A sequence of :class:`Frame`, innermost (most recent call) first.
+
+    A tuple subclass, not a result dataclass like the others: tracemalloc's
+    Traceback is a sequence of frames (``tb[0]``, ``len(tb)``, iteration,
+    ``==`` and ``hash`` as a tuple), and code written for it keeps working.
+    """
 
     __slots__ = ()
 
     def __new__(cls, frames):
-        return super().__new__(cls, frames)
+        return tuple.__new__(cls, frames)
 
     def __str__(self):
         if not self:
@@ -176,23 +196,15 @@ def _traceback(key):
     return Traceback(Frame(*f) for f in key)
 
 
+@result
 class Statistic:
     """Blocks grouped by one key: ``size`` (bytes), ``count`` (blocks) and
-    the ``traceback`` naming the key."""
+    the ``traceback`` naming the key (``str()`` and ``repr()`` as in
+    tracemalloc)."""
 
-    __slots__ = ("traceback", "size", "count")
-
-    def __init__(self, traceback, size, count):
-        self.traceback = traceback
-        self.size = size
-        self.count = count
-
-    def __eq__(self, other):
-        return (isinstance(other, Statistic) and self.traceback == other.traceback
-                and self.size == other.size and self.count == other.count)
-
-    def __hash__(self):
-        return hash((self.traceback, self.size, self.count))
+    traceback: Traceback
+    size: int
+    count: int
 
     def __str__(self):
         text = f"{self.traceback}: size={format_bytes(self.size, tracemalloc=True)}, count={self.count}"
@@ -204,29 +216,18 @@ class Statistic:
         return f"<Statistic traceback={self.traceback!s} size={self.size} count={self.count}>"
 
 
+@result
 class StatisticDiff:
     """Difference between two snapshots for one key: ``size``/``count`` now
-    and ``size_diff``/``count_diff`` against the older snapshot."""
+    and ``size_diff``/``count_diff`` against the older snapshot.  As in
+    tracemalloc, equal diffs compare equal and can be set members or dict
+    keys, like Statistic."""
 
-    __slots__ = ("traceback", "size", "size_diff", "count", "count_diff")
-
-    def __init__(self, traceback, size, size_diff, count, count_diff):
-        self.traceback = traceback
-        self.size = size
-        self.size_diff = size_diff
-        self.count = count
-        self.count_diff = count_diff
-
-    def _key(self):
-        return (self.traceback, self.size, self.size_diff, self.count, self.count_diff)
-
-    # As tracemalloc.StatisticDiff: equal diffs compare equal and can be
-    # set members or dict keys, like Statistic.
-    def __eq__(self, other):
-        return isinstance(other, StatisticDiff) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
+    traceback: Traceback
+    size: int
+    size_diff: int
+    count: int
+    count_diff: int
 
     def __str__(self):
         text = (f"{self.traceback}: size={format_bytes(self.size, tracemalloc=True)} "

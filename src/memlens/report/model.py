@@ -13,6 +13,11 @@ numbers:
   the *lower bound* ``max(peak, leaks)`` per stack: memory that was
   allocated and freed again between the peak and the exit is not in it.
   ``Capture.allocated_exact`` says which one a capture has.
+
+Frames are :class:`memlens.Frame`; samples and class rows are memlens
+result types (frozen, slotted dataclasses); :class:`StackStat` and the
+:class:`Capture` that holds everything are plain dataclasses, filled in by
+:func:`load` or by hand.
 """
 
 import math
@@ -20,6 +25,9 @@ import os
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from memlens._util import result
+from memlens.tracer import Frame
 
 __all__ = ["VIEWS", "Frame", "StackStat", "Sample", "ClassRow", "Capture", "load", "CaptureError",
            "CaptureReadError"]
@@ -36,20 +44,13 @@ class CaptureReadError(CaptureError):
     that was read but is not a valid capture."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    filename: str
-    lineno: int
-    function: str
-
-    def label(self):
-        """``file:line function`` with the file shortened to its basename."""
-        return f"{os.path.basename(self.filename)}:{self.lineno} {self.function}"
-
-
 @dataclass
 class StackStat:
-    """One stack (innermost frame first) and its numbers."""
+    """One stack (innermost frame first) and its numbers.
+
+    A plain (mutable) dataclass, unlike the other rows: :func:`load` merges
+    the engine's stacks into it, and hand-built captures adjust it.
+    """
 
     frames: Tuple[Frame, ...]
     size: int            # bytes live at exit
@@ -72,7 +73,7 @@ class StackStat:
         raise ValueError(f"unknown view {view!r}: expected one of {', '.join(VIEWS)}")
 
 
-@dataclass(frozen=True)
+@result
 class Sample:
     t: float        # seconds since the start of the run
     traced: int     # traced bytes
@@ -80,7 +81,7 @@ class Sample:
     rss: int        # resident set size, bytes (0 if unknown)
 
 
-@dataclass(frozen=True)
+@result
 class ClassRow:
     name: str
     count: int

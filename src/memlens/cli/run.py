@@ -244,7 +244,7 @@ def _census_rows():
 
 def main(args):
     import memlens
-    from memlens import _core
+    from memlens import capture
     from memlens.report import model, text
 
     if args.module is None and args.script is None:
@@ -320,13 +320,13 @@ def main(args):
     start_ns = time.time_ns()
     t0 = time.monotonic()
     memlens.start(frames=args.frames, sample_bytes=args.sample_bytes)
-    _core.timeline_start(args.interval)
+    capture.start_timeline(args.interval)
     code, failure, exit_message = _execute(target)
     # Every exception was caught by _execute, so this always runs.
     if os.getpid() != pid:
         # A child forked by the program that returned instead of calling
         # os._exit(): the capture is the parent's to write.
-        _core.timeline_stop()
+        capture.stop_timeline()
         memlens.stop()
         if exit_message is not None:
             print(exit_message, file=sys.stderr)
@@ -335,16 +335,13 @@ def main(args):
         return code
     # The snapshot comes first: anything the runner allocates from here
     # on (the timeline's bytes, signal handling) is not the program's.
-    try:
-        table = _core.trace_take_snapshot()
-    except RuntimeError:
-        table = None  # the program called memlens.stop() itself
+    table = capture.take_table()  # None: the program called memlens.stop() itself
     duration = time.monotonic() - t0
     # A second Ctrl-C must not lose the capture being written: SIGINT stays
     # ignored until the file is complete (the README promises as much).
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, tl = _core.timeline_stop()
+        interval, tl = capture.stop_timeline()
         memlens.stop()
         classes = _census_rows()
         # Printed once the tracer is off: python's printing of the traceback
@@ -367,7 +364,7 @@ def main(args):
                   file=sys.stderr)
             return code or 1
         try:
-            _core.cap_run_write(output, table, meta, interval, tl, classes)
+            capture.write(output, table, meta, interval, tl, classes)
         except OSError as e:
             print(f"memlens run: error: cannot write capture {output!r}: {e.strerror or e}", file=sys.stderr)
             return code or 1

@@ -21,27 +21,19 @@ result types (frozen, slotted dataclasses); :class:`StackStat` and the
 """
 
 import math
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from memlens import capture
 from memlens._util import result
+from memlens.capture import CaptureError, CaptureReadError
 from memlens.tracer import Frame
 
 __all__ = ["VIEWS", "Frame", "StackStat", "Sample", "ClassRow", "Capture", "load", "CaptureError",
            "CaptureReadError"]
 
 VIEWS = ("peak", "leaks", "allocated")
-
-
-class CaptureError(ValueError):
-    """A capture file that cannot be read (one-line message)."""
-
-
-class CaptureReadError(CaptureError):
-    """The file could not be read at all (an OSError), as opposed to one
-    that was read but is not a valid capture."""
 
 
 @dataclass
@@ -186,14 +178,8 @@ def load(path):
     """Read a capture file (written by ``memlens run`` or
     ``Snapshot.dump``) into a :class:`Capture`; :class:`CaptureError` with a
     one-line message when it is not a valid capture."""
-    from memlens import _core
-
-    try:
-        table, meta, interval_ms, tl, classes = _core.cap_run_read(os.fspath(path))
-    except ValueError as e:
-        raise CaptureError(str(e)) from None
-    except OSError as e:
-        raise CaptureReadError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = capture.read(path)
+    table, meta, interval_ms, tl, classes = raw.table, raw.meta, raw.interval_ms, raw.timeline, raw.classes
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))
     # The tracer tells stacks apart by instruction offset; reports name
     # lines, so stacks with the same (file, line, function) frames merge.

@@ -1,0 +1,89 @@
+"""Run captures and the memory timeline: the Python face of the engine's
+capture format (``cap_run.c``) and timeline sampler (``timeline.c``).
+
+The CLI and the report model go through here, never to ``memlens._core``
+itself, so that one module knows how the engine is called::
+
+    capture.start_timeline(10.0)               # sample every 10 ms
+    ...                                         # the program runs, traced
+    table = capture.take_table()                # None if the tracer was stopped
+    interval_ms, samples = capture.stop_timeline()
+    capture.write(path, table, meta, interval_ms, samples, classes)
+    raw = capture.read(path)                    # a CaptureFile
+
+:func:`read` turns every failure into one of two exceptions with a one-line
+message: :class:`CaptureReadError` (the file could not be read at all) or
+:class:`CaptureError` (it was read but is not a valid capture).
+"""
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+from memlens import _core
+from memlens._util import result
+
+__all__ = ["CaptureError", "CaptureReadError", "CaptureFile", "read", "write", "take_table",
+           "start_timeline", "stop_timeline"]
+
+
+class CaptureError(ValueError):
+    """A capture file that cannot be read (one-line message)."""
+
+
+class CaptureReadError(CaptureError):
+    """The file could not be read at all (an OSError), as opposed to one
+    that was read but is not a valid capture."""
+
+
+@result
+class CaptureFile:
+    """What a capture file holds, as the engine reads it: the per-stack
+    ``table`` (a ``_core.TraceTable``), the run ``meta`` (str -> str), the
+    timeline's ``interval_ms`` and raw ``timeline`` (32-byte little-endian
+    records: t_ns, traced, peak, rss), and ``classes`` ((name, instances,
+    bytes) rows, or None)."""
+
+    table: object
+    meta: Dict[str, str]
+    interval_ms: float
+    timeline: bytes
+    classes: Optional[List[Tuple[str, int, int]]]
+
+
+def read(path):
+    """The :class:`CaptureFile` in `path` (a capture of ``memlens run`` or a
+    ``Snapshot.dump``)."""
+    try:
+        return CaptureFile(*_core.cap_run_read(os.fspath(path)))
+    except ValueError as e:
+        raise CaptureError(str(e)) from None
+    except OSError as e:
+        raise CaptureReadError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def write(path, table, meta, interval_ms, timeline, classes=None):
+    """Write a capture: `table` from :func:`take_table`, `meta` a str -> str
+    dict, the timeline from :func:`stop_timeline`, `classes` None or
+    (name, instances, bytes) rows.  OSError if the file cannot be written."""
+    _core.cap_run_write(os.fspath(path), table, meta, interval_ms, timeline, classes)
+
+
+def take_table():
+    """The tracer's per-stack table now, or None when it is not tracing (a
+    program that called ``memlens.stop()`` itself)."""
+    try:
+        return _core.trace_take_snapshot()
+    except RuntimeError:
+        return None
+
+
+def start_timeline(interval_ms):
+    """Start sampling traced memory, its peak and RSS every `interval_ms`
+    milliseconds on a thread of the engine."""
+    _core.timeline_start(interval_ms)
+
+
+def stop_timeline():
+    """Stop the sampler: ``(interval_ms, samples)``, the interval it ended
+    with and the raw samples (``(0.0, b'')`` when none was running)."""
+    return _core.timeline_stop()

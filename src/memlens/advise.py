@@ -241,7 +241,16 @@ def _mentions_weakref(cls):
 
 # ---- layouts --------------------------------------------------------------
 
-_GC_HEAD = 16
+# How the engine lays out objects (record_type.c, layout.h): the advisor
+# prices the layouts it suggests with the same figures.
+_LAYOUT = _core._record_layout()
+_GC_HEAD = _LAYOUT["gc_head"]
+_POINTER = _LAYOUT["pointer"]
+# The field types record advice suggests, by the storage kind of
+# memlens.Record they get; a str field is an object field.
+_FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_KIND_SIZE = dict(zip(_LAYOUT["kinds"], _LAYOUT["sizes"]))
+_STORAGE = {"int": "int", "float": "float", "bool": "bool", "str": "object"}
 
 
 def _has_instance_dict(cls):
@@ -250,21 +259,23 @@ def _has_instance_dict(cls):
 
 def _slotted_size(cls, nslots):
     """Bytes of one instance of `cls` rewritten with `nslots` new slots:
-    its base's basic size, 8 per slot, and the GC header."""
+    its base's basic size, a pointer per slot, and the GC header."""
     base = cls.__base__
-    return base.__basicsize__ + 8 * nslots + _GC_HEAD
+    return base.__basicsize__ + _POINTER * nslots + _GC_HEAD
 
 
 def _record_size(kinds, weakref):
-    """Bytes of one memlens.Record instance: 16-byte header, 8 per int,
-    float or object field, 1 per bool, rounded to 8; a weakref slot; the GC
+    """Bytes of one memlens.Record instance with fields of `kinds` ('int',
+    'float', 'bool', 'str'), laid out as RecordMeta does: the header, each
+    field's storage, rounded up to the alignment; a weakref slot; the GC
     header when any field is an object."""
-    n8 = sum(1 for k in kinds if k in ("int", "float", "str"))
-    nb = sum(1 for k in kinds if k == "bool")
-    size = (16 + 8 * n8 + nb + 7) // 8 * 8
+    storage = [_STORAGE[k] for k in kinds]
+    align = _LAYOUT["align"]
+    size = _LAYOUT["header"] + sum(_KIND_SIZE[k] for k in storage)
+    size = (size + align - 1) // align * align
     if weakref:
-        size += 8
-    if "str" in kinds:
+        size += _POINTER
+    if "object" in storage:
         size += _GC_HEAD
     return size
 
@@ -324,7 +335,7 @@ def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
     for name, _is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed in attrs:
         if present != count or n_none or n_other:
             return None
-        kinds = [k for k, n in (("int", n_int), ("float", n_float), ("bool", n_bool), ("str", n_str)) if n]
+        kinds = [k for k, n in zip(_FIELD_TYPES, (n_int, n_float, n_bool, n_str)) if n]
         if len(kinds) != 1:
             return None
         fields.append((name, kinds[0]))
@@ -350,7 +361,7 @@ def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
             f"same field names (positional order as listed).")
     blockers = list(_dynamic_access(cls))
     return Advice("record", cls, saving, count, text, patch, _location(cls), blockers,
-                  fields=tuple((n, {"int": int, "float": float, "bool": bool, "str": str}[k])
+                  fields=tuple((n, _FIELD_TYPES[k])
                                for n, k in fields))
 
 

@@ -31,9 +31,10 @@ class _MissingType:
 #: Default of a field that has none.
 MISSING = _MissingType()
 
-# Storage kinds, as in record.h (rec_kind).
-_OBJECT, _INT, _FLOAT, _BOOL = 0, 1, 2, 3
-_KINDS = {int: _INT, float: _FLOAT, bool: _BOOL}
+# Storage kind numbers (record.h's rec_kind), from the engine.
+_KIND = {name: number for number, name in enumerate(_core._record_layout()["kinds"])}
+_OBJECT = _KIND["object"]
+_KINDS = {int: _KIND["int"], float: _KIND["float"], bool: _KIND["bool"]}
 # String annotations matched without evaluating anything.
 _LITERAL = {
     "int": int, "float": float, "bool": bool,

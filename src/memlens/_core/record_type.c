@@ -9,6 +9,8 @@
  * except through __init_subclass__, which rec_new refuses (REC_READY). */
 #include "record.h"
 
+#include "layout.h" /* LAYOUT_GC_HEAD_SIZE */
+
 #include <string.h>
 
 static void rec_meta_dealloc(PyObject *self);
@@ -172,10 +174,21 @@ rec_own_fields(PyObject *cls, PyObject *annotations)
     return result;
 }
 
+/* Fields start, and each class statement's fields end, on this boundary,
+ * so that a subclass's doubles stay aligned. */
+#define REC_ALIGN 8
+
 static Py_ssize_t
 rec_align8(Py_ssize_t n)
 {
-    return (n + 7) & ~(Py_ssize_t)7;
+    return (n + REC_ALIGN - 1) & ~(Py_ssize_t)(REC_ALIGN - 1);
+}
+
+/* Bytes a field of storage kind `kind` takes inside the instance. */
+static Py_ssize_t
+rec_kind_size(int kind)
+{
+    return kind == REC_BOOL ? 1 : 8;
 }
 
 static int
@@ -346,7 +359,7 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
                 continue;
             }
             f->offset = off;
-            off += f->kind == REC_BOOL ? 1 : 8;
+            off += rec_kind_size(f->kind);
         }
     }
     off = rec_align8(off);
@@ -625,6 +638,32 @@ PyDoc_STRVAR(rec_record_doc,
              "any other annotation is an object reference.  Class options:\n"
              "frozen, order, kw_only, weakref.");
 
+PyDoc_STRVAR(rec_layout_doc,
+             "_record_layout()\n--\n\n"
+             "The figures record instances are laid out with (a new dict each call):\n"
+             "'kinds' the storage kind names by kind number, 'sizes' the bytes of a\n"
+             "field of each kind, 'header' the bytes before the first field, 'align'\n"
+             "the boundary each class's fields end on, 'pointer' the bytes of an\n"
+             "object or weakref slot, 'gc_head' the GC header in front of records\n"
+             "with an object field.");
+
+static PyObject *
+rec_layout(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{s:(ssss),s:(nnnn),s:n,s:n,s:n,s:n}", "kinds", rec_kind_name(REC_OBJECT),
+                         rec_kind_name(REC_INT), rec_kind_name(REC_FLOAT), rec_kind_name(REC_BOOL),
+                         "sizes", rec_kind_size(REC_OBJECT), rec_kind_size(REC_INT),
+                         rec_kind_size(REC_FLOAT), rec_kind_size(REC_BOOL), "header",
+                         (Py_ssize_t)rec_base_spec.basicsize, "align", (Py_ssize_t)REC_ALIGN,
+                         "pointer", (Py_ssize_t)sizeof(PyObject *), "gc_head",
+                         (Py_ssize_t)LAYOUT_GC_HEAD_SIZE);
+}
+
+static PyMethodDef rec_layout_functions[] = {
+    {"_record_layout", rec_layout, METH_NOARGS, rec_layout_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 int
 rec_module_exec(PyObject *m)
 {
@@ -667,7 +706,8 @@ rec_module_exec(PyObject *m)
     }
     if (rec_add_object(m, "RecordMeta", meta) < 0 || rec_add_object(m, "_RecordBase", base) < 0
         || rec_add_object(m, "_RecordField", descr_type) < 0
-        || rec_add_object(m, "Record", record) < 0 || PyModule_AddFunctions(m, rec_functions) < 0) {
+        || rec_add_object(m, "Record", record) < 0 || PyModule_AddFunctions(m, rec_functions) < 0
+        || PyModule_AddFunctions(m, rec_layout_functions) < 0) {
         goto done;
     }
     rc = 0;

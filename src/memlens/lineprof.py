@@ -28,7 +28,6 @@ import dis
 import inspect
 import linecache
 import os
-import runpy
 import sys
 import threading
 
@@ -334,28 +333,38 @@ def _at_exit():
 # ---- python -m memlens.lineprof script.py --------------------------------------
 
 
-def run_script(argv, rss=False, module=False):
-    """Run a script (or ``-m`` module) with a builtin ``profile``, as
-    ``__main__``, then print the tables.  Returns the exit status.
-    (``memlens run --lines`` is the full-featured runner.)"""
+def run_program(program, rss=False, runner=()):
+    """Run `program` (a ``memlens._runner.Program``) as python would, with a
+    builtin ``profile`` (this module's), then print the tables.  Returns
+    its exit status.  ``memlens run --lines`` and ``python -m
+    memlens.lineprof`` both come here."""
     import builtins
+
+    from memlens import _runner
 
     builtins.profile = profile
     start_profile(rss)
-    target = argv[0]
-    sys.argv = list(argv)
-    status = 0
     try:
-        if module:
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
-        else:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-            runpy.run_path(target, run_name="__main__")
-    except SystemExit as e:
-        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        ended = program.run()
     finally:
         finish_profile()
-    return status
+    _runner.report_end(ended, runner)
+    return ended.code
+
+
+def run_script(argv, rss=False, module=False):
+    """Run a script (or ``-m`` module) ``argv[0]`` with arguments
+    ``argv[1:]`` through :func:`run_program`.  Returns the exit status."""
+    from memlens import _runner
+
+    if module:
+        program = _runner.Program(module=argv[0], args=argv[1:])
+    else:
+        program = _runner.Program(script=argv[0], args=argv[1:])
+    program.enter()
+    if not program.compile():
+        return 1
+    return run_program(program, rss)
 
 
 def main(argv=None):
@@ -372,7 +381,14 @@ def main(argv=None):
     ns = p.parse_args(argv)
     if not ns.module and not os.path.isfile(ns.target):
         p.error(f"no such script: {ns.target}")
-    return run_script([ns.target] + ns.args, rss=ns.rss, module=ns.module)
+    from memlens import _runner
+
+    try:
+        if ns.module:
+            _runner.Program(module=ns.target).check()
+        return run_script([ns.target] + ns.args, rss=ns.rss, module=ns.module)
+    except _runner.ProgramError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":

@@ -1,27 +1,31 @@
 """``memlens run``: run a program under the tracer, record a timeline,
 write a capture and print where the memory went.
 
-The program sees the same ``sys.argv``, ``sys.path[0]`` and ``__main__`` as
-under ``python script.py`` / ``python -m module``; its stdout, stderr and
-exit code are preserved (an uncaught exception prints its traceback and
-exits 1; Ctrl-C writes the capture and exits 130).
+The program runs as python would run it (memlens._runner): the same
+``sys.argv``, ``sys.path[0]`` and ``__main__`` as under ``python script.py``
+/ ``python -m module``; its stdout, stderr and exit code are preserved (an
+uncaught exception prints its traceback and exits 1; Ctrl-C writes the
+capture and exits 130).
+
+:func:`main` is a list of steps over one :class:`_Run` work object:
+validate the options, prepare the output, prepare the program, start
+tracing, run, write the capture, print the summary.
 """
 
-import builtins
-import importlib.machinery
-import importlib.util
-import io
 import os
-import pkgutil
-import runpy
 import signal
 import sys
 import time
-import zipfile
 
+from memlens import _runner
 from memlens.cli.common import UsageError, check_output_path
 
 __all__ = ["add_parser", "main", "split_argv"]
+
+# --min-saving's default: advice saving less than 64 KiB is left out.
+DEFAULT_MIN_SAVING = 64 * 1024
+# --interval's range, in milliseconds.
+_INTERVAL_MS = (0.1, 3600000)
 
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
@@ -101,7 +105,7 @@ def add_advise_options(p, always=False):
         p.add_argument("--advise", action="store_true",
                        help="when the program ends, print memlens.advise()'s suggestions "
                             "for the heap it leaves (to stderr)")
-    p.add_argument("--min-saving", type=int, default=64 * 1024, metavar="BYTES",
+    p.add_argument("--min-saving", type=int, default=DEFAULT_MIN_SAVING, metavar="BYTES",
                    help="with advice: leave out suggestions saving less (default 65536)")
 
 
@@ -117,120 +121,6 @@ def _print_advice(args):
     sys.stderr.write("\n" + memlens.format_advice(advice))
 
 
-def _execute(target):
-    """Run the program; (exit code, exception to print or None, SystemExit
-    message to print or None), as python would end."""
-    code, failure, exit_message = 0, None, None
-    try:
-        target()
-    except SystemExit as e:
-        code = _exit_code(e)
-        if not (e.code is None or isinstance(e.code, int)):
-            exit_message = e.code
-    except KeyboardInterrupt as e:
-        failure = e
-        code = 130
-    except BaseException as e:
-        failure = e
-        code = 1
-    return code, failure, exit_message
-
-
-def _report_end(failure, exit_message):
-    """Print how the program ended, as python would (a SystemExit message,
-    or the traceback), then flush its streams before memlens writes."""
-    if exit_message is not None:
-        print(exit_message, file=sys.stderr)
-    if failure is not None:
-        _print_exception(failure)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-
-
-def _exit_code(e):
-    code = e.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF  # what the OS keeps, as for python
-    # Like Python: a non-int code is printed (by the caller, once tracing
-    # is off), the exit code is 1.
-    return 1
-
-
-def _runner_files():
-    # 3.11+: runpy is frozen, its frames are named "<frozen runpy>".
-    return {os.path.abspath(__file__), os.path.abspath(runpy.__file__),
-            __file__, runpy.__file__, "<frozen runpy>"}
-
-
-def _print_exception(e):
-    # Drop the frames of memlens and runpy, as python itself shows none.
-    tb = e.__traceback__
-    runner = _runner_files()
-    while tb is not None and tb.tb_frame.f_code.co_filename in runner:
-        tb = tb.tb_next
-    if tb is None and isinstance(e, ImportError):
-        # runpy could not find the -m module: one line, as python -m says it.
-        print(f"memlens run: error: {e}", file=sys.stderr)
-        return
-    e.__traceback__ = tb
-    sys.excepthook(type(e), e, tb)
-
-
-def _prepare_script(path):
-    """A function running the script as python would; the reading and
-    compiling happen here, before tracing starts, so the runner's own work
-    is not in the capture."""
-    abspath = os.path.abspath(path)
-    main_mod = type(sys)("__main__")
-    main_mod.__builtins__ = builtins
-    if not os.path.isfile(path) or zipfile.is_zipfile(path):
-        # A directory or zip file with a __main__.py: python puts it first
-        # on sys.path (the caller does) and runs its __main__ module.
-        importer = pkgutil.get_importer(abspath)
-        try:
-            spec = importer.find_spec("__main__") if importer is not None else None
-        except AttributeError:
-            # 3.9: zipimporter has no find_spec; runpy does the same job
-            # (with sys.argv[0] and sys.path[0] as given, not absolute).
-            return lambda: runpy.run_path(path, run_name="__main__")
-        if spec is None or spec.loader is None:
-            raise UsageError(f"can't find '__main__' module in {path!r}")
-        code = spec.loader.get_code("__main__")
-        main_mod.__file__ = spec.origin
-        main_mod.__cached__ = getattr(spec, "cached", None)
-        main_mod.__loader__ = spec.loader
-        main_mod.__spec__ = spec
-        main_mod.__package__ = ""
-    else:
-        # What python does for `python script.py` (3.9+): __main__ is a
-        # fresh module whose __file__ is absolute, with a SourceFileLoader
-        # and no spec.
-        main_mod.__file__ = abspath
-        main_mod.__cached__ = None
-        main_mod.__loader__ = importlib.machinery.SourceFileLoader("__main__", abspath)
-        main_mod.__spec__ = None
-        main_mod.__package__ = None
-        with io.open_code(abspath) as f:
-            source = f.read()
-        code = compile(source, abspath, "exec", dont_inherit=True)
-
-    def run():
-        sys.modules["__main__"] = main_mod
-        exec(code, main_mod.__dict__)
-
-    return run
-
-
-def _default_output(args):
-    name = args.module or os.path.splitext(os.path.basename(os.path.normpath(args.script)))[0] or "program"
-    return f"memlens-{name}.{os.getpid()}.mlcap"
-
-
 def _census_rows():
     import memlens
 
@@ -242,176 +132,227 @@ def _census_rows():
         return None
 
 
-def main(args):
-    import memlens
-    from memlens import capture
-    from memlens.report import model, text
+class _Run:
+    """The work of one ``memlens run``, filled in step by step by main()."""
 
+    def __init__(self, args):
+        # configuration: the command line
+        self.args = args
+        self.advise_only = getattr(args, "advise_only", False)  # `memlens advise`
+        self.program = _runner.Program(args.script, args.module, args.args)
+        # output values
+        self.output = None       # absolute path of the capture to write
+        self.command = None      # the command line, for the capture's metadata
+        self.ended = None        # how the program ended (_runner.Ended)
+        self.table = None        # the tracer's table at the end (None: stopped by the program)
+        self.duration = None     # seconds the program ran
+        # temporary state
+        self.pid = None          # the process that started tracing
+        self.start_ns = None
+        self.t0 = None
+
+
+def _validate(run):
+    """Step 1: UsageError for options that do not go together, values out
+    of range, and a program that does not exist."""
+    from memlens.tracer import MAX_FRAMES
+
+    args = run.args
     if args.module is None and args.script is None:
         raise UsageError("no program given: expected script.py or -m module")
     if args.rss and not args.lines:
         raise UsageError("--rss goes with --lines")
-    advise_only = getattr(args, "advise_only", False)
     if args.min_saving < 0:
         raise UsageError(f"--min-saving must be >= 0, not {args.min_saving}")
-    if (args.min_saving != 64 * 1024 and not args.advise and not advise_only):
+    if args.min_saving != DEFAULT_MIN_SAVING and not args.advise and not run.advise_only:
         raise UsageError("--min-saving goes with --advise")
-    if args.frames < 1 or args.frames > 512:
-        raise UsageError(f"--frames must be between 1 and 512, not {args.frames}")
+    if args.frames < 1 or args.frames > MAX_FRAMES:
+        raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, not {args.frames}")
     if args.sample_bytes < 0:
         raise UsageError(f"--sample-bytes must be >= 0, not {args.sample_bytes}")
-    if not (0.1 <= args.interval <= 3600000):
-        raise UsageError(f"--interval must be between 0.1 and 3600000 ms, not {args.interval:g}")
-    if args.module is None:
-        if not os.path.exists(args.script):
-            raise UsageError(f"can't open file {args.script!r}: No such file or directory")
-    else:
-        # Look up the top-level package only, from where python -m would
-        # (the current directory first): finding a submodule would import
-        # its parents before tracing starts.
-        top = args.module.partition(".")[0]
-        saved = sys.path[0]
-        sys.path[0] = os.getcwd()
-        try:
-            spec = importlib.util.find_spec(top) if top else None
-        except (ImportError, ValueError):
-            spec = None
-        finally:
-            sys.path[0] = saved
-        if spec is None:
-            raise UsageError(f"No module named {top or args.module!r}")
-    if not advise_only:
+    low, high = _INTERVAL_MS
+    if not (low <= args.interval <= high):
+        raise UsageError(f"--interval must be between {low:g} and {high} ms, not {args.interval:g}")
+    try:
+        run.program.check()
+    except _runner.ProgramError as e:
+        raise UsageError(str(e)) from None
+
+
+def _default_output(args):
+    name = args.module or os.path.splitext(os.path.basename(os.path.normpath(args.script)))[0] or "program"
+    return f"memlens-{name}.{os.getpid()}.mlcap"
+
+
+def _prepare_output(run):
+    """Step 2: the capture path, checked before the program runs (a long
+    run must not end in an unwritable file)."""
+    args = run.args
+    if not run.advise_only:
         output = args.output or _default_output(args)
         check_output_path(output)
-        output = os.path.abspath(output)
-
+        run.output = os.path.abspath(output)
     if args.module is None:
-        sys.argv = [args.script] + list(args.args)
-        if os.path.isfile(args.script) and not zipfile.is_zipfile(args.script):
-            sys.path[0] = os.path.dirname(os.path.realpath(args.script))
-        else:
-            sys.path[0] = os.path.abspath(args.script)
-        command = " ".join(["memlens run", args.script] + list(args.args))
+        run.command = " ".join(["memlens run", args.script] + list(args.args))
     else:
-        sys.argv = ["-m"] + list(args.args)  # runpy puts the module's file in argv[0]
-        sys.path[0] = os.getcwd()
-        command = " ".join(["memlens run -m", args.module] + list(args.args))
+        run.command = " ".join(["memlens run -m", args.module] + list(args.args))
 
-    if args.module is None:
-        try:
-            target = _prepare_script(args.script)
-        except SyntaxError as e:
-            # Python prints these without a traceback and exits 1.
-            e.__traceback__ = None
-            sys.excepthook(type(e), e, None)
-            return 1
-        except OSError as e:
-            raise UsageError(f"can't open file {args.script!r}: {e.strerror or e}") from None
-    else:
-        def target():
-            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
 
-    if args.lines:
-        return _run_lines(args, target)
-    if advise_only:
-        return _run_advise(args, target)
+def _prepare_program(run):
+    """Step 3: sys.argv and sys.path[0] as python sets them; the script
+    read and compiled before tracing starts.  False after a SyntaxError
+    (printed as python prints it)."""
+    run.program.enter()
+    try:
+        return run.program.compile()
+    except _runner.ProgramError as e:
+        raise UsageError(str(e)) from None
 
-    pid = os.getpid()
-    start_ns = time.time_ns()
-    t0 = time.monotonic()
-    memlens.start(frames=args.frames, sample_bytes=args.sample_bytes)
-    capture.start_timeline(args.interval)
-    code, failure, exit_message = _execute(target)
-    # Every exception was caught by _execute, so this always runs.
-    if os.getpid() != pid:
-        # A child forked by the program that returned instead of calling
-        # os._exit(): the capture is the parent's to write.
+
+def _start_tracing(run):
+    """Step 4: the tracer and the timeline sampler."""
+    import memlens
+    from memlens import capture
+
+    run.pid = os.getpid()
+    run.start_ns = time.time_ns()
+    run.t0 = time.monotonic()
+    memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes)
+    capture.start_timeline(run.args.interval)
+
+
+def _run_program(run):
+    """Step 5: run it; every exception is caught (run.ended says how it
+    ended).  False in a child the program forked that returned instead of
+    calling os._exit(): the capture is the parent's to write."""
+    import memlens
+    from memlens import capture
+
+    run.ended = run.program.run()
+    if os.getpid() != run.pid:
         capture.stop_timeline()
         memlens.stop()
-        if exit_message is not None:
-            print(exit_message, file=sys.stderr)
-        if failure is not None:
-            _print_exception(failure)
-        return code
-    # The snapshot comes first: anything the runner allocates from here
-    # on (the timeline's bytes, signal handling) is not the program's.
-    table = capture.take_table()  # None: the program called memlens.stop() itself
-    duration = time.monotonic() - t0
+        _runner.report_end(run.ended, _RUNNER)
+        return False
+    # The table comes first: anything the runner allocates from here on
+    # (the timeline's bytes, signal handling) is not the program's.
+    run.table = capture.take_table()
+    run.duration = time.monotonic() - run.t0
+    return True
+
+
+def _metadata(run, code):
+    import memlens
+
+    return {
+        "command": run.command,
+        "argv": "\n".join(sys.argv),
+        "python": sys.version.split()[0],
+        "exit_code": str(code),
+        "duration_s": f"{run.duration:.6f}",
+        "start_time_ns": str(run.start_ns),
+        "interval_ms": f"{run.args.interval:g}",
+        "frames": str(run.args.frames),
+        "memlens": memlens.__version__,
+        "runner_files": "\n".join(sorted(_runner.runner_files(*_RUNNER))),
+    }
+
+
+def _write_capture(run):
+    """Step 6: stop tracing, print how the program ended, write the
+    capture.  True once it is written."""
+    import memlens
+    from memlens import capture
+
+    code = run.ended.code
     # A second Ctrl-C must not lose the capture being written: SIGINT stays
-    # ignored until the file is complete (the README promises as much).
+    # ignored until the file is complete.
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, tl = capture.stop_timeline()
+        interval, timeline = capture.stop_timeline()
         memlens.stop()
         classes = _census_rows()
         # Printed once the tracer is off: python's printing of the traceback
         # is not the program's memory.
-        _report_end(failure, exit_message)
-        meta = {
-            "command": command,
-            "argv": "\n".join(sys.argv),
-            "python": sys.version.split()[0],
-            "exit_code": str(code),
-            "duration_s": f"{duration:.6f}",
-            "start_time_ns": str(start_ns),
-            "interval_ms": f"{args.interval:g}",
-            "frames": str(args.frames),
-            "memlens": memlens.__version__,
-            "runner_files": "\n".join(sorted(_runner_files())),
-        }
-        if table is None:
+        _runner.report_end(run.ended, _RUNNER)
+        meta = _metadata(run, code)
+        if run.table is None:
             print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
                   file=sys.stderr)
-            return code or 1
+            return False
         try:
-            capture.write(output, table, meta, interval, tl, classes)
+            capture.write(run.output, run.table, meta, interval, timeline, classes)
         except OSError as e:
-            print(f"memlens run: error: cannot write capture {output!r}: {e.strerror or e}", file=sys.stderr)
-            return code or 1
+            print(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}",
+                  file=sys.stderr)
+            return False
     finally:
         signal.signal(signal.SIGINT, old_sigint)
+    return True
+
+
+def _summary(run):
+    """Step 7: the summary of the capture just written, on stderr."""
+    from memlens.report import model, text
+
+    try:
+        cap = model.load(run.output)
+    except model.CaptureError as e:
+        # The capture was written; only reading it back failed (-o
+        # /dev/null, or the file was replaced meanwhile).  As with the
+        # census and advice, the program's own exit code must survive.
+        print(f"memlens: no summary: {e}", file=sys.stderr)
+        return
+    sys.stderr.write("\n" + text.summary(cap))
+    sys.stderr.write(f"\nmemlens: capture written to {run.output}\n"
+                     f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
+
+
+# This module's frames are the runner's too (the steps above call into the
+# program and allocate while it is traced).
+_RUNNER = (__file__,)
+
+
+def main(args):
+    run = _Run(args)
+    _validate(run)
+    _prepare_output(run)
+    if not _prepare_program(run):
+        return 1
+    if args.lines:
+        return _run_lines(run)
+    if run.advise_only:
+        return _run_advise(run)
+    _start_tracing(run)
+    if not _run_program(run):
+        return run.ended.code
+    if not _write_capture(run):
+        return run.ended.code or 1
     if not args.quiet:
-        try:
-            cap = model.load(output)
-        except model.CaptureError as e:
-            # The capture was written; only reading it back failed (-o
-            # /dev/null, or the file was replaced meanwhile).  As with the
-            # census and advice, the program's own exit code must survive.
-            print(f"memlens: no summary: {e}", file=sys.stderr)
-        else:
-            sys.stderr.write("\n" + text.summary(cap))
-            sys.stderr.write(f"\nmemlens: capture written to {output}\n"
-                             f"memlens: see it with: memlens report {output} --format html -o report.html\n")
+        _summary(run)
     if args.advise:
         _print_advice(args)
-    return code
+    return run.ended.code
 
 
 # ---- memlens advise: run untraced, then advise ------------------------------
 
 
-def _run_advise(args, target):
+def _run_advise(run):
     """Run the program as python would (no tracer), then print the advice
     for the heap it leaves behind: its module globals are still alive."""
-    code, failure, exit_message = _execute(target)
-    _report_end(failure, exit_message)
-    _print_advice(args)
-    return code
+    ended = run.program.run()
+    _runner.report_end(ended, _RUNNER)
+    _print_advice(run.args)
+    return ended.code
 
 
 # ---- --lines: memory_profiler's workflow (memlens.lineprof) ------------------
 
 
-def _run_lines(args, target):
+def _run_lines(run):
     """Run the program with a builtin ``profile`` (memlens.profile), then
     print the line tables of the profiled functions to stdout."""
     from memlens import lineprof
 
-    builtins.profile = lineprof.profile
-    lineprof.start_profile(rss=args.rss)
-    try:
-        code, failure, exit_message = _execute(target)
-    finally:
-        lineprof.finish_profile()
-    _report_end(failure, exit_message)
-    return code
+    return lineprof.run_program(run.program, rss=run.args.rss, runner=_RUNNER)

@@ -1,4 +1,4 @@
-"""``memlens`` command line: ``memlens run|report|plot ...`` and
+"""``memlens`` command line: ``memlens run|advise|report|plot ...`` and
 ``python -m memlens ...``."""
 
 import sys
@@ -7,7 +7,9 @@ __all__ = ["main"]
 
 
 def _parser():
-    from memlens.cli import advise, plot, report, run
+    """The parser of every subcommand in memlens.cli.COMMANDS, and the
+    parsers of those that run a program, by name."""
+    from memlens import cli
     from memlens.cli.common import ArgumentParser
 
     parser = ArgumentParser(
@@ -16,14 +18,17 @@ def _parser():
         epilog="Run `memlens COMMAND --help` for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    parsers = {"run": run.add_parser(sub), "advise": advise.add_parser(sub)}
-    report.add_parser(sub)
-    plot.add_parser(sub)
-    return parser, parsers
+    program_parsers = {}
+    for command in cli.COMMANDS:
+        p = cli.load(command).add_parser(sub)
+        if command.runs_program:
+            program_parsers[command.name] = p
+    return parser, program_parsers
 
 
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
+    from memlens._runner import EXIT_INTERRUPTED
     from memlens.cli import run
     from memlens.cli.common import UsageError
 
@@ -54,7 +59,7 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ it leaves behind."""
 
 from memlens.cli import run
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "main"]
 
 
 def add_parser(sub):
@@ -21,6 +21,12 @@ def add_parser(sub):
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     p.add_argument("script", nargs="?", help="the program to run")
     p.add_argument("args", nargs="*", help="arguments of the program")
-    p.set_defaults(func=run.main, advise_only=True, advise=False, lines=False, rss=False,
+    p.set_defaults(func=main, advise_only=True, advise=False, lines=False, rss=False,
                    output=None, frames=16, sample_bytes=0, interval=10.0, quiet=False)
     return p
+
+
+def main(args):
+    """`memlens run`'s steps with advise_only set: validate, run untraced,
+    advise."""
+    return run.main(args)

@@ -5,6 +5,7 @@ import os
 import sys
 
 from memlens.cli.common import UsageError, check_capture_path, check_output_path, read_capture
+from memlens.report.plot import render as plot  # the name this module has always had
 
 __all__ = ["add_parser", "main", "plot"]
 
@@ -21,37 +22,6 @@ def add_parser(sub):
                    help="picture to write: .png or .svg")
     p.set_defaults(func=main)
     return p
-
-
-def plot(cap, path):
-    """Draw the timeline of `cap` into `path` (format from the suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from memlens._util import MIB as mib, format_bytes
-
-    t = [s.t for s in cap.timeline]
-    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
-    if any(s.rss for s in cap.timeline):
-        ax.plot(t, [s.rss / mib for s in cap.timeline], color="#999999", label="RSS")
-    ax.plot(t, [s.traced / mib for s in cap.timeline], color="#264d7a", label="traced")
-    when = cap.peak_time
-    if when is not None:
-        ax.axvline(when, color="#d32f2f", linestyle="--", linewidth=1)
-        ax.annotate(f"peak {format_bytes(cap.peak, unit='MiB')} at {when:.2f} s", (when, cap.peak / mib),
-                    textcoords="offset points", xytext=(5, 5), color="#d32f2f")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("memory (MiB)")
-    ax.set_title(cap.meta.get("command", "memlens capture"))
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
 
 
 def main(args):

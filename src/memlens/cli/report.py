@@ -5,10 +5,9 @@ import os
 import sys
 
 from memlens.cli.common import Progress, UsageError, check_capture_path, check_output_path, read_capture
+from memlens.report import FORMATS, render
 
-__all__ = ["add_parser", "main", "FORMATS"]
-
-FORMATS = ("text", "json", "html", "collapsed", "pprof")
+__all__ = ["add_parser", "main", "FORMATS", "render"]
 
 
 def add_parser(sub):
@@ -30,23 +29,6 @@ def add_parser(sub):
     p.add_argument("--limit", type=int, default=15, metavar="N", help="rows per text table (default 15)")
     p.set_defaults(func=main)
     return p
-
-
-def render(cap, fmt, view, limit=15):
-    """str or bytes of the report."""
-    from memlens.report import collapsed, html, jsonfmt, pprof, text
-
-    if fmt == "text":
-        return text.render(cap, view, limit)
-    if fmt == "json":
-        return jsonfmt.render(cap)
-    if fmt == "html":
-        return html.render(cap, view)
-    if fmt == "collapsed":
-        return collapsed.render(cap, view)
-    if fmt == "pprof":
-        return pprof.render(cap)
-    raise UsageError(f"unknown format {fmt!r}")
 
 
 def main(args):

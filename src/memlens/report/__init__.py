@@ -8,4 +8,26 @@ file into the model.
 
 from memlens.report.model import VIEWS, Capture, Frame, Sample, StackStat, load
 
-__all__ = ["VIEWS", "Capture", "Frame", "Sample", "StackStat", "load"]
+__all__ = ["VIEWS", "FORMATS", "Capture", "Frame", "Sample", "StackStat", "load", "render"]
+
+#: What ``render`` (and ``memlens report --format``) can produce.
+FORMATS = ("text", "json", "html", "collapsed", "pprof")
+
+
+def render(cap, fmt, view, limit=15):
+    """The report of `cap` in format `fmt` (one of :data:`FORMATS`) for
+    `view`: str, or bytes for pprof.  ``limit``: rows per text table.  (The
+    plot, which writes a file, is :func:`memlens.report.plot.render`.)"""
+    from memlens.report import collapsed, html, jsonfmt, pprof, text
+
+    if fmt == "text":
+        return text.render(cap, view, limit)
+    if fmt == "json":
+        return jsonfmt.render(cap)
+    if fmt == "html":
+        return html.render(cap, view)
+    if fmt == "collapsed":
+        return collapsed.render(cap, view)
+    if fmt == "pprof":
+        return pprof.render(cap)
+    raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")

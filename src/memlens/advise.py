@@ -127,6 +127,8 @@ def _wrap(text, indent, width=78):
 # ---- class sources, read as text ------------------------------------------
 
 _source_cache = {}
+# Bytes per os.read() of a source file.
+_READ_CHUNK = 1 << 20
 
 
 def _read_text(path):
@@ -137,7 +139,7 @@ def _read_text(path):
     try:
         chunks = []
         while True:
-            b = os.read(fd, 1 << 20)
+            b = os.read(fd, _READ_CHUNK)
             if not b:
                 break
             chunks.append(b)

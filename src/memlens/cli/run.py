@@ -26,6 +26,8 @@ __all__ = ["add_parser", "main", "split_argv"]
 DEFAULT_MIN_SAVING = 64 * 1024
 # --interval's range, in milliseconds.
 _INTERVAL_MS = (0.1, 3600000)
+# Classes by instance bytes recorded in the capture (the census at exit).
+_CENSUS_ROWS = 50
 
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
@@ -106,7 +108,7 @@ def add_advise_options(p, always=False):
                        help="when the program ends, print memlens.advise()'s suggestions "
                             "for the heap it leaves (to stderr)")
     p.add_argument("--min-saving", type=int, default=DEFAULT_MIN_SAVING, metavar="BYTES",
-                   help="with advice: leave out suggestions saving less (default 65536)")
+                   help=f"with advice: leave out suggestions saving less (default {DEFAULT_MIN_SAVING})")
 
 
 def _print_advice(args):
@@ -125,7 +127,7 @@ def _census_rows():
     import memlens
 
     try:
-        rows = memlens.census().top(50)
+        rows = memlens.census().top(_CENSUS_ROWS)
         return [(str(r.name), int(r.count), int(r.bytes)) for r in rows]
     except Exception as e:  # the run must still write its capture
         print(f"memlens: census failed: {e}", file=sys.stderr)

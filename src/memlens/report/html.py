@@ -20,9 +20,12 @@ def _asset(name):
         return f.read()
 
 
-def _thin_timeline(d, limit=3000):
-    # A browser draws a few thousand points fine; keep the maxima of each
-    # bucket so the peak stays visible.
+# A browser draws a few thousand timeline points fine.
+_MAX_TIMELINE_POINTS = 3000
+
+
+def _thin_timeline(d, limit=_MAX_TIMELINE_POINTS):
+    # Keep the maxima of each bucket so the peak stays visible.
     t = d["timeline"]
     n = len(t["t_s"])
     if n <= limit:

@@ -12,6 +12,17 @@ import gzip
 
 __all__ = ["render", "encode_profile"]
 
+# Field numbers of the Profile message (profile.proto).
+_SAMPLE_TYPE = 1
+_SAMPLE = 2
+_LOCATION = 4
+_FUNCTION = 5
+_STRING_TABLE = 6
+_TIME_NANOS = 9
+_DURATION_NANOS = 10
+_COMMENT = 13
+_DEFAULT_SAMPLE_TYPE = 14
+
 
 def _varint(n):
     out = bytearray()
@@ -57,7 +68,7 @@ def encode_profile(cap):
     out = bytearray()
     for typ, unit in (("alloc_objects", "count"), ("alloc_space", "bytes"),
                       ("inuse_objects", "count"), ("inuse_space", "bytes")):
-        out += _field_bytes(1, _field_varint(1, strings(typ)) + _field_varint(2, strings(unit)))
+        out += _field_bytes(_SAMPLE_TYPE, _field_varint(1, strings(typ)) + _field_varint(2, strings(unit)))
     functions = {}
     locations = {}
     body_fn = bytearray()
@@ -71,34 +82,34 @@ def encode_profile(cap):
             fid = functions.get((f.function, f.filename))
             if fid is None:
                 fid = functions[(f.function, f.filename)] = len(functions) + 1
-                body_fn += _field_bytes(5, _field_varint(1, fid) + _field_varint(2, strings(f.function))
+                body_fn += _field_bytes(_FUNCTION, _field_varint(1, fid) + _field_varint(2, strings(f.function))
                                         + _field_varint(3, strings(f.function))
                                         + _field_varint(4, strings(f.filename)))
             lid = locations.get((fid, f.lineno))
             if lid is None:
                 lid = locations[(fid, f.lineno)] = len(locations) + 1
                 line = _field_varint(1, fid) + _field_varint(2, f.lineno)
-                body_loc += _field_bytes(4, _field_varint(1, lid) + _field_bytes(4, line))
+                body_loc += _field_bytes(_LOCATION, _field_varint(1, lid) + _field_bytes(4, line))
             loc_ids.append(lid)
         sample = _packed(1, loc_ids) + _packed(2, [acnt, asz, s.count, s.size])
-        out += _field_bytes(2, sample)
+        out += _field_bytes(_SAMPLE, sample)
     out += body_loc
     out += body_fn
-    # Profile.comment (13): a capture without cumulative totals has only the
+    # Profile.comment: a capture without cumulative totals has only the
     # lower bound in the alloc_* types; `go tool pprof -comments` shows this.
     comment = None if cap.allocated_exact else strings(
         "alloc_objects and alloc_space are a lower bound: this capture (from an older memlens) has "
         "no cumulative totals, so per stack they are the larger of what was live at the peak and "
         "at exit")
     for s in strings.order:
-        out += _field_bytes(6, s.encode("utf-8"))
+        out += _field_bytes(_STRING_TABLE, s.encode("utf-8"))
     if cap.duration_s is not None:
-        out += _field_varint(10, int(cap.duration_s * 1e9))
+        out += _field_varint(_DURATION_NANOS, int(cap.duration_s * 1e9))
     if cap.start_time_ns is not None:
-        out += _field_varint(9, cap.start_time_ns)
+        out += _field_varint(_TIME_NANOS, cap.start_time_ns)
     if comment is not None:
-        out += _field_varint(13, comment)
-    out += _field_varint(14, strings.index["inuse_space"])
+        out += _field_varint(_COMMENT, comment)
+    out += _field_varint(_DEFAULT_SAMPLE_TYPE, strings.index["inuse_space"])
     return bytes(out)
 
 

@@ -6,37 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from memlens.report import model
-
-
-def memlens(*args, cwd, timeout=60, **kw):
-    return subprocess.run([sys.executable, "-m", "memlens", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=_env(), **kw)
-
-
-def python(*args, cwd, timeout=60):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=_env())
-
-
-def _env():
-    env = dict(os.environ)
-    # The children import memlens the way this test process does.
-    import memlens as m
-
-    src = os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def write(path, text):
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 IDENTITY = """\
@@ -47,27 +21,27 @@ IDENTITY = """\
 """
 
 
-def test_script_sees_what_python_gives_it(tmp_path):
+def test_script_sees_what_python_gives_it(tmp_path, run_memlens, run_python, write):
     # GIVEN a script in a subdirectory that prints its view of the world
     sub = tmp_path / "sub"
     sub.mkdir()
     write(sub / "who.py", IDENTITY)
     # WHEN it runs under python and under memlens run, from the parent dir
-    plain = python("sub/who.py", "a", "--flag", "-m", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "sub/who.py", "a", "--flag", "-m", cwd=tmp_path)
+    plain = run_python("sub/who.py", "a", "--flag", "-m", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "sub/who.py", "a", "--flag", "-m", cwd=tmp_path)
     # THEN argv, sys.path[0], __name__, __file__ and __main__ are the same
     assert plain.returncode == 0 and ours.returncode == 0, ours.stderr
     assert json.loads(ours.stdout) == json.loads(plain.stdout)
     assert ours.stderr == ""
 
 
-def test_module_sees_what_python_m_gives_it(tmp_path):
+def test_module_sees_what_python_m_gives_it(tmp_path, run_memlens, run_python, write):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     write(pkg / "who.py", IDENTITY)
-    plain = python("-m", "pkg.who", "x", "-q", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.who", "x", "-q", cwd=tmp_path)
+    plain = run_python("-m", "pkg.who", "x", "-q", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.who", "x", "-q", cwd=tmp_path)
     assert plain.returncode == 0 and ours.returncode == 0, ours.stderr
     a, b = json.loads(plain.stdout), json.loads(ours.stdout)
     # python -m runs in the real __main__ module with a spec; runpy's
@@ -82,17 +56,17 @@ def test_module_sees_what_python_m_gives_it(tmp_path):
     ("import sys; sys.exit('bye now')", 1, "bye now\n"),
     ("raise SystemExit(256 + 7)", 7, ""),
 ])
-def test_exit_codes_are_the_programs(tmp_path, body, code, err):
+def test_exit_codes_are_the_programs(tmp_path, body, code, err, run_memlens, run_python, write):
     write(tmp_path / "p.py", "print('out')\n" + body + "\n")
-    plain = python("p.py", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    plain = run_python("p.py", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     assert plain.returncode == ours.returncode == code
     assert ours.stdout == plain.stdout == "out\n"
     assert ours.stderr == plain.stderr == err
     assert (tmp_path / "c.mlcap").exists()
 
 
-def test_uncaught_exception_prints_traceback_and_writes_capture(tmp_path):
+def test_uncaught_exception_prints_traceback_and_writes_capture(tmp_path, run_memlens, run_python, write):
     write(tmp_path / "boom.py", """\
         import sys
         keep = [bytes(1000) for _ in range(100)]
@@ -101,8 +75,8 @@ def test_uncaught_exception_prints_traceback_and_writes_capture(tmp_path):
         print("before", file=sys.stderr)
         f()
     """)
-    plain = python("boom.py", cwd=tmp_path)
-    ours = memlens("run", "-o", "c.mlcap", "boom.py", cwd=tmp_path)
+    plain = run_python("boom.py", cwd=tmp_path)
+    ours = run_memlens("run", "-o", "c.mlcap", "boom.py", cwd=tmp_path)
     assert ours.returncode == plain.returncode == 1
     # The program's stderr (traceback included) comes first, unchanged.
     assert ours.stderr.startswith(plain.stderr), ours.stderr
@@ -115,15 +89,15 @@ def test_uncaught_exception_prints_traceback_and_writes_capture(tmp_path):
     assert lines[("boom.py", 2)] >= 100 * 1000
 
 
-def test_syntax_error_is_reported_like_python(tmp_path):
+def test_syntax_error_is_reported_like_python(tmp_path, run_memlens, run_python, write):
     write(tmp_path / "bad.py", "x = (\n")
-    plain = python("bad.py", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "bad.py", cwd=tmp_path)
+    plain = run_python("bad.py", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "bad.py", cwd=tmp_path)
     assert ours.returncode == plain.returncode == 1
     assert "SyntaxError" in ours.stderr and "Traceback" not in ours.stderr
 
 
-def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path):
+def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path, child_env, write):
     write(tmp_path / "slow.py", """\
         import sys, time
         data = [bytearray(100_000) for _ in range(50)]
@@ -134,7 +108,7 @@ def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path):
     # a non-interactive shell inherits SIGINT ignored, and Python keeps that
     # (the program would then sleep its 60 s and exit 0).
     p = subprocess.Popen([sys.executable, "-m", "memlens", "run", "-o", "c.mlcap", "slow.py"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline() == "ready\n"
     time.sleep(0.1)
@@ -147,7 +121,7 @@ def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path):
     assert cap.view_total("leaks") >= 50 * 100_000
 
 
-def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path):
+def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path, run_memlens, write):
     # GIVEN a program ended by Ctrl-C whose traceback printing (done by
     # memlens once the program has ended, just before the capture is
     # written) gets a second Ctrl-C
@@ -160,7 +134,7 @@ def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path):
         sys.excepthook = hook
         raise KeyboardInterrupt
     """)
-    r = memlens("run", "-q", "-o", "c.mlcap", "twice.py", cwd=tmp_path)
+    r = run_memlens("run", "-q", "-o", "c.mlcap", "twice.py", cwd=tmp_path)
     # THEN the second one is ignored: the capture is written, exit 130
     assert r.returncode == 130, r.stderr
     assert "interrupted" not in r.stderr
@@ -169,20 +143,20 @@ def test_second_ctrl_c_while_the_capture_is_written_is_ignored(tmp_path):
     assert cap.view_total("leaks") >= 50 * 100_000
 
 
-def test_capture_that_cannot_be_read_back_is_one_line(tmp_path):
+def test_capture_that_cannot_be_read_back_is_one_line(tmp_path, run_memlens, write):
     # GIVEN a capture written where it cannot be read back for the summary
     write(tmp_path / "p.py", """\
         data = [bytearray(1000) for _ in range(10)]
         raise SystemExit(3)
     """)
-    r = memlens("run", "-o", os.devnull, "p.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", os.devnull, "p.py", cwd=tmp_path)
     # THEN one line instead of the summary, and the program's exit code
     assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "no summary" in r.stderr, r.stderr
 
 
-def test_usage_errors_are_one_line_exit_2(tmp_path):
+def test_usage_errors_are_one_line_exit_2(tmp_path, run_memlens):
     cases = [
         ("run", "missing.py"),
         ("run", "--frames", "0", "x.py"),
@@ -197,7 +171,7 @@ def test_usage_errors_are_one_line_exit_2(tmp_path):
     ]
     (tmp_path / "x.py").write_text("")
     for args in cases:
-        r = memlens(*args, cwd=tmp_path)
+        r = run_memlens(*args, cwd=tmp_path)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and "error" in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
@@ -223,16 +197,16 @@ GROUND_TRUTH = """\
 """
 
 
-def test_leaks_and_peak_match_tracemalloc(tmp_path):
+def test_leaks_and_peak_match_tracemalloc(tmp_path, run_memlens, child_env, write):
     # GIVEN a program whose per-line live memory tracemalloc measures
     write(tmp_path / "gt.py", GROUND_TRUTH)
-    env = _env()
+    env = child_env()
     env["TM"] = "1"
     truth = subprocess.run([sys.executable, "gt.py"], cwd=tmp_path, capture_output=True, text=True,
                            env=env, timeout=60)
     truth = {int(k): v for k, v in json.loads(truth.stdout).items()}
     # WHEN memlens runs it
-    r = memlens("run", "-o", "c.mlcap", "gt.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", "c.mlcap", "gt.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     cap = model.load(tmp_path / "c.mlcap")
     leaks = {f.lineno: size for f, size, _ in cap.lines("leaks") if f.filename.endswith("gt.py")}
@@ -250,7 +224,7 @@ def test_leaks_and_peak_match_tracemalloc(tmp_path):
     assert "capture written to" in r.stderr
 
 
-def test_timeline_records_samples(tmp_path):
+def test_timeline_records_samples(tmp_path, run_memlens, write):
     write(tmp_path / "t.py", """\
         import time
         keep = []
@@ -258,7 +232,7 @@ def test_timeline_records_samples(tmp_path):
             keep.append(bytearray(200_000))
             time.sleep(0.01)
     """)
-    r = memlens("run", "-q", "--interval", "5", "-o", "c.mlcap", "t.py", cwd=tmp_path)
+    r = run_memlens("run", "-q", "--interval", "5", "-o", "c.mlcap", "t.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     cap = model.load(tmp_path / "c.mlcap")
     dur = float(cap.meta["duration_s"])
@@ -274,9 +248,9 @@ def test_timeline_records_samples(tmp_path):
     assert cap.timeline[len(ts) // 2].traced < cap.timeline[-1].traced
 
 
-def test_capture_has_the_census_table(tmp_path):
+def test_capture_has_the_census_table(tmp_path, run_memlens, write):
     write(tmp_path / "p.py", "class Kept:\n    pass\n\nkept = [Kept() for _ in range(1000)]\n")
-    r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     cap = model.load(tmp_path / "c.mlcap")
     rows = {c.name: c for c in cap.classes}
     kept = [c for name, c in rows.items() if name.endswith("Kept")]
@@ -285,8 +259,8 @@ def test_capture_has_the_census_table(tmp_path):
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["report"], ["plot"]])
-def test_help(tmp_path, cmd):
-    r = memlens(*cmd, "--help", cwd=tmp_path)
+def test_help(tmp_path, cmd, run_memlens):
+    r = run_memlens(*cmd, "--help", cwd=tmp_path)
     assert r.returncode == 0 and "usage: memlens" in r.stdout
 
 
@@ -310,29 +284,29 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_census_rows_reach_summary_capture_and_reports(tmp_path):
+def test_census_rows_reach_summary_capture_and_reports(tmp_path, run_memlens, run_python):
     # GIVEN a census engine (stand-in with the agreed row fields)
     (tmp_path / "p.py").write_text("x = [1] * 10\n")
     (tmp_path / "with_census.py").write_text(FAKE_CENSUS)
     # WHEN memlens run uses it
-    r = python("with_census.py", "run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    r = run_python("with_census.py", "run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # THEN the summary, the capture and the reports have the class table
     assert "Top classes by instance bytes at exit:" in r.stderr and "app.Order" in r.stderr
     cap = model.load(tmp_path / "c.mlcap")
     assert [(c.name, c.count, c.bytes) for c in cap.classes] == [("app.Order", 1000, 96000), ("dict", 10, 2720)]
-    out = memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    out = run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
     assert json.loads(out.stdout)["classes"][0] == {"name": "app.Order", "count": 1000, "bytes": 96000}
 
 
-def test_program_that_stops_the_tracer_gets_one_line(tmp_path):
+def test_program_that_stops_the_tracer_gets_one_line(tmp_path, run_memlens, write):
     write(tmp_path / "p.py", "import memlens\nmemlens.stop()\nprint('ok')\n")
-    r = memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     assert r.stdout == "ok\n" and r.returncode == 1
     assert r.stderr.count("\n") == 1 and "stopped the tracer" in r.stderr
 
 
-def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
+def test_forked_child_that_returns_does_not_write_the_capture(tmp_path, run_memlens, write):
     write(tmp_path / "f.py", """\
         import os, sys
         pid = os.fork()
@@ -341,7 +315,7 @@ def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
         _, st = os.waitpid(pid, 0)
         print("child exit", os.waitstatus_to_exitcode(st) if hasattr(os, "waitstatus_to_exitcode") else st >> 8)
     """)
-    r = memlens("run", "-o", "c.mlcap", "f.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", "c.mlcap", "f.py", cwd=tmp_path)
     assert r.returncode == 0
     assert r.stdout == "child exit 1\n"
     assert "ValueError: in the child" in r.stderr
@@ -350,20 +324,20 @@ def test_forked_child_that_returns_does_not_write_the_capture(tmp_path):
     assert model.load(tmp_path / "c.mlcap").meta["exit_code"] == "0"
 
 
-def test_symlinked_script_path0_is_the_real_directory(tmp_path):
+def test_symlinked_script_path0_is_the_real_directory(tmp_path, run_memlens, run_python, write):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").mkdir()
     write(tmp_path / "real" / "who.py", IDENTITY)
     os.symlink(tmp_path / "real" / "who.py", tmp_path / "link" / "who.py")
-    plain = python("link/who.py", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
+    plain = run_python("link/who.py", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "link/who.py", cwd=tmp_path)
     assert json.loads(ours.stdout) == json.loads(plain.stdout)
     assert json.loads(ours.stdout)["path0"].endswith("real")
 
 
-def test_sampled_run_says_numbers_are_estimates(tmp_path):
+def test_sampled_run_says_numbers_are_estimates(tmp_path, run_memlens, write):
     write(tmp_path / "p.py", "keep = [bytearray(1000) for _ in range(5000)]\n")
-    r = memlens("run", "--sample-bytes", "65536", "-o", "c.mlcap", "p.py", cwd=tmp_path)
+    r = run_memlens("run", "--sample-bytes", "65536", "-o", "c.mlcap", "p.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "numbers are estimates" in r.stderr
     cap = model.load(tmp_path / "c.mlcap")
@@ -372,19 +346,19 @@ def test_sampled_run_says_numbers_are_estimates(tmp_path):
     assert 2_500_000 < cap.view_total("leaks") < 10_000_000
 
 
-def test_directory_with_main_runs_like_python(tmp_path):
+def test_directory_with_main_runs_like_python(tmp_path, run_memlens, run_python, write):
     app = tmp_path / "app"
     app.mkdir()
     write(app / "__main__.py", IDENTITY)
-    plain = python("app", "z", cwd=tmp_path)
-    ours = memlens("run", "-q", "-o", "c.mlcap", "app", "z", cwd=tmp_path)
+    plain = run_python("app", "z", cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "app", "z", cwd=tmp_path)
     assert ours.returncode == 0, ours.stderr
     a, b = json.loads(plain.stdout), json.loads(ours.stdout)
     for key in ("argv", "path0", "name", "file"):
         assert a[key] == b[key], key
 
 
-def test_module_from_the_console_script(tmp_path):
+def test_module_from_the_console_script(tmp_path, run_memlens, child_env, write):
     # The console script's sys.path[0] is its bin directory, not the cwd:
     # -m must still find modules in the current directory, as python -m does.
     pkg = tmp_path / "pkg"
@@ -394,10 +368,10 @@ def test_module_from_the_console_script(tmp_path):
     r = subprocess.run([sys.executable, "-c",
                         "import sys; sys.path[0] = '/nonexistent-bin'; from memlens.__main__ import main; "
                         "sys.exit(main(['run', '-q', '-o', 'c.mlcap', '-m', 'pkg.who', 'x']))"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60, env=child_env())
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["path0"] == str(tmp_path)
-    missing = memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.nothere", cwd=tmp_path)
+    missing = run_memlens("run", "-q", "-o", "c.mlcap", "-m", "pkg.nothere", cwd=tmp_path)
     assert missing.returncode == 1 and "No module named" in missing.stderr
     assert "Traceback" not in missing.stderr and missing.stderr.count("\n") == 1
 
@@ -414,7 +388,7 @@ CHURN = """\
 """
 
 
-def test_allocated_view_is_exact(tmp_path):
+def test_allocated_view_is_exact(tmp_path, run_memlens, write):
     # GIVEN a program that allocates and frees 1000 x bytes(100_000) on
     # line 3, and the size tracemalloc gives one such block
     import tracemalloc
@@ -431,9 +405,9 @@ def test_allocated_view_is_exact(tmp_path):
     extra = 1 if sys.version_info < (3, 10) else 0
     write(tmp_path / "churn.py", CHURN)
     # WHEN memlens runs it and reports the allocated view
-    r = memlens("run", "-q", "-o", "c.mlcap", "churn.py", cwd=tmp_path)
+    r = run_memlens("run", "-q", "-o", "c.mlcap", "churn.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    rep = memlens("report", "c.mlcap", "--view", "allocated", cwd=tmp_path)
+    rep = run_memlens("report", "c.mlcap", "--view", "allocated", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     # THEN line 3 comes first with 1000 blocks, although nothing of it is
     # live at exit, and the view is exact (no lower-bound caveat)
@@ -450,12 +424,12 @@ def test_allocated_view_is_exact(tmp_path):
     assert not [f for f, _, _ in cap.lines("leaks") if f.lineno == 3 and f.function == "churn"]
     # (the peak holds at most one of them)
     assert next(b for f, b, _ in cap.lines("peak") if f.lineno == 3 and f.function == "churn") == block
-    js = json.loads(memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path).stdout)
+    js = json.loads(run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path).stdout)
     assert js["totals"]["allocated_exact"] is True
     frames = js["frames"]
     top = max(js["stacks"], key=lambda s: s["allocated_bytes"])
     assert frames[top["frames"][0]]["line"] == 3
     assert (top["allocated_bytes"], top["allocated_blocks"]) == line3
-    html = memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
+    html = run_memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
     assert html.returncode == 0
     assert "lower bound" not in (tmp_path / "r.html").read_text()

@@ -1,9 +1,7 @@
 """Tests of the allocation tracer against tracemalloc as ground truth."""
 import gc
-import os
 import subprocess
 import sys
-import textwrap
 import threading
 import tracemalloc
 
@@ -12,7 +10,6 @@ import pytest
 import memlens
 from memlens import _core
 
-SANITIZED = os.environ.get("MEMLENS_SANITIZED") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +18,6 @@ def _no_tracer_left():
     memlens.stop()
     if tracemalloc.is_tracing():
         tracemalloc.stop()
-
-
-def run_py(code):
-    """Run `code` in a fresh interpreter; return its stdout (fails on crash)."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 # -- workloads (each allocation site on its own line) -------------------------
@@ -450,13 +439,13 @@ def sampled_workload():
     return [bytes(s) for s in (100, 1000, 10000) * 3000]  # LINE_SAMPLED
 
 
-def test_sampled_estimates_are_unbiased():
+def test_sampled_estimates_are_unbiased(sanitized):
     # GIVEN the exact figures of a workload
     _, _, _, exact = measure_memlens(sampled_workload)
     line = line_of("LINE_SAMPLED")
     ex = next(s for s in exact.statistics("lineno") if s.traceback[0].lineno == line)
     # WHEN it runs many times sampled
-    runs = 12 if SANITIZED else 30
+    runs = 12 if sanitized else 30
     sizes, counts = [], []
     for _ in range(runs):
         _, _, _, snap = measure_memlens(sampled_workload, sample_bytes=16384)
@@ -679,8 +668,8 @@ def test_start_stop_loop_does_not_leak():
     assert sys.getrefcount(code) == refs  # interned stacks drop their code references
 
 
-def test_fork_child_keeps_tracing():
-    out = run_py("""
+def test_fork_child_keeps_tracing(run_ok):
+    out = run_ok("""
         import os, memlens
         memlens.start()
         parent_data = [bytearray(1000) for _ in range(1000)]
@@ -700,11 +689,11 @@ def test_fork_child_keeps_tracing():
     assert out.strip() == "child 0"
 
 
-@pytest.mark.skipif(SANITIZED, reason="GCC 12's ASan allocator is not fork-safe: a child forked while "
+@pytest.mark.not_sanitized("GCC 12's ASan allocator is not fork-safe: a child forked while "
                     "another thread is inside malloc inherits ASan's allocator lock held (seen in gdb: the "
                     "child waits in SizeClassAllocator64::GetFromAllocator)")
-def test_fork_while_other_threads_allocate():
-    out = run_py("""
+def test_fork_while_other_threads_allocate(run_ok):
+    out = run_ok("""
         import os, threading, memlens
         from memlens import _core
         memlens.start(frames=4)
@@ -733,7 +722,7 @@ def test_fork_while_other_threads_allocate():
     assert out.strip() == "0"
 
 
-def test_tracer_memory_is_reported_and_small_per_block():
+def test_tracer_memory_is_reported_and_small_per_block(sanitized):
     memlens.start()
     data = make_points(100_000)
     mem = memlens.tracer_memory()
@@ -741,12 +730,12 @@ def test_tracer_memory_is_reported_and_small_per_block():
     memlens.stop()
     assert blocks >= 200_000
     assert 0 < mem
-    if not SANITIZED:  # ASan's malloc spreads blocks out with redzones
+    if not sanitized:  # ASan's malloc spreads blocks out with redzones
         assert mem / blocks <= 32, (mem, blocks)
     del data
 
 
-def test_snapshot_of_many_blocks_is_fast():
+def test_snapshot_of_many_blocks_is_fast(sanitized):
     import time
     memlens.start()
     data = [bytearray(10) for _ in range(200_000)]
@@ -756,7 +745,7 @@ def test_snapshot_of_many_blocks_is_fast():
     elapsed = time.perf_counter() - t0
     memlens.stop()
     assert stats[0].count >= 200_000
-    assert elapsed < (5.0 if SANITIZED else 0.5)
+    assert elapsed < (5.0 if sanitized else 0.5)
     del data
 
 
@@ -865,14 +854,14 @@ def test_python_callback_called_from_c():
     del keys, kept
 
 
-def test_stop_gives_the_tracer_memory_back():
+def test_stop_gives_the_tracer_memory_back(sanitized):
     memlens.start()
     data = make_points(50_000)
     assert memlens.tracer_memory() > 200_000
     memlens.stop()
     # the map's leaves are zeroed and released (only directory pages stay:
     # more of them when malloc spreads blocks out, as under ASan)
-    assert memlens.tracer_memory() < (1024 if SANITIZED else 64) * 1024
+    assert memlens.tracer_memory() < (1024 if sanitized else 64) * 1024
     del data
 
 
@@ -1012,14 +1001,14 @@ def test_gil_less_raw_blocks_of_every_tier_are_all_counted(size):
     assert 100 * size - 64 <= grown - after <= 100 * size
 
 
-@pytest.mark.skipif(SANITIZED, reason="ASan's malloc spreads blocks out with redzones")
+@pytest.mark.not_sanitized("ASan's malloc spreads blocks out with redzones")
 @pytest.mark.parametrize("size", [48, 112, 120, 150, 600, 940, 2048, 8192])
-def test_tracer_memory_is_at_most_32_bytes_per_block_whatever_their_size(size):
+def test_tracer_memory_is_at_most_32_bytes_per_block_whatever_their_size(size, run_ok):
     # GIVEN a heap made only of blocks of one size (the worst case for an
     # address-indexed map: the address space it spans per block), in a fresh
     # interpreter: in a long-lived one new blocks fill holes left all over
     # the heap, and the map's pages are shared by fewer of them (README)
-    out = run_py(f"""
+    out = run_ok(f"""
         import memlens
         from memlens import _core
         size = {size}
@@ -1036,13 +1025,13 @@ def test_tracer_memory_is_at_most_32_bytes_per_block_whatever_their_size(size):
     assert float(out) <= 32
 
 
-@pytest.mark.skipif(SANITIZED, reason="ASan's malloc spreads blocks out with redzones")
+@pytest.mark.not_sanitized("ASan's malloc spreads blocks out with redzones")
 @pytest.mark.parametrize("every", [4, 20])
-def test_blocks_filling_holes_of_an_older_heap_cost_little_and_are_exact(every):
+def test_blocks_filling_holes_of_an_older_heap_cost_little_and_are_exact(every, run_ok):
     # GIVEN a heap allocated before tracing, with a hole every 4 or 20
     # blocks (tracing started in a long-running process), in a fresh
     # interpreter
-    out = run_py(f"""
+    out = run_ok(f"""
         import sys
         import memlens
         from memlens import _core
@@ -1075,13 +1064,13 @@ def test_blocks_filling_holes_of_an_older_heap_cost_little_and_are_exact(every):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="interpreters with a GIL of their own: 3.12+")
-def test_subinterpreter_with_its_own_gil_while_tracing():
+def test_subinterpreter_with_its_own_gil_while_tracing(run_ok):
     # GIVEN tracing, WHEN a subinterpreter with a GIL of its own (isolated,
     # the default of the private _interpreters module) runs and allocates
     # THEN its calls take the GIL-less path (the hooks stop trusting the
     # one-interpreter shortcut while it exists), nothing crashes, and the
     # main interpreter's blocks are still counted
-    out = run_py("""
+    out = run_ok("""
         import sys
         try:
             import _interpreters as interpreters      # 3.13
@@ -1258,14 +1247,14 @@ def sampled_churn():
         del b
 
 
-def test_sampled_allocated_totals_converge_to_exact():
+def test_sampled_allocated_totals_converge_to_exact(sanitized):
     # GIVEN the exact allocated figures of a loop that frees what it makes
     line = line_of("LINE_SAMPLED_CHURN")
     _, _, _, exact = measure_memlens(sampled_churn)
     ex = stat_at(exact.allocated_statistics("lineno"), line)
     assert ex.count == 9000
     # WHEN it runs many times sampled
-    runs = 12 if SANITIZED else 30
+    runs = 12 if sanitized else 30
     sizes, counts = [], []
     for _ in range(runs):
         _, _, _, snap = measure_memlens(sampled_churn, sample_bytes=16384)

@@ -1,26 +1,11 @@
 """`memlens plot`: the timeline as a picture (matplotlib optional)."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from memlens.report.model import Capture, Sample
 
-from test_cli_report import make_capture
-
-
-def _run(tmp_path, *args):
-    import memlens as m
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))
-    return subprocess.run([sys.executable, "-m", "memlens", "plot", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
-def test_plot_png_and_svg(tmp_path):
+def test_plot_png_and_svg(tmp_path, make_capture):
     pytest.importorskip("matplotlib")
     from memlens.cli.plot import plot
 
@@ -31,20 +16,17 @@ def test_plot_png_and_svg(tmp_path):
     assert "<svg" in svg and "peak" in svg
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, run_python):
     # GIVEN an interpreter where importing matplotlib fails
     (tmp_path / "matplotlib.py").write_text("raise ImportError('no matplotlib here')\n")
     (tmp_path / "c.mlcap").write_bytes(b"")
-    r = subprocess.run([sys.executable, "-c",
-                        "import sys; sys.path.insert(0, sys.argv[1]); from memlens.__main__ import main; "
-                        "sys.exit(main(['plot', 'c.mlcap', '-o', 'm.png']))", str(tmp_path)],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    r = run_python("-c", "import sys; sys.path.insert(0, sys.argv[1]); from memlens.__main__ import main; "
+                         "sys.exit(main(['plot', 'c.mlcap', '-o', 'm.png']))", tmp_path, cwd=tmp_path, timeout=60)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "pip install 'memlens[plot]'" in r.stderr
 
 
-def test_plot_write_failure_is_one_line(tmp_path):
+def test_plot_write_failure_is_one_line(tmp_path, run_memlens):
     pytest.importorskip("matplotlib")
     # GIVEN a capture with a timeline, and an output path that passes the
     # up-front checks but cannot be opened: a symlink into a missing directory
@@ -57,6 +39,6 @@ def test_plot_write_failure_is_one_line(tmp_path):
     _core.cap_run_write(str(tmp_path / "c.mlcap"), table, {}, 1.0, bytes(64), None)
     os.symlink(tmp_path / "missing" / "m.png", tmp_path / "m.png")
     # WHEN plotted there, THEN one line and exit 2, not a traceback
-    r = _run(tmp_path, "c.mlcap", "-o", "m.png")
+    r = run_memlens("plot", "c.mlcap", "-o", "m.png", cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr

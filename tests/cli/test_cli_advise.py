@@ -1,8 +1,6 @@
 """`memlens advise script.py` and `memlens run --advise`, and the real
 census's class table in `memlens run`."""
-import sys
 
-from test_cli_run import memlens, write
 from memlens.report import model
 
 PROGRAM = """\
@@ -20,11 +18,11 @@ PROGRAM = """\
 """
 
 
-def test_advise_runs_the_program_then_prints_advice(tmp_path):
+def test_advise_runs_the_program_then_prints_advice(tmp_path, run_memlens, write):
     # GIVEN a program that keeps 20,000 plain instances
     write(tmp_path / "prog.py", PROGRAM)
     # WHEN memlens advise runs it (with an exit code of its own)
-    r = memlens("advise", "prog.py", "3", cwd=tmp_path)
+    r = run_memlens("advise", "prog.py", "3", cwd=tmp_path)
     # THEN the program's output and exit code are its own, and the advice
     # names the class with a record and a slots suggestion
     assert r.stdout == "stored 20000\n"
@@ -37,24 +35,24 @@ def test_advise_runs_the_program_then_prints_advice(tmp_path):
     assert not list(tmp_path.glob("*.mlcap"))
 
 
-def test_min_saving_filters(tmp_path):
+def test_min_saving_filters(tmp_path, run_memlens, write):
     write(tmp_path / "prog.py", PROGRAM)
-    r = memlens("advise", "--min-saving", str(10 * 2**20), "prog.py", cwd=tmp_path)
+    r = run_memlens("advise", "--min-saving", str(10 * 2**20), "prog.py", cwd=tmp_path)
     assert r.returncode == 0
     assert "nothing to suggest" in r.stderr
 
 
-def test_run_with_advise_writes_capture_and_advice(tmp_path):
+def test_run_with_advise_writes_capture_and_advice(tmp_path, run_memlens, write):
     write(tmp_path / "prog.py", PROGRAM)
-    r = memlens("run", "--advise", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
+    r = run_memlens("run", "--advise", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "[record] __main__.Reading" in r.stderr
     assert (tmp_path / "c.mlcap").exists()
 
 
-def test_census_class_table_counts_the_instances(tmp_path):
+def test_census_class_table_counts_the_instances(tmp_path, run_memlens, write):
     write(tmp_path / "prog.py", PROGRAM)
-    r = memlens("run", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
+    r = run_memlens("run", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     cap = model.load(tmp_path / "c.mlcap")
     rows = {c.name: c for c in cap.classes}
@@ -62,15 +60,15 @@ def test_census_class_table_counts_the_instances(tmp_path):
     assert "__main__.Reading" in r.stderr.split("Top classes by instance bytes at exit:")[1]
 
 
-def test_advise_usage_errors_are_one_line(tmp_path):
-    r = memlens("advise", "missing.py", cwd=tmp_path)
+def test_advise_usage_errors_are_one_line(tmp_path, run_memlens):
+    r = run_memlens("advise", "missing.py", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.py" in r.stderr
-    r = memlens("run", "--min-saving", "10", "x.py", cwd=tmp_path)
+    r = run_memlens("run", "--min-saving", "10", "x.py", cwd=tmp_path)
     assert r.returncode == 2 and "--min-saving goes with --advise" in r.stderr
-    r = memlens("advise", "--min-saving", "-5", "x.py", cwd=tmp_path)
+    r = run_memlens("advise", "--min-saving", "-5", "x.py", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
-def test_advise_help(tmp_path):
-    r = memlens("advise", "--help", cwd=tmp_path)
+def test_advise_help(tmp_path, run_memlens):
+    r = run_memlens("advise", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "usage: memlens advise" in r.stdout

@@ -621,13 +621,7 @@ def test_module_runs_memory_profiler_scripts_unchanged(tmp_path):
 # ---- memlens run --lines ---------------------------------------------------------
 
 
-def run_memlens(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "memlens", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-
-
-def test_memlens_run_lines(tmp_path):
+def test_memlens_run_lines(tmp_path, run_memlens):
     # GIVEN a script written for memory_profiler (builtin `profile`)
     script = tmp_path / "mp_script.py"
     script.write_text(SCRIPT + "    raise SystemExit(3)\n")
@@ -646,7 +640,7 @@ def test_memlens_run_lines(tmp_path):
     assert not list(tmp_path.glob("*.mlcap"))
 
 
-def test_memlens_run_lines_exception_and_rss(tmp_path):
+def test_memlens_run_lines_exception_and_rss(tmp_path, run_memlens):
     script = tmp_path / "boom.py"
     script.write_text(textwrap.dedent("""\
         @profile
@@ -664,7 +658,7 @@ def test_memlens_run_lines_exception_and_rss(tmp_path):
     assert float(row.split()[1]) > 3.0  # RSS of the whole process
 
 
-def test_memlens_run_lines_exit_message(tmp_path):
+def test_memlens_run_lines_exit_message(tmp_path, run_memlens):
     script = tmp_path / "bye.py"
     script.write_text("import sys\nsys.exit('bye now')\n")
     r = run_memlens("run", "--lines", str(script), cwd=tmp_path)
@@ -672,7 +666,7 @@ def test_memlens_run_lines_exit_message(tmp_path):
     assert r.stderr.strip() == "bye now"
 
 
-def test_memlens_run_rss_needs_lines(tmp_path):
+def test_memlens_run_rss_needs_lines(tmp_path, run_memlens):
     script = tmp_path / "s.py"
     script.write_text("pass\n")
     r = run_memlens("run", "--rss", str(script), cwd=tmp_path)

@@ -1,6 +1,7 @@
 """Run capture files: round trip, and corrupt/truncated/foreign files give
 a one-line ValueError (CLI: one line, non-zero exit), never a crash."""
 
+import inspect
 import os
 import struct
 import subprocess
@@ -12,31 +13,6 @@ import pytest
 import memlens
 from memlens import _core
 from memlens.report import model
-
-
-def fnv1a(data):
-    h = 0xcbf29ce484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def sections(data):
-    """[(tag, offset of payload, length)] of a capture."""
-    out, i = [], 12
-    while i < len(data):
-        tag, _res, n = struct.unpack_from("<4sIQ", data, i)
-        out.append((tag, i + 16, n))
-        i += 16 + n
-    return out
-
-
-def reseal(data):
-    """Recompute the END checksum after editing a capture."""
-    end = sections(data)[-1]
-    assert end[0] == b"END "
-    body = data[:end[1] - 16]
-    return body + struct.pack("<4sIQQ", b"END ", 0, 8, fnv1a(body))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +30,7 @@ def capture(tmp_path_factory):
     return path
 
 
-def test_round_trip(capture):
+def test_round_trip(capture, capture_bytes):
     table, meta, interval, tl, classes = _core.cap_run_read(str(capture))
     assert meta == {"command": "memlens run x.py", "exit_code": "0"}
     assert interval == 1.0 and len(tl) % 32 == 0 and len(tl) >= 64
@@ -65,7 +41,7 @@ def test_round_trip(capture):
     # a run capture is still a snapshot file for memlens.Snapshot.load
     snap = memlens.Snapshot.load(capture)
     assert snap.total == table.total and snap.peak == table.peak
-    assert [t for t, _, _ in sections(capture.read_bytes())] == \
+    assert [t for t, _, _ in capture_bytes.sections(capture.read_bytes())] == \
         [b"META", b"STRS", b"FRMS", b"STKS", b"ALOC", b"RUNM", b"TMLN", b"CLSS", b"END "]
     # format 1.1: cumulative per-stack totals, so the allocated view is exact
     assert capture.read_bytes()[8:12] == b"\x01\x00\x01\x00"
@@ -97,12 +73,12 @@ def test_capture_size_is_aggregated(tmp_path):
 
 
 FUZZ = textwrap.dedent("""\
-    import os, random, sys
+    import os, random, struct, sys
     from memlens import _core
     src, work = sys.argv[1], sys.argv[2]
     data = open(src, "rb").read()
-    sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[3])))
-    from test_cli_capture import reseal, sections
+    exec(sys.argv[3])  # the tests' CaptureBytes class (conftest.py)
+    reseal, sections = CaptureBytes.reseal, CaptureBytes.sections
     def check(blob):
         with open(work, "wb") as f:
             f.write(blob)
@@ -136,11 +112,12 @@ FUZZ = textwrap.dedent("""\
 
 
 @pytest.mark.parametrize("dummy", [0])
-def test_fuzz_never_crashes(capture, tmp_path, dummy):
+def test_fuzz_never_crashes(capture, tmp_path, dummy, capture_bytes):
     # In a subprocess: a crash fails this test, not the suite.
     script = tmp_path / "fuzz.py"
     script.write_text(FUZZ)
-    r = subprocess.run([sys.executable, str(script), str(capture), str(tmp_path / "w.mlcap"), __file__],
+    r = subprocess.run([sys.executable, str(script), str(capture), str(tmp_path / "w.mlcap"),
+                        inspect.getsource(capture_bytes)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("ok")
@@ -334,17 +311,17 @@ def test_write_takes_any_path_like(tmp_path):
     assert _core.cap_run_read(tmp_path / "a.mlcap")[1] == {"k": "v"}
 
 
-def test_capture_without_allocated_totals_keeps_the_caveat(capture, tmp_path):
+def test_capture_without_allocated_totals_keeps_the_caveat(capture, tmp_path, capture_bytes):
     # GIVEN a capture as memlens wrote it before cumulative totals (format
     # 1.0: no ALOC section)
     data = capture.read_bytes()
     old = bytearray(data[:8] + b"\x01\x00\x00\x00")
-    for tag, off, n in sections(data):
+    for tag, off, n in capture_bytes.sections(data):
         if tag not in (b"ALOC", b"END "):
             old += data[off - 16:off + n]
     old += struct.pack("<4sIQQ", b"END ", 0, 8, 0)
     p = tmp_path / "old.mlcap"
-    p.write_bytes(reseal(bytes(old)))
+    p.write_bytes(capture_bytes.reseal(bytes(old)))
     # WHEN it is read and reported
     cap = model.load(p)
     # THEN it still loads, with the allocated view as the lower bound, and

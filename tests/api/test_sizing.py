@@ -17,7 +17,6 @@ import pytest
 
 import memlens
 
-from conftest import SANITIZED
 
 PY = sys.version_info[:2]
 
@@ -303,9 +302,9 @@ def test_each_object_counted_once():
     assert memlens.deep_size(shared, stats=True).count == 1000  # 0 is a cached small int
 
 
-def test_long_linked_list_no_recursion():
+def test_long_linked_list_no_recursion(sanitized):
     # 2 million nodes: no RecursionError, no crash, bounded scratch memory.
-    n = 2_000_000 if not SANITIZED else 200_000
+    n = 2_000_000 if not sanitized else 200_000
     head = None
     for i in range(n):
         head = Node(i * 0.5, head)
@@ -461,7 +460,7 @@ def test_sizeof_that_mutates_the_structure_does_not_crash():
     assert out.stdout.strip() == "True"
 
 
-def test_sizeof_that_rebinds_sizeof_or_frees_a_class_does_not_crash():
+def test_sizeof_that_rebinds_sizeof_or_frees_a_class_does_not_crash(sanitized):
     # GIVEN a __sizeof__ that rebinds its class's __sizeof__ (freeing the
     # function it replaces), and one that drops the last instance of a
     # class the walk already counted, and the class itself
@@ -501,7 +500,7 @@ def test_sizeof_that_rebinds_sizeof_or_frees_a_class_does_not_crash():
         print("Tmp" in [c[0].__name__ for c in classes])
         """
     )
-    env = os.environ if SANITIZED else dict(os.environ, PYTHONMALLOC="debug")  # ASan: malloc
+    env = os.environ if sanitized else dict(os.environ, PYTHONMALLOC="debug")  # ASan: malloc
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     # THEN nothing is used after it was freed: the classes counted come back
     assert out.returncode == 0, out.stderr

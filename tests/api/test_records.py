@@ -765,13 +765,8 @@ def test_public_names():
 # crash-prone corners, each in a fresh interpreter
 
 
-def _run(code):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=60)
-
-
-def test_class_and_instances_collected_together_in_subprocess():
-    r = _run("""
+def test_class_and_instances_collected_together_in_subprocess(run_code):
+    r = run_code("""
         import gc, memlens
         for i in range(200):
             class T(memlens.Record):

@@ -11,34 +11,10 @@ import sys
 import pytest
 
 from memlens.report import collapsed, html, jsonfmt, pprof, text
-from memlens.report.model import Capture, ClassRow, Frame, Sample, StackStat
-
-A = Frame("/app/main.py", 10, "<module>")
-B = Frame("/app/cache.py", 20, "put")
-C = Frame("/app/cache.py", 30, "load")
+from memlens.report.model import Capture, Frame, StackStat
 
 
-def make_capture(classes=True):
-    # main -> put (leaks 3000 B, 3 blocks; 5000 B at peak)
-    # main -> load (nothing left; 8000 B at peak)
-    # main itself (100 B both)
-    stacks = [
-        StackStat((B, A), 3000, 3, 5000, 5),
-        StackStat((C, A), 0, 0, 8000, 2),
-        StackStat((A,), 100, 1, 100, 1),
-    ]
-    return Capture(
-        stacks=stacks, total=3100, peak=13100, max_frames=16,
-        meta={"command": "memlens run main.py", "exit_code": "0", "duration_s": "1.5",
-              "python": "3.11.7"},
-        interval_ms=10.0,
-        timeline=[Sample(0.0, 0, 0, 1 << 20), Sample(0.5, 13100, 13100, 2 << 20),
-                  Sample(1.0, 3100, 13100, 2 << 20)],
-        classes=[ClassRow("app.Entry", 3, 3000), ClassRow("dict", 10, 2000)] if classes else None,
-    )
-
-
-def test_views_select_the_right_numbers():
+def test_views_select_the_right_numbers(make_capture):
     cap = make_capture()
     assert [(s.frames[0].function, b, n) for s, b, n in cap.view("peak")] == \
         [("load", 8000, 2), ("put", 5000, 5), ("<module>", 100, 1)]
@@ -50,7 +26,7 @@ def test_views_select_the_right_numbers():
     assert cap.peak_time == 0.5
 
 
-def test_text_report_tables():
+def test_text_report_tables(make_capture):
     out = text.render(make_capture(), "leaks")
     assert "Peak traced memory: 12.8 KiB at 0.50 s" in out
     assert "Still allocated at exit: 3.0 KiB in 4 blocks from 2 stacks" in out
@@ -88,14 +64,14 @@ def test_text_top_lines_show_short_paths(tmp_path, monkeypatch):
     ]
 
 
-def test_summary_lists_peak_and_leaks():
+def test_summary_lists_peak_and_leaks(make_capture):
     out = text.summary(make_capture())
     peak_part, leak_part = out.split("Still allocated at exit (leak candidates):")
     assert "cache.py:30 load" in peak_part
     assert "cache.py:30 load" not in leak_part and "cache.py:20 put" in leak_part
 
 
-def test_json_schema():
+def test_json_schema(make_capture):
     d = json.loads(jsonfmt.render(make_capture()))
     assert d["schema"] == "memlens.report" and d["version"] == 1
     assert d["totals"]["peak_bytes"] == 13100 and d["totals"]["exit_blocks"] == 4
@@ -108,7 +84,7 @@ def test_json_schema():
     assert d["classes"][0] == {"name": "app.Entry", "count": 3, "bytes": 3000}
 
 
-def test_exact_allocated_view_has_no_caveat():
+def test_exact_allocated_view_has_no_caveat(make_capture):
     # GIVEN a capture with cumulative totals (churn: load allocated 80000 B
     # in total, of which 8000 B were live at the peak)
     cap = make_capture()
@@ -131,7 +107,7 @@ def test_exact_allocated_view_has_no_caveat():
     assert [b"lower bound" in prof[6][i] for i in prof[13]] == [True]
 
 
-def test_collapsed_stacks():
+def test_collapsed_stacks(make_capture):
     out = collapsed.render(make_capture(), "peak")
     assert out.splitlines() == [
         "<module> (main.py:10) 100",
@@ -183,7 +159,7 @@ def packed(b):
     return vals
 
 
-def test_pprof_profile_decodes():
+def test_pprof_profile_decodes(make_capture):
     raw = gzip.decompress(pprof.render(make_capture()))
     prof = decode(raw)
     strings = [s.decode() for s in prof[6]]
@@ -214,7 +190,7 @@ def test_pprof_profile_decodes():
     assert prof[10] == [1_500_000_000]
 
 
-def test_html_is_self_contained():
+def test_html_is_self_contained(make_capture):
     page = html.render(make_capture())
     assert page.startswith("<!DOCTYPE html>")
     low = page.lower()
@@ -247,7 +223,7 @@ def _dump_dom(url, tmp_path):
 
 
 @pytest.mark.slow
-def test_html_renders_and_zooms_in_a_browser(tmp_path):
+def test_html_renders_and_zooms_in_a_browser(tmp_path, make_capture):
     # GIVEN the HTML report of a capture
     page = tmp_path / "r.html"
     page.write_text(html.render(make_capture()))

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE_SRC := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h) setup.py
 ASAN_DIR := build/asan
-C_FILES := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h tests/ext/*.c)
+C_FILES := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h tests/*/ext/*.c)
 
 .PHONY: demo test bench sanitize build clean format format-check
 

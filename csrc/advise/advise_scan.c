@@ -1,85 +1,13 @@
-/* advise_: the heap scan behind memlens.advise() (see advise.h). */
+/* advise_scan.c: the heap scan behind memlens.advise() (see advise_scan.h). */
 #include "advise/advise_scan.h"
-#include "heap/walk_attrs.h"
 #include "cpython/cpy_layout.h"
+#include "heap/walk_attrs.h"
 #include "heap/walk_size.h"
-#include "heap/walk_visit.h"
-#include "heap/walk.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- growable tables (malloc'd scratch) --------------------------------- */
-
-#define ADV_MAX_ATTRS 64
-
-/* Value kinds of an attribute. */
-enum { K_INT, K_FLOAT, K_BOOL, K_STR, K_NONE, K_OTHER, K_N };
-
-typedef struct {
-    PyObject *name;   /* borrowed str (dict/values entries) or NULL */
-    const char *slot; /* slot name, or NULL */
-    size_t present;
-    size_t kinds[K_N];
-    size_t owned_boxed; /* bytes of int/float values only it references */
-    size_t site;        /* index + 1 of its site, 0 until first needed */
-} adv_attr;
-
-typedef struct {
-    PyTypeObject *type; /* strong: a __sizeof__ run later in the walk may
-                           * drop the last instance and the class itself */
-    size_t count, bytes;
-    size_t weakrefd;  /* instances with a live weak reference */
-    size_t with_dict; /* instances carrying a materialized __dict__ */
-    int nattrs;
-    int overflow; /* more distinct attributes than ADV_MAX_ATTRS */
-    adv_attr attrs[ADV_MAX_ATTRS];
-} adv_class;
-
-/* Where a value sits. */
-enum { S_ATTR, S_DICT_KEY, S_LIST_ITEM, S_ELSEWHERE };
-
-typedef struct {
-    PyTypeObject *type; /* S_ATTR: the class */
-    PyObject *name;     /* S_ATTR: attribute name, or NULL for a slot */
-    const char *slot;
-    int kind;
-    /* duplicates */
-    size_t dup_strs, dup_str_bytes;
-    size_t dup_tuples, dup_tuple_bytes;
-    /* lists of numbers: lists, items, current bytes (list + owned items) */
-    size_t flists, fitems, fbytes;
-    size_t ilists, iitems, ibytes;
-    /* empty containers, spare list capacity */
-    size_t empty, empty_bytes;
-    size_t overalloc_lists, overalloc_bytes;
-} adv_site;
-
-/* Content-keyed table for duplicate detection (strs and tuples). */
-typedef struct {
-    uint64_t hash;
-    PyObject *first; /* the copy kept; later equal ones are dups */
-} adv_dup_entry;
-
-typedef struct {
-    adv_dup_entry *e;
-    size_t mask, used;
-} adv_dup_table;
-
-typedef struct {
-    walk_t *w;
-    adv_class *classes;
-    size_t nclasses, capclasses;
-    size_t *class_index; /* open addressing: index+1, 0 = free */
-    size_t class_mask;
-    adv_site *sites;
-    size_t nsites, capsites;
-    adv_dup_table strs, tuples;
-    visit_set claimed;  /* values already charged to a site */
-    PyObject **pending; /* values seen on their own, charged at the end */
-    size_t npending, cappending;
-    size_t site_dict_key, site_list_item; /* index + 1, 0 until needed */
-} adv_state;
 
 static void *
 adv_grow(void *p, size_t *cap, size_t elem, size_t need)
@@ -480,32 +408,32 @@ adv_on_attr(const attrs_item *it, void *arg)
     a->present++;
     int kind;
     if (v == Py_None) {
-        kind = K_NONE;
+        kind = ADV_K_NONE;
     }
     else if (PyBool_Check(v)) {
-        kind = K_BOOL;
+        kind = ADV_K_BOOL;
     }
     else if (PyLong_CheckExact(v)) {
-        kind = adv_int64(v) ? K_INT : K_OTHER;
+        kind = adv_int64(v) ? ADV_K_INT : ADV_K_OTHER;
     }
     else if (PyFloat_CheckExact(v)) {
-        kind = K_FLOAT;
+        kind = ADV_K_FLOAT;
     }
     else if (PyUnicode_CheckExact(v)) {
-        kind = K_STR;
+        kind = ADV_K_STR;
     }
     else {
-        kind = K_OTHER;
+        kind = ADV_K_OTHER;
     }
     a->kinds[kind]++;
-    if ((kind == K_INT || kind == K_FLOAT) && Py_REFCNT(v) == 1 && !layout_is_immortal(v)) {
+    if ((kind == ADV_K_INT || kind == ADV_K_FLOAT) && Py_REFCNT(v) == 1 && !layout_is_immortal(v)) {
         size_t dummy = 0;
         a->owned_boxed += size_of(walk_typeinfo(ctx->st->w, Py_TYPE(v)), v, &dummy);
     }
     if (adv_interesting(v)) {
         adv_state *st = ctx->st;
         if (a->site == 0) {
-            adv_site *s = adv_site_for(st, S_ATTR, c->type, a->name, a->slot);
+            adv_site *s = adv_site_for(st, ADV_S_ATTR, c->type, a->name, a->slot);
             if (s == NULL) {
                 return -1;
             }
@@ -560,7 +488,7 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
     }
     if (PyDict_CheckExact(op)) {
         if (st->site_dict_key == 0) {
-            adv_site *s0 = adv_site_for(st, S_DICT_KEY, NULL, NULL, NULL);
+            adv_site *s0 = adv_site_for(st, ADV_S_DICT_KEY, NULL, NULL, NULL);
             if (s0 == NULL) {
                 goto oom;
             }
@@ -577,7 +505,7 @@ adv_visit(walk_t *w, PyObject *op, size_t size, size_t tag, size_t *child_tag, v
     }
     else if (PyList_CheckExact(op)) {
         if (st->site_list_item == 0) {
-            adv_site *s0 = adv_site_for(st, S_LIST_ITEM, NULL, NULL, NULL);
+            adv_site *s0 = adv_site_for(st, ADV_S_LIST_ITEM, NULL, NULL, NULL);
             if (s0 == NULL) {
                 goto oom;
             }
@@ -601,159 +529,59 @@ oom:
     return -1;
 }
 
-/* ---- results ------------------------------------------------------------ */
-
-static PyObject *
-adv_site_name(adv_site *s)
-{
-    if (s->name != NULL) {
-        Py_INCREF(s->name);
-        return s->name;
-    }
-    if (s->slot != NULL) {
-        return PyUnicode_FromString(s->slot);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-adv_results(adv_state *st)
-{
-    static const char *const site_kinds[] = {"attribute", "dict key", "list item", "elsewhere"};
-    PyObject *classes = PyList_New(0), *sites = PyList_New(0), *res = NULL;
-    if (classes == NULL || sites == NULL) {
-        goto done;
-    }
-    for (size_t i = 0; i < st->nclasses; i++) {
-        adv_class *c = &st->classes[i];
-        PyObject *attrs = PyList_New(0);
-        if (attrs == NULL) {
-            goto done;
-        }
-        for (int j = 0; j < c->nattrs; j++) {
-            adv_attr *a = &c->attrs[j];
-            PyObject *name =
-                a->name != NULL ? (Py_INCREF(a->name), a->name) : PyUnicode_FromString(a->slot);
-            PyObject *row =
-                name == NULL
-                    ? NULL
-                    : Py_BuildValue("(NOnnnnnnnn)", name, a->slot != NULL ? Py_True : Py_False,
-                                    (Py_ssize_t)a->present, (Py_ssize_t)a->kinds[K_INT],
-                                    (Py_ssize_t)a->kinds[K_FLOAT], (Py_ssize_t)a->kinds[K_BOOL],
-                                    (Py_ssize_t)a->kinds[K_STR], (Py_ssize_t)a->kinds[K_NONE],
-                                    (Py_ssize_t)a->kinds[K_OTHER], (Py_ssize_t)a->owned_boxed);
-            if (row == NULL || PyList_Append(attrs, row) < 0) {
-                Py_XDECREF(row);
-                Py_DECREF(attrs);
-                goto done;
-            }
-            Py_DECREF(row);
-        }
-        PyObject *row =
-            Py_BuildValue("(OnnnnNO)", (PyObject *)c->type, (Py_ssize_t)c->count,
-                          (Py_ssize_t)c->bytes, (Py_ssize_t)c->weakrefd, (Py_ssize_t)c->with_dict,
-                          attrs, c->overflow ? Py_True : Py_False);
-        if (row == NULL || PyList_Append(classes, row) < 0) {
-            Py_XDECREF(row);
-            goto done;
-        }
-        Py_DECREF(row);
-    }
-    for (size_t i = 0; i < st->nsites; i++) {
-        adv_site *s = &st->sites[i];
-        PyObject *name = adv_site_name(s);
-        PyObject *row =
-            name == NULL
-                ? NULL
-                : Py_BuildValue("(sONnnnnnnnnnnnnnn)", site_kinds[s->kind],
-                                s->type ? (PyObject *)s->type : Py_None, name,
-                                (Py_ssize_t)s->dup_strs, (Py_ssize_t)s->dup_str_bytes,
-                                (Py_ssize_t)s->dup_tuples, (Py_ssize_t)s->dup_tuple_bytes,
-                                (Py_ssize_t)s->flists, (Py_ssize_t)s->fitems, (Py_ssize_t)s->fbytes,
-                                (Py_ssize_t)s->ilists, (Py_ssize_t)s->iitems, (Py_ssize_t)s->ibytes,
-                                (Py_ssize_t)s->empty, (Py_ssize_t)s->empty_bytes,
-                                (Py_ssize_t)s->overalloc_lists, (Py_ssize_t)s->overalloc_bytes);
-        if (row == NULL || PyList_Append(sites, row) < 0) {
-            Py_XDECREF(row);
-            goto done;
-        }
-        Py_DECREF(row);
-    }
-    res = PyTuple_Pack(2, classes, sites);
-done:
-    Py_XDECREF(classes);
-    Py_XDECREF(sites);
-    return res;
-}
-
-PyDoc_STRVAR(adv_scan_doc,
-             "advise_scan(roots, /) -> (classes, sites)\n--\n\n"
-             "Walk everything reachable from the list `roots` (normally gc.get_objects())\n"
-             "and gather the advisor's statistics; the list itself is left out.");
-
-static PyObject *
-adv_scan(PyObject *module, PyObject *roots)
-{
-    (void)module;
-    adv_state st;
-    walk_t w;
-    PyObject *res = NULL;
-
-    if (!PyList_CheckExact(roots)) {
-        PyErr_SetString(PyExc_TypeError, "advise_scan() needs a list of roots");
-        return NULL;
-    }
-    memset(&st, 0, sizeof(st));
-    st.w = &w;
-    if (walk_init(&w, 1) < 0) {
-        return NULL;
-    }
-    if (visit_init(&st.claimed) < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (walk_exclude(&w, roots) < 0) {
-        goto done;
-    }
-    if (walk_run(&w, ((PyListObject *)roots)->ob_item, PyList_GET_SIZE(roots), NULL, adv_visit, &st)
-        < 0) {
-        goto done;
-    }
-    /* what no site claimed sits "elsewhere" */
-    adv_site *elsewhere = adv_site_for(&st, S_ELSEWHERE, NULL, NULL, NULL);
-    if (elsewhere == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (size_t i = 0; i < st.npending; i++) {
-        if (adv_claim(&st, elsewhere, st.pending[i]) < 0) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    res = adv_results(&st);
-done:
-    walk_free(&w);
-    visit_free(&st.claimed);
-    for (size_t i = 0; i < st.nclasses; i++) {
-        Py_DECREF(st.classes[i].type);
-    }
-    free(st.classes);
-    free(st.class_index);
-    free(st.sites);
-    free(st.strs.e);
-    free(st.tuples.e);
-    free(st.pending);
-    return res;
-}
-
-static PyMethodDef adv_methods[] = {
-    {"advise_scan", (PyCFunction)adv_scan, METH_O, adv_scan_doc},
-    {NULL, NULL, 0, NULL},
-};
+/* ---- the scan ------------------------------------------------------------ */
 
 int
-advise_module_exec(PyObject *m)
+adv_scan_run(adv_state *st, PyObject *roots)
 {
-    return PyModule_AddFunctions(m, adv_methods);
+    memset(st, 0, sizeof(*st));
+    st->w = &st->walk;
+    if (walk_init(st->w, 1) < 0) {
+        return -1;
+    }
+    if (visit_init(&st->claimed) < 0) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    if (walk_exclude(st->w, roots) < 0) {
+        goto error;
+    }
+    if (walk_run(st->w, ((PyListObject *)roots)->ob_item, PyList_GET_SIZE(roots), NULL, adv_visit,
+                 st)
+        < 0) {
+        goto error;
+    }
+    /* what no site claimed sits "elsewhere" */
+    adv_site *elsewhere = adv_site_for(st, ADV_S_ELSEWHERE, NULL, NULL, NULL);
+    if (elsewhere == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (size_t i = 0; i < st->npending; i++) {
+        if (adv_claim(st, elsewhere, st->pending[i]) < 0) {
+            PyErr_NoMemory();
+            goto error;
+        }
+    }
+    return 0;
+
+error:
+    adv_scan_free(st);
+    return -1;
+}
+
+void
+adv_scan_free(adv_state *st)
+{
+    walk_free(st->w);
+    visit_free(&st->claimed);
+    for (size_t i = 0; i < st->nclasses; i++) {
+        Py_DECREF(st->classes[i].type);
+    }
+    free(st->classes);
+    free(st->class_index);
+    free(st->sites);
+    free(st->strs.e);
+    free(st->tuples.e);
+    free(st->pending);
 }

@@ -1,12 +1,13 @@
 /* rec_: compact records -- class instances whose int/float/bool fields are
  * stored unboxed inside the instance.
  *
- * Three files:
- *   record_type.c  the metaclass (RecordMeta): reads the fields of a class
+ * Four files:
+ *   rec_type.c     the metaclass (RecordMeta): reads the fields of a class
  *                  statement, lays the instance out, patches the new type.
- *   record.c       the instances: allocation, construction, by-name field
+ *   rec_instance.c the instances: allocation, construction, by-name field
  *                  reads, repr/eq/hash/order, pickling.
- *   record_field.c the descriptor of unboxed fields.
+ *   rec_field.c    the descriptor of unboxed fields.
+ *   rec_module.c   the binding: registers the types and memlens.Record.
  *
  * Instance layout (64-bit):  [PyObject header 16 B][fields of the root-most
  * record class][fields of the next subclass]...[weakref slot, if asked].
@@ -14,8 +15,8 @@
  * order), then the 1-byte bools, then padding to 8 so that a subclass's
  * doubles stay aligned.  A record with no object field has no GC header.
  */
-#ifndef MEMLENS_RECORD_H
-#define MEMLENS_RECORD_H
+#ifndef MEMLENS_REC_H
+#define MEMLENS_REC_H
 
 #include "core.h"
 
@@ -86,10 +87,11 @@ typedef struct {
 
 #define REC_TYPE(tp) ((rec_type *)(tp))
 
-/* record_type.c */
+/* rec_type.c */
+extern PyType_Spec rec_meta_spec;
 int rec_is_record_type(PyTypeObject *tp);
 
-/* record.c */
+/* rec_instance.c */
 extern PyType_Spec rec_base_spec;
 extern PyMethodDef rec_functions[];
 const char *rec_kind_name(int kind);
@@ -123,9 +125,9 @@ rec_write_raw(char *p, int kind, rec_raw raw)
         break;
     }
 }
-/* record_field.c */
+/* rec_field.c */
 extern PyType_Spec rec_descr_spec;
 /* A new unboxed-field descriptor for field `f` of `owner`. */
 PyObject *rec_descr_new(PyTypeObject *descr_type, PyTypeObject *owner, const rec_field *f);
 
-#endif /* MEMLENS_RECORD_H */
+#endif /* MEMLENS_REC_H */

@@ -10,14 +10,12 @@
 
 #include "core.h"
 
-int size_module_exec(PyObject *m);
-int size_api_module_exec(PyObject *m);
-int rec_module_exec(PyObject *m);        /* records/: compact records */
-int advise_module_exec(PyObject *m);     /* advise/: the advisor's heap scan */
-int census_api_module_exec(PyObject *m); /* census/: census, retained size, why_alive */
-int trace_module_exec(PyObject *m);      /* tracer/trace_module.c: the allocation tracer */
-int timeline_module_exec(PyObject *m);   /* tracer/: memory timeline of `memlens run` */
-int cap_run_module_exec(PyObject *m);    /* capture/: run capture files */
-int lineprof_module_exec(PyObject *m);   /* lineprof/: line-by-line profile */
+int walk_module_exec(PyObject *m);   /* heap/: sizeof, deep_size, size_by_type, breakdown */
+int rec_module_exec(PyObject *m);    /* records/: compact records */
+int advise_module_exec(PyObject *m); /* advise/: the advisor's heap scan */
+int census_module_exec(PyObject *m); /* census/: census, retained size, why_alive */
+int trace_module_exec(PyObject *m);  /* tracer/: the allocation tracer, the timeline */
+int cap_module_exec(PyObject *m);    /* capture/: capture files (run, trace_load) */
+int lp_module_exec(PyObject *m);     /* lineprof/: line-by-line profile */
 
 #endif /* MEMLENS_BINDINGS_H */

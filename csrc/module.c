@@ -31,10 +31,7 @@ core_exec(PyObject *m)
     }
     /* One line per subsystem.  Order matters only where a subsystem uses
      * another's types; keep it the same as the list in bindings.h. */
-    if (size_module_exec(m) < 0) {
-        goto error;
-    }
-    if (size_api_module_exec(m) < 0) {
+    if (walk_module_exec(m) < 0) {
         goto error;
     }
     if (rec_module_exec(m) < 0) {
@@ -43,19 +40,16 @@ core_exec(PyObject *m)
     if (advise_module_exec(m) < 0) {
         goto error;
     }
-    if (census_api_module_exec(m) < 0) {
+    if (census_module_exec(m) < 0) {
         goto error;
     }
     if (trace_module_exec(m) < 0) {
         goto error;
     }
-    if (timeline_module_exec(m) < 0) {
+    if (cap_module_exec(m) < 0) {
         goto error;
     }
-    if (cap_run_module_exec(m) < 0) {
-        goto error;
-    }
-    if (lineprof_module_exec(m) < 0) {
+    if (lp_module_exec(m) < 0) {
         goto error;
     }
     return 0;

@@ -1,4 +1,4 @@
-/* capture.c: binary capture files (see capture.h).
+/* cap_format.c: binary capture files (see cap_format.h).
  *
  * Snapshot sections:
  *   META: u64 total, u64 peak, u64 sample_bytes, u32 max_frames, u32 flags

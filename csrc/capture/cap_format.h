@@ -1,4 +1,4 @@
-/* capture.h: memlens' binary capture format, writer and validated reader.
+/* cap_format.h: memlens' binary capture format, writer and validated reader.
  *
  * Layout (all integers little-endian):
  *   magic    8 bytes  "\x89MLNSCAP"  (high first byte: catches text-mode
@@ -10,12 +10,12 @@
  *   hash of every byte before it: a truncated or corrupted file is
  *   detected before any of it is trusted.
  * A snapshot file holds META, STRS, FRMS and STKS sections, and since
- * version 1.1 ALOC (capture.c says what each holds).  The section framing,
+ * version 1.1 ALOC (cap_format.c says what each holds).  The section framing,
  * the byte buffers and cap_file below are meant for other record kinds too
  * (the `memlens run` capture, cap_run.h).
  */
-#ifndef MEMLENS_CAPTURE_H
-#define MEMLENS_CAPTURE_H
+#ifndef MEMLENS_CAP_FORMAT_H
+#define MEMLENS_CAP_FORMAT_H
 
 #include "core.h" /* Python.h and the 3.9 shims */
 #include <stddef.h>
@@ -116,4 +116,4 @@ PyObject *cap_file_table(PyObject *module, const cap_file *f);
 /* Read a TraceTable from `path` (cap_file_open + cap_file_table). */
 PyObject *cap_read_table(PyObject *module, const char *path);
 
-#endif /* MEMLENS_CAPTURE_H */
+#endif /* MEMLENS_CAP_FORMAT_H */

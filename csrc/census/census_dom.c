@@ -1,4 +1,4 @@
-/* dom_: dominator tree of a heap graph (see dom.h). */
+/* dom_: dominator tree of a heap graph (see census_dom.h). */
 #include "census/census_dom.h"
 
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* dom_: dominator tree of a heap graph (graph.h), for retained sizes.
+/* dom_: dominator tree of a heap graph (census_graph.h), for retained sizes.
  *
  * A node d dominates x when every path from the roots to x passes through
  * d; the objects d dominates are exactly what would be freed if d became
@@ -32,8 +32,8 @@
  * Measured on the benchmark heap (5.4M objects, 1.2 edges each): peak 23
  * bytes per object, building the graph being the largest phase.
  */
-#ifndef MEMLENS_DOM_H
-#define MEMLENS_DOM_H
+#ifndef MEMLENS_CENSUS_DOM_H
+#define MEMLENS_CENSUS_DOM_H
 
 #include "census/census_graph.h"
 
@@ -81,4 +81,4 @@ dom_tag(const dom_tree *d, uint32_t k)
 int dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag, size_t wcap);
 void dom_free(dom_tree *d);
 
-#endif /* MEMLENS_DOM_H */
+#endif /* MEMLENS_CENSUS_DOM_H */

@@ -1,4 +1,4 @@
-/* frames_: the running frames of every thread (see frames.h). */
+/* frames_: the running frames of every thread (see census_frames.h). */
 #include "census/census_frames.h"
 
 #include <stdlib.h>

@@ -3,11 +3,11 @@
  * sys._current_frames() and frame.f_back create a frame object for every
  * running frame on 3.11+ (which then lives as long as the frame does), so a
  * memory tool must not use them: these functions walk each thread state's
- * frame chain through layout.h instead.  Used for the roots of a census
+ * frame chain through cpy_layout.h instead.  Used for the roots of a census
  * (locals of running frames) and for why_alive's named roots.
  */
-#ifndef MEMLENS_FRAMES_H
-#define MEMLENS_FRAMES_H
+#ifndef MEMLENS_CENSUS_FRAMES_H
+#define MEMLENS_CENSUS_FRAMES_H
 
 #include "core.h"
 #include "cpython/cpy_layout.h"
@@ -16,7 +16,7 @@ typedef int (*frames_fn)(void *arg, layout_frame *f, PyCodeObject *co);
 
 /* Call fn for every running frame of every thread of this interpreter,
  * innermost first, skipping the 3.12+ C-stack shims.  Frames are read in
- * place (layout.h): no frame object is created.  We hold the GIL, so no
+ * place (cpy_layout.h): no frame object is created.  We hold the GIL, so no
  * other thread's frames change under us; the thread list itself is
  * protected by the runtime's private HEAD_LOCK, which we cannot take: a
  * thread state is only unlinked by a thread holding the GIL, and one
@@ -41,4 +41,4 @@ typedef struct {
 int frames_locals_collect(frames_locals *cl, PyObject *own_globals, size_t first);
 void frames_locals_free(frames_locals *cl);
 
-#endif /* MEMLENS_FRAMES_H */
+#endif /* MEMLENS_CENSUS_FRAMES_H */

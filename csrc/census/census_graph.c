@@ -1,4 +1,4 @@
-/* graph_: the whole heap as a compact graph (see graph.h). */
+/* graph_: the whole heap as a compact graph (see census_graph.h). */
 #include "census/census_graph.h"
 #include "cpython/cpy_layout.h"
 #include "heap/walk.h"

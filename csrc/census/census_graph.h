@@ -18,8 +18,8 @@
  * node while it exists, so Python code run by a __sizeof__ cannot free one
  * under it; that reference is subtracted when roots are computed.
  */
-#ifndef MEMLENS_GRAPH_H
-#define MEMLENS_GRAPH_H
+#ifndef MEMLENS_CENSUS_GRAPH_H
+#define MEMLENS_CENSUS_GRAPH_H
 
 #include "core.h"
 #include "heap/walk_visit.h"
@@ -109,4 +109,4 @@ void graph_release(graph_t *g);
  * GRAPH_F_MARK; *count gets the number of objects.  -1 if out of memory. */
 int graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count);
 
-#endif /* MEMLENS_GRAPH_H */
+#endif /* MEMLENS_CENSUS_GRAPH_H */

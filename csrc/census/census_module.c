@@ -1,19 +1,20 @@
-/* census_api: whole-heap census, retained sizes, "why is this alive".
+/* census_module.c: Python binding of the whole-heap census, retained
+ * sizes, "why is this alive".
  *
  * Arguments arrive validated from memlens/census.py; this file converts
- * them, runs the walker (walk.h) or the heap graph (graph.h) with its
- * dominator tree (dom.h), sums rows per type, and builds result objects
- * only at the end (a few per type, never one per visited object); why_alive
- * is why.h's.  Scratch memory is malloc'd and freed before returning.
+ * them, runs the walker (heap/walk.h) or the heap graph (census_graph.h)
+ * with its dominator tree (census_dom.h), sums rows per type, and builds
+ * result objects only at the end (a few per type, never one per visited
+ * object); why_alive is census_why.h's.  Scratch memory is malloc'd and freed before returning.
  */
 #include "bindings.h"
 #include "census/census_dom.h"
 #include "census/census_frames.h"
 #include "census/census_graph.h"
-#include "cpython/cpy_layout.h"
-#include "heap/walk_size.h"
-#include "heap/walk.h"
 #include "census/census_why.h"
+#include "cpython/cpy_layout.h"
+#include "heap/walk.h"
+#include "heap/walk_size.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -526,7 +527,7 @@ static PyMethodDef census_methods[] = {
 };
 
 int
-census_api_module_exec(PyObject *m)
+census_module_exec(PyObject *m)
 {
     return PyModule_AddFunctions(m, census_methods);
 }

@@ -1,4 +1,4 @@
-/* why_: shortest reference chains to an object (see why.h). */
+/* why_: shortest reference chains to an object (see census_why.h). */
 #include "census/census_why.h"
 #include "heap/walk_edges.h"
 #include "census/census_frames.h"

@@ -1,5 +1,5 @@
 /* why_: "why is this object alive" -- the shortest reference chains from
- * the roots of the heap graph (graph.h) to one object.
+ * the roots of the heap graph (census_graph.h) to one object.
  *
  * Roots: module globals and the locals of every thread's running frames
  * (named: the chain starts "mod.NAME" or "<frame f() local 'x'>"), then
@@ -7,11 +7,11 @@
  * 0x...>").  A multi-source breadth-first search from them, never passing
  * through the object itself, gives each node its nearest root; one chain
  * is kept per direct referrer of the object, nearest first, and rendered
- * edge by edge with edge_label (edges.h), an instance's or module's
+ * edge by edge with edge_label (walk_edges.h), an instance's or module's
  * __dict__ hop folded into ".name".
  */
-#ifndef MEMLENS_WHY_H
-#define MEMLENS_WHY_H
+#ifndef MEMLENS_CENSUS_WHY_H
+#define MEMLENS_CENSUS_WHY_H
 
 #include "core.h"
 
@@ -22,4 +22,4 @@
  * set on failure. */
 PyObject *why_paths(PyObject *obj, Py_ssize_t max_paths, PyObject *modules, PyObject *own_globals);
 
-#endif /* MEMLENS_WHY_H */
+#endif /* MEMLENS_CENSUS_WHY_H */

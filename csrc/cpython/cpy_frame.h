@@ -1,4 +1,4 @@
-/* stack_compat.h: read the running Python stack of a thread without
+/* cpy_frame.h: read the running Python stack of a thread without
  * allocating, for every supported CPython version.
  *
  * An allocator hook may not create objects, so PyThreadState_GetFrame()
@@ -9,8 +9,8 @@
  * (code object, instruction offset in code units); the line number is only
  * computed at report time (stack_frame_lineno()).
  */
-#ifndef MEMLENS_STACK_COMPAT_H
-#define MEMLENS_STACK_COMPAT_H
+#ifndef MEMLENS_CPY_FRAME_H
+#define MEMLENS_CPY_FRAME_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -206,4 +206,4 @@ stack_frame_lineno(PyCodeObject *code, int32_t offset)
     return PyCode_Addr2Line(code, offset * 2);
 }
 
-#endif /* MEMLENS_STACK_COMPAT_H */
+#endif /* MEMLENS_CPY_FRAME_H */

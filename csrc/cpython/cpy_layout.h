@@ -9,8 +9,8 @@
  *
  * None of these functions allocate, take locks, or run Python code.
  */
-#ifndef MEMLENS_LAYOUT_H
-#define MEMLENS_LAYOUT_H
+#ifndef MEMLENS_CPY_LAYOUT_H
+#define MEMLENS_CPY_LAYOUT_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -489,4 +489,4 @@ layout_frame_locals(layout_frame *f)
 #endif
 }
 
-#endif /* MEMLENS_LAYOUT_H */
+#endif /* MEMLENS_CPY_LAYOUT_H */

@@ -2,7 +2,7 @@
  *
  * Iterative depth-first walk from a set of roots: an explicit stack (never
  * the C stack, so a 2-million-long linked list is fine), a visited bitmap
- * (visit.h), and a per-type cache of sizing facts (size.h).  Children are
+ * (walk_visit.h), and a per-type cache of sizing facts (walk_size.h).  Children are
  * what tp_traverse reports, plus what it leaves out: the keys of dicts
  * (dict_traverse skips str keys).  An instance's materialized __dict__ is
  * folded into the instance: its bytes are added to the instance's, and its

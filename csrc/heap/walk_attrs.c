@@ -1,4 +1,4 @@
-/* attrs_: an instance's attributes, read in place (see attrs.h). */
+/* attrs_: an instance's attributes, read in place (see walk_attrs.h). */
 #include "heap/walk_attrs.h"
 #include "cpython/cpy_layout.h"
 

@@ -6,8 +6,8 @@
  * creating a __dict__ (reading `obj.__dict__` on 3.11+ allocates one).
  * No allocation, no Python code; the GIL must be held.
  */
-#ifndef MEMLENS_ATTRS_H
-#define MEMLENS_ATTRS_H
+#ifndef MEMLENS_WALK_ATTRS_H
+#define MEMLENS_WALK_ATTRS_H
 
 #include "core.h"
 
@@ -38,4 +38,4 @@ typedef int (*attrs_fn)(const attrs_item *it, void *arg);
  * any).  Dict entries with non-str keys are skipped. */
 int attrs_foreach(PyObject *op, attrs_fn fn, void *arg);
 
-#endif /* MEMLENS_ATTRS_H */
+#endif /* MEMLENS_WALK_ATTRS_H */

@@ -1,4 +1,4 @@
-/* edge_: naming a reference (see edges.h). */
+/* edge_: naming a reference (see walk_edges.h). */
 #include "heap/walk_edges.h"
 #include "heap/walk_attrs.h"
 #include "cpython/cpy_layout.h"
@@ -81,7 +81,7 @@ edge_attr_match(const attrs_item *it, void *arg)
 }
 
 /* ".name" of the instance attribute or slot holding `child` (read in
- * place, see attrs.h), ".__dict__" for the instance's dict itself, or NULL
+ * place, see walk_attrs.h), ".__dict__" for the instance's dict itself, or NULL
  * (exception set only on failure). */
 static PyObject *
 edge_attr_label(PyObject *op, PyObject *child)

@@ -9,8 +9,8 @@
  * better is known.  Keys are shown with repr() only for builtin scalars
  * (repr of anything else could run user code).
  */
-#ifndef MEMLENS_EDGES_H
-#define MEMLENS_EDGES_H
+#ifndef MEMLENS_WALK_EDGES_H
+#define MEMLENS_WALK_EDGES_H
 
 #include "core.h"
 
@@ -22,4 +22,4 @@ PyObject *edge_label(PyObject *parent, PyObject *child);
  * without an exception when it holds neither. */
 PyObject *edge_dict_label(PyObject *d, PyObject *child, int as_attr);
 
-#endif /* MEMLENS_EDGES_H */
+#endif /* MEMLENS_WALK_EDGES_H */

@@ -1,15 +1,15 @@
-/* size_api: the Python-facing sizing functions (deep_size, size_by_type,
- * breakdown).  Arguments arrive validated from memlens/sizing.py; this file
+/* walk_module.c: the Python-facing sizing functions (sizeof, deep_size,
+ * size_by_type, breakdown).  Arguments arrive validated from memlens/sizing.py; this file
  * only converts them, runs the walker, and builds the result objects at the
  * end (never one per visited object). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* qsort_r; pyconfig.h usually defines it already */
 #endif
 #include "bindings.h"
-#include "heap/walk_edges.h"
 #include "cpython/cpy_layout.h"
-#include "heap/walk_size.h"
 #include "heap/walk.h"
+#include "heap/walk_edges.h"
+#include "heap/walk_size.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -407,7 +407,30 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(size_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
+                              "Bytes (an int) the allocator handed out for this one object (see\n"
+                              "memlens.sizeof).");
+
+static PyObject *
+size_py_sizeof(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    size_typeinfo ti;
+    size_t warnings = 0;
+    size_typeinfo_init(&ti, Py_TYPE(obj));
+    size_t n = size_of(&ti, obj, &warnings);
+    /* An instance's materialized __dict__ is part of its footprint. */
+    if (ti.flags & SIZE_F_INSTANCE) {
+        PyObject *d = layout_instance_dict(obj, Py_TYPE(obj));
+        if (d != NULL && PyDict_Check(d)) {
+            n += size_dict(d, Py_TYPE(d));
+        }
+    }
+    return PyLong_FromSize_t(n);
+}
+
 static PyMethodDef api_methods[] = {
+    {"sizeof", (PyCFunction)size_py_sizeof, METH_O, size_sizeof_doc},
     {"deep_size", (PyCFunction)(void (*)(void))api_deep_size, METH_FASTCALL, api_deep_size_doc},
     {"size_by_type", (PyCFunction)(void (*)(void))api_size_by_type, METH_FASTCALL,
      api_size_by_type_doc},
@@ -416,7 +439,11 @@ static PyMethodDef api_methods[] = {
 };
 
 int
-size_api_module_exec(PyObject *m)
+walk_module_exec(PyObject *m)
 {
+    /* the interpreter facts the size rules read, before any sizing call */
+    if (size_init_globals() < 0) {
+        return -1;
+    }
     return PyModule_AddFunctions(m, api_methods);
 }

@@ -1,4 +1,4 @@
-/* size_: exact per-object sizes (see size.h). */
+/* size_: exact per-object sizes (see walk_size.h). */
 #include "heap/walk_size.h"
 #include "cpython/cpy_layout.h"
 
@@ -358,40 +358,4 @@ size_is_shared_value(PyObject *op, PyTypeObject *tp)
         return PyTuple_GET_SIZE(op) == 0;
     }
     return 0;
-}
-
-PyDoc_STRVAR(size_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
-                              "Bytes (an int) the allocator handed out for this one object (see\n"
-                              "memlens.sizeof).");
-
-static PyObject *
-size_py_sizeof(PyObject *module, PyObject *obj)
-{
-    (void)module;
-    size_typeinfo ti;
-    size_t warnings = 0;
-    size_typeinfo_init(&ti, Py_TYPE(obj));
-    size_t n = size_of(&ti, obj, &warnings);
-    /* An instance's materialized __dict__ is part of its footprint. */
-    if (ti.flags & SIZE_F_INSTANCE) {
-        PyObject *d = layout_instance_dict(obj, Py_TYPE(obj));
-        if (d != NULL && PyDict_Check(d)) {
-            n += size_dict(d, Py_TYPE(d));
-        }
-    }
-    return PyLong_FromSize_t(n);
-}
-
-static PyMethodDef size_methods[] = {
-    {"sizeof", (PyCFunction)size_py_sizeof, METH_O, size_sizeof_doc},
-    {NULL, NULL, 0, NULL},
-};
-
-int
-size_module_exec(PyObject *m)
-{
-    if (size_init_globals() < 0) {
-        return -1;
-    }
-    return PyModule_AddFunctions(m, size_methods);
 }

@@ -15,8 +15,8 @@
  * Per-type facts are computed once per type into a size_typeinfo, which the
  * walker caches, so sizing an object is a switch on a small integer.
  */
-#ifndef MEMLENS_SIZE_H
-#define MEMLENS_SIZE_H
+#ifndef MEMLENS_WALK_SIZE_H
+#define MEMLENS_WALK_SIZE_H
 
 #include "core.h"
 #include <stdint.h>
@@ -75,4 +75,4 @@ int size_is_shared_value(PyObject *op, PyTypeObject *tp);
  * compares against. */
 int size_init_globals(void);
 
-#endif /* MEMLENS_SIZE_H */
+#endif /* MEMLENS_WALK_SIZE_H */

@@ -1,4 +1,4 @@
-/* visit_: the visited set of a heap walk (see visit.h). */
+/* visit_: the visited set of a heap walk (see walk_visit.h). */
 #include "heap/walk_visit.h"
 
 #include <stdlib.h>

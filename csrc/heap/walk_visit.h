@@ -12,8 +12,8 @@
  * seen by tracemalloc or by memlens's own tracer.  Single-threaded: a set
  * belongs to one walk, which holds the GIL.
  */
-#ifndef MEMLENS_VISIT_H
-#define MEMLENS_VISIT_H
+#ifndef MEMLENS_WALK_VISIT_H
+#define MEMLENS_WALK_VISIT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -89,4 +89,4 @@ size_t visit_rank_build(visit_set *vs);
 /* The number of marked `p`, or UINT32_MAX if `p` is not marked. */
 uint32_t visit_rank(visit_set *vs, const void *p);
 
-#endif /* MEMLENS_VISIT_H */
+#endif /* MEMLENS_WALK_VISIT_H */

@@ -1,5 +1,5 @@
-/* lineprof.c: line events from profiled code objects, charged with the
- * tracer's per-thread counters (see lineprof.h). */
+/* lp_events.c: line events from profiled code objects, charged with the
+ * tracer's per-thread counters (see lp_events.h). */
 #include "lineprof/lp_events.h"
 #include "tracer/trace_hooks.h"
 
@@ -17,26 +17,6 @@
 #endif
 
 /* ---- records (GIL held) -------------------------------------------------- */
-
-/* Figures of one source line, summed over its occurrences. */
-typedef struct {
-    uint64_t occurrences;
-    int64_t increment; /* allocated - freed */
-    uint64_t allocated;
-    uint64_t freed;
-    int64_t peak;       /* highest net growth during one occurrence */
-    uint64_t mem_usage; /* highest traced (or RSS) bytes seen after it */
-    int seen;           /* charged at least once */
-} lp_line;
-
-typedef struct {
-    PyObject *code; /* strong reference */
-    int firstline;  /* lines[i] is line firstline + i */
-    int nlines;
-    int is_gen;     /* generator/coroutine: a push may be a resume */
-    lp_line *lines; /* C heap (untraced) */
-    uint64_t calls;
-} lp_code;
 
 /* The registered code objects: an array and an open-addressing pointer
  * set over it.  Process-wide like the tracer they read (the trace function
@@ -419,21 +399,21 @@ lp_mon_enter(PyObject *const *args, Py_ssize_t nargs, int fresh)
     Py_RETURN_NONE;
 }
 
-static PyObject *
+PyObject *
 lp_mon_start(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     return lp_mon_enter(args, nargs, 1);
 }
 
 /* PY_RESUME and PY_THROW (a throw() into a suspended generator). */
-static PyObject *
+PyObject *
 lp_mon_resume(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     return lp_mon_enter(args, nargs, 0);
 }
 
 /* PY_RETURN, PY_YIELD and PY_UNWIND. */
-static PyObject *
+PyObject *
 lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || !lp_active) {
@@ -446,7 +426,7 @@ lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-static PyObject *
+PyObject *
 lp_mon_line(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 2 || !lp_active) {
@@ -699,7 +679,7 @@ lp_thread_start_tracing(void)
 }
 
 /* threading.settrace() hook: moves each new thread onto the C function. */
-static PyObject *
+PyObject *
 lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
 {
     PyObject *frame, *event, *arg;
@@ -716,33 +696,28 @@ lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
 }
 #endif
 
-/* ---- Python binding ------------------------------------------------------------ */
+/* ---- control (memlens/lineprof.py through lp_module.c) ----------------------- */
 
-PyDoc_STRVAR(lineprof_register_doc,
-             "lineprof_register(code) -- profile the lines of this code object.");
-
-static PyObject *
-lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
+int
+lp_register(PyObject *code)
 {
-    if (!PyCode_Check(code)) {
-        PyErr_Format(PyExc_TypeError, "expected a code object, not %.100s", Py_TYPE(code)->tp_name);
-        return NULL;
-    }
     if (lp_find(code) != NULL) {
-        Py_RETURN_NONE;
+        return 0;
     }
     if (lp_ncodes == lp_capcodes) {
         Py_ssize_t cap = lp_capcodes ? 2 * lp_capcodes : 16;
         lp_code **codes = realloc(lp_codes, (size_t)cap * sizeof(*codes));
         if (codes == NULL) {
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
         lp_codes = codes;
         lp_capcodes = cap;
     }
     lp_code *r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     PyCodeObject *co = (PyCodeObject *)code;
     r->firstline = co->co_firstlineno;
@@ -760,41 +735,30 @@ lineprof_register_py(PyObject *Py_UNUSED(m), PyObject *code)
             lp_ncodes--;
             Py_DECREF(r->code);
             free(r);
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
     }
     else {
         lp_index_put(lp_index, lp_index_mask, r);
     }
-    Py_RETURN_NONE;
+    return 0;
 }
 
-PyDoc_STRVAR(lineprof_enable_doc,
-             "lineprof_enable(rss) -- start charging line events (3.9-3.11: installs the\n"
-             "C trace function on this thread).  rss: Mem usage from RSS.");
-
-static PyObject *
-lineprof_enable_py(PyObject *Py_UNUSED(m), PyObject *rss)
+void
+lp_enable(int rss)
 {
-    int r = PyObject_IsTrue(rss);
-    if (r < 0) {
-        return NULL;
-    }
-    lp_rss = r;
+    lp_rss = rss;
     lp_active = 1;
     lp_generation++;
 #if PY_VERSION_HEX < 0x030C0000
     lp_eval_install();
     lp_thread_start_tracing();
 #endif
-    Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(lineprof_disable_doc,
-             "lineprof_disable() -- stop charging line events (records are kept).");
-
-static PyObject *
-lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+void
+lp_disable(void)
 {
     lp_active = 0;
     lp_generation++;
@@ -809,14 +773,10 @@ lineprof_disable_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     PyEval_SetTrace(NULL, NULL);
     lp_eval_uninstall();
 #endif
-    Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(lineprof_reset_doc,
-             "lineprof_reset() -- zero every line record (registrations are kept).");
-
-static PyObject *
-lineprof_reset_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+void
+lp_reset(void)
 {
     for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
         lp_code *r = lp_codes[k];
@@ -826,14 +786,10 @@ lineprof_reset_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
         r->calls = 0;
     }
     lp_failed = 0;
-    Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(lineprof_clear_doc,
-             "lineprof_clear() -- forget every registered code object and record.");
-
-static PyObject *
-lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+void
+lp_clear(void)
 {
     lp_generation++;
     Py_ssize_t n = lp_ncodes;
@@ -855,153 +811,29 @@ lineprof_clear_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
         free(codes[k]);
     }
     free(codes);
-    Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(lineprof_stats_doc,
-             "lineprof_stats() -- [(code, calls, [(line, occurrences, increment, allocated,\n"
-             "freed, peak, mem_usage), ...]), ...] for every registered code object, lines\n"
-             "that were charged only.");
-
-static PyObject *
-lineprof_stats_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+lp_code *const *
+lp_records(Py_ssize_t *n)
 {
-    PyObject *out = PyList_New(0);
-    PyObject *lines = NULL;
-    PyObject *item = NULL;
-    if (out == NULL) {
-        goto error;
-    }
-    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
-        lp_code *r = lp_codes[k];
-        lines = PyList_New(0);
-        if (lines == NULL) {
-            goto error;
-        }
-        for (int i = 0; i < r->nlines; i++) {
-            lp_line *l = &r->lines[i];
-            if (!l->seen) {
-                continue;
-            }
-            item = Py_BuildValue("(iKLKKLK)", r->firstline + i, (unsigned long long)l->occurrences,
-                                 (long long)l->increment, (unsigned long long)l->allocated,
-                                 (unsigned long long)l->freed, (long long)l->peak,
-                                 (unsigned long long)l->mem_usage);
-            if (item == NULL || PyList_Append(lines, item) < 0) {
-                goto error;
-            }
-            Py_CLEAR(item);
-        }
-        item = Py_BuildValue("(OKO)", r->code, (unsigned long long)r->calls, lines);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            goto error;
-        }
-        Py_CLEAR(item);
-        Py_CLEAR(lines);
-    }
-    return out;
-
-error:
-    Py_XDECREF(item);
-    Py_XDECREF(lines);
-    Py_XDECREF(out);
-    return NULL;
+    *n = lp_ncodes;
+    return lp_codes;
 }
-
-PyDoc_STRVAR(lineprof_failed_doc,
-             "lineprof_failed() -- True if the profiler ran out of memory for its records.");
-
-static PyObject *
-lineprof_failed_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(lp_failed);
-}
-
-PyDoc_STRVAR(lineprof_thread_counters_doc,
-             "lineprof_thread_counters(reset_peak) -- (allocated, freed, peak_net) of this\n"
-             "thread (trace_hooks.h), peak_net the highest allocated - freed since the last\n"
-             "reset (line boundaries of profiled code do not lower it); with reset_peak,\n"
-             "then restarts it at the current net.");
-
-static PyObject *
-lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
-{
-    int r = PyObject_IsTrue(reset);
-    if (r < 0) {
-        return NULL;
-    }
-    trace_thread_counters *c = trace_thread_counters_ptr();
-    uint64_t allocated = c->allocated;
-    uint64_t freed = c->freed;
-    int64_t peak = c->peak_net > c->peak_held ? c->peak_net : c->peak_held;
-    if (r) {
-        c->peak_net = c->peak_held = (int64_t)(allocated - freed);
-    }
-    return Py_BuildValue("(KKL)", (unsigned long long)allocated, (unsigned long long)freed,
-                         (long long)peak);
-}
-
-#if PY_VERSION_HEX < 0x030C0000
-/* 3.9-3.11, for benchmarks/bench_lines.py: what CPython's own line events
- * cost, with a C trace function that does nothing -- the floor under any
- * tool that counts lines by tracing (3.12+: the benchmark registers a
- * builtin with sys.monitoring instead). */
-static int
-lp_null_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *Py_UNUSED(f), int Py_UNUSED(what),
-                  PyObject *Py_UNUSED(arg))
-{
-    return 0;
-}
-
-PyDoc_STRVAR(lineprof_null_trace_doc,
-             "lineprof_null_trace(on) -- install (or remove) a C trace function that does\n"
-             "nothing, on this thread (benchmarks: the cost of CPython's line events alone).");
-
-static PyObject *
-lineprof_null_trace_py(PyObject *Py_UNUSED(m), PyObject *on)
-{
-    int r = PyObject_IsTrue(on);
-    if (r < 0) {
-        return NULL;
-    }
-    if (lp_active) {
-        /* Its trace function is the thread's: neither replace nor remove it. */
-        PyErr_SetString(PyExc_RuntimeError, "the line profiler is running");
-        return NULL;
-    }
-    PyEval_SetTrace(r ? lp_null_tracefunc : NULL, NULL);
-    Py_RETURN_NONE;
-}
-#endif
-
-static PyMethodDef lineprof_methods[] = {
-    {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O, lineprof_thread_counters_doc},
-    {"lineprof_register", lineprof_register_py, METH_O, lineprof_register_doc},
-    {"lineprof_enable", lineprof_enable_py, METH_O, lineprof_enable_doc},
-    {"lineprof_disable", lineprof_disable_py, METH_NOARGS, lineprof_disable_doc},
-    {"lineprof_reset", lineprof_reset_py, METH_NOARGS, lineprof_reset_doc},
-    {"lineprof_clear", lineprof_clear_py, METH_NOARGS, lineprof_clear_doc},
-    {"lineprof_stats", lineprof_stats_py, METH_NOARGS, lineprof_stats_doc},
-    {"lineprof_failed", lineprof_failed_py, METH_NOARGS, lineprof_failed_doc},
-#if PY_VERSION_HEX >= 0x030C0000
-    {"lineprof_mon_start", (PyCFunction)(void (*)(void))lp_mon_start, METH_FASTCALL,
-     "sys.monitoring PY_START callback."},
-    {"lineprof_mon_resume", (PyCFunction)(void (*)(void))lp_mon_resume, METH_FASTCALL,
-     "sys.monitoring PY_RESUME / PY_THROW callback."},
-    {"lineprof_mon_leave", (PyCFunction)(void (*)(void))lp_mon_leave, METH_FASTCALL,
-     "sys.monitoring PY_RETURN / PY_YIELD / PY_UNWIND callback."},
-    {"lineprof_mon_line", (PyCFunction)(void (*)(void))lp_mon_line, METH_FASTCALL,
-     "sys.monitoring LINE callback."},
-#else
-    {"lineprof_thread_hook", lp_thread_hook, METH_VARARGS,
-     "threading.settrace() hook: installs the C trace function in a new thread."},
-    {"lineprof_null_trace", lineprof_null_trace_py, METH_O, lineprof_null_trace_doc},
-#endif
-    {NULL, NULL, 0, NULL},
-};
 
 int
-lineprof_module_exec(PyObject *m)
+lp_has_failed(void)
+{
+    return lp_failed;
+}
+
+int
+lp_is_active(void)
+{
+    return lp_active;
+}
+
+int
+lp_events_init(void)
 {
     static int key_ready = 0; /* GIL held: module exec */
     if (!key_ready) {
@@ -1011,5 +843,5 @@ lineprof_module_exec(PyObject *m)
         }
         key_ready = 1;
     }
-    return PyModule_AddFunctions(m, lineprof_methods);
+    return 0;
 }

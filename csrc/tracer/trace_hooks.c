@@ -231,7 +231,7 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
  * from the same callers at different instructions of one function, so the
  * stack of the callers (frames 2..N) is kept by id together with the raw
  * frame signatures it was read from; when the signatures still match, the
- * allocation's stack is one trie probe away (stack.h), with no hashing or
+ * allocation's stack is one trie probe away (trace_stack.h), with no hashing or
  * decoding of the callers.  On the heap (libc calloc, freed when the
  * thread exits): thread-local storage would make the module's TLS block
  * too big for the static TLS surplus that its initial-exec variables
@@ -406,7 +406,7 @@ trace_account(uint32_t stack, uint64_t size, int sign)
         r->size += ws;
         r->count += wc;
         /* Same weights as the live totals, so sampled cumulative totals are
-         * unbiased too; adjacent to size/count (stack.h). */
+         * unbiased too; adjacent to size/count (trace_stack.h). */
         if (sign == TRACE_ALLOC) {
             r->alloc_size += ws;
             r->alloc_count += wc;
@@ -609,7 +609,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
             return;
         }
         trace_account(stack, size, kind);
-        /* Line profiler (lineprof.c): this thread's cumulative bytes and
+        /* Line profiler (lp_events.c): this thread's cumulative bytes and
          * its local high-water mark.  An add, a subtract and a compare on
          * initial-exec TLS the hook touches anyway.  (RAW calls made
          * without the GIL, below, are not counted.) */

@@ -3,7 +3,7 @@
  * PEP 445 hooks on the RAW, MEM and OBJ domains, chained to the previous
  * allocators, record every live block (or, in sampled mode, a Poisson
  * sample of them) in the live-block map (trace_map.h) with the interned
- * stack (stack.h) that allocated it, and keep per-stack and global totals:
+ * stack (trace_stack.h) that allocated it, and keep per-stack and global totals:
  * live, cumulative (everything allocated since start(), per stack) and the
  * picture at the high-water mark.
  *
@@ -78,7 +78,7 @@ void trace_view_get(trace_view *v);
 void trace_thread_pause(void);
 void trace_thread_resume(void);
 
-/* Per-thread cumulative counters, read by the line profiler (lineprof.c)
+/* Per-thread cumulative counters, read by the line profiler (lp_events.c)
  * at every line boundary.  Each thread's own allocations and frees update
  * its own counters (GIL held, in trace_record / trace_on_free), and only
  * that thread reads them, so a line's figures never include another
@@ -91,7 +91,7 @@ typedef struct {
     uint64_t freed;     /* bytes of traced blocks freed (realloc: old size) */
     int64_t peak_net;   /* highest allocated - freed; readers may lower it to restart */
     /* The highest peak_net the line profiler lowered at a line boundary
-     * (lineprof.c), for a reader measuring across lines (%memit). */
+     * (lp_events.c), for a reader measuring across lines (%memit). */
     int64_t peak_held;
 } trace_thread_counters;
 

@@ -1,10 +1,13 @@
-/* trace_module.c: Python binding of the allocation tracer (see
- * trace_module.h). */
+/* trace_module.c: Python binding of the allocation tracer and of the
+ * timeline sampler (memlens._core.trace_* and timeline_* functions);
+ * argument conversion only, the work is in trace_hooks.c, trace_snapshot.c
+ * and trace_timeline.c.  trace_load (reading a capture) is
+ * capture/cap_module.c's. */
 #include "bindings.h"
-#include "capture/cap_format.h"
 #include "tracer/trace_stack.h"
 #include "tracer/trace_hooks.h"
 #include "tracer/trace_snapshot.h"
+#include "tracer/trace_timeline.h"
 
 PyDoc_STRVAR(trace_start_doc,
              "trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
@@ -104,18 +107,6 @@ trace_take_snapshot_py(PyObject *m, PyObject *Py_UNUSED(ignored))
     return snap_take(m);
 }
 
-static PyObject *
-trace_load_py(PyObject *m, PyObject *arg)
-{
-    PyObject *path = NULL;
-    if (!PyUnicode_FSConverter(arg, &path)) {
-        return NULL;
-    }
-    PyObject *t = cap_read_table(m, PyBytes_AS_STRING(path));
-    Py_DECREF(path);
-    return t;
-}
-
 /* ---- test-only helpers: direct calls into the RAW domain --------------- */
 
 static PyObject *
@@ -198,6 +189,69 @@ _test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
     return out;
 }
 
+/* ---- the timeline sampler of `memlens run` (trace_timeline.c) ---------- */
+
+PyDoc_STRVAR(timeline_start_doc,
+             "timeline_start(interval_ms[, max_samples]) -- start the sampler thread.\n\n"
+             "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
+             "(and once right away).  When max_samples (default and most: 32768) are\n"
+             "kept, neighbours are merged\n"
+             "and the interval doubles.  RuntimeError if a sampler is already running.");
+
+static PyObject *
+timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    double ms;
+    unsigned int max_samples = TL_MAX_SAMPLES;
+    if (!PyArg_ParseTuple(args, "d|I:timeline_start", &ms, &max_samples)) {
+        return NULL;
+    }
+    if (max_samples < 4 || max_samples > TL_MAX_SAMPLES) {
+        PyErr_Format(PyExc_ValueError, "max_samples must be between 4 and %u", TL_MAX_SAMPLES);
+        return NULL;
+    }
+    if (!(ms >= 0.1 && ms <= 3600000.0)) {
+        PyErr_SetString(PyExc_ValueError, "interval must be between 0.1 ms and one hour");
+        return NULL;
+    }
+    if (trace_timeline_start(ms, max_samples) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(timeline_stop_doc,
+             "timeline_stop() -> (interval_ms, samples)\n\n"
+             "Take a last sample, stop the sampler thread and return the final interval\n"
+             "(it doubles each time the timeline is halved) and the samples as bytes:\n"
+             "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
+             "returning (0.0, b'') when no sampler runs, or when another thread is\n"
+             "already stopping it (that call returns the samples).");
+
+static PyObject *
+timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    double interval_ms;
+    unsigned char *buf;
+    size_t nbytes;
+    int r = trace_timeline_stop(&interval_ms, &buf, &nbytes);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        return Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
+    }
+    PyObject *result = Py_BuildValue("(dy#)", interval_ms, (const char *)buf, (Py_ssize_t)nbytes);
+    free(buf);
+    return result;
+}
+
+static PyMethodDef timeline_methods[] = {
+    {"timeline_start", timeline_start_py, METH_VARARGS, timeline_start_doc},
+    {"timeline_stop", timeline_stop_py, METH_NOARGS, timeline_stop_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef trace_methods[] = {
     {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
     {"trace_chain_only", trace_chain_only_py, METH_O, trace_chain_only_doc},
@@ -215,8 +269,6 @@ static PyMethodDef trace_methods[] = {
      "trace_live_blocks() -> number of live traced (or sampled) blocks"},
     {"trace_take_snapshot", trace_take_snapshot_py, METH_NOARGS,
      "trace_take_snapshot() -> TraceTable of the running tracer"},
-    {"trace_load", trace_load_py, METH_O,
-     "trace_load(path) -> TraceTable read from a capture file"},
     {"_test_raw_malloc", _test_raw_malloc, METH_O, "test only: PyMem_RawMalloc(n) -> address"},
     {"_test_raw_realloc", _test_raw_realloc, METH_VARARGS, "test only: PyMem_RawRealloc"},
     {"_test_raw_free", _test_raw_free, METH_O, "test only: PyMem_RawFree(address)"},
@@ -234,5 +286,11 @@ trace_module_exec(PyObject *m)
     if (trace_snapshot_module_exec(m) < 0) {
         return -1;
     }
-    return PyModule_AddFunctions(m, trace_methods);
+    if (PyModule_AddFunctions(m, trace_methods) < 0) {
+        return -1;
+    }
+    if (trace_timeline_init() < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(m, timeline_methods);
 }

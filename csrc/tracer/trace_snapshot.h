@@ -5,7 +5,7 @@
  * per stack, the live size/count, the size/count at the high-water mark and
  * the cumulative size/count allocated (absent from older capture files).
  * It is what take_snapshot() returns, what dump()/load() serialise
- * (capture.h), and what the CLI and line profiler build on: the per-stack
+ * (cap_format.h), and what the CLI and line profiler build on: the per-stack
  * table is available as plain tuples through TraceTable.stacks().
  */
 #ifndef MEMLENS_TRACE_SNAPSHOT_H

@@ -1,4 +1,4 @@
-/* stack.c: interning of Python stacks as a trie (see stack.h). */
+/* trace_stack.c: interning of Python stacks as a trie (see trace_stack.h). */
 #include "tracer/trace_stack.h"
 #include "tracer/trace_mem.h"
 

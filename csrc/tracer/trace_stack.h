@@ -1,4 +1,4 @@
-/* stack.h: interned Python stacks.
+/* trace_stack.h: interned Python stacks.
  *
  * Stacks are interned as a trie: a stack is its innermost frame (code
  * object, instruction offset) plus the id of the stack of its callers
@@ -16,8 +16,8 @@
  * caller for exclusion: the tracer calls them with the GIL held
  * (trace_hooks.h), which also allows the references to code objects.
  */
-#ifndef MEMLENS_STACK_H
-#define MEMLENS_STACK_H
+#ifndef MEMLENS_TRACE_STACK_H
+#define MEMLENS_TRACE_STACK_H
 
 #include "cpython/cpy_frame.h"
 
@@ -89,4 +89,4 @@ stack_get_unlocked(stack_table *t, uint32_t id)
  * be called while the tables are in use, since deallocation may run code). */
 void stack_table_release(stack_table *t);
 
-#endif /* MEMLENS_STACK_H */
+#endif /* MEMLENS_TRACE_STACK_H */

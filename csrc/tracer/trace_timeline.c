@@ -1,4 +1,4 @@
-/* timeline.c: the sampler thread of `memlens run` (see timeline.h). */
+/* trace_timeline.c: the sampler thread of `memlens run` (see trace_timeline.h). */
 #include "tracer/trace_timeline.h"
 #include "tracer/trace_hooks.h"
 
@@ -121,30 +121,10 @@ tl_thread_main(void *arg)
     return NULL;
 }
 
-PyDoc_STRVAR(timeline_start_doc,
-             "timeline_start(interval_ms[, max_samples]) -- start the sampler thread.\n\n"
-             "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
-             "(and once right away).  When max_samples (default and most: 32768) are\n"
-             "kept, neighbours are merged\n"
-             "and the interval doubles.  RuntimeError if a sampler is already running.");
-
-static PyObject *
-timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
+int
+trace_timeline_start(double ms, unsigned int max_samples)
 {
-    double ms;
-    unsigned int max_samples = TL_MAX_SAMPLES;
-    if (!PyArg_ParseTuple(args, "d|I:timeline_start", &ms, &max_samples)) {
-        return NULL;
-    }
-    if (max_samples < 4 || max_samples > TL_MAX_SAMPLES) {
-        PyErr_Format(PyExc_ValueError, "max_samples must be between 4 and %u", TL_MAX_SAMPLES);
-        return NULL;
-    }
-    if (!(ms >= 0.1 && ms <= 3600000.0)) {
-        PyErr_SetString(PyExc_ValueError, "interval must be between 0.1 ms and one hour");
-        return NULL;
-    }
-    PyObject *result = NULL;
+    int result = -1;
     pthread_mutex_lock(&tl_mutex);
     if (tl_stopping) {
         PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is still stopping");
@@ -188,33 +168,27 @@ timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
         goto done;
     }
     tl_running = 1;
-    result = Py_None;
-    Py_INCREF(result);
+    result = 0;
 
 done:
     pthread_mutex_unlock(&tl_mutex);
     return result;
 }
 
-PyDoc_STRVAR(timeline_stop_doc,
-             "timeline_stop() -> (interval_ms, samples)\n\n"
-             "Take a last sample, stop the sampler thread and return the final interval\n"
-             "(it doubles each time the timeline is halved) and the samples as bytes:\n"
-             "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
-             "returning (0.0, b'') when no sampler runs, or when another thread is\n"
-             "already stopping it (that call returns the samples).");
-
-static PyObject *
-timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+int
+trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes)
 {
-    PyObject *result = NULL;
+    int result = -1;
     unsigned char *buf = NULL;
+    *interval_ms = 0.0;
+    *samples = NULL;
+    *nbytes = 0;
     pthread_mutex_lock(&tl_mutex);
     if (!tl_running || tl_stopping) {
         /* Joining a thread twice is undefined behaviour (in practice a hang):
          * only the first of concurrent stops joins. */
         pthread_mutex_unlock(&tl_mutex);
-        return Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
+        return 0;
     }
     tl_stopping = 1;
     tl_sample_locked();
@@ -243,12 +217,13 @@ timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
             }
         }
     }
-    result = Py_BuildValue("(dy#)", (double)tl_interval_ns / 1e6, (const char *)buf,
-                           (Py_ssize_t)tl_n * 32);
+    *interval_ms = (double)tl_interval_ns / 1e6;
+    *samples = buf;
+    *nbytes = (size_t)tl_n * 32;
+    result = 1;
 
 done:
     /* The thread is gone whatever happened to the result. */
-    free(buf);
     free(tl_samples);
     tl_samples = NULL;
     tl_n = 0;
@@ -282,14 +257,8 @@ tl_atfork_child(void)
     pthread_mutex_unlock(&tl_mutex);
 }
 
-static PyMethodDef timeline_methods[] = {
-    {"timeline_start", timeline_start_py, METH_VARARGS, timeline_start_doc},
-    {"timeline_stop", timeline_stop_py, METH_NOARGS, timeline_stop_doc},
-    {NULL, NULL, 0, NULL},
-};
-
 int
-timeline_module_exec(PyObject *m)
+trace_timeline_init(void)
 {
     static int atfork_done = 0;
     if (!atfork_done) {
@@ -299,5 +268,5 @@ timeline_module_exec(PyObject *m)
         }
         atfork_done = 1;
     }
-    return PyModule_AddFunctions(m, timeline_methods);
+    return 0;
 }

@@ -1,4 +1,4 @@
-"""Version-specific object layouts (src/memlens/_core/layout.h).
+"""Version-specific object layouts (csrc/cpython/cpy_layout.h).
 
 Each test names the CPython versions whose layout branch it covers; CI runs
 the suite on every version 3.9-3.13, so every branch is exercised there.

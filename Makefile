@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CORE_SRC := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h) setup.py
+# csrc/ and one level of subsystem folders (csrc/heap/, csrc/tracer/ ...).
+CSRC_FILES := $(wildcard csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h)
+CORE_SRC := $(CSRC_FILES) setup.py
 ASAN_DIR := build/asan
-C_FILES := $(wildcard src/memlens/_core/*.c src/memlens/_core/*.h tests/ext/*.c)
+C_FILES := $(CSRC_FILES) $(wildcard tests/*/ext/*.c)
 
 .PHONY: demo test bench sanitize build clean format format-check
 

@@ -6,13 +6,19 @@ Environment switches, read at build time:
 * ``MEMLENS_SANITIZE=1`` -- ASan + UBSan.  Run the tests with
   ``PYTHONMALLOC=malloc`` and the sanitizer runtime preloaded
   (``make sanitize`` does both).
+* ``MEMLENS_WERROR=1``   -- ``-Werror``.
+
+The engine's sources live outside the Python package, in ``csrc/`` (one
+folder per subsystem), so neither a source checkout nor a wheel carries
+them inside ``memlens/``.  Includes are written from ``csrc/``
+(``#include "heap/walk.h"``).
 """
 import glob
 import os
 
 from setuptools import Extension, setup
 
-CORE = "src/memlens/_core"
+CSRC = "csrc"
 
 extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
                       "-fvisibility=hidden"]
@@ -38,9 +44,9 @@ setup(
     ext_modules=[
         Extension(
             "memlens._core",
-            sources=sorted(glob.glob(os.path.join(CORE, "*.c"))),
-            depends=sorted(glob.glob(os.path.join(CORE, "*.h"))),
-            include_dirs=[CORE],
+            sources=sorted(glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)),
+            depends=sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)),
+            include_dirs=[CSRC],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             undef_macros=undef_macros,

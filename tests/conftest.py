@@ -1,4 +1,16 @@
+"""Shared fixtures: subprocess runners, script writing, capture bytes and a
+hand-built report model.  Tests take these as fixtures; no test module
+imports another.
+
+Folders mirror the code: engine/ (the C engine's own entry points and
+CPython layouts), api/ (the public Python API), cli/ (the memlens command),
+reports/ (renderers, tested on hand-built models)."""
+
 import os
+import struct
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -7,12 +19,152 @@ SANITIZED = os.environ.get("MEMLENS_SANITIZED") == "1"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test that takes seconds; skipped under the sanitizer build")
+    config.addinivalue_line("markers", "not_sanitized(reason): skipped under the ASan+UBSan build, for the "
+                                       "reason given")
 
 
 def pytest_collection_modifyitems(config, items):
     if not SANITIZED:
         return
-    skip = pytest.mark.skip(reason="too slow under ASan")
+    slow = pytest.mark.skip(reason="too slow under ASan")
     for item in items:
         if "slow" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(slow)
+        mark = item.get_closest_marker("not_sanitized")
+        if mark is not None:
+            item.add_marker(pytest.mark.skip(reason=mark.args[0] if mark.args else "not under ASan"))
+
+
+@pytest.fixture(scope="session")
+def sanitized():
+    """True under the ASan+UBSan build (`make sanitize`)."""
+    return SANITIZED
+
+
+def _child_env(extra=None):
+    # A child imports memlens (and the test helpers' folders) the way this
+    # process does.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    if extra:
+        env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def child_env():
+    """env(**extra) -> the environment for a child that must import memlens
+    as this test process does."""
+    return lambda **extra: _child_env(extra)
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """run_python(*args, cwd=None, timeout=120, env=None, input=None) ->
+    CompletedProcess of `python *args` (text mode, output captured)."""
+    def run(*args, cwd=None, timeout=120, env=None, input=None):
+        return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env=_child_env(env), input=input)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_code(run_python):
+    """run_code(code, **kw) -> CompletedProcess of `python -c dedent(code)`:
+    crash-prone cases run there, so one crash fails one test."""
+    return lambda code, **kw: run_python("-c", textwrap.dedent(code), **kw)
+
+
+@pytest.fixture(scope="session")
+def run_ok(run_code):
+    """run_ok(code) -> stdout of `python -c code`, which must exit 0."""
+    def run(code, **kw):
+        proc = run_code(code, **kw)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_memlens(run_python):
+    """run_memlens(*args, cwd=None, timeout=60, ...) -> CompletedProcess of
+    the `memlens` command (`python -m memlens *args`)."""
+    return lambda *args, timeout=60, **kw: run_python("-m", "memlens", *args, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def write():
+    """write(path, text) -> path, with `text` dedented."""
+    def write(path, text):
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+class CaptureBytes:
+    """The byte-level layout of a capture file: sections and the END
+    checksum (see csrc/capture/), for tests that corrupt captures on
+    purpose.  Self-contained so that a fuzzing child can take its source."""
+
+    @staticmethod
+    def fnv1a(data):
+        h = 0xcbf29ce484222325
+        for b in data:
+            h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        return h
+
+    @staticmethod
+    def sections(data):
+        """[(tag, offset of payload, length)] of a capture."""
+        out, i = [], 12
+        while i < len(data):
+            tag, _res, n = struct.unpack_from("<4sIQ", data, i)
+            out.append((tag, i + 16, n))
+            i += 16 + n
+        return out
+
+    @staticmethod
+    def reseal(data):
+        """Recompute the END checksum after editing a capture."""
+        end = CaptureBytes.sections(data)[-1]
+        assert end[0] == b"END "
+        body = data[:end[1] - 16]
+        return body + struct.pack("<4sIQQ", b"END ", 0, 8, CaptureBytes.fnv1a(body))
+
+
+@pytest.fixture(scope="session")
+def capture_bytes():
+    return CaptureBytes
+
+
+@pytest.fixture(scope="session")
+def make_capture():
+    """make_capture(classes=True) -> a small report model built by hand (no
+    tracer): main -> put leaks 3000 B in 3 blocks (5000 B at peak), main ->
+    load leaves nothing (8000 B at peak), main itself 100 B."""
+    from memlens.report.model import Capture, ClassRow, Frame, Sample, StackStat
+
+    a = Frame("/app/main.py", 10, "<module>")
+    b = Frame("/app/cache.py", 20, "put")
+    c = Frame("/app/cache.py", 30, "load")
+
+    def make(classes=True):
+        stacks = [
+            StackStat((b, a), 3000, 3, 5000, 5),
+            StackStat((c, a), 0, 0, 8000, 2),
+            StackStat((a,), 100, 1, 100, 1),
+        ]
+        return Capture(
+            stacks=stacks, total=3100, peak=13100, max_frames=16,
+            meta={"command": "memlens run main.py", "exit_code": "0", "duration_s": "1.5",
+                  "python": "3.11.7"},
+            interval_ms=10.0,
+            timeline=[Sample(0.0, 0, 0, 1 << 20), Sample(0.5, 13100, 13100, 2 << 20),
+                      Sample(1.0, 3100, 13100, 2 << 20)],
+            classes=[ClassRow("app.Entry", 3, 3000), ClassRow("dict", 10, 2000)] if classes else None,
+        )
+
+    make.frames = (a, b, c)
+    return make

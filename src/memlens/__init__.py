@@ -3,7 +3,14 @@ alive, and cut it -- with exact numbers from a C engine."""
 
 import sys as _sys
 
-from memlens import _core
+try:
+    from memlens import _core
+except ImportError as _exc:
+    if _exc.name != __name__:  # built, but fails to load: that error says why
+        raise
+    _core = None
+if getattr(_core, "__file__", None) is None:  # not built (None), or a stray _core/ folder
+    raise ImportError("the C engine memlens._core is not built; run `make build` or `pip install .`") from None
 # Everything these four modules export is public here too; their __all__
 # lists are the one place the names are written (as asyncio does).
 from memlens.sizing import *  # noqa: F401,F403  exact sizes

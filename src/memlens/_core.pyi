@@ -1,11 +1,11 @@
-# Type stub for memlens._core, the C engine of memlens (src/memlens/_core/*.c).
+# Type stub for memlens._core, the C engine of memlens (csrc/).
 #
 # An internal module: the public API is the memlens package, which validates
 # arguments before calling in here.  Signatures follow the C bindings
 # (PyMethodDef flags, PyArg_Parse* and Py_BuildValue formats): every module
 # function takes positional arguments only.  The public Record is typed for
 # users by records.pyi; the record classes here only say what the C types
-# define.  tests/test_core_stub.py checks this file against the built module.
+# define.  tests/engine/test_core_stub.py checks this file against the built module.
 import os
 import sys
 from types import CodeType, FrameType
@@ -42,7 +42,7 @@ _LineRow = Tuple[int, int, int, int, int, int, int]
 # storage is 'object', 'int64', 'double' or 'bool'; has_default and kw_only are 0 or 1.
 _FieldRow = Tuple[str, str, Any, int, Any, int, int]
 
-# ---- sizing (size.c, size_api.c) ------------------------------------------------
+# ---- sizing (csrc/heap/) --------------------------------------------------------
 
 def sizeof(obj: object, /) -> int: ...
 # -> (bytes, count, warnings, scratch_bytes)
@@ -53,7 +53,7 @@ def size_by_type(objs: Tuple[object, ...], shared: bool, /) -> List[Tuple[type, 
 #    more_bytes); parent_row is -1 for the root.
 def breakdown(obj: object, depth: int, limit: int, shared: bool, /) -> List[Tuple[int, str, str, int, int, int, int, int]]: ...
 
-# ---- census, retained size, why_alive (census_api.c) -----------------------------
+# ---- census, retained size, why_alive (csrc/census/) -----------------------------
 
 # -> (rows, count, bytes, scratch, warnings, n); rows: (type, count, bytes, retained or -1)
 def census(retained: bool, own_globals: Dict[str, Any], /) -> Tuple[List[Tuple[type, int, int, int]], int, int, int, int, int]: ...
@@ -62,12 +62,12 @@ def retained_size(obj: object, /) -> Tuple[int, int]: ...
 # modules: [(name, globals dict)]  -> (paths, referrers, reached)
 def why_alive(obj: object, max_paths: int, modules: List[Tuple[str, Dict[str, Any]]], own_globals: Dict[str, Any], /) -> Tuple[List[str], int, int]: ...
 
-# ---- advisor (advise.c) ----------------------------------------------------------
+# ---- advisor (csrc/advise/) ------------------------------------------------------
 
 # roots must be exactly a list -> (classes, sites)
 def advise_scan(roots: List[Any], /) -> Tuple[List[_AdviseClass], List[_AdviseSite]]: ...
 
-# ---- allocation tracer (trace_module.c, trace_snapshot.c) ------------------------
+# ---- allocation tracer (csrc/tracer/) --------------------------------------------
 
 def trace_start(frames: int, sample_bytes: int, /) -> None: ...
 # benchmarks/bench_tracer.py: PEP 445 hooks that only chain to the allocator below
@@ -114,7 +114,7 @@ class TraceTable:
     def stacks(self) -> List[Union[_StackRow, _OldStackRow]]: ...
     def dump(self, path: _Path, /) -> None: ...
 
-# ---- run timeline and captures (timeline.c, cap_run.c) ---------------------------
+# ---- run timeline and captures (csrc/tracer/trace_timeline.c, csrc/capture/) -----
 
 def timeline_start(interval_ms: float, max_samples: int = 32768, /) -> None: ...
 # -> (interval_ms, samples): 32-byte little-endian records (t_ns, traced, peak, rss);
@@ -127,7 +127,7 @@ def cap_run_write(path: _Path, table: TraceTable, meta: Dict[str, str], interval
 # -> (table, meta, interval_ms, timeline, classes)
 def cap_run_read(path: _Path, /) -> Tuple[TraceTable, Dict[str, str], float, bytes, Optional[List[Tuple[str, int, int]]]]: ...
 
-# ---- line profiler (lineprof.c) --------------------------------------------------
+# ---- line profiler (csrc/lineprof/) ----------------------------------------------
 
 # -> (allocated, freed, peak_net) of this thread
 def lineprof_thread_counters(reset_peak: bool, /) -> Tuple[int, int, int]: ...
@@ -152,7 +152,7 @@ else:
     # benchmarks/bench_lines.py --floor: a C trace function that does nothing
     def lineprof_null_trace(on: bool, /) -> None: ...
 
-# ---- records (record_type.c, record.c, record_field.c) ---------------------------
+# ---- records (csrc/records/) -----------------------------------------------------
 
 class RecordMeta(type):
     # name, bases, namespace are positional-only ("UO!O!"); the four options are

@@ -243,7 +243,7 @@ def _mentions_weakref(cls):
 
 # ---- layouts --------------------------------------------------------------
 
-# How the engine lays out objects (record_type.c, layout.h): the advisor
+# How the engine lays out objects (csrc/records/rec_type.c): the advisor
 # prices the layouts it suggests with the same figures.
 _LAYOUT = _core._record_layout()
 _GC_HEAD = _LAYOUT["gc_head"]

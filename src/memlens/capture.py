@@ -1,5 +1,6 @@
 """Run captures and the memory timeline: the Python face of the engine's
-capture format (``cap_run.c``) and timeline sampler (``timeline.c``).
+capture format (``csrc/capture/``) and timeline sampler
+(``csrc/tracer/trace_timeline.c``).
 
 The CLI and the report model go through here, never to ``memlens._core``
 itself, so that one module knows how the engine is called::

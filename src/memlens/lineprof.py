@@ -19,7 +19,7 @@ the line ran in the innermost profiled frame, calls made from that line to
 functions that are not profiled included (a profiled callee has its own
 table, and its lines are not counted again in the caller's).  They come
 from the allocation tracer in exact mode, read in C at every line boundary
-(``memlens._core``, lineprof.c).
+(``memlens._core``, csrc/lineprof/).
 """
 
 import atexit

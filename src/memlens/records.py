@@ -31,7 +31,7 @@ class _MissingType:
 #: Default of a field that has none.
 MISSING = _MissingType()
 
-# Storage kind numbers (record.h's rec_kind), from the engine.
+# Storage kind numbers (rec_kind in csrc/records/rec.h), from the engine.
 _KIND = {name: number for number, name in enumerate(_core._record_layout()["kinds"])}
 _OBJECT = _KIND["object"]
 _KINDS = {int: _KIND["int"], float: _KIND["float"], bool: _KIND["bool"]}

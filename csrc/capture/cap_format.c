@@ -1,0 +1,627 @@
+/* cap_format.c: binary capture files (see cap_format.h).
+ *
+ * Snapshot sections:
+ *   META: u64 total, u64 peak, u64 sample_bytes, u32 max_frames, u32 flags
+ *   STRS: u32 n, then n x (u32 len, len bytes of UTF-8)
+ *   FRMS: u32 n, then n x (u32 filename string, u32 function string, i32 line)
+ *   STKS: u32 n, then n x (u32 nframes, u64 size, u64 count (1/65536 units),
+ *         u64 peak_size, u64 peak_count, nframes x u32 frame index)
+ *   ALOC (1.1+, optional): u32 n (= the STKS n), then n x (u64 alloc_size,
+ *         u64 alloc_count (1/65536 units)): allocated since start(), by
+ *         stack in STKS order.  A separate section rather than wider STKS
+ *         rows, so that 1.0 readers still read 1.1 files (they skip it) and
+ *         1.0 files are told apart by its absence.
+ */
+#include "capture/cap_format.h"
+#include "tracer/trace_stack.h"
+#include "tracer/trace_snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static uint64_t
+cap_fnv1a(const unsigned char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+int
+cap_writer_init(cap_writer *w)
+{
+    memset(w, 0, sizeof(*w));
+    if (cap_put(w, CAP_MAGIC, 8) < 0) {
+        return -1;
+    }
+    unsigned char ver[4] = {CAP_VERSION_MAJOR & 0xff, CAP_VERSION_MAJOR >> 8,
+                            CAP_VERSION_MINOR & 0xff, CAP_VERSION_MINOR >> 8};
+    return cap_put(w, ver, 4);
+}
+
+void
+cap_writer_free(cap_writer *w)
+{
+    PyMem_Free(w->data);
+    memset(w, 0, sizeof(*w));
+}
+
+int
+cap_put(cap_writer *w, const void *p, size_t n)
+{
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n) {
+            cap *= 2;
+        }
+        unsigned char *d = PyMem_Realloc(w->data, cap);
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->data = d;
+        w->cap = cap;
+    }
+    memcpy(w->data + w->len, p, n);
+    w->len += n;
+    return 0;
+}
+
+int
+cap_put_u32(cap_writer *w, uint32_t v)
+{
+    unsigned char b[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = (unsigned char)(v >> (8 * i));
+    }
+    return cap_put(w, b, 4);
+}
+
+int
+cap_put_u64(cap_writer *w, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) {
+        b[i] = (unsigned char)(v >> (8 * i));
+    }
+    return cap_put(w, b, 8);
+}
+
+int
+cap_put_str(cap_writer *w, PyObject *s)
+{
+    Py_ssize_t n;
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
+        return -1;
+    }
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        return -1;
+    }
+    /* The length is stored as a u32. */
+    if ((size_t)n > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
+        return -1;
+    }
+    if (cap_put_u32(w, (uint32_t)n) < 0 || cap_put(w, u, (size_t)n) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+cap_begin_section(cap_writer *w, uint32_t tag)
+{
+    w->section_start = w->len;
+    if (cap_put_u32(w, tag) < 0 || cap_put_u32(w, 0) < 0 || cap_put_u64(w, 0) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+void
+cap_end_section(cap_writer *w)
+{
+    uint64_t n = (uint64_t)(w->len - w->section_start - 16);
+    for (int i = 0; i < 8; i++) {
+        w->data[w->section_start + 8 + (size_t)i] = (unsigned char)(n >> (8 * i));
+    }
+}
+
+int
+cap_finish_to_file(cap_writer *w, const char *path)
+{
+    uint64_t h = cap_fnv1a(w->data, w->len);
+    if (cap_begin_section(w, CAP_TAG_END) < 0 || cap_put_u64(w, h) < 0) {
+        return -1;
+    }
+    cap_end_section(w);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    size_t n = fwrite(w->data, 1, w->len, f);
+    int err = (n != w->len) ? errno : 0;
+    if (fclose(f) != 0 && err == 0) {
+        err = errno ? errno : EIO;
+    }
+    if (n != w->len || err != 0) {
+        errno = err ? err : EIO;
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reader ----------------------------------------------------------- */
+
+int
+cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out)
+{
+    if ((size_t)(r->end - r->p) < n) {
+        return -1;
+    }
+    *out = r->p;
+    r->p += n;
+    return 0;
+}
+
+int
+cap_get_u32(cap_reader *r, uint32_t *v)
+{
+    const unsigned char *b;
+    if (cap_get_bytes(r, 4, &b) < 0) {
+        return -1;
+    }
+    *v = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+    return 0;
+}
+
+int
+cap_get_u64(cap_reader *r, uint64_t *v)
+{
+    const unsigned char *b;
+    if (cap_get_bytes(r, 8, &b) < 0) {
+        return -1;
+    }
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) {
+        x = (x << 8) | b[i];
+    }
+    *v = x;
+    return 0;
+}
+
+PyObject *
+cap_corrupt(const char *path, const char *why)
+{
+    PyErr_Format(PyExc_ValueError, "%s: not a valid memlens capture file (%s)", path, why);
+    return NULL;
+}
+
+PyObject *
+cap_get_str(cap_reader *r, const char *path, const char *why)
+{
+    uint32_t n;
+    const unsigned char *p;
+    if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
+        return cap_corrupt(path, why);
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
+    if (s == NULL) {
+        /* A decoding error is the file's fault: say so in the usual form. */
+        PyErr_Clear();
+        return cap_corrupt(path, "string is not UTF-8");
+    }
+    return s;
+}
+
+/* ---- snapshot tables ---------------------------------------------------- */
+
+int
+cap_put_table(cap_writer *w, void *table)
+{
+    snap_table *t = table;
+    PyObject *strs = NULL;  /* str -> index */
+    PyObject *order = NULL; /* strings by index */
+    uint32_t *fidx = NULL;  /* per frame: string indices of filename, function */
+    int rc = -1;
+
+    strs = PyDict_New();
+    order = PyList_New(0);
+    if (strs == NULL || order == NULL) {
+        goto done;
+    }
+    fidx = PyMem_Malloc(((size_t)t->nframes + 1) * 2 * sizeof(uint32_t));
+    if (fidx == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < t->nframes; i++) {
+        PyObject *pair[2] = {t->frames[i].filename, t->frames[i].name};
+        for (int j = 0; j < 2; j++) {
+            PyObject *found = PyDict_GetItemWithError(strs, pair[j]);
+            if (found != NULL) {
+                fidx[2 * i + (uint32_t)j] = (uint32_t)PyLong_AsUnsignedLong(found);
+                continue;
+            }
+            PyObject *n = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(PyList_GET_SIZE(order));
+            if (n == NULL || PyDict_SetItem(strs, pair[j], n) < 0
+                || PyList_Append(order, pair[j]) < 0) {
+                Py_XDECREF(n);
+                goto done;
+            }
+            Py_DECREF(n);
+            fidx[2 * i + (uint32_t)j] = (uint32_t)(PyList_GET_SIZE(order) - 1);
+        }
+    }
+
+    if (cap_begin_section(w, CAP_TAG_META) < 0 || cap_put_u64(w, t->total) < 0
+        || cap_put_u64(w, t->peak) < 0 || cap_put_u64(w, t->sample_bytes) < 0
+        || cap_put_u32(w, t->max_frames) < 0 || cap_put_u32(w, t->flags) < 0) {
+        goto done;
+    }
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_STRS) < 0
+        || cap_put_u32(w, (uint32_t)PyList_GET_SIZE(order)) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(order); i++) {
+        if (cap_put_str(w, PyList_GET_ITEM(order, i)) < 0) {
+            goto done;
+        }
+    }
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_FRMS) < 0 || cap_put_u32(w, t->nframes) < 0) {
+        goto done;
+    }
+    for (uint32_t i = 0; i < t->nframes; i++) {
+        if (cap_put_u32(w, fidx[2 * i]) < 0 || cap_put_u32(w, fidx[2 * i + 1]) < 0
+            || cap_put_u32(w, (uint32_t)t->frames[i].lineno) < 0) {
+            goto done;
+        }
+    }
+    cap_end_section(w);
+
+    if (cap_begin_section(w, CAP_TAG_STKS) < 0 || cap_put_u32(w, t->nstacks) < 0) {
+        goto done;
+    }
+    for (uint32_t s = 0; s < t->nstacks; s++) {
+        snap_stack *st = &t->stacks[s];
+        if (cap_put_u32(w, st->nframes) < 0 || cap_put_u64(w, st->size) < 0
+            || cap_put_u64(w, st->count) < 0 || cap_put_u64(w, st->peak_size) < 0
+            || cap_put_u64(w, st->peak_count) < 0) {
+            goto done;
+        }
+        for (uint32_t j = 0; j < st->nframes; j++) {
+            if (cap_put_u32(w, t->frame_idx[st->first + j]) < 0) {
+                goto done;
+            }
+        }
+    }
+    cap_end_section(w);
+
+    if (t->has_alloc) {
+        if (cap_begin_section(w, CAP_TAG_ALOC) < 0 || cap_put_u32(w, t->nstacks) < 0) {
+            goto done;
+        }
+        for (uint32_t s = 0; s < t->nstacks; s++) {
+            if (cap_put_u64(w, t->stacks[s].alloc_size) < 0
+                || cap_put_u64(w, t->stacks[s].alloc_count) < 0) {
+                goto done;
+            }
+        }
+        cap_end_section(w);
+    }
+    rc = 0;
+
+done:
+    PyMem_Free(fidx);
+    Py_XDECREF(strs);
+    Py_XDECREF(order);
+    return rc;
+}
+
+int
+cap_write_table(const char *path, void *table)
+{
+    cap_writer w;
+    int rc = -1;
+    if (cap_writer_init(&w) < 0 || cap_put_table(&w, table) < 0) {
+        goto done;
+    }
+    rc = cap_finish_to_file(&w, path);
+
+done:
+    cap_writer_free(&w);
+    return rc;
+}
+
+/* Read a whole file into PyMem memory (free with PyMem_Free); 0, or -1
+ * with OSError or MemoryError set. */
+static int
+cap_read_file(const char *path, unsigned char **out, size_t *outlen)
+{
+    unsigned char *data = NULL;
+    size_t len = 0, cap = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 65536;
+            unsigned char *d = PyMem_Realloc(data, cap);
+            if (d == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            data = d;
+        }
+        size_t n = fread(data + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    if (ferror(f)) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        goto error;
+    }
+    fclose(f);
+    *out = data;
+    *outlen = len;
+    return 0;
+
+error:
+    fclose(f);
+    PyMem_Free(data);
+    return -1;
+}
+
+void
+cap_file_free(cap_file *f)
+{
+    PyMem_Free(f->data);
+    PyMem_Free(f->sections);
+    memset(f, 0, sizeof(*f));
+}
+
+int
+cap_file_open(cap_file *f, const char *path)
+{
+    size_t room = 0; /* capacity of f->sections */
+    memset(f, 0, sizeof(*f));
+    f->path = path;
+    if (cap_read_file(path, &f->data, &f->len) < 0) {
+        goto error;
+    }
+    const unsigned char *data = f->data;
+    if (f->len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
+        cap_corrupt(path, f->len < 12 ? "too short" : "bad magic header");
+        goto error;
+    }
+    unsigned major = (unsigned)data[8] | ((unsigned)data[9] << 8);
+    if (major != CAP_VERSION_MAJOR) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: memlens capture format version %u is not supported "
+                     "(this memlens reads version %d)",
+                     path, major, CAP_VERSION_MAJOR);
+        goto error;
+    }
+
+    /* Framing and checksum, before any content is trusted. */
+    cap_reader r = {data + 12, data + f->len};
+    int ended = 0;
+    while (r.p < r.end) {
+        const unsigned char *sec = r.p;
+        uint32_t tag, reserved;
+        uint64_t n;
+        const unsigned char *payload;
+        if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
+            || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
+            cap_corrupt(path, "truncated");
+            goto error;
+        }
+        if (reserved != 0) {
+            cap_corrupt(path, "bad section header");
+            goto error;
+        }
+        if (tag == CAP_TAG_END) {
+            cap_reader e = {payload, payload + n};
+            uint64_t h;
+            if (cap_get_u64(&e, &h) < 0 || h != cap_fnv1a(data, (size_t)(sec - data))) {
+                cap_corrupt(path, "checksum mismatch");
+                goto error;
+            }
+            if (n != 8 || r.p != r.end) {
+                cap_corrupt(path, "data after the end marker");
+                goto error;
+            }
+            ended = 1;
+            break;
+        }
+        if (f->nsections == room) {
+            room = room ? room * 2 : 16;
+            cap_section *grown = PyMem_Realloc(f->sections, room * sizeof(cap_section));
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            f->sections = grown;
+        }
+        f->sections[f->nsections++] = (cap_section){tag, payload, n};
+    }
+    if (!ended) {
+        cap_corrupt(path, "truncated: no end marker");
+        goto error;
+    }
+    return 0;
+
+error:
+    cap_file_free(f);
+    return -1;
+}
+
+const cap_section *
+cap_file_find(const cap_file *f, uint32_t tag)
+{
+    /* The last one wins, as a reader that overwrote on each would do. */
+    for (size_t i = f->nsections; i > 0; i--) {
+        if (f->sections[i - 1].tag == tag) {
+            return &f->sections[i - 1];
+        }
+    }
+    return NULL;
+}
+
+PyObject *
+cap_file_table(PyObject *module, const cap_file *f)
+{
+    const char *path = f->path;
+    PyObject **strings = NULL;
+    uint32_t nstrings = 0;
+    snap_table *t = NULL;
+    PyObject *result = NULL;
+
+    const cap_section *meta = cap_file_find(f, CAP_TAG_META);
+    const cap_section *strs = cap_file_find(f, CAP_TAG_STRS);
+    const cap_section *frms = cap_file_find(f, CAP_TAG_FRMS);
+    const cap_section *stks = cap_file_find(f, CAP_TAG_STKS);
+    const cap_section *aloc = cap_file_find(f, CAP_TAG_ALOC); /* 1.1+ */
+    if (meta == NULL || strs == NULL || frms == NULL || stks == NULL) {
+        cap_corrupt(path, "not a snapshot: a section is missing");
+        goto done;
+    }
+
+    /* Content: every count checked against the bytes present. */
+    cap_reader m = {meta->payload, meta->payload + meta->len};
+    uint64_t total, peak, sample_bytes;
+    uint32_t max_frames, flags;
+    if (cap_get_u64(&m, &total) < 0 || cap_get_u64(&m, &peak) < 0
+        || cap_get_u64(&m, &sample_bytes) < 0 || cap_get_u32(&m, &max_frames) < 0
+        || cap_get_u32(&m, &flags) < 0) {
+        cap_corrupt(path, "short META section");
+        goto done;
+    }
+    cap_reader rs = {strs->payload, strs->payload + strs->len};
+    if (cap_get_u32(&rs, &nstrings) < 0 || (uint64_t)nstrings * 4 > strs->len) {
+        nstrings = 0;
+        cap_corrupt(path, "bad string table");
+        goto done;
+    }
+    strings = PyMem_Calloc(nstrings ? nstrings : 1, sizeof(PyObject *));
+    if (strings == NULL) {
+        nstrings = 0;
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < nstrings; i++) {
+        strings[i] = cap_get_str(&rs, path, "bad string table");
+        if (strings[i] == NULL) {
+            goto done;
+        }
+    }
+    cap_reader rf = {frms->payload, frms->payload + frms->len};
+    uint32_t nframes;
+    if (cap_get_u32(&rf, &nframes) < 0 || (uint64_t)nframes * 12 > frms->len - 4) {
+        cap_corrupt(path, "bad frame table");
+        goto done;
+    }
+    cap_reader rk = {stks->payload, stks->payload + stks->len};
+    uint32_t nstacks;
+    if (cap_get_u32(&rk, &nstacks) < 0 || (uint64_t)nstacks * 36 > stks->len - 4) {
+        cap_corrupt(path, "bad stack table");
+        goto done;
+    }
+    /* Frame indices: what is left after the fixed part of each stack. */
+    uint64_t nidx = (stks->len - 4 - (uint64_t)nstacks * 36) / 4;
+    t = snap_table_new(module, nframes, nstacks, nidx);
+    if (t == NULL) {
+        goto done;
+    }
+    t->total = total;
+    t->peak = peak;
+    t->sample_bytes = sample_bytes;
+    t->max_frames = max_frames;
+    t->flags = flags;
+    for (uint32_t i = 0; i < nframes; i++) {
+        uint32_t fn, nm, ln;
+        if (cap_get_u32(&rf, &fn) < 0 || cap_get_u32(&rf, &nm) < 0 || cap_get_u32(&rf, &ln) < 0
+            || fn >= nstrings || nm >= nstrings) {
+            cap_corrupt(path, "bad frame table");
+            goto done;
+        }
+        t->frames[i].filename = Py_NewRef(strings[fn]);
+        t->frames[i].name = Py_NewRef(strings[nm]);
+        t->frames[i].lineno = (int)(int32_t)ln;
+    }
+    uint64_t pos = 0;
+    for (uint32_t s = 0; s < nstacks; s++) {
+        snap_stack *st = &t->stacks[s];
+        uint32_t nf;
+        if (cap_get_u32(&rk, &nf) < 0 || cap_get_u64(&rk, &st->size) < 0
+            || cap_get_u64(&rk, &st->count) < 0 || cap_get_u64(&rk, &st->peak_size) < 0
+            || cap_get_u64(&rk, &st->peak_count) < 0 || nf > nidx - pos) {
+            cap_corrupt(path, "bad stack table");
+            goto done;
+        }
+        st->first = (uint32_t)pos;
+        st->nframes = nf;
+        for (uint32_t j = 0; j < nf; j++) {
+            uint32_t fi;
+            if (cap_get_u32(&rk, &fi) < 0 || fi >= nframes) {
+                cap_corrupt(path, "bad frame index");
+                goto done;
+            }
+            t->frame_idx[pos++] = fi;
+        }
+    }
+    if (aloc != NULL) {
+        cap_reader ra = {aloc->payload, aloc->payload + aloc->len};
+        uint32_t na;
+        if (cap_get_u32(&ra, &na) < 0 || na != nstacks || aloc->len - 4 != (uint64_t)na * 16) {
+            cap_corrupt(path, "bad allocated-totals table");
+            goto done;
+        }
+        for (uint32_t s = 0; s < nstacks; s++) {
+            /* Sizes checked above: the gets cannot fail. */
+            (void)cap_get_u64(&ra, &t->stacks[s].alloc_size);
+            (void)cap_get_u64(&ra, &t->stacks[s].alloc_count);
+        }
+        t->has_alloc = 1;
+    }
+    result = (PyObject *)t;
+    t = NULL;
+
+done:
+    for (uint32_t i = 0; strings != NULL && i < nstrings; i++) {
+        Py_XDECREF(strings[i]);
+    }
+    PyMem_Free(strings);
+    Py_XDECREF((PyObject *)t);
+    return result;
+}
+
+PyObject *
+cap_read_table(PyObject *module, const char *path)
+{
+    cap_file f;
+    if (cap_file_open(&f, path) < 0) {
+        return NULL;
+    }
+    PyObject *t = cap_file_table(module, &f);
+    cap_file_free(&f);
+    return t;
+}

@@ -1,0 +1,119 @@
+/* cap_format.h: memlens' binary capture format, writer and validated reader.
+ *
+ * Layout (all integers little-endian):
+ *   magic    8 bytes  "\x89MLNSCAP"  (high first byte: catches text-mode
+ *                                      and 7-bit mangling)
+ *   version  u16 major, u16 minor     (a reader accepts its own major and
+ *                                      any minor; unknown sections skipped)
+ *   sections: u32 tag, u32 reserved (0), u64 length, `length` bytes
+ *   the last section is CAP_TAG_END, whose payload is the FNV-1a 64-bit
+ *   hash of every byte before it: a truncated or corrupted file is
+ *   detected before any of it is trusted.
+ * A snapshot file holds META, STRS, FRMS and STKS sections, and since
+ * version 1.1 ALOC (cap_format.c says what each holds).  The section framing,
+ * the byte buffers and cap_file below are meant for other record kinds too
+ * (the `memlens run` capture, cap_run.h).
+ */
+#ifndef MEMLENS_CAP_FORMAT_H
+#define MEMLENS_CAP_FORMAT_H
+
+#include "core.h" /* Python.h and the 3.9 shims */
+#include <stddef.h>
+#include <stdint.h>
+
+#define CAP_MAGIC "\x89MLNSCAP"
+#define CAP_VERSION_MAJOR 1
+/* Minor 1 added the ALOC section (cumulative per-stack totals); a minor-0
+ * file has none, and a minor-0 reader skips it. */
+#define CAP_VERSION_MINOR 1
+
+#define CAP_TAG(a, b, c, d) \
+    ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
+#define CAP_TAG_META CAP_TAG('M', 'E', 'T', 'A')
+#define CAP_TAG_STRS CAP_TAG('S', 'T', 'R', 'S')
+#define CAP_TAG_FRMS CAP_TAG('F', 'R', 'M', 'S')
+#define CAP_TAG_STKS CAP_TAG('S', 'T', 'K', 'S')
+#define CAP_TAG_ALOC CAP_TAG('A', 'L', 'O', 'C')
+#define CAP_TAG_END CAP_TAG('E', 'N', 'D', ' ')
+
+/* Growable output buffer (PyMem; sets MemoryError on failure). */
+typedef struct {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+    size_t section_start; /* offset of the open section's header */
+} cap_writer;
+
+int cap_writer_init(cap_writer *w);
+void cap_writer_free(cap_writer *w);
+int cap_put(cap_writer *w, const void *p, size_t n);
+int cap_put_u32(cap_writer *w, uint32_t v);
+int cap_put_u64(cap_writer *w, uint64_t v);
+int cap_begin_section(cap_writer *w, uint32_t tag);
+void cap_end_section(cap_writer *w);
+/* Append the END section and write the buffer to `path` (OSError). */
+int cap_finish_to_file(cap_writer *w, const char *path);
+
+/* Append a str as u32 length + UTF-8 (TypeError for a non-str, ValueError
+ * past 4 GiB). */
+int cap_put_str(cap_writer *w, PyObject *s);
+/* Append the snapshot sections (META, STRS, FRMS, STKS, ALOC) of a
+ * TraceTable (trace_snapshot.h) to an initialised writer; -1 with an
+ * exception.  A run capture (cap_run.h) writes its own sections after them. */
+int cap_put_table(cap_writer *w, void *table);
+/* Write a TraceTable to `path`; -1 with an exception. */
+int cap_write_table(const char *path, void *table);
+
+/* Bounds-checked input cursor.  Every get returns -1, with no exception
+ * set, once the input is exhausted: the caller knows which field it was
+ * reading and raises cap_corrupt() with that. */
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} cap_reader;
+
+int cap_get_u32(cap_reader *r, uint32_t *v);
+int cap_get_u64(cap_reader *r, uint64_t *v);
+int cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out);
+/* A str stored by cap_put_str; NULL with ValueError (cap_corrupt: `why`
+ * when the input is short, "string is not UTF-8"). */
+PyObject *cap_get_str(cap_reader *r, const char *path, const char *why);
+
+/* Raise "ValueError: <path>: not a valid memlens capture file (<why>)";
+ * returns NULL. */
+PyObject *cap_corrupt(const char *path, const char *why);
+
+/* One section of a capture file: its tag and payload. */
+typedef struct {
+    uint32_t tag;
+    const unsigned char *payload; /* into cap_file.data */
+    uint64_t len;
+} cap_section;
+
+/* A capture file read into memory whose framing and checksum are checked:
+ * its sections (END excluded) in file order.  Reading a file once and
+ * recording where each section is lets the snapshot reader and the run
+ * reader share one read and one walk. */
+typedef struct {
+    const char *path; /* for error messages; owned by the caller */
+    unsigned char *data;
+    size_t len;
+    cap_section *sections;
+    size_t nsections;
+} cap_file;
+
+/* Read `path` and check magic, major version, framing and the END checksum
+ * before any content is trusted; 0, or -1 with OSError, MemoryError or
+ * ValueError (cap_file_free() either way). */
+int cap_file_open(cap_file *f, const char *path);
+void cap_file_free(cap_file *f);
+/* The last section tagged `tag`, or NULL (later minor versions may add
+ * sections; a reader asks only for those it knows). */
+const cap_section *cap_file_find(const cap_file *f, uint32_t tag);
+/* The TraceTable of an opened capture; NULL with ValueError for bad or
+ * missing snapshot sections. */
+PyObject *cap_file_table(PyObject *module, const cap_file *f);
+/* Read a TraceTable from `path` (cap_file_open + cap_file_table). */
+PyObject *cap_read_table(PyObject *module, const char *path);
+
+#endif /* MEMLENS_CAP_FORMAT_H */

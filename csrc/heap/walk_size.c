@@ -1,0 +1,361 @@
+/* size_: exact per-object sizes (see walk_size.h). */
+#include "heap/walk_size.h"
+#include "cpython/cpy_layout.h"
+
+/* Facts about the running interpreter, read once at import.  They are the
+ * addresses of objects the interpreter never frees (the small-int cache, the
+ * empty dict keys, builtin types' __sizeof__ descriptors), identical for
+ * every module instance, so they are process-wide statics rather than module
+ * state.  Written only during module exec, under the GIL. */
+static struct {
+    int ready;
+    uintptr_t small_int_lo, small_int_hi; /* [&int(-5), &int(256)] */
+    void *empty_keys;                     /* keys of every empty dict */
+    PyObject *object_sizeof;              /* object.__sizeof__ */
+    PyObject *str_sizeof;                 /* "__sizeof__" (interned) */
+} size_g;
+
+int
+size_init_globals(void)
+{
+    PyObject *lo = NULL, *hi = NULL, *d = NULL;
+    int rc = -1;
+
+    if (size_g.ready) {
+        return 0;
+    }
+    lo = PyLong_FromLong(-5);
+    hi = PyLong_FromLong(256);
+    d = PyDict_New();
+    if (lo == NULL || hi == NULL || d == NULL) {
+        goto error;
+    }
+    /* The cache is one array in every supported version, so an int is a
+     * cached one exactly when its address falls inside it. */
+    size_g.small_int_lo = (uintptr_t)lo;
+    size_g.small_int_hi = (uintptr_t)hi;
+    if (size_g.small_int_lo > size_g.small_int_hi) {
+        uintptr_t t = size_g.small_int_lo;
+        size_g.small_int_lo = size_g.small_int_hi;
+        size_g.small_int_hi = t;
+    }
+    size_g.empty_keys = ((PyDictObject *)d)->ma_keys;
+    size_g.str_sizeof = PyUnicode_InternFromString("__sizeof__");
+    if (size_g.str_sizeof == NULL) {
+        goto error;
+    }
+    size_g.object_sizeof = _PyType_Lookup(&PyBaseObject_Type, size_g.str_sizeof);
+    if (size_g.object_sizeof == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "object.__sizeof__ not found");
+        goto error;
+    }
+    /* Keep both alive for the life of the process (they are tiny). */
+    Py_INCREF(size_g.object_sizeof);
+    size_g.ready = 1;
+    rc = 0;
+error:
+    Py_XDECREF(lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(d);
+    return rc;
+}
+
+/* Is `tp` program structure rather than data? */
+static int
+size_type_is_program(PyTypeObject *tp)
+{
+    if (PyType_FastSubclass(tp, Py_TPFLAGS_TYPE_SUBCLASS)) {
+        return 1; /* a metaclass: its instances are classes */
+    }
+    PyTypeObject *const program_types[] = {
+        Py_TYPE(Py_None),     Py_TYPE(Py_NotImplemented), &PyModule_Type,
+        &PyFunction_Type,     &PyCFunction_Type,          &PyCode_Type,
+        &PyMethodDescr_Type,  &PyClassMethodDescr_Type,   &PyGetSetDescr_Type,
+        &PyMemberDescr_Type,  &PyWrapperDescr_Type,       &PyProperty_Type,
+        &PyStaticMethod_Type, &PyClassMethod_Type,        &PyCMethod_Type,
+        &PyBool_Type,         &PyEllipsis_Type,
+    };
+    for (size_t i = 0; i < sizeof(program_types) / sizeof(program_types[0]); i++) {
+        if (tp == program_types[i] || PyType_IsSubtype(tp, program_types[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The builtin whose size rule applies to `tp` (itself or a base), or NULL. */
+static PyTypeObject *
+size_known_base(PyTypeObject *tp, uint8_t *kind)
+{
+    static const struct {
+        PyTypeObject *type;
+        uint8_t kind;
+    } known[] = {
+        {&PyLong_Type, SIZE_LONG},
+        {&PyUnicode_Type, SIZE_STR},
+        {&PyBytes_Type, SIZE_BYTES},
+        {&PyTuple_Type, SIZE_TUPLE},
+        {&PyList_Type, SIZE_LIST},
+        {&PyDict_Type, SIZE_DICT},
+        {&PySet_Type, SIZE_SET},
+        {&PyFrozenSet_Type, SIZE_SET},
+        {&PyByteArray_Type, SIZE_BYTEARRAY},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (tp == known[i].type || PyType_IsSubtype(tp, known[i].type)) {
+            *kind = known[i].kind;
+            return known[i].type;
+        }
+    }
+    return NULL;
+}
+
+void
+size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
+{
+    uint8_t kind = SIZE_GENERIC;
+    PyTypeObject *base;
+    PyObject *fn;
+
+    ti->type = tp;
+    ti->flags = 0;
+    if (size_type_is_program(tp)) {
+        ti->flags |= SIZE_F_PROGRAM;
+    }
+    if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        ti->flags |= SIZE_F_INSTANCE;
+        if (tp->tp_itemsize != 0 && tp->tp_alloc == PyType_GenericAlloc) {
+            ti->flags |= SIZE_F_SPARE;
+        }
+    }
+    base = size_known_base(tp, &kind);
+    if (base == tp) {
+        ti->flags |= SIZE_F_EXACT;
+    }
+    /* Which __sizeof__ does this type really use?  The builtin rule only
+     * applies while the builtin's own method is the one found. */
+    fn = _PyType_Lookup(tp, size_g.str_sizeof);
+    if (base != NULL) {
+        if (fn != NULL && fn != _PyType_Lookup(base, size_g.str_sizeof)) {
+            kind = SIZE_CALL;
+        }
+    }
+    else if (fn != NULL && fn != size_g.object_sizeof) {
+        kind = SIZE_CALL;
+    }
+    ti->kind = kind;
+}
+
+/* basic size + items, with the spare item PyType_GenericAlloc adds */
+static inline size_t
+size_body(const size_typeinfo *ti, PyTypeObject *tp, size_t nitems)
+{
+    if (tp->tp_itemsize != 0 && (ti->flags & SIZE_F_SPARE)) {
+        nitems += 1;
+    }
+    size_t n = (size_t)tp->tp_basicsize + nitems * (size_t)tp->tp_itemsize;
+    if (ti->flags & SIZE_F_SPARE) {
+        /* _PyObject_VAR_SIZE rounds var-sized allocations up to a pointer */
+        n = (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+    }
+    return n;
+}
+
+static inline size_t
+size_abs_ob_size(PyObject *op)
+{
+    Py_ssize_t n = Py_SIZE(op);
+    return (size_t)(n < 0 ? -n : n);
+}
+
+size_t
+size_dict(PyObject *op, PyTypeObject *tp)
+{
+    size_t n = layout_preheader_size(op, tp) + (size_t)tp->tp_basicsize;
+    layout_dictkeys *keys = layout_dict_keys(op);
+    void *values = layout_dict_values(op);
+
+    if (keys != NULL && (void *)keys != size_g.empty_keys && keys->dk_refcnt == 1) {
+        n += layout_dictkeys_size(keys);
+    }
+    if (values != NULL && !layout_values_embedded(values)) {
+        n += layout_values_size(values, keys);
+    }
+    return n;
+}
+
+static size_t
+size_str(PyObject *op)
+{
+    size_t len = (size_t)PyUnicode_GET_LENGTH(op);
+    size_t n;
+
+    if (PyUnicode_IS_COMPACT_ASCII(op)) {
+        n = sizeof(PyASCIIObject) + len + 1;
+    }
+    else if (PyUnicode_IS_COMPACT(op)) {
+        n = sizeof(PyCompactUnicodeObject) + (len + 1) * PyUnicode_KIND(op);
+        PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)op;
+        if (cu->utf8 != NULL && cu->utf8 != PyUnicode_DATA(op)) {
+            n += (size_t)cu->utf8_length + 1;
+        }
+    }
+    else {
+        /* legacy (two-block) strings: str subclasses built the old way */
+        n = sizeof(PyUnicodeObject);
+        if (((PyUnicodeObject *)op)->data.any != NULL) {
+            n += (len + 1) * PyUnicode_KIND(op);
+        }
+        PyCompactUnicodeObject *cu = (PyCompactUnicodeObject *)op;
+        if (cu->utf8 != NULL && cu->utf8 != PyUnicode_DATA(op)) {
+            n += (size_t)cu->utf8_length + 1;
+        }
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    /* 3.9-3.11: a cached wchar_t copy, when it is not the data itself */
+    {
+        PyASCIIObject *a = (PyASCIIObject *)op;
+        if (a->wstr != NULL
+            && (PyUnicode_IS_COMPACT_ASCII(op) || (void *)a->wstr != PyUnicode_DATA(op))) {
+            n += (((PyCompactUnicodeObject *)op)->wstr_length + 1) * sizeof(wchar_t);
+        }
+    }
+#endif
+    return n;
+}
+
+/* The type's own __sizeof__; *ok = 0 when it failed or gave nonsense. */
+static size_t
+size_call(PyObject *op, int *ok)
+{
+    PyObject *args[1] = {op};
+    PyObject *res;
+    Py_ssize_t v = -1;
+
+    *ok = 0;
+    /* Looked up now, not cached with the type's facts: a __sizeof__ run
+     * earlier in the walk may have rebound cls.__sizeof__, freeing the
+     * function the cache would still point to.  The lookup is borrowed from
+     * the type's MRO; keep it alive while Python code runs. */
+    PyObject *fn = _PyType_Lookup(Py_TYPE(op), size_g.str_sizeof);
+    if (fn == NULL) {
+        return 0;
+    }
+    Py_INCREF(fn);
+    res = PyObject_Vectorcall(fn, args, 1, NULL);
+    Py_DECREF(fn);
+    if (res != NULL && PyLong_Check(res)) {
+        v = PyLong_AsSsize_t(res);
+    }
+    Py_XDECREF(res);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        v = -1;
+    }
+    if (v < 0) {
+        return 0;
+    }
+    *ok = 1;
+    return (size_t)v;
+}
+
+size_t
+size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    size_t n = 0;
+
+    switch ((size_kind)ti->kind) {
+    case SIZE_LONG:
+        if (ti->flags & SIZE_F_EXACT) {
+            n = layout_long_size(op);
+        }
+        else {
+            size_t nd = layout_long_ndigits(op);
+            n = size_body(ti, tp, nd ? nd : 1);
+        }
+        break;
+    case SIZE_STR:
+        if (ti->flags & SIZE_F_EXACT) {
+            n = size_str(op);
+        }
+        else {
+            n = size_str(op) + (size_t)tp->tp_basicsize - (size_t)PyUnicode_Type.tp_basicsize;
+        }
+        break;
+    case SIZE_BYTES:
+        /* basic size already counts the trailing NUL */
+        n = size_body(ti, tp, size_abs_ob_size(op));
+        break;
+    case SIZE_TUPLE:
+        n = size_body(ti, tp, size_abs_ob_size(op));
+        break;
+    case SIZE_LIST:
+        n = size_body(ti, tp, 0) + (size_t)((PyListObject *)op)->allocated * sizeof(PyObject *);
+        break;
+    case SIZE_DICT:
+        n = size_dict(op, tp);
+        n -= layout_preheader_size(op, tp); /* added below */
+        break;
+    case SIZE_SET: {
+        PySetObject *so = (PySetObject *)op;
+        n = size_body(ti, tp, 0);
+        if (so->table != so->smalltable) {
+            n += ((size_t)so->mask + 1) * sizeof(setentry);
+        }
+        break;
+    }
+    case SIZE_BYTEARRAY:
+        n = size_body(ti, tp, 0) + (size_t)((PyByteArrayObject *)op)->ob_alloc;
+        break;
+    case SIZE_CALL: {
+        int ok;
+        n = size_call(op, &ok);
+        if (!ok) {
+            (*warnings)++;
+            n = size_body(ti, tp, tp->tp_itemsize ? size_abs_ob_size(op) : 0);
+        }
+        break;
+    }
+    case SIZE_GENERIC:
+    default:
+        n = size_body(ti, tp, tp->tp_itemsize ? size_abs_ob_size(op) : 0);
+        break;
+    }
+    n += layout_preheader_size(op, tp);
+    if (ti->flags & SIZE_F_INSTANCE) {
+        n += layout_inline_values_size(op, tp);
+        void *values = layout_instance_values(op, tp);
+        if (values != NULL) {
+            n += layout_values_size(values, layout_cached_keys(tp));
+        }
+    }
+    return n;
+}
+
+int
+size_is_shared_value(PyObject *op, PyTypeObject *tp)
+{
+    if (layout_is_immortal(op)) {
+        return 1;
+    }
+    if (tp == &PyLong_Type) {
+        uintptr_t a = (uintptr_t)op;
+        return a >= size_g.small_int_lo && a <= size_g.small_int_hi;
+    }
+    if (tp == &PyUnicode_Type) {
+        if (PyUnicode_CHECK_INTERNED(op)) {
+            return 1;
+        }
+        /* CPython hands out one cached object per Latin-1 character */
+        Py_ssize_t len = PyUnicode_GET_LENGTH(op);
+        return len == 0 || (len == 1 && PyUnicode_KIND(op) == PyUnicode_1BYTE_KIND);
+    }
+    if (tp == &PyBytes_Type) {
+        return PyBytes_GET_SIZE(op) <= 1;
+    }
+    if (tp == &PyTuple_Type) {
+        return PyTuple_GET_SIZE(op) == 0;
+    }
+    return 0;
+}

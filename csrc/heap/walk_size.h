@@ -1,0 +1,78 @@
+/* size_: exact per-object sizes -- the bytes the allocator really handed out
+ * for an object, not what __sizeof__ says.
+ *
+ * An object's own size is:
+ *   its pre-header (GC header for tracked types; on 3.11+ the managed
+ *   dict/weakref words),
+ * + its body (basic size + items; heap subtypes of var-sized types get one
+ *   spare item from PyType_GenericAlloc),
+ * + memory it owns that is not an object: a list's item array, a dict's keys
+ *   table and values, a set's table, a bytearray's buffer, a str's cached
+ *   UTF-8 copy, an instance's values array (3.11/3.12) or inline values (3.13).
+ * An instance's materialized __dict__ is a separate object; the walker folds
+ * it into its owner (walk.h).
+ *
+ * Per-type facts are computed once per type into a size_typeinfo, which the
+ * walker caches, so sizing an object is a switch on a small integer.
+ */
+#ifndef MEMLENS_WALK_SIZE_H
+#define MEMLENS_WALK_SIZE_H
+
+#include "core.h"
+#include <stdint.h>
+
+typedef enum {
+    SIZE_GENERIC = 0, /* basic size + item size * |ob_size| */
+    SIZE_CALL,        /* the type's own __sizeof__ (extension or Python) */
+    SIZE_LONG,
+    SIZE_STR,
+    SIZE_BYTES,
+    SIZE_TUPLE,
+    SIZE_LIST,
+    SIZE_DICT,
+    SIZE_SET,
+    SIZE_BYTEARRAY,
+} size_kind;
+
+/* size_typeinfo.flags */
+#define SIZE_F_PROGRAM \
+    0x01                     /* program structure: type, module, function,
+                                * code, descriptor, singleton type */
+#define SIZE_F_INSTANCE 0x02 /* may own a __dict__ / values (heap type) */
+#define SIZE_F_SPARE \
+    0x04                  /* heap subtype of a var-sized type: one
+                                * spare item (PyType_GenericAlloc) */
+#define SIZE_F_EXACT 0x08 /* exactly the builtin type of `kind` */
+
+typedef struct {
+    PyTypeObject *type; /* borrowed: the type these facts are for, only
+                          * compared as a cache key, never dereferenced */
+    uint8_t kind;
+    uint8_t flags;
+} size_typeinfo;
+
+/* Fill `ti` for `tp`.  Never fails: unknown types become SIZE_GENERIC or
+ * SIZE_CALL. */
+void size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp);
+
+/* Own size of `op` (see above).  May run the object's __sizeof__ when
+ * ti->kind is SIZE_CALL (looked up on each call: an earlier __sizeof__ may
+ * have rebound it and freed the old one); a failure there (exception,
+ * non-int, negative) falls back to the generic rule and increments
+ * *warnings.  Never leaves an exception set. */
+size_t size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings);
+
+/* Own size of a dict object (header, keys if it owns them, values if it
+ * owns them), for dicts folded into their instance. */
+size_t size_dict(PyObject *op, PyTypeObject *tp);
+
+/* 1 if `op` is an object the interpreter shares or caches rather than one
+ * a structure owns: small ints, interned strs, one-character strs and
+ * bytes, the empty tuple, and immortal objects (3.12+). */
+int size_is_shared_value(PyObject *op, PyTypeObject *tp);
+
+/* Called once from module exec: records the singletons size_is_shared_value
+ * compares against. */
+int size_init_globals(void);
+
+#endif /* MEMLENS_WALK_SIZE_H */

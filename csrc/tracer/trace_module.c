@@ -1,0 +1,296 @@
+/* trace_module.c: Python binding of the allocation tracer and of the
+ * timeline sampler (memlens._core.trace_* and timeline_* functions);
+ * argument conversion only, the work is in trace_hooks.c, trace_snapshot.c
+ * and trace_timeline.c.  trace_load (reading a capture) is
+ * capture/cap_module.c's. */
+#include "bindings.h"
+#include "tracer/trace_stack.h"
+#include "tracer/trace_hooks.h"
+#include "tracer/trace_snapshot.h"
+#include "tracer/trace_timeline.h"
+
+PyDoc_STRVAR(trace_start_doc,
+             "trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
+             "frames: 1..512 frames per stack (0: no stacks, totals only -- the line\n"
+             "profiler's mode; the public start() asks for 1 or more); sample_bytes: 0 for\n"
+             "exact tracing, else\n"
+             "the mean of the Poisson sampling interval in bytes.");
+
+static PyObject *
+trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    int frames;
+    unsigned long long sample_bytes;
+    if (!PyArg_ParseTuple(args, "iK:trace_start", &frames, &sample_bytes)) {
+        return NULL;
+    }
+    if (frames < 0 || frames > STACK_MAX_FRAMES) {
+        PyErr_Format(PyExc_ValueError, "frames must be between 0 and %d, not %d", STACK_MAX_FRAMES,
+                     frames);
+        return NULL;
+    }
+    if (sample_bytes > ((unsigned long long)1 << 50)) {
+        PyErr_SetString(PyExc_ValueError, "sample_bytes must be at most 2**50");
+        return NULL;
+    }
+    if (trace_start(frames, (uint64_t)sample_bytes) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trace_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    trace_stop();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(trace_chain_only_doc,
+             "trace_chain_only(on) -- install (or remove) allocator hooks that only call\n"
+             "the allocator below (benchmarks/bench_tracer.py: the floor under a tracer).");
+
+static PyObject *
+trace_chain_only_py(PyObject *Py_UNUSED(m), PyObject *on)
+{
+    int r = PyObject_IsTrue(on);
+    if (r < 0 || trace_chain_only(r) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trace_is_tracing_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(trace_is_tracing());
+}
+
+static PyObject *
+trace_sample_bytes_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    trace_view v;
+    trace_view_get(&v);
+    return PyLong_FromUnsignedLongLong(v.tracing ? (unsigned long long)v.sample_bytes : 0);
+}
+
+static PyObject *
+trace_traced_memory_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    uint64_t cur, peak;
+    trace_get_traced_memory(&cur, &peak);
+    return Py_BuildValue("(KK)", (unsigned long long)cur, (unsigned long long)peak);
+}
+
+static PyObject *
+trace_reset_peak_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    trace_reset_peak();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trace_tracer_memory_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSize_t(trace_tracer_memory());
+}
+
+static PyObject *
+trace_live_blocks_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(trace_live_blocks());
+}
+
+static PyObject *
+trace_take_snapshot_py(PyObject *m, PyObject *Py_UNUSED(ignored))
+{
+    return snap_take(m);
+}
+
+/* ---- test-only helpers: direct calls into the RAW domain --------------- */
+
+static PyObject *
+_test_raw_malloc(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    size_t n = PyLong_AsSize_t(arg);
+    if (n == (size_t)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    void *p = PyMem_RawMalloc(n);
+    if (p == NULL) {
+        return PyErr_NoMemory();
+    }
+    return PyLong_FromVoidPtr(p);
+}
+
+static PyObject *
+_test_raw_realloc(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *addr;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "On", &addr, &n)) {
+        return NULL;
+    }
+    void *p = PyLong_AsVoidPtr(addr);
+    if (p == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    void *q = PyMem_RawRealloc(p, (size_t)n);
+    if (q == NULL) {
+        return PyErr_NoMemory();
+    }
+    return PyLong_FromVoidPtr(q);
+}
+
+static PyObject *
+_test_raw_free(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    void *p = PyLong_AsVoidPtr(arg);
+    if (p == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyMem_RawFree(p);
+    Py_RETURN_NONE;
+}
+
+/* Allocate and free `rounds` blocks of `size` bytes through the RAW domain
+ * with the GIL released, keeping `keep` of them live (returned as a list
+ * of addresses for _test_raw_free). */
+static PyObject *
+_test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    Py_ssize_t rounds, size, keep;
+    if (!PyArg_ParseTuple(args, "nnn", &rounds, &size, &keep)) {
+        return NULL;
+    }
+    void **kept = calloc((size_t)(keep > 0 ? keep : 1), sizeof(void *));
+    if (kept == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t i = 0; i < rounds; i++)
+    {
+        void *p = PyMem_RawMalloc((size_t)size);
+        p = PyMem_RawRealloc(p, (size_t)size * 2);
+        PyMem_RawFree(p);
+    }
+    for (Py_ssize_t i = 0; i < keep; i++) {
+        kept[i] = PyMem_RawMalloc((size_t)size);
+    }
+    Py_END_ALLOW_THREADS PyObject *out = PyList_New(keep);
+    for (Py_ssize_t i = 0; out != NULL && i < keep; i++) {
+        PyObject *a = PyLong_FromVoidPtr(kept[i]);
+        if (a == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, a);
+    }
+    free(kept);
+    return out;
+}
+
+/* ---- the timeline sampler of `memlens run` (trace_timeline.c) ---------- */
+
+PyDoc_STRVAR(timeline_start_doc,
+             "timeline_start(interval_ms[, max_samples]) -- start the sampler thread.\n\n"
+             "Records traced bytes, their peak and RSS every interval_ms milliseconds\n"
+             "(and once right away).  When max_samples (default and most: 32768) are\n"
+             "kept, neighbours are merged\n"
+             "and the interval doubles.  RuntimeError if a sampler is already running.");
+
+static PyObject *
+timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    double ms;
+    unsigned int max_samples = TL_MAX_SAMPLES;
+    if (!PyArg_ParseTuple(args, "d|I:timeline_start", &ms, &max_samples)) {
+        return NULL;
+    }
+    if (max_samples < 4 || max_samples > TL_MAX_SAMPLES) {
+        PyErr_Format(PyExc_ValueError, "max_samples must be between 4 and %u", TL_MAX_SAMPLES);
+        return NULL;
+    }
+    if (!(ms >= 0.1 && ms <= 3600000.0)) {
+        PyErr_SetString(PyExc_ValueError, "interval must be between 0.1 ms and one hour");
+        return NULL;
+    }
+    if (trace_timeline_start(ms, max_samples) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(timeline_stop_doc,
+             "timeline_stop() -> (interval_ms, samples)\n\n"
+             "Take a last sample, stop the sampler thread and return the final interval\n"
+             "(it doubles each time the timeline is halved) and the samples as bytes:\n"
+             "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
+             "returning (0.0, b'') when no sampler runs, or when another thread is\n"
+             "already stopping it (that call returns the samples).");
+
+static PyObject *
+timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    double interval_ms;
+    unsigned char *buf;
+    size_t nbytes;
+    int r = trace_timeline_stop(&interval_ms, &buf, &nbytes);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        return Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
+    }
+    PyObject *result = Py_BuildValue("(dy#)", interval_ms, (const char *)buf, (Py_ssize_t)nbytes);
+    free(buf);
+    return result;
+}
+
+static PyMethodDef timeline_methods[] = {
+    {"timeline_start", timeline_start_py, METH_VARARGS, timeline_start_doc},
+    {"timeline_stop", timeline_stop_py, METH_NOARGS, timeline_stop_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef trace_methods[] = {
+    {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
+    {"trace_chain_only", trace_chain_only_py, METH_O, trace_chain_only_doc},
+    {"trace_stop", trace_stop_py, METH_NOARGS,
+     "trace_stop() -- uninstall the hooks, drop the tables."},
+    {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},
+    {"trace_sample_bytes", trace_sample_bytes_py, METH_NOARGS,
+     "trace_sample_bytes() -> the running tracer's sample_bytes (0: exact, or not tracing)"},
+    {"trace_traced_memory", trace_traced_memory_py, METH_NOARGS,
+     "trace_traced_memory() -> (current, peak) in bytes"},
+    {"trace_reset_peak", trace_reset_peak_py, METH_NOARGS, "trace_reset_peak() -- peak = current"},
+    {"trace_tracer_memory", trace_tracer_memory_py, METH_NOARGS,
+     "trace_tracer_memory() -> bytes of RAM used by the tracer's tables"},
+    {"trace_live_blocks", trace_live_blocks_py, METH_NOARGS,
+     "trace_live_blocks() -> number of live traced (or sampled) blocks"},
+    {"trace_take_snapshot", trace_take_snapshot_py, METH_NOARGS,
+     "trace_take_snapshot() -> TraceTable of the running tracer"},
+    {"_test_raw_malloc", _test_raw_malloc, METH_O, "test only: PyMem_RawMalloc(n) -> address"},
+    {"_test_raw_realloc", _test_raw_realloc, METH_VARARGS, "test only: PyMem_RawRealloc"},
+    {"_test_raw_free", _test_raw_free, METH_O, "test only: PyMem_RawFree(address)"},
+    {"_test_raw_churn_nogil", _test_raw_churn_nogil, METH_VARARGS,
+     "test only: RAW malloc/realloc/free without the GIL"},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+trace_module_exec(PyObject *m)
+{
+    if (trace_hooks_init() < 0) {
+        return -1;
+    }
+    if (trace_snapshot_module_exec(m) < 0) {
+        return -1;
+    }
+    if (PyModule_AddFunctions(m, trace_methods) < 0) {
+        return -1;
+    }
+    if (trace_timeline_init() < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(m, timeline_methods);
+}

@@ -1,0 +1,59 @@
+/* trace_snapshot.h: an immutable copy of the tracer's per-stack table
+ * (memlens._core.TraceTable), and the statistics computed from it in C.
+ *
+ * A TraceTable holds unique resolved frames (filename, function, line) and,
+ * per stack, the live size/count, the size/count at the high-water mark and
+ * the cumulative size/count allocated (absent from older capture files).
+ * It is what take_snapshot() returns, what dump()/load() serialise
+ * (cap_format.h), and what the CLI and line profiler build on: the per-stack
+ * table is available as plain tuples through TraceTable.stacks().
+ */
+#ifndef MEMLENS_TRACE_SNAPSHOT_H
+#define MEMLENS_TRACE_SNAPSHOT_H
+
+#include "core.h" /* Python.h and the 3.9 shims */
+#include <stdint.h>
+
+typedef struct {
+    PyObject *filename; /* str */
+    PyObject *name;     /* str */
+    int lineno;
+} snap_frame;
+
+typedef struct {
+    uint32_t first; /* index into frame_idx */
+    uint32_t nframes;
+    uint64_t size;
+    uint64_t count; /* in STACK_COUNT_ONE units (fractional when sampled) */
+    uint64_t peak_size;
+    uint64_t peak_count;
+    uint64_t alloc_size;  /* allocated since start(), freed or not */
+    uint64_t alloc_count; /* STACK_COUNT_ONE units */
+} snap_stack;
+
+typedef struct {
+    PyObject_HEAD snap_frame *frames; /* unique frames; strong refs */
+    uint32_t nframes;
+    snap_stack *stacks;
+    uint32_t nstacks;
+    uint32_t *frame_idx; /* frames of each stack, innermost first */
+    uint64_t total;
+    uint64_t peak;
+    uint64_t sample_bytes;
+    uint32_t max_frames;
+    uint32_t flags; /* SNAP_FLAG_* */
+    int has_alloc;  /* alloc_size/alloc_count are known (a capture
+                             written before memlens kept them has none) */
+} snap_table;
+
+#define SNAP_FLAG_INCOMPLETE 1u /* the tracer lost some bookkeeping */
+
+/* Allocate an empty table of the TraceTable type with room for the given
+ * numbers of frames, stacks and frame indices (arrays zeroed). */
+snap_table *snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t nidx);
+/* Snapshot of the running tracer (GIL held); NULL with an exception. */
+PyObject *snap_take(PyObject *module);
+
+int trace_snapshot_module_exec(PyObject *m);
+
+#endif /* MEMLENS_TRACE_SNAPSHOT_H */

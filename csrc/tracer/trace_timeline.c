@@ -1,0 +1,272 @@
+/* trace_timeline.c: the sampler thread of `memlens run` (see trace_timeline.h). */
+#include "tracer/trace_timeline.h"
+#include "tracer/trace_hooks.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Process-wide because the tracer it samples is (trace_hooks.h).  Every
+ * field below is protected by tl_mutex.  `tl_thread` is written by start
+ * and joined by the one stop call that set `tl_stopping`: the join runs
+ * with the lock (and the GIL) released, so any other start or stop meanwhile
+ * sees `tl_stopping` and keeps its hands off the thread. */
+static pthread_mutex_t tl_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tl_cond; /* signalled by stop */
+static int tl_cond_ready = 0;
+static int tl_running = 0;  /* a sampler thread exists (until it is joined) */
+static int tl_stopping = 0; /* a stop call is joining it */
+static int tl_stop_requested = 0;
+static uint64_t tl_interval_ns = 0; /* current interval (doubles on halving) */
+static uint64_t tl_start_ns = 0;
+static tl_sample *tl_samples = NULL; /* libc malloc: outside what is traced */
+static uint32_t tl_n = 0;
+static uint32_t tl_max = TL_MAX_SAMPLES; /* capacity of tl_samples */
+static pthread_t tl_thread;
+
+static uint64_t
+tl_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* RSS in bytes from /proc/self/statm (second field, in pages); 0 when the
+ * file cannot be read (not Linux, /proc not mounted). */
+static uint64_t
+tl_read_rss(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    char *p = buf;
+    (void)strtoull(p, &p, 10);
+    unsigned long long pages = strtoull(p, NULL, 10);
+    long pagesize = sysconf(_SC_PAGESIZE);
+    return (uint64_t)pages * (uint64_t)(pagesize > 0 ? pagesize : 4096);
+}
+
+/* Merge neighbours pairwise; called with tl_mutex held. */
+static void
+tl_halve_locked(void)
+{
+    uint32_t out = 0;
+    for (uint32_t i = 0; i + 1 < tl_n; i += 2) {
+        tl_sample a = tl_samples[i], b = tl_samples[i + 1];
+        tl_sample m = b;
+        m.traced = a.traced > b.traced ? a.traced : b.traced;
+        m.rss = a.rss > b.rss ? a.rss : b.rss;
+        tl_samples[out++] = m;
+    }
+    if (tl_n % 2) {
+        tl_samples[out++] = tl_samples[tl_n - 1];
+    }
+    tl_n = out;
+    tl_interval_ns *= 2;
+}
+
+/* Take one sample; called with tl_mutex held. */
+static void
+tl_sample_locked(void)
+{
+    tl_sample s;
+    s.t_ns = tl_now_ns() - tl_start_ns;
+    trace_get_traced_memory(&s.traced, &s.peak);
+    s.rss = tl_read_rss();
+    if (tl_n == tl_max) {
+        tl_halve_locked();
+    }
+    tl_samples[tl_n++] = s;
+}
+
+static void *
+tl_thread_main(void *arg)
+{
+    (void)arg;
+    /* Allocations of this thread (libc only, but be safe) are not the
+     * program's: keep them out of the trace. */
+    trace_thread_pause();
+    pthread_mutex_lock(&tl_mutex);
+    while (!tl_stop_requested) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        uint64_t ns = (uint64_t)deadline.tv_nsec + tl_interval_ns;
+        deadline.tv_sec += (time_t)(ns / 1000000000ull);
+        deadline.tv_nsec = (long)(ns % 1000000000ull);
+        int rc = 0;
+        while (!tl_stop_requested && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&tl_cond, &tl_mutex, &deadline);
+        }
+        if (tl_stop_requested) {
+            break;
+        }
+        tl_sample_locked();
+    }
+    pthread_mutex_unlock(&tl_mutex);
+    trace_thread_resume();
+    return NULL;
+}
+
+int
+trace_timeline_start(double ms, unsigned int max_samples)
+{
+    int result = -1;
+    pthread_mutex_lock(&tl_mutex);
+    if (tl_stopping) {
+        PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is still stopping");
+        goto done;
+    }
+    if (tl_running) {
+        PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is already running");
+        goto done;
+    }
+    if (!tl_cond_ready) {
+        /* CLOCK_MONOTONIC waits: wall-clock jumps must not stall sampling. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&tl_cond, &ca);
+        pthread_condattr_destroy(&ca);
+        tl_cond_ready = 1;
+    }
+    free(tl_samples);
+    tl_samples = malloc((size_t)max_samples * sizeof(tl_sample));
+    if (tl_samples == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    tl_n = 0;
+    tl_max = max_samples;
+    tl_interval_ns = (uint64_t)(ms * 1e6);
+    tl_start_ns = tl_now_ns();
+    tl_stop_requested = 0;
+    tl_sample_locked();
+    /* Signals go to the main thread, not the sampler: block them here so
+     * the new thread inherits an all-blocked mask (Ctrl-C stays Python's). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = pthread_create(&tl_thread, NULL, tl_thread_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    tl_running = 1;
+    result = 0;
+
+done:
+    pthread_mutex_unlock(&tl_mutex);
+    return result;
+}
+
+int
+trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes)
+{
+    int result = -1;
+    unsigned char *buf = NULL;
+    *interval_ms = 0.0;
+    *samples = NULL;
+    *nbytes = 0;
+    pthread_mutex_lock(&tl_mutex);
+    if (!tl_running || tl_stopping) {
+        /* Joining a thread twice is undefined behaviour (in practice a hang):
+         * only the first of concurrent stops joins. */
+        pthread_mutex_unlock(&tl_mutex);
+        return 0;
+    }
+    tl_stopping = 1;
+    tl_sample_locked();
+    tl_stop_requested = 1;
+    pthread_cond_signal(&tl_cond);
+    pthread_mutex_unlock(&tl_mutex);
+
+    /* The sampler never takes the GIL, but release it anyway: joining
+     * must not block other Python threads. */
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_join(tl_thread, NULL);
+    PyEval_RestoreThread(ts);
+
+    pthread_mutex_lock(&tl_mutex);
+    buf = malloc((size_t)tl_n * 32 + 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < tl_n; i++) {
+        uint64_t v[4] = {tl_samples[i].t_ns, tl_samples[i].traced, tl_samples[i].peak,
+                         tl_samples[i].rss};
+        for (int k = 0; k < 4; k++) {
+            for (int b = 0; b < 8; b++) {
+                buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] = (unsigned char)(v[k] >> (8 * b));
+            }
+        }
+    }
+    *interval_ms = (double)tl_interval_ns / 1e6;
+    *samples = buf;
+    *nbytes = (size_t)tl_n * 32;
+    result = 1;
+
+done:
+    /* The thread is gone whatever happened to the result. */
+    free(tl_samples);
+    tl_samples = NULL;
+    tl_n = 0;
+    tl_running = 0;
+    tl_stopping = 0;
+    pthread_mutex_unlock(&tl_mutex);
+    return result;
+}
+
+/* fork() while the sampler holds tl_mutex would leave the child with a
+ * lock nobody releases; and the child has no sampler thread, so it must
+ * not try to join one. */
+static void
+tl_atfork_prepare(void)
+{
+    pthread_mutex_lock(&tl_mutex);
+}
+
+static void
+tl_atfork_parent(void)
+{
+    pthread_mutex_unlock(&tl_mutex);
+}
+
+static void
+tl_atfork_child(void)
+{
+    tl_running = 0;
+    tl_stopping = 0;
+    tl_stop_requested = 0;
+    pthread_mutex_unlock(&tl_mutex);
+}
+
+int
+trace_timeline_init(void)
+{
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        if (pthread_atfork(tl_atfork_prepare, tl_atfork_parent, tl_atfork_child) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_done = 1;
+    }
+    return 0;
+}

@@ -34,9 +34,9 @@ def main(argv=None):
 
     if argv is None:
         argv = sys.argv[1:]
-    parser, program_parsers = _parser()
     prog = "memlens"
     try:
+        parser, program_parsers = _parser()
         if argv and argv[0] in program_parsers:
             prog = f"memlens {argv[0]}"
             # The program's own options must not reach argparse.

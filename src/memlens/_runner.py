@@ -35,6 +35,10 @@ __all__ = ["ProgramError", "Program", "Ended", "report_end", "runner_files"]
 EXIT_INTERRUPTED = 130
 # What the OS keeps of an exit status.
 _EXIT_STATUS_MASK = 0xFF
+# Python exits with this when sys.exit() is given an int that does not fit
+# in a C long (it prints nothing else: -1, as the OS keeps it).
+_EXIT_INT_OVERFLOW = 255
+_C_LONG_BITS = 64 if sys.maxsize > 2 ** 32 else 32
 
 
 class ProgramError(Exception):
@@ -141,34 +145,63 @@ class Program:
         return Ended(0)
 
 
+def write_stderr(text):
+    """Write to the program's ``sys.stderr`` as python's own messages go
+    there: nothing when the program set it to None or closed it (python
+    exits as usual then), never an exception."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except Exception:  # closed, broken pipe, a replacement that raises
+        pass
+
+
 def report_end(ended, runner=()):
     """Print how the program ended, as python would (a SystemExit message,
     or the traceback without the frames of the runner and of `runner`
-    files), then flush its streams before the caller writes."""
+    files), then flush its streams before the caller writes.  Never
+    raises: the program's streams and hooks may be in any state."""
     if ended.exit_message is not None:
-        print(ended.exit_message, file=sys.stderr)
+        write_stderr(f"{ended.exit_message}\n")
     if ended.failure is not None:
         print_exception(ended.failure, runner)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError, AttributeError):
+        except Exception:  # closed, None, or a replacement without flush
             pass
 
 
 def print_exception(e, runner=()):
     """The traceback of `e` without the runner's frames, as python itself
-    shows none of its own."""
+    shows none of its own.  A ``sys.excepthook`` that raises is reported as
+    python reports it ("Error in sys.excepthook:", then the original)."""
     tb = e.__traceback__
     skip = runner_files(*runner)
     while tb is not None and tb.tb_frame.f_code.co_filename in skip:
         tb = tb.tb_next
     if tb is None and isinstance(e, ImportError):
         # runpy could not find the -m module: one line, as python -m says it.
-        print(f"memlens run: error: {e}", file=sys.stderr)
+        write_stderr(f"memlens run: error: {e}\n")
         return
     e.__traceback__ = tb
-    sys.excepthook(type(e), e, tb)
+    hook = sys.excepthook
+    try:
+        hook(type(e), e, tb)
+    except BaseException as hook_error:  # noqa: B036 -- python reports any
+        import traceback
+
+        write_stderr("Error in sys.excepthook:\n")
+        write_stderr("".join(traceback.format_exception(type(hook_error), hook_error,
+                                                        hook_error.__traceback__.tb_next)))
+        write_stderr("\nOriginal exception was:\n")
+        try:
+            sys.__excepthook__(type(e), e, tb)
+        except Exception:
+            pass
 
 
 def _exit_code(e):
@@ -176,6 +209,8 @@ def _exit_code(e):
     if code is None:
         return 0
     if isinstance(code, int):
+        if not -(1 << (_C_LONG_BITS - 1)) <= code < (1 << (_C_LONG_BITS - 1)):
+            return _EXIT_INT_OVERFLOW
         return code & _EXIT_STATUS_MASK  # as for python
     # Like Python: a non-int code is printed (by report_end), the exit code is 1.
     return 1

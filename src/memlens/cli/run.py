@@ -22,6 +22,13 @@ from memlens.cli.common import UsageError, check_output_path
 
 __all__ = ["add_parser", "main", "split_argv"]
 
+# Bound now: the program may replace os.getpid (a test double, a sandbox),
+# and the fork check below must still see the real process.
+_getpid = os.getpid
+# Signals whose default action ends the process without Python code
+# running: memlens writes the capture first, then dies by the same signal.
+_FATAL_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
 # --min-saving's default: advice saving less than 64 KiB is left out.
 DEFAULT_MIN_SAVING = 64 * 1024
 # --interval's range, in milliseconds.
@@ -111,6 +118,23 @@ def add_advise_options(p, always=False):
                    help=f"with advice: leave out suggestions saving less (default {DEFAULT_MIN_SAVING})")
 
 
+def _emit(text):
+    """memlens' own messages, on stderr.  The program may have closed
+    ``sys.stderr`` or set it to None; memlens still reports on fd 2 and
+    never fails because of that (python would exit normally)."""
+    stream = sys.stderr
+    try:
+        stream.write(text)
+        stream.flush()
+        return
+    except Exception:  # None, closed, or a replacement that raises
+        pass
+    try:
+        os.write(2, text.encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
 def _print_advice(args):
     """The advisor's report on the heap the program left, on stderr."""
     import memlens
@@ -118,9 +142,9 @@ def _print_advice(args):
     try:
         advice = memlens.advise(min_saving=args.min_saving)
     except Exception as e:  # the program's own exit code must survive
-        print(f"memlens: advise failed: {e}", file=sys.stderr)
+        _emit(f"memlens: advise failed: {e}\n")
         return
-    sys.stderr.write("\n" + memlens.format_advice(advice))
+    _emit("\n" + memlens.format_advice(advice))
 
 
 def _census_rows():
@@ -130,7 +154,7 @@ def _census_rows():
         rows = memlens.census().top(_CENSUS_ROWS)
         return [(str(r.name), int(r.count), int(r.bytes)) for r in rows]
     except Exception as e:  # the run must still write its capture
-        print(f"memlens: census failed: {e}", file=sys.stderr)
+        _emit(f"memlens: census failed: {e}\n")
         return None
 
 
@@ -186,6 +210,13 @@ def _default_output(args):
     return f"memlens-{name}.{os.getpid()}.mlcap"
 
 
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def _prepare_output(run):
     """Step 2: the capture path, checked before the program runs (a long
     run must not end in an unwritable file)."""
@@ -193,6 +224,8 @@ def _prepare_output(run):
     if not run.advise_only:
         output = args.output or _default_output(args)
         check_output_path(output)
+        if args.module is None and _same_file(output, args.script):
+            raise UsageError(f"refusing to write the capture over the program itself: {output!r}")
         run.output = os.path.abspath(output)
     if args.module is None:
         run.command = " ".join(["memlens run", args.script] + list(args.args))
@@ -216,11 +249,46 @@ def _start_tracing(run):
     import memlens
     from memlens import capture
 
-    run.pid = os.getpid()
+    run.pid = _getpid()
     run.start_ns = time.time_ns()
     run.t0 = time.monotonic()
     memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes)
     capture.start_timeline(run.args.interval)
+    _catch_fatal_signals(run)
+
+
+def _catch_fatal_signals(run):
+    """SIGTERM and SIGHUP end python without running Python code; under
+    memlens run they first write the capture (what was recorded so far),
+    then end the process by the same signal, so the parent sees what it
+    would have seen.  A handler the program installs replaces this one, as
+    it would replace the default."""
+
+    def on_signal(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)
+        if _getpid() == run.pid and run.ended is None:
+            run.ended = _runner.Ended(128 + signum)
+            run.table = _take_table_quietly()
+            run.duration = time.monotonic() - run.t0
+            if run.table is not None and _write_capture(run, census=False):
+                _emit(f"memlens run: {signal.Signals(signum).name}: capture written to {run.output}\n")
+        os.kill(_getpid(), signum)
+
+    for signum in _FATAL_SIGNALS:
+        try:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, on_signal)
+        except (OSError, ValueError):  # not the main thread, or not settable
+            pass
+
+
+def _take_table_quietly():
+    from memlens import capture
+
+    try:
+        return capture.take_table()
+    except RuntimeError:  # the program stopped the tracer
+        return None
 
 
 def _run_program(run):
@@ -230,8 +298,13 @@ def _run_program(run):
     import memlens
     from memlens import capture
 
-    run.ended = run.program.run()
-    if os.getpid() != run.pid:
+    ended = run.program.run()
+    if run.ended is not None:
+        # A fatal signal's handler wrote the capture meanwhile (and the
+        # process is ending by that signal).
+        return False
+    run.ended = ended
+    if _getpid() != run.pid:
         capture.stop_timeline()
         memlens.stop()
         _runner.report_end(run.ended, _RUNNER)
@@ -260,9 +333,10 @@ def _metadata(run, code):
     }
 
 
-def _write_capture(run):
+def _write_capture(run, census=True):
     """Step 6: stop tracing, print how the program ended, write the
-    capture.  True once it is written."""
+    capture.  True once it is written.  `census`: the class table at exit
+    (not when a fatal signal is ending the process)."""
     import memlens
     from memlens import capture
 
@@ -273,20 +347,18 @@ def _write_capture(run):
     try:
         interval, timeline = capture.stop_timeline()
         memlens.stop()
-        classes = _census_rows()
+        classes = _census_rows() if census else None
         # Printed once the tracer is off: python's printing of the traceback
         # is not the program's memory.
         _runner.report_end(run.ended, _RUNNER)
         meta = _metadata(run, code)
         if run.table is None:
-            print("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written",
-                  file=sys.stderr)
+            _emit("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written\n")
             return False
         try:
             capture.write(run.output, run.table, meta, interval, timeline, classes)
         except OSError as e:
-            print(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}",
-                  file=sys.stderr)
+            _emit(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}\n")
             return False
     finally:
         signal.signal(signal.SIGINT, old_sigint)
@@ -303,11 +375,11 @@ def _summary(run):
         # The capture was written; only reading it back failed (-o
         # /dev/null, or the file was replaced meanwhile).  As with the
         # census and advice, the program's own exit code must survive.
-        print(f"memlens: no summary: {e}", file=sys.stderr)
+        _emit(f"memlens: no summary: {e}\n")
         return
-    sys.stderr.write("\n" + text.summary(cap))
-    sys.stderr.write(f"\nmemlens: capture written to {run.output}\n"
-                     f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
+    _emit("\n" + text.summary(cap))
+    _emit(f"\nmemlens: capture written to {run.output}\n"
+          f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
 
 
 # This module's frames are the runner's too (the steps above call into the

@@ -95,10 +95,37 @@ def format_bytes(n, *, unit=None, digits=1, tracemalloc=False, sign=False):
     raise AssertionError("unreachable")
 
 
+# The descriptors of `type` itself: reading a class's name through them
+# runs none of its metaclass's code (a property named __module__ that raises,
+# say) and always gives what the interpreter stored.
+_TYPE_MODULE = type.__dict__["__module__"]
+_TYPE_QUALNAME = type.__dict__["__qualname__"]
+# What a class is called when it has no usable name.
+UNNAMED = "<unnamed>"
+
+
+def type_module(tp):
+    """The module a class says it was defined in, or None when it has no
+    str there (``__module__`` deleted, rebound to an int ...).  Never runs
+    the class's or its metaclass's code and never raises."""
+    try:
+        mod = _TYPE_MODULE.__get__(tp, type)
+    except Exception:  # no __module__ in the class dict of a heap type
+        return None
+    return mod if isinstance(mod, str) else None
+
+
 def qualname(tp):
-    """``module.QualName`` of a class, the bare qualified name for builtins."""
-    mod = getattr(tp, "__module__", None)
-    name = getattr(tp, "__qualname__", tp.__name__)
+    """``module.QualName`` of a class, the bare qualified name for builtins;
+    ``<unnamed>`` parts for a class whose names are not strs.  Like
+    :func:`type_module`, safe on any class."""
+    mod = type_module(tp)
+    try:
+        name = _TYPE_QUALNAME.__get__(tp, type)
+    except Exception:
+        name = None
+    if not isinstance(name, str):
+        name = UNNAMED
     return name if mod in (None, "builtins") else f"{mod}.{name}"
 
 

@@ -21,7 +21,7 @@ import re
 import sys
 
 from memlens import _core
-from memlens._util import check_int, format_bytes, qualname, result
+from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice"]
 
@@ -168,7 +168,8 @@ def _module_source(modname):
 
 def _class_block(cls):
     """(source lines of the class body, file, first line) or (None, None, None)."""
-    got = _module_source(cls.__module__)
+    module = type_module(cls)
+    got = _module_source(module) if module is not None else None
     if not got or got[0] is None:
         return None, None, None
     text, path, lines = got
@@ -204,7 +205,7 @@ def _assigned_names(cls):
     missing."""
     names = set()
     for klass in cls.__mro__:
-        if klass is object or klass.__module__ == "builtins":
+        if klass is object or type_module(klass) == "builtins":
             continue
         body, _, _ = _class_block(klass)
         if body is None:
@@ -220,7 +221,7 @@ def _dynamic_access(cls):
     """Source patterns that rely on a per-instance __dict__."""
     found = []
     for klass in cls.__mro__:
-        if klass is object or klass.__module__ == "builtins":
+        if klass is object or type_module(klass) == "builtins":
             continue
         body, _, _ = _class_block(klass)
         if body is None:
@@ -296,7 +297,7 @@ def _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving):
     blockers = []
     var_base = next((b for b in cls.__mro__[1:] if b.__itemsize__), None)
     for base in cls.__mro__[1:]:
-        if base is object or base.__module__ == "builtins":
+        if base is object or type_module(base) == "builtins":
             continue
         if "__slots__" not in base.__dict__:
             blockers.append(f"base class {qualname(base)} has no __slots__: it gives every "
@@ -446,7 +447,7 @@ def _advise(min_saving):
     array_base = {c: _core.sizeof(array.array(c)) for c in ("d", "q")}
     out = []
     for cls, count, nbytes, weakrefd, with_dict, attrs, overflow in classes:
-        if cls.__module__.startswith("memlens") or count == 0:
+        if (type_module(cls) or "").startswith("memlens") or count == 0:
             continue
         if _has_instance_dict(cls) and not issubclass(cls, BaseException):
             a = _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving)

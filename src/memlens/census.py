@@ -37,7 +37,7 @@ import sys
 from typing import Dict, Optional, Tuple
 
 from memlens import _core
-from memlens._util import check_bool, check_int, format_bytes, qualname, result
+from memlens._util import check_bool, check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["census", "Census", "CensusRow", "CensusDiff", "DiffRow", "retained_size",
            "why_alive", "AlivePaths"]
@@ -141,7 +141,7 @@ class Census:
         ``[(module, count, bytes), ...]``, largest first."""
         acc = {}
         for r in self.rows:
-            mod = getattr(r.type, "__module__", None) or "builtins"
+            mod = type_module(r.type) or "builtins"
             c, b = acc.get(mod, (0, 0))
             acc[mod] = (c + r.count, b + r.bytes)
         return sorted(((m, c, b) for m, (c, b) in acc.items()), key=lambda t: (-t[2], t[0]))

@@ -1,4 +1,5 @@
-/* advise_scan.c: the heap scan behind memlens.advise() (see advise_scan.h). */
+/* advise_scan.c: the heap scan behind memlens.advise() (adv_; see
+ * advise_scan.h). */
 #include "advise/advise_scan.h"
 #include "cpython/cpy_layout.h"
 #include "heap/walk_attrs.h"
@@ -71,13 +72,23 @@ adv_str_equal(PyObject *a, PyObject *b)
            && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * PyUnicode_KIND(a)) == 0;
 }
 
+/* Duplicate tuples are looked for only up to this length. */
+#define ADV_DUP_TUPLE_MAX 16
+
+/* A list's spare capacity is reported from ADV_SPARE_MIN free slots, and
+ * only when they are more than a quarter of its length. */
+#define ADV_SPARE_MIN 8
+
+/* A list of numbers is suggested as an array from this many items. */
+#define ADV_NUMLIST_MIN 8
+
 /* Tuples of scalars only (compact ints, floats, plain strs, None, bools). */
 static int
 adv_tuple_hash(PyObject *t, uint64_t *out)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(t);
     uint64_t h = 0x84222325cbf29ce4ULL ^ (uint64_t)n;
-    if (n == 0 || n > 16) {
+    if (n == 0 || n > ADV_DUP_TUPLE_MAX) {
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -292,11 +303,11 @@ adv_charge(adv_state *st, adv_site *s, PyObject *v)
             s->empty_bytes += size_of(ti, v, &dummy);
             return 0;
         }
-        if (alloc - n >= 8 && alloc > n + n / 4) {
+        if (alloc - n >= ADV_SPARE_MIN && alloc > n + n / 4) {
             s->overalloc_lists++;
             s->overalloc_bytes += (size_t)(alloc - n) * sizeof(PyObject *);
         }
-        if (n >= 8) {
+        if (n >= ADV_NUMLIST_MIN) {
             int all_float = 1, all_int = 1;
             size_t owned = 0;
             for (Py_ssize_t i = 0; i < n && (all_float || all_int); i++) {

@@ -1,4 +1,4 @@
-/* advise_scan: one walk over the whole heap that gathers what the advisor
+/* advise_scan.h: one walk over the whole heap that gathers what the advisor
  * (memlens/advise.py) turns into advice with exact savings:
  *
  *   - per class: instances, their footprint, how many are weakly
@@ -17,6 +17,7 @@
  * "elsewhere" at the end.  The walk is the sizing walker over every
  * GC-tracked object; scratch tables are malloc'd; nothing is written into
  * the objects (str hashes are computed here, not cached in the strs).
+ * Prefix adv_.
  */
 #ifndef MEMLENS_ADVISE_SCAN_H
 #define MEMLENS_ADVISE_SCAN_H

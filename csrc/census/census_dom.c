@@ -1,4 +1,4 @@
-/* dom_: dominator tree of a heap graph (see census_dom.h). */
+/* census_dom.c: the dominator tree of a heap graph (dom_; see census_dom.h). */
 #include "census/census_dom.h"
 
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* graph_: the whole heap as a compact graph (see census_graph.h). */
+/* census_graph.c: the whole heap as a compact graph (graph_; see
+ * census_graph.h). */
 #include "census/census_graph.h"
 #include "cpython/cpy_layout.h"
 #include "heap/walk.h"

@@ -1,11 +1,12 @@
-/* census_module.c: Python binding of the whole-heap census, retained
- * sizes, "why is this alive".
+/* census_module.c: the Python binding of the whole-heap census, retained
+ * sizes and "why is this alive".  Prefix census_.
  *
  * Arguments arrive validated from memlens/census.py; this file converts
  * them, runs the walker (heap/walk.h) or the heap graph (census_graph.h)
- * with its dominator tree (census_dom.h), sums rows per type, and builds
- * result objects only at the end (a few per type, never one per visited
- * object); why_alive is census_why.h's.  Scratch memory is malloc'd and freed before returning.
+ * with its dominator tree (census_dom.h), sums rows per type
+ * (heap/walk_typetab.h), and builds result objects only at the end (a few
+ * per type, never one per visited object); why_alive is census_why.h's.
+ * Scratch memory is malloc'd and freed before returning.
  */
 #include "bindings.h"
 #include "census/census_dom.h"

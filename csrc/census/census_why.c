@@ -1,4 +1,5 @@
-/* why_: shortest reference chains to an object (see census_why.h). */
+/* census_why.c: shortest reference chains to an object (why_; see
+ * census_why.h). */
 #include "census/census_why.h"
 #include "heap/walk_edges.h"
 #include "census/census_frames.h"

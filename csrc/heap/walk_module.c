@@ -1,7 +1,7 @@
-/* walk_module.c: the Python-facing sizing functions (sizeof, deep_size,
- * size_by_type, breakdown).  Arguments arrive validated from memlens/sizing.py; this file
- * only converts them, runs the walker, and builds the result objects at the
- * end (never one per visited object). */
+/* walk_module.c: the Python binding of sizing -- sizeof, deep_size,
+ * size_by_type, breakdown.  Prefix api_.  Arguments arrive validated from
+ * memlens/sizing.py; this file only converts them, runs the walker, and
+ * builds the result objects at the end (never one per visited object). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* qsort_r; pyconfig.h usually defines it already */
 #endif
@@ -366,12 +366,12 @@ done:
     return res;
 }
 
-PyDoc_STRVAR(size_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
-                              "Bytes (an int) the allocator handed out for this one object (see\n"
-                              "memlens.sizeof).");
+PyDoc_STRVAR(api_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
+                             "Bytes (an int) the allocator handed out for this one object (see\n"
+                             "memlens.sizeof).");
 
 static PyObject *
-size_py_sizeof(PyObject *module, PyObject *obj)
+api_sizeof(PyObject *module, PyObject *obj)
 {
     (void)module;
     size_typeinfo ti;
@@ -389,7 +389,7 @@ size_py_sizeof(PyObject *module, PyObject *obj)
 }
 
 static PyMethodDef api_methods[] = {
-    {"sizeof", (PyCFunction)size_py_sizeof, METH_O, size_sizeof_doc},
+    {"sizeof", (PyCFunction)api_sizeof, METH_O, api_sizeof_doc},
     {"deep_size", (PyCFunction)(void (*)(void))api_deep_size, METH_FASTCALL, api_deep_size_doc},
     {"size_by_type", (PyCFunction)(void (*)(void))api_size_by_type, METH_FASTCALL,
      api_size_by_type_doc},

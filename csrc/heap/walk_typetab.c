@@ -1,4 +1,4 @@
-/* walk_typetab_: the type -> row table (see walk_typetab.h). */
+/* walk_typetab.c: the type -> row table (walk_typetab_; see walk_typetab.h). */
 #include "heap/walk_typetab.h"
 
 #include <stdlib.h>

@@ -1,6 +1,7 @@
-/* walk_typetab_: a table from type to one row of per-type totals -- the
+/* walk_typetab.h: a table from type to one row of per-type totals -- the
  * one table behind size_by_type (walk_module.c), the census
- * (census_module.c) and the advisor's classes (advise_scan.c).
+ * (census_module.c) and the advisor's classes (advise_scan.c).  Prefix
+ * walk_typetab_.
  *
  * A row is the caller's struct, whose first member is the key,
  * `PyTypeObject *type` (WALK_TYPETAB_ROW checks it at compile time); the

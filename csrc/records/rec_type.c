@@ -1,4 +1,4 @@
-/* rec_: RecordMeta, the metaclass of memlens.Record.
+/* rec_type.c: RecordMeta, the metaclass of memlens.Record.  Prefix rec_.
  *
  * A class statement goes through type_new() as usual (so methods,
  * __init_subclass__, __set_name__, __qualname__ ... behave normally) with

@@ -1,6 +1,6 @@
-/* advise_module.c: Python binding of the advisor's heap scan
+/* advise_module.c: the Python binding of the advisor's heap scan
  * (memlens._core.advise_scan): argument check and result tuples; the scan
- * itself is advise_scan.c. */
+ * itself is advise_scan.c.  Prefix adv_. */
 #include "bindings.h"
 #include "advise/advise_scan.h"
 

@@ -1,4 +1,5 @@
-/* advise_scan.c: the heap scan behind memlens.advise() (see advise_scan.h). */
+/* advise_scan.c: the heap scan behind memlens.advise() (adv_; see
+ * advise_scan.h). */
 #include "advise/advise_scan.h"
 #include "cpython/cpy_layout.h"
 #include "heap/walk_attrs.h"
@@ -71,13 +72,23 @@ adv_str_equal(PyObject *a, PyObject *b)
            && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * PyUnicode_KIND(a)) == 0;
 }
 
+/* Duplicate tuples are looked for only up to this length. */
+#define ADV_DUP_TUPLE_MAX 16
+
+/* A list's spare capacity is reported from ADV_SPARE_MIN free slots, and
+ * only when they are more than a quarter of its length. */
+#define ADV_SPARE_MIN 8
+
+/* A list of numbers is suggested as an array from this many items. */
+#define ADV_NUMLIST_MIN 8
+
 /* Tuples of scalars only (compact ints, floats, plain strs, None, bools). */
 static int
 adv_tuple_hash(PyObject *t, uint64_t *out)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(t);
     uint64_t h = 0x84222325cbf29ce4ULL ^ (uint64_t)n;
-    if (n == 0 || n > 16) {
+    if (n == 0 || n > ADV_DUP_TUPLE_MAX) {
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -186,45 +197,37 @@ adv_dup_check(adv_dup_table *t, PyObject *obj, uint64_t h, int (*eq)(PyObject *,
 
 /* ---- classes and sites -------------------------------------------------- */
 
+/* A row of the class table: the class's index in adv_state.classes, plus
+ * one (0: the row is new). */
+typedef struct {
+    PyTypeObject *type; /* the key; the table holds a reference */
+    size_t index;
+} adv_class_row;
+WALK_TYPETAB_ROW(adv_class_row);
+
+/* Slots the class table starts with: a typical program's heap holds a few
+ * hundred classes. */
+#define ADV_CLASS_SLOTS 256
+
 static adv_class *
 adv_class_for(adv_state *st, PyTypeObject *tp)
 {
-    if ((st->nclasses + 1) * 2 > st->class_mask + 1) {
-        size_t nmask = st->class_mask ? st->class_mask * 2 + 1 : 255;
-        size_t *ni = calloc(nmask + 1, sizeof(size_t));
-        if (ni == NULL) {
-            return NULL;
-        }
-        for (size_t k = 0; k < st->nclasses; k++) {
-            size_t j = ((uintptr_t)st->classes[k].type >> 4) & nmask;
-            while (ni[j] != 0) {
-                j = (j + 1) & nmask;
-            }
-            ni[j] = k + 1;
-        }
-        free(st->class_index);
-        st->class_index = ni;
-        st->class_mask = nmask;
-    }
-    size_t j = ((uintptr_t)tp >> 4) & st->class_mask;
-    while (st->class_index[j] != 0) {
-        adv_class *c = &st->classes[st->class_index[j] - 1];
-        if (c->type == tp) {
-            return c;
-        }
-        j = (j + 1) & st->class_mask;
-    }
-    adv_class *nc = adv_grow(st->classes, &st->capclasses, sizeof(adv_class), st->nclasses + 1);
-    if (nc == NULL) {
+    adv_class_row *r = walk_typetab_get(&st->class_rows, tp);
+    if (r == NULL) {
         return NULL;
     }
-    st->classes = nc;
-    adv_class *c = &st->classes[st->nclasses];
-    memset(c, 0, sizeof(*c));
-    Py_INCREF(tp);
-    c->type = tp;
-    st->class_index[j] = ++st->nclasses;
-    return c;
+    if (r->index == 0) {
+        adv_class *nc = adv_grow(st->classes, &st->capclasses, sizeof(adv_class), st->nclasses + 1);
+        if (nc == NULL) {
+            return NULL;
+        }
+        st->classes = nc;
+        adv_class *c = &st->classes[st->nclasses];
+        memset(c, 0, sizeof(*c));
+        c->type = tp;
+        r->index = ++st->nclasses;
+    }
+    return &st->classes[r->index - 1];
 }
 
 /* Sites are few (classes x attributes + 3), so a linear search (newest
@@ -300,11 +303,11 @@ adv_charge(adv_state *st, adv_site *s, PyObject *v)
             s->empty_bytes += size_of(ti, v, &dummy);
             return 0;
         }
-        if (alloc - n >= 8 && alloc > n + n / 4) {
+        if (alloc - n >= ADV_SPARE_MIN && alloc > n + n / 4) {
             s->overalloc_lists++;
             s->overalloc_bytes += (size_t)(alloc - n) * sizeof(PyObject *);
         }
-        if (n >= 8) {
+        if (n >= ADV_NUMLIST_MIN) {
             int all_float = 1, all_int = 1;
             size_t owned = 0;
             for (Py_ssize_t i = 0; i < n && (all_float || all_int); i++) {
@@ -539,7 +542,8 @@ adv_scan_run(adv_state *st, PyObject *roots)
     if (walk_init(st->w, 1) < 0) {
         return -1;
     }
-    if (visit_init(&st->claimed) < 0) {
+    if (visit_init(&st->claimed) < 0
+        || walk_typetab_init(&st->class_rows, sizeof(adv_class_row), ADV_CLASS_SLOTS) < 0) {
         PyErr_NoMemory();
         goto error;
     }
@@ -575,11 +579,8 @@ adv_scan_free(adv_state *st)
 {
     walk_free(st->w);
     visit_free(&st->claimed);
-    for (size_t i = 0; i < st->nclasses; i++) {
-        Py_DECREF(st->classes[i].type);
-    }
+    walk_typetab_free(&st->class_rows);
     free(st->classes);
-    free(st->class_index);
     free(st->sites);
     free(st->strs.e);
     free(st->tuples.e);

@@ -1,4 +1,4 @@
-/* advise_scan: one walk over the whole heap that gathers what the advisor
+/* advise_scan.h: one walk over the whole heap that gathers what the advisor
  * (memlens/advise.py) turns into advice with exact savings:
  *
  *   - per class: instances, their footprint, how many are weakly
@@ -17,12 +17,14 @@
  * "elsewhere" at the end.  The walk is the sizing walker over every
  * GC-tracked object; scratch tables are malloc'd; nothing is written into
  * the objects (str hashes are computed here, not cached in the strs).
+ * Prefix adv_.
  */
 #ifndef MEMLENS_ADVISE_SCAN_H
 #define MEMLENS_ADVISE_SCAN_H
 
 #include "core.h"
 #include "heap/walk.h"
+#include "heap/walk_typetab.h"
 #include "heap/walk_visit.h"
 
 #include <stdint.h>
@@ -42,8 +44,9 @@ typedef struct {
 } adv_attr;
 
 typedef struct {
-    PyTypeObject *type; /* strong: a __sizeof__ run later in the walk may
-                           * drop the last instance and the class itself */
+    PyTypeObject *type; /* borrowed: adv_state.class_rows holds it (a
+                           * __sizeof__ run later in the walk may drop the
+                           * last instance and the class itself) */
     size_t count, bytes;
     size_t weakrefd;  /* instances with a live weak reference */
     size_t with_dict; /* instances carrying a materialized __dict__ */
@@ -83,12 +86,11 @@ typedef struct {
 } adv_dup_table;
 
 typedef struct {
-    walk_t *w;   /* &walk: the callbacks reach the walker through it */
-    walk_t walk; /* the sizing walker; its pins live until adv_scan_free */
-    adv_class *classes;
+    walk_t *w;          /* &walk: the callbacks reach the walker through it */
+    walk_t walk;        /* the sizing walker; its pins live until adv_scan_free */
+    adv_class *classes; /* in order of first sight, which is result order */
     size_t nclasses, capclasses;
-    size_t *class_index; /* open addressing: index+1, 0 = free */
-    size_t class_mask;
+    walk_typetab class_rows; /* class -> adv_class_row: its index in classes */
     adv_site *sites;
     size_t nsites, capsites;
     adv_dup_table strs, tuples;

@@ -1,4 +1,4 @@
-/* dom_: dominator tree of a heap graph (see census_dom.h). */
+/* census_dom.c: the dominator tree of a heap graph (dom_; see census_dom.h). */
 #include "census/census_dom.h"
 
 #include <stdlib.h>
@@ -52,52 +52,107 @@ dom_wide_renumber(graph_wide *t, size_t nt, const uint32_t *map)
     qsort(t, nt, sizeof(graph_wide), dom_wide_cmp);
 }
 
-int
-dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag, size_t wcap)
+/* dom_build's state.  Each array lives only as long as its phase needs it
+ * (census_dom.h explains the layout); a step frees what it was the last
+ * to read and sets the pointer to NULL, so that dom_work_free frees what
+ * an early failure left. */
+typedef struct {
+    /* inputs */
+    graph_t *g;       /* released graph: its arrays are consumed phase by phase */
+    size_t n;         /* graph nodes; the super-root is node n */
+    uint16_t *tag;    /* [n] the caller's tags by node (owned; freed in step 3) */
+    graph_wide *wtag; /* the caller's wide tags (owned; renumbered in step 3) */
+    size_t nwtag, wcap;
+
+    /* temporary state */
+    uint32_t *pre;    /* steps 1-2: [n + 1] preorder number, DOM_UNSET: unreached */
+    dom_frame *stack; /* step 1: the DFS stack, scap frames */
+    size_t scap;
+    /* steps 2-5: [m + 1] predecessor offsets (CSR); step 4 stores each
+     * node's DFS parent in poff[w + 1] */
+    uint32_t *poff;
+    /* steps 2-5: [npreds + 1] predecessors, by preorder; step 4 stores
+     * the semidominators at the tail */
+    uint32_t *preds;
+    size_t npreds;
+    uint16_t *psize;  /* steps 3-6: [m] own sizes, by preorder */
+    uint32_t *label;  /* step 4: [m] least semidominator on the path; becomes idom */
+    uint32_t *anc;    /* step 4: [m] forest ancestor, DOM_UNSET: a forest root */
+    uint32_t *cstack; /* step 4: the path-compression stack, ccap entries */
+    size_t ccap;
+    size_t held, peak; /* bytes held now / at most, the graph's arrays included */
+
+    /* outputs, moved into the dom_tree at the end */
+    size_t m;           /* reached nodes, super-root included */
+    uint16_t *ptag;     /* [m] the tags, by preorder */
+    uint32_t *idom;     /* [m] immediate dominators, by preorder */
+    uint64_t *retained; /* [m] dominator subtree bytes */
+} dom_work;
+
+/* Initial entries of the DFS and path-compression stacks; both double as
+ * needed (a linked list of a million nodes is a million deep). */
+#define DOM_STACK_START 1024
+
+static void
+dom_hold(dom_work *wk, size_t bytes)
 {
-    size_t n = g->n;
+    wk->held += bytes;
+    if (wk->held > wk->peak) {
+        wk->peak = wk->held;
+    }
+}
+
+static void
+dom_drop(dom_work *wk, size_t bytes)
+{
+    wk->held -= bytes;
+}
+
+static void
+dom_work_free(dom_work *wk)
+{
+    free(wk->tag);
+    free(wk->wtag);
+    free(wk->pre);
+    free(wk->stack);
+    free(wk->poff);
+    free(wk->preds);
+    free(wk->psize);
+    free(wk->label);
+    free(wk->anc);
+    free(wk->cstack);
+    free(wk->ptag);
+    free(wk->idom);
+    free(wk->retained);
+    memset(wk, 0, sizeof(*wk));
+}
+
+/* Step 1: DFS preorder from the super-root, whose children are the roots;
+ * fills pre[] and m.  -1 if out of memory. */
+static int
+dom_dfs_preorder(dom_work *wk)
+{
+    const graph_t *g = wk->g;
+    size_t n = wk->n;
     uint32_t sr = (uint32_t)n;
-    uint32_t *pre = NULL, *poff = NULL, *preds = NULL;
-    uint16_t *psize = NULL, *ptag = NULL;
-    uint32_t *idom = NULL, *label = NULL, *anc = NULL, *cstack = NULL;
-    dom_frame *stack = NULL;
-    size_t m = 0, held, peak;
 
-    /* bytes held now, the graph's arrays and the tags included */
-    held = graph_held_bytes(g) + n * sizeof(uint16_t) + wcap * sizeof(graph_wide);
-    peak = held;
-#define DOM_HOLD(bytes)    \
-    do {                   \
-        held += (bytes);   \
-        if (held > peak) { \
-            peak = held;   \
-        }                  \
-    } while (0)
-#define DOM_DROP(bytes) (held -= (bytes))
-
-    memset(d, 0, sizeof(*d));
-    if (n >= DOM_NUM - 1) {
-        goto nomem; /* 2^30 objects: a heap of 30 GB and more */
+    wk->scap = DOM_STACK_START;
+    wk->pre = malloc((n + 1) * sizeof(uint32_t));
+    wk->stack = malloc(wk->scap * sizeof(dom_frame));
+    if (wk->pre == NULL || wk->stack == NULL) {
+        return -1;
     }
-    size_t scap = 1024;
-    pre = malloc((n + 1) * sizeof(uint32_t));
-    stack = malloc(scap * sizeof(dom_frame));
-    if (pre == NULL || stack == NULL) {
-        goto nomem;
-    }
-    DOM_HOLD((n + 1) * sizeof(uint32_t) + scap * sizeof(dom_frame));
-    memset(pre, 0xff, (n + 1) * sizeof(uint32_t));
+    dom_hold(wk, (n + 1) * sizeof(uint32_t) + wk->scap * sizeof(dom_frame));
+    memset(wk->pre, 0xff, (n + 1) * sizeof(uint32_t));
 
-    /* 1. DFS preorder from the super-root; the stack grows as needed (a
-     * linked list of a million nodes is a million deep) */
-    size_t depth = 0;
+    uint32_t *pre = wk->pre;
+    size_t depth = 0, m = 1;
     pre[sr] = 0;
-    m = 1;
-    stack[depth].node = sr;
-    stack[depth].pos = 0;
+    wk->stack[depth].node = sr;
+    wk->stack[depth].pos = 0;
     depth++;
     while (depth > 0) {
-        dom_frame *f = &stack[depth - 1];
+        dom_frame *f = &wk->stack[depth - 1];
         uint32_t next = DOM_UNSET;
         if (f->node == sr) {
             while (f->pos < n) {
@@ -126,31 +181,40 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         }
         pre[next] = (uint32_t)m;
         m++;
-        if (depth == scap) {
-            dom_frame *ns = realloc(stack, 2 * scap * sizeof(dom_frame));
+        if (depth == wk->scap) {
+            dom_frame *ns = realloc(wk->stack, 2 * wk->scap * sizeof(dom_frame));
             if (ns == NULL) {
-                goto nomem;
+                return -1;
             }
-            DOM_HOLD(scap * sizeof(dom_frame));
-            stack = ns;
-            scap *= 2;
+            dom_hold(wk, wk->scap * sizeof(dom_frame));
+            wk->stack = ns;
+            wk->scap *= 2;
         }
-        stack[depth].node = next;
-        stack[depth].pos = 0;
+        wk->stack[depth].node = next;
+        wk->stack[depth].pos = 0;
         depth++;
     }
-    d->m = m;
-    free(stack);
-    stack = NULL;
-    DOM_DROP(scap * sizeof(dom_frame));
-    /* 2. predecessors, by preorder number, of the reached nodes (CSR: count,
-     * prefix sums, fill with poff[] as the cursor, shift back), walking the
-     * forward edges in node order.  To hold one node -> preorder map at a
-     * time, not two, the count pass rewrites each edge's target as its
-     * preorder number (DOM_GONE if unreached) and marks the first edge of
-     * each node (DOM_FIRST); off[] then becomes the map itself (preorder
-     * number, DOM_ROOT, DOM_NONEMPTY: the node's edges start at the next
-     * DOM_FIRST), and pre[] is freed before the predecessors are. */
+    wk->m = m;
+    free(wk->stack);
+    wk->stack = NULL;
+    dom_drop(wk, wk->scap * sizeof(dom_frame));
+    return 0;
+}
+
+/* Step 2a: count the predecessors of each reached node into poff[k + 1],
+ * walking the forward edges in node order.  To hold one node -> preorder
+ * map at a time, not two, this rewrites each edge's target as its preorder
+ * number (DOM_GONE if unreached) and marks the first edge of each node
+ * (DOM_FIRST); off[] then becomes the map itself (preorder number,
+ * DOM_ROOT, DOM_NONEMPTY: the node's edges start at the next DOM_FIRST),
+ * and pre[] and the flags are freed.  -1 if out of memory. */
+static int
+dom_count_preds(dom_work *wk)
+{
+    graph_t *g = wk->g;
+    size_t n = wk->n;
+    uint32_t *pre = wk->pre;
+
     for (size_t u = 0; u < n; u++) {
         if ((g->flags[u] & GRAPH_F_ROOT) && pre[u] != DOM_UNSET) {
             pre[u] |= DOM_ROOT;
@@ -158,12 +222,13 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     }
     free(g->flags);
     g->flags = NULL;
-    DOM_DROP(n + 1);
-    poff = calloc(m + 1, sizeof(uint32_t));
-    if (poff == NULL) {
-        goto nomem;
+    dom_drop(wk, n + 1);
+    wk->poff = calloc(wk->m + 1, sizeof(uint32_t));
+    if (wk->poff == NULL) {
+        return -1;
     }
-    DOM_HOLD((m + 1) * sizeof(uint32_t));
+    dom_hold(wk, (wk->m + 1) * sizeof(uint32_t));
+    uint32_t *poff = wk->poff;
     for (size_t u = 0; u < n; u++) {
         uint32_t pu = pre[u];
         uint32_t start = g->off[u], end = g->off[u + 1];
@@ -190,35 +255,47 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         }
         g->off[u] = x;
     }
-    uint32_t *map = g->off; /* node -> preorder | DOM_ROOT | DOM_NONEMPTY */
-    free(pre);
-    pre = NULL;
-    DOM_DROP((n + 1) * sizeof(uint32_t));
+    free(wk->pre);
+    wk->pre = NULL;
+    dom_drop(wk, (n + 1) * sizeof(uint32_t));
+    return 0;
+}
+
+/* Step 2b: the predecessor lists, by preorder number (CSR: prefix sums,
+ * fill with poff[] as the cursor, shift back), from the rewritten forward
+ * edges, which are freed.  -1 if out of memory. */
+static int
+dom_fill_preds(dom_work *wk)
+{
+    graph_t *g = wk->g;
+    size_t n = wk->n, m = wk->m;
+    const uint32_t *map = g->off; /* node -> preorder | DOM_ROOT | DOM_NONEMPTY */
+    uint32_t *poff = wk->poff;
+
     for (size_t k = 0; k < m; k++) {
         poff[k + 1] += poff[k];
     }
-    size_t npreds = poff[m];
-    preds = malloc((npreds + 1) * sizeof(uint32_t));
-    if (preds == NULL) {
-        goto nomem;
+    wk->npreds = poff[m];
+    wk->preds = malloc((wk->npreds + 1) * sizeof(uint32_t));
+    if (wk->preds == NULL) {
+        return -1;
     }
-    DOM_HOLD((npreds + 1) * sizeof(uint32_t));
-    {
-        size_t e = 0, ne = g->nedges;
-        for (size_t u = 0; u < n; u++) {
-            uint32_t x = map[u];
-            uint32_t pu = x & DOM_NUM;
-            if (x & DOM_NONEMPTY) {
-                do {
-                    uint32_t t = g->edges[e++] & ~DOM_FIRST;
-                    if (pu != DOM_NUM && t != DOM_GONE) {
-                        preds[poff[t]++] = pu;
-                    }
-                } while (e < ne && !(g->edges[e] & DOM_FIRST));
-            }
-            if ((x & DOM_ROOT) && pu != DOM_NUM) {
-                preds[poff[pu]++] = 0;
-            }
+    dom_hold(wk, (wk->npreds + 1) * sizeof(uint32_t));
+    uint32_t *preds = wk->preds;
+    size_t e = 0, ne = g->nedges;
+    for (size_t u = 0; u < n; u++) {
+        uint32_t x = map[u];
+        uint32_t pu = x & DOM_NUM;
+        if (x & DOM_NONEMPTY) {
+            do {
+                uint32_t t = g->edges[e++] & ~DOM_FIRST;
+                if (pu != DOM_NUM && t != DOM_GONE) {
+                    preds[poff[t]++] = pu;
+                }
+            } while (e < ne && !(g->edges[e] & DOM_FIRST));
+        }
+        if ((x & DOM_ROOT) && pu != DOM_NUM) {
+            preds[poff[pu]++] = 0;
         }
     }
     for (size_t k = m; k > 0; k--) {
@@ -226,70 +303,121 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
     }
     poff[0] = 0;
     /* the forward edges are no longer needed */
-    DOM_DROP((g->nedges + 1) * sizeof(uint32_t));
+    dom_drop(wk, (g->nedges + 1) * sizeof(uint32_t));
     free(g->edges);
     g->edges = NULL;
     g->nedges = 0;
+    return 0;
+}
 
-    /* 3. sizes and tags into preorder, one array at a time; the rare sizes
-     * of 64 KiB and more (big[]) and the wide tags are renumbered too */
-    psize = malloc(m * sizeof(uint16_t));
-    if (psize == NULL) {
-        goto nomem;
+/* Step 3: sizes and tags into preorder, one array at a time, then the map
+ * (off[]) is freed; the rare sizes of 64 KiB and more (big[]) and the wide
+ * tags are renumbered too.  -1 if out of memory. */
+static int
+dom_into_preorder(dom_work *wk)
+{
+    graph_t *g = wk->g;
+    size_t n = wk->n, m = wk->m;
+    const uint32_t *map = g->off;
+
+    wk->psize = malloc(m * sizeof(uint16_t));
+    if (wk->psize == NULL) {
+        return -1;
     }
-    DOM_HOLD(m * sizeof(uint16_t));
-    psize[0] = 0;
+    dom_hold(wk, m * sizeof(uint16_t));
+    wk->psize[0] = 0;
     for (size_t u = 0; u < n; u++) {
         uint32_t k = map[u] & DOM_NUM;
         if (k != DOM_NUM) {
-            psize[k] = g->sizes[u];
+            wk->psize[k] = g->sizes[u];
         }
     }
     free(g->sizes);
     g->sizes = NULL;
-    DOM_DROP((n + 1) * sizeof(uint16_t));
+    dom_drop(wk, (n + 1) * sizeof(uint16_t));
     dom_wide_renumber(g->big, g->nbig, map);
-    ptag = malloc(m * sizeof(uint16_t));
-    if (ptag == NULL) {
-        goto nomem;
+    wk->ptag = malloc(m * sizeof(uint16_t));
+    if (wk->ptag == NULL) {
+        return -1;
     }
-    DOM_HOLD(m * sizeof(uint16_t));
-    ptag[0] = DOM_TAG_NONE;
+    dom_hold(wk, m * sizeof(uint16_t));
+    wk->ptag[0] = DOM_TAG_NONE;
     for (size_t u = 0; u < n; u++) {
         uint32_t k = map[u] & DOM_NUM;
         if (k != DOM_NUM) {
-            ptag[k] = tag[u];
+            wk->ptag[k] = wk->tag[u];
         }
     }
-    free(tag);
-    tag = NULL;
-    DOM_DROP(n * sizeof(uint16_t));
-    dom_wide_renumber(wtag, nwtag, map);
+    free(wk->tag);
+    wk->tag = NULL;
+    dom_drop(wk, n * sizeof(uint16_t));
+    dom_wide_renumber(wk->wtag, wk->nwtag, map);
     free(g->off);
     g->off = NULL;
-    map = NULL;
-    DOM_DROP((n + 1) * sizeof(uint32_t));
+    dom_drop(wk, (n + 1) * sizeof(uint32_t));
+    return 0;
+}
+
+/* Step 4's path compression: from v to the root of its forest tree, each
+ * node's label becomes the least on its path and its ancestor the root.
+ * -1 if out of memory. */
+static int
+dom_compress(dom_work *wk, uint32_t v)
+{
+    uint32_t *anc = wk->anc, *label = wk->label;
+    size_t sp = 0;
+    uint32_t u = v;
+
+    while (anc[anc[u]] != DOM_UNSET) {
+        if (sp == wk->ccap) {
+            uint32_t *nc = realloc(wk->cstack, 2 * wk->ccap * sizeof(uint32_t));
+            if (nc == NULL) {
+                return -1;
+            }
+            dom_hold(wk, wk->ccap * sizeof(uint32_t));
+            wk->cstack = nc;
+            wk->ccap *= 2;
+        }
+        wk->cstack[sp++] = u;
+        u = anc[u];
+    }
+    while (sp > 0) {
+        u = wk->cstack[--sp];
+        uint32_t a = anc[u];
+        if (label[a] < label[u]) {
+            label[u] = label[a];
+        }
+        anc[u] = anc[a];
+    }
+    return 0;
+}
+
+/* Step 4: semidominators, in reverse preorder, label = least semi on the
+ * path.  What step 5 needs of w goes where this step has done reading:
+ * the DFS parent into poff[w + 1] (w's end and w + 1's start, both read),
+ * the semidominator into preds[npreds - m + w] -- the nodes from w up have
+ * at least one predecessor each, so that slot is at or after w's first
+ * one, in lists already processed.  -1 if out of memory. */
+static int
+dom_semidominators(dom_work *wk)
+{
+    size_t m = wk->m, npreds = wk->npreds;
+    uint32_t *poff = wk->poff, *preds = wk->preds;
 
     /* the path-compression stack: as deep as the longest path compressed */
-    size_t ccap = 1024;
-    cstack = malloc(ccap * sizeof(uint32_t));
-    if (cstack == NULL) {
-        goto nomem;
+    wk->ccap = DOM_STACK_START;
+    wk->cstack = malloc(wk->ccap * sizeof(uint32_t));
+    if (wk->cstack == NULL) {
+        return -1;
     }
-    DOM_HOLD(ccap * sizeof(uint32_t));
-
-    /* 4. semidominators, reverse preorder, label = min semi on the path.
-     * What step 5 needs of w goes where step 4 has done reading: the DFS
-     * parent into poff[w + 1] (w's end and w + 1's start, both read), the
-     * semidominator into preds[npreds - m + w] -- the nodes from w up have
-     * at least one predecessor each, so that slot is at or after w's first
-     * one, in lists already processed. */
-    label = malloc(m * sizeof(uint32_t));
-    anc = malloc(m * sizeof(uint32_t));
-    if (label == NULL || anc == NULL) {
-        goto nomem;
+    dom_hold(wk, wk->ccap * sizeof(uint32_t));
+    wk->label = malloc(m * sizeof(uint32_t));
+    wk->anc = malloc(m * sizeof(uint32_t));
+    if (wk->label == NULL || wk->anc == NULL) {
+        return -1;
     }
-    DOM_HOLD(2 * m * sizeof(uint32_t));
+    dom_hold(wk, 2 * m * sizeof(uint32_t));
+    uint32_t *label = wk->label, *anc = wk->anc;
     for (size_t k = 0; k < m; k++) {
         label[k] = (uint32_t)k;
         anc[k] = DOM_UNSET;
@@ -310,31 +438,8 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
                 }
                 continue;
             }
-            if (anc[v] != DOM_UNSET) {
-                /* compress the path from v to its forest root */
-                size_t sp = 0;
-                uint32_t u = v;
-                while (anc[anc[u]] != DOM_UNSET) {
-                    if (sp == ccap) {
-                        uint32_t *nc = realloc(cstack, 2 * ccap * sizeof(uint32_t));
-                        if (nc == NULL) {
-                            goto nomem;
-                        }
-                        DOM_HOLD(ccap * sizeof(uint32_t));
-                        cstack = nc;
-                        ccap *= 2;
-                    }
-                    cstack[sp++] = u;
-                    u = anc[u];
-                }
-                while (sp > 0) {
-                    u = cstack[--sp];
-                    uint32_t a = anc[u];
-                    if (label[a] < label[u]) {
-                        label[u] = label[a];
-                    }
-                    anc[u] = anc[a];
-                }
+            if (anc[v] != DOM_UNSET && dom_compress(wk, v) < 0) {
+                return -1;
             }
             if (label[v] < s) {
                 s = label[v];
@@ -345,16 +450,26 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         label[w] = s;
         anc[w] = parent;
     }
-    free(anc);
-    anc = NULL;
-    free(cstack);
-    cstack = NULL;
-    DOM_DROP(m * sizeof(uint32_t) + ccap * sizeof(uint32_t));
+    free(wk->anc);
+    wk->anc = NULL;
+    free(wk->cstack);
+    wk->cstack = NULL;
+    dom_drop(wk, m * sizeof(uint32_t) + wk->ccap * sizeof(uint32_t));
+    return 0;
+}
 
-    /* 5. idom = nearest common ancestor of parent and semi, in preorder, so
-     * idom[x] is final for every x < w; it overwrites label[], done with */
-    idom = label;
-    label = NULL;
+/* Step 5: idom = nearest common ancestor of parent and semi, in preorder,
+ * so idom[x] is final for every x < w; it overwrites label[], done with,
+ * and frees the predecessor lists. */
+static void
+dom_idoms(dom_work *wk)
+{
+    size_t m = wk->m, npreds = wk->npreds;
+    const uint32_t *poff = wk->poff, *preds = wk->preds;
+    uint32_t *idom = wk->label;
+
+    wk->idom = idom;
+    wk->label = NULL;
     idom[0] = 0;
     for (size_t w = 1; w < m; w++) {
         uint32_t x = poff[w + 1];
@@ -364,52 +479,80 @@ dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag
         }
         idom[w] = x;
     }
-    free(preds);
-    preds = NULL;
-    free(poff);
-    poff = NULL;
-    DOM_DROP((npreds + 1) * sizeof(uint32_t) + (m + 1) * sizeof(uint32_t));
+    free(wk->preds);
+    wk->preds = NULL;
+    free(wk->poff);
+    wk->poff = NULL;
+    dom_drop(wk, (npreds + 1) * sizeof(uint32_t) + (m + 1) * sizeof(uint32_t));
+}
 
-    /* 6. retained = own + dominated, children after their idom in preorder */
-    d->retained = malloc(m * sizeof(uint64_t));
-    if (d->retained == NULL) {
+/* Step 6: retained = own + dominated, children after their idom in
+ * preorder.  -1 if out of memory. */
+static int
+dom_retained(dom_work *wk)
+{
+    const graph_t *g = wk->g;
+    size_t m = wk->m;
+
+    wk->retained = malloc(m * sizeof(uint64_t));
+    if (wk->retained == NULL) {
+        return -1;
+    }
+    dom_hold(wk, m * sizeof(uint64_t));
+    uint64_t *retained = wk->retained;
+    retained[0] = 0;
+    for (size_t k = 1; k < m; k++) {
+        retained[k] = wk->psize[k] != GRAPH_WIDE ? wk->psize[k]
+                                                 : graph_wide_get(g->big, g->nbig, (uint32_t)k);
+    }
+    free(wk->psize);
+    wk->psize = NULL;
+    for (size_t k = m - 1; k >= 1; k--) {
+        retained[wk->idom[k]] += retained[k];
+    }
+    return 0;
+}
+
+int
+dom_build(dom_tree *d, graph_t *g, uint16_t *tag, graph_wide *wtag, size_t nwtag, size_t wcap)
+{
+    dom_work wk;
+
+    memset(d, 0, sizeof(*d));
+    memset(&wk, 0, sizeof(wk));
+    wk.g = g;
+    wk.n = g->n;
+    wk.tag = tag;
+    wk.wtag = wtag;
+    wk.nwtag = nwtag;
+    wk.wcap = wcap;
+    /* bytes held now, the graph's arrays and the tags included */
+    wk.held = graph_held_bytes(g) + wk.n * sizeof(uint16_t) + wcap * sizeof(graph_wide);
+    wk.peak = wk.held;
+    if (wk.n >= DOM_NUM - 1) {
+        goto nomem; /* 2^30 objects: a heap of 30 GB and more */
+    }
+    if (dom_dfs_preorder(&wk) < 0 || dom_count_preds(&wk) < 0 || dom_fill_preds(&wk) < 0
+        || dom_into_preorder(&wk) < 0 || dom_semidominators(&wk) < 0) {
         goto nomem;
     }
-    DOM_HOLD(m * sizeof(uint64_t));
-    d->retained[0] = 0;
-    for (size_t k = 1; k < m; k++) {
-        d->retained[k] =
-            psize[k] != GRAPH_WIDE ? psize[k] : graph_wide_get(g->big, g->nbig, (uint32_t)k);
+    dom_idoms(&wk);
+    if (dom_retained(&wk) < 0) {
+        goto nomem;
     }
-    free(psize);
-    psize = NULL;
-    for (size_t k = m - 1; k >= 1; k--) {
-        d->retained[idom[k]] += d->retained[k];
-    }
-    d->idom = idom;
-    d->tag = ptag;
-    d->wtag = wtag;
-    d->nwtag = nwtag;
+    d->m = wk.m;
+    d->idom = wk.idom;
+    d->tag = wk.ptag;
+    d->wtag = wk.wtag;
+    d->nwtag = wk.nwtag;
+    d->retained = wk.retained;
     d->held =
-        m * (sizeof(uint32_t) + sizeof(uint16_t) + sizeof(uint64_t)) + wcap * sizeof(graph_wide);
-    d->scratch = peak;
+        wk.m * (sizeof(uint32_t) + sizeof(uint16_t) + sizeof(uint64_t)) + wcap * sizeof(graph_wide);
+    d->scratch = wk.peak;
     return 0;
-#undef DOM_HOLD
-#undef DOM_DROP
 
 nomem:
-    free(tag);
-    free(wtag);
-    free(cstack);
-    free(pre);
-    free(stack);
-    free(poff);
-    free(preds);
-    free(psize);
-    free(ptag);
-    free(idom);
-    free(label);
-    free(anc);
+    dom_work_free(&wk);
     dom_free(d);
     return -1;
 }

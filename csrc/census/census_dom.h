@@ -1,4 +1,5 @@
-/* dom_: dominator tree of a heap graph (census_graph.h), for retained sizes.
+/* census_dom.h: the dominator tree of a heap graph (census_graph.h), for
+ * retained sizes.  Prefix dom_.
  *
  * A node d dominates x when every path from the roots to x passes through
  * d; the objects d dominates are exactly what would be freed if d became
@@ -11,9 +12,9 @@
  * tree built so far.  Near-linear, iterative (no C recursion), malloc'd
  * 4-byte node indices.
  *
- * Memory is the point of the layout (issue 3: at most 32 bytes of scratch
- * per object, the graph's own arrays included), so no array lives longer
- * than its phase and no mapping is kept twice:
+ * Memory is the point of the layout (the census(retained=True) budget: at
+ * most 32 bytes of scratch per object, the graph's own arrays included), so
+ * no array lives longer than its phase and no mapping is kept twice:
  *   - the DFS keeps only the preorder number of each node (no parent and
  *     no preorder -> node array): the DFS parent of w is recovered later as
  *     its largest predecessor below w (an edge v -> w with v < w in
@@ -29,8 +30,7 @@
  *   - the reverse-preorder pass writes each node's DFS parent and
  *     semidominator into predecessor slots it has read, and idom[] is
  *     written over label[] once that is done with.
- * Measured on the benchmark heap (5.4M objects, 1.2 edges each): peak 23
- * bytes per object, building the graph being the largest phase.
+ * So building the graph, not the dominator phase, sets the census's peak.
  */
 #ifndef MEMLENS_CENSUS_DOM_H
 #define MEMLENS_CENSUS_DOM_H

@@ -1,4 +1,5 @@
-/* frames_: the running frames of every thread (see census_frames.h). */
+/* census_frames.c: the running frames of every thread (frames_; see
+ * census_frames.h). */
 #include "census/census_frames.h"
 
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* frames_: the running frames of every thread, read in place.
+/* census_frames.h: the running frames of every thread, read in place.
+ * Prefix frames_.
  *
  * sys._current_frames() and frame.f_back create a frame object for every
  * running frame on 3.11+ (which then lives as long as the frame does), so a

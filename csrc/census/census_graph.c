@@ -1,4 +1,5 @@
-/* graph_: the whole heap as a compact graph (see census_graph.h). */
+/* census_graph.c: the whole heap as a compact graph (graph_; see
+ * census_graph.h). */
 #include "census/census_graph.h"
 #include "cpython/cpy_layout.h"
 #include "heap/walk.h"
@@ -201,6 +202,10 @@ typedef struct {
     int oom;
 } graph_edge_ctx;
 
+/* Edges the edge array has room for beyond the walk's count of references
+ * before it first doubles. */
+#define GRAPH_EDGE_SLACK 1024
+
 static inline int
 graph_add_edge(graph_edge_ctx *c, PyObject *child)
 {
@@ -362,143 +367,197 @@ graph_size(const graph_t *g, uint32_t i)
     return (size_t)graph_wide_get(g->big, g->nbig, i);
 }
 
-int
-graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *const *exclude,
-            Py_ssize_t nexclude)
+/* graph_build's state. */
+typedef struct {
+    /* inputs */
+    graph_t *g;             /* the output, filled in step by step */
+    PyObject *const *extra; /* nodes even if nothing tracked reaches them */
+    Py_ssize_t nextra;
+    PyObject *const *exclude; /* neither nodes nor entered */
+    Py_ssize_t nexclude;
+
+    /* temporary state */
+    graph_objvec v;          /* steps 1-3: what the walk found (strong references) */
+    graph_incoming incoming; /* steps 4-5: references seen, per node */
+    size_t ecap;             /* capacity of g->edges: first the walk's count
+                              * of references, then as the edge pass grew it */
+    size_t scatter_peak;     /* scratch bytes while step 3 holds both orders */
+} graph_work;
+
+static void
+graph_work_free(graph_work *wk)
+{
+    for (size_t i = 0; i < wk->v.n; i++) {
+        Py_DECREF(wk->v.objs[i]);
+    }
+    free(wk->v.objs);
+    free(wk->v.sizes);
+    free(wk->v.big);
+    memset(&wk->v, 0, sizeof(wk->v));
+    graph_incoming_free(&wk->incoming);
+}
+
+/* Step 1: every object once, held strongly from now on, with its own size
+ * (its __sizeof__, which may run Python code, runs here and only here).
+ * 0, or -1 with an exception set. */
+static int
+graph_collect_nodes(graph_work *wk)
 {
     walk_t w;
-    int walk_ready = 0;
-    graph_objvec v;
-    memset(&v, 0, sizeof(v));
-    PyObject *tracked = NULL;
-    graph_incoming incoming;
-    memset(&incoming, 0, sizeof(incoming));
+    int walk_ready = 0, rc = -1;
+    PyObject *tracked = graph_tracked_objects();
 
-    memset(g, 0, sizeof(*g));
-#if PY_VERSION_HEX < 0x030B0000
-    if (graph_init_lookdict() < 0) {
-        return -1;
-    }
-#endif
-    tracked = graph_tracked_objects();
     if (tracked == NULL) {
-        goto error;
+        goto done;
     }
-    /* 1. every object once, held strongly from now on, and its own size */
     if (walk_init(&w, 1) < 0) {
-        goto error;
+        goto done;
     }
     walk_ready = 1;
     w.nofold = 1;
+    /* our own list is not part of the heap we describe */
     if (walk_exclude(&w, tracked) < 0) {
-        goto error;
+        goto done;
     }
-    for (Py_ssize_t i = 0; i < nexclude; i++) {
-        if (walk_exclude(&w, exclude[i]) < 0) {
-            goto error;
+    for (Py_ssize_t i = 0; i < wk->nexclude; i++) {
+        if (walk_exclude(&w, wk->exclude[i]) < 0) {
+            goto done;
         }
     }
-    if (nextra > 0 && walk_run(&w, extra, nextra, NULL, graph_collect, &v) < 0) {
-        goto error;
+    if (wk->nextra > 0 && walk_run(&w, wk->extra, wk->nextra, NULL, graph_collect, &wk->v) < 0) {
+        goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tracked); i++) {
         PyObject *op = PyList_GET_ITEM(tracked, i);
-        if (walk_run(&w, &op, 1, NULL, graph_collect, &v) < 0) {
-            goto error;
+        if (walk_run(&w, &op, 1, NULL, graph_collect, &wk->v) < 0) {
+            goto done;
         }
     }
-    g->warnings = w.warnings;
+    wk->g->warnings = w.warnings;
     /* The walk followed the same references the edge pass will (and a few
      * more: the roots' instance dicts twice, every key of every dict), so
      * its count is the edge array's size; if Python code run by a
      * __sizeof__ adds references in between, the array doubles. */
-    size_t ecap = w.refs + 1024;
-    walk_free(&w);
-    walk_ready = 0;
-    /* our own list is not part of the heap we describe */
-    Py_CLEAR(tracked);
+    wk->ecap = w.refs + GRAPH_EDGE_SLACK;
+    rc = 0;
+done:
+    if (walk_ready) {
+        walk_free(&w);
+    }
+    Py_XDECREF(tracked);
+    return rc;
+}
 
-    /* 2. number the nodes: rank over an address bitmap of exactly them */
+/* Step 2: number the nodes, by a rank over an address bitmap of exactly
+ * them.  0, or -1 with MemoryError set. */
+static int
+graph_number_nodes(graph_work *wk)
+{
+    graph_t *g = wk->g;
+
     if (visit_init(&g->index) < 0) {
         goto nomem;
     }
-    for (size_t i = 0; i < v.n; i++) {
-        if (visit_add(&g->index, v.objs[i]) < 0) {
+    for (size_t i = 0; i < wk->v.n; i++) {
+        if (visit_add(&g->index, wk->v.objs[i]) < 0) {
             goto nomem;
         }
     }
     size_t n = visit_rank_build(&g->index);
-    if (n == (size_t)-1 || n != v.n || n >= UINT32_MAX) {
+    if (n == (size_t)-1 || n != wk->v.n || n >= UINT32_MAX) {
         goto nomem;
     }
-    /* Same references and sizes, scattered into rank order.  The bitmap
-     * only knows 16-byte granules, and static objects may be 8-aligned, so
-     * the pointers must come from the objects, not from the bits.  A
-     * scatter into a second array costs 8 bytes per object for a moment,
-     * but its cache misses overlap; permuting in place follows cycles, one
-     * dependent miss at a time (measured: 3x slower at 5M objects). */
-    size_t scatter_peak;
-    {
-        /* the walk's arrays grew by doubling: give back the unused tail
-         * before the scatter doubles them (failing to shrink is harmless) */
-        PyObject **fo = realloc(v.objs, (n + 1) * sizeof(PyObject *));
-        if (fo != NULL) {
-            v.objs = fo;
-        }
-        uint16_t *fs = realloc(v.sizes, (n + 1) * sizeof(uint16_t));
-        if (fs != NULL) {
-            v.sizes = fs;
-        }
-        if (fo != NULL && fs != NULL) {
-            v.cap = n + 1;
-        }
-        PyObject **ranked = malloc((n + 1) * sizeof(PyObject *));
-        g->sizes = malloc((n + 1) * sizeof(uint16_t));
-        if (ranked == NULL || g->sizes == NULL) {
-            free(ranked);
-            goto nomem;
-        }
-        for (size_t k = 0; k < n; k++) {
-            uint32_t i = visit_rank(&g->index, v.objs[k]);
-            ranked[i] = v.objs[k];
-            g->sizes[i] = v.sizes[k];
-        }
-        /* the few sizes of 64 KiB and more: renumbered, then sorted by
-         * node as graph_wide_get needs */
-        for (size_t j = 0; j < v.nbig; j++) {
-            v.big[j].node = visit_rank(&g->index, v.objs[v.big[j].node]);
-        }
-        if (v.nbig > 1) {
-            qsort(v.big, v.nbig, sizeof(graph_wide), graph_wide_cmp);
-        }
-        g->big = v.big;
-        g->nbig = v.nbig;
-        g->bigcap = v.bigcap;
-        v.big = NULL;
-        v.nbig = v.bigcap = 0;
-        scatter_peak = g->index.bytes + g->bigcap * sizeof(graph_wide)
-                       + v.cap * (sizeof(PyObject *) + sizeof(uint16_t))
-                       + n * (sizeof(PyObject *) + sizeof(uint16_t));
-        free(v.objs);
-        free(v.sizes);
-        v.objs = ranked;
-        v.sizes = NULL;
-    }
-    g->objs = v.objs;
-    g->n = n;
-    v.objs = NULL;
-    v.n = 0;
+    return 0;
 
-    /* 3. edges, references seen */
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* Step 3: the same references and sizes, scattered into rank order, become
+ * the graph's objs[] and sizes[].  The bitmap only knows 16-byte granules,
+ * and static objects may be 8-aligned, so the pointers must come from the
+ * objects, not from the bits.  A scatter into a second array costs 8 bytes
+ * per object for a moment, but its cache misses overlap; permuting in
+ * place would follow cycles, one dependent miss at a time.  0, or -1 with
+ * MemoryError set. */
+static int
+graph_scatter(graph_work *wk)
+{
+    graph_t *g = wk->g;
+    graph_objvec *v = &wk->v;
+    size_t n = v->n;
+
+    /* the walk's arrays grew by doubling: give back the unused tail
+     * before the scatter doubles them (failing to shrink is harmless) */
+    PyObject **fo = realloc(v->objs, (n + 1) * sizeof(PyObject *));
+    if (fo != NULL) {
+        v->objs = fo;
+    }
+    uint16_t *fs = realloc(v->sizes, (n + 1) * sizeof(uint16_t));
+    if (fs != NULL) {
+        v->sizes = fs;
+    }
+    if (fo != NULL && fs != NULL) {
+        v->cap = n + 1;
+    }
+    PyObject **ranked = malloc((n + 1) * sizeof(PyObject *));
+    g->sizes = malloc((n + 1) * sizeof(uint16_t));
+    if (ranked == NULL || g->sizes == NULL) {
+        free(ranked);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        uint32_t i = visit_rank(&g->index, v->objs[k]);
+        ranked[i] = v->objs[k];
+        g->sizes[i] = v->sizes[k];
+    }
+    /* the few sizes of 64 KiB and more: renumbered, then sorted by node as
+     * graph_wide_get needs */
+    for (size_t j = 0; j < v->nbig; j++) {
+        v->big[j].node = visit_rank(&g->index, v->objs[v->big[j].node]);
+    }
+    if (v->nbig > 1) {
+        qsort(v->big, v->nbig, sizeof(graph_wide), graph_wide_cmp);
+    }
+    g->big = v->big;
+    g->nbig = v->nbig;
+    g->bigcap = v->bigcap;
+    v->big = NULL;
+    v->nbig = v->bigcap = 0;
+    wk->scatter_peak = g->index.bytes + g->bigcap * sizeof(graph_wide)
+                       + v->cap * (sizeof(PyObject *) + sizeof(uint16_t))
+                       + n * (sizeof(PyObject *) + sizeof(uint16_t));
+    /* the graph holds the references now */
+    free(v->objs);
+    free(v->sizes);
+    v->objs = NULL;
+    v->sizes = NULL;
+    v->n = v->cap = 0;
+    g->objs = ranked;
+    g->n = n;
+    return 0;
+}
+
+/* Step 4: the edges (CSR) and the references seen per node.  No Python
+ * code runs: only tp_traverse and PyDict_Next.  0, or -1 with MemoryError
+ * set. */
+static int
+graph_take_edges(graph_work *wk)
+{
+    graph_t *g = wk->g;
+    size_t n = g->n;
+
     g->off = malloc((n + 1) * sizeof(uint32_t));
     g->flags = calloc(n + 1, 1);
-    incoming.low = calloc(n + 1, sizeof(uint16_t));
-    if (ecap >= UINT32_MAX) {
+    wk->incoming.low = calloc(n + 1, sizeof(uint16_t));
+    if (wk->ecap >= UINT32_MAX) {
         goto nomem;
     }
-    graph_edge_ctx c = {g, &incoming, ecap, 0};
+    graph_edge_ctx c = {g, &wk->incoming, wk->ecap, 0};
     g->edges = malloc(c.cap * sizeof(uint32_t));
-    if (g->off == NULL || g->flags == NULL || incoming.low == NULL || g->edges == NULL) {
+    if (g->off == NULL || g->flags == NULL || wk->incoming.low == NULL || g->edges == NULL) {
         goto nomem;
     }
     for (size_t i = 0; i < n; i++) {
@@ -523,13 +582,26 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
         }
     }
     g->off[n] = (uint32_t)g->nedges;
+    wk->ecap = c.cap;
+    return 0;
 
-    /* 4. roots: more references than the graph can see (our own reference
-     * from objs[] taken off) */
-    for (size_t i = 0; i < n; i++) {
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* Step 5: the flags.  Roots have more references than the graph can see
+ * (our own reference from objs[] taken off); a heap instance's __dict__
+ * is folded into its owner. */
+static void
+graph_flag_nodes(graph_work *wk)
+{
+    graph_t *g = wk->g;
+
+    for (size_t i = 0; i < g->n; i++) {
         PyObject *op = g->objs[i];
         if ((Py_ssize_t)Py_REFCNT(op) - 1
-            > (Py_ssize_t)graph_incoming_get(&incoming, (uint32_t)i)) {
+            > (Py_ssize_t)graph_incoming_get(&wk->incoming, (uint32_t)i)) {
             g->flags[i] |= GRAPH_F_ROOT;
         }
         PyTypeObject *tp = Py_TYPE(op);
@@ -543,35 +615,59 @@ graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *con
             }
         }
     }
+}
+
+/* Step 6: the peak scratch, then the incoming counts and the edge array's
+ * spare tail go. */
+static void
+graph_finish(graph_work *wk)
+{
+    graph_t *g = wk->g;
+    size_t n = g->n;
+
     /* peak while building: objs, sizes, off, flags, incoming, edges */
     g->scratch = g->index.bytes + g->bigcap * sizeof(graph_wide)
                  + n * (sizeof(PyObject *) + sizeof(uint16_t) + sizeof(uint32_t) + 1)
-                 + graph_incoming_bytes(&incoming, n) + c.cap * sizeof(uint32_t);
-    if (scatter_peak > g->scratch) {
-        g->scratch = scatter_peak;
+                 + graph_incoming_bytes(&wk->incoming, n) + wk->ecap * sizeof(uint32_t);
+    if (wk->scatter_peak > g->scratch) {
+        g->scratch = wk->scatter_peak;
     }
-    graph_incoming_free(&incoming);
+    graph_incoming_free(&wk->incoming);
     /* the edge array grew by doubling: give back the unused tail */
     uint32_t *fit = realloc(g->edges, (g->nedges + 1) * sizeof(uint32_t));
     if (fit != NULL) {
         g->edges = fit;
     }
+}
+
+int
+graph_build(graph_t *g, PyObject *const *extra, Py_ssize_t nextra, PyObject *const *exclude,
+            Py_ssize_t nexclude)
+{
+    graph_work wk;
+
+    memset(g, 0, sizeof(*g));
+    memset(&wk, 0, sizeof(wk));
+    wk.g = g;
+    wk.extra = extra;
+    wk.nextra = nextra;
+    wk.exclude = exclude;
+    wk.nexclude = nexclude;
+#if PY_VERSION_HEX < 0x030B0000
+    if (graph_init_lookdict() < 0) {
+        return -1;
+    }
+#endif
+    if (graph_collect_nodes(&wk) < 0 || graph_number_nodes(&wk) < 0 || graph_scatter(&wk) < 0
+        || graph_take_edges(&wk) < 0) {
+        goto error;
+    }
+    graph_flag_nodes(&wk);
+    graph_finish(&wk);
     return 0;
 
-nomem:
-    PyErr_NoMemory();
 error:
-    if (walk_ready) {
-        walk_free(&w);
-    }
-    Py_XDECREF(tracked);
-    for (size_t i = 0; i < v.n; i++) {
-        Py_DECREF(v.objs[i]);
-    }
-    free(v.objs);
-    free(v.sizes);
-    free(v.big);
-    graph_incoming_free(&incoming);
+    graph_work_free(&wk);
     graph_free(g);
     return -1;
 }

@@ -1,5 +1,5 @@
-/* graph_: the whole heap as a compact graph, for retained sizes, dominators
- * and "why is this alive".
+/* census_graph.h: the whole heap as a compact graph, for retained sizes,
+ * dominators and "why is this alive".  Prefix graph_.
  *
  * Nodes are every object the census walk reaches (every GC-tracked object,
  * plus the untracked ones reachable from them), numbered 0..n-1 through a

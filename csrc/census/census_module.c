@@ -1,11 +1,12 @@
-/* census_module.c: Python binding of the whole-heap census, retained
- * sizes, "why is this alive".
+/* census_module.c: the Python binding of the whole-heap census, retained
+ * sizes and "why is this alive".  Prefix census_.
  *
  * Arguments arrive validated from memlens/census.py; this file converts
  * them, runs the walker (heap/walk.h) or the heap graph (census_graph.h)
- * with its dominator tree (census_dom.h), sums rows per type, and builds
- * result objects only at the end (a few per type, never one per visited
- * object); why_alive is census_why.h's.  Scratch memory is malloc'd and freed before returning.
+ * with its dominator tree (census_dom.h), sums rows per type
+ * (heap/walk_typetab.h), and builds result objects only at the end (a few
+ * per type, never one per visited object); why_alive is census_why.h's.
+ * Scratch memory is malloc'd and freed before returning.
  */
 #include "bindings.h"
 #include "census/census_dom.h"
@@ -15,88 +16,34 @@
 #include "cpython/cpy_layout.h"
 #include "heap/walk.h"
 #include "heap/walk_size.h"
+#include "heap/walk_typetab.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- per-type rows ----------------------------------------------------- */
 
+/* A row of the census table.  The table holds a reference to the type:
+ * census(retained=True) lets go of the instances before the rows are
+ * made, and a __sizeof__ may drop a class during the walk. */
 typedef struct {
-    PyTypeObject *type; /* strong: census(retained=True) lets go of the
-                           * instances before the rows are made */
+    PyTypeObject *type; /* the key */
     size_t count;
     size_t bytes;
     uint64_t retained;
     uint32_t open; /* instances on the current dominator-tree path */
     uint32_t id;   /* census(retained=True): index in the byid list */
 } census_row;
+WALK_TYPETAB_ROW(census_row);
 
-typedef struct {
-    census_row *rows; /* open addressing on the type pointer */
-    size_t mask;
-    size_t used;
-} census_table;
+/* Slots the table starts with: a typical program's heap holds a few
+ * hundred classes. */
+#define CENSUS_TYPE_SLOTS 256
 
 static int
-census_table_init(census_table *t)
+census_table_init(walk_typetab *t)
 {
-    t->mask = 255;
-    t->used = 0;
-    t->rows = calloc(t->mask + 1, sizeof(census_row));
-    return t->rows == NULL ? -1 : 0;
-}
-
-/* The row of `tp`, created if needed; NULL if out of memory. */
-static census_row *
-census_table_get(census_table *t, PyTypeObject *tp)
-{
-    size_t i = ((uintptr_t)tp >> 4) & t->mask;
-    while (t->rows[i].type != NULL && t->rows[i].type != tp) {
-        i = (i + 1) & t->mask;
-    }
-    if (t->rows[i].type == tp) {
-        return &t->rows[i];
-    }
-    if ((t->used + 1) * 2 > t->mask + 1) {
-        size_t nmask = t->mask * 2 + 1;
-        census_row *nr = calloc(nmask + 1, sizeof(census_row));
-        if (nr == NULL) {
-            return NULL;
-        }
-        for (size_t j = 0; j <= t->mask; j++) {
-            if (t->rows[j].type == NULL) {
-                continue;
-            }
-            size_t k = ((uintptr_t)t->rows[j].type >> 4) & nmask;
-            while (nr[k].type != NULL) {
-                k = (k + 1) & nmask;
-            }
-            nr[k] = t->rows[j];
-        }
-        free(t->rows);
-        t->rows = nr;
-        t->mask = nmask;
-        i = ((uintptr_t)tp >> 4) & t->mask;
-        while (t->rows[i].type != NULL) {
-            i = (i + 1) & t->mask;
-        }
-    }
-    Py_INCREF(tp);
-    t->rows[i].type = tp;
-    t->used++;
-    return &t->rows[i];
-}
-
-static void
-census_table_free(census_table *t)
-{
-    if (t->rows != NULL) {
-        for (size_t i = 0; i <= t->mask; i++) {
-            Py_XDECREF(t->rows[i].type);
-        }
-    }
-    free(t->rows);
-    t->rows = NULL;
+    return walk_typetab_init(t, sizeof(census_row), CENSUS_TYPE_SLOTS);
 }
 
 static int
@@ -105,7 +52,7 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_ta
     (void)w;
     (void)tag;
     (void)child_tag;
-    census_row *r = census_table_get((census_table *)arg, Py_TYPE(obj));
+    census_row *r = walk_typetab_get((walk_typetab *)arg, Py_TYPE(obj));
     if (r == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -117,15 +64,15 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_ta
 
 /* [(type, count, bytes, retained or -1), ...] */
 static PyObject *
-census_rows_list(census_table *t, int with_retained)
+census_rows_list(walk_typetab *t, int with_retained)
 {
     PyObject *res = PyList_New(0);
     if (res == NULL) {
         return NULL;
     }
-    for (size_t i = 0; i <= t->mask; i++) {
-        census_row *r = &t->rows[i];
-        if (r->type == NULL || r->count == 0) {
+    size_t pos = 0;
+    for (census_row *r; (r = walk_typetab_next(t, &pos)) != NULL;) {
+        if (r->count == 0) {
             continue;
         }
         PyObject *row =
@@ -148,7 +95,7 @@ census_fast(PyObject *own_globals)
 {
     walk_t w;
     int walk_ready = 0, locals_ready = 0;
-    census_table t = {NULL, 0, 0};
+    walk_typetab t = {NULL, 0, 0, 0};
     PyObject *tracked = NULL, *rows = NULL, *res = NULL;
     frames_locals cl;
 
@@ -221,7 +168,7 @@ done:
     }
     Py_XDECREF(rows);
     Py_XDECREF(tracked);
-    census_table_free(&t);
+    walk_typetab_free(&t);
     if (locals_ready) {
         frames_locals_free(&cl);
     }
@@ -300,7 +247,7 @@ census_with_retained(PyObject *own_globals)
     graph_t g;
     dom_tree d;
     int dom_ready = 0;
-    census_table t = {NULL, 0, 0};
+    walk_typetab t = {NULL, 0, 0, 0};
     PyObject *rows = NULL, *res = NULL;
     size_t total = 0, count = 0;
     census_row **byid = NULL;
@@ -314,19 +261,19 @@ census_with_retained(PyObject *own_globals)
     {
         frames_locals cl;
         if (frames_locals_collect(&cl, own_globals, 0) < 0) {
-            census_table_free(&t);
+            walk_typetab_free(&t);
             return NULL;
         }
         int rc = graph_build(&g, cl.vals, (Py_ssize_t)cl.n, cl.own, (Py_ssize_t)cl.nown);
         frames_locals_free(&cl);
         if (rc < 0) {
-            census_table_free(&t);
+            walk_typetab_free(&t);
             return NULL;
         }
     }
     /* first create every row, so that the table no longer moves */
     for (size_t i = 0; i < g.n; i++) {
-        if (!(g.flags[i] & GRAPH_F_FOLDED) && census_table_get(&t, Py_TYPE(g.objs[i])) == NULL) {
+        if (!(g.flags[i] & GRAPH_F_FOLDED) && walk_typetab_get(&t, Py_TYPE(g.objs[i])) == NULL) {
             PyErr_NoMemory();
             goto done;
         }
@@ -339,11 +286,10 @@ census_with_retained(PyObject *own_globals)
     }
     {
         uint32_t nid = 0;
-        for (size_t i = 0; i <= t.mask; i++) {
-            if (t.rows[i].type != NULL) {
-                t.rows[i].id = nid;
-                byid[nid++] = &t.rows[i];
-            }
+        size_t pos = 0;
+        for (census_row *r; (r = walk_typetab_next(&t, &pos)) != NULL;) {
+            r->id = nid;
+            byid[nid++] = r;
         }
     }
     /* rows: a folded __dict__ belongs to its owner's row; each node's row
@@ -362,7 +308,7 @@ census_with_retained(PyObject *own_globals)
         }
         PyObject *op = g.objs[i];
         PyTypeObject *tp = Py_TYPE(op);
-        census_row *r = census_table_get(&t, tp);
+        census_row *r = walk_typetab_get(&t, tp);
         if (r->id < DOM_TAG_NONE) {
             tag[i] = (uint16_t)r->id;
         }
@@ -433,7 +379,7 @@ done:
     free(wtag);
     free(byid);
     Py_XDECREF(rows);
-    census_table_free(&t);
+    walk_typetab_free(&t);
     graph_free(&g);
     return res;
 }

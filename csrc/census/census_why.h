@@ -1,5 +1,6 @@
-/* why_: "why is this object alive" -- the shortest reference chains from
- * the roots of the heap graph (census_graph.h) to one object.
+/* census_why.h: "why is this object alive" -- the shortest reference
+ * chains from the roots of the heap graph (census_graph.h) to one object.
+ * Prefix why_.
  *
  * Roots: module globals and the locals of every thread's running frames
  * (named: the chain starts "mod.NAME" or "<frame f() local 'x'>"), then

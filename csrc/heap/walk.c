@@ -1,4 +1,4 @@
-/* walk_: the heap walker (see walk.h). */
+/* walk.c: the heap walker (walk_; see walk.h). */
 #include "heap/walk.h"
 #include "cpython/cpy_layout.h"
 

@@ -1,4 +1,4 @@
-/* walk_: the heap walker every memlens analysis is built on.
+/* walk.h: the heap walker every memlens analysis is built on.  Prefix walk_.
  *
  * Iterative depth-first walk from a set of roots: an explicit stack (never
  * the C stack, so a 2-million-long linked list is fine), a visited bitmap
@@ -19,8 +19,9 @@
  * such a call the walk "pins" the stack: every object on it, and the object
  * being sized, gets a strong reference, released when the walk ends.  Each
  * object is pinned at most once, so the cost is paid only by walks that meet
- * such types.  (Taking a reference on every push instead costs a write to
- * every child when it is discovered: 1.6-2.5x slower on scattered heaps.)
+ * such types.  (Taking a reference on every push instead would write to
+ * every child as it is discovered: on a scattered heap, one more cache miss
+ * per object.)
  *
  * Scratch memory comes from malloc, not PyMem: the walk is invisible to
  * tracemalloc and allocates no Python object per object.

@@ -1,4 +1,5 @@
-/* attrs_: an instance's attributes, read in place (see walk_attrs.h). */
+/* walk_attrs.c: an instance's attributes, read in place (attrs_; see
+ * walk_attrs.h). */
 #include "heap/walk_attrs.h"
 #include "cpython/cpy_layout.h"
 

@@ -1,4 +1,4 @@
-/* attrs_: an instance's attributes, read in place.
+/* walk_attrs.h: an instance's attributes, read in place.  Prefix attrs_.
  *
  * Visits every (name, value) an instance holds -- its __dict__ when one
  * exists, otherwise (3.11+) its values array or inline values with the

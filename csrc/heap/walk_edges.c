@@ -1,4 +1,4 @@
-/* edge_: naming a reference (see walk_edges.h). */
+/* walk_edges.c: naming a reference (edge_; see walk_edges.h). */
 #include "heap/walk_edges.h"
 #include "heap/walk_attrs.h"
 #include "cpython/cpy_layout.h"
@@ -11,6 +11,11 @@ edge_is_plain_key(PyObject *k)
            || PyBytes_CheckExact(k) || PyBool_Check(k) || k == Py_None;
 }
 
+/* A key's repr longer than EDGE_KEY_MAX characters is cut to its first
+ * EDGE_KEY_CUT and "...", so that the label keeps the same length bound. */
+#define EDGE_KEY_MAX 60
+#define EDGE_KEY_CUT (EDGE_KEY_MAX - 3)
+
 static PyObject *
 edge_key_label(const char *fmt, PyObject *key)
 {
@@ -20,8 +25,8 @@ edge_key_label(const char *fmt, PyObject *key)
         if (r == NULL) {
             return NULL;
         }
-        if (PyUnicode_GET_LENGTH(r) > 60) {
-            PyObject *cut = PyUnicode_Substring(r, 0, 57);
+        if (PyUnicode_GET_LENGTH(r) > EDGE_KEY_MAX) {
+            PyObject *cut = PyUnicode_Substring(r, 0, EDGE_KEY_CUT);
             Py_DECREF(r);
             if (cut == NULL) {
                 return NULL;

@@ -1,4 +1,5 @@
-/* edge_: naming a reference, for paths a user can read.
+/* walk_edges.h: naming a reference, for paths a user can read.  Prefix
+ * edge_.
  *
  * edge_label(parent, child) names how `parent` refers to `child` the way
  * Python code would reach it: "[3]" for a list/tuple item, "['key']" for a

@@ -1,7 +1,7 @@
-/* walk_module.c: the Python-facing sizing functions (sizeof, deep_size,
- * size_by_type, breakdown).  Arguments arrive validated from memlens/sizing.py; this file
- * only converts them, runs the walker, and builds the result objects at the
- * end (never one per visited object). */
+/* walk_module.c: the Python binding of sizing -- sizeof, deep_size,
+ * size_by_type, breakdown.  Prefix api_.  Arguments arrive validated from
+ * memlens/sizing.py; this file only converts them, runs the walker, and
+ * builds the result objects at the end (never one per visited object). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* qsort_r; pyconfig.h usually defines it already */
 #endif
@@ -10,6 +10,7 @@
 #include "heap/walk.h"
 #include "heap/walk_edges.h"
 #include "heap/walk_size.h"
+#include "heap/walk_typetab.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -53,55 +54,16 @@ done:
 
 /* ---- size_by_type ------------------------------------------------------- */
 
+/* A row of the size_by_type table. */
 typedef struct {
-    PyTypeObject *type; /* strong: a __sizeof__ run later in the walk may
-                           * drop the last instance and the class itself */
+    PyTypeObject *type; /* the key; the table holds a reference */
     size_t count;
     size_t bytes;
 } api_type_row;
+WALK_TYPETAB_ROW(api_type_row);
 
-typedef struct {
-    api_type_row *rows; /* open addressing on the type pointer */
-    size_t mask;
-    size_t used;
-} api_type_table;
-
-static int
-api_type_table_add(api_type_table *t, PyTypeObject *tp, size_t bytes)
-{
-    if ((t->used + 1) * 2 > t->mask + 1) {
-        size_t nmask = t->mask * 2 + 1;
-        api_type_row *nr = calloc(nmask + 1, sizeof(api_type_row));
-        if (nr == NULL) {
-            return -1;
-        }
-        for (size_t i = 0; i <= t->mask; i++) {
-            if (t->rows[i].type == NULL) {
-                continue;
-            }
-            size_t j = ((uintptr_t)t->rows[i].type >> 4) & nmask;
-            while (nr[j].type != NULL) {
-                j = (j + 1) & nmask;
-            }
-            nr[j] = t->rows[i];
-        }
-        free(t->rows);
-        t->rows = nr;
-        t->mask = nmask;
-    }
-    size_t i = ((uintptr_t)tp >> 4) & t->mask;
-    while (t->rows[i].type != NULL && t->rows[i].type != tp) {
-        i = (i + 1) & t->mask;
-    }
-    if (t->rows[i].type == NULL) {
-        Py_INCREF(tp);
-        t->rows[i].type = tp;
-        t->used++;
-    }
-    t->rows[i].count++;
-    t->rows[i].bytes += bytes;
-    return 0;
-}
+/* Slots the table starts with: most object graphs hold few types. */
+#define API_TYPE_SLOTS 64
 
 static int
 api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
@@ -109,10 +71,13 @@ api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *chi
     (void)w;
     (void)tag;
     (void)child_tag;
-    if (api_type_table_add((api_type_table *)arg, Py_TYPE(obj), size) < 0) {
+    api_type_row *r = walk_typetab_get((walk_typetab *)arg, Py_TYPE(obj));
+    if (r == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    r->count++;
+    r->bytes += size;
     return 0;
 }
 
@@ -126,7 +91,7 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     walk_t w;
-    api_type_table t = {NULL, 63, 0};
+    walk_typetab t;
     PyObject *res = NULL;
 
     if (nargs != 2 || !PyTuple_Check(args[0])) {
@@ -137,12 +102,11 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (shared < 0) {
         return NULL;
     }
-    t.rows = calloc(t.mask + 1, sizeof(api_type_row));
-    if (t.rows == NULL) {
+    if (walk_typetab_init(&t, sizeof(api_type_row), API_TYPE_SLOTS) < 0) {
         return PyErr_NoMemory();
     }
     if (walk_init(&w, shared) < 0) {
-        free(t.rows);
+        walk_typetab_free(&t);
         return NULL;
     }
     if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), NULL,
@@ -154,12 +118,10 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (res == NULL) {
         goto done;
     }
-    for (size_t i = 0; i <= t.mask; i++) {
-        if (t.rows[i].type == NULL) {
-            continue;
-        }
-        PyObject *row = Py_BuildValue("(Onn)", (PyObject *)t.rows[i].type,
-                                      (Py_ssize_t)t.rows[i].count, (Py_ssize_t)t.rows[i].bytes);
+    size_t pos = 0;
+    for (api_type_row *r; (r = walk_typetab_next(&t, &pos)) != NULL;) {
+        PyObject *row =
+            Py_BuildValue("(Onn)", (PyObject *)r->type, (Py_ssize_t)r->count, (Py_ssize_t)r->bytes);
         if (row == NULL || PyList_Append(res, row) < 0) {
             Py_XDECREF(row);
             Py_CLEAR(res);
@@ -169,10 +131,7 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 done:
     walk_free(&w);
-    for (size_t i = 0; i <= t.mask; i++) {
-        Py_XDECREF(t.rows[i].type);
-    }
-    free(t.rows);
+    walk_typetab_free(&t);
     return res;
 }
 
@@ -407,12 +366,12 @@ done:
     return res;
 }
 
-PyDoc_STRVAR(size_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
-                              "Bytes (an int) the allocator handed out for this one object (see\n"
-                              "memlens.sizeof).");
+PyDoc_STRVAR(api_sizeof_doc, "sizeof($module, obj, /)\n--\n\n"
+                             "Bytes (an int) the allocator handed out for this one object (see\n"
+                             "memlens.sizeof).");
 
 static PyObject *
-size_py_sizeof(PyObject *module, PyObject *obj)
+api_sizeof(PyObject *module, PyObject *obj)
 {
     (void)module;
     size_typeinfo ti;
@@ -430,7 +389,7 @@ size_py_sizeof(PyObject *module, PyObject *obj)
 }
 
 static PyMethodDef api_methods[] = {
-    {"sizeof", (PyCFunction)size_py_sizeof, METH_O, size_sizeof_doc},
+    {"sizeof", (PyCFunction)api_sizeof, METH_O, api_sizeof_doc},
     {"deep_size", (PyCFunction)(void (*)(void))api_deep_size, METH_FASTCALL, api_deep_size_doc},
     {"size_by_type", (PyCFunction)(void (*)(void))api_size_by_type, METH_FASTCALL,
      api_size_by_type_doc},

@@ -1,4 +1,4 @@
-/* size_: exact per-object sizes (see walk_size.h). */
+/* walk_size.c: exact per-object sizes (size_; see walk_size.h). */
 #include "heap/walk_size.h"
 #include "cpython/cpy_layout.h"
 

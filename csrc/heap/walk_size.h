@@ -1,5 +1,5 @@
-/* size_: exact per-object sizes -- the bytes the allocator really handed out
- * for an object, not what __sizeof__ says.
+/* walk_size.h: exact per-object sizes -- the bytes the allocator really
+ * handed out for an object, not what __sizeof__ says.  Prefix size_.
  *
  * An object's own size is:
  *   its pre-header (GC header for tracked types; on 3.11+ the managed

@@ -1,4 +1,4 @@
-/* visit_: the visited set of a heap walk (see walk_visit.h). */
+/* walk_visit.c: the visited set of a heap walk (visit_; see walk_visit.h). */
 #include "heap/walk_visit.h"
 
 #include <stdlib.h>

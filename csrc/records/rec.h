@@ -1,5 +1,5 @@
-/* rec_: compact records -- class instances whose int/float/bool fields are
- * stored unboxed inside the instance.
+/* rec.h: compact records -- class instances whose int/float/bool fields are
+ * stored unboxed inside the instance.  Prefix rec_.
  *
  * Four files:
  *   rec_type.c     the metaclass (RecordMeta): reads the fields of a class

@@ -1,6 +1,6 @@
-/* rec_: record instances -- allocation, construction, field access,
- * repr/eq/order/hash and pickling.  The class side is rec_type.c, the
- * descriptor of unboxed fields rec_field.c. */
+/* rec_instance.c: record instances -- allocation, construction, field
+ * access, repr/eq/order/hash and pickling.  Prefix rec_.  The class side is
+ * rec_type.c, the descriptor of unboxed fields rec_field.c. */
 #include "records/rec.h"
 
 #include <string.h>

@@ -1,4 +1,4 @@
-/* rec_: RecordMeta, the metaclass of memlens.Record.
+/* rec_type.c: RecordMeta, the metaclass of memlens.Record.  Prefix rec_.
  *
  * A class statement goes through type_new() as usual (so methods,
  * __init_subclass__, __set_name__, __qualname__ ... behave normally) with
@@ -201,58 +201,78 @@ rec_check_layout(PyTypeObject *tp, PyTypeObject *parent)
     return 0;
 }
 
-/* Everything after type_new: fields, layout, descriptors, slots. */
+/* rec_build_class's state. */
+typedef struct {
+    /* configuration */
+    PyTypeObject *tp;     /* the class type_new made (borrowed: the caller's) */
+    rec_type *rt;         /* tp, as a record class */
+    PyObject *ns;         /* borrowed: the class namespace as written */
+    rec_options opt;      /* the class keywords, then what the base imposes */
+    PyTypeObject *parent; /* tp->tp_base (tp holds it) */
+    const rec_type *prt;  /* parent, when it is a record class; else NULL */
+
+    /* temporary state */
+    /* strong: the own fields as memlens.records reads them,
+     * [(name, kind, annotation, has_default, default)], or NULL */
+    PyObject *own;
+    Py_ssize_t nparent; /* fields inherited, first in rt->fields */
+    Py_ssize_t nown;    /* fields of this class statement */
+
+    /* output values, installed into tp */
+    Py_ssize_t basicsize; /* the instance size with this class's fields */
+} rec_class_info;
+
+/* Step 1: what the base gives: rec_base and the descriptor type, and the
+ * options a record base imposes (frozenness, the weakref slot); then the
+ * class's flags.  0, or -1 with TypeError set. */
 static int
-rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
+rec_class_inherit(rec_class_info *info)
 {
-    rec_type *rt = REC_TYPE(tp);
-    PyTypeObject *parent = tp->tp_base;
-    const rec_type *prt = NULL;
-    PyObject *annotations, *own = NULL, *descr = NULL, *match_args = NULL;
-    Py_ssize_t nparent = 0, nown = 0, n, off, nobj = 0, k;
-    int seen_default = 0;
+    PyTypeObject *tp = info->tp, *parent = info->parent;
+    rec_type *rt = info->rt;
 
     if (parent == NULL) {
         PyErr_SetString(PyExc_TypeError, "record class without a base");
-        goto error;
+        return -1;
     }
     if (rec_is_record_type(parent)) {
-        prt = REC_TYPE(parent);
+        const rec_type *prt = REC_TYPE(parent);
+        info->prt = prt;
         /* rec_base is NULL only if the collector cleared a dying base */
         if (!(prt->flags & REC_READY) || prt->rec_base == NULL || prt->descr_type == NULL) {
             PyErr_Format(PyExc_TypeError, "%s: base %s is not a complete record class", tp->tp_name,
                          parent->tp_name);
-            goto error;
+            return -1;
         }
         rt->rec_base = (PyTypeObject *)Py_NewRef((PyObject *)prt->rec_base);
         rt->descr_type = (PyTypeObject *)Py_NewRef((PyObject *)prt->descr_type);
-        nparent = prt->nfields;
+        info->nparent = prt->nfields;
         /* As dataclasses, but a base without any field (a mixin of
          * methods, or Record itself) does not impose its frozenness. */
         if (prt->nfields > 0) {
             int parent_frozen = (prt->flags & REC_FROZEN) != 0;
-            if (opt.frozen >= 0 && opt.frozen != parent_frozen) {
+            if (info->opt.frozen >= 0 && info->opt.frozen != parent_frozen) {
                 PyErr_Format(PyExc_TypeError, "cannot inherit %s record %s from a %s one",
-                             opt.frozen ? "frozen" : "non-frozen", tp->tp_name,
+                             info->opt.frozen ? "frozen" : "non-frozen", tp->tp_name,
                              parent_frozen ? "frozen" : "non-frozen");
-                goto error;
+                return -1;
             }
-            opt.frozen = parent_frozen;
+            info->opt.frozen = parent_frozen;
         }
         if (prt->flags & REC_WEAKREF) {
-            opt.weakref = 1;
+            info->opt.weakref = 1;
         }
     }
     else if (parent->tp_new == rec_new) {
         /* memlens.Record itself, whose base is _RecordBase */
         PyObject *dt = PyObject_GetAttrString((PyObject *)parent, "_field_type");
         if (dt == NULL) {
-            goto error;
+            return -1;
         }
         if (!PyType_Check(dt)) {
             Py_DECREF(dt);
             PyErr_SetString(PyExc_TypeError, "_RecordBase._field_type must be a type");
-            goto error;
+            return -1;
         }
         rt->descr_type = (PyTypeObject *)dt;
         rt->rec_base = (PyTypeObject *)Py_NewRef((PyObject *)parent);
@@ -261,65 +281,80 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
     else {
         PyErr_Format(PyExc_TypeError, "%s: the first base of a record must be a record class",
                      tp->tp_name);
-        goto error;
+        return -1;
     }
     if (rec_check_layout(tp, parent) < 0) {
-        goto error;
+        return -1;
     }
-    if (opt.frozen > 0) {
+    if (info->opt.frozen > 0) {
         rt->flags |= REC_FROZEN;
     }
-    if (opt.order > 0) {
+    if (info->opt.order > 0) {
         rt->flags |= REC_ORDER;
     }
-    if (opt.weakref > 0) {
+    if (info->opt.weakref > 0) {
         rt->flags |= REC_WEAKREF;
     }
+    return 0;
+}
 
-    /* Own fields */
-    annotations = PyDict_GetItemString(ns, "__annotations__");
+/* Step 2: the field table -- the base's fields, then this class's own, as
+ * memlens.records reads them from the annotations (Python code: it may
+ * resolve string annotations), defaults converted.  0, or -1 with an
+ * exception set. */
+static int
+rec_class_collect_fields(rec_class_info *info)
+{
+    PyTypeObject *tp = info->tp;
+    rec_type *rt = info->rt;
+    Py_ssize_t nparent = info->nparent;
+
+    PyObject *annotations = PyDict_GetItemString(info->ns, "__annotations__");
     if (annotations != NULL && PyDict_Check(annotations) && PyDict_GET_SIZE(annotations) > 0) {
-        own = rec_own_fields((PyObject *)tp, annotations);
-        if (own == NULL) {
-            goto error;
+        info->own = rec_own_fields((PyObject *)tp, annotations);
+        if (info->own == NULL) {
+            return -1;
         }
-        nown = PyList_GET_SIZE(own);
+        info->nown = PyList_GET_SIZE(info->own);
     }
-    n = nparent + nown;
-    rt->fields = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(rec_field));
-    rt->pos = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(Py_ssize_t));
-    rt->obj_offsets = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(Py_ssize_t));
-    rt->members = PyMem_Calloc((size_t)nown + 1, sizeof(PyMemberDef));
+    Py_ssize_t n = nparent + info->nown;
+    size_t nalloc = (size_t)(n > 0 ? n : 1);
+    rt->fields = PyMem_Calloc(nalloc, sizeof(rec_field));
+    rt->pos = PyMem_Calloc(nalloc, sizeof(Py_ssize_t));
+    rt->obj_offsets = PyMem_Calloc(nalloc, sizeof(Py_ssize_t));
+    rt->members = PyMem_Calloc((size_t)info->nown + 1, sizeof(PyMemberDef));
     if (rt->fields == NULL || rt->pos == NULL || rt->obj_offsets == NULL || rt->members == NULL) {
         PyErr_NoMemory();
-        goto error;
+        return -1;
     }
     for (Py_ssize_t i = 0; i < nparent; i++) {
         rec_field *f = &rt->fields[i];
-        *f = prt->fields[i];
+        *f = info->prt->fields[i];
         Py_XINCREF(f->name);
         Py_XINCREF(f->annotation);
         Py_XINCREF(f->default_obj);
     }
     rt->nfields = nparent;
-    for (Py_ssize_t i = 0; i < nown; i++) {
-        PyObject *item = PyList_GET_ITEM(own, i);
+    for (Py_ssize_t i = 0; i < info->nown; i++) {
+        /* `item` stays alive in info->own; name and default are held by
+         * the field before rec_convert may run __index__ */
+        PyObject *item = PyList_GET_ITEM(info->own, i);
         PyObject *name, *ann, *dflt;
         int kind, has_default;
         rec_field *f = &rt->fields[nparent + i];
 
         if (!PyArg_ParseTuple(item, "UiOpO", &name, &kind, &ann, &has_default, &dflt)) {
-            goto error;
+            return -1;
         }
         if (kind < REC_OBJECT || kind > REC_BOOL) {
             PyErr_Format(PyExc_SystemError, "bad field kind %d", kind);
-            goto error;
+            return -1;
         }
         for (Py_ssize_t j = 0; j < nparent + i; j++) {
             if (PyUnicode_Compare(rt->fields[j].name, name) == 0) {
                 PyErr_Format(PyExc_TypeError, "%s: field '%U' is already defined in a base record",
                              tp->tp_name, name);
-                goto error;
+                return -1;
             }
         }
         Py_INCREF(name);
@@ -327,21 +362,30 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         f->name = name;
         f->annotation = Py_NewRef(ann);
         f->kind = kind;
-        f->kw_only = opt.kw_only > 0;
+        f->kw_only = info->opt.kw_only > 0;
         rt->nfields++;
         if (has_default) {
             f->has_default = 1;
             f->default_obj = Py_NewRef(dflt);
             if (kind != REC_OBJECT && rec_convert(tp, name, kind, dflt, &f->raw_default) < 0) {
-                goto error;
+                return -1;
             }
         }
     }
+    return 0;
+}
 
-    /* Layout of own fields: 8-byte ones in declaration order, then bools. */
-    off = rec_align8(tp->tp_basicsize);
+/* Step 3: offsets of the own fields -- 8-byte ones in declaration order,
+ * then the bools, then padding to 8 -- and the weakref slot; sets
+ * info->basicsize. */
+static void
+rec_class_layout(rec_class_info *info)
+{
+    rec_type *rt = info->rt;
+    Py_ssize_t off = rec_align8(info->tp->tp_basicsize);
+
     for (int pass = 0; pass < 2; pass++) {
-        for (Py_ssize_t i = nparent; i < n; i++) {
+        for (Py_ssize_t i = info->nparent; i < rt->nfields; i++) {
             rec_field *f = &rt->fields[i];
             if ((f->kind == REC_BOOL) != (pass == 1)) {
                 continue;
@@ -351,14 +395,25 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         }
     }
     off = rec_align8(off);
-    if ((rt->flags & REC_WEAKREF) && parent->tp_weaklistoffset == 0) {
-        tp->tp_weaklistoffset = off;
+    if ((rt->flags & REC_WEAKREF) && info->parent->tp_weaklistoffset == 0) {
+        info->tp->tp_weaklistoffset = off;
         off += (Py_ssize_t)sizeof(PyObject *);
     }
+    info->basicsize = off;
+}
 
-    /* Positional parameters, object offsets, default-order check. */
+/* Step 4: the positional parameters and the object fields' offsets, and
+ * the check that no required parameter follows a default.  0, or -1 with
+ * TypeError set. */
+static int
+rec_class_index_fields(rec_class_info *info)
+{
+    rec_type *rt = info->rt;
+    int seen_default = 0;
+    Py_ssize_t nobj = 0;
+
     rt->npos = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < rt->nfields; i++) {
         rec_field *f = &rt->fields[i];
         if (f->kind == REC_OBJECT) {
             rt->obj_offsets[nobj++] = f->offset;
@@ -371,18 +426,27 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
         }
         else if (seen_default) {
             PyErr_Format(PyExc_TypeError, "%s: non-default argument '%U' follows default argument",
-                         tp->tp_name, f->name);
-            goto error;
+                         info->tp->tp_name, f->name);
+            return -1;
         }
         rt->pos[rt->npos++] = i;
     }
     rt->nobj = nobj;
+    return 0;
+}
 
-    /* The new layout takes effect before the descriptors exist, so that
-     * no instance can be made with the old size. */
-    tp->tp_basicsize = off;
+/* Step 5: the new layout and the slots that depend on it.  It takes effect
+ * before the descriptors exist, so that no instance can be made with the
+ * old size. */
+static void
+rec_class_install_slots(rec_class_info *info)
+{
+    PyTypeObject *tp = info->tp;
+    const rec_type *rt = info->rt;
+
+    tp->tp_basicsize = info->basicsize;
     tp->tp_alloc = PyType_GenericAlloc;
-    if (nobj > 0) {
+    if (rt->nobj > 0) {
         tp->tp_flags |= Py_TPFLAGS_HAVE_GC;
         tp->tp_dealloc = rec_dealloc_gc;
         tp->tp_traverse = rec_traverse;
@@ -402,19 +466,31 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
     if (rt->flags & REC_FROZEN) {
         tp->tp_setattro = rec_frozen_setattro;
     }
-    if (nobj == 0 && n > 0 && tp->tp_getattro == PyObject_GenericGetAttr) {
+    if (rt->nobj == 0 && rt->nfields > 0 && tp->tp_getattro == PyObject_GenericGetAttr) {
         tp->tp_getattro = rec_getattro_unboxed;
     }
+}
 
-    /* Field descriptors replace the class attributes holding defaults. */
-    k = 0;
-    for (Py_ssize_t i = nparent; i < n; i++) {
+/* Step 6: one descriptor per own field, replacing the class attribute
+ * that held its default; then the fast getattro is kept only while every
+ * field name resolves to the field's own descriptor (a subclass may shadow
+ * a base field with a plain class attribute).  0, or -1 with an exception
+ * set. */
+static int
+rec_class_install_descriptors(rec_class_info *info)
+{
+    PyTypeObject *tp = info->tp;
+    rec_type *rt = info->rt;
+    PyObject *descr = NULL;
+    Py_ssize_t k = 0;
+
+    for (Py_ssize_t i = info->nparent; i < rt->nfields; i++) {
         rec_field *f = &rt->fields[i];
         if (f->kind == REC_OBJECT) {
             PyMemberDef *m = &rt->members[k++];
             m->name = PyUnicode_AsUTF8(f->name);
             if (m->name == NULL) {
-                goto error;
+                return -1;
             }
             m->type = REC_T_OBJECT_EX;
             m->offset = f->offset;
@@ -425,16 +501,13 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
             descr = rec_descr_new(rt->descr_type, tp, f);
         }
         if (descr == NULL || PyObject_SetAttr((PyObject *)tp, f->name, descr) < 0) {
-            goto error;
+            Py_XDECREF(descr);
+            return -1;
         }
-        Py_CLEAR(descr);
+        Py_DECREF(descr);
     }
-
-    /* The fast getattro reads fields by name, so it is only correct while
-     * every field name resolves to the field's own descriptor (a subclass
-     * may shadow a base field with a plain class attribute). */
     if (tp->tp_getattro == rec_getattro_unboxed) {
-        for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t i = 0; i < rt->nfields; i++) {
             PyObject *found = _PyType_Lookup(tp, rt->fields[i].name);
             if (found == NULL || Py_TYPE(found) != rt->descr_type) {
                 tp->tp_getattro = PyObject_GenericGetAttr;
@@ -442,54 +515,94 @@ rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
             }
         }
     }
+    return 0;
+}
 
-    /* __hash__: from the fields if frozen, else None (eq without frozen
-     * makes instances unhashable, as in dataclasses); an explicit
-     * __hash__ in the class body wins. */
+/* Step 7: __hash__ and __match_args__, unless the class body has them.
+ * __hash__ comes from the fields if frozen, else None (eq without frozen
+ * makes instances unhashable, as in dataclasses).  0, or -1 with an
+ * exception set. */
+static int
+rec_class_install_dunders(rec_class_info *info)
+{
+    PyTypeObject *tp = info->tp;
+    const rec_type *rt = info->rt;
+    PyObject *h = NULL, *match_args = NULL;
+    int rc = -1;
+
     if (PyDict_GetItemString(tp->tp_dict, "__hash__") == NULL) {
-        PyObject *h = Py_None;
         if (rt->flags & REC_FROZEN) {
             h = PyDict_GetItemString(rt->rec_base->tp_dict, "__hash__");
             if (h == NULL) {
                 PyErr_SetString(PyExc_SystemError, "_RecordBase has no __hash__");
-                goto error;
+                goto done;
             }
         }
+        else {
+            h = Py_None;
+        }
+        /* strong across the call: a metaclass's __setattr__ is Python code */
+        Py_INCREF(h);
         if (PyObject_SetAttrString((PyObject *)tp, "__hash__", h) < 0) {
-            goto error;
+            goto done;
         }
     }
-    if (PyDict_GetItemString(ns, "__match_args__") == NULL) {
+    if (PyDict_GetItemString(info->ns, "__match_args__") == NULL) {
         match_args = PyTuple_New(rt->npos);
         if (match_args == NULL) {
-            goto error;
+            goto done;
         }
         for (Py_ssize_t i = 0; i < rt->npos; i++) {
             PyTuple_SET_ITEM(match_args, i, Py_NewRef(rt->fields[rt->pos[i]].name));
         }
         if (PyObject_SetAttrString((PyObject *)tp, "__match_args__", match_args) < 0) {
-            goto error;
+            goto done;
         }
     }
+    rc = 0;
+done:
+    Py_XDECREF(h);
+    Py_XDECREF(match_args);
+    return rc;
+}
 
-    /* Fast construction unless __new__/__init__ are overridden. */
+/* Everything after type_new: fields, layout, descriptors, slots. */
+static int
+rec_build_class(PyTypeObject *tp, PyObject *ns, rec_options opt)
+{
+    rec_class_info info;
+    int rc = -1;
+
+    memset(&info, 0, sizeof(info));
+    info.tp = tp;
+    info.rt = REC_TYPE(tp);
+    info.ns = ns;
+    info.opt = opt;
+    info.parent = tp->tp_base;
+    if (rec_class_inherit(&info) < 0 || rec_class_collect_fields(&info) < 0) {
+        goto done;
+    }
+    rec_class_layout(&info);
+    if (rec_class_index_fields(&info) < 0) {
+        goto done;
+    }
+    rec_class_install_slots(&info);
+    if (rec_class_install_descriptors(&info) < 0 || rec_class_install_dunders(&info) < 0) {
+        goto done;
+    }
+    /* fast construction unless __new__/__init__ are overridden */
     if (tp->tp_new == rec_new && tp->tp_init == PyBaseObject_Type.tp_init) {
         tp->tp_vectorcall = rec_vectorcall;
     }
     else {
         tp->tp_vectorcall = NULL;
     }
-    rt->flags |= REC_READY;
+    info.rt->flags |= REC_READY;
     PyType_Modified(tp);
-    Py_XDECREF(own);
-    Py_XDECREF(match_args);
-    return 0;
-
-error:
-    Py_XDECREF(descr);
-    Py_XDECREF(own);
-    Py_XDECREF(match_args);
-    return -1;
+    rc = 0;
+done:
+    Py_XDECREF(info.own);
+    return rc;
 }
 
 /* Drop the by-name fast getattro from `tp` and every subclass. */

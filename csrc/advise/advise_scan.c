@@ -190,7 +190,7 @@ adv_dup_check(adv_dup_table *t, PyObject *obj, uint64_t h, int (*eq)(PyObject *,
         i = (i + 1) & t->mask;
     }
     t->e[i].hash = h;
-    t->e[i].first = obj;
+    t->e[i].first = Py_NewRef(obj);
     t->used++;
     return 0;
 }
@@ -250,6 +250,7 @@ adv_site_for(adv_state *st, int kind, PyTypeObject *tp, PyObject *name, const ch
     memset(s, 0, sizeof(*s));
     s->kind = kind;
     s->type = tp;
+    Py_XINCREF(name);
     s->name = name;
     s->slot = slot;
     return s;
@@ -405,6 +406,7 @@ adv_on_attr(const attrs_item *it, void *arg)
         }
         a = &c->attrs[c->nattrs++];
         memset(a, 0, sizeof(*a));
+        Py_XINCREF(it->name);
         a->name = it->name;
         a->slot = it->slot;
     }
@@ -457,7 +459,7 @@ adv_pend(adv_state *st, PyObject *v)
         return -1;
     }
     st->pending = np;
-    st->pending[st->npending++] = v;
+    st->pending[st->npending++] = Py_NewRef(v);
     return 0;
 }
 
@@ -574,15 +576,39 @@ error:
     return -1;
 }
 
+static void
+adv_dup_clear(adv_dup_table *t)
+{
+    for (size_t i = 0; t->e != NULL && i <= t->mask; i++) {
+        Py_CLEAR(t->e[i].first);
+    }
+    free(t->e);
+    t->e = NULL;
+}
+
 void
 adv_scan_free(adv_state *st)
 {
+    /* Every object the tables keep is a strong reference, taken when it
+     * was stored: a __sizeof__ run later in the walk may drop the last
+     * other reference, and the tables compare and size what they hold. */
+    for (size_t i = 0; i < st->nclasses; i++) {
+        for (int k = 0; k < st->classes[i].nattrs; k++) {
+            Py_CLEAR(st->classes[i].attrs[k].name);
+        }
+    }
+    for (size_t i = 0; i < st->nsites; i++) {
+        Py_CLEAR(st->sites[i].name);
+    }
+    for (size_t i = 0; i < st->npending; i++) {
+        Py_CLEAR(st->pending[i]);
+    }
+    adv_dup_clear(&st->strs);
+    adv_dup_clear(&st->tuples);
     walk_free(st->w);
     visit_free(&st->claimed);
     walk_typetab_free(&st->class_rows);
     free(st->classes);
     free(st->sites);
-    free(st->strs.e);
-    free(st->tuples.e);
     free(st->pending);
 }

@@ -35,7 +35,7 @@
 enum { ADV_K_INT, ADV_K_FLOAT, ADV_K_BOOL, ADV_K_STR, ADV_K_NONE, ADV_K_OTHER, ADV_K_N };
 
 typedef struct {
-    PyObject *name;   /* borrowed str (dict/values entries) or NULL */
+    PyObject *name;   /* str (a strong reference: see adv_scan_free) or NULL */
     const char *slot; /* slot name, or NULL */
     size_t present;
     size_t kinds[ADV_K_N];
@@ -60,7 +60,7 @@ enum { ADV_S_ATTR, ADV_S_DICT_KEY, ADV_S_LIST_ITEM, ADV_S_ELSEWHERE };
 
 typedef struct {
     PyTypeObject *type; /* ADV_S_ATTR: the class */
-    PyObject *name;     /* ADV_S_ATTR: attribute name, or NULL for a slot */
+    PyObject *name;     /* ADV_S_ATTR: attribute name (strong), or NULL for a slot */
     const char *slot;
     int kind;
     /* duplicates */
@@ -77,7 +77,7 @@ typedef struct {
 /* Content-keyed table for duplicate detection (strs and tuples). */
 typedef struct {
     uint64_t hash;
-    PyObject *first; /* the copy kept; later equal ones are dups */
+    PyObject *first; /* the copy kept (strong); later equal ones are dups */
 } adv_dup_entry;
 
 typedef struct {
@@ -95,7 +95,7 @@ typedef struct {
     size_t nsites, capsites;
     adv_dup_table strs, tuples;
     visit_set claimed;  /* values already charged to a site */
-    PyObject **pending; /* values seen on their own, charged at the end */
+    PyObject **pending; /* values seen on their own, charged at the end (strong) */
     size_t npending, cappending;
     size_t site_dict_key, site_list_item; /* index + 1, 0 until needed */
 } adv_state;

@@ -1,5 +1,6 @@
 /* census_dom.c: the dominator tree of a heap graph (dom_; see census_dom.h). */
 #include "census/census_dom.h"
+#include "heap/walk_size.h" /* size_add */
 
 #include <stdlib.h>
 #include <string.h>
@@ -508,7 +509,7 @@ dom_retained(dom_work *wk)
     free(wk->psize);
     wk->psize = NULL;
     for (size_t k = m - 1; k >= 1; k--) {
-        retained[wk->idom[k]] += retained[k];
+        retained[wk->idom[k]] = size_add(retained[wk->idom[k]], retained[k]);
     }
     return 0;
 }

@@ -58,7 +58,7 @@ census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_ta
         return -1;
     }
     r->count++;
-    r->bytes += size;
+    r->bytes = size_add(r->bytes, size);
     return 0;
 }
 
@@ -210,7 +210,7 @@ census_class_retained(const dom_tree *d, census_row *const *byid)
         if (tag != DOM_NOTAG) {
             census_row *r = byid[tag];
             if (r->open == 0) {
-                r->retained += d->retained[k];
+                r->retained = size_add(r->retained, d->retained[k]);
             }
             r->open++;
         }
@@ -325,13 +325,13 @@ census_with_retained(PyObject *own_globals)
             if (dict != NULL) {
                 uint32_t j = graph_node(&g, dict);
                 if (j != GRAPH_NONE && (g.flags[j] & GRAPH_F_FOLDED)) {
-                    sz += graph_size(&g, j);
+                    sz = size_add(sz, graph_size(&g, j));
                 }
             }
         }
         r->count++;
-        r->bytes += sz;
-        total += sz;
+        r->bytes = size_add(r->bytes, sz);
+        total = size_add(total, sz);
         count++;
     }
     rows_peak += wcap * sizeof(graph_wide);

@@ -85,8 +85,9 @@ walk_typeinfo(walk_t *w, PyTypeObject *tp)
 {
     size_t h = ((uintptr_t)tp >> 4) & (WALK_TYPE_CACHE - 1);
     size_typeinfo *ti = &w->types[h];
-    if (ti->type != tp) {
+    if (ti->type != tp || ti->gen != w->types_gen) {
         size_typeinfo_init(ti, tp);
+        ti->gen = w->types_gen;
     }
     return ti;
 }
@@ -226,10 +227,17 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots, const size_t *tag
             continue;
         }
 
-        if (ti->kind == SIZE_CALL && walk_pin(w, op) < 0) {
+        /* A __sizeof__ is about to run: what the walk still holds is pinned,
+         * and so is the type, which the rest of this step reads (the call
+         * may reassign op.__class__ and free the old class). */
+        if (ti->kind == SIZE_CALL && (walk_pin(w, op) < 0 || walk_keep(w, (PyObject *)tp) < 0)) {
             goto oom;
         }
+        int runs_code = ti->kind == SIZE_CALL;
         size_t size = size_of(ti, op, &w->warnings);
+        if (runs_code) {
+            w->types_gen++;
+        }
         c.tag = it.tag;
 
         /* Fold an instance's __dict__ into it (never creating one). */
@@ -260,7 +268,7 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots, const size_t *tag
             }
             c.tag = child_tag;
         }
-        w->total += size;
+        w->total = size_add(w->total, size);
         w->count++;
 
         /* Children. */

@@ -73,6 +73,10 @@ struct walk_s {
     PyObject **keep; /* strong references released at walk_free */
     size_t nkeep, keepcap;
     size_typeinfo types[WALK_TYPE_CACHE];
+    /* Bumped after each __sizeof__ the walk runs: that Python code may have
+     * freed a cached type and made another at its address, so entries of
+     * an older generation are looked up again. */
+    uint32_t types_gen;
 };
 
 /* 0 or -1 with MemoryError set. */

@@ -77,7 +77,7 @@ api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *chi
         return -1;
     }
     r->count++;
-    r->bytes += size;
+    r->bytes = size_add(r->bytes, size);
     return 0;
 }
 
@@ -187,7 +187,7 @@ api_tree_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_
     }
     else {
         api_node *nd = &t->nodes[tag >> 1];
-        nd->deep += size;
+        nd->deep = size_add(nd->deep, size);
         nd->count++;
         *child_tag = tag & ~(size_t)1;
     }
@@ -241,7 +241,7 @@ api_emit(api_tree *t, size_t *kids, size_t *first, size_t *nkids, Py_ssize_t lim
             size_t k = ks[j];
             if ((Py_ssize_t)j >= limit) {
                 more_count += t->nodes[k].count;
-                more_bytes += t->nodes[k].deep;
+                more_bytes = size_add(more_bytes, t->nodes[k].deep);
                 continue;
             }
             queue[tail] = k;
@@ -323,7 +323,8 @@ api_breakdown(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     /* deep sizes: children were created after their parents */
     for (size_t i = t.n; i-- > 1;) {
-        t.nodes[t.nodes[i].parent].deep += t.nodes[i].deep;
+        t.nodes[t.nodes[i].parent].deep =
+            size_add(t.nodes[t.nodes[i].parent].deep, t.nodes[i].deep);
         t.nodes[t.nodes[i].parent].count += t.nodes[i].count;
     }
     /* children lists, by counting */

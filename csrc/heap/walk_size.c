@@ -252,11 +252,27 @@ size_call(PyObject *op, int *ok)
         PyErr_Clear();
         v = -1;
     }
-    if (v < 0) {
+    if (v < 0 || (size_t)v > SIZE_CALL_MAX) {
         return 0;
     }
     *ok = 1;
     return (size_t)v;
+}
+
+/* What every object adds to its body: the pre-header, and an instance's
+ * values outside a dict. */
+static size_t
+size_of_tail(const size_typeinfo *ti, PyObject *op, PyTypeObject *tp)
+{
+    size_t n = layout_preheader_size(op, tp);
+    if (ti->flags & SIZE_F_INSTANCE) {
+        n += layout_inline_values_size(op, tp);
+        void *values = layout_instance_values(op, tp);
+        if (values != NULL) {
+            n += layout_values_size(values, layout_cached_keys(tp));
+        }
+    }
+    return n;
 }
 
 size_t
@@ -309,28 +325,27 @@ size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
         n = size_body(ti, tp, 0) + (size_t)((PyByteArrayObject *)op)->ob_alloc;
         break;
     case SIZE_CALL: {
+        /* The __sizeof__ is Python code that may reassign op.__class__ and
+         * let the old class be freed: `tp` is used below, so it is held
+         * across the call (the class assignment keeps the layouts
+         * compatible, so the old type's facts still describe op). */
         int ok;
+        Py_INCREF(tp);
         n = size_call(op, &ok);
         if (!ok) {
             (*warnings)++;
             n = size_body(ti, tp, tp->tp_itemsize ? size_abs_ob_size(op) : 0);
         }
-        break;
+        n = size_add(n, size_of_tail(ti, op, tp));
+        Py_DECREF(tp);
+        return n;
     }
     case SIZE_GENERIC:
     default:
         n = size_body(ti, tp, tp->tp_itemsize ? size_abs_ob_size(op) : 0);
         break;
     }
-    n += layout_preheader_size(op, tp);
-    if (ti->flags & SIZE_F_INSTANCE) {
-        n += layout_inline_values_size(op, tp);
-        void *values = layout_instance_values(op, tp);
-        if (values != NULL) {
-            n += layout_values_size(values, layout_cached_keys(tp));
-        }
-    }
-    return n;
+    return n + size_of_tail(ti, op, tp);
 }
 
 int

@@ -49,6 +49,7 @@ typedef struct {
                           * compared as a cache key, never dereferenced */
     uint8_t kind;
     uint8_t flags;
+    uint32_t gen; /* the walker's types_gen these facts were read in */
 } size_typeinfo;
 
 /* Fill `ti` for `tp`.  Never fails: unknown types become SIZE_GENERIC or
@@ -61,6 +62,20 @@ void size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp);
  * non-int, negative) falls back to the generic rule and increments
  * *warnings.  Never leaves an exception set. */
 size_t size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings);
+
+/* The largest own size a __sizeof__ may claim: past the 47-bit user
+ * address space of x86-64 and AArch64 Linux no object can be, so a larger
+ * answer counts as a failure (a warning, and the generic rule). */
+#define SIZE_CALL_MAX ((size_t)1 << 47)
+
+/* a + b, saturating at PY_SSIZE_T_MAX: byte sums are handed to Python as
+ * Py_ssize_t, and hostile __sizeof__ results must not wrap them negative. */
+static inline size_t
+size_add(size_t a, size_t b)
+{
+    size_t max = (size_t)PY_SSIZE_T_MAX;
+    return (a > max - (b > max ? max : b)) ? max : a + b;
+}
 
 /* Own size of a dict object (header, keys if it owns them, values if it
  * owns them), for dicts folded into their instance. */

@@ -65,3 +65,100 @@ def odd_meta_class():
             raise RuntimeError("boom")
 
     return Meta("X", (), {})
+
+
+CLASS_SWAP = """
+import gc, sys, memlens
+class B: pass
+junk = []
+class A:
+    def __sizeof__(self):
+        self.__class__ = B
+        globals().pop("A", None); gc.collect()
+        # reuse the freed class's memory
+        for n in range(700, 1200, 8): junk.append(bytearray(b"\\xff" * n))
+        return 100
+holder = [A()]
+fn = sys.argv[1]
+r = getattr(memlens, fn)(holder if fn != "sizeof" else holder[0])
+print(type(holder[0]).__name__, r if fn != "breakdown" else r.count)
+"""
+
+
+@pytest.mark.parametrize("fn", ["sizeof", "deep_size", "breakdown", "size_by_type"])
+def test_a_sizeof_that_reassigns_the_class_and_frees_it(run_python, fn):
+    # GIVEN a __sizeof__ that moves its object to another class and lets
+    # the old class be collected (its memory reused), WHEN sized, THEN no
+    # use of the freed class: the call returns, the object is a B now
+    r = run_python("-c", CLASS_SWAP, fn, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("B ")
+
+
+DROP_VISITED = """
+import sys, memlens
+class Evil:
+    def __sizeof__(self):
+        holder[1] = None                       # frees what the walk already visited
+        junk.extend(bytearray(b"\\xff" * 64) for _ in range(2000))
+        return 64
+junk = []
+holder = [None, ["x" * 100 + str(i) for i in range(1000)] + ["y" * (1 << 20) + "!"] * 2]
+holder[0] = Evil()
+fn = sys.argv[1]
+if fn == "census":
+    print(memlens.census(retained=True).count(Evil))
+elif fn == "retained":
+    print(memlens.retained_size(holder) > 0)
+else:
+    print(len(memlens.why_alive(holder[0])) >= 0)
+"""
+
+
+ADVISE_DROP = """
+import memlens
+class Evil:
+    def __sizeof__(self):
+        holder[1] = None   # the str the advisor's duplicate table kept
+        return 64
+holder = [None, "x" * (1 << 20) + "!"]
+holder[0] = Evil()
+print(type(memlens.advise(min_saving=0)).__name__)
+"""
+
+
+def test_the_advisor_keeps_what_it_compares_later(run_python):
+    r = run_python("-c", ADVISE_DROP, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "list"
+
+
+@pytest.mark.parametrize("fn", ["census", "retained", "why"])
+def test_a_sizeof_that_frees_what_was_visited(run_python, fn):
+    # GIVEN a __sizeof__ that drops objects the walk met before it (strs the
+    # advisor's duplicate tables and pending list hold), WHEN any heap-wide
+    # call runs, THEN it returns and nothing freed is read again
+    r = run_python("-c", DROP_VISITED, fn, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_sizeof_of_sys_maxsize_saturates_and_warns():
+    class Big:
+        def __sizeof__(self):
+            return sys.maxsize
+
+    class Huge:
+        def __sizeof__(self):
+            return 1 << 46  # plausible one by one, not 200,000 of them
+
+    x = [Big(), Big(), Big()]
+    stats = memlens.deep_size(x, stats=True)
+    # sys.maxsize is no object's size: each is a warning and the generic rule
+    assert stats.warnings == 3
+    assert 0 < stats.bytes == memlens.deep_size(x) < 10_000
+    assert all(r.bytes > 0 for r in memlens.size_by_type(x))
+    many = [Huge() for _ in range(200_000)]
+    assert memlens.deep_size(many) == sys.maxsize  # saturated, never wrapped negative
+    (row,) = [r for r in memlens.size_by_type(many) if r.name.endswith("Huge")]
+    assert row.count == 200_000 and row.bytes == sys.maxsize
+    del many

@@ -5,7 +5,7 @@ import os
 import sys
 
 from memlens.cli.common import Progress, UsageError, check_capture_path, check_output_path, read_capture
-from memlens.report import FORMATS, render
+from memlens.report import FORMATS, OutputTooLarge, render
 
 __all__ = ["add_parser", "main", "FORMATS", "render"]
 
@@ -43,8 +43,17 @@ def main(args):
         cap = read_capture("memlens report", args.capture)
     if cap is None:
         return 1
+    error = None
     with Progress(f"rendering {args.format}"):
-        out = render(cap, args.format, args.view, args.limit)
+        try:
+            out = render(cap, args.format, args.view, args.limit)
+        except OutputTooLarge as e:
+            error = str(e)
+        except MemoryError:
+            error = f"out of memory rendering {args.format}"
+    if error is not None:
+        sys.stderr.write(f"memlens report: error: {error}\n")
+        return 1
     if args.format == "collapsed" and args.view == "allocated" and not cap.allocated_exact:
         # Folded stacks have no room for a note (the other formats carry one).
         sys.stderr.write("memlens report: note: the allocated view is a lower bound for this capture "

@@ -6,9 +6,11 @@ stacks or pprof bytes.  :func:`~memlens.report.model.load` reads a capture
 file into the model.
 """
 
+from memlens.report.collapsed import OutputTooLarge
 from memlens.report.model import VIEWS, Capture, Frame, Sample, StackStat, load
 
-__all__ = ["VIEWS", "FORMATS", "Capture", "Frame", "Sample", "StackStat", "load", "render"]
+__all__ = ["VIEWS", "FORMATS", "Capture", "Frame", "Sample", "StackStat", "OutputTooLarge", "load",
+           "render"]
 
 #: What ``render`` (and ``memlens report --format``) can produce.
 FORMATS = ("text", "json", "html", "collapsed", "pprof")
@@ -17,7 +19,8 @@ FORMATS = ("text", "json", "html", "collapsed", "pprof")
 def render(cap, fmt, view, limit=15):
     """The report of `cap` in format `fmt` (one of :data:`FORMATS`) for
     `view`: str, or bytes for pprof.  ``limit``: rows per text table.  (The
-    plot, which writes a file, is :func:`memlens.report.plot.render`.)"""
+    plot, which writes a file, is :func:`memlens.report.plot.render`.)
+    :class:`OutputTooLarge` when folded stacks would exceed their bound."""
     from memlens.report import collapsed, html, jsonfmt, pprof, text
 
     if fmt == "text":

@@ -1,6 +1,14 @@
 """The self-contained HTML report: flame graph (peak / leaks / allocated),
 timeline with the peak marked, top lines and the class table.  CSS and JS
 are package data inlined into the page; nothing is fetched from a network.
+
+The page embeds the JSON report (names as recorded, for the search) and,
+per distinct frame and class, the names as the page shows them:
+:func:`memlens.report.names.shown` (escaped, the middle of a long name
+elided), built here once so that the script never builds a string per
+frame of every stack.  In the embedded JSON, ``<``, ``>``, ``&`` and
+U+2028/U+2029 are ``\\u`` escapes, so that no name can end the script
+element or put the HTML parser into another state (``<!--<script``).
 """
 
 import html
@@ -8,6 +16,7 @@ import json
 import os
 
 from memlens.report import jsonfmt
+from memlens.report.names import shown
 from memlens._util import format_bytes as format_size
 
 __all__ = ["render"]
@@ -36,13 +45,36 @@ def _thin_timeline(d, limit=_MAX_TIMELINE_POINTS):
     t["t_s"] = [t["t_s"][min(i + step, n) - 1] for i in range(0, n, step)]
 
 
+# The command line in the title may be long; not unboundedly.
+_MAX_TITLE = 400
+
+# JSON text of the data as it may stand inside a <script> element: these
+# only occur inside JSON strings, where \u escapes mean the same.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _shown(d):
+    """What the page prints for each frame of ``d["frames"]`` (already one
+    per distinct frame): [flame label, full location, file, function], and
+    for each class its name."""
+    frames = []
+    for f in d["frames"]:
+        file, func = shown(f["file"]), shown(f["function"])
+        frames.append([f"{func} ({shown(os.path.basename(f['file']))}:{f['line']})",
+                       f"{file}:{f['line']} {func}", file, func])
+    classes = None if d["classes"] is None else [shown(c["name"]) for c in d["classes"]]
+    return {"frames": frames, "classes": classes}
+
+
 def render(cap, view="peak"):
     d = jsonfmt.to_dict(cap)
     _thin_timeline(d)
     d["default_view"] = view
-    # "</" must not appear inside the <script> element.
-    payload = json.dumps(d, separators=(",", ":")).replace("</", "<\\/")
-    title = cap.meta.get("command") or "memlens capture"
+    d["shown"] = _shown(d)
+    # ensure_ascii (the default): surrogates and U+2028/9 are \u escapes.
+    payload = json.dumps(d, separators=(",", ":")).translate(_SCRIPT_SAFE)
+    title = shown(cap.meta.get("command") or "memlens capture", _MAX_TITLE)
     when = cap.peak_time
     alloc_note = "" if cap.allocated_exact else (
         '<p class="note">"Allocated" is a lower bound: per stack, the larger of what was live at the '
@@ -51,7 +83,7 @@ def render(cap, view="peak"):
     sampled = (f'<p class="note">Sampled every {cap.sample_bytes} bytes on average: numbers are '
                "estimates.</p>") if cap.sample_bytes else ""
     e = html.escape
-    meta_line = " \u00b7 ".join(f"{k}: {v}" for k, v in sorted(cap.meta.items())
+    meta_line = " \u00b7 ".join(f"{k}: {shown(v)}" for k, v in sorted(cap.meta.items())
                                 if k in ("python", "exit_code", "duration_s"))
     return f"""<!DOCTYPE html>
 <html lang="en">

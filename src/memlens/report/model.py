@@ -121,7 +121,11 @@ class Capture:
             size, count = s.value(view)
             if size > 0 or count > 0:
                 rows.append((s, size, count))
-        rows.sort(key=lambda r: (-r[1], -r[2], [f.label() for f in r[0].frames]))
+        # Ties go by the stacks' frame labels, compared through the rank of
+        # each distinct label: one label per distinct frame, however many
+        # stacks (and copies in a stack) repeat it.
+        ranks = _label_ranks(s for s, _, _ in rows)
+        rows.sort(key=lambda r: (-r[1], -r[2], tuple(map(ranks.__getitem__, r[0].frames))))
         return rows
 
     def view_total(self, view):
@@ -138,6 +142,18 @@ class Capture:
             a[2] += count
         rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))
         return [tuple(r) for r in rows]
+
+
+def _label_ranks(stacks):
+    """{frame: rank of its label among the distinct labels} of the frames
+    of `stacks`: equal labels, equal ranks."""
+    labels = {}
+    for s in stacks:
+        for f in s.frames:
+            if f not in labels:
+                labels[f] = f.label()
+    rank = {label: i for i, label in enumerate(sorted(set(labels.values())))}
+    return {f: rank[label] for f, label in labels.items()}
 
 
 def _meta_numbers(meta):

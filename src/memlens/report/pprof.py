@@ -6,9 +6,17 @@ still allocated at exit); the default is inuse_space.  The peak picture
 is not a pprof sample type: use ``--view peak`` with the other formats.
 A capture without cumulative totals gets a comment saying the alloc_*
 types are a lower bound.
+
+Each distinct string is in the string table once and each distinct frame
+is one location, which samples reference by id.  Strings are the names as
+recorded, except that lone surrogates (bytes that were not UTF-8) are
+escaped as the text formats show them (``\\xff``), so that the table is
+valid UTF-8, as protobuf strings must be.
 """
 
 import gzip
+
+from memlens.report.names import utf8
 
 __all__ = ["render", "encode_profile"]
 
@@ -73,25 +81,32 @@ def encode_profile(cap):
     locations = {}
     body_fn = bytearray()
     body_loc = bytearray()
+    frame_loc = {}  # Frame -> its location id, as a varint: once per distinct frame
     for s in cap.stacks:
         asz, acnt = s.value("allocated")
         if not (asz or acnt or s.size or s.count):
             continue
-        loc_ids = []
+        # (A bytearray: bytes.join would hold an 80-byte buffer per frame.)
+        loc_ids = bytearray()
         for f in s.frames:
-            fid = functions.get((f.function, f.filename))
-            if fid is None:
-                fid = functions[(f.function, f.filename)] = len(functions) + 1
-                body_fn += _field_bytes(_FUNCTION, _field_varint(1, fid) + _field_varint(2, strings(f.function))
-                                        + _field_varint(3, strings(f.function))
-                                        + _field_varint(4, strings(f.filename)))
-            lid = locations.get((fid, f.lineno))
+            lid = frame_loc.get(f)
             if lid is None:
-                lid = locations[(fid, f.lineno)] = len(locations) + 1
-                line = _field_varint(1, fid) + _field_varint(2, f.lineno)
-                body_loc += _field_bytes(_LOCATION, _field_varint(1, lid) + _field_bytes(4, line))
-            loc_ids.append(lid)
-        sample = _packed(1, loc_ids) + _packed(2, [acnt, asz, s.count, s.size])
+                fid = functions.get((f.function, f.filename))
+                if fid is None:
+                    fid = functions[(f.function, f.filename)] = len(functions) + 1
+                    body_fn += _field_bytes(_FUNCTION, _field_varint(1, fid)
+                                            + _field_varint(2, strings(f.function))
+                                            + _field_varint(3, strings(f.function))
+                                            + _field_varint(4, strings(f.filename)))
+                n = locations.get((fid, f.lineno))
+                if n is None:
+                    n = locations[(fid, f.lineno)] = len(locations) + 1
+                    line = _field_varint(1, fid) + _field_varint(2, f.lineno)
+                    body_loc += _field_bytes(_LOCATION, _field_varint(1, n) + _field_bytes(4, line))
+                lid = frame_loc[f] = _varint(n)
+            loc_ids += lid
+        sample = _field_bytes(1, bytes(loc_ids)) if loc_ids else b""
+        sample += _packed(2, [acnt, asz, s.count, s.size])
         out += _field_bytes(_SAMPLE, sample)
     out += body_loc
     out += body_fn
@@ -102,7 +117,7 @@ def encode_profile(cap):
         "no cumulative totals, so per stack they are the larger of what was live at the peak and "
         "at exit")
     for s in strings.order:
-        out += _field_bytes(_STRING_TABLE, s.encode("utf-8"))
+        out += _field_bytes(_STRING_TABLE, utf8(s))
     if cap.duration_s is not None:
         out += _field_varint(_DURATION_NANOS, int(cap.duration_s * 1e9))
     if cap.start_time_ns is not None:

@@ -17,40 +17,55 @@
     if (text !== undefined) { e.textContent = text; }
     return e;
   }
-  function base(p) { var i = p.lastIndexOf("/"); return i < 0 ? p : p.slice(i + 1); }
-  function frameLabel(i) {
-    var f = data.frames[i];
-    return f.function + " (" + base(f.file) + ":" + f.line + ")";
-  }
+  /* The names as the page shows them, one entry per distinct frame and
+   * class, built by html.py: escaped, the middle of a long name elided.
+   * data.frames keeps them as recorded (for the search). */
+  var SHOWN = data.shown.frames;
+  function frameLabel(i) { return SHOWN[i][0]; }
+  function frameWhere(i) { return SHOWN[i][1]; }
+
+  /* At most this many rows are drawn: a hostile or runaway stack must not
+   * make a page of 25,000 rows (a --frames 512 capture fits).  Below them
+   * one row says how many frames are left; clicking a frame zooms in. */
+  var MAX_ROWS = 1000;
+  /* Ancestors of the zoomed frame drawn above it: the root and the last few. */
+  var MAX_CHAIN = 12;
 
   var VIEW_KEYS = { peak: "peak", leaks: "exit", allocated: "allocated" };
 
-  /* Tree of frames, outermost at the root. */
+  /* Tree of frames, outermost at the root; a node's kids are keyed by frame
+   * index.  Built, sorted and measured without recursion: a stack may be
+   * thousands of frames deep.  n.h: rows from n down to its deepest leaf. */
   function buildTree(view) {
     var k = VIEW_KEYS[view];
-    var root = { name: "all", full: "all", bytes: 0, blocks: 0, kids: {}, list: null, parent: null };
+    var root = { frame: -1, name: "all", full: "all", bytes: 0, blocks: 0, kids: new Map(),
+                 list: null, parent: null, h: 1 };
     data.stacks.forEach(function (s) {
       var b = s[k + "_bytes"], n = s[k + "_blocks"];
       if (!b) { return; }
       root.bytes += b; root.blocks += n;
-      var node = root;
-      for (var i = s.frames.length - 1; i >= 0; i--) {
-        var key = frameLabel(s.frames[i]);
-        var kid = node.kids[key];
+      var node = root, len = s.frames.length;
+      root.h = Math.max(root.h, len + 1);
+      for (var i = len - 1; i >= 0; i--) {
+        var fi = s.frames[i];
+        var kid = node.kids.get(fi);
         if (!kid) {
-          var f = data.frames[s.frames[i]];
-          kid = node.kids[key] = { name: key, full: f.file + ":" + f.line + " " + f.function,
-                                   bytes: 0, blocks: 0, kids: {}, list: null, parent: node };
+          kid = { frame: fi, name: frameLabel(fi), full: frameWhere(fi), bytes: 0, blocks: 0,
+                  kids: new Map(), list: null, parent: node, h: 1 };
+          node.kids.set(fi, kid);
         }
         kid.bytes += b; kid.blocks += n;
+        kid.h = Math.max(kid.h, i + 1);
         node = kid;
       }
     });
-    (function sort(n) {
-      n.list = Object.keys(n.kids).map(function (x) { return n.kids[x]; });
-      n.list.sort(function (a, b) { return b.bytes - a.bytes || (a.name < b.name ? -1 : 1); });
-      n.list.forEach(sort);
-    })(root);
+    var todo = [root];
+    while (todo.length) {
+      var n = todo.pop();
+      n.list = Array.from(n.kids.values());
+      n.list.sort(function (a, b) { return b.bytes - a.bytes || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0); });
+      for (var j = 0; j < n.list.length; j++) { todo.push(n.list[j]); }
+    }
     return root;
   }
 
@@ -60,11 +75,25 @@
   var search = document.getElementById("search");
   var state = { view: data.default_view, root: null, zoom: null };
 
-  function depth(n) { var d = 0; n.list.forEach(function (k) { d = Math.max(d, depth(k)); }); return d + 1; }
   function color(name) {
     var h = 0;
     for (var i = 0; i < name.length; i++) { h = (h * 31 + name.charCodeAt(i)) >>> 0; }
     return "hsl(" + (10 + h % 40) + ",80%," + (55 + h % 15) + "%)";
+  }
+
+  /* Does frame i match the search?  Worked out once per frame and query,
+   * not once per node. */
+  var matchQuery = null, matchCache = null;
+  function matches(q, fi) {
+    if (fi < 0) { return false; }
+    if (q !== matchQuery) { matchQuery = q; matchCache = new Map(); }
+    var m = matchCache.get(fi);
+    if (m === undefined) {
+      var f = data.frames[fi];
+      m = (f.file + ":" + f.line + " " + f.function).toLowerCase().indexOf(q) >= 0;
+      matchCache.set(fi, m);
+    }
+    return m;
   }
 
   function render() {
@@ -76,11 +105,18 @@
       crumbs.textContent = "";
       return;
     }
-    /* Ancestors of the zoomed node span the full width above it. */
+    /* Ancestors of the zoomed node span the full width above it: the root
+     * and the nearest ones, the others counted in one row. */
     var chain = [];
     for (var a = zoom; a; a = a.parent) { chain.unshift(a); }
-    var rows = chain.length - 1 + depth(zoom);
-    flame.style.height = (rows * ROW + 4) + "px";
+    var hidden = 0;
+    if (chain.length > MAX_CHAIN) {
+      hidden = chain.length - MAX_CHAIN + 1;
+      chain = [chain[0], null].concat(chain.slice(hidden + 1));
+    }
+    var rows = chain.length - 1 + zoom.h;
+    var drawn = Math.min(rows, MAX_ROWS);
+    flame.style.height = ((drawn + (rows > drawn ? 1 : 0)) * ROW + 4) + "px";
     var W = flame.clientWidth || 1000;
     var q = (search.value || "").toLowerCase();
     function box(n, x, w, d) {
@@ -88,22 +124,34 @@
       div.style.left = x + "px"; div.style.width = Math.max(w, 1) + "px";
       div.style.top = (d * ROW) + "px"; div.style.background = color(n.name);
       if (w > 30) { div.textContent = n.name; }
-      if (q && n.full.toLowerCase().indexOf(q) >= 0) { div.className += " match"; }
+      if (q && matches(q, n.frame)) { div.className += " match"; }
       div.__node = n;
       flame.appendChild(div);
     }
-    chain.forEach(function (n, d) { box(n, 0, W, d); });
-    (function lay(n, x, w, d) {
-      var cx = x;
-      n.list.forEach(function (k) {
-        var kw = w * k.bytes / n.bytes;
-        if (kw >= 0.5) { box(k, cx, kw, d); lay(k, cx, kw, d + 1); }
+    function note(d, text) {
+      var div = el("div", { "class": "fr-more" }, text);
+      div.style.left = "0px"; div.style.width = W + "px"; div.style.top = (d * ROW) + "px";
+      flame.appendChild(div);
+    }
+    chain.forEach(function (n, d) {
+      if (n) { box(n, 0, W, d); } else { note(d, "... " + hidden + " more frames"); }
+    });
+    /* Depth first, without recursion: [node, x, width, row]. */
+    var todo = [[zoom, 0, W, chain.length]];
+    while (todo.length) {
+      var t = todo.pop(), n = t[0], cx = t[1], w = t[2], d = t[3];
+      if (d >= drawn) { continue; }
+      for (var i = 0; i < n.list.length; i++) {
+        var k = n.list[i], kw = w * k.bytes / n.bytes;
+        if (kw >= 0.5) { box(k, cx, kw, d); todo.push([k, cx, kw, d + 1]); }
         cx += kw;
-      });
-    })(zoom, 0, W, chain.length);
+      }
+    }
+    if (rows > drawn) { note(drawn, "... " + (rows - drawn) + " more frames: click a frame to zoom in"); }
     crumbs.textContent = "";
     chain.forEach(function (n, i) {
       if (i) { crumbs.appendChild(document.createTextNode(" \u203a ")); }
+      if (!n) { crumbs.appendChild(document.createTextNode("... " + hidden + " more frames")); return; }
       var a = el("a", {}, n.name); a.__node = n; crumbs.appendChild(a);
     });
     var pct = root.bytes ? (100 * zoom.bytes / root.bytes).toFixed(1) : "0";
@@ -151,8 +199,8 @@
     var k = VIEW_KEYS[state.view], acc = {};
     data.stacks.forEach(function (s) {
       if (!s[k + "_bytes"] || !s.frames.length) { return; }
-      var f = data.frames[s.frames[0]], key = f.file + ":" + f.line;
-      var a = acc[key] || (acc[key] = { f: f, bytes: 0, blocks: 0 });
+      var fi = s.frames[0], f = data.frames[fi], key = f.file + ":" + f.line;
+      var a = acc[key] || (acc[key] = { f: f, shown: SHOWN[fi], bytes: 0, blocks: 0 });
       a.bytes += s[k + "_bytes"]; a.blocks += s[k + "_blocks"];
     });
     var rows = Object.keys(acc).map(function (x) { return acc[x]; });
@@ -163,8 +211,8 @@
       var tr = el("tr");
       tr.appendChild(el("td", { "class": "num" }, fmt(r.bytes)));
       tr.appendChild(el("td", { "class": "num" }, String(r.blocks)));
-      tr.appendChild(el("td", {}, r.f.file + ":" + r.f.line));
-      tr.appendChild(el("td", {}, r.f.function));
+      tr.appendChild(el("td", {}, r.shown[2] + ":" + r.f.line));
+      tr.appendChild(el("td", {}, r.shown[3]));
       tb.appendChild(tr);
     });
   }
@@ -223,11 +271,13 @@
     var box = document.getElementById("classes");
     if (!data.classes) { box.style.display = "none"; return; }
     var tb = box.querySelector("tbody");
-    data.classes.slice().sort(function (a, b) { return b.bytes - a.bytes; }).slice(0, 30).forEach(function (c) {
-      var tr = el("tr");
+    var names = data.shown.classes;
+    data.classes.map(function (c, i) { return [c, names[i]]; })
+      .sort(function (a, b) { return b[0].bytes - a[0].bytes; }).slice(0, 30).forEach(function (p) {
+      var c = p[0], tr = el("tr");
       tr.appendChild(el("td", { "class": "num" }, fmt(c.bytes)));
       tr.appendChild(el("td", { "class": "num" }, String(c.count)));
-      tr.appendChild(el("td", {}, c.name));
+      tr.appendChild(el("td", {}, p[1]));
       tb.appendChild(tr);
     });
   }

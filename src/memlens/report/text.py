@@ -1,9 +1,15 @@
-"""Terminal tables of a capture."""
+"""Terminal tables of a capture.
+
+Every name goes through :func:`memlens.report.names.shown`: control
+characters and lone surrogates escaped, the middle of a long name elided;
+a stack row shows its innermost frame and two callers.  Labels are built
+once per distinct frame (:class:`~memlens.report.names.Labels`)."""
 
 import os
 import sys
 
 from memlens.report.model import VIEWS
+from memlens.report.names import Labels, shown
 from memlens._util import format_bytes as format_size
 
 __all__ = ["render", "summary"]
@@ -44,21 +50,32 @@ def _path_shortener():
     return short
 
 
-def _stack_label(frames, callers=2):
+# The command line in the header may be long; not unboundedly.
+_MAX_COMMAND = 400
+
+
+def _frame_label(f):
+    # Frame.label(), each name elided and escaped (names.py).
+    return f"{shown(os.path.basename(f.filename))}:{f.lineno} {shown(f.function)}"
+
+
+def _stack_label(frames, labels, callers=2):
+    # The innermost frame and `callers` callers: a row is bounded however
+    # deep the stack.
     if not frames:
         return "<no Python frame>"
-    text = frames[0].label()
+    text = labels(frames[0])
     for f in frames[1:1 + callers]:
-        text += f"  <- {f.label()}"
+        text += f"  <- {labels(f)}"
     if len(frames) > 1 + callers:
         text += "  <- ..."
     return text
 
 
-def _table(rows, limit):
+def _table(rows, limit, labels):
     out = [f"  {'bytes':>10}  {'blocks':>8}  location"]
     for frames, size, count in rows[:limit]:
-        out.append(f"  {format_size(size):>10}  {count:>8}  {_stack_label(frames)}")
+        out.append(f"  {format_size(size):>10}  {count:>8}  {_stack_label(frames, labels)}")
     if len(rows) > limit:
         rest = sum(r[1] for r in rows[limit:])
         out.append(f"  {format_size(rest):>10}  {'':>8}  ... {len(rows) - limit} more stacks")
@@ -71,14 +88,14 @@ def _header(cap):
     out = []
     cmd = cap.meta.get("command")
     if cmd:
-        line = f"memlens: {cmd}"
+        line = f"memlens: {shown(cmd, _MAX_COMMAND)}"
         extra = []
         if "exit_code" in cap.meta:
-            extra.append(f"exit code {cap.meta['exit_code']}")
+            extra.append(f"exit code {shown(cap.meta['exit_code'])}")
         if cap.duration_s is not None:
             extra.append(f"{cap.duration_s:.2f} s")
         if "python" in cap.meta:
-            extra.append(f"Python {cap.meta['python']}")
+            extra.append(f"Python {shown(cap.meta['python'])}")
         if extra:
             line += "  (" + ", ".join(extra) + ")"
         out.append(line)
@@ -103,19 +120,20 @@ def _header(cap):
 def _classes(cap, limit):
     out = ["Top classes by instance bytes at exit:", f"  {'bytes':>10}  {'instances':>9}  class"]
     for c in sorted(cap.classes, key=lambda c: (-c.bytes, c.name))[:limit]:
-        out.append(f"  {format_size(c.bytes):>10}  {c.count:>9}  {c.name}")
+        out.append(f"  {format_size(c.bytes):>10}  {c.count:>9}  {shown(c.name)}")
     return out
 
 
 def summary(cap, limit=5):
     """The few lines `memlens run` prints at the end of a run."""
     out = _header(cap)
+    labels = Labels(_frame_label)
     out.append("")
     out.append(_VIEW_TITLES["peak"] + ":")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view("peak")], limit)
+    out += _table([(s.frames, b, n) for s, b, n in cap.view("peak")], limit, labels)
     out.append("")
     out.append(_VIEW_TITLES["leaks"] + ":")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view("leaks")], limit)
+    out += _table([(s.frames, b, n) for s, b, n in cap.view("leaks")], limit, labels)
     if cap.classes is not None:
         out.append("")
         out += _classes(cap, limit)
@@ -133,13 +151,14 @@ def render(cap, view="peak", limit=15):
         # captures from before the tracer kept cumulative totals
         title += " (lower bound: max of peak and exit per stack)"
     out.append(f"{title}: {format_size(cap.view_total(view))}")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view(view)], limit)
+    out += _table([(s.frames, b, n) for s, b, n in cap.view(view)], limit, Labels(_frame_label))
     out.append("")
     out.append("Top lines:")
     out.append(f"  {'bytes':>10}  {'blocks':>8}  line")
     short = _path_shortener()
     for f, size, count in cap.lines(view)[:limit]:
-        out.append(f"  {format_size(size):>10}  {count:>8}  {short(f.filename)}:{f.lineno} {f.function}")
+        out.append(f"  {format_size(size):>10}  {count:>8}  {shown(short(f.filename))}:{f.lineno} "
+                   f"{shown(f.function)}")
     if cap.classes is not None:
         out.append("")
         out += _classes(cap, limit)

@@ -192,7 +192,10 @@ testcore_exec(PyObject *m)
         return -1;
     }
     testcore_api = api;
-    return PyModule_AddFunctions(m, testcore_methods);
+    if (PyModule_AddFunctions(m, testcore_methods) < 0) {
+        return -1;
+    }
+    return testcore_layout_exec(m);
 }
 
 PyDoc_STRVAR(testcore_doc,

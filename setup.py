@@ -1,4 +1,5 @@
-"""Build of the memlens C engine (``memlens._core``).
+"""Build of the memlens C engine (``memlens._core``) and of its test-only
+companion ``memlens._testcore``.
 
 Environment switches, read at build time:
 
@@ -40,16 +41,34 @@ if os.environ.get("MEMLENS_SANITIZE") == "1":
 if os.environ.get("MEMLENS_WERROR") == "1":
     extra_compile_args.append("-Werror")
 
+# csrc/testcore/ is the test-only extension memlens._testcore; every other
+# source is the engine's.
+TESTCORE = os.path.join(CSRC, "testcore")
+all_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True))
+headers = sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True))
+
+
+def extension(name, sources):
+    return Extension(
+        name,
+        sources=sources,
+        depends=headers,
+        include_dirs=[CSRC],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+        undef_macros=undef_macros,
+    )
+
+
 setup(
     ext_modules=[
-        Extension(
-            "memlens._core",
-            sources=sorted(glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)),
-            depends=sorted(glob.glob(os.path.join(CSRC, "**", "*.h"), recursive=True)),
-            include_dirs=[CSRC],
-            extra_compile_args=extra_compile_args,
-            extra_link_args=extra_link_args,
-            undef_macros=undef_macros,
-        )
+        extension("memlens._core",
+                  [s for s in all_sources if not s.startswith(TESTCORE + os.sep)]),
+        # Test and benchmark entry points (raw allocator calls, the chain-only
+        # hooks, the null line handler, layout probes).  It reaches the engine's
+        # process-wide state through the _core._testapi capsule (csrc/testapi.h),
+        # so no engine source is compiled into it.
+        extension("memlens._testcore",
+                  [s for s in all_sources if s.startswith(TESTCORE + os.sep)]),
     ]
 )

@@ -82,7 +82,7 @@ PLAIN = textwrap.dedent('''\
 #     (totals and per-thread counters, no stacks), no line events.
 FLOOR = textwrap.dedent('''\
     import builtins, functools, operator, runpy, sys
-    from memlens import _core
+    from memlens import _core, _testcore
     what = sys.argv[1]
     if what == "tracer":
         _core.trace_start(0, 0)
@@ -99,11 +99,11 @@ FLOOR = textwrap.dedent('''\
         def profile(f):
             @functools.wraps(f)
             def wrapper(*args):
-                _core.lineprof_null_trace(True)
+                _testcore.lineprof_null_trace(True)
                 try:
                     return f(*args)
                 finally:
-                    _core.lineprof_null_trace(False)
+                    _testcore.lineprof_null_trace(False)
             return wrapper
         builtins.profile = profile
     sys.argv = sys.argv[2:]

@@ -92,7 +92,7 @@ def deep(n, f):
 # memlens, that would be charged to the tracer.
 import tracemalloc
 import memlens
-from memlens import _core
+from memlens import _core, _testcore  # every mode imports the same modules (see above)
 try:
     import memray
 except ImportError:
@@ -111,8 +111,8 @@ elif mode == "memray":
     tracker.__enter__()
     stop = lambda: tracker.__exit__(None, None, None)
 elif mode == "hooks_only":
-    _core.trace_chain_only(True)
-    stop = lambda: _core.trace_chain_only(False)
+    _testcore.trace_chain_only(True)
+    stop = lambda: _testcore.trace_chain_only(False)
 elif mode.startswith("memlens"):
     memlens.start(frames=16, sample_bytes=0 if mode == "memlens16" else 512 * 1024)
     stop = memlens.stop

@@ -1,6 +1,7 @@
 /* memlens._core: module definition, state, and the list of subsystems. */
 #include "core.h"
 #include "bindings.h"
+#include "testapi.h"
 
 PyDoc_STRVAR(core_doc, "memlens._core -- the C engine of memlens.\n\n"
                        "Use the public API in the `memlens` package; this module's functions take\n"
@@ -50,6 +51,9 @@ core_exec(PyObject *m)
         goto error;
     }
     if (lp_module_exec(m) < 0) {
+        goto error;
+    }
+    if (testapi_module_exec(m) < 0) {
         goto error;
     }
     return 0;

@@ -13,7 +13,7 @@
 
 #if PY_VERSION_HEX < 0x030C0000
 #include <frameobject.h>
-#include "cpython/cpy_frame.h" /* 3.11: the _PyInterpreterFrame mirror */
+#include "cpython/cpy_frame.h" /* frame layouts: 3.9-3.11 trace function, 3.11 eval hook */
 #endif
 
 /* ---- records (GIL held) -------------------------------------------------- */
@@ -453,21 +453,7 @@ lp_mon_line(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 static inline void
 lp_frame_no_lines(PyFrameObject *f)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    /* 3.11: PyFrameObject is opaque; mirror the head of struct _frame
-     * (Include/internal/pycore_frame.h) to reach f_trace_lines. */
-    typedef struct {
-        PyObject_HEAD PyFrameObject *f_back;
-        void *f_frame;
-        PyObject *f_trace;
-        int f_lineno;
-        char f_trace_lines;
-    } lp_frame311;
-    ((lp_frame311 *)f)->f_trace_lines = 0;
-#else
-    /* 3.9/3.10: the struct is public (cpython/frameobject.h). */
-    f->f_trace_lines = 0;
-#endif
+    layout_frameobject_set_trace_lines(f, 0);
 }
 
 /* The frame's current line during a trace call: 3.9/3.10's call_trace()
@@ -578,7 +564,7 @@ static inline PyObject *
 lp_eval_code(lp_eval_frame_t *f)
 {
 #if PY_VERSION_HEX >= 0x030B0000
-    return STACK_IFRAME_CODE((stack_iframe *)f); /* 3.11 */
+    return (PyObject *)layout_frame_code((layout_frame *)f); /* 3.11 */
 #else
     return (PyObject *)f->f_code; /* 3.9/3.10 */
 #endif

@@ -5,10 +5,6 @@
 #include "lineprof/lp_events.h"
 #include "tracer/trace_hooks.h"
 
-#if PY_VERSION_HEX < 0x030C0000
-#include <frameobject.h>
-#endif
-
 PyDoc_STRVAR(lineprof_register_doc,
              "lineprof_register(code) -- profile the lines of this code object.");
 
@@ -155,39 +151,6 @@ lineprof_thread_counters_py(PyObject *Py_UNUSED(m), PyObject *reset)
                          (long long)peak);
 }
 
-#if PY_VERSION_HEX < 0x030C0000
-/* 3.9-3.11, for benchmarks/bench_lines.py: what CPython's own line events
- * cost, with a C trace function that does nothing -- the floor under any
- * tool that counts lines by tracing (3.12+: the benchmark registers a
- * builtin with sys.monitoring instead). */
-static int
-lp_null_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *Py_UNUSED(f), int Py_UNUSED(what),
-                  PyObject *Py_UNUSED(arg))
-{
-    return 0;
-}
-
-PyDoc_STRVAR(lineprof_null_trace_doc,
-             "lineprof_null_trace(on) -- install (or remove) a C trace function that does\n"
-             "nothing, on this thread (benchmarks: the cost of CPython's line events alone).");
-
-static PyObject *
-lineprof_null_trace_py(PyObject *Py_UNUSED(m), PyObject *on)
-{
-    int r = PyObject_IsTrue(on);
-    if (r < 0) {
-        return NULL;
-    }
-    if (lp_is_active()) {
-        /* Its trace function is the thread's: neither replace nor remove it. */
-        PyErr_SetString(PyExc_RuntimeError, "the line profiler is running");
-        return NULL;
-    }
-    PyEval_SetTrace(r ? lp_null_tracefunc : NULL, NULL);
-    Py_RETURN_NONE;
-}
-#endif
-
 static PyMethodDef lineprof_methods[] = {
     {"lineprof_thread_counters", lineprof_thread_counters_py, METH_O, lineprof_thread_counters_doc},
     {"lineprof_register", lineprof_register_py, METH_O, lineprof_register_doc},
@@ -209,7 +172,6 @@ static PyMethodDef lineprof_methods[] = {
 #else
     {"lineprof_thread_hook", lp_thread_hook, METH_VARARGS,
      "threading.settrace() hook: installs the C trace function in a new thread."},
-    {"lineprof_null_trace", lineprof_null_trace_py, METH_O, lineprof_null_trace_doc},
 #endif
     {NULL, NULL, 0, NULL},
 };

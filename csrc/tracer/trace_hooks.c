@@ -281,10 +281,10 @@ trace_stack_id_uncached(PyCodeObject *code0, int32_t off0, void *p)
     int n = 0;
     int max = trace_max_frames - 1 < 31 ? trace_max_frames - 1 : 31;
     while (p != NULL && n < max) {
-        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+        if (layout_frame_decode(p, &frames[n].code, &frames[n].offset)) {
             n++;
         }
-        p = stack_compat_prev(p);
+        p = layout_frame_back(p);
     }
     uint32_t parent = STACK_ID_EMPTY;
     for (int i = n - 1; i >= 0; i--) {
@@ -297,11 +297,11 @@ trace_stack_id_uncached(PyCodeObject *code0, int32_t off0, void *p)
 static uint32_t
 trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
 {
-    void *f = stack_compat_top(tstate);
+    void *f = layout_thread_frame(tstate);
     PyCodeObject *code0 = NULL;
     int32_t off0 = 0;
-    while (f != NULL && !stack_compat_decode(f, &code0, &off0)) {
-        f = stack_compat_prev(f);
+    while (f != NULL && !layout_frame_decode(f, &code0, &off0)) {
+        f = layout_frame_back(f);
     }
     if (f == NULL) {
         return STACK_ID_EMPTY;
@@ -313,13 +313,13 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     if (c == NULL) {
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
-            return trace_stack_id_uncached(code0, off0, stack_compat_prev(f));
+            return trace_stack_id_uncached(code0, off0, layout_frame_back(f));
         }
         (void)pthread_setspecific(trace_cache_key, c);
         t->cache = c;
     }
     uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
-    void *p = stack_compat_prev(f);
+    void *p = layout_frame_back(f);
     if (c->valid && c->generation == gen) {
         int i = 0;
         for (; i < c->nraw; i++) {
@@ -327,7 +327,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             if (p == NULL) {
                 break;
             }
-            stack_compat_sig(p, &s);
+            layout_frame_sig(p, &s);
             if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
 #if PY_VERSION_HEX < 0x030B0000
                 || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
@@ -335,7 +335,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             ) {
                 break;
             }
-            p = stack_compat_prev(p);
+            p = layout_frame_back(p);
         }
         if (i == c->nraw && (!c->ended || p == NULL)) {
             unsigned slot = ((unsigned)off0 ^ ((unsigned)off0 >> 4)) & 15u;
@@ -348,7 +348,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             c->memo[slot].id = id;
             return id;
         }
-        p = stack_compat_prev(f);
+        p = layout_frame_back(f);
     }
     /* Miss: read the callers, intern them outermost first, refill the cache. */
     stack_frame *frames = c->frames;
@@ -356,13 +356,13 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     int nraw = 0;
     while (p != NULL && n < trace_max_frames - 1) {
         if (nraw < TRACE_CACHE_RAW) {
-            stack_compat_sig(p, &c->raw[nraw]);
+            layout_frame_sig(p, &c->raw[nraw]);
         }
         nraw++;
-        if (stack_compat_decode(p, &frames[n].code, &frames[n].offset)) {
+        if (layout_frame_decode(p, &frames[n].code, &frames[n].offset)) {
             n++;
         }
-        p = stack_compat_prev(p);
+        p = layout_frame_back(p);
     }
     uint32_t parent = STACK_ID_EMPTY;
     for (int i = n - 1; i >= 0; i--) {

@@ -34,8 +34,9 @@ int trace_start(int max_frames, uint64_t sample_bytes);
 /* Stop tracing and free the tables (GIL held).  No-op when not tracing. */
 void trace_stop(void);
 /* Install (1) or remove (0) PEP 445 hooks that only call the allocator
- * below, for benchmarks; -1 with an exception set if that cannot be done
- * (the tracer runs, or other hooks sit above them).  GIL held. */
+ * below, for benchmarks (memlens._testcore, through testapi.h); -1 with an
+ * exception set if that cannot be done (the tracer runs, or other hooks
+ * sit above them).  GIL held. */
 int trace_chain_only(int on);
 int trace_is_tracing(void);
 /* Current and peak traced bytes (estimates in sampled mode). */

@@ -46,20 +46,6 @@ trace_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(trace_chain_only_doc,
-             "trace_chain_only(on) -- install (or remove) allocator hooks that only call\n"
-             "the allocator below (benchmarks/bench_tracer.py: the floor under a tracer).");
-
-static PyObject *
-trace_chain_only_py(PyObject *Py_UNUSED(m), PyObject *on)
-{
-    int r = PyObject_IsTrue(on);
-    if (r < 0 || trace_chain_only(r) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 trace_is_tracing_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
@@ -105,88 +91,6 @@ static PyObject *
 trace_take_snapshot_py(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
     return snap_take(m);
-}
-
-/* ---- test-only helpers: direct calls into the RAW domain --------------- */
-
-static PyObject *
-_test_raw_malloc(PyObject *Py_UNUSED(m), PyObject *arg)
-{
-    size_t n = PyLong_AsSize_t(arg);
-    if (n == (size_t)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    void *p = PyMem_RawMalloc(n);
-    if (p == NULL) {
-        return PyErr_NoMemory();
-    }
-    return PyLong_FromVoidPtr(p);
-}
-
-static PyObject *
-_test_raw_realloc(PyObject *Py_UNUSED(m), PyObject *args)
-{
-    PyObject *addr;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "On", &addr, &n)) {
-        return NULL;
-    }
-    void *p = PyLong_AsVoidPtr(addr);
-    if (p == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    void *q = PyMem_RawRealloc(p, (size_t)n);
-    if (q == NULL) {
-        return PyErr_NoMemory();
-    }
-    return PyLong_FromVoidPtr(q);
-}
-
-static PyObject *
-_test_raw_free(PyObject *Py_UNUSED(m), PyObject *arg)
-{
-    void *p = PyLong_AsVoidPtr(arg);
-    if (p == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    PyMem_RawFree(p);
-    Py_RETURN_NONE;
-}
-
-/* Allocate and free `rounds` blocks of `size` bytes through the RAW domain
- * with the GIL released, keeping `keep` of them live (returned as a list
- * of addresses for _test_raw_free). */
-static PyObject *
-_test_raw_churn_nogil(PyObject *Py_UNUSED(m), PyObject *args)
-{
-    Py_ssize_t rounds, size, keep;
-    if (!PyArg_ParseTuple(args, "nnn", &rounds, &size, &keep)) {
-        return NULL;
-    }
-    void **kept = calloc((size_t)(keep > 0 ? keep : 1), sizeof(void *));
-    if (kept == NULL) {
-        return PyErr_NoMemory();
-    }
-    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t i = 0; i < rounds; i++)
-    {
-        void *p = PyMem_RawMalloc((size_t)size);
-        p = PyMem_RawRealloc(p, (size_t)size * 2);
-        PyMem_RawFree(p);
-    }
-    for (Py_ssize_t i = 0; i < keep; i++) {
-        kept[i] = PyMem_RawMalloc((size_t)size);
-    }
-    Py_END_ALLOW_THREADS PyObject *out = PyList_New(keep);
-    for (Py_ssize_t i = 0; out != NULL && i < keep; i++) {
-        PyObject *a = PyLong_FromVoidPtr(kept[i]);
-        if (a == NULL) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, a);
-    }
-    free(kept);
-    return out;
 }
 
 /* ---- the timeline sampler of `memlens run` (trace_timeline.c) ---------- */
@@ -254,7 +158,6 @@ static PyMethodDef timeline_methods[] = {
 
 static PyMethodDef trace_methods[] = {
     {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
-    {"trace_chain_only", trace_chain_only_py, METH_O, trace_chain_only_doc},
     {"trace_stop", trace_stop_py, METH_NOARGS,
      "trace_stop() -- uninstall the hooks, drop the tables."},
     {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},
@@ -269,11 +172,6 @@ static PyMethodDef trace_methods[] = {
      "trace_live_blocks() -> number of live traced (or sampled) blocks"},
     {"trace_take_snapshot", trace_take_snapshot_py, METH_NOARGS,
      "trace_take_snapshot() -> TraceTable of the running tracer"},
-    {"_test_raw_malloc", _test_raw_malloc, METH_O, "test only: PyMem_RawMalloc(n) -> address"},
-    {"_test_raw_realloc", _test_raw_realloc, METH_VARARGS, "test only: PyMem_RawRealloc"},
-    {"_test_raw_free", _test_raw_free, METH_O, "test only: PyMem_RawFree(address)"},
-    {"_test_raw_churn_nogil", _test_raw_churn_nogil, METH_VARARGS,
-     "test only: RAW malloc/realloc/free without the GIL"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -186,7 +186,7 @@ snap_take(PyObject *module)
             h = (h + 1) & cf_mask;
         }
         if (cf[h].code == NULL) {
-            int lineno = stack_frame_lineno(co, off);
+            int lineno = layout_code_lineno(co, off);
             key = Py_BuildValue("(OOi)", co->co_filename, co->co_name, lineno);
             if (key == NULL) {
                 free(code_to_frame);

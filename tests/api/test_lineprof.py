@@ -789,22 +789,22 @@ def test_lines_past_256_charge_nothing_for_the_event_machinery():
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.9-3.11: a C trace function")
 def test_null_trace_for_the_benchmark_floor_leaves_the_profiler_alone():
-    from memlens import _core
+    from memlens import _testcore
 
     # GIVEN the empty trace function bench_lines.py --floor times
     # WHEN it is installed and removed with the profiler off, it runs
-    _core.lineprof_null_trace(True)
+    _testcore.lineprof_null_trace(True)
     try:
         assert build_and_delete() == 1
     finally:
-        _core.lineprof_null_trace(False)
+        _testcore.lineprof_null_trace(False)
     # THEN while the profiler runs it refuses both ways, and the profile's
     # trace function keeps counting lines
     memlens.profile(build_and_delete)
     build_and_delete()
     with pytest.raises(RuntimeError, match="line profiler is running"):
-        _core.lineprof_null_trace(True)
+        _testcore.lineprof_null_trace(True)
     with pytest.raises(RuntimeError, match="line profiler is running"):
-        _core.lineprof_null_trace(False)
+        _testcore.lineprof_null_trace(False)
     build_and_delete()
     assert stats_by_line(build_and_delete)[line_of(build_and_delete, "# RET")].occurrences == 2

@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 
 import memlens
-from memlens import _core
+from memlens import _core, _testcore
 
 
 
@@ -298,20 +298,20 @@ def test_snapshot_own_allocations_are_not_traced():
 def test_failed_realloc_keeps_the_block_and_counts_nothing():
     # GIVEN a traced 1000-byte RAW block
     memlens.start()
-    p = _core._test_raw_malloc(1000)
+    p = _testcore.raw_malloc(1000)
     base = memlens.traced_memory()[0]
     c0 = _core.lineprof_thread_counters(False)
     # WHEN a realloc() of it fails (a bare try: pytest.raises allocates
     # kilobytes of its own)
     failed = False
     try:
-        _core._test_raw_realloc(p, 1 << 60)
+        _testcore.raw_realloc(p, 1 << 60)
     except MemoryError:
         failed = True
     c1 = _core.lineprof_thread_counters(False)
     assert failed
     grown = memlens.traced_memory()[0] - base
-    _core._test_raw_free(p)
+    _testcore.raw_free(p)
     after_free = memlens.traced_memory()[0] - base
     memlens.stop()
     # THEN the block is still traced (its free takes its 1000 bytes off) ...
@@ -325,13 +325,13 @@ def test_raw_domain_malloc_realloc_free():
     memlens.start()
     base = memlens.traced_memory()[0]
     # (each call also returns a traced 32-byte int holding the address)
-    p = _core._test_raw_malloc(1000)
+    p = _testcore.raw_malloc(1000)
     assert 1000 <= memlens.traced_memory()[0] - base <= 1100
-    p = _core._test_raw_realloc(p, 50_000)  # moves metadata
+    p = _testcore.raw_realloc(p, 50_000)  # moves metadata
     assert 50_000 <= memlens.traced_memory()[0] - base <= 50_100
-    p = _core._test_raw_realloc(p, 10)
+    p = _testcore.raw_realloc(p, 10)
     assert 10 <= memlens.traced_memory()[0] - base <= 110
-    _core._test_raw_free(p)
+    _testcore.raw_free(p)
     del p
     assert memlens.traced_memory()[0] - base <= 100
     snap = memlens.take_snapshot()
@@ -341,12 +341,12 @@ def test_raw_domain_malloc_realloc_free():
 
 def test_blocks_allocated_before_start_are_ignored_when_freed():
     old = [bytearray(200) for _ in range(2000)]
-    raw = _core._test_raw_malloc(3000)
+    raw = _testcore.raw_malloc(3000)
     memlens.start()
     memlens.traced_memory()  # its result tuple lands in a free list: take it first
     base = memlens.traced_memory()[0]
     del old  # ~500 KB allocated before start()
-    _core._test_raw_free(raw)
+    _testcore.raw_free(raw)
     after = memlens.traced_memory()[0]
     memlens.stop()
     # Nothing was subtracted for the untraced blocks (that would be ~500 KB
@@ -357,10 +357,10 @@ def test_blocks_allocated_before_start_are_ignored_when_freed():
 
 def test_raw_allocations_without_the_gil_go_to_the_empty_stack():
     memlens.start()
-    kept = _core._test_raw_churn_nogil(1000, 100, 50)
+    kept = _testcore.raw_churn_nogil(1000, 100, 50)
     snap = memlens.take_snapshot()
     for a in kept:
-        _core._test_raw_free(a)
+        _testcore.raw_free(a)
     memlens.stop()
     empty = [s for s in snap.statistics("traceback") if len(s.traceback) == 0]
     assert empty and empty[0].count >= 50 and str(empty[0].traceback) == "<unknown>:0"
@@ -621,9 +621,9 @@ def test_threaded_stress_with_stop_from_another_thread():
             while not stop_flag.is_set():
                 d = {i: str(i) for i in range(200)}
                 lst = [bytearray(i % 300) for i in range(200)]
-                kept = _core._test_raw_churn_nogil(200, 64, 2)
+                kept = _testcore.raw_churn_nogil(200, 64, 2)
                 for a in kept:
-                    _core._test_raw_free(a)
+                    _testcore.raw_free(a)
                 del d, lst
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -695,13 +695,13 @@ def test_fork_child_keeps_tracing(run_ok):
 def test_fork_while_other_threads_allocate(run_ok):
     out = run_ok("""
         import os, threading, memlens
-        from memlens import _core
+        from memlens import _testcore
         memlens.start(frames=4)
         done = threading.Event()
         def churn():
             while not done.is_set():
-                for a in _core._test_raw_churn_nogil(100, 64, 1):
-                    _core._test_raw_free(a)
+                for a in _testcore.raw_churn_nogil(100, 64, 1):
+                    _testcore.raw_free(a)
                 x = [str(i) for i in range(100)]
         ts = [threading.Thread(target=churn) for _ in range(2)]
         for t in ts: t.start()
@@ -869,14 +869,14 @@ def test_many_gil_less_raw_calls_are_all_counted():
     # GIVEN far more GIL-less RAW calls than the queue for them holds
     memlens.start()
     base = memlens.traced_memory()[0]
-    kept = _core._test_raw_churn_nogil(20_000, 100, 100)
+    kept = _testcore.raw_churn_nogil(20_000, 100, 100)
     # THEN nothing is lost: exactly the 100 kept blocks of 100 bytes remain
     # (plus the list of their addresses, made with the GIL)
     snap = memlens.take_snapshot()
     assert not snap.incomplete
     grown = memlens.traced_memory()[0] - base
     for a in kept:
-        _core._test_raw_free(a)
+        _testcore.raw_free(a)
     after = memlens.traced_memory()[0] - base
     memlens.stop()
     # (`grown` itself is a traced 32-byte int)
@@ -992,10 +992,10 @@ def test_realloc_moves_a_block_through_every_tier():
 def test_gil_less_raw_blocks_of_every_tier_are_all_counted(size):
     memlens.start()
     base = memlens.traced_memory()[0]
-    kept = _core._test_raw_churn_nogil(5000, size, 100)
+    kept = _testcore.raw_churn_nogil(5000, size, 100)
     grown = memlens.traced_memory()[0] - base
     for a in kept:
-        _core._test_raw_free(a)
+        _testcore.raw_free(a)
     after = memlens.traced_memory()[0] - base
     memlens.stop()
     assert 100 * size - 64 <= grown - after <= 100 * size
@@ -1208,9 +1208,9 @@ def test_allocated_equals_live_when_nothing_is_freed():
 
 def test_allocated_counts_a_realloc_as_an_allocation_of_the_new_size():
     memlens.start()
-    p = _core._test_raw_malloc(1000)                  # LINE_RAW_MALLOC
-    p = _core._test_raw_realloc(p, 50_000)            # LINE_RAW_REALLOC
-    _core._test_raw_free(p)
+    p = _testcore.raw_malloc(1000)                  # LINE_RAW_MALLOC
+    p = _testcore.raw_realloc(p, 50_000)            # LINE_RAW_REALLOC
+    _testcore.raw_free(p)
     snap = memlens.take_snapshot()
     memlens.stop()
     alloc = snap.allocated_statistics("lineno")
@@ -1226,10 +1226,10 @@ def test_allocated_includes_gil_less_raw_calls():
     # then 100 kept blocks of 100 bytes, all on the empty stack
     memlens.start()
     before = memlens.take_snapshot()
-    kept = _core._test_raw_churn_nogil(20_000, 100, 100)
+    kept = _testcore.raw_churn_nogil(20_000, 100, 100)
     after = memlens.take_snapshot()
     for a in kept:
-        _core._test_raw_free(a)
+        _testcore.raw_free(a)
     memlens.stop()
 
     def empty(snap):
@@ -1348,7 +1348,7 @@ def test_allocated_statistics_rejects_bad_keys():
 
 def test_chaining_hooks_for_the_benchmark_floor():
     # GIVEN the hooks bench_tracer.py times as the floor under any tracer
-    _core.trace_chain_only(True)
+    _testcore.trace_chain_only(True)
     try:
         # THEN allocation goes through them, tracemalloc chains on top of them
         # and still counts exactly, and memlens cannot start meanwhile
@@ -1360,16 +1360,16 @@ def test_chaining_hooks_for_the_benchmark_floor():
             assert after - before >= 1 << 20
             # other hooks sit above them: they are not removed under them
             with pytest.raises(RuntimeError, match="installed above"):
-                _core.trace_chain_only(False)
+                _testcore.trace_chain_only(False)
         finally:
             tracemalloc.stop()
         del data
         with pytest.raises(RuntimeError, match="chaining hooks"):
             memlens.start()
         with pytest.raises(RuntimeError, match="already installed"):
-            _core.trace_chain_only(True)
+            _testcore.trace_chain_only(True)
     finally:
-        _core.trace_chain_only(False)
+        _testcore.trace_chain_only(False)
     # AND once removed, tracing works as before
     memlens.start()
     x = bytearray(100_000)

@@ -1,36 +1,17 @@
 /* trace_hooks.c: PEP 445 allocator hooks and the live totals (see
  * trace_hooks.h). */
 #include "tracer/trace_hooks.h"
+#include "tracer/trace_budget.h"
+#include "tracer/trace_lock.h"
 #include "tracer/trace_map.h"
 #include "tracer/trace_mem.h"
 
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ---- spinlocks ---------------------------------------------------------- */
-
-/* Held for a few hundred nanoseconds of bookkeeping at most. */
-void
-trace_spin_lock(atomic_flag *l)
-{
-    unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire)) {
-        if (++spins > 64) {
-            sched_yield();
-        }
-    }
-}
-
-void
-trace_spin_unlock(atomic_flag *l)
-{
-    atomic_flag_clear_explicit(l, memory_order_release);
-}
 
 /* Serialises the hooks that run without the GIL (RAW domain) among
  * themselves and against stop() and fork(). */
@@ -79,7 +60,7 @@ static int64_t trace_current;   /* bytes (or estimated bytes) live */
 static int64_t trace_peak;      /* high-water mark of trace_current */
 static uint64_t trace_peak_gen; /* bumped at each new high-water mark */
 static int64_t trace_blocks;    /* live traced blocks */
-int64_t trace_blocks_peak;      /* high-water mark of trace_blocks (read by trace_map.c) */
+int64_t trace_blocks_peak;      /* high-water mark of trace_blocks (trace_budget.h) */
 static int trace_failed;        /* sticky: some bookkeeping failed */
 
 /* Set by start(), constant while tracing. */

@@ -1,6 +1,7 @@
 /* trace_map.c: the tracer's map of live blocks (see trace_map.h). */
 #include "tracer/trace_map.h"
-#include "tracer/trace_hooks.h"
+#include "tracer/trace_budget.h"
+#include "tracer/trace_lock.h"
 #include "tracer/trace_mem.h"
 
 #include <stdatomic.h>

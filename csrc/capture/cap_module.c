@@ -34,15 +34,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "interval_ms must be between 0 and 1e12");
         goto done;
     }
-    /* The type is looked up on the module, as trace_snapshot.c does: it is
-     * a heap type of this module instance. */
-    PyObject *tp = PyObject_GetAttrString(m, "TraceTable");
-    if (tp == NULL) {
-        goto done;
-    }
-    int ok = PyType_Check(tp) && PyObject_TypeCheck(table, (PyTypeObject *)tp);
-    Py_DECREF(tp);
-    if (!ok) {
+    if (!PyObject_TypeCheck(table, core_get_state(m)->trace_table_type)) {
         PyErr_SetString(PyExc_TypeError, "table must be a memlens._core.TraceTable");
         goto done;
     }
@@ -111,7 +103,7 @@ cap_run_read_py(PyObject *m, PyObject *arg)
         goto done;
     }
     f_open = 1;
-    table = cap_file_table(m, &f);
+    table = cap_file_table(core_get_state(m)->trace_table_type, &f);
     if (table == NULL) {
         goto done;
     }
@@ -148,7 +140,7 @@ trace_load_py(PyObject *m, PyObject *arg)
     if (!PyUnicode_FSConverter(arg, &path)) {
         return NULL;
     }
-    PyObject *t = cap_read_table(m, PyBytes_AS_STRING(path));
+    PyObject *t = cap_read_table(core_get_state(m)->trace_table_type, PyBytes_AS_STRING(path));
     Py_DECREF(path);
     return t;
 }

@@ -104,7 +104,7 @@ trace_live_blocks_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 static PyObject *
 trace_take_snapshot_py(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
-    return snap_take(m);
+    return snap_take(core_get_state(m)->trace_table_type);
 }
 
 /* ---- test-only helpers: direct calls into the RAW domain --------------- */

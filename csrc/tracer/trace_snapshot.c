@@ -29,14 +29,9 @@ TraceTable_dealloc(snap_table *self)
 }
 
 snap_table *
-snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t nidx)
+snap_table_new(PyTypeObject *type, uint32_t nframes, uint32_t nstacks, uint64_t nidx)
 {
-    snap_table *t = NULL;
-    PyObject *tp = PyObject_GetAttrString(module, "TraceTable");
-    if (tp == NULL) {
-        goto error;
-    }
-    t = (snap_table *)((PyTypeObject *)tp)->tp_alloc((PyTypeObject *)tp, 0);
+    snap_table *t = (snap_table *)type->tp_alloc(type, 0);
     if (t == NULL) {
         goto error;
     }
@@ -49,11 +44,9 @@ snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t ni
     }
     t->nframes = nframes;
     t->nstacks = nstacks;
-    Py_DECREF(tp);
     return t;
 
 error:
-    Py_XDECREF(tp);
     Py_XDECREF((PyObject *)t);
     return NULL;
 }
@@ -90,7 +83,7 @@ snap_rec_figures(const stack_rec *r, uint64_t peak_gen, uint64_t *ps, uint64_t *
 }
 
 PyObject *
-snap_take(PyObject *module)
+snap_take(PyTypeObject *type)
 {
     snap_stack *raw = NULL; /* the stacks, copied out of the tracer */
     stack_frame *codes = NULL;
@@ -219,7 +212,7 @@ snap_take(PyObject *module)
         code_to_frame[i] = cf[h].idx;
     }
 
-    t = snap_table_new(module, nunique, nraw, ncodes);
+    t = snap_table_new(type, nunique, nraw, ncodes);
     if (t == NULL) {
         free(code_to_frame);
         goto done;
@@ -676,6 +669,7 @@ trace_snapshot_module_exec(PyObject *m)
     if (tp == NULL) {
         return -1;
     }
+    core_get_state(m)->trace_table_type = (PyTypeObject *)Py_NewRef(tp);
     int rc = PyModule_AddObject(m, "TraceTable", tp);
     if (rc < 0) {
         Py_DECREF(tp);

@@ -48,11 +48,13 @@ typedef struct {
 
 #define SNAP_FLAG_INCOMPLETE 1u /* the tracer lost some bookkeeping */
 
-/* Allocate an empty table of the TraceTable type with room for the given
- * numbers of frames, stacks and frame indices (arrays zeroed). */
-snap_table *snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t nidx);
-/* Snapshot of the running tracer (GIL held); NULL with an exception. */
-PyObject *snap_take(PyObject *module);
+/* Allocate an empty table of `type` (the module's TraceTable type, from
+ * its state) with room for the given numbers of frames, stacks and frame
+ * indices (arrays zeroed). */
+snap_table *snap_table_new(PyTypeObject *type, uint32_t nframes, uint32_t nstacks, uint64_t nidx);
+/* Snapshot of the running tracer as a new table of `type` (GIL held); NULL
+ * with an exception. */
+PyObject *snap_take(PyTypeObject *type);
 
 int trace_snapshot_module_exec(PyObject *m);
 

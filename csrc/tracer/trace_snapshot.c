@@ -2,7 +2,6 @@
  * table, and the grouped statistics computed from it (see
  * trace_snapshot.h). */
 #include "tracer/trace_snapshot.h"
-#include "capture/cap_format.h"
 #include "tracer/trace_stack.h"
 #include "tracer/trace_hooks.h"
 
@@ -582,24 +581,6 @@ error:
     return NULL;
 }
 
-PyDoc_STRVAR(TraceTable_dump_doc,
-             "dump(path) -- write the table to `path` in memlens' binary capture format.");
-
-static PyObject *
-TraceTable_dump(snap_table *self, PyObject *arg)
-{
-    PyObject *path = NULL;
-    if (!PyUnicode_FSConverter(arg, &path)) {
-        return NULL;
-    }
-    int rc = cap_write_table(PyBytes_AS_STRING(path), self);
-    Py_DECREF(path);
-    if (rc < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 TraceTable_get_u64(snap_table *self, void *which)
 {
@@ -638,7 +619,6 @@ static PyMethodDef TraceTable_methods[] = {
     {"group", (PyCFunction)(void (*)(void))TraceTable_group, METH_VARARGS | METH_KEYWORDS,
      TraceTable_group_doc},
     {"stacks", (PyCFunction)TraceTable_stacks, METH_NOARGS, TraceTable_stacks_doc},
-    {"dump", (PyCFunction)TraceTable_dump, METH_O, TraceTable_dump_doc},
     {NULL},
 };
 

@@ -1311,6 +1311,7 @@ trace_hooks_init(void)
     /* Once per process (the handlers serve the process-wide tables). */
     static int done = 0;
     if (!done) {
+        trace_map_init();
         if (pthread_key_create(&trace_g.cache_key, trace_cache_free) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
             return -1;

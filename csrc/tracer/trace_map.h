@@ -86,6 +86,9 @@ trace_map_maybe(uintptr_t p)
     return (atomic_load_explicit(&trace_map_filter[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
 }
 
+/* Once, before any other trace_map_* call (trace_hooks_init(), at module
+ * exec): set up the map's state. */
+void trace_map_init(void);
 /* Start (1) or stop (0) keeping the filter; only while the map is empty. */
 void trace_map_use_filter(int on);
 /* Forget every block; the memory goes back to the kernel.  No hook may be

@@ -162,7 +162,7 @@ typedef struct {
 /* This thread's state, on the C heap.  initial-exec: read at every line
  * event, a %fs-relative access instead of a __tls_get_addr call; only a
  * pointer, since the static TLS surplus glibc shares among dlopen()ed
- * modules is small (tests/test_tracer.py checks the module's TLS size). */
+ * modules is small (tests/api/test_tracer.py checks the module's TLS size). */
 static _Thread_local lp_thread *lp_tls __attribute__((tls_model("initial-exec")));
 
 static void
@@ -374,7 +374,7 @@ lp_top_for(lp_thread *t, PyObject *code, const void *frame)
 /* sys.monitoring passes line numbers and offsets as int objects it creates
  * for the call (beyond the small-int cache, -5..256) and frees right after
  * it: a traced block that is not the program's.  Its bytes, per version's
- * _PyLong_FromMedium (Objects/longobject.c); tests/test_lineprof.py checks
+ * _PyLong_FromMedium (Objects/longobject.c); tests/api/test_lineprof.py checks
  * that lines past 256 charge nothing for it on each version. */
 static inline uint64_t
 lp_event_int(PyObject *o)

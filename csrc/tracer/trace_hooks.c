@@ -263,10 +263,10 @@ typedef struct trace_stack_cache {
     int valid;
     stack_sig raw[TRACE_CACHE_RAW];
     /* Ids of the last stacks made of (code, offset) on top of `parent`, by
-     * offset: a loop body allocates at a few instructions in turn.  16
-     * slots, offsets folded: with 8 slots picked by offset & 7, sites 8
-     * code units apart shared a slot, and a third of string_building's
-     * allocations went on to the trie (callgrind). */
+     * offset: a loop body allocates at a few instructions in turn.  The
+     * offset is folded (offset ^ offset >> 4) before it picks one of the 16
+     * slots: by its low bits alone, sites a multiple of 16 code units apart
+     * would share a slot and evict each other. */
     struct {
         PyCodeObject *code;
         int32_t offset;
@@ -407,9 +407,8 @@ trace_touch(stack_rec *r)
 }
 
 /* Inlined into its two callers on the hot path (trace_record, the free
- * hook): as a call, it cost json_roundtrip 1.52x -> 1.41x and
- * string_building 1.69x -> 1.53x in exact mode (CPython 3.11, each against
- * a baseline with the same build of the module). */
+ * hook): in exact mode it runs on every allocation and free, where a
+ * call's prologue and spills are a large share of the work. */
 static inline __attribute__((always_inline)) void
 trace_account(uint32_t stack, uint64_t size, int sign)
 {
@@ -497,7 +496,7 @@ trace_drain(void)
 
 /* Queue a change from a GIL-less call (trace_g.nogil_lock held). */
 static void
-trace_push_nogil(uint32_t stack, uint64_t size, int sign)
+trace_push_nogil_unlocked(uint32_t stack, uint64_t size, int sign)
 {
     if (stack == STACK_ID_EMPTY) {
         uint64_t ws, wc;
@@ -569,9 +568,9 @@ trace_gil_held(PyMemAllocatorDomain domain)
     /* 3.12+: with a single interpreter there is a single GIL, which MEM and
      * OBJ callers hold by contract.  Asking the interpreter list is two
      * plain loads, where the current thread state is a thread-local of
-     * libpython: a __tls_get_addr call when libpython is a shared library
-     * (7% of `memlens run --lines` on an allocation-heavy loop, measured on
-     * 3.12).  An interpreter is on the list before it runs any code. */
+     * libpython: a __tls_get_addr call when libpython is a shared
+     * library, on every MEM/OBJ call.  An interpreter is on the list before
+     * it runs any code. */
     if (PyInterpreterState_Next(PyInterpreterState_Head()) == NULL) {
         return 1;
     }
@@ -597,7 +596,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
     int held = trace_gil_held(domain);
 #else
     /* 3.9-3.11: reading it is a load from a global; taken up front, where
-     * it overlaps the bookkeeping (later, it cost 2.5% of exact mode). */
+     * it overlaps the bookkeeping instead of waiting for it. */
     PyThreadState *tstate = trace_gil_tstate(domain);
     int held = tstate != NULL;
 #endif
@@ -611,9 +610,9 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
         if (stack == STACK_ID_NONE) {
             /* max_frames 0: totals only, every block on the empty stack
              * (the line profiler's mode: it needs the per-thread counters,
-             * not stacks; measured 15% of its time on allocation-heavy
-             * lines).  Otherwise the frames of this thread, whose state is
-             * the current one: it holds the GIL. */
+             * not stacks, and walking frames on every allocation would be
+             * most of its cost).  Otherwise the frames of this thread,
+             * whose state is the current one: it holds the GIL. */
 #if PY_VERSION_HEX >= 0x030C0000
             PyThreadState *tstate = trace_max_frames == 0 ? NULL : _PyThreadState_UncheckedGet();
 #endif
@@ -655,7 +654,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
             atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
         }
         else {
-            trace_push_nogil(stack, size, kind);
+            trace_push_nogil_unlocked(stack, size, kind);
         }
     }
     trace_spin_unlock(&trace_g.nogil_lock);
@@ -708,7 +707,7 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
     if (atomic_load_explicit(&trace_g.active, memory_order_relaxed)) {
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
-            trace_push_nogil(e.stack, e.size, TRACE_FREE);
+            trace_push_nogil_unlocked(e.stack, e.size, TRACE_FREE);
         }
     }
     trace_spin_unlock(&trace_g.nogil_lock);
@@ -849,9 +848,9 @@ trace_hook_free(void *ctx, void *ptr)
  *
  * A separate set, so that the fast path -- the block is not sampled, or a
  * freed block never was -- compiles to a few instructions with no spills,
- * and the full path is an out-of-line call.  Measured on the benchmark's
- * workloads: the exact hooks with a sampling test cost 1.11x when nothing
- * was ever sampled; these 1.04x; hooks that only chain 1.01x. */
+ * and the full path is an out-of-line call: a sampling test added to the
+ * exact hooks would leave their whole prologue on every call.
+ * (benchmarks/bench_tracer.py compares both with hooks that only chain.) */
 
 static __attribute__((noinline)) void *
 trace_malloc_slow(trace_hook_ctx *h, trace_tls_state *t, size_t size)
@@ -877,13 +876,18 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
     trace_free_full(h, t, ptr);
 }
 
+/* The largest MEM/OBJ request the allocator below certainly serves without
+ * calling a hooked domain: pymalloc hands requests of over 512 bytes to the
+ * RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13), and debug hooks add up to
+ * 32 bytes before it sees them; this stays below both with room to spare. */
+#define TRACE_PYMALLOC_OWN_MAX 448
+
 /* Does the allocator below serve this request without calling a hooked
- * domain in turn?  pymalloc (MEM, OBJ) hands requests of over 512 bytes
- * to the RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13; debug hooks add up to 32
- * bytes before it sees them), and the RAW allocator calls none.  Then the
- * fast path needs no re-entrancy guard and tail-calls: measured on
- * string_building (3.11), sampled mode 1.08x -> 1.05x, where hooks that
- * only chain cost 1.05x.  (What pymalloc allocates for itself while
+ * domain in turn?  Yes for MEM/OBJ requests of at most
+ * TRACE_PYMALLOC_OWN_MAX bytes, and for RAW ones: the RAW allocator calls
+ * none.  Then the fast path needs no re-entrancy guard and tail-calls the
+ * allocator, which keeps sampled mode close to hooks that only chain.
+ * (What pymalloc allocates for itself while
  * serving a small request -- its arena table, and on 3.10+ the nodes of
  * its address map, made when the heap grows into a new address range --
  * then reaches the RAW hook as a block of its own:
@@ -892,7 +896,7 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
 static inline int
 trace_not_forwarded(const trace_hook_ctx *h, size_t size)
 {
-    return size <= 448 || h->domain == PYMEM_DOMAIN_RAW;
+    return size <= TRACE_PYMALLOC_OWN_MAX || h->domain == PYMEM_DOMAIN_RAW;
 }
 
 static void *

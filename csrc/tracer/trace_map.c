@@ -225,9 +225,9 @@ map_may_open_page(void)
     size_t pages = atomic_load_explicit(&map_g.pages_written, memory_order_relaxed);
     /* A side-table block costs 16 bytes at a load between 1/2 and 3/4,
      * so up to 32 just after the table grew: counted at 32, so that the
-     * two together stay within the budget whatever the table's load.
-     * (Counted at the average, 24, blocks filling holes scattered over an
-     * older heap took 33-39 bytes each.)  Live blocks, not slots: the
+     * two together stay within the budget whatever the table's load (at
+     * the average, 24, blocks filling holes scattered over an older heap
+     * would cost more than 32 bytes each).  Live blocks, not slots: the
      * table does not shrink, and a churning program would otherwise find
      * the budget spent. */
     size_t nside = atomic_load_explicit(&map_g.side_live, memory_order_relaxed);
@@ -513,8 +513,8 @@ map_insert(uintptr_t p, uint64_t size, uint32_t stack)
     }
     if (map_sampled_on) {
         /* Sampled blocks are few and lie all over the heap: a map page each
-         * would cost up to 4 KiB per block (measured 1160 B per sampled
-         * 100-byte block), a side table slot costs 21-32 bytes. */
+         * would cost up to 4 KiB per block, a side table slot costs 21-32
+         * bytes. */
         return map_side_put(p, size, stack);
     }
     if (size < MAP_SMALL_LIMIT) {

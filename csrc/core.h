@@ -26,11 +26,24 @@ core_newref_(PyObject *o)
 #define Py_NewRef(o) core_newref_((PyObject *)(o))
 #endif
 
+/* The module's types, as strong references taken when each subsystem's
+ * exec creates them, so that C code uses them without looking anything up
+ * by name.  module.c's core_traverse and core_clear list the fields in this
+ * order.  (Facts about the interpreter that are the same for every module
+ * instance, such as heap/walk_size.c's interned "__sizeof__" and the
+ * descriptors it looks up, are process-wide statics where they are used.) */
 typedef struct {
-    /* interned "__sizeof__", looked up on types for sizing. */
-    PyObject *str_sizeof;
+    /* records/rec_module.c: the compact records' types. */
+    PyTypeObject *rec_meta_type;  /* RecordMeta, the metaclass of memlens.Record */
+    PyTypeObject *rec_field_type; /* _RecordField, the field descriptors */
+    PyTypeObject *rec_base_type;  /* _RecordBase, the base of memlens.Record */
+    /* tracer/trace_table.c: what take_snapshot() and the capture reader
+     * make, and what the capture writer accepts. */
+    PyTypeObject *trace_table_type; /* TraceTable */
 } core_state;
 
+/* The state of the module object `module` (a module function's `self`;
+ * methods of the module's heap types use PyType_GetModuleState()). */
 core_state *core_get_state(PyObject *module);
 
 /* tp_new of the module's types that only the C code may create (their

@@ -24,12 +24,6 @@ core_tp_new_refused(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_
 static int
 core_exec(PyObject *m)
 {
-    core_state *st = core_get_state(m);
-
-    st->str_sizeof = PyUnicode_InternFromString("__sizeof__");
-    if (st->str_sizeof == NULL) {
-        goto error;
-    }
     /* One line per subsystem.  Order matters only where a subsystem uses
      * another's types; keep it the same as the list in bindings.h. */
     if (walk_module_exec(m) < 0) {
@@ -67,7 +61,10 @@ static int
 core_traverse(PyObject *m, visitproc visit, void *arg)
 {
     core_state *st = core_get_state(m);
-    Py_VISIT(st->str_sizeof);
+    Py_VISIT(st->rec_meta_type);
+    Py_VISIT(st->rec_field_type);
+    Py_VISIT(st->rec_base_type);
+    Py_VISIT(st->trace_table_type);
     return 0;
 }
 
@@ -75,7 +72,10 @@ static int
 core_clear(PyObject *m)
 {
     core_state *st = core_get_state(m);
-    Py_CLEAR(st->str_sizeof);
+    Py_CLEAR(st->rec_meta_type);
+    Py_CLEAR(st->rec_field_type);
+    Py_CLEAR(st->rec_base_type);
+    Py_CLEAR(st->trace_table_type);
     return 0;
 }
 

@@ -487,7 +487,7 @@ cap_file_find(const cap_file *f, uint32_t tag)
 }
 
 PyObject *
-cap_file_table(PyObject *module, const cap_file *f)
+cap_file_table(PyTypeObject *type, const cap_file *f)
 {
     const char *path = f->path;
     PyObject **strings = NULL;
@@ -547,7 +547,7 @@ cap_file_table(PyObject *module, const cap_file *f)
     }
     /* Frame indices: what is left after the fixed part of each stack. */
     uint64_t nidx = (stks->len - 4 - (uint64_t)nstacks * 36) / 4;
-    t = snap_table_new(module, nframes, nstacks, nidx);
+    t = snap_table_new(type, nframes, nstacks, nidx);
     if (t == NULL) {
         goto done;
     }
@@ -615,13 +615,13 @@ done:
 }
 
 PyObject *
-cap_read_table(PyObject *module, const char *path)
+cap_read_table(PyTypeObject *type, const char *path)
 {
     cap_file f;
     if (cap_file_open(&f, path) < 0) {
         return NULL;
     }
-    PyObject *t = cap_file_table(module, &f);
+    PyObject *t = cap_file_table(type, &f);
     cap_file_free(&f);
     return t;
 }

@@ -110,10 +110,11 @@ void cap_file_free(cap_file *f);
 /* The last section tagged `tag`, or NULL (later minor versions may add
  * sections; a reader asks only for those it knows). */
 const cap_section *cap_file_find(const cap_file *f, uint32_t tag);
-/* The TraceTable of an opened capture; NULL with ValueError for bad or
+/* The table (a new object of `type`, the module's TraceTable type) of an
+ * opened capture; NULL with ValueError for bad or
  * missing snapshot sections. */
-PyObject *cap_file_table(PyObject *module, const cap_file *f);
+PyObject *cap_file_table(PyTypeObject *type, const cap_file *f);
 /* Read a TraceTable from `path` (cap_file_open + cap_file_table). */
-PyObject *cap_read_table(PyObject *module, const char *path);
+PyObject *cap_read_table(PyTypeObject *type, const char *path);
 
 #endif /* MEMLENS_CAP_FORMAT_H */

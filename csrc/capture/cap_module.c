@@ -1,6 +1,6 @@
 /* cap_module.c: Python binding of the capture files: cap_run_write /
- * cap_run_read (`memlens run` captures) and trace_load (a snapshot capture
- * into a TraceTable).  Argument checks and result tuples only; the format
+ * cap_run_read (`memlens run` captures), trace_dump / TraceTable.dump and
+ * trace_load (a snapshot capture from and into a TraceTable).  Argument checks and result tuples only; the format
  * is cap_format.c, the run sections cap_run.c. */
 #include "bindings.h"
 #include "capture/cap_format.h"
@@ -34,15 +34,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "interval_ms must be between 0 and 1e12");
         goto done;
     }
-    /* The type is looked up on the module, as trace_snapshot.c does: it is
-     * a heap type of this module instance. */
-    PyObject *tp = PyObject_GetAttrString(m, "TraceTable");
-    if (tp == NULL) {
-        goto done;
-    }
-    int ok = PyType_Check(tp) && PyObject_TypeCheck(table, (PyTypeObject *)tp);
-    Py_DECREF(tp);
-    if (!ok) {
+    if (!PyObject_TypeCheck(table, core_get_state(m)->trace_table_type)) {
         PyErr_SetString(PyExc_TypeError, "table must be a memlens._core.TraceTable");
         goto done;
     }
@@ -111,7 +103,7 @@ cap_run_read_py(PyObject *m, PyObject *arg)
         goto done;
     }
     f_open = 1;
-    table = cap_file_table(m, &f);
+    table = cap_file_table(core_get_state(m)->trace_table_type, &f);
     if (table == NULL) {
         goto done;
     }
@@ -141,6 +133,64 @@ done:
     return result;
 }
 
+/* ---- writing a TraceTable --------------------------------------------------
+ *
+ * The tracer's TraceTable type (tracer/trace_table.c) knows nothing of the
+ * capture format: the tracer must not depend on capture/.  Writing one is
+ * this binding's: the module function trace_dump(table, path), and
+ * TraceTable.dump(path), which cap_module_exec() adds to the type. */
+
+static PyObject *
+cap_dump(PyObject *table, PyObject *path_arg)
+{
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(path_arg, &path)) {
+        return NULL;
+    }
+    int rc = cap_write_table(PyBytes_AS_STRING(path), table);
+    Py_DECREF(path);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(trace_dump_doc,
+             "trace_dump(table, path) -- write the TraceTable `table` to `path` in\n"
+             "memlens' binary capture format.");
+
+static PyObject *
+trace_dump_py(PyObject *m, PyObject *args)
+{
+    PyObject *table, *path;
+    if (!PyArg_ParseTuple(args, "O!O:trace_dump", core_get_state(m)->trace_table_type, &table,
+                          &path)) {
+        return NULL;
+    }
+    return cap_dump(table, path);
+}
+
+static PyMethodDef cap_table_dump_def = {
+    "dump", cap_dump, METH_O,
+    "dump(path) -- write the table to `path` in memlens' binary capture format."};
+
+/* Add TraceTable.dump.  The type is immutable to Python code, not to its
+ * module: the method goes into its dict before any instance exists. */
+static int
+cap_add_table_dump(PyTypeObject *tp)
+{
+    PyObject *descr = PyDescr_NewMethod(tp, &cap_table_dump_def);
+    if (descr == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(tp->tp_dict, cap_table_dump_def.ml_name, descr);
+    Py_DECREF(descr);
+    if (rc == 0) {
+        PyType_Modified(tp);
+    }
+    return rc;
+}
+
 static PyObject *
 trace_load_py(PyObject *m, PyObject *arg)
 {
@@ -148,7 +198,7 @@ trace_load_py(PyObject *m, PyObject *arg)
     if (!PyUnicode_FSConverter(arg, &path)) {
         return NULL;
     }
-    PyObject *t = cap_read_table(m, PyBytes_AS_STRING(path));
+    PyObject *t = cap_read_table(core_get_state(m)->trace_table_type, PyBytes_AS_STRING(path));
     Py_DECREF(path);
     return t;
 }
@@ -156,6 +206,7 @@ trace_load_py(PyObject *m, PyObject *arg)
 static PyMethodDef cap_methods[] = {
     {"cap_run_write", cap_run_write_py, METH_VARARGS, cap_run_write_doc},
     {"cap_run_read", cap_run_read_py, METH_O, cap_run_read_doc},
+    {"trace_dump", trace_dump_py, METH_VARARGS, trace_dump_doc},
     {"trace_load", trace_load_py, METH_O,
      "trace_load(path) -> TraceTable read from a capture file"},
     {NULL, NULL, 0, NULL},
@@ -164,5 +215,8 @@ static PyMethodDef cap_methods[] = {
 int
 cap_module_exec(PyObject *m)
 {
+    if (cap_add_table_dump(core_get_state(m)->trace_table_type) < 0) {
+        return -1;
+    }
     return PyModule_AddFunctions(m, cap_methods);
 }

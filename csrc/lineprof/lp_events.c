@@ -16,26 +16,45 @@
 #include "cpython/cpy_frame.h" /* frame layouts: 3.9-3.11 trace function, 3.11 eval hook */
 #endif
 
+/* The frame evaluation function (lp_eval_frame() stands in for it). */
+#if PY_VERSION_HEX >= 0x030B0000
+typedef struct _PyInterpreterFrame lp_eval_frame_t;
+#else
+typedef PyFrameObject lp_eval_frame_t;
+#endif
+typedef PyObject *(*lp_eval_fn)(PyThreadState *, lp_eval_frame_t *, int);
+
 /* ---- records (GIL held) -------------------------------------------------- */
 
-/* The registered code objects: an array and an open-addressing pointer
- * set over it.  Process-wide like the tracer they read (the trace function
- * of 3.9-3.11 gets no module argument); protected by the GIL. */
-static lp_code **lp_codes;
-static Py_ssize_t lp_ncodes, lp_capcodes;
-static lp_code **lp_index; /* lp_index_mask + 1 slots, NULL = empty */
-static size_t lp_index_mask;
+/* The line profiler's process-wide state: the trace function of 3.9-3.11
+ * gets no module argument, and the tracer it reads is process-wide too.
+ * Everything is protected by the GIL. */
+static struct {
+    /* The registered code objects: an array and an open-addressing pointer
+     * set over it. */
+    lp_code **codes;
+    Py_ssize_t ncodes, capcodes;
+    lp_code **index; /* index_mask + 1 slots, NULL = empty */
+    size_t index_mask;
 
-/* 1 between lineprof_enable() and lineprof_disable(). */
-static int lp_active;
-/* Mem usage from RSS instead of traced bytes. */
-static int lp_rss;
-static int lp_rss_fd = -1;
-/* Bumped whenever records are freed: thread stacks of an older
- * generation refer to freed records and are dropped on their next event. */
-static uint64_t lp_generation = 1;
-/* Sticky: the C allocator failed; some figures are missing. */
-static int lp_failed;
+    int active; /* 1 between lineprof_enable() and lineprof_disable() */
+    int rss;    /* mem usage from RSS instead of traced bytes */
+    int rss_fd; /* /proc/self/statm while `rss`, else -1 */
+    /* Bumped whenever records are freed: thread stacks of an older
+     * generation refer to freed records and are dropped on their next
+     * event. */
+    uint64_t generation;
+    int failed; /* sticky: the C allocator failed; some figures are missing */
+
+    /* Frees a thread's state when the thread exits (the key's value is the
+     * lp_thread).  Created once, on first import. */
+    pthread_key_t thread_key;
+
+    /* The evaluation function we replaced (CPython's own, or another tool's
+     * we chain to), and whether ours is installed (see lp_eval_fn). */
+    lp_eval_fn prev_eval;
+    int eval_installed;
+} lp_g = {.rss_fd = -1, .generation = 1};
 
 static inline size_t
 lp_hash(const void *p)
@@ -48,16 +67,16 @@ lp_hash(const void *p)
 static lp_code *
 lp_find(PyObject *code)
 {
-    if (lp_index == NULL) {
+    if (lp_g.index == NULL) {
         return NULL;
     }
-    size_t i = lp_hash(code) & lp_index_mask;
+    size_t i = lp_hash(code) & lp_g.index_mask;
     for (;;) {
-        lp_code *r = lp_index[i];
+        lp_code *r = lp_g.index[i];
         if (r == NULL || r->code == code) {
             return r;
         }
-        i = (i + 1) & lp_index_mask;
+        i = (i + 1) & lp_g.index_mask;
     }
 }
 
@@ -79,12 +98,12 @@ lp_index_rebuild(size_t nslots)
     if (idx == NULL) {
         return -1;
     }
-    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
-        lp_index_put(idx, nslots - 1, lp_codes[k]);
+    for (Py_ssize_t k = 0; k < lp_g.ncodes; k++) {
+        lp_index_put(idx, nslots - 1, lp_g.codes[k]);
     }
-    free(lp_index);
-    lp_index = idx;
-    lp_index_mask = nslots - 1;
+    free(lp_g.index);
+    lp_g.index = idx;
+    lp_g.index_mask = nslots - 1;
     return 0;
 }
 
@@ -102,7 +121,7 @@ lp_line_of(lp_code *r, int line)
         int n = i + 16;
         lp_line *lines = realloc(r->lines, (size_t)n * sizeof(*lines));
         if (lines == NULL) {
-            lp_failed = 1;
+            lp_g.failed = 1;
             return NULL;
         }
         memset(lines + r->nlines, 0, (size_t)(n - r->nlines) * sizeof(*lines));
@@ -143,12 +162,8 @@ typedef struct {
 /* This thread's state, on the C heap.  initial-exec: read at every line
  * event, a %fs-relative access instead of a __tls_get_addr call; only a
  * pointer, since the static TLS surplus glibc shares among dlopen()ed
- * modules is small (tests/test_tracer.py checks the module's TLS size). */
+ * modules is small (tests/api/test_tracer.py checks the module's TLS size). */
 static _Thread_local lp_thread *lp_tls __attribute__((tls_model("initial-exec")));
-
-/* Frees a thread's state when the thread exits (the key's value is the
- * lp_thread).  Process-wide: created once, on first import. */
-static pthread_key_t lp_thread_key;
 
 static void
 lp_thread_exit(void *p)
@@ -158,7 +173,7 @@ lp_thread_exit(void *p)
     free(t);
 }
 
-/* This thread's state; NULL (and lp_failed set) if it cannot be made. */
+/* This thread's state; NULL (and lp_g.failed set) if it cannot be made. */
 static lp_thread *
 lp_thread_get(void)
 {
@@ -166,15 +181,15 @@ lp_thread_get(void)
     if (t == NULL) {
         t = calloc(1, sizeof(*t));
         if (t == NULL) {
-            lp_failed = 1;
+            lp_g.failed = 1;
             return NULL;
         }
         lp_tls = t;
-        (void)pthread_setspecific(lp_thread_key, t);
+        (void)pthread_setspecific(lp_g.thread_key, t);
     }
-    if (t->generation != lp_generation) {
+    if (t->generation != lp_g.generation) {
         t->depth = 0;
-        t->generation = lp_generation;
+        t->generation = lp_g.generation;
         t->counters = trace_thread_counters_ptr();
     }
     return t;
@@ -188,13 +203,13 @@ lp_rss_bytes(void)
     /* /proc/self/statm: "size resident ..." in pages; read with pread on a
      * descriptor kept open, no stdio and no allocation. */
     char buf[128];
-    if (lp_rss_fd < 0) {
-        lp_rss_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        if (lp_rss_fd < 0) {
+    if (lp_g.rss_fd < 0) {
+        lp_g.rss_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        if (lp_g.rss_fd < 0) {
             return 0;
         }
     }
-    ssize_t n = pread(lp_rss_fd, buf, sizeof(buf) - 1, 0);
+    ssize_t n = pread(lp_g.rss_fd, buf, sizeof(buf) - 1, 0);
     if (n <= 0) {
         return 0;
     }
@@ -213,7 +228,7 @@ lp_rss_bytes(void)
 static uint64_t
 lp_mem_usage(void)
 {
-    if (lp_rss) {
+    if (lp_g.rss) {
         return lp_rss_bytes();
     }
     uint64_t cur, peak;
@@ -297,7 +312,7 @@ lp_push(lp_code *r, const void *frame, int line, int fresh, uint64_t transient)
         int cap = t->cap ? 2 * t->cap : 16;
         lp_entry *s = realloc(t->stack, (size_t)cap * sizeof(*s));
         if (s == NULL) {
-            lp_failed = 1;
+            lp_g.failed = 1;
             return;
         }
         t->stack = s;
@@ -359,7 +374,7 @@ lp_top_for(lp_thread *t, PyObject *code, const void *frame)
 /* sys.monitoring passes line numbers and offsets as int objects it creates
  * for the call (beyond the small-int cache, -5..256) and frees right after
  * it: a traced block that is not the program's.  Its bytes, per version's
- * _PyLong_FromMedium (Objects/longobject.c); tests/test_lineprof.py checks
+ * _PyLong_FromMedium (Objects/longobject.c); tests/api/test_lineprof.py checks
  * that lines past 256 charge nothing for it on each version. */
 static inline uint64_t
 lp_event_int(PyObject *o)
@@ -378,7 +393,7 @@ lp_event_int(PyObject *o)
 static PyObject *
 lp_mon_enter(PyObject *const *args, Py_ssize_t nargs, int fresh)
 {
-    if (nargs < 2 || !lp_active) {
+    if (nargs < 2 || !lp_g.active) {
         Py_RETURN_NONE;
     }
     lp_code *r = lp_find(args[0]);
@@ -416,7 +431,7 @@ lp_mon_resume(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 PyObject *
 lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || !lp_active) {
+    if (nargs < 1 || !lp_g.active) {
         Py_RETURN_NONE;
     }
     lp_thread *t = lp_thread_get();
@@ -429,7 +444,7 @@ lp_mon_leave(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 PyObject *
 lp_mon_line(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 2 || !lp_active) {
+    if (nargs < 2 || !lp_g.active) {
         Py_RETURN_NONE;
     }
     lp_thread *t = lp_thread_get();
@@ -471,7 +486,7 @@ lp_frame_line(PyFrameObject *f)
 static int
 lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_UNUSED(arg))
 {
-    if (!lp_active) {
+    if (!lp_g.active) {
         /* Profiling stopped: leave this thread for good. */
         PyEval_SetTrace(NULL, NULL);
         return 0;
@@ -548,18 +563,6 @@ lp_tracefunc(PyObject *Py_UNUSED(obj), PyFrameObject *f, int what, PyObject *Py_
  * A trace function someone else installs (a debugger, coverage) is never
  * touched: the switch acts only while ours is the thread's. */
 
-#if PY_VERSION_HEX >= 0x030B0000
-typedef struct _PyInterpreterFrame lp_eval_frame_t;
-#else
-typedef PyFrameObject lp_eval_frame_t;
-#endif
-typedef PyObject *(*lp_eval_fn)(PyThreadState *, lp_eval_frame_t *, int);
-
-/* The evaluation function we replaced (CPython's own, or another tool's
- * we chain to), and whether ours is installed; GIL. */
-static lp_eval_fn lp_prev_eval;
-static int lp_eval_installed;
-
 static inline PyObject *
 lp_eval_code(lp_eval_frame_t *f)
 {
@@ -605,7 +608,7 @@ lp_eval_frame(PyThreadState *ts, lp_eval_frame_t *f, int throwflag)
     lp_thread *t = lp_tls;
     int owned = 0;
     int was_on = 0;
-    if (lp_active && t != NULL && lp_tracing_ours(ts, t)) {
+    if (lp_g.active && t != NULL && lp_tracing_ours(ts, t)) {
         owned = 1;
         was_on = !t->suspended;
         int on = lp_find(lp_eval_code(f)) != NULL;
@@ -613,7 +616,7 @@ lp_eval_frame(PyThreadState *ts, lp_eval_frame_t *f, int throwflag)
             lp_set_tracing(ts, t, on);
         }
     }
-    PyObject *res = lp_prev_eval(ts, f, throwflag);
+    PyObject *res = lp_g.prev_eval(ts, f, throwflag);
     /* Back in the caller: the frame that returned copied its own state
      * into the caller's C frame record (3.10/3.11), so set the caller's
      * again -- unless the trace function was replaced or removed meanwhile
@@ -628,13 +631,13 @@ static void
 lp_eval_install(void)
 {
     PyInterpreterState *interp = PyThreadState_Get()->interp;
-    if (lp_eval_installed) {
+    if (lp_g.eval_installed) {
         return;
     }
     lp_eval_fn cur = (lp_eval_fn)_PyInterpreterState_GetEvalFrameFunc(interp);
-    lp_prev_eval = cur != NULL ? cur : (lp_eval_fn)_PyEval_EvalFrameDefault;
+    lp_g.prev_eval = cur != NULL ? cur : (lp_eval_fn)_PyEval_EvalFrameDefault;
     _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)lp_eval_frame);
-    lp_eval_installed = 1;
+    lp_g.eval_installed = 1;
 }
 
 /* Put the replaced function back, if ours is still the one installed (a
@@ -644,12 +647,12 @@ static void
 lp_eval_uninstall(void)
 {
     PyInterpreterState *interp = PyThreadState_Get()->interp;
-    if (!lp_eval_installed) {
+    if (!lp_g.eval_installed) {
         return;
     }
     if ((lp_eval_fn)_PyInterpreterState_GetEvalFrameFunc(interp) == lp_eval_frame) {
-        _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)lp_prev_eval);
-        lp_eval_installed = 0;
+        _PyInterpreterState_SetEvalFrameFunc(interp, (_PyFrameEvalFunction)lp_g.prev_eval);
+        lp_g.eval_installed = 0;
     }
 }
 
@@ -672,7 +675,7 @@ lp_thread_hook(PyObject *Py_UNUSED(m), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO", &frame, &event, &arg)) {
         return NULL;
     }
-    if (lp_active) {
+    if (lp_g.active) {
         lp_thread_start_tracing();
         if (PyFrame_Check(frame)) {
             (void)lp_tracefunc(NULL, (PyFrameObject *)frame, PyTrace_CALL, Py_None);
@@ -690,15 +693,15 @@ lp_register(PyObject *code)
     if (lp_find(code) != NULL) {
         return 0;
     }
-    if (lp_ncodes == lp_capcodes) {
-        Py_ssize_t cap = lp_capcodes ? 2 * lp_capcodes : 16;
-        lp_code **codes = realloc(lp_codes, (size_t)cap * sizeof(*codes));
+    if (lp_g.ncodes == lp_g.capcodes) {
+        Py_ssize_t cap = lp_g.capcodes ? 2 * lp_g.capcodes : 16;
+        lp_code **codes = realloc(lp_g.codes, (size_t)cap * sizeof(*codes));
         if (codes == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        lp_codes = codes;
-        lp_capcodes = cap;
+        lp_g.codes = codes;
+        lp_g.capcodes = cap;
     }
     lp_code *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -710,15 +713,15 @@ lp_register(PyObject *code)
     r->is_gen = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
     Py_INCREF(code);
     r->code = code;
-    lp_codes[lp_ncodes++] = r;
+    lp_g.codes[lp_g.ncodes++] = r;
     /* Keep the index at most half full. */
-    if ((size_t)lp_ncodes * 2 > lp_index_mask + 1 || lp_index == NULL) {
+    if ((size_t)lp_g.ncodes * 2 > lp_g.index_mask + 1 || lp_g.index == NULL) {
         size_t n = 64;
-        while (n < (size_t)lp_ncodes * 2) {
+        while (n < (size_t)lp_g.ncodes * 2) {
             n *= 2;
         }
         if (lp_index_rebuild(n) < 0) {
-            lp_ncodes--;
+            lp_g.ncodes--;
             Py_DECREF(r->code);
             free(r);
             PyErr_NoMemory();
@@ -726,7 +729,7 @@ lp_register(PyObject *code)
         }
     }
     else {
-        lp_index_put(lp_index, lp_index_mask, r);
+        lp_index_put(lp_g.index, lp_g.index_mask, r);
     }
     return 0;
 }
@@ -734,9 +737,9 @@ lp_register(PyObject *code)
 void
 lp_enable(int rss)
 {
-    lp_rss = rss;
-    lp_active = 1;
-    lp_generation++;
+    lp_g.rss = rss;
+    lp_g.active = 1;
+    lp_g.generation++;
 #if PY_VERSION_HEX < 0x030C0000
     lp_eval_install();
     lp_thread_start_tracing();
@@ -746,8 +749,8 @@ lp_enable(int rss)
 void
 lp_disable(void)
 {
-    lp_active = 0;
-    lp_generation++;
+    lp_g.active = 0;
+    lp_g.generation++;
 #if PY_VERSION_HEX < 0x030C0000
     lp_thread *t = lp_tls;
     PyThreadState *ts = PyThreadState_Get();
@@ -764,28 +767,28 @@ lp_disable(void)
 void
 lp_reset(void)
 {
-    for (Py_ssize_t k = 0; k < lp_ncodes; k++) {
-        lp_code *r = lp_codes[k];
+    for (Py_ssize_t k = 0; k < lp_g.ncodes; k++) {
+        lp_code *r = lp_g.codes[k];
         if (r->lines != NULL) {
             memset(r->lines, 0, (size_t)r->nlines * sizeof(*r->lines));
         }
         r->calls = 0;
     }
-    lp_failed = 0;
+    lp_g.failed = 0;
 }
 
 void
 lp_clear(void)
 {
-    lp_generation++;
-    Py_ssize_t n = lp_ncodes;
-    lp_code **codes = lp_codes;
-    lp_codes = NULL;
-    lp_ncodes = lp_capcodes = 0;
-    free(lp_index);
-    lp_index = NULL;
-    lp_index_mask = 0;
-    lp_failed = 0;
+    lp_g.generation++;
+    Py_ssize_t n = lp_g.ncodes;
+    lp_code **codes = lp_g.codes;
+    lp_g.codes = NULL;
+    lp_g.ncodes = lp_g.capcodes = 0;
+    free(lp_g.index);
+    lp_g.index = NULL;
+    lp_g.index_mask = 0;
+    lp_g.failed = 0;
     /* Other threads' stacks are dropped by the generation bump. */
     if (lp_tls != NULL) {
         lp_tls->depth = 0;
@@ -802,20 +805,20 @@ lp_clear(void)
 lp_code *const *
 lp_records(Py_ssize_t *n)
 {
-    *n = lp_ncodes;
-    return lp_codes;
+    *n = lp_g.ncodes;
+    return lp_g.codes;
 }
 
 int
 lp_has_failed(void)
 {
-    return lp_failed;
+    return lp_g.failed;
 }
 
 int
 lp_is_active(void)
 {
-    return lp_active;
+    return lp_g.active;
 }
 
 int
@@ -823,7 +826,7 @@ lp_events_init(void)
 {
     static int key_ready = 0; /* GIL held: module exec */
     if (!key_ready) {
-        if (pthread_key_create(&lp_thread_key, lp_thread_exit) != 0) {
+        if (pthread_key_create(&lp_g.thread_key, lp_thread_exit) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
             return -1;
         }

@@ -1,7 +1,8 @@
 /* rec_module.c: registers the compact records in the module: the
  * RecordMeta metaclass (rec_type.c), the _RecordField descriptor type
  * (rec_field.c), _RecordBase and the module functions (rec_instance.c),
- * and memlens.Record itself. */
+ * and memlens.Record itself.  The three types are kept in the module state
+ * too (core.h). */
 #include "bindings.h"
 #include "records/rec.h"
 
@@ -75,6 +76,10 @@ rec_module_exec(PyObject *m)
         || PyModule_AddFunctions(m, rec_layout_functions) < 0) {
         goto done;
     }
+    core_state *st = core_get_state(m);
+    st->rec_meta_type = (PyTypeObject *)Py_NewRef(meta);
+    st->rec_field_type = (PyTypeObject *)Py_NewRef(descr_type);
+    st->rec_base_type = (PyTypeObject *)Py_NewRef(base);
     rc = 0;
 done:
     Py_XDECREF(meta);

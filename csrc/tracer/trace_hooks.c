@@ -1,40 +1,17 @@
 /* trace_hooks.c: PEP 445 allocator hooks and the live totals (see
  * trace_hooks.h). */
 #include "tracer/trace_hooks.h"
+#include "tracer/trace_budget.h"
+#include "tracer/trace_lock.h"
 #include "tracer/trace_map.h"
 #include "tracer/trace_mem.h"
 
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ---- spinlocks ---------------------------------------------------------- */
-
-/* Held for a few hundred nanoseconds of bookkeeping at most. */
-void
-trace_spin_lock(atomic_flag *l)
-{
-    unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire)) {
-        if (++spins > 64) {
-            sched_yield();
-        }
-    }
-}
-
-void
-trace_spin_unlock(atomic_flag *l)
-{
-    atomic_flag_clear_explicit(l, memory_order_release);
-}
-
-/* Serialises the hooks that run without the GIL (RAW domain) among
- * themselves and against stop() and fork(). */
-static atomic_flag trace_nogil_lock = ATOMIC_FLAG_INIT;
 
 /* ---- state (process-wide: PEP 445 allocators are) ----------------------- */
 
@@ -47,45 +24,9 @@ typedef struct {
 static const PyMemAllocatorDomain trace_domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM,
                                                       PYMEM_DOMAIN_OBJ};
 
-/* Hook contexts.  A context must stay valid for as long as its hooks may be
- * called: when another tracer (tracemalloc) installed its hooks on top of
- * ours, stop() cannot uninstall ours, and they stay in the chain, passing
- * calls through.  So contexts are never freed; each start() that cannot
- * reuse the installed one takes a fresh slot.  Written with the GIL held. */
+/* Start() calls whose hooks could not reuse an earlier context (see
+ * trace_g.ctx_pool). */
 #define TRACE_CTX_SLOTS 64
-static trace_hook_ctx trace_ctx_pool[TRACE_CTX_SLOTS][3];
-static int trace_ctx_used;
-static trace_hook_ctx *trace_ctx; /* the slot of the current installation */
-/* Hooks that only chain, for benchmarks (trace_chain_only()), and whether
- * they are installed (GIL). */
-static trace_hook_ctx trace_chain_ctx[3];
-static int trace_chain_installed;
-
-/* 1 while the hooks are installed and the tables valid.  Written with the
- * GIL and trace_nogil_lock held, so either one makes it stable. */
-static atomic_int trace_active;
-/* Bumped by each start(): threads re-draw their sampling countdown and drop
- * their cached stack ids. */
-static atomic_uint_fast64_t trace_generation;
-/* The interpreter traced with frames (3.12+: a subinterpreter with its own
- * GIL runs concurrently, so its allocations take the GIL-less path). */
-static PyInterpreterState *trace_interp;
-
-/* Protected by the GIL (the hooks of the MEM and OBJ domains, and RAW calls
- * made with the GIL, are the only writers; GIL-less RAW calls queue their
- * changes in trace_ring instead). */
-static stack_table trace_stacks;
-static int64_t trace_current;   /* bytes (or estimated bytes) live */
-static int64_t trace_peak;      /* high-water mark of trace_current */
-static uint64_t trace_peak_gen; /* bumped at each new high-water mark */
-static int64_t trace_blocks;    /* live traced blocks */
-int64_t trace_blocks_peak;      /* high-water mark of trace_blocks (read by trace_map.c) */
-static int trace_failed;        /* sticky: some bookkeeping failed */
-
-/* Set by start(), constant while tracing. */
-static int trace_max_frames;
-static uint64_t trace_sample_bytes; /* 0: exact */
-static double trace_sample_mean;    /* (double)trace_sample_bytes */
 
 /* Kinds of change to the totals (the `sign` of trace_account()).  A new
  * block adds to the live and the cumulative totals; a block put back
@@ -95,30 +36,107 @@ static double trace_sample_mean;    /* (double)trace_sample_bytes */
 #define TRACE_ALLOC 1
 #define TRACE_PUT_BACK 2
 
-/* Changes made by GIL-less RAW calls, applied by the next GIL holder:
- * one producer at a time (under trace_nogil_lock), one consumer (the GIL
- * holder).  Applying them later keeps the GIL holders' path free of any
- * atomic read-modify-write; the totals see GIL-less calls a little late. */
+/* A change to the totals made by a GIL-less RAW call (trace_g.ring). */
 #define TRACE_RING_LEN 4096u
 typedef struct {
     uint64_t size;
     uint32_t stack;
     int32_t sign; /* TRACE_ALLOC, TRACE_PUT_BACK or TRACE_FREE */
 } trace_pending;
-static trace_pending trace_ring[TRACE_RING_LEN];
-static atomic_uint_fast64_t trace_ring_head; /* written by the producer */
-static atomic_uint_fast64_t trace_ring_tail; /* written by the consumer */
-static atomic_int trace_ring_lost;           /* the ring was full */
-/* GIL-less changes to the empty stack (most GIL-less blocks are allocated
- * and freed without the GIL, e.g. by compressors working with the GIL
- * released) are summed here instead of queued, so they are never lost:
- * added under trace_nogil_lock, taken by the GIL holder with an exchange. */
-static atomic_int_fast64_t trace_acc_size;  /* weighted bytes */
-static atomic_int_fast64_t trace_acc_count; /* STACK_COUNT_ONE units */
-static atomic_int_fast64_t trace_acc_blocks;
-static atomic_int_fast64_t trace_acc_alloc_size; /* cumulative: allocations only */
-static atomic_int_fast64_t trace_acc_alloc_count;
-static atomic_int trace_acc_pending;
+
+/* Everything the hooks share, in one place.  What protects each field:
+ * - "GIL": written only by GIL holders (the hooks of the MEM and OBJ
+ *   domains, RAW calls made with the GIL, start(), stop());
+ * - "nogil_lock": the spinlock below, which serialises the hooks that run
+ *   without the GIL (RAW domain) among themselves and against start(),
+ *   stop() and fork();
+ * - "atomic": read and written with atomics, by anyone.
+ * Outside it: the per-thread state (trace_tls), the blocks' high-water
+ * mark, which the map reads (trace_budget.h), and trace_max_frames (see
+ * there). */
+static struct {
+    /* Changes made by GIL-less RAW calls, applied by the next GIL holder:
+     * one producer at a time (under nogil_lock), one consumer (the GIL
+     * holder).  Applying them later keeps the GIL holders' path free of
+     * any atomic read-modify-write; the totals see GIL-less calls a little
+     * late.  First in the struct: indexed at offset 0, as a variable of
+     * its own would be. */
+    trace_pending ring[TRACE_RING_LEN];
+
+    /* Held by GIL-less hooks around their bookkeeping; start() and stop()
+     * take it too, and the fork handlers hold it across fork(). */
+    atomic_flag nogil_lock;
+
+    /* Hook contexts.  A context must stay valid for as long as its hooks
+     * may be called: when another tracer (tracemalloc) installed its hooks
+     * on top of ours, stop() cannot uninstall ours, and they stay in the
+     * chain, passing calls through.  So contexts are never freed; each
+     * start() that cannot reuse the installed one takes a fresh slot.  GIL. */
+    trace_hook_ctx ctx_pool[TRACE_CTX_SLOTS][3];
+    int ctx_used;        /* slots of ctx_pool taken (GIL) */
+    trace_hook_ctx *ctx; /* the slot of the current installation (GIL) */
+    /* Hooks that only chain, for benchmarks (trace_chain_only()), and
+     * whether they are installed.  GIL. */
+    trace_hook_ctx chain_ctx[3];
+    int chain_installed;
+
+    /* 1 while the hooks are installed and the tables valid.  Atomic;
+     * written with the GIL and nogil_lock held, so either one makes it
+     * stable. */
+    atomic_int active;
+    /* Bumped by each start() (under nogil_lock): threads re-draw their
+     * sampling countdown and drop their cached stack ids.  Atomic. */
+    atomic_uint_fast64_t generation;
+    /* The interpreter traced with frames (3.12+: a subinterpreter with its
+     * own GIL runs concurrently, so its allocations take the GIL-less
+     * path).  Written by start() under nogil_lock. */
+    PyInterpreterState *interp;
+
+    /* The stacks and the totals.  GIL (GIL-less RAW calls queue their
+     * changes in `ring` and `acc_*` instead); start() and stop() also
+     * hold nogil_lock while they reset them. */
+    stack_table stacks;
+    int64_t current;   /* bytes (or estimated bytes) live */
+    int64_t peak;      /* high-water mark of current */
+    uint64_t peak_gen; /* bumped at each new high-water mark */
+    int64_t blocks;    /* live traced blocks (high-water mark: trace_blocks_peak) */
+    int failed;        /* sticky: some bookkeeping failed */
+
+    /* Set by start() (GIL and nogil_lock), constant while tracing (and
+     * trace_max_frames below). */
+    uint64_t sample_bytes; /* 0: exact */
+    double sample_mean;    /* (double)sample_bytes */
+
+    atomic_uint_fast64_t ring_head; /* atomic; written by the producer */
+    atomic_uint_fast64_t ring_tail; /* atomic; written by the consumer */
+    atomic_int ring_lost;           /* atomic; the ring was full */
+    /* GIL-less changes to the empty stack (most GIL-less blocks are
+     * allocated and freed without the GIL, e.g. by compressors working with
+     * the GIL released) are summed here instead of queued, so they are
+     * never lost: added under nogil_lock, taken by the GIL holder with an
+     * exchange.  Atomic. */
+    atomic_int_fast64_t acc_size;  /* weighted bytes */
+    atomic_int_fast64_t acc_count; /* STACK_COUNT_ONE units */
+    atomic_int_fast64_t acc_blocks;
+    atomic_int_fast64_t acc_alloc_size; /* cumulative: allocations only */
+    atomic_int_fast64_t acc_alloc_count;
+    atomic_int acc_pending;
+
+    /* Frees a thread's stack cache (trace_stack_cache) when the thread
+     * exits.  Made once by trace_hooks_init(), at module exec (GIL). */
+    pthread_key_t cache_key;
+} trace_g = {.nogil_lock = ATOMIC_FLAG_INIT};
+
+/* High-water mark of trace_g.blocks: see trace_budget.h (GIL). */
+int64_t trace_blocks_peak;
+
+/* Frames per stack, set by start() (GIL and nogil_lock) and constant while
+ * tracing.  Not in trace_g: trace_g's address escapes (its stack table is
+ * handed to trace_stack.c), so a field of it may, for all the compiler
+ * knows, be changed by the stack walk's int stores through stack_frame
+ * pointers, and trace_record() compiled differently; a variable whose
+ * address is never taken cannot be. */
+static int trace_max_frames;
 
 /* Per-thread state: the re-entrancy guard (set while a hook runs, so the
  * allocations the underlying allocator or our bookkeeping make are passed
@@ -158,7 +176,7 @@ trace_draw_interval(trace_tls_state *t)
 {
     /* u in (0, 1]: 53 random bits. */
     double u = ((double)(trace_rng_next(t) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double d = -log(u) * trace_sample_mean;
+    double d = -log(u) * trace_g.sample_mean;
     if (d < 1.0) {
         d = 1.0;
     }
@@ -171,7 +189,7 @@ trace_draw_interval(trace_tls_state *t)
 static void
 trace_tls_refresh(trace_tls_state *t)
 {
-    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
     if (t->generation != gen) {
         if (t->rng == 0) {
             struct timespec ts;
@@ -211,7 +229,7 @@ static __attribute__((noinline)) void
 trace_weights_sampled(uint64_t size, uint64_t *wsize, uint64_t *wcount)
 {
     double s = (double)(size == 0 ? 1 : size);
-    double p = -expm1(-s / trace_sample_mean);
+    double p = -expm1(-s / trace_g.sample_mean);
     *wsize = (uint64_t)llround((double)size / p);
     *wcount = (uint64_t)llround((double)STACK_COUNT_ONE / p);
 }
@@ -219,7 +237,7 @@ trace_weights_sampled(uint64_t size, uint64_t *wsize, uint64_t *wcount)
 static inline __attribute__((always_inline)) void
 trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
 {
-    if (trace_sample_bytes == 0) {
+    if (trace_g.sample_bytes == 0) {
         *wsize = size;
         *wcount = STACK_COUNT_ONE;
         return;
@@ -238,17 +256,17 @@ trace_weights(uint64_t size, uint64_t *wsize, uint64_t *wcount)
  * need, and the import would fail. */
 #define TRACE_CACHE_RAW 64
 typedef struct trace_stack_cache {
-    uint64_t generation; /* trace_generation it was filled under */
+    uint64_t generation; /* trace_g.generation it was filled under */
     uint32_t parent;     /* id of the callers' stack */
     int nraw;            /* raw frames compared */
     int ended;           /* the walk reached the outermost frame */
     int valid;
     stack_sig raw[TRACE_CACHE_RAW];
     /* Ids of the last stacks made of (code, offset) on top of `parent`, by
-     * offset: a loop body allocates at a few instructions in turn.  16
-     * slots, offsets folded: with 8 slots picked by offset & 7, sites 8
-     * code units apart shared a slot, and a third of string_building's
-     * allocations went on to the trie (callgrind). */
+     * offset: a loop body allocates at a few instructions in turn.  The
+     * offset is folded (offset ^ offset >> 4) before it picks one of the 16
+     * slots: by its low bits alone, sites a multiple of 16 code units apart
+     * would share a slot and evict each other. */
     struct {
         PyCodeObject *code;
         int32_t offset;
@@ -258,9 +276,6 @@ typedef struct trace_stack_cache {
      * malloc() call, which may be a deep one). */
     stack_frame frames[STACK_MAX_FRAMES];
 } trace_stack_cache;
-
-/* Frees a thread's cache when the thread exits. */
-static pthread_key_t trace_cache_key;
 
 static void
 trace_cache_free(void *c)
@@ -288,9 +303,9 @@ trace_stack_id_uncached(PyCodeObject *code0, int32_t off0, void *p)
     }
     uint32_t parent = STACK_ID_EMPTY;
     for (int i = n - 1; i >= 0; i--) {
-        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+        parent = stack_intern_unlocked(&trace_g.stacks, frames[i].code, frames[i].offset, parent);
     }
-    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+    return stack_intern_unlocked(&trace_g.stacks, code0, off0, parent);
 }
 
 /* Stack id of the running allocation (GIL held by this thread). */
@@ -307,7 +322,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
         return STACK_ID_EMPTY;
     }
     if (trace_max_frames == 1) {
-        return stack_intern_unlocked(&trace_stacks, code0, off0, STACK_ID_EMPTY);
+        return stack_intern_unlocked(&trace_g.stacks, code0, off0, STACK_ID_EMPTY);
     }
     trace_stack_cache *c = t->cache;
     if (c == NULL) {
@@ -315,10 +330,10 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
         if (c == NULL) {
             return trace_stack_id_uncached(code0, off0, layout_frame_back(f));
         }
-        (void)pthread_setspecific(trace_cache_key, c);
+        (void)pthread_setspecific(trace_g.cache_key, c);
         t->cache = c;
     }
-    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
     void *p = layout_frame_back(f);
     if (c->valid && c->generation == gen) {
         int i = 0;
@@ -342,7 +357,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
             if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
                 return c->memo[slot].id;
             }
-            uint32_t id = stack_intern_unlocked(&trace_stacks, code0, off0, c->parent);
+            uint32_t id = stack_intern_unlocked(&trace_g.stacks, code0, off0, c->parent);
             c->memo[slot].code = code0;
             c->memo[slot].offset = off0;
             c->memo[slot].id = id;
@@ -366,7 +381,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     }
     uint32_t parent = STACK_ID_EMPTY;
     for (int i = n - 1; i >= 0; i--) {
-        parent = stack_intern_unlocked(&trace_stacks, frames[i].code, frames[i].offset, parent);
+        parent = stack_intern_unlocked(&trace_g.stacks, frames[i].code, frames[i].offset, parent);
     }
     c->valid = nraw <= TRACE_CACHE_RAW;
     memset(c->memo, 0, sizeof(c->memo)); /* they were for the old parent */
@@ -374,7 +389,7 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     c->ended = p == NULL;
     c->parent = parent;
     c->generation = gen;
-    return stack_intern_unlocked(&trace_stacks, code0, off0, parent);
+    return stack_intern_unlocked(&trace_g.stacks, code0, off0, parent);
 }
 
 /* ---- bookkeeping (GIL held) ---------------------------------------------- */
@@ -384,23 +399,22 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
 static inline void
 trace_touch(stack_rec *r)
 {
-    if (r->snap_gen != trace_peak_gen) {
+    if (r->snap_gen != trace_g.peak_gen) {
         r->snap_size = r->size;
         r->snap_count = r->count;
-        r->snap_gen = trace_peak_gen;
+        r->snap_gen = trace_g.peak_gen;
     }
 }
 
 /* Inlined into its two callers on the hot path (trace_record, the free
- * hook): as a call, it cost json_roundtrip 1.52x -> 1.41x and
- * string_building 1.69x -> 1.53x in exact mode (CPython 3.11, each against
- * a baseline with the same build of the module). */
+ * hook): in exact mode it runs on every allocation and free, where a
+ * call's prologue and spills are a large share of the work. */
 static inline __attribute__((always_inline)) void
 trace_account(uint32_t stack, uint64_t size, int sign)
 {
     uint64_t ws, wc;
     trace_weights(size, &ws, &wc);
-    stack_rec *r = stack_get_unlocked(&trace_stacks, stack);
+    stack_rec *r = stack_get_unlocked(&trace_g.stacks, stack);
     trace_touch(r);
     if (sign > 0) {
         r->size += ws;
@@ -411,20 +425,20 @@ trace_account(uint32_t stack, uint64_t size, int sign)
             r->alloc_size += ws;
             r->alloc_count += wc;
         }
-        if (++trace_blocks > trace_blocks_peak) {
-            trace_blocks_peak = trace_blocks;
+        if (++trace_g.blocks > trace_blocks_peak) {
+            trace_blocks_peak = trace_g.blocks;
         }
-        trace_current += (int64_t)ws;
-        if (trace_current > trace_peak) {
-            trace_peak = trace_current;
-            trace_peak_gen++;
+        trace_g.current += (int64_t)ws;
+        if (trace_g.current > trace_g.peak) {
+            trace_g.peak = trace_g.current;
+            trace_g.peak_gen++;
         }
     }
     else {
         r->size -= ws;
         r->count -= wc;
-        trace_blocks--;
-        trace_current -= (int64_t)ws;
+        trace_g.blocks--;
+        trace_g.current -= (int64_t)ws;
     }
 }
 
@@ -433,35 +447,35 @@ static void
 trace_drain_slow(uint64_t tail, uint64_t head)
 {
     for (; tail != head; tail++) {
-        trace_pending *e = &trace_ring[tail % TRACE_RING_LEN];
+        trace_pending *e = &trace_g.ring[tail % TRACE_RING_LEN];
         trace_account(e->stack, e->size, e->sign);
     }
-    atomic_store_explicit(&trace_ring_tail, tail, memory_order_release);
+    atomic_store_explicit(&trace_g.ring_tail, tail, memory_order_release);
 }
 
 static void
 trace_drain_acc(void)
 {
-    atomic_store_explicit(&trace_acc_pending, 0, memory_order_relaxed);
-    int64_t ds = atomic_exchange(&trace_acc_size, 0);
-    int64_t dc = atomic_exchange(&trace_acc_count, 0);
-    int64_t db = atomic_exchange(&trace_acc_blocks, 0);
-    int64_t das = atomic_exchange(&trace_acc_alloc_size, 0);
-    int64_t dac = atomic_exchange(&trace_acc_alloc_count, 0);
-    stack_rec *r = stack_get_unlocked(&trace_stacks, STACK_ID_EMPTY);
+    atomic_store_explicit(&trace_g.acc_pending, 0, memory_order_relaxed);
+    int64_t ds = atomic_exchange(&trace_g.acc_size, 0);
+    int64_t dc = atomic_exchange(&trace_g.acc_count, 0);
+    int64_t db = atomic_exchange(&trace_g.acc_blocks, 0);
+    int64_t das = atomic_exchange(&trace_g.acc_alloc_size, 0);
+    int64_t dac = atomic_exchange(&trace_g.acc_alloc_count, 0);
+    stack_rec *r = stack_get_unlocked(&trace_g.stacks, STACK_ID_EMPTY);
     trace_touch(r);
     r->size += (uint64_t)ds;
     r->count += (uint64_t)dc;
     r->alloc_size += (uint64_t)das;
     r->alloc_count += (uint64_t)dac;
-    trace_blocks += db;
-    if (trace_blocks > trace_blocks_peak) {
-        trace_blocks_peak = trace_blocks;
+    trace_g.blocks += db;
+    if (trace_g.blocks > trace_blocks_peak) {
+        trace_blocks_peak = trace_g.blocks;
     }
-    trace_current += ds;
-    if (trace_current > trace_peak) {
-        trace_peak = trace_current;
-        trace_peak_gen++;
+    trace_g.current += ds;
+    if (trace_g.current > trace_g.peak) {
+        trace_g.peak = trace_g.current;
+        trace_g.peak_gen++;
     }
 }
 
@@ -470,47 +484,47 @@ trace_drain_acc(void)
 static inline void
 trace_drain(void)
 {
-    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&trace_g.ring_tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&trace_g.ring_head, memory_order_acquire);
     if (head != tail) {
         trace_drain_slow(tail, head);
     }
-    if (atomic_load_explicit(&trace_acc_pending, memory_order_relaxed)) {
+    if (atomic_load_explicit(&trace_g.acc_pending, memory_order_relaxed)) {
         trace_drain_acc();
     }
 }
 
-/* Queue a change from a GIL-less call (trace_nogil_lock held). */
+/* Queue a change from a GIL-less call (trace_g.nogil_lock held). */
 static void
-trace_push_nogil(uint32_t stack, uint64_t size, int sign)
+trace_push_nogil_unlocked(uint32_t stack, uint64_t size, int sign)
 {
     if (stack == STACK_ID_EMPTY) {
         uint64_t ws, wc;
         trace_weights(size, &ws, &wc);
         int64_t dir = sign > 0 ? 1 : -1;
-        atomic_fetch_add(&trace_acc_size, dir * (int64_t)ws);
-        atomic_fetch_add(&trace_acc_count, dir * (int64_t)wc);
-        atomic_fetch_add(&trace_acc_blocks, dir);
+        atomic_fetch_add(&trace_g.acc_size, dir * (int64_t)ws);
+        atomic_fetch_add(&trace_g.acc_count, dir * (int64_t)wc);
+        atomic_fetch_add(&trace_g.acc_blocks, dir);
         if (sign == TRACE_ALLOC) {
-            atomic_fetch_add(&trace_acc_alloc_size, (int64_t)ws);
-            atomic_fetch_add(&trace_acc_alloc_count, (int64_t)wc);
+            atomic_fetch_add(&trace_g.acc_alloc_size, (int64_t)ws);
+            atomic_fetch_add(&trace_g.acc_alloc_count, (int64_t)wc);
         }
-        atomic_store_explicit(&trace_acc_pending, 1, memory_order_release);
+        atomic_store_explicit(&trace_g.acc_pending, 1, memory_order_release);
         return;
     }
-    uint64_t head = atomic_load_explicit(&trace_ring_head, memory_order_relaxed);
-    uint64_t tail = atomic_load_explicit(&trace_ring_tail, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&trace_g.ring_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&trace_g.ring_tail, memory_order_acquire);
     if (head - tail >= TRACE_RING_LEN) {
         /* No GIL holder has drained the queue for a while: rather than wait
          * for one (which could deadlock), lose the change and say so. */
-        atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+        atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
         return;
     }
-    trace_pending *e = &trace_ring[head % TRACE_RING_LEN];
+    trace_pending *e = &trace_g.ring[head % TRACE_RING_LEN];
     e->size = size;
     e->stack = stack;
     e->sign = sign;
-    atomic_store_explicit(&trace_ring_head, head + 1, memory_order_release);
+    atomic_store_explicit(&trace_g.ring_head, head + 1, memory_order_release);
 }
 
 /* Does this call run with the GIL of the traced interpreter? */
@@ -526,7 +540,7 @@ trace_gil_tstate(PyMemAllocatorDomain domain)
      * thread holds a GIL -- maybe that of another interpreter with a GIL of
      * its own. */
     (void)domain;
-    if (tstate->interp != trace_interp) {
+    if (tstate->interp != trace_g.interp) {
         return NULL;
     }
 #else
@@ -554,14 +568,14 @@ trace_gil_held(PyMemAllocatorDomain domain)
     /* 3.12+: with a single interpreter there is a single GIL, which MEM and
      * OBJ callers hold by contract.  Asking the interpreter list is two
      * plain loads, where the current thread state is a thread-local of
-     * libpython: a __tls_get_addr call when libpython is a shared library
-     * (7% of `memlens run --lines` on an allocation-heavy loop, measured on
-     * 3.12).  An interpreter is on the list before it runs any code. */
+     * libpython: a __tls_get_addr call when libpython is a shared
+     * library, on every MEM/OBJ call.  An interpreter is on the list before
+     * it runs any code. */
     if (PyInterpreterState_Next(PyInterpreterState_Head()) == NULL) {
         return 1;
     }
     PyThreadState *tstate = _PyThreadState_UncheckedGet();
-    return tstate != NULL && tstate->interp == trace_interp;
+    return tstate != NULL && tstate->interp == trace_g.interp;
 #else
     return 1; /* MEM and OBJ calls hold the (only) GIL by contract */
 #endif
@@ -571,7 +585,7 @@ trace_gil_held(PyMemAllocatorDomain domain)
  * STACK_ID_NONE for a new block, to take the current stack; otherwise the
  * block is put back on `stack` after a failed realloc(), and is not counted
  * as a new allocation -- unless tracing restarted since it was taken out
- * (`gen`: trace_generation then), when `stack` is of the old run's table. */
+ * (`gen`: trace_g.generation then), when `stack` is of the old run's table. */
 static __attribute__((noinline)) void
 trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack, uint64_t gen)
 {
@@ -582,30 +596,30 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
     int held = trace_gil_held(domain);
 #else
     /* 3.9-3.11: reading it is a load from a global; taken up front, where
-     * it overlaps the bookkeeping (later, it cost 2.5% of exact mode). */
+     * it overlaps the bookkeeping instead of waiting for it. */
     PyThreadState *tstate = trace_gil_tstate(domain);
     int held = tstate != NULL;
 #endif
     if (held) {
-        if (!atomic_load_explicit(&trace_active, memory_order_relaxed)
+        if (!atomic_load_explicit(&trace_g.active, memory_order_relaxed)
             || (kind == TRACE_PUT_BACK
-                && atomic_load_explicit(&trace_generation, memory_order_relaxed) != gen)) {
+                && atomic_load_explicit(&trace_g.generation, memory_order_relaxed) != gen)) {
             return;
         }
         trace_drain();
         if (stack == STACK_ID_NONE) {
             /* max_frames 0: totals only, every block on the empty stack
              * (the line profiler's mode: it needs the per-thread counters,
-             * not stacks; measured 15% of its time on allocation-heavy
-             * lines).  Otherwise the frames of this thread, whose state is
-             * the current one: it holds the GIL. */
+             * not stacks, and walking frames on every allocation would be
+             * most of its cost).  Otherwise the frames of this thread,
+             * whose state is the current one: it holds the GIL. */
 #if PY_VERSION_HEX >= 0x030C0000
             PyThreadState *tstate = trace_max_frames == 0 ? NULL : _PyThreadState_UncheckedGet();
 #endif
             stack = trace_max_frames == 0 ? STACK_ID_EMPTY : trace_stack_id(&trace_tls, tstate);
         }
         if (trace_map_insert_fast((uintptr_t)p, size, stack) < 0) {
-            trace_failed = 1;
+            trace_g.failed = 1;
             return;
         }
         trace_account(stack, size, kind);
@@ -628,22 +642,22 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
     }
     /* Without the GIL: no frames can be read (nor code objects kept), so the
      * block goes to the empty stack, and the totals are queued. */
-    trace_spin_lock(&trace_nogil_lock);
+    trace_spin_lock(&trace_g.nogil_lock);
     /* start() bumps the generation under this lock. */
-    if (atomic_load_explicit(&trace_active, memory_order_relaxed)
+    if (atomic_load_explicit(&trace_g.active, memory_order_relaxed)
         && (kind != TRACE_PUT_BACK
-            || atomic_load_explicit(&trace_generation, memory_order_relaxed) == gen)) {
+            || atomic_load_explicit(&trace_g.generation, memory_order_relaxed) == gen)) {
         if (stack == STACK_ID_NONE) {
             stack = STACK_ID_EMPTY;
         }
         if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
-            atomic_store_explicit(&trace_ring_lost, 1, memory_order_relaxed);
+            atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
         }
         else {
-            trace_push_nogil(stack, size, kind);
+            trace_push_nogil_unlocked(stack, size, kind);
         }
     }
-    trace_spin_unlock(&trace_nogil_lock);
+    trace_spin_unlock(&trace_g.nogil_lock);
 }
 
 /* ---- the hooks -------------------------------------------------------------- */
@@ -652,10 +666,10 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
 static inline __attribute__((always_inline)) void
 trace_on_alloc(PyMemAllocatorDomain domain, void *p, size_t size)
 {
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed) || trace_tls.paused) {
+    if (!atomic_load_explicit(&trace_g.active, memory_order_relaxed) || trace_tls.paused) {
         return;
     }
-    if (trace_sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
+    if (trace_g.sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
         return;
     }
     trace_record(domain, p, (uint64_t)size, STACK_ID_NONE, 0);
@@ -666,13 +680,13 @@ static inline __attribute__((always_inline)) trace_map_entry
 trace_on_free(PyMemAllocatorDomain domain, void *p)
 {
     trace_map_entry e = {0, 0};
-    if (!atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+    if (!atomic_load_explicit(&trace_g.active, memory_order_relaxed)) {
         return e;
     }
     if (trace_gil_held(domain)) {
         /* Sampled mode: most blocks are not in the map; the filter is
          * cheaper than a removal. */
-        if (trace_sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
+        if (trace_g.sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
             return e;
         }
         e = trace_map_remove_fast((uintptr_t)p);
@@ -689,14 +703,14 @@ trace_on_free(PyMemAllocatorDomain domain, void *p)
     if (!trace_map_peek((uintptr_t)p)) {
         return e;
     }
-    trace_spin_lock(&trace_nogil_lock);
-    if (atomic_load_explicit(&trace_active, memory_order_relaxed)) {
+    trace_spin_lock(&trace_g.nogil_lock);
+    if (atomic_load_explicit(&trace_g.active, memory_order_relaxed)) {
         e = trace_map_remove((uintptr_t)p);
         if (e.stack != 0) {
-            trace_push_nogil(e.stack, e.size, TRACE_FREE);
+            trace_push_nogil_unlocked(e.stack, e.size, TRACE_FREE);
         }
     }
-    trace_spin_unlock(&trace_nogil_lock);
+    trace_spin_unlock(&trace_g.nogil_lock);
     return e;
 }
 
@@ -712,7 +726,7 @@ static inline __attribute__((always_inline)) int
 trace_sample_skip(trace_tls_state *t, size_t size)
 {
     int64_t c = t->countdown - (int64_t)(size == 0 ? 1 : size);
-    if (c > 0 && t->generation == atomic_load_explicit(&trace_generation, memory_order_relaxed)) {
+    if (c > 0 && t->generation == atomic_load_explicit(&trace_g.generation, memory_order_relaxed)) {
         t->countdown = c;
         return 1;
     }
@@ -754,7 +768,7 @@ trace_realloc_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr, size_t size
     /* Untrack the old block before the allocator can hand its address to
      * another thread; put it back if the reallocation fails. */
     trace_map_entry old = {0, 0};
-    uint64_t gen = atomic_load_explicit(&trace_generation, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
     if (ptr != NULL) {
         old = trace_on_free(h->domain, ptr);
     }
@@ -834,9 +848,9 @@ trace_hook_free(void *ctx, void *ptr)
  *
  * A separate set, so that the fast path -- the block is not sampled, or a
  * freed block never was -- compiles to a few instructions with no spills,
- * and the full path is an out-of-line call.  Measured on the benchmark's
- * workloads: the exact hooks with a sampling test cost 1.11x when nothing
- * was ever sampled; these 1.04x; hooks that only chain 1.01x. */
+ * and the full path is an out-of-line call: a sampling test added to the
+ * exact hooks would leave their whole prologue on every call.
+ * (benchmarks/bench_tracer.py compares both with hooks that only chain.) */
 
 static __attribute__((noinline)) void *
 trace_malloc_slow(trace_hook_ctx *h, trace_tls_state *t, size_t size)
@@ -862,13 +876,18 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
     trace_free_full(h, t, ptr);
 }
 
+/* The largest MEM/OBJ request the allocator below certainly serves without
+ * calling a hooked domain: pymalloc hands requests of over 512 bytes to the
+ * RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13), and debug hooks add up to
+ * 32 bytes before it sees them; this stays below both with room to spare. */
+#define TRACE_PYMALLOC_OWN_MAX 448
+
 /* Does the allocator below serve this request without calling a hooked
- * domain in turn?  pymalloc (MEM, OBJ) hands requests of over 512 bytes
- * to the RAW domain (SMALL_REQUEST_THRESHOLD, 3.9-3.13; debug hooks add up to 32
- * bytes before it sees them), and the RAW allocator calls none.  Then the
- * fast path needs no re-entrancy guard and tail-calls: measured on
- * string_building (3.11), sampled mode 1.08x -> 1.05x, where hooks that
- * only chain cost 1.05x.  (What pymalloc allocates for itself while
+ * domain in turn?  Yes for MEM/OBJ requests of at most
+ * TRACE_PYMALLOC_OWN_MAX bytes, and for RAW ones: the RAW allocator calls
+ * none.  Then the fast path needs no re-entrancy guard and tail-calls the
+ * allocator, which keeps sampled mode close to hooks that only chain.
+ * (What pymalloc allocates for itself while
  * serving a small request -- its arena table, and on 3.10+ the nodes of
  * its address map, made when the heap grows into a new address range --
  * then reaches the RAW hook as a block of its own:
@@ -877,7 +896,7 @@ trace_free_slow(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
 static inline int
 trace_not_forwarded(const trace_hook_ctx *h, size_t size)
 {
-    return size <= 448 || h->domain == PYMEM_DOMAIN_RAW;
+    return size <= TRACE_PYMALLOC_OWN_MAX || h->domain == PYMEM_DOMAIN_RAW;
 }
 
 static void *
@@ -960,11 +979,11 @@ trace_hook_free_sampled(void *ctx, void *ptr)
 int
 trace_start(int max_frames, uint64_t sample_bytes)
 {
-    if (atomic_load(&trace_active)) {
+    if (atomic_load(&trace_g.active)) {
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
         return -1;
     }
-    if (trace_chain_installed) {
+    if (trace_g.chain_installed) {
         PyErr_SetString(PyExc_RuntimeError,
                         "memlens' chaining hooks (benchmarks) are installed; remove them first");
         return -1;
@@ -981,8 +1000,8 @@ trace_start(int max_frames, uint64_t sample_bytes)
     for (int i = 0; i < 3; i++) {
         PyMem_GetAllocator(trace_domains[i], &cur[i]);
     }
-    for (int k = 0; k < trace_ctx_used && ctx == NULL; k++) {
-        trace_hook_ctx *c = trace_ctx_pool[k];
+    for (int k = 0; k < trace_g.ctx_used && ctx == NULL; k++) {
+        trace_hook_ctx *c = trace_g.ctx_pool[k];
         int on_top = 1;
         int prev_eq = 1;
         for (int i = 0; i < 3; i++) {
@@ -1000,51 +1019,51 @@ trace_start(int max_frames, uint64_t sample_bytes)
         }
     }
     if (ctx == NULL) {
-        if (trace_ctx_used == TRACE_CTX_SLOTS) {
+        if (trace_g.ctx_used == TRACE_CTX_SLOTS) {
             PyErr_SetString(PyExc_RuntimeError,
                             "memlens: too many start() calls while other allocator hooks "
                             "were installed and removed around memlens'");
             return -1;
         }
-        ctx = trace_ctx_pool[trace_ctx_used];
+        ctx = trace_g.ctx_pool[trace_g.ctx_used];
     }
     stack_table fresh;
     if (stack_table_init(&fresh) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    trace_spin_lock(&trace_nogil_lock);
-    trace_stacks = fresh;
-    trace_current = 0;
-    trace_peak = 0;
-    trace_peak_gen = 1;
-    trace_blocks = 0;
+    trace_spin_lock(&trace_g.nogil_lock);
+    trace_g.stacks = fresh;
+    trace_g.current = 0;
+    trace_g.peak = 0;
+    trace_g.peak_gen = 1;
+    trace_g.blocks = 0;
     trace_blocks_peak = 0;
-    trace_failed = 0;
+    trace_g.failed = 0;
     trace_max_frames = max_frames;
-    trace_sample_bytes = sample_bytes;
-    trace_sample_mean = (double)sample_bytes;
-    trace_interp = PyThreadState_Get()->interp;
+    trace_g.sample_bytes = sample_bytes;
+    trace_g.sample_mean = (double)sample_bytes;
+    trace_g.interp = PyThreadState_Get()->interp;
     trace_map_use_filter(sample_bytes != 0); /* the map is empty (stop() cleared it) */
-    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
-    atomic_store(&trace_ring_lost, 0);
-    atomic_store(&trace_acc_size, 0);
-    atomic_store(&trace_acc_count, 0);
-    atomic_store(&trace_acc_blocks, 0);
-    atomic_store(&trace_acc_alloc_size, 0);
-    atomic_store(&trace_acc_alloc_count, 0);
-    atomic_store(&trace_acc_pending, 0);
-    atomic_fetch_add(&trace_generation, 1);
-    atomic_store(&trace_active, 1);
-    trace_spin_unlock(&trace_nogil_lock);
+    atomic_store(&trace_g.ring_tail, atomic_load(&trace_g.ring_head));
+    atomic_store(&trace_g.ring_lost, 0);
+    atomic_store(&trace_g.acc_size, 0);
+    atomic_store(&trace_g.acc_count, 0);
+    atomic_store(&trace_g.acc_blocks, 0);
+    atomic_store(&trace_g.acc_alloc_size, 0);
+    atomic_store(&trace_g.acc_alloc_count, 0);
+    atomic_store(&trace_g.acc_pending, 0);
+    atomic_fetch_add(&trace_g.generation, 1);
+    atomic_store(&trace_g.active, 1);
+    trace_spin_unlock(&trace_g.nogil_lock);
 
     /* Chain to whatever is installed now (pymalloc, the debug hooks,
      * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
-    trace_ctx = ctx;
+    trace_g.ctx = ctx;
     if (!installed && !same_prev) {
-        trace_ctx_used++;
+        trace_g.ctx_used++;
         for (int i = 0; i < 3; i++) {
             ctx[i].domain = trace_domains[i];
             PyMem_GetAllocator(trace_domains[i], &ctx[i].prev);
@@ -1107,43 +1126,43 @@ int
 trace_chain_only(int on)
 {
     if (on) {
-        if (trace_chain_installed || atomic_load(&trace_active)) {
+        if (trace_g.chain_installed || atomic_load(&trace_g.active)) {
             PyErr_SetString(PyExc_RuntimeError, "allocator hooks of memlens are already installed");
             return -1;
         }
         for (int i = 0; i < 3; i++) {
-            trace_chain_ctx[i].domain = trace_domains[i];
-            PyMem_GetAllocator(trace_domains[i], &trace_chain_ctx[i].prev);
-            PyMemAllocatorEx hook = {&trace_chain_ctx[i], trace_chain_malloc, trace_chain_calloc,
+            trace_g.chain_ctx[i].domain = trace_domains[i];
+            PyMem_GetAllocator(trace_domains[i], &trace_g.chain_ctx[i].prev);
+            PyMemAllocatorEx hook = {&trace_g.chain_ctx[i], trace_chain_malloc, trace_chain_calloc,
                                      trace_chain_realloc, trace_chain_free};
             PyMem_SetAllocator(trace_domains[i], &hook);
         }
-        trace_chain_installed = 1;
+        trace_g.chain_installed = 1;
         return 0;
     }
-    if (!trace_chain_installed) {
+    if (!trace_g.chain_installed) {
         return 0;
     }
     for (int i = 0; i < 3; i++) {
         PyMemAllocatorEx cur;
         PyMem_GetAllocator(trace_domains[i], &cur);
-        if (cur.ctx != &trace_chain_ctx[i]) {
+        if (cur.ctx != &trace_g.chain_ctx[i]) {
             PyErr_SetString(PyExc_RuntimeError,
                             "other allocator hooks were installed above memlens' chaining hooks");
             return -1;
         }
     }
     for (int i = 0; i < 3; i++) {
-        PyMem_SetAllocator(trace_domains[i], &trace_chain_ctx[i].prev);
+        PyMem_SetAllocator(trace_domains[i], &trace_g.chain_ctx[i].prev);
     }
-    trace_chain_installed = 0;
+    trace_g.chain_installed = 0;
     return 0;
 }
 
 void
 trace_stop(void)
 {
-    if (!atomic_load(&trace_active)) {
+    if (!atomic_load(&trace_g.active)) {
         return;
     }
     /* Restore exactly what start() found, if our hooks are still on top.
@@ -1153,29 +1172,29 @@ trace_stop(void)
     for (int i = 0; i < 3; i++) {
         PyMemAllocatorEx cur;
         PyMem_GetAllocator(trace_domains[i], &cur);
-        if (cur.ctx != &trace_ctx[i]) {
+        if (cur.ctx != &trace_g.ctx[i]) {
             on_top = 0;
         }
     }
     if (on_top) {
         for (int i = 0; i < 3; i++) {
-            PyMem_SetAllocator(trace_domains[i], &trace_ctx[i].prev);
+            PyMem_SetAllocator(trace_domains[i], &trace_g.ctx[i].prev);
         }
     }
     /* The GIL keeps GIL-holding hooks out; the lock waits for a GIL-less
      * hook in progress (stop() from another thread than the allocating
      * ones is fine either way). */
-    trace_spin_lock(&trace_nogil_lock);
-    atomic_store(&trace_active, 0);
-    stack_table old = trace_stacks;
-    memset(&trace_stacks, 0, sizeof(trace_stacks));
+    trace_spin_lock(&trace_g.nogil_lock);
+    atomic_store(&trace_g.active, 0);
+    stack_table old = trace_g.stacks;
+    memset(&trace_g.stacks, 0, sizeof(trace_g.stacks));
     trace_map_clear();
-    trace_current = 0;
-    trace_peak = 0;
-    trace_blocks = 0;
+    trace_g.current = 0;
+    trace_g.peak = 0;
+    trace_g.blocks = 0;
     trace_blocks_peak = 0;
-    atomic_store(&trace_ring_tail, atomic_load(&trace_ring_head));
-    trace_spin_unlock(&trace_nogil_lock);
+    atomic_store(&trace_g.ring_tail, atomic_load(&trace_g.ring_head));
+    trace_spin_unlock(&trace_g.nogil_lock);
     /* Dropping code references may run deallocators. */
     stack_table_release(&old);
 }
@@ -1183,36 +1202,36 @@ trace_stop(void)
 int
 trace_is_tracing(void)
 {
-    return atomic_load(&trace_active);
+    return atomic_load(&trace_g.active);
 }
 
 void
 trace_get_traced_memory(uint64_t *current, uint64_t *peak)
 {
-    if (atomic_load(&trace_active)) {
+    if (atomic_load(&trace_g.active)) {
         trace_drain();
     }
-    *current = trace_current > 0 ? (uint64_t)trace_current : 0;
-    *peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
+    *current = trace_g.current > 0 ? (uint64_t)trace_g.current : 0;
+    *peak = trace_g.peak > 0 ? (uint64_t)trace_g.peak : 0;
 }
 
 void
 trace_reset_peak(void)
 {
-    if (atomic_load(&trace_active)) {
+    if (atomic_load(&trace_g.active)) {
         trace_drain();
     }
-    trace_peak = trace_current;
-    trace_peak_gen++;
+    trace_g.peak = trace_g.current;
+    trace_g.peak_gen++;
 }
 
 uint64_t
 trace_live_blocks(void)
 {
-    if (atomic_load(&trace_active)) {
+    if (atomic_load(&trace_g.active)) {
         trace_drain();
     }
-    return trace_blocks > 0 ? (uint64_t)trace_blocks : 0;
+    return trace_g.blocks > 0 ? (uint64_t)trace_g.blocks : 0;
 }
 
 size_t
@@ -1221,11 +1240,11 @@ trace_tracer_memory(void)
     /* The map's pages are only ever added while tracing, and the stack table
      * only changes under the GIL, which the caller holds. */
     size_t n = trace_map_memory();
-    if (trace_stacks.recs != NULL) {
-        n += trace_mem_resident(trace_stacks.recs,
-                                (size_t)trace_stacks.cap_recs * sizeof(stack_rec));
-        n += trace_mem_resident(trace_stacks.index,
-                                ((size_t)trace_stacks.index_mask + 1) * sizeof(uint32_t));
+    if (trace_g.stacks.recs != NULL) {
+        n += trace_mem_resident(trace_g.stacks.recs,
+                                (size_t)trace_g.stacks.cap_recs * sizeof(stack_rec));
+        n += trace_mem_resident(trace_g.stacks.index,
+                                ((size_t)trace_g.stacks.index_mask + 1) * sizeof(uint32_t));
     }
     return n;
 }
@@ -1233,17 +1252,17 @@ trace_tracer_memory(void)
 void
 trace_view_get(trace_view *v)
 {
-    if (atomic_load(&trace_active)) {
+    if (atomic_load(&trace_g.active)) {
         trace_drain();
     }
-    v->stacks = &trace_stacks;
-    v->peak_gen = trace_peak_gen;
-    v->current = trace_current > 0 ? (uint64_t)trace_current : 0;
-    v->peak = trace_peak > 0 ? (uint64_t)trace_peak : 0;
-    v->sample_bytes = trace_sample_bytes;
+    v->stacks = &trace_g.stacks;
+    v->peak_gen = trace_g.peak_gen;
+    v->current = trace_g.current > 0 ? (uint64_t)trace_g.current : 0;
+    v->peak = trace_g.peak > 0 ? (uint64_t)trace_g.peak : 0;
+    v->sample_bytes = trace_g.sample_bytes;
     v->max_frames = trace_max_frames;
-    v->tracing = atomic_load(&trace_active);
-    v->failed = trace_failed || trace_stacks.overflowed || atomic_load(&trace_ring_lost);
+    v->tracing = atomic_load(&trace_g.active);
+    v->failed = trace_g.failed || trace_g.stacks.overflowed || atomic_load(&trace_g.ring_lost);
 }
 
 trace_thread_counters *
@@ -1279,7 +1298,7 @@ trace_thread_resume(void)
 static void
 trace_atfork_prepare(void)
 {
-    trace_spin_lock(&trace_nogil_lock);
+    trace_spin_lock(&trace_g.nogil_lock);
     trace_map_lock();
 }
 
@@ -1287,7 +1306,7 @@ static void
 trace_atfork_release(void)
 {
     trace_map_unlock();
-    trace_spin_unlock(&trace_nogil_lock);
+    trace_spin_unlock(&trace_g.nogil_lock);
 }
 
 int
@@ -1296,7 +1315,8 @@ trace_hooks_init(void)
     /* Once per process (the handlers serve the process-wide tables). */
     static int done = 0;
     if (!done) {
-        if (pthread_key_create(&trace_cache_key, trace_cache_free) != 0) {
+        trace_map_init();
+        if (pthread_key_create(&trace_g.cache_key, trace_cache_free) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_key_create failed");
             return -1;
         }

@@ -49,16 +49,6 @@ size_t trace_tracer_memory(void);
 /* Live traced blocks (sampled blocks in sampled mode). */
 uint64_t trace_live_blocks(void);
 
-/* Spinlock helpers (also used by trace_map.c). */
-#include <stdatomic.h>
-/* The high-water mark of live traced blocks since start(): written under
- * the GIL by the hooks; read racily by trace_map.c, as the number of
- * blocks the maps' pages are there for. */
-extern int64_t trace_blocks_peak;
-
-void trace_spin_lock(atomic_flag *l);
-void trace_spin_unlock(atomic_flag *l);
-
 /* Everything a reader needs, valid while the GIL is held and nothing
  * allocates through the hooks (trace_thread_pause()). */
 typedef struct {

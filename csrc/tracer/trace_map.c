@@ -1,6 +1,7 @@
 /* trace_map.c: the tracer's map of live blocks (see trace_map.h). */
 #include "tracer/trace_map.h"
-#include "tracer/trace_hooks.h"
+#include "tracer/trace_budget.h"
+#include "tracer/trace_lock.h"
 #include "tracer/trace_mem.h"
 
 #include <stdatomic.h>
@@ -41,7 +42,12 @@ typedef trace_map_mid map_mid;
 #define MAP_MID_PAGES TRACE_MAP_MID_PAGES
 typedef trace_map_index map_index;
 
-/* Process-wide, like the allocator hooks that use them. */
+/* The two maps: process-wide, like the allocator hooks that use them.
+ * Entries are written only by the block's owner; directories and leaves
+ * are published with a compare-and-swap (trace_map.h).  Objects of their
+ * own, not fields of map_g: the hooks index their directories with
+ * variables, which a field at an offset of map_g would cost an add and a
+ * shared base register in each lookup. */
 map_index trace_map_fine = {.shift = 4}; /* trace_map.h reads it inline */
 #define map_fine trace_map_fine
 static map_index map_medium = {.shift = 7};
@@ -114,11 +120,83 @@ map_slot_index(const map_index *m, uintptr_t p)
     return (size_t)(p >> m->shift) & (MAP_LEAF_LEN - 1);
 }
 
-/* Pages of map entries written since start() (both maps). */
-static atomic_size_t map_pages_written;
-/* Blocks in the side table (mirrors map_side_used, which its lock
- * protects, for map_may_open_page()). */
-static atomic_size_t map_side_live;
+/* ---- state ---------------------------------------------------------------------- */
+
+/* Each bit stands for a bucket of addresses and is set while the bucket's
+ * counter is not zero.  Counters saturate: one that reached 255 stays
+ * there, so its bit stays set -- a false "maybe" costs a lookup, a false
+ * "no" would lose a free().  The lock makes a counter and its bit change
+ * together; filters change only when blocks enter or leave the side table
+ * (or, in sampled mode, when sampled blocks come and go): rarely. */
+typedef struct {
+    _Atomic(uint64_t) *bits;
+    uint8_t *count;
+    size_t nbuckets; /* a power of two */
+    atomic_flag lock;
+    int used; /* touched since the last clear (under lock) */
+} map_filter;
+
+/* The side table's filter, a plain bitmap: a bit is set under the side
+ * table's lock when a block enters, and left set when it leaves; once the
+ * stale bits outnumber the live blocks (and 4096), the bitmap is rebuilt
+ * from the table.  No counters: their memory would dominate when the side
+ * table holds a few thousand big blocks. */
+#define MAP_SIDE_FILTER_BITS 18
+
+/* Open addressing with linear probing and backward-shift deletion, keyed by
+ * address; 16-byte slots, the stack id in the low 22 bits of `packed` and
+ * the size above it (sizes up to 2**42).  Grows by half at a load of 3/4,
+ * so the load stays between 1/2 and 3/4: at most 32 bytes per block.  (The
+ * capacity is not a power of two: slots are picked by multiply-shift.)
+ * Protected by map_g.side_lock (taken by GIL holders and GIL-less hooks
+ * alike). */
+#define MAP_SIDE_STACK_BITS 22
+#define MAP_SIDE_MAX_SIZE ((uint64_t)1 << (64 - MAP_SIDE_STACK_BITS))
+typedef struct {
+    uintptr_t key; /* 0 = free */
+    uint64_t packed;
+} map_side_slot;
+
+/* The map's state, process-wide like the allocator hooks that use it.
+ * Apart from it: the two maps (above), and what the hooks read inline
+ * (trace_map.h): the sampled-mode filter's bits, the sampled-mode switch
+ * and the per-thread leaf caches.  All zero at load time, so that it stays
+ * in .bss (a non-zero initializer would put its 128 KiB of bitmaps in
+ * .data); trace_map_init() sets the fields that are not.  What protects
+ * each field is said with it. */
+static struct {
+    /* The side table's filter (see MAP_SIDE_FILTER_BITS): bits set under
+     * side_lock, read lock-free by free().  First: free() indexes it with
+     * a variable, at offset 0 as a variable of its own would be. */
+    _Alignas(4096) _Atomic(uint64_t) side_bits[(1u << MAP_SIDE_FILTER_BITS) / 64];
+
+    /* Pages of map entries written since start() (both maps).  Atomic. */
+    atomic_size_t pages_written;
+    /* Blocks in the side table (mirrors side_used, which side_lock
+     * protects, for map_may_open_page()).  Atomic. */
+    atomic_size_t side_live;
+
+    /* Sampled mode's filter (trace_map.h): its counters, and the filter
+     * over them and trace_map_filter.  Changed under sampled.lock. */
+    _Alignas(4096) uint8_t sampled_count[1u << TRACE_MAP_FILTER_BITS];
+    map_filter sampled;
+
+    /* Where a rebuild computes the new bitmap (under side_lock). */
+    _Alignas(4096) uint64_t side_scratch[(1u << MAP_SIDE_FILTER_BITS) / 64];
+    size_t side_stale;  /* removals since the last rebuild (side_lock) */
+    int side_bits_used; /* side_bits touched since the last clear (side_lock) */
+
+    /* The side table (see map_side_slot), taken by GIL holders and GIL-less
+     * hooks alike. */
+    atomic_flag side_lock;
+    map_side_slot *side; /* side_lock */
+    size_t side_cap;     /* slots; 0 when not allocated (side_lock) */
+    size_t side_used;    /* live slots (side_lock) */
+    /* Live blocks at unindexable addresses (kept only in the side table);
+     * atomic, read lock-free by the free() path, which then asks the
+     * table. */
+    atomic_size_t odd_count;
+} map_g = {.sampled.lock = ATOMIC_FLAG_INIT, .side_lock = ATOMIC_FLAG_INIT};
 
 /* Pages a program may open before its blocks pay for them: the first
  * blocks have no budget yet. */
@@ -144,15 +222,15 @@ static inline int
 map_may_open_page(void)
 {
     int64_t live = trace_blocks_peak;
-    size_t pages = atomic_load_explicit(&map_pages_written, memory_order_relaxed);
+    size_t pages = atomic_load_explicit(&map_g.pages_written, memory_order_relaxed);
     /* A side-table block costs 16 bytes at a load between 1/2 and 3/4,
      * so up to 32 just after the table grew: counted at 32, so that the
-     * two together stay within the budget whatever the table's load.
-     * (Counted at the average, 24, blocks filling holes scattered over an
-     * older heap took 33-39 bytes each.)  Live blocks, not slots: the
+     * two together stay within the budget whatever the table's load (at
+     * the average, 24, blocks filling holes scattered over an older heap
+     * would cost more than 32 bytes each).  Live blocks, not slots: the
      * table does not shrink, and a churning program would otherwise find
      * the budget spent. */
-    size_t nside = atomic_load_explicit(&map_side_live, memory_order_relaxed);
+    size_t nside = atomic_load_explicit(&map_g.side_live, memory_order_relaxed);
     size_t peak = (size_t)(live > 0 ? live : 0);
     size_t budget = peak * 32 + MAP_BUDGET_SLACK;
     return (pages + 1) * 4096 + nside * 32 <= budget;
@@ -169,7 +247,7 @@ map_store(map_leaf *leaf, size_t i, uint32_t v)
             return 0;
         }
         if (!(atomic_fetch_or_explicit(&leaf->written, bit, memory_order_relaxed) & bit)) {
-            atomic_fetch_add_explicit(&map_pages_written, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&map_g.pages_written, 1, memory_order_relaxed);
         }
     }
     atomic_store_explicit(&leaf->slot[i], v, memory_order_relaxed);
@@ -184,41 +262,12 @@ map_med_step(uintptr_t p)
 
 /* ---- counting filters ------------------------------------------------------------ */
 
-/* Each bit stands for a bucket of addresses and is set while the bucket's
- * counter is not zero.  Counters saturate: one that reached 255 stays
- * there, so its bit stays set -- a false "maybe" costs a lookup, a false
- * "no" would lose a free().  The lock makes a counter and its bit change
- * together; filters change only when blocks enter or leave the side table
- * (or, in sampled mode, when sampled blocks come and go): rarely. */
-typedef struct {
-    _Atomic(uint64_t) *bits;
-    uint8_t *count;
-    size_t nbuckets; /* a power of two */
-    atomic_flag lock;
-    int used; /* touched since the last clear (under lock) */
-} map_filter;
-
 /* See trace_map.h: the sampled-mode filter, read inline by the hooks. */
 _Alignas(4096) _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
-_Alignas(4096) static uint8_t map_sampled_count[1u << TRACE_MAP_FILTER_BITS];
-static map_filter map_sampled = {trace_map_filter, map_sampled_count, 1u << TRACE_MAP_FILTER_BITS,
-                                 ATOMIC_FLAG_INIT, 0};
 /* Whether the sampled filter is kept: written by start() and stop() with no
  * hook updating the map (trace_map.h reads it inline). */
 int trace_map_sampled_on;
 #define map_sampled_on trace_map_sampled_on
-
-/* The side table's filter, a plain bitmap: a bit is set under the side
- * table's lock when a block enters, and left set when it leaves; once the
- * stale bits outnumber the live blocks (and 4096), the bitmap is rebuilt
- * from the table.  No counters: their memory would dominate when the side
- * table holds a few thousand big blocks. */
-#define MAP_SIDE_FILTER_BITS 18
-_Alignas(4096) static _Atomic(uint64_t) map_side_bits[(1u << MAP_SIDE_FILTER_BITS) / 64];
-/* Where a rebuild computes the new bitmap (under the side table's lock). */
-_Alignas(4096) static uint64_t map_side_scratch[(1u << MAP_SIDE_FILTER_BITS) / 64];
-static size_t map_side_stale; /* removals since the last rebuild */
-static int map_side_bits_used;
 
 static inline size_t
 map_side_bucket(uintptr_t p)
@@ -231,7 +280,7 @@ static inline int
 map_side_maybe(uintptr_t p)
 {
     size_t i = map_side_bucket(p);
-    return (atomic_load_explicit(&map_side_bits[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
+    return (atomic_load_explicit(&map_g.side_bits[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
 }
 
 static void
@@ -280,34 +329,20 @@ map_filter_memory(map_filter *f)
 }
 
 void
+trace_map_init(void)
+{
+    map_g.sampled.bits = trace_map_filter;
+    map_g.sampled.count = map_g.sampled_count;
+    map_g.sampled.nbuckets = 1u << TRACE_MAP_FILTER_BITS;
+}
+
+void
 trace_map_use_filter(int on)
 {
     map_sampled_on = on;
 }
 
 /* ---- side table -------------------------------------------------------------- */
-
-/* Open addressing with linear probing and backward-shift deletion, keyed by
- * address; 16-byte slots, the stack id in the low 22 bits of `packed` and
- * the size above it (sizes up to 2**42).  Grows by half at a load of 3/4,
- * so the load stays between 1/2 and 3/4: at most 32 bytes per block.  (The
- * capacity is not a power of two: slots are picked by multiply-shift.)
- * Protected by map_side_lock (taken by GIL holders and GIL-less hooks
- * alike). */
-#define MAP_SIDE_STACK_BITS 22
-#define MAP_SIDE_MAX_SIZE ((uint64_t)1 << (64 - MAP_SIDE_STACK_BITS))
-static atomic_flag map_side_lock = ATOMIC_FLAG_INIT;
-typedef struct {
-    uintptr_t key; /* 0 = free */
-    uint64_t packed;
-} map_side_slot;
-
-static map_side_slot *map_side;
-static size_t map_side_cap; /* 0 when not allocated */
-static size_t map_side_used;
-/* Live blocks at unindexable addresses (kept only here); read lock-free by
- * the free() path, which then asks the table. */
-static atomic_size_t map_odd_count;
 
 /* Home slot of p in a table of `cap` slots. */
 static inline size_t
@@ -320,45 +355,45 @@ map_side_home(uintptr_t p, size_t cap)
 static int
 map_side_grow_unlocked(void)
 {
-    size_t old_cap = map_side_cap;
+    size_t old_cap = map_g.side_cap;
     size_t new_cap = old_cap == 0 ? 256 : old_cap + old_cap / 2;
     map_side_slot *t = trace_mem_map(new_cap * sizeof(map_side_slot), 1);
     if (t == NULL) {
         return -1;
     }
     for (size_t i = 0; i < old_cap; i++) {
-        if (map_side[i].key != 0) {
-            size_t j = map_side_home(map_side[i].key, new_cap);
+        if (map_g.side[i].key != 0) {
+            size_t j = map_side_home(map_g.side[i].key, new_cap);
             while (t[j].key != 0) {
                 j = j + 1 == new_cap ? 0 : j + 1;
             }
-            t[j] = map_side[i];
+            t[j] = map_g.side[i];
         }
     }
-    trace_mem_unmap(map_side, old_cap * sizeof(map_side_slot), 1);
-    map_side = t;
-    map_side_cap = new_cap;
+    trace_mem_unmap(map_g.side, old_cap * sizeof(map_side_slot), 1);
+    map_g.side = t;
+    map_g.side_cap = new_cap;
     return 0;
 }
 
 static int
 map_side_put_unlocked(uintptr_t p, uint64_t size, uint32_t stack)
 {
-    if (map_side == NULL || (map_side_used + 1) * 4 > map_side_cap * 3) {
+    if (map_g.side == NULL || (map_g.side_used + 1) * 4 > map_g.side_cap * 3) {
         if (map_side_grow_unlocked() < 0) {
             return -1;
         }
     }
-    size_t i = map_side_home(p, map_side_cap);
-    while (map_side[i].key != 0 && map_side[i].key != p) {
-        i = i + 1 == map_side_cap ? 0 : i + 1;
+    size_t i = map_side_home(p, map_g.side_cap);
+    while (map_g.side[i].key != 0 && map_g.side[i].key != p) {
+        i = i + 1 == map_g.side_cap ? 0 : i + 1;
     }
-    if (map_side[i].key == 0) {
-        map_side_used++;
-        atomic_store_explicit(&map_side_live, map_side_used, memory_order_relaxed);
+    if (map_g.side[i].key == 0) {
+        map_g.side_used++;
+        atomic_store_explicit(&map_g.side_live, map_g.side_used, memory_order_relaxed);
     }
-    map_side[i].key = p;
-    map_side[i].packed = size << MAP_SIDE_STACK_BITS | stack;
+    map_g.side[i].key = p;
+    map_g.side[i].packed = size << MAP_SIDE_STACK_BITS | stack;
     return 0;
 }
 
@@ -366,37 +401,37 @@ static trace_map_entry
 map_side_take_unlocked(uintptr_t p)
 {
     trace_map_entry e = {0, 0};
-    if (map_side == NULL) {
+    if (map_g.side == NULL) {
         return e;
     }
-    size_t i = map_side_home(p, map_side_cap);
-    while (map_side[i].key != p) {
-        if (map_side[i].key == 0) {
+    size_t i = map_side_home(p, map_g.side_cap);
+    while (map_g.side[i].key != p) {
+        if (map_g.side[i].key == 0) {
             return e;
         }
-        i = i + 1 == map_side_cap ? 0 : i + 1;
+        i = i + 1 == map_g.side_cap ? 0 : i + 1;
     }
-    e.size = map_side[i].packed >> MAP_SIDE_STACK_BITS;
-    e.stack = (uint32_t)(map_side[i].packed & ((1u << MAP_SIDE_STACK_BITS) - 1));
+    e.size = map_g.side[i].packed >> MAP_SIDE_STACK_BITS;
+    e.stack = (uint32_t)(map_g.side[i].packed & ((1u << MAP_SIDE_STACK_BITS) - 1));
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
     size_t hole = i;
     size_t j = i;
     for (;;) {
-        j = j + 1 == map_side_cap ? 0 : j + 1;
-        if (map_side[j].key == 0) {
+        j = j + 1 == map_g.side_cap ? 0 : j + 1;
+        if (map_g.side[j].key == 0) {
             break;
         }
-        size_t home = map_side_home(map_side[j].key, map_side_cap);
+        size_t home = map_side_home(map_g.side[j].key, map_g.side_cap);
         /* Move j into the hole unless its home lies cyclically in (hole, j]. */
         int stays = (hole <= j) ? (hole < home && home <= j) : (hole < home || home <= j);
         if (!stays) {
-            map_side[hole] = map_side[j];
+            map_g.side[hole] = map_g.side[j];
             hole = j;
         }
     }
-    map_side[hole].key = 0;
-    map_side_used--;
-    atomic_store_explicit(&map_side_live, map_side_used, memory_order_relaxed);
+    map_g.side[hole].key = 0;
+    map_g.side_used--;
+    atomic_store_explicit(&map_g.side_live, map_g.side_used, memory_order_relaxed);
     return e;
 }
 
@@ -406,17 +441,17 @@ map_side_take_unlocked(uintptr_t p)
 static void
 map_side_rebuild_unlocked(void)
 {
-    memset(map_side_scratch, 0, sizeof(map_side_scratch));
-    for (size_t i = 0; i < map_side_cap; i++) {
-        if (map_side[i].key != 0) {
-            size_t b = map_side_bucket(map_side[i].key);
-            map_side_scratch[b / 64] |= (uint64_t)1 << (b % 64);
+    memset(map_g.side_scratch, 0, sizeof(map_g.side_scratch));
+    for (size_t i = 0; i < map_g.side_cap; i++) {
+        if (map_g.side[i].key != 0) {
+            size_t b = map_side_bucket(map_g.side[i].key);
+            map_g.side_scratch[b / 64] |= (uint64_t)1 << (b % 64);
         }
     }
-    for (size_t w = 0; w < sizeof(map_side_scratch) / sizeof(map_side_scratch[0]); w++) {
-        atomic_store_explicit(&map_side_bits[w], map_side_scratch[w], memory_order_relaxed);
+    for (size_t w = 0; w < sizeof(map_g.side_scratch) / sizeof(map_g.side_scratch[0]); w++) {
+        atomic_store_explicit(&map_g.side_bits[w], map_g.side_scratch[w], memory_order_relaxed);
     }
-    map_side_stale = 0;
+    map_g.side_stale = 0;
 }
 
 /* Put block p in the side table; -1 when out of memory. */
@@ -426,42 +461,42 @@ map_side_put(uintptr_t p, uint64_t size, uint32_t stack)
     if (size >= MAP_SIDE_MAX_SIZE) {
         return -1; /* 4 TiB: no allocator returns such a block */
     }
-    trace_spin_lock(&map_side_lock);
+    trace_spin_lock(&map_g.side_lock);
     int rc = map_side_put_unlocked(p, size, stack);
     if (rc == 0) {
         size_t b = map_side_bucket(p);
-        atomic_fetch_or_explicit(&map_side_bits[b / 64], (uint64_t)1 << (b % 64),
+        atomic_fetch_or_explicit(&map_g.side_bits[b / 64], (uint64_t)1 << (b % 64),
                                  memory_order_relaxed);
-        map_side_bits_used = 1;
+        map_g.side_bits_used = 1;
     }
-    trace_spin_unlock(&map_side_lock);
+    trace_spin_unlock(&map_g.side_lock);
     return rc;
 }
 
 static trace_map_entry
 map_side_take(uintptr_t p)
 {
-    trace_spin_lock(&map_side_lock);
+    trace_spin_lock(&map_g.side_lock);
     trace_map_entry e = map_side_take_unlocked(p);
-    if (e.stack != 0 && ++map_side_stale > map_side_used + 4096) {
+    if (e.stack != 0 && ++map_g.side_stale > map_g.side_used + 4096) {
         map_side_rebuild_unlocked();
     }
-    trace_spin_unlock(&map_side_lock);
+    trace_spin_unlock(&map_g.side_lock);
     return e;
 }
 
 void
 trace_map_lock(void)
 {
-    trace_spin_lock(&map_side_lock);
-    trace_spin_lock(&map_sampled.lock);
+    trace_spin_lock(&map_g.side_lock);
+    trace_spin_lock(&map_g.sampled.lock);
 }
 
 void
 trace_map_unlock(void)
 {
-    trace_spin_unlock(&map_sampled.lock);
-    trace_spin_unlock(&map_side_lock);
+    trace_spin_unlock(&map_g.sampled.lock);
+    trace_spin_unlock(&map_g.side_lock);
 }
 
 /* ---- the map ----------------------------------------------------------------------- */
@@ -473,13 +508,13 @@ map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         if (map_side_put(p, size, stack) < 0) {
             return -1;
         }
-        atomic_fetch_add_explicit(&map_odd_count, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&map_g.odd_count, 1, memory_order_relaxed);
         return 0;
     }
     if (map_sampled_on) {
         /* Sampled blocks are few and lie all over the heap: a map page each
-         * would cost up to 4 KiB per block (measured 1160 B per sampled
-         * 100-byte block), a side table slot costs 21-32 bytes. */
+         * would cost up to 4 KiB per block, a side table slot costs 21-32
+         * bytes. */
         return map_side_put(p, size, stack);
     }
     if (size < MAP_SMALL_LIMIT) {
@@ -514,7 +549,7 @@ trace_map_insert(uintptr_t p, uint64_t size, uint32_t stack)
         return -1;
     }
     if (map_sampled_on) {
-        map_filter_add(&map_sampled, trace_map_filter_index(p));
+        map_filter_add(&map_g.sampled, trace_map_filter_index(p));
     }
     return 0;
 }
@@ -524,12 +559,12 @@ map_remove(uintptr_t p)
 {
     trace_map_entry e = {0, 0};
     if (!trace_map_indexable(p)) {
-        if (atomic_load_explicit(&map_odd_count, memory_order_relaxed) == 0) {
+        if (atomic_load_explicit(&map_g.odd_count, memory_order_relaxed) == 0) {
             return e;
         }
         e = map_side_take(p);
         if (e.stack != 0) {
-            atomic_fetch_sub_explicit(&map_odd_count, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&map_g.odd_count, 1, memory_order_relaxed);
         }
         return e;
     }
@@ -578,7 +613,7 @@ trace_map_remove(uintptr_t p)
 {
     trace_map_entry e = map_remove(p);
     if (e.stack != 0 && map_sampled_on) {
-        map_filter_remove(&map_sampled, trace_map_filter_index(p));
+        map_filter_remove(&map_g.sampled, trace_map_filter_index(p));
     }
     return e;
 }
@@ -587,7 +622,7 @@ int
 trace_map_peek(uintptr_t p)
 {
     if (!trace_map_indexable(p)) {
-        return atomic_load_explicit(&map_odd_count, memory_order_relaxed) != 0;
+        return atomic_load_explicit(&map_g.odd_count, memory_order_relaxed) != 0;
     }
     if (map_sampled_on) {
         return map_side_maybe(p);
@@ -658,24 +693,24 @@ trace_map_clear(void)
 {
     map_for_each_leaf(&map_fine, map_discard_leaf, NULL);
     map_for_each_leaf(&map_medium, map_discard_leaf, NULL);
-    atomic_store_explicit(&map_pages_written, 0, memory_order_relaxed);
-    trace_spin_lock(&map_side_lock);
-    if (map_side != NULL) {
-        trace_mem_unmap(map_side, map_side_cap * sizeof(map_side_slot), 1);
-        map_side = NULL;
-        map_side_cap = 0;
-        map_side_used = 0;
-        atomic_store_explicit(&map_side_live, 0, memory_order_relaxed);
+    atomic_store_explicit(&map_g.pages_written, 0, memory_order_relaxed);
+    trace_spin_lock(&map_g.side_lock);
+    if (map_g.side != NULL) {
+        trace_mem_unmap(map_g.side, map_g.side_cap * sizeof(map_side_slot), 1);
+        map_g.side = NULL;
+        map_g.side_cap = 0;
+        map_g.side_used = 0;
+        atomic_store_explicit(&map_g.side_live, 0, memory_order_relaxed);
     }
-    atomic_store_explicit(&map_odd_count, 0, memory_order_relaxed);
-    if (map_side_bits_used) {
-        trace_mem_discard(map_side_bits, sizeof(map_side_bits));
-        trace_mem_discard(map_side_scratch, sizeof(map_side_scratch));
-        map_side_bits_used = 0;
-        map_side_stale = 0;
+    atomic_store_explicit(&map_g.odd_count, 0, memory_order_relaxed);
+    if (map_g.side_bits_used) {
+        trace_mem_discard(map_g.side_bits, sizeof(map_g.side_bits));
+        trace_mem_discard(map_g.side_scratch, sizeof(map_g.side_scratch));
+        map_g.side_bits_used = 0;
+        map_g.side_stale = 0;
     }
-    trace_spin_unlock(&map_side_lock);
-    map_filter_clear(&map_sampled);
+    trace_spin_unlock(&map_g.side_lock);
+    map_filter_clear(&map_g.sampled);
     map_sampled_on = 0;
 }
 
@@ -693,15 +728,15 @@ trace_map_memory(void)
         }
         map_for_each_leaf(maps[k], map_count_leaf, &total);
     }
-    total += trace_mem_resident(map_side_bits, sizeof(map_side_bits));
-    total += trace_mem_resident(map_side_scratch, sizeof(map_side_scratch));
+    total += trace_mem_resident(map_g.side_bits, sizeof(map_g.side_bits));
+    total += trace_mem_resident(map_g.side_scratch, sizeof(map_g.side_scratch));
     if (map_sampled_on) {
-        total += map_filter_memory(&map_sampled);
+        total += map_filter_memory(&map_g.sampled);
     }
-    trace_spin_lock(&map_side_lock);
-    if (map_side != NULL) {
-        total += trace_mem_resident(map_side, map_side_cap * sizeof(map_side_slot));
+    trace_spin_lock(&map_g.side_lock);
+    if (map_g.side != NULL) {
+        total += trace_mem_resident(map_g.side, map_g.side_cap * sizeof(map_side_slot));
     }
-    trace_spin_unlock(&map_side_lock);
+    trace_spin_unlock(&map_g.side_lock);
     return total;
 }

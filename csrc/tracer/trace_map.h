@@ -1,7 +1,7 @@
 /* trace_map.h: the tracer's map of live blocks, address -> (size, stack id).
  *
  * Why this shape: a pointer-keyed hash table of millions of blocks misses
- * the cache on every malloc and free (3-4x slowdown measured).  Instead the
+ * the cache on every malloc and free.  Instead the
  * map is indexed by address, so that neighbouring blocks share cache lines
  * and a lookup is three loads.  An address-indexed map costs memory in
  * proportion to the address space its blocks span, not to their number, so
@@ -22,9 +22,8 @@
  *
  * In sampled mode every block goes to the side table: sampled blocks are
  * few and scattered, and a map page each would cost up to 4 KiB apiece.
- *
- * (With one map at 16-byte granules, a heap of 150-byte blocks cost 40
- * bytes per block, and one of 4 KiB blocks 1 KiB per block.)
+ * (Why three tiers: one map at 16-byte granules costs 4 bytes per 16 of
+ * address space, so 1 KiB for a 4 KiB block.)
  *
  * Locking: a block's entry in a map is only written by the thread that
  * owns the block (the one allocating or freeing it), so entries need no
@@ -54,16 +53,15 @@ int trace_map_peek(uintptr_t p);
 /* Sampled mode's filter: a counting filter over the addresses in the map,
  * so that the free() of a block that was not sampled -- nearly every free()
  * -- is told apart with one load from an 8 KiB bitmap that stays in the L1
- * cache, instead of a walk to a map leaf.  (A 64 KiB table of byte counters
- * read directly missed the L1 cache often enough to show as 30% of the free
- * hook's time.)  Each bit stands for a bucket of addresses and is set while
+ * cache, instead of a walk to a map leaf (the 64 KiB of counters behind it
+ * would not stay cached).  Each bit stands for a bucket of addresses and is set while
  * the bucket's counter (in trace_map.c, updated under a lock: only sampled
  * blocks come and go, a few per MiB allocated) is not zero.  Kept only
  * while trace_map_use_filter(1) is in force: in exact mode every address
  * is in the map.  In sampled mode every block is also in the side table,
- * whose own filter could answer the same question, but not as cheaply:
- * a 32 KiB hashed bitmap cleared only by rebuilds made sampled mode 1.04x
- * -> 1.08x (string_building 1.03x -> 1.18x) when tried in its place. */
+ * whose own filter could answer the same question, but not as cheaply: it
+ * is a 32 KiB bitmap, four times this one, and stays in the L1 cache less
+ * well. */
 #define TRACE_MAP_FILTER_BITS 16
 extern _Atomic(uint64_t) trace_map_filter[(1u << TRACE_MAP_FILTER_BITS) / 64];
 
@@ -86,6 +84,9 @@ trace_map_maybe(uintptr_t p)
     return (atomic_load_explicit(&trace_map_filter[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
 }
 
+/* Once, before any other trace_map_* call (trace_hooks_init(), at module
+ * exec): set up the map's state. */
+void trace_map_init(void);
 /* Start (1) or stop (0) keeping the filter; only while the map is empty. */
 void trace_map_use_filter(int on);
 /* Forget every block; the memory goes back to the kernel.  No hook may be
@@ -100,9 +101,8 @@ size_t trace_map_memory(void);
 /* ---- the fine map's common case, inlined into the hooks -----------------------
  *
  * Most traced blocks are small and land on a leaf page already written:
- * then an insert or a removal is a few instructions, with no call.  Made
- * inline, an eighth of the tracer's instructions went (string_building on
- * 3.11, callgrind: calls' prologues and the tier dispatch).  The paths of
+ * then an insert or a removal is a few instructions, with no call's
+ * prologue and no tier dispatch.  The paths of
  * trace_map.c use the same lookup, test and encoding.  Anything else --
  * another tier, a leaf not made yet, a page not yet written, sampled mode --
  * goes to trace_map_insert(), or trace_map_remove() / _coarse(). */
@@ -125,10 +125,10 @@ typedef struct trace_map_leaf {
     /* Every insert reads `written`.  Right after slot[], it would sit at
      * the start of a page, in the cache set of every leaf's `written` and
      * of every page's first line -- where pymalloc keeps its pool headers,
-     * read on each of its allocations: with callgrind's cache model, 59%
-     * of inserts missed the L1 cache on it (string_building).  Moved to the
-     * middle of its page, it stays cached (still in the leaf's last page,
-     * which tracer_memory() counts). */
+     * read on each of its allocations -- and the two would keep evicting
+     * each other from the L1 cache.  In the middle of its page, it stays
+     * cached (still in the leaf's last page, which tracer_memory()
+     * counts). */
     char pad[31 * 64];
     _Atomic(uint64_t) written; /* bit i: page i of slot[] */
 } trace_map_leaf;

@@ -8,9 +8,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* Bytes of accounted mappings.  Atomic: tables grow under the GIL or a lock
- * but tracer_memory() reads it without taking that lock. */
-static atomic_size_t trace_mem_bytes;
+/* The allocator's state (process-wide, like the tables it serves). */
+static struct {
+    /* Bytes of accounted mappings.  Atomic: tables grow under the GIL or a
+     * lock but tracer_memory() reads it without taking that lock. */
+    atomic_size_t committed;
+} mem_g;
 
 void *
 trace_mem_map(size_t size, int accounted)
@@ -21,7 +24,7 @@ trace_mem_map(size_t size, int accounted)
         return NULL;
     }
     if (accounted) {
-        atomic_fetch_add_explicit(&trace_mem_bytes, size, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mem_g.committed, size, memory_order_relaxed);
     }
     return p;
 }
@@ -34,7 +37,7 @@ trace_mem_remap(void *p, size_t old_size, size_t new_size, int accounted)
         return NULL;
     }
     if (accounted) {
-        atomic_fetch_add_explicit(&trace_mem_bytes, new_size - old_size, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mem_g.committed, new_size - old_size, memory_order_relaxed);
     }
     return q;
 }
@@ -47,7 +50,7 @@ trace_mem_unmap(void *p, size_t size, int accounted)
     }
     munmap(p, size);
     if (accounted) {
-        atomic_fetch_sub_explicit(&trace_mem_bytes, size, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&mem_g.committed, size, memory_order_relaxed);
     }
 }
 
@@ -62,7 +65,7 @@ trace_mem_discard(void *p, size_t size)
 size_t
 trace_mem_committed(void)
 {
-    return atomic_load_explicit(&trace_mem_bytes, memory_order_relaxed);
+    return atomic_load_explicit(&mem_g.committed, memory_order_relaxed);
 }
 
 size_t

@@ -1,12 +1,13 @@
 /* trace_module.c: Python binding of the allocation tracer and of the
  * timeline sampler (memlens._core.trace_* and timeline_* functions);
  * argument conversion only, the work is in trace_hooks.c, trace_snapshot.c
- * and trace_timeline.c.  trace_load (reading a capture) is
+ * and trace_timeline.c; the TraceTable type is trace_table.c's.  trace_load (reading a capture) is
  * capture/cap_module.c's. */
 #include "bindings.h"
 #include "tracer/trace_stack.h"
 #include "tracer/trace_hooks.h"
 #include "tracer/trace_snapshot.h"
+#include "tracer/trace_table.h"
 #include "tracer/trace_timeline.h"
 
 PyDoc_STRVAR(trace_start_doc,
@@ -90,7 +91,7 @@ trace_live_blocks_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 static PyObject *
 trace_take_snapshot_py(PyObject *m, PyObject *Py_UNUSED(ignored))
 {
-    return snap_take(m);
+    return snap_take(core_get_state(m)->trace_table_type);
 }
 
 /* ---- the timeline sampler of `memlens run` (trace_timeline.c) ---------- */
@@ -181,7 +182,7 @@ trace_module_exec(PyObject *m)
     if (trace_hooks_init() < 0) {
         return -1;
     }
-    if (trace_snapshot_module_exec(m) < 0) {
+    if (trace_table_module_exec(m) < 0) {
         return -1;
     }
     if (PyModule_AddFunctions(m, trace_methods) < 0) {

@@ -1,12 +1,12 @@
-/* trace_snapshot.h: an immutable copy of the tracer's per-stack table
- * (memlens._core.TraceTable), and the statistics computed from it in C.
+/* trace_snapshot.h: an immutable copy of the tracer's per-stack table,
+ * the data of a memlens._core.TraceTable, and snap_take() which fills it.
  *
- * A TraceTable holds unique resolved frames (filename, function, line) and,
- * per stack, the live size/count, the size/count at the high-water mark and
- * the cumulative size/count allocated (absent from older capture files).
- * It is what take_snapshot() returns, what dump()/load() serialise
- * (cap_format.h), and what the CLI and line profiler build on: the per-stack
- * table is available as plain tuples through TraceTable.stacks().
+ * A table holds unique resolved frames (filename, function, line) and, per
+ * stack, the live size/count, the size/count at the high-water mark and the
+ * cumulative size/count allocated (absent from older capture files).  It
+ * is what take_snapshot() returns, what the capture format reads and
+ * writes, and what the CLI and line profiler build on.  The Python type,
+ * with stacks() and the grouped statistics, is trace_table.h's.
  */
 #ifndef MEMLENS_TRACE_SNAPSHOT_H
 #define MEMLENS_TRACE_SNAPSHOT_H
@@ -48,12 +48,16 @@ typedef struct {
 
 #define SNAP_FLAG_INCOMPLETE 1u /* the tracer lost some bookkeeping */
 
-/* Allocate an empty table of the TraceTable type with room for the given
- * numbers of frames, stacks and frame indices (arrays zeroed). */
-snap_table *snap_table_new(PyObject *module, uint32_t nframes, uint32_t nstacks, uint64_t nidx);
-/* Snapshot of the running tracer (GIL held); NULL with an exception. */
-PyObject *snap_take(PyObject *module);
+/* Allocate an empty table of `type` (the module's TraceTable type, from
+ * its state) with room for the given numbers of frames, stacks and frame
+ * indices (arrays zeroed). */
+snap_table *snap_table_new(PyTypeObject *type, uint32_t nframes, uint32_t nstacks, uint64_t nidx);
+/* Snapshot of the running tracer as a new table of `type` (GIL held); NULL
+ * with an exception. */
+PyObject *snap_take(PyTypeObject *type);
 
-int trace_snapshot_module_exec(PyObject *m);
+/* Drop what the table holds (its frames' references and its arrays), for
+ * the type's dealloc. */
+void snap_table_release(snap_table *t);
 
 #endif /* MEMLENS_TRACE_SNAPSHOT_H */

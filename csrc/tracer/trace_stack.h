@@ -58,8 +58,7 @@ typedef struct {
     uint64_t snap_size;
     uint64_t snap_count;
     uint64_t snap_gen;
-} stack_rec; /* 80 bytes (64 before the cumulative totals: there was no
-              * room left; see the README's tracer overhead figures) */
+} stack_rec; /* 80 bytes: the cumulative totals did not fit in 64 */
 
 /* The hooks' working set per stack: keep an eye on it when adding fields. */
 _Static_assert(sizeof(stack_rec) == 80, "stack_rec layout changed");

@@ -11,23 +11,26 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Process-wide because the tracer it samples is (trace_hooks.h).  Every
- * field below is protected by tl_mutex.  `tl_thread` is written by start
- * and joined by the one stop call that set `tl_stopping`: the join runs
- * with the lock (and the GIL) released, so any other start or stop meanwhile
- * sees `tl_stopping` and keeps its hands off the thread. */
-static pthread_mutex_t tl_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tl_cond; /* signalled by stop */
-static int tl_cond_ready = 0;
-static int tl_running = 0;  /* a sampler thread exists (until it is joined) */
-static int tl_stopping = 0; /* a stop call is joining it */
-static int tl_stop_requested = 0;
-static uint64_t tl_interval_ns = 0; /* current interval (doubles on halving) */
-static uint64_t tl_start_ns = 0;
-static tl_sample *tl_samples = NULL; /* libc malloc: outside what is traced */
-static uint32_t tl_n = 0;
-static uint32_t tl_max = TL_MAX_SAMPLES; /* capacity of tl_samples */
-static pthread_t tl_thread;
+/* The sampler's state.  Process-wide because the tracer it samples is
+ * (trace_hooks.h).  Every field but `mutex` itself is protected by
+ * `mutex`, except `thread`: written by start and joined by the one stop
+ * call that set `stopping`; the join runs with the lock (and the GIL)
+ * released, so any other start or stop meanwhile sees `stopping` and keeps
+ * its hands off the thread. */
+static struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;  /* signalled by stop */
+    int cond_ready;       /* cond was initialised (once) */
+    int running;          /* a sampler thread exists (until it is joined) */
+    int stopping;         /* a stop call is joining it */
+    int stop_requested;   /* the sampler thread is to take its last sample and exit */
+    uint64_t interval_ns; /* current interval (doubles on halving) */
+    uint64_t start_ns;    /* CLOCK_MONOTONIC at start */
+    tl_sample *samples;   /* libc malloc: outside what is traced */
+    uint32_t n;           /* samples taken */
+    uint32_t max;         /* capacity of samples */
+    pthread_t thread;     /* the sampler (see above) */
+} tl_g = {.mutex = PTHREAD_MUTEX_INITIALIZER, .max = TL_MAX_SAMPLES};
 
 static uint64_t
 tl_now_ns(void)
@@ -60,37 +63,37 @@ tl_read_rss(void)
     return (uint64_t)pages * (uint64_t)(pagesize > 0 ? pagesize : 4096);
 }
 
-/* Merge neighbours pairwise; called with tl_mutex held. */
+/* Merge neighbours pairwise; called with tl_g.mutex held. */
 static void
-tl_halve_locked(void)
+tl_halve_unlocked(void)
 {
     uint32_t out = 0;
-    for (uint32_t i = 0; i + 1 < tl_n; i += 2) {
-        tl_sample a = tl_samples[i], b = tl_samples[i + 1];
+    for (uint32_t i = 0; i + 1 < tl_g.n; i += 2) {
+        tl_sample a = tl_g.samples[i], b = tl_g.samples[i + 1];
         tl_sample m = b;
         m.traced = a.traced > b.traced ? a.traced : b.traced;
         m.rss = a.rss > b.rss ? a.rss : b.rss;
-        tl_samples[out++] = m;
+        tl_g.samples[out++] = m;
     }
-    if (tl_n % 2) {
-        tl_samples[out++] = tl_samples[tl_n - 1];
+    if (tl_g.n % 2) {
+        tl_g.samples[out++] = tl_g.samples[tl_g.n - 1];
     }
-    tl_n = out;
-    tl_interval_ns *= 2;
+    tl_g.n = out;
+    tl_g.interval_ns *= 2;
 }
 
-/* Take one sample; called with tl_mutex held. */
+/* Take one sample; called with tl_g.mutex held. */
 static void
-tl_sample_locked(void)
+tl_sample_unlocked(void)
 {
     tl_sample s;
-    s.t_ns = tl_now_ns() - tl_start_ns;
+    s.t_ns = tl_now_ns() - tl_g.start_ns;
     trace_get_traced_memory(&s.traced, &s.peak);
     s.rss = tl_read_rss();
-    if (tl_n == tl_max) {
-        tl_halve_locked();
+    if (tl_g.n == tl_g.max) {
+        tl_halve_unlocked();
     }
-    tl_samples[tl_n++] = s;
+    tl_g.samples[tl_g.n++] = s;
 }
 
 static void *
@@ -100,23 +103,23 @@ tl_thread_main(void *arg)
     /* Allocations of this thread (libc only, but be safe) are not the
      * program's: keep them out of the trace. */
     trace_thread_pause();
-    pthread_mutex_lock(&tl_mutex);
-    while (!tl_stop_requested) {
+    pthread_mutex_lock(&tl_g.mutex);
+    while (!tl_g.stop_requested) {
         struct timespec deadline;
         clock_gettime(CLOCK_MONOTONIC, &deadline);
-        uint64_t ns = (uint64_t)deadline.tv_nsec + tl_interval_ns;
+        uint64_t ns = (uint64_t)deadline.tv_nsec + tl_g.interval_ns;
         deadline.tv_sec += (time_t)(ns / 1000000000ull);
         deadline.tv_nsec = (long)(ns % 1000000000ull);
         int rc = 0;
-        while (!tl_stop_requested && rc != ETIMEDOUT) {
-            rc = pthread_cond_timedwait(&tl_cond, &tl_mutex, &deadline);
+        while (!tl_g.stop_requested && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&tl_g.cond, &tl_g.mutex, &deadline);
         }
-        if (tl_stop_requested) {
+        if (tl_g.stop_requested) {
             break;
         }
-        tl_sample_locked();
+        tl_sample_unlocked();
     }
-    pthread_mutex_unlock(&tl_mutex);
+    pthread_mutex_unlock(&tl_g.mutex);
     trace_thread_resume();
     return NULL;
 }
@@ -125,53 +128,53 @@ int
 trace_timeline_start(double ms, unsigned int max_samples)
 {
     int result = -1;
-    pthread_mutex_lock(&tl_mutex);
-    if (tl_stopping) {
+    pthread_mutex_lock(&tl_g.mutex);
+    if (tl_g.stopping) {
         PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is still stopping");
         goto done;
     }
-    if (tl_running) {
+    if (tl_g.running) {
         PyErr_SetString(PyExc_RuntimeError, "the memlens timeline is already running");
         goto done;
     }
-    if (!tl_cond_ready) {
+    if (!tl_g.cond_ready) {
         /* CLOCK_MONOTONIC waits: wall-clock jumps must not stall sampling. */
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&tl_cond, &ca);
+        pthread_cond_init(&tl_g.cond, &ca);
         pthread_condattr_destroy(&ca);
-        tl_cond_ready = 1;
+        tl_g.cond_ready = 1;
     }
-    free(tl_samples);
-    tl_samples = malloc((size_t)max_samples * sizeof(tl_sample));
-    if (tl_samples == NULL) {
+    free(tl_g.samples);
+    tl_g.samples = malloc((size_t)max_samples * sizeof(tl_sample));
+    if (tl_g.samples == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    tl_n = 0;
-    tl_max = max_samples;
-    tl_interval_ns = (uint64_t)(ms * 1e6);
-    tl_start_ns = tl_now_ns();
-    tl_stop_requested = 0;
-    tl_sample_locked();
+    tl_g.n = 0;
+    tl_g.max = max_samples;
+    tl_g.interval_ns = (uint64_t)(ms * 1e6);
+    tl_g.start_ns = tl_now_ns();
+    tl_g.stop_requested = 0;
+    tl_sample_unlocked();
     /* Signals go to the main thread, not the sampler: block them here so
      * the new thread inherits an all-blocked mask (Ctrl-C stays Python's). */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int err = pthread_create(&tl_thread, NULL, tl_thread_main, NULL);
+    int err = pthread_create(&tl_g.thread, NULL, tl_thread_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
-    tl_running = 1;
+    tl_g.running = 1;
     result = 0;
 
 done:
-    pthread_mutex_unlock(&tl_mutex);
+    pthread_mutex_unlock(&tl_g.mutex);
     return result;
 }
 
@@ -183,78 +186,78 @@ trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes
     *interval_ms = 0.0;
     *samples = NULL;
     *nbytes = 0;
-    pthread_mutex_lock(&tl_mutex);
-    if (!tl_running || tl_stopping) {
+    pthread_mutex_lock(&tl_g.mutex);
+    if (!tl_g.running || tl_g.stopping) {
         /* Joining a thread twice is undefined behaviour (in practice a hang):
          * only the first of concurrent stops joins. */
-        pthread_mutex_unlock(&tl_mutex);
+        pthread_mutex_unlock(&tl_g.mutex);
         return 0;
     }
-    tl_stopping = 1;
-    tl_sample_locked();
-    tl_stop_requested = 1;
-    pthread_cond_signal(&tl_cond);
-    pthread_mutex_unlock(&tl_mutex);
+    tl_g.stopping = 1;
+    tl_sample_unlocked();
+    tl_g.stop_requested = 1;
+    pthread_cond_signal(&tl_g.cond);
+    pthread_mutex_unlock(&tl_g.mutex);
 
     /* The sampler never takes the GIL, but release it anyway: joining
      * must not block other Python threads. */
     PyThreadState *ts = PyEval_SaveThread();
-    pthread_join(tl_thread, NULL);
+    pthread_join(tl_g.thread, NULL);
     PyEval_RestoreThread(ts);
 
-    pthread_mutex_lock(&tl_mutex);
-    buf = malloc((size_t)tl_n * 32 + 1);
+    pthread_mutex_lock(&tl_g.mutex);
+    buf = malloc((size_t)tl_g.n * 32 + 1);
     if (buf == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    for (uint32_t i = 0; i < tl_n; i++) {
-        uint64_t v[4] = {tl_samples[i].t_ns, tl_samples[i].traced, tl_samples[i].peak,
-                         tl_samples[i].rss};
+    for (uint32_t i = 0; i < tl_g.n; i++) {
+        uint64_t v[4] = {tl_g.samples[i].t_ns, tl_g.samples[i].traced, tl_g.samples[i].peak,
+                         tl_g.samples[i].rss};
         for (int k = 0; k < 4; k++) {
             for (int b = 0; b < 8; b++) {
                 buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] = (unsigned char)(v[k] >> (8 * b));
             }
         }
     }
-    *interval_ms = (double)tl_interval_ns / 1e6;
+    *interval_ms = (double)tl_g.interval_ns / 1e6;
     *samples = buf;
-    *nbytes = (size_t)tl_n * 32;
+    *nbytes = (size_t)tl_g.n * 32;
     result = 1;
 
 done:
     /* The thread is gone whatever happened to the result. */
-    free(tl_samples);
-    tl_samples = NULL;
-    tl_n = 0;
-    tl_running = 0;
-    tl_stopping = 0;
-    pthread_mutex_unlock(&tl_mutex);
+    free(tl_g.samples);
+    tl_g.samples = NULL;
+    tl_g.n = 0;
+    tl_g.running = 0;
+    tl_g.stopping = 0;
+    pthread_mutex_unlock(&tl_g.mutex);
     return result;
 }
 
-/* fork() while the sampler holds tl_mutex would leave the child with a
+/* fork() while the sampler holds tl_g.mutex would leave the child with a
  * lock nobody releases; and the child has no sampler thread, so it must
  * not try to join one. */
 static void
 tl_atfork_prepare(void)
 {
-    pthread_mutex_lock(&tl_mutex);
+    pthread_mutex_lock(&tl_g.mutex);
 }
 
 static void
 tl_atfork_parent(void)
 {
-    pthread_mutex_unlock(&tl_mutex);
+    pthread_mutex_unlock(&tl_g.mutex);
 }
 
 static void
 tl_atfork_child(void)
 {
-    tl_running = 0;
-    tl_stopping = 0;
-    tl_stop_requested = 0;
-    pthread_mutex_unlock(&tl_mutex);
+    tl_g.running = 0;
+    tl_g.stopping = 0;
+    tl_g.stop_requested = 0;
+    pthread_mutex_unlock(&tl_g.mutex);
 }
 
 int

@@ -349,7 +349,7 @@ class Snapshot:
 
     def dump(self, path):
         """Write the snapshot to `path` (memlens' versioned binary format)."""
-        self._table.dump(os.fspath(path))
+        _core.trace_dump(self._table, os.fspath(path))
 
     @classmethod
     def load(cls, path):

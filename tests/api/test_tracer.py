@@ -382,6 +382,19 @@ def test_dump_load_round_trip(tmp_path):
     assert path.stat().st_size < 200 + 200 * len(snap.stacks())
 
 
+def test_table_dump_method_writes_the_same_file_as_trace_dump(tmp_path):
+    # GIVEN a snapshot's table
+    _, _, _, snap = measure_memlens(workload)
+    table = snap._table
+    # WHEN it is written by TraceTable.dump and by _core.trace_dump
+    table.dump(tmp_path / "method.mlcap")
+    _core.trace_dump(table, str(tmp_path / "function.mlcap"))
+    # THEN the files are the same, and anything but a table is refused
+    assert (tmp_path / "method.mlcap").read_bytes() == (tmp_path / "function.mlcap").read_bytes()
+    with pytest.raises(TypeError):
+        _core.trace_dump(object(), str(tmp_path / "x.mlcap"))
+
+
 def test_load_rejects_corrupt_and_truncated_files(tmp_path):
     _, _, _, snap = measure_memlens(lambda: make_bytes(20, 100), frames=3)
     path = tmp_path / "snap.mlcap"

@@ -799,10 +799,9 @@ trace_free_full(trace_hook_ctx *h, trace_tls_state *t, void *ptr)
 
 /* ---- exact-mode hooks ------------------------------------------------------ */
 
-static void *
-trace_hook_malloc(void *ctx, size_t size)
+static inline __attribute__((always_inline)) void *
+trace_hook_malloc_body(trace_hook_ctx *h, size_t size)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.malloc(h->prev.ctx, size);
@@ -810,10 +809,9 @@ trace_hook_malloc(void *ctx, size_t size)
     return trace_malloc_full(h, t, size);
 }
 
-static void *
-trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
+static inline __attribute__((always_inline)) void *
+trace_hook_calloc_body(trace_hook_ctx *h, size_t nelem, size_t elsize)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
@@ -821,10 +819,9 @@ trace_hook_calloc(void *ctx, size_t nelem, size_t elsize)
     return trace_calloc_full(h, t, nelem, elsize);
 }
 
-static void *
-trace_hook_realloc(void *ctx, void *ptr, size_t size)
+static inline __attribute__((always_inline)) void *
+trace_hook_realloc_body(trace_hook_ctx *h, void *ptr, size_t size)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.realloc(h->prev.ctx, ptr, size);
@@ -832,10 +829,9 @@ trace_hook_realloc(void *ctx, void *ptr, size_t size)
     return trace_realloc_full(h, t, ptr, size);
 }
 
-static void
-trace_hook_free(void *ctx, void *ptr)
+static inline __attribute__((always_inline)) void
+trace_hook_free_body(trace_hook_ctx *h, void *ptr)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy || ptr == NULL) {
         h->prev.free(h->prev.ctx, ptr);
@@ -899,10 +895,9 @@ trace_not_forwarded(const trace_hook_ctx *h, size_t size)
     return size <= TRACE_PYMALLOC_OWN_MAX || h->domain == PYMEM_DOMAIN_RAW;
 }
 
-static void *
-trace_hook_malloc_sampled(void *ctx, size_t size)
+static inline __attribute__((always_inline)) void *
+trace_hook_malloc_sampled_body(trace_hook_ctx *h, size_t size)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.malloc(h->prev.ctx, size);
@@ -921,10 +916,9 @@ trace_hook_malloc_sampled(void *ctx, size_t size)
     return trace_malloc_slow(h, t, size);
 }
 
-static void *
-trace_hook_calloc_sampled(void *ctx, size_t nelem, size_t elsize)
+static inline __attribute__((always_inline)) void *
+trace_hook_calloc_sampled_body(trace_hook_ctx *h, size_t nelem, size_t elsize)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.calloc(h->prev.ctx, nelem, elsize);
@@ -942,10 +936,9 @@ trace_hook_calloc_sampled(void *ctx, size_t nelem, size_t elsize)
     return trace_calloc_slow(h, t, nelem, elsize);
 }
 
-static void *
-trace_hook_realloc_sampled(void *ctx, void *ptr, size_t size)
+static inline __attribute__((always_inline)) void *
+trace_hook_realloc_sampled_body(trace_hook_ctx *h, void *ptr, size_t size)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     if (t->busy) {
         return h->prev.realloc(h->prev.ctx, ptr, size);
@@ -960,10 +953,9 @@ trace_hook_realloc_sampled(void *ctx, void *ptr, size_t size)
     return trace_realloc_slow(h, t, ptr, size);
 }
 
-static void
-trace_hook_free_sampled(void *ctx, void *ptr)
+static inline __attribute__((always_inline)) void
+trace_hook_free_sampled_body(trace_hook_ctx *h, void *ptr)
 {
-    trace_hook_ctx *h = ctx;
     trace_tls_state *t = &trace_tls;
     /* A block the filter has never seen was not sampled: nothing to do,
      * whatever the re-entrancy guard says. */
@@ -973,6 +965,86 @@ trace_hook_free_sampled(void *ctx, void *ptr)
     }
     trace_free_slow(h, t, ptr);
 }
+
+/* ---- entry points, one set per domain ----------------------------------------
+ *
+ * PyMem_SetAllocator() copies the new allocator struct over the old one
+ * without synchronisation, and a thread that does not hold this
+ * interpreter's GIL (a native thread in the RAW domain; 3.12+: a
+ * subinterpreter with a GIL of its own, in every domain) may read the
+ * function of one and the context of the other.  So a hook does not trust
+ * its `ctx`: one that is not one of memlens' contexts is the previous
+ * allocator's, handed over by such a torn read while start() or stop()
+ * swaps the hooks, and the hook then chains through the domain's current
+ * context, whose `prev` is that same previous allocator.  Each domain has
+ * its own entry points so the domain is known without the context.  (The
+ * other torn read -- CPython's function with memlens' context -- is
+ * harmless for CPython's own allocators, which ignore their context; the
+ * debug hooks of PYTHONMALLOC=debug read theirs, see docs/tracer.md.) */
+
+static inline __attribute__((always_inline)) trace_hook_ctx *
+trace_ctx_of(void *ctx, int d)
+{
+    uintptr_t off = (uintptr_t)ctx - (uintptr_t)trace_g.ctx_pool;
+    if (__builtin_expect(off < sizeof(trace_g.ctx_pool), 1)) {
+        return ctx;
+    }
+    return &__atomic_load_n(&trace_g.ctx, __ATOMIC_ACQUIRE)[d];
+}
+
+#define TRACE_HOOK_ENTRIES(d, dom)                                                    \
+    static void *trace_##dom##_malloc(void *ctx, size_t size)                         \
+    {                                                                                 \
+        return trace_hook_malloc_body(trace_ctx_of(ctx, d), size);                    \
+    }                                                                                 \
+    static void *trace_##dom##_calloc(void *ctx, size_t nelem, size_t elsize)         \
+    {                                                                                 \
+        return trace_hook_calloc_body(trace_ctx_of(ctx, d), nelem, elsize);           \
+    }                                                                                 \
+    static void *trace_##dom##_realloc(void *ctx, void *ptr, size_t size)             \
+    {                                                                                 \
+        return trace_hook_realloc_body(trace_ctx_of(ctx, d), ptr, size);              \
+    }                                                                                 \
+    static void trace_##dom##_free(void *ctx, void *ptr)                              \
+    {                                                                                 \
+        trace_hook_free_body(trace_ctx_of(ctx, d), ptr);                              \
+    }                                                                                 \
+    static void *trace_##dom##_malloc_sampled(void *ctx, size_t size)                 \
+    {                                                                                 \
+        return trace_hook_malloc_sampled_body(trace_ctx_of(ctx, d), size);            \
+    }                                                                                 \
+    static void *trace_##dom##_calloc_sampled(void *ctx, size_t nelem, size_t elsize) \
+    {                                                                                 \
+        return trace_hook_calloc_sampled_body(trace_ctx_of(ctx, d), nelem, elsize);   \
+    }                                                                                 \
+    static void *trace_##dom##_realloc_sampled(void *ctx, void *ptr, size_t size)     \
+    {                                                                                 \
+        return trace_hook_realloc_sampled_body(trace_ctx_of(ctx, d), ptr, size);      \
+    }                                                                                 \
+    static void trace_##dom##_free_sampled(void *ctx, void *ptr)                      \
+    {                                                                                 \
+        trace_hook_free_sampled_body(trace_ctx_of(ctx, d), ptr);                      \
+    }
+
+/* The indices of trace_domains. */
+TRACE_HOOK_ENTRIES(0, raw)
+TRACE_HOOK_ENTRIES(1, mem)
+TRACE_HOOK_ENTRIES(2, obj)
+
+/* The functions start() installs, by mode and domain (ctx filled in then). */
+static const PyMemAllocatorEx trace_exact_hooks[3] = {
+    {NULL, trace_raw_malloc, trace_raw_calloc, trace_raw_realloc, trace_raw_free},
+    {NULL, trace_mem_malloc, trace_mem_calloc, trace_mem_realloc, trace_mem_free},
+    {NULL, trace_obj_malloc, trace_obj_calloc, trace_obj_realloc, trace_obj_free},
+};
+static const PyMemAllocatorEx trace_sampled_hooks[3] = {
+    {NULL, trace_raw_malloc_sampled, trace_raw_calloc_sampled, trace_raw_realloc_sampled,
+     trace_raw_free_sampled},
+    {NULL, trace_mem_malloc_sampled, trace_mem_calloc_sampled, trace_mem_realloc_sampled,
+     trace_mem_free_sampled},
+    {NULL, trace_obj_malloc_sampled, trace_obj_calloc_sampled, trace_obj_realloc_sampled,
+     trace_obj_free_sampled},
+};
 
 /* ---- start / stop ------------------------------------------------------------ */
 
@@ -1061,7 +1133,8 @@ trace_start(int max_frames, uint64_t sample_bytes)
      * tracemalloc ...).  The GIL is held, so MEM/OBJ calls cannot race with
      * the switch; RAW calls from GIL-less threads may, as with any PEP 445
      * hook, but they then just go to the previous allocator untraced. */
-    trace_g.ctx = ctx;
+    /* Before the hooks are installed: a torn read resolves through it. */
+    __atomic_store_n(&trace_g.ctx, ctx, __ATOMIC_RELEASE);
     if (!installed && !same_prev) {
         trace_g.ctx_used++;
         for (int i = 0; i < 3; i++) {
@@ -1073,14 +1146,8 @@ trace_start(int max_frames, uint64_t sample_bytes)
      * run's mode may want the other set (same contexts, so a call still
      * running in another thread is unaffected). */
     for (int i = 0; i < 3; i++) {
-        PyMemAllocatorEx hook = {&ctx[i], trace_hook_malloc, trace_hook_calloc, trace_hook_realloc,
-                                 trace_hook_free};
-        if (sample_bytes != 0) {
-            hook.malloc = trace_hook_malloc_sampled;
-            hook.calloc = trace_hook_calloc_sampled;
-            hook.realloc = trace_hook_realloc_sampled;
-            hook.free = trace_hook_free_sampled;
-        }
+        PyMemAllocatorEx hook = sample_bytes != 0 ? trace_sampled_hooks[i] : trace_exact_hooks[i];
+        hook.ctx = &ctx[i];
         PyMem_SetAllocator(trace_domains[i], &hook);
     }
     return 0;

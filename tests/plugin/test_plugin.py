@@ -1,7 +1,14 @@
 """The pytest plugin end to end: pytest runs in a subprocess (pytester),
-and the tests check outcomes, failure text and the JSON summary against
-allocations of known sizes."""
+with the plugin loaded by ``-p`` (the entry point needs an install), and
+the tests check outcomes, failure text and the JSON summary against
+allocations of known sizes.
 
+(No conftest.py in this folder: a second module named ``conftest`` would
+replace tests/conftest.py in sys.modules, and inspect.getsource of its
+helpers would read the wrong file.)"""
+
+import json
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +17,38 @@ import textwrap
 import pytest
 
 pytest_plugins = ["pytester"]
+
+# pytest-memray claims the same marker names; it must not act on them here.
+BASE_ARGS = ("-p", "no:memray", "-p", "no:cacheprovider", "-p", "memlens.pytest.plugin")
+
+
+@pytest.fixture
+def run_suite(pytester, monkeypatch):
+    """run_suite(*args, plugins=("no:asyncio",)) -> (RunResult, JSON summary
+    or None) of ``pytest -p memlens.pytest.plugin *args`` in a subprocess,
+    in pytester's folder; --memlens-json is added when --memlens is given."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
+
+    def run(*args, plugins=("no:asyncio",), timeout=120):
+        extra = []
+        for p in plugins:
+            extra += ["-p", p]
+        path = pytester.path / "memlens-summary.json"
+        if path.exists():
+            path.unlink()
+        if "--memlens" in args:
+            extra.append(f"--memlens-json={path}")
+        res = pytester.runpytest_subprocess(*BASE_ARGS, *extra, *args, timeout=timeout)
+        doc = json.loads(path.read_text()) if path.exists() else None
+        return res, doc
+
+    return run
+
+
+@pytest.fixture
+def by_id():
+    """by_id(doc) -> {test name (nodeid after '::'): row} of a JSON summary."""
+    return lambda doc: {t["nodeid"].split("::", 1)[1]: t for t in doc["tests"]}
 
 GROUND_TRUTH = """
     import pytest
@@ -408,7 +447,6 @@ def test_baseline_and_fail_on_increase(pytester, run_suite):
     pytester.makepyfile(test_b=textwrap.dedent(BASELINE_V1))
     res, _ = run_suite("--memlens", "--memlens-baseline=base.json")
     res.assert_outcomes(passed=2)
-    import json
     base = json.loads((pytester.path / "base.json").read_text())
     assert base["memlens_baseline"] == 1
     entry = base["tests"]["test_b.py::test_grows"]

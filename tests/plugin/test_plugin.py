@@ -212,6 +212,18 @@ def test_usage_errors_are_one_line(pytester, run_suite, code, ini, args, message
     assert len(lines) == 1 and re.match(message, lines[0]), res.stderr.lines
 
 
+def test_bad_marker_under_xdist_is_an_error_of_that_test(pytester, run_suite):
+    pytest.importorskip("xdist")
+    # GIVEN a bad marker, on an xdist worker (which cannot stop the session)
+    pytester.makepyfile(test_bad='import pytest\n\n@pytest.mark.limit_memory("24 XB")\n'
+                                 'def test_x():\n    pass\n\ndef test_ok():\n    pass\n')
+    res, _ = run_suite("--memlens", "-n", "2")
+    # THEN that test errors with the same line, the others run
+    res.assert_outcomes(passed=1, errors=1)
+    assert "ERROR at setup of test_x" in res.stdout.str()
+    assert "memlens: test_bad.py::test_x: bad size '24 XB'" in res.stdout.str()
+
+
 CONFIGURED = """
     import re
     import pytest

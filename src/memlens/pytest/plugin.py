@@ -157,6 +157,7 @@ class MemlensPlugin:
                 except UsageError as e:
                     raise _usage(f"{what}: {e}") from None
         self._limits = {}      # nodeid -> Limits (from collection)
+        self._bad = {}         # nodeid -> usage error met on an xdist worker
         self._running = {}     # nodeid -> Measurement in progress
         self._figures = {}     # nodeid -> Figures (None: not measured)
         self._rows = {}        # nodeid -> JSON row
@@ -208,11 +209,21 @@ class MemlensPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items):
         for item in items:
-            self._limits_of(item)
+            try:
+                self._limits_of(item)
+            except pytest.UsageError as e:
+                if self.worker is None:
+                    raise
+                # An xdist worker cannot stop the session (the controller
+                # would see a crashed worker): the test errors at setup
+                # with the same line instead.
+                self._bad[item.nodeid] = str(e)
 
     # ---- measuring ------------------------------------------------------------
 
     def _begin(self, item):
+        if item.nodeid in self._bad:
+            return
         limits = self._limits_of(item)
         m = measure.Measurement(
             self.scope,
@@ -236,7 +247,13 @@ class MemlensPlugin:
     def pytest_runtest_setup(self, item):
         if self.scope == "fixtures":
             self._begin(item)
-        yield
+        outcome = yield
+        if item.nodeid in self._bad:
+            # after the other setup hooks, whose teardown expects them run
+            error = pytest.fail.Exception(self._bad[item.nodeid], pytrace=False)
+            if not hasattr(outcome, "force_exception"):  # pluggy < 1.1
+                raise error
+            outcome.force_exception(error)
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item):
@@ -262,8 +279,10 @@ class MemlensPlugin:
         pytest's own pytest_pyfunc_call makes), each followed by a
         checkpoint of what stays allocated."""
         m = self._running.get(pyfuncitem.nodeid)
+        if m is None or not m.active:
+            return None
         runs = self._limits_of(pyfuncitem).runs
-        if m is None or runs <= 1 or not m.active:
+        if runs <= 1:
             return None
         func = pyfuncitem.obj
         if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):

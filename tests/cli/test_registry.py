@@ -11,7 +11,7 @@ from memlens.__main__ import _parser, main
 
 def test_every_registered_command_is_in_the_parser():
     parser, program_parsers = _parser()
-    assert [c.name for c in cli.COMMANDS] == ["run", "advise", "report", "plot"]
+    assert [c.name for c in cli.COMMANDS] == ["run", "advise", "report", "plot", "diff"]
     assert sorted(program_parsers) == ["advise", "run"]
     help_text = parser.format_help()
     for c in cli.COMMANDS:

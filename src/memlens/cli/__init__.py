@@ -31,6 +31,7 @@ COMMANDS = (
     Command("advise", "memlens.cli.advise", runs_program=True),
     Command("report", "memlens.cli.report"),
     Command("plot", "memlens.cli.plot"),
+    Command("diff", "memlens.cli.diff"),
 )
 
 

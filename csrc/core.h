@@ -26,7 +26,7 @@ core_newref_(PyObject *o)
 #define Py_NewRef(o) core_newref_((PyObject *)(o))
 #endif
 
-/* The module's types, as strong references taken when each subsystem's
+/* The module's types (and the one function its objects hand out), as strong references taken when each subsystem's
  * exec creates them, so that C code uses them without looking anything up
  * by name.  module.c's core_traverse and core_clear list the fields in this
  * order.  (Facts about the interpreter that are the same for every module
@@ -37,6 +37,7 @@ typedef struct {
     PyTypeObject *rec_meta_type;  /* RecordMeta, the metaclass of memlens.Record */
     PyTypeObject *rec_field_type; /* _RecordField, the field descriptors */
     PyTypeObject *rec_base_type;  /* _RecordBase, the base of memlens.Record */
+    PyObject *rec_restore;        /* _record_restore, what a pickled record calls */
     /* tracer/trace_table.c: what take_snapshot() and the capture reader
      * make, and what the capture writer accepts. */
     PyTypeObject *trace_table_type; /* TraceTable */

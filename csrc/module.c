@@ -64,6 +64,7 @@ core_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->rec_meta_type);
     Py_VISIT(st->rec_field_type);
     Py_VISIT(st->rec_base_type);
+    Py_VISIT(st->rec_restore);
     Py_VISIT(st->trace_table_type);
     return 0;
 }
@@ -75,6 +76,7 @@ core_clear(PyObject *m)
     Py_CLEAR(st->rec_meta_type);
     Py_CLEAR(st->rec_field_type);
     Py_CLEAR(st->rec_base_type);
+    Py_CLEAR(st->rec_restore);
     Py_CLEAR(st->trace_table_type);
     return 0;
 }

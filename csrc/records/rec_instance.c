@@ -779,10 +779,7 @@ rec_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (mod == NULL) {
         goto done;
     }
-    restore = PyObject_GetAttrString(mod, "_record_restore");
-    if (restore == NULL) {
-        goto done;
-    }
+    restore = Py_NewRef(core_get_state(mod)->rec_restore);
     args = rec_values_tuple(self, 1);
     if (args == NULL) {
         goto done;

@@ -58,9 +58,15 @@ rec_module_exec(PyObject *m)
         goto done;
     }
     base = PyType_FromModuleAndSpec(m, &rec_base_spec, NULL);
-    if (base == NULL || PyObject_SetAttrString(base, "_field_type", descr_type) < 0) {
+    if (base == NULL) {
         goto done;
     }
+    /* In the state before Record is made: building a record class reads
+     * the descriptor type from there (rec_type.c). */
+    core_state *st = core_get_state(m);
+    st->rec_meta_type = (PyTypeObject *)Py_NewRef(meta);
+    st->rec_field_type = (PyTypeObject *)Py_NewRef(descr_type);
+    st->rec_base_type = (PyTypeObject *)Py_NewRef(base);
     ns = Py_BuildValue("{s:s,s:s,s:s}", "__module__", "memlens", "__qualname__", "Record",
                        "__doc__", rec_record_doc);
     if (ns == NULL) {
@@ -76,10 +82,10 @@ rec_module_exec(PyObject *m)
         || PyModule_AddFunctions(m, rec_layout_functions) < 0) {
         goto done;
     }
-    core_state *st = core_get_state(m);
-    st->rec_meta_type = (PyTypeObject *)Py_NewRef(meta);
-    st->rec_field_type = (PyTypeObject *)Py_NewRef(descr_type);
-    st->rec_base_type = (PyTypeObject *)Py_NewRef(base);
+    st->rec_restore = PyObject_GetAttrString(m, "_record_restore");
+    if (st->rec_restore == NULL) {
+        goto done;
+    }
     rc = 0;
 done:
     Py_XDECREF(meta);

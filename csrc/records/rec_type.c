@@ -264,17 +264,14 @@ rec_class_inherit(rec_class_info *info)
         }
     }
     else if (parent->tp_new == rec_new) {
-        /* memlens.Record itself, whose base is _RecordBase */
-        PyObject *dt = PyObject_GetAttrString((PyObject *)parent, "_field_type");
-        if (dt == NULL) {
+        /* memlens.Record itself, whose base is _RecordBase (made by
+         * PyType_FromModuleAndSpec: its module's state has the descriptor
+         * type) */
+        PyObject *mod = PyType_GetModule(parent);
+        if (mod == NULL) {
             return -1;
         }
-        if (!PyType_Check(dt)) {
-            Py_DECREF(dt);
-            PyErr_SetString(PyExc_TypeError, "_RecordBase._field_type must be a type");
-            return -1;
-        }
-        rt->descr_type = (PyTypeObject *)dt;
+        rt->descr_type = (PyTypeObject *)Py_NewRef(core_get_state(mod)->rec_field_type);
         rt->rec_base = (PyTypeObject *)Py_NewRef((PyObject *)parent);
         rt->flags |= REC_ROOT;
     }

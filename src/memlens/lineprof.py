@@ -24,7 +24,6 @@ from the allocation tracer in exact mode, read in C at every line boundary
 
 import atexit
 import dataclasses
-import dis
 import inspect
 import linecache
 import os

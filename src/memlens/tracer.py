@@ -20,7 +20,6 @@ not (``allocated_statistics``).
 
 import atexit
 import os
-from typing import Tuple
 
 from memlens import _core
 from memlens._util import check_int, format_bytes, result

@@ -6,7 +6,7 @@ per-test figures the same way, per line.
 """
 
 from memlens._util import format_bytes, result
-from memlens.report.text import _path_shortener
+from memlens.report.names import path_shortener
 
 __all__ = ["DIFF_VIEWS", "Change", "line_changes", "class_changes", "render"]
 
@@ -94,7 +94,7 @@ def render(old, new, view="peak", limit=15, names=("old", "new")):
     out = [f"memlens diff: {names[0]} -> {names[1]}, bytes {what}",
            f"  total: {format_bytes(old_total)} -> {format_bytes(new_total)} "
            f"({_signed(new_total - old_total) if new_total != old_total else 'no change'})", ""]
-    lines = line_changes(old, new, view, _path_shortener())
+    lines = line_changes(old, new, view, path_shortener())
     out += _table("Lines that grew", [c for c in lines if c.delta > 0], limit, "file:line")
     out.append("")
     out += _table("Lines that shrank", [c for c in lines if c.delta < 0], limit, "file:line")

@@ -19,9 +19,11 @@ may hold any str, so a name may contain anything:
   stacks repeat that frame.
 """
 
+import os
 import re
+import sys
 
-__all__ = ["MAX_NAME", "escape", "shown", "utf8", "Labels"]
+__all__ = ["MAX_NAME", "escape", "shown", "utf8", "Labels", "path_shortener"]
 
 #: Longest name the human formats print (in characters, before escaping);
 #: longer ones keep their first and last _KEEP characters.
@@ -101,3 +103,32 @@ class Labels:
                 self.texts.append(label)
             self._ids[frame] = i
         return i
+
+
+def path_shortener():
+    """A function giving a recorded file name as the "Top lines" table
+    shows it: relative to the current directory when under it
+    (examples/app.py), else ".../" and the part below the deepest sys.path
+    entry holding it, i.e. its import path (.../json/encoder.py), else as
+    recorded (the full path stays in the JSON, HTML and pprof reports)."""
+    cwd = os.getcwd()
+    roots = sorted({os.path.abspath(p) for p in sys.path if p and os.path.isabs(p)},
+                   key=len, reverse=True)
+
+    def below(path, root):
+        prefix = root.rstrip(os.sep) + os.sep
+        return path[len(prefix):] if path.startswith(prefix) else None
+
+    def short(filename):
+        if not os.path.isabs(filename):
+            return filename  # "<frozen ...>", "<string>", a relative name
+        rel = below(filename, cwd)
+        if rel:
+            return rel
+        for root in roots:
+            rel = below(filename, root)
+            if rel:
+                return f"...{os.sep}{rel}"
+        return filename
+
+    return short

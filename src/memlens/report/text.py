@@ -6,10 +6,9 @@ a stack row shows its innermost frame and two callers.  Labels are built
 once per distinct frame (:class:`~memlens.report.names.Labels`)."""
 
 import os
-import sys
 
 from memlens.report.model import VIEWS
-from memlens.report.names import Labels, shown
+from memlens.report.names import Labels, path_shortener, shown
 from memlens._util import format_bytes as format_size
 
 __all__ = ["render", "summary"]
@@ -19,35 +18,6 @@ _VIEW_TITLES = {
     "leaks": "Still allocated at exit (leak candidates)",
     "allocated": "Allocated during the run",
 }
-
-
-def _path_shortener():
-    """A function giving a recorded file name as the "Top lines" table
-    shows it: relative to the current directory when under it
-    (examples/app.py), else ".../" and the part below the deepest sys.path
-    entry holding it, i.e. its import path (.../json/encoder.py), else as
-    recorded (the full path stays in the JSON, HTML and pprof reports)."""
-    cwd = os.getcwd()
-    roots = sorted({os.path.abspath(p) for p in sys.path if p and os.path.isabs(p)},
-                   key=len, reverse=True)
-
-    def below(path, root):
-        prefix = root.rstrip(os.sep) + os.sep
-        return path[len(prefix):] if path.startswith(prefix) else None
-
-    def short(filename):
-        if not os.path.isabs(filename):
-            return filename  # "<frozen ...>", "<string>", a relative name
-        rel = below(filename, cwd)
-        if rel:
-            return rel
-        for root in roots:
-            rel = below(filename, root)
-            if rel:
-                return f"...{os.sep}{rel}"
-        return filename
-
-    return short
 
 
 # The command line in the header may be long; not unboundedly.
@@ -155,7 +125,7 @@ def render(cap, view="peak", limit=15):
     out.append("")
     out.append("Top lines:")
     out.append(f"  {'bytes':>10}  {'blocks':>8}  line")
-    short = _path_shortener()
+    short = path_shortener()
     for f, size, count in cap.lines(view)[:limit]:
         out.append(f"  {format_size(size):>10}  {count:>8}  {shown(short(f.filename))}:{f.lineno} "
                    f"{shown(f.function)}")

@@ -56,8 +56,9 @@ GENERATED = textwrap.dedent('''\
 def _memlens_args():
     # The entry point loads the plugin when memlens is installed with it;
     # from a checkout (PYTHONPATH=src) it takes -p.
-    names = {ep.name for ep in importlib.metadata.entry_points().select(group="pytest11")} \
-        if hasattr(importlib.metadata.entry_points(), "select") else set()
+    # every distribution, as pluggy looks (duplicates included)
+    names = {ep.name for dist in importlib.metadata.distributions() for ep in dist.entry_points
+             if ep.group == "pytest11"}
     return [] if "memlens" in names else ["-p", "memlens.pytest.plugin"]
 
 

@@ -34,6 +34,7 @@ typedef struct {
     uint32_t open; /* instances on the current dominator-tree path */
     uint32_t id;   /* census(retained=True): index in the byid list */
 } census_row;
+WALK_TYPETAB_TALLY(census_row);
 WALK_TYPETAB_ROW(census_row);
 
 /* Slots the table starts with: a typical program's heap holds a few
@@ -44,22 +45,6 @@ static int
 census_table_init(walk_typetab *t)
 {
     return walk_typetab_init(t, sizeof(census_row), CENSUS_TYPE_SLOTS);
-}
-
-static int
-census_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
-{
-    (void)w;
-    (void)tag;
-    (void)child_tag;
-    census_row *r = walk_typetab_get((walk_typetab *)arg, Py_TYPE(obj));
-    if (r == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    r->count++;
-    r->bytes = size_add(r->bytes, size);
-    return 0;
 }
 
 /* [(type, count, bytes, retained or -1), ...] */
@@ -136,19 +121,19 @@ census_fast(PyObject *own_globals)
         PyTypeObject *tp = Py_TYPE(op);
         const size_typeinfo *ti = walk_typeinfo(&w, tp);
         if ((ti->flags & SIZE_F_INSTANCE) && layout_instance_dict(op, tp) != NULL) {
-            if (walk_run(&w, &op, 1, NULL, census_visit, &t) < 0) {
+            if (walk_run(&w, &op, 1, NULL, walk_typetab_tally, &t) < 0) {
                 goto done;
             }
         }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *op = PyList_GET_ITEM(tracked, i);
-        if (walk_run(&w, &op, 1, NULL, census_visit, &t) < 0) {
+        if (walk_run(&w, &op, 1, NULL, walk_typetab_tally, &t) < 0) {
             goto done;
         }
     }
     for (size_t i = 0; i < cl.n; i++) {
-        if (walk_run(&w, &cl.vals[i], 1, NULL, census_visit, &t) < 0) {
+        if (walk_run(&w, &cl.vals[i], 1, NULL, walk_typetab_tally, &t) < 0) {
             goto done;
         }
     }

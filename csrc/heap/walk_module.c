@@ -54,32 +54,12 @@ done:
 
 /* ---- size_by_type ------------------------------------------------------- */
 
-/* A row of the size_by_type table. */
-typedef struct {
-    PyTypeObject *type; /* the key; the table holds a reference */
-    size_t count;
-    size_t bytes;
-} api_type_row;
+/* A row of the size_by_type table: the per-type tally. */
+typedef walk_type_tally api_type_row;
 WALK_TYPETAB_ROW(api_type_row);
 
 /* Slots the table starts with: most object graphs hold few types. */
 #define API_TYPE_SLOTS 64
-
-static int
-api_by_type_visit(walk_t *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag, void *arg)
-{
-    (void)w;
-    (void)tag;
-    (void)child_tag;
-    api_type_row *r = walk_typetab_get((walk_typetab *)arg, Py_TYPE(obj));
-    if (r == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    r->count++;
-    r->bytes = size_add(r->bytes, size);
-    return 0;
-}
 
 PyDoc_STRVAR(api_size_by_type_doc,
              "size_by_type($module, objs, shared, /)\n--\n\n"
@@ -110,7 +90,7 @@ api_size_by_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (walk_run(&w, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), NULL,
-                 api_by_type_visit, &t)
+                 walk_typetab_tally, &t)
         < 0) {
         goto done;
     }

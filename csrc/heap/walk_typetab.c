@@ -1,5 +1,6 @@
 /* walk_typetab.c: the type -> row table (walk_typetab_; see walk_typetab.h). */
 #include "heap/walk_typetab.h"
+#include "heap/walk_size.h" /* size_add */
 
 #include <stdlib.h>
 #include <string.h>
@@ -88,4 +89,21 @@ walk_typetab_insert(walk_typetab *t, PyTypeObject *tp)
     *(PyTypeObject **)row = tp;
     t->used++;
     return row;
+}
+
+int
+walk_typetab_tally(struct walk_s *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag,
+                   void *arg)
+{
+    (void)w;
+    (void)tag;
+    (void)child_tag;
+    walk_type_tally *r = walk_typetab_get((walk_typetab *)arg, Py_TYPE(obj));
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->count++;
+    r->bytes = size_add(r->bytes, size);
+    return 0;
 }

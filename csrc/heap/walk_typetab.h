@@ -46,6 +46,28 @@ typedef struct {
                        && sizeof(((row_type *)0)->type) == sizeof(PyTypeObject *), \
                    #row_type ": the key `PyTypeObject *type` must come first")
 
+/* The tally size_by_type and the census keep per type: objects and their
+ * bytes.  A row type that starts with these three fields (checked by
+ * WALK_TYPETAB_TALLY) can use walk_typetab_tally as its walk callback. */
+typedef struct {
+    PyTypeObject *type; /* the key; the table holds a reference */
+    size_t count;
+    size_t bytes; /* saturating at PY_SSIZE_T_MAX (size_add) */
+} walk_type_tally;
+
+struct walk_s; /* heap/walk.h's walk_t */
+
+#define WALK_TYPETAB_TALLY(row_type)                                                     \
+    _Static_assert(offsetof(row_type, type) == offsetof(walk_type_tally, type)           \
+                       && offsetof(row_type, count) == offsetof(walk_type_tally, count)  \
+                       && offsetof(row_type, bytes) == offsetof(walk_type_tally, bytes), \
+                   #row_type ": must start with walk_type_tally's type, count and bytes")
+
+/* A walk_fn (heap/walk.h) over a walk_typetab `arg` of tally rows: counts
+ * the object and adds its size to its type's row.  -1 with MemoryError. */
+int walk_typetab_tally(struct walk_s *w, PyObject *obj, size_t size, size_t tag, size_t *child_tag,
+                       void *arg);
+
 /* An empty table of at least `min_slots` slots (rounded up to a power of
  * two; it holds min_slots / 2 rows before it first grows).  0, or -1 if
  * out of memory (no exception set). */

@@ -7,6 +7,7 @@ CPython layouts), api/ (the public Python API), cli/ (the memlens command),
 reports/ (renderers, tested on hand-built models)."""
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -168,3 +169,23 @@ def make_capture():
 
     make.frames = (a, b, c)
     return make
+
+
+@pytest.fixture(scope="session")
+def dump_dom(tmp_path_factory):
+    """dump_dom(url, budget_ms=10000) -> the DOM headless chromium ends with
+    after loading `url` (skips when chromium is not installed; .ci/run
+    installs it)."""
+    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+    def dump(url, budget_ms=10000):
+        if browser is None:
+            pytest.skip("chromium is not installed (CI installs it: .ci/run)")
+        profile = tmp_path_factory.mktemp("chromium-profile")
+        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            f"--user-data-dir={profile}", "--window-size=1200,900",
+                            f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+                           capture_output=True, text=True, timeout=120)
+        return r.stdout
+
+    return dump

@@ -7,9 +7,7 @@ parser would act on."""
 import gzip
 import json
 import re
-import shutil
 import struct
-import subprocess
 
 import pytest
 
@@ -230,34 +228,15 @@ def test_html_data_escapes_what_could_end_or_alter_the_script(make_capture):
     assert page.count("<script") == 2 and page.count("</script>") == 2
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _dump_dom(url, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs it: .ci/run)")
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                        "--window-size=1200,900", "--virtual-time-budget=10000", "--dump-dom", url],
-                       capture_output=True, text=True, timeout=120)
-    return r.stdout
-
-
 @pytest.mark.slow
-def test_html_with_script_breaking_names_and_a_5000_frame_stack_runs(tmp_path, make_capture):
+def test_html_with_script_breaking_names_and_a_5000_frame_stack_runs(tmp_path, make_capture, dump_dom):
     # GIVEN the HTML report of a capture with a file named
     # "</script><!--<script>x.py", a function with U+2028 in it, and a stack
     # of 5,000 frames
     page = tmp_path / "r.html"
     page.write_text(html.render(_evil_capture(make_capture)), encoding="utf-8")
     # WHEN a browser loads it and runs the self-test
-    dom = _dump_dom(page.as_uri() + "#selftest", tmp_path)
+    dom = dump_dom(page.as_uri() + "#selftest")
     # THEN the script ran: the self-test passed (it zoomed, hovered,
     # searched, switched to the leaks view: 3000 + 100 + 40 + 500 bytes)
     assert 'id="selftest-result">PASS zoomed=&lt;module&gt; (main.py:10)' in dom, dom[-3000:]

@@ -4,8 +4,6 @@ HTML report in a real headless browser."""
 import gzip
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
@@ -203,33 +201,14 @@ def test_html_is_self_contained(make_capture):
     assert "</script><b>" not in html.render(evil)
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _dump_dom(url, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs it: .ci/run)")
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                        "--window-size=1200,900", "--virtual-time-budget=5000", "--dump-dom", url],
-                       capture_output=True, text=True, timeout=120)
-    return r.stdout
-
-
 @pytest.mark.slow
-def test_html_renders_and_zooms_in_a_browser(tmp_path, make_capture):
+def test_html_renders_and_zooms_in_a_browser(tmp_path, make_capture, dump_dom):
     # GIVEN the HTML report of a capture
     page = tmp_path / "r.html"
     page.write_text(html.render(make_capture()))
     # WHEN a headless browser loads it with the self-test, which clicks the
     # widest frame under the root
-    dom = _dump_dom(page.as_uri() + "#selftest", tmp_path)
+    dom = dump_dom(page.as_uri() + "#selftest")
     # THEN the flame graph drew frames, zoomed into the clicked one, and the
     # timeline and tables are there
     assert 'id="selftest-result">PASS zoomed=&lt;module&gt; (main.py:10)' in dom, dom[-2000:]

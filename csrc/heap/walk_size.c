@@ -194,6 +194,19 @@ size_find_sizeof(PyTypeObject *tp)
     return fn;
 }
 
+/* Is `tp` _sre's Pattern?  Matched by name (the type is not exported, and
+ * importing re is not the walker's business), with the shape every
+ * supported version gives it: var-sized in 4-byte code units, not
+ * subclassable (a class statement's type always is, so a Python class
+ * named "re.Pattern" does not match).  3.9: a static type; 3.10+: a heap
+ * type from a spec. */
+static int
+size_is_sre_pattern(PyTypeObject *tp)
+{
+    return tp->tp_itemsize == 4 && !(tp->tp_flags & Py_TPFLAGS_BASETYPE)
+           && strcmp(tp->tp_name, "re.Pattern") == 0;
+}
+
 void
 size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
 {
@@ -216,6 +229,13 @@ size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
     base = size_known_base(tp, &kind);
     if (base == tp) {
         ti->flags |= SIZE_F_EXACT;
+    }
+    if (base == NULL && size_is_sre_pattern(tp)) {
+        /* its __sizeof__ (3.11+) counts sizeof(PatternObject), which holds
+         * one code unit already, plus every code unit, and leaves out the
+         * rounding of _PyObject_VAR_SIZE */
+        ti->kind = SIZE_SRE_PATTERN;
+        return;
     }
     /* Which __sizeof__ does this type really use?  The builtin rule only
      * applies while the builtin's own method is the one found. */
@@ -408,6 +428,12 @@ size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
     }
     case SIZE_BYTEARRAY:
         n = size_body(ti, tp, 0) + (size_t)((PyByteArrayObject *)op)->ob_alloc;
+        break;
+    case SIZE_SRE_PATTERN:
+        /* PyObject_GC_NewVar(PatternObject, type, n) with ob_size = n code
+         * units: _PyObject_VAR_SIZE rounds to a pointer (3.9-3.13) */
+        n = (size_t)tp->tp_basicsize + size_abs_ob_size(op) * (size_t)tp->tp_itemsize;
+        n = (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
         break;
     case SIZE_CALL: {
         /* The __sizeof__ is Python code that may reassign op.__class__ and

@@ -33,6 +33,7 @@ typedef enum {
     SIZE_DICT,
     SIZE_SET,
     SIZE_BYTEARRAY,
+    SIZE_SRE_PATTERN, /* re.Pattern: _PyObject_VAR_SIZE of its code units */
 } size_kind;
 
 /* size_typeinfo.flags */

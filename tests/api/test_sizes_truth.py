@@ -2,10 +2,13 @@
 traced delta for building an object, the bytes freed when it is deleted,
 or CPython's allocation rule computed from the type's own numbers.
 
-Covers these rules (docs/sizing.md, "What a size is"): a __sizeof__
+Covers three rules (docs/sizing.md, "What a size is"): a __sizeof__
 written in Python is not the object's allocation (pandas' is already deep);
-object arrays' items are followed through the buffer protocol."""
+object arrays' items are followed through the buffer protocol; re.Pattern
+is sized by its allocation rule, not by its __sizeof__."""
+import ctypes
 import gc
+import re
 import tracemalloc
 
 import pytest
@@ -16,7 +19,9 @@ from memlens import _testcore
 
 def traced_delta(build):
     """(result, traced bytes it added): build() under tracemalloc, with
-    garbage collected before and after."""
+    garbage collected before and after.  build() runs once before, untraced:
+    3.9/3.10 keep a function's first frame cached on its code object."""
+    build()
     gc.collect()
     tracemalloc.start()
     try:
@@ -292,3 +297,36 @@ def test_an_exporter_that_runs_code_during_the_walk(run_code):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["True", "1", "True"]
+
+
+# ---- 15: re.Pattern by its allocation rule ----------------------------------------
+
+
+PATTERNS = [r"x", r"(a|b)+c\d*", r"[a-z]+@[a-z]+\.com", "abc" * 50,
+            r"(\w+)\s(\w+)(?P<n>\d{3,5})?"]
+
+
+@pytest.mark.parametrize("src", PATTERNS)
+def test_re_pattern_is_its_allocation(src):
+    re.purge()
+    gc.collect()
+    tracemalloc.start(1)
+    try:
+        s0 = tracemalloc.take_snapshot()
+        p = re.compile(src + "")
+        s1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    # CPython's rule: PyObject_GC_NewVar(PatternObject, type, ob_size code
+    # units) = _PyObject_VAR_SIZE rounded to 8, plus the 16-byte GC header
+    # (3.9: PyObject_NEW_VAR, not a GC type)
+    t = type(p)
+    n = ctypes.c_ssize_t.from_address(id(p) + 16).value  # ob_size
+    gc_header = 16 if t.__flags__ & (1 << 14) else 0  # Py_TPFLAGS_HAVE_GC
+    rule = ((t.__basicsize__ + t.__itemsize__ * n + 7) & ~7) + gc_header
+    assert memlens.sizeof(p) == rule
+    # and a block of that size is what the compile call allocated
+    sre_line = [st for st in s1.compare_to(s0, "traceback")
+                if st.size_diff > 0 and "compile" in st.traceback[-1].filename]
+    sizes = {tr.size for tr in s1.traces if tr.traceback in {st.traceback for st in sre_line}}
+    assert rule in sizes, (rule, sorted(sizes))

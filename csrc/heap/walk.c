@@ -1,6 +1,7 @@
 /* walk.c: the heap walker (walk_; see walk.h). */
 #include "heap/walk.h"
 #include "cpython/cpy_layout.h"
+#include "heap/walk_buffer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -64,13 +65,19 @@ walk_keep(walk_t *w, PyObject *op)
 /* Before running code that may free objects (a type's own __sizeof__):
  * take a strong reference to every stack item not yet pinned, and to `op`,
  * the object being sized. */
-static int
-walk_pin(walk_t *w, PyObject *op)
+static void
+walk_pin_stack(walk_t *w)
 {
     for (size_t i = w->pinned; i < w->depth; i++) {
         Py_INCREF(w->stack[i].obj);
     }
     w->pinned = w->depth;
+}
+
+static int
+walk_pin(walk_t *w, PyObject *op)
+{
+    walk_pin_stack(w);
     return walk_keep(w, op);
 }
 
@@ -158,6 +165,56 @@ walk_push_dict_items(walk_push_ctx *c, PyObject *d)
         if (walk_push(c, k) < 0 || walk_push(c, v) < 0) {
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Push what an object outside the collector holds without telling it
+ * (walk_buffer.h): a numpy array's base, and the items of an object
+ * buffer.  Counts a warning for memory it cannot follow.  -1 if out of
+ * memory. */
+static int
+walk_push_buffer_items(walk_push_ctx *c, PyObject *op, unsigned flags)
+{
+    walk_t *w = c->w;
+    PyObject *base = walkbuf_ndarray_base(op, flags);
+    Py_buffer v;
+    int unseen = 0;
+
+    if (base != NULL && walk_push(c, base) < 0) {
+        return -1;
+    }
+    walkbuf_plan_t plan = walkbuf_plan(op, flags);
+    if (plan == WALKBUF_UNSEEN) {
+        w->warnings++;
+        return 0;
+    }
+    if (plan == WALKBUF_NONE) {
+        return 0;
+    }
+    /* numpy's bf_getbuffer runs no Python code; another extension's may,
+     * and its bf_releasebuffer too: pin what the walk holds before each,
+     * as for a __sizeof__ (the items pushed in between included) */
+    int foreign = !(flags & SIZE_F_NDARRAY);
+    if (foreign && walk_pin(w, op) < 0) {
+        return -1;
+    }
+    int got = walkbuf_get(op, flags, &v, &unseen);
+    if (got) {
+        int r = walkbuf_visit(&v, walk_visitproc, c);
+        if (foreign) {
+            walk_pin_stack(w);
+        }
+        walkbuf_release(&v);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    if (foreign) {
+        w->types_gen++; /* that code may have freed a cached type */
+    }
+    if (unseen) {
+        w->warnings++;
     }
     return 0;
 }
@@ -296,6 +353,11 @@ walk_run(walk_t *w, PyObject *const *roots, Py_ssize_t nroots, const size_t *tag
                  && (tp->tp_is_gc == NULL || tp->tp_is_gc(op))) {
             /* static types are not GC objects: type_traverse asserts */
             (void)tp->tp_traverse(op, walk_visitproc, &c);
+        }
+        if ((ti->flags & SIZE_F_BUFFER) && !c.oom) {
+            if (walk_push_buffer_items(&c, op, ti->flags) < 0) {
+                goto oom;
+            }
         }
         if (c.oom) {
             goto oom;

@@ -59,7 +59,8 @@ struct walk_s {
     /* results */
     size_t total;    /* bytes counted */
     size_t count;    /* objects counted */
-    size_t warnings; /* objects whose __sizeof__ failed */
+    size_t warnings; /* objects whose __sizeof__ failed, or holding
+                          * memory the walk cannot see (walk_buffer.h) */
     size_t refs;     /* references followed from visited objects (to
                           * objects seen before too): sizes a heap graph's
                           * edge array before its edges are taken */

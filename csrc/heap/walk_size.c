@@ -1,6 +1,9 @@
 /* walk_size.c: exact per-object sizes (size_; see walk_size.h). */
 #include "heap/walk_size.h"
 #include "cpython/cpy_layout.h"
+#include "heap/walk_buffer.h"
+
+#include <string.h>
 
 /* Facts about the running interpreter, read once at import.  They are the
  * addresses of objects the interpreter never frees (the small-int cache, the
@@ -13,12 +16,14 @@ static struct {
     void *empty_keys;                     /* keys of every empty dict */
     PyObject *object_sizeof;              /* object.__sizeof__ */
     PyObject *str_sizeof;                 /* "__sizeof__" (interned) */
+    destructor subtype_dealloc;           /* tp_dealloc of every class a
+                                           * class statement makes */
 } size_g;
 
 int
 size_init_globals(void)
 {
-    PyObject *lo = NULL, *hi = NULL, *d = NULL;
+    PyObject *lo = NULL, *hi = NULL, *d = NULL, *probe = NULL;
     int rc = -1;
 
     if (size_g.ready) {
@@ -49,6 +54,14 @@ size_init_globals(void)
         PyErr_SetString(PyExc_RuntimeError, "object.__sizeof__ not found");
         goto error;
     }
+    /* subtype_dealloc is not exported: read it from a class made the way a
+     * class statement makes one (once, at import). */
+    probe = PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){}", "_memlens_probe",
+                                  (PyObject *)&PyBaseObject_Type);
+    if (probe == NULL) {
+        goto error;
+    }
+    size_g.subtype_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
     /* Keep both alive for the life of the process (they are tiny). */
     Py_INCREF(size_g.object_sizeof);
     size_g.ready = 1;
@@ -57,6 +70,7 @@ error:
     Py_XDECREF(lo);
     Py_XDECREF(hi);
     Py_XDECREF(d);
+    Py_XDECREF(probe);
     return rc;
 }
 
@@ -110,6 +124,89 @@ size_known_base(PyTypeObject *tp, uint8_t *kind)
     return NULL;
 }
 
+PyTypeObject *
+size_c_base(PyTypeObject *tp)
+{
+    while (tp != NULL && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)
+           && tp->tp_dealloc == size_g.subtype_dealloc) {
+        tp = tp->tp_base;
+    }
+    return tp;
+}
+
+/* staticmethod and classmethod objects: the callable they wrap is their
+ * first field in every supported version (Objects/funcobject.c, 3.9-3.13). */
+typedef struct {
+    PyObject_HEAD PyObject *callable;
+} size_wrapper_mirror;
+
+/* Is `fn`, found as a class's __sizeof__, written in Python? */
+static int
+size_is_python_level(PyObject *fn)
+{
+    if (PyObject_TypeCheck(fn, &PyStaticMethod_Type)
+        || PyObject_TypeCheck(fn, &PyClassMethod_Type)) {
+        fn = ((size_wrapper_mirror *)fn)->callable;
+    }
+    else if (PyMethod_Check(fn)) {
+        fn = PyMethod_GET_FUNCTION(fn);
+    }
+    return fn != NULL && PyFunction_Check(fn);
+}
+
+/* The __sizeof__ `tp` is sized by (see walk_size.h): the first one in its
+ * MRO not written in Python.  Borrowed (from a class dict in the MRO), or
+ * NULL.  Runs no Python code: type dicts are read, nothing is called. */
+static PyObject *
+size_find_sizeof(PyTypeObject *tp)
+{
+    PyObject *fn = _PyType_Lookup(tp, size_g.str_sizeof);
+    if (fn == NULL || !size_is_python_level(fn)) {
+        return fn; /* the common case: _PyType_Lookup's cache */
+    }
+    PyObject *mro = tp->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro)) {
+        return NULL;
+    }
+    fn = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro) && fn == NULL; i++) {
+        PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+#if PY_VERSION_HEX >= 0x030C0000
+        /* 3.12+: static builtin types keep their dict in the interpreter
+         * (tp_dict is NULL); PyType_GetDict returns a new reference to it */
+        PyObject *dict = PyType_GetDict(b);
+#else
+        PyObject *dict = b->tp_dict;
+        Py_XINCREF(dict);
+#endif
+        if (dict == NULL) {
+            continue;
+        }
+        PyObject *v = PyDict_GetItemWithError(dict, size_g.str_sizeof);
+        if (v == NULL) {
+            PyErr_Clear();
+        }
+        else if (!size_is_python_level(v)) {
+            fn = v; /* borrowed: the class dict holds it, the MRO the class */
+        }
+        Py_DECREF(dict);
+    }
+    return fn;
+}
+
+/* Is `tp` _sre's Pattern?  Matched by name (the type is not exported, and
+ * importing re is not the walker's business), with the shape every
+ * supported version gives it: var-sized in 4-byte code units, not
+ * subclassable (a class statement's type always is, so a Python class
+ * named "re.Pattern" does not match).  3.9: a static type; 3.10+: a heap
+ * type from a spec. */
+static int
+size_is_sre_pattern(PyTypeObject *tp)
+{
+    return tp->tp_itemsize == 4 && !(tp->tp_flags & Py_TPFLAGS_BASETYPE)
+           && strcmp(tp->tp_name, "re.Pattern") == 0;
+}
+
 void
 size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
 {
@@ -128,13 +225,21 @@ size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp)
             ti->flags |= SIZE_F_SPARE;
         }
     }
+    ti->flags |= (uint8_t)walkbuf_type_flags(tp);
     base = size_known_base(tp, &kind);
     if (base == tp) {
         ti->flags |= SIZE_F_EXACT;
     }
+    if (base == NULL && size_is_sre_pattern(tp)) {
+        /* its __sizeof__ (3.11+) counts sizeof(PatternObject), which holds
+         * one code unit already, plus every code unit, and leaves out the
+         * rounding of _PyObject_VAR_SIZE */
+        ti->kind = SIZE_SRE_PATTERN;
+        return;
+    }
     /* Which __sizeof__ does this type really use?  The builtin rule only
      * applies while the builtin's own method is the one found. */
-    fn = _PyType_Lookup(tp, size_g.str_sizeof);
+    fn = size_find_sizeof(tp);
     if (base != NULL) {
         if (fn != NULL && fn != _PyType_Lookup(base, size_g.str_sizeof)) {
             kind = SIZE_CALL;
@@ -237,7 +342,7 @@ size_call(PyObject *op, int *ok)
      * earlier in the walk may have rebound cls.__sizeof__, freeing the
      * function the cache would still point to.  The lookup is borrowed from
      * the type's MRO; keep it alive while Python code runs. */
-    PyObject *fn = _PyType_Lookup(Py_TYPE(op), size_g.str_sizeof);
+    PyObject *fn = size_find_sizeof(Py_TYPE(op));
     if (fn == NULL) {
         return 0;
     }
@@ -323,6 +428,12 @@ size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings)
     }
     case SIZE_BYTEARRAY:
         n = size_body(ti, tp, 0) + (size_t)((PyByteArrayObject *)op)->ob_alloc;
+        break;
+    case SIZE_SRE_PATTERN:
+        /* PyObject_GC_NewVar(PatternObject, type, n) with ob_size = n code
+         * units: _PyObject_VAR_SIZE rounds to a pointer (3.9-3.13) */
+        n = (size_t)tp->tp_basicsize + size_abs_ob_size(op) * (size_t)tp->tp_itemsize;
+        n = (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
         break;
     case SIZE_CALL: {
         /* The __sizeof__ is Python code that may reassign op.__class__ and

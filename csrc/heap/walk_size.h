@@ -23,7 +23,8 @@
 
 typedef enum {
     SIZE_GENERIC = 0, /* basic size + item size * |ob_size| */
-    SIZE_CALL,        /* the type's own __sizeof__ (extension or Python) */
+    SIZE_CALL,        /* the type's own __sizeof__, one not written in Python
+                       * (see size_typeinfo_init) */
     SIZE_LONG,
     SIZE_STR,
     SIZE_BYTES,
@@ -32,6 +33,7 @@ typedef enum {
     SIZE_DICT,
     SIZE_SET,
     SIZE_BYTEARRAY,
+    SIZE_SRE_PATTERN, /* re.Pattern: _PyObject_VAR_SIZE of its code units */
 } size_kind;
 
 /* size_typeinfo.flags */
@@ -43,6 +45,13 @@ typedef enum {
     0x04                  /* heap subtype of a var-sized type: one
                                 * spare item (PyType_GenericAlloc) */
 #define SIZE_F_EXACT 0x08 /* exactly the builtin type of `kind` */
+#define SIZE_F_BUFFER \
+    0x10 /* a C type outside the collector exporting a buffer:
+          * its items may be object pointers tp_traverse does
+          * not report (walk_buffer.h) */
+#define SIZE_F_NDARRAY \
+    0x20 /* numpy.ndarray or a subclass: SIZE_F_BUFFER, and
+          * the header is read as numpy's (walk_buffer.h) */
 
 typedef struct {
     PyTypeObject *type; /* borrowed: the type these facts are for, only
@@ -53,14 +62,22 @@ typedef struct {
 } size_typeinfo;
 
 /* Fill `ti` for `tp`.  Never fails: unknown types become SIZE_GENERIC or
- * SIZE_CALL. */
+ * SIZE_CALL.
+ *
+ * A __sizeof__ written in Python -- a function, or a staticmethod,
+ * classmethod or bound method wrapping one -- is not taken as the object's
+ * own allocation: it is a program's view of its object (pandas' returns
+ * memory_usage(deep=True), the arrays the walk reaches anyway), so the first
+ * __sizeof__ in the MRO that is not written in Python decides instead: the
+ * builtin rule when it is the builtin's own (or object's), else SIZE_CALL.
+ * C methods, Cython functions and other callables are the type's own. */
 void size_typeinfo_init(size_typeinfo *ti, PyTypeObject *tp);
 
 /* Own size of `op` (see above).  May run the object's __sizeof__ when
- * ti->kind is SIZE_CALL (looked up on each call: an earlier __sizeof__ may
- * have rebound it and freed the old one); a failure there (exception,
- * non-int, negative) falls back to the generic rule and increments
- * *warnings.  Never leaves an exception set. */
+ * ti->kind is SIZE_CALL (looked up on each call by size_typeinfo_init's
+ * rule: an earlier __sizeof__ may have rebound it and freed the old one); a
+ * failure there (exception, non-int, negative) falls back to the generic
+ * rule and increments *warnings.  Never leaves an exception set. */
 size_t size_of(const size_typeinfo *ti, PyObject *op, size_t *warnings);
 
 /* The largest own size a __sizeof__ may claim: past the 47-bit user
@@ -85,6 +102,11 @@ size_t size_dict(PyObject *op, PyTypeObject *tp);
  * a structure owns: small ints, interned strs, one-character strs and
  * bytes, the empty tuple, and immortal objects (3.12+). */
 int size_is_shared_value(PyObject *op, PyTypeObject *tp);
+
+/* The nearest type in tp's base chain that is not a class statement's
+ * (a heap type whose instances subtype_dealloc frees): tp itself for
+ * static and extension heap types, NULL only if none is. */
+PyTypeObject *size_c_base(PyTypeObject *tp);
 
 /* Called once from module exec: records the singletons size_is_shared_value
  * compares against. */

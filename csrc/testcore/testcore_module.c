@@ -195,6 +195,9 @@ testcore_exec(PyObject *m)
     if (PyModule_AddFunctions(m, testcore_methods) < 0) {
         return -1;
     }
+    if (testcore_sizing_exec(m) < 0) {
+        return -1;
+    }
     return testcore_layout_exec(m);
 }
 

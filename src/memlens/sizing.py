@@ -10,12 +10,18 @@ What ``deep_size`` counts (the rule, exactly):
 
 * every object reachable from the arguments through the references the
   garbage collector knows (``tp_traverse``), plus the keys of dicts (which
-  ``tp_traverse`` skips for str-keyed dicts), each object once;
+  ``tp_traverse`` skips for str-keyed dicts), plus the references of C
+  objects outside the collector: the items of an object buffer (format
+  ``"O"``: numpy object arrays) and a numpy view's ``base``; each object
+  once;
 * for each object, its own allocation: GC header and (3.11+) pre-header,
   the object itself, and memory it owns that is not an object (list item
   arrays, dict key tables and values arrays, set tables, bytearray buffers,
   a str's cached UTF-8 copy, an instance's values array or inline values);
-* an instance's ``__dict__``, when one exists, as part of the instance.
+* an instance's ``__dict__``, when one exists, as part of the instance;
+* never a ``__sizeof__`` written in Python (pandas' is already deep): the
+  object is sized by its allocation and its references are walked.  A C
+  ``__sizeof__`` (numpy's ndarray, ``deque``) is the type's own.
 
 Left out unless ``shared=True`` (they are not owned by the structure, only
 shared with the rest of the program), and not entered either:
@@ -47,7 +53,9 @@ def sizeof(obj):
     Includes the GC header, the 3.11+ pre-header, the variable part, memory
     the object owns that is not an object (a list's item array, a dict's
     tables, ...), and for instances their values array / inline values or
-    their ``__dict__``.  ``sys.getsizeof`` leaves several of these out.
+    their ``__dict__``.  ``sys.getsizeof`` leaves several of these out.  A
+    ``__sizeof__`` written in Python is not called (it is the program's
+    view, not the allocation); a C one is.
     """
     return _core.sizeof(obj)
 
@@ -62,7 +70,8 @@ class SizeStats(NamedTuple):
 
     bytes: int     #: bytes counted
     count: int     #: objects counted
-    warnings: int  #: objects whose __sizeof__ failed (sized by basic size)
+    warnings: int  #: objects whose C __sizeof__ failed (sized by basic size),
+                   #: or that hold memory the walk cannot see (docs/sizing.md)
     scratch: int   #: peak scratch memory of the walk, freed before returning
 
 
@@ -73,8 +82,10 @@ def deep_size(*objs, shared=False, stats=False):
     also counts classes, modules, functions and the interpreter's shared
     values.  With ``stats=True`` returns a :class:`SizeStats` (bytes, count,
     warnings, scratch) instead of the bytes alone; ``warnings`` counts the
-    objects whose ``__sizeof__`` raised or returned a non-int or negative
-    value, which are sized by their type's basic size instead.
+    objects whose C ``__sizeof__`` raised or returned a non-int or negative
+    value, which are sized by their type's basic size instead, and the
+    objects holding memory the walk cannot see (numpy record arrays holding
+    objects, numpy 2 StringDType arrays).
     """
     check_bool("deep_size() shared", shared)
     if stats:

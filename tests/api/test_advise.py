@@ -10,6 +10,7 @@ import weakref
 import pytest
 
 import memlens
+from memlens import _testcore
 
 N = 20_000
 PY = sys.version_info[:2]
@@ -157,14 +158,19 @@ def test_array_saving_is_real():
     assert a.saving == pytest.approx(real, rel=0.10)
 
 
-class CountingSizeof:
-    """Counts the calls to its __sizeof__ (Python code the scan may run)."""
+def _count_sizeof(self):
+    CountingSizeof.calls += 1
+    return object.__sizeof__(self)
+
+
+class CountingSizeof(_testcore.CallbackSizeof):
+    """Counts the calls to its C __sizeof__ (which runs Python code in the
+    scan; memlens never calls a __sizeof__ written in Python)."""
 
     calls = 0
 
-    def __sizeof__(self):
-        CountingSizeof.calls += 1
-        return object.__sizeof__(self)
+    def __init__(self):
+        super().__init__(_count_sizeof)
 
 
 class ListOwner:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 import memlens
+from memlens import _testcore
 
 PY = sys.version_info[:2]
 
@@ -456,12 +457,17 @@ def test_census_allocates_no_python_object_per_object():
     del objs
 
 
-class Yielding:
-    """A __sizeof__ that lets other threads run in the middle of a walk."""
+def _yield_and_size(self):
+    time.sleep(0)
+    return object.__sizeof__(self)
 
-    def __sizeof__(self):
-        time.sleep(0)
-        return object.__sizeof__(self)
+
+class Yielding(_testcore.CallbackSizeof):
+    """A C __sizeof__ that lets other threads run in the middle of a walk
+    (memlens never calls one written in Python)."""
+
+    def __init__(self):
+        super().__init__(_yield_and_size)
 
 
 def test_census_while_another_thread_allocates():
@@ -675,14 +681,18 @@ def test_census_retained_with_more_than_65533_classes():
     del objs, classes
 
 
-class FailingSizeof:
-    """A __sizeof__ that counts its calls and always fails."""
+def _fail_sizeof(self):
+    FailingSizeof.calls += 1
+    raise RuntimeError("no size")
+
+
+class FailingSizeof(_testcore.CallbackSizeof):
+    """A C __sizeof__ that counts its calls and always fails."""
 
     calls = 0
 
-    def __sizeof__(self):
-        FailingSizeof.calls += 1
-        raise RuntimeError("no size")
+    def __init__(self):
+        super().__init__(_fail_sizeof)
 
 
 def test_census_retained_calls_each_sizeof_once():
@@ -703,15 +713,18 @@ def test_census_retained_calls_each_sizeof_once():
     del objs
 
 
-class FrameKeeper:
+def _keep_frame(self):
+    # frame 0 is this callback's; the C __sizeof__ and the walk have none
+    self.frame = sys._getframe(1)
+    return object.__sizeof__(self)
+
+
+class FrameKeeper(_testcore.CallbackSizeof):
     """Keeps the frame that sized it: memlens's own census() frame."""
 
     def __init__(self):
+        super().__init__(_keep_frame)
         self.frame = None
-
-    def __sizeof__(self):
-        self.frame = sys._getframe(1)
-        return object.__sizeof__(self)
 
 
 def _frames_counted(keeper, retained):

@@ -1,6 +1,10 @@
 """Hostile objects: classes and __sizeof__ methods written to break a
 memory tool.  The heap-wide calls go on with a safe name or a saturated
-figure; the crash-prone ones run in a fresh interpreter."""
+figure; the crash-prone ones run in a fresh interpreter.
+
+memlens never calls a __sizeof__ written in Python (docs/sizing.md), so
+the code that runs in the middle of a walk comes from a C __sizeof__ that
+calls back into Python: memlens._testcore.CallbackSizeof(fn)."""
 import sys
 
 import pytest
@@ -69,16 +73,17 @@ def odd_meta_class():
 
 CLASS_SWAP = """
 import gc, sys, memlens
-class B: pass
+from memlens._testcore import CallbackSizeof
+class B(CallbackSizeof): pass
 junk = []
-class A:
-    def __sizeof__(self):
-        self.__class__ = B
-        globals().pop("A", None); gc.collect()
-        # reuse the freed class's memory
-        for n in range(700, 1200, 8): junk.append(bytearray(b"\\xff" * n))
-        return 100
-holder = [A()]
+def swap(self):
+    self.__class__ = B
+    globals().pop("A", None); gc.collect()
+    # reuse the freed class's memory
+    for n in range(700, 1200, 8): junk.append(bytearray(b"\\xff" * n))
+    return 100
+class A(CallbackSizeof): pass
+holder = [A(swap)]
 fn = sys.argv[1]
 r = getattr(memlens, fn)(holder if fn != "sizeof" else holder[0])
 print(type(holder[0]).__name__, r if fn != "breakdown" else r.count)
@@ -97,14 +102,14 @@ def test_a_sizeof_that_reassigns_the_class_and_frees_it(run_python, fn):
 
 DROP_VISITED = """
 import sys, memlens
-class Evil:
-    def __sizeof__(self):
-        holder[1] = None                       # frees what the walk already visited
-        junk.extend(bytearray(b"\\xff" * 64) for _ in range(2000))
-        return 64
+from memlens._testcore import CallbackSizeof as Evil
+def evil(self):
+    holder[1] = None                           # frees what the walk already visited
+    junk.extend(bytearray(b"\\xff" * 64) for _ in range(2000))
+    return 64
 junk = []
 holder = [None, ["x" * 100 + str(i) for i in range(1000)] + ["y" * (1 << 20) + "!"] * 2]
-holder[0] = Evil()
+holder[0] = Evil(evil)
 fn = sys.argv[1]
 if fn == "census":
     print(memlens.census(retained=True).count(Evil))
@@ -117,12 +122,12 @@ else:
 
 ADVISE_DROP = """
 import memlens
-class Evil:
-    def __sizeof__(self):
-        holder[1] = None   # the str the advisor's duplicate table kept
-        return 64
+from memlens._testcore import CallbackSizeof
+def evil(self):
+    holder[1] = None   # the str the advisor's duplicate table kept
+    return 64
 holder = [None, "x" * (1 << 20) + "!"]
-holder[0] = Evil()
+holder[0] = CallbackSizeof(evil)
 print(type(memlens.advise(min_saving=0)).__name__)
 """
 
@@ -143,13 +148,15 @@ def test_a_sizeof_that_frees_what_was_visited(run_python, fn):
 
 
 def test_a_sizeof_of_sys_maxsize_saturates_and_warns():
-    class Big:
-        def __sizeof__(self):
-            return sys.maxsize
+    from memlens._testcore import CallbackSizeof
 
-    class Huge:
-        def __sizeof__(self):
-            return 1 << 46  # plausible one by one, not 200,000 of them
+    class Big(CallbackSizeof):
+        def __init__(self):
+            super().__init__(lambda self: sys.maxsize)
+
+    class Huge(CallbackSizeof):
+        def __init__(self):
+            super().__init__(lambda self: 1 << 46)  # plausible one by one, not 200,000 of them
 
     x = [Big(), Big(), Big()]
     stats = memlens.deep_size(x, stats=True)

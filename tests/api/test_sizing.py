@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 import memlens
+from memlens import _testcore
 
 
 PY = sys.version_info[:2]
@@ -323,18 +324,24 @@ def test_long_linked_list_breakdown_is_iterative():
     assert sum(1 for _ in tree.walk()) == 50_001
 
 
-class BadSizeof:
-    def __init__(self, how):
-        self.how = how
+def _bad_sizeof(self):
+    how = self.how
+    if how == "raise":
+        raise RuntimeError("boom")
+    if how == "str":
+        return "12"
+    if how == "neg":
+        return -5
+    return 1000
 
-    def __sizeof__(self):
-        if self.how == "raise":
-            raise RuntimeError("boom")
-        if self.how == "str":
-            return "12"
-        if self.how == "neg":
-            return -5
-        return 1000
+
+class BadSizeof(_testcore.CallbackSizeof):
+    """A C __sizeof__ (memlens calls those; never one written in Python)
+    that fails as it is told: raises, returns a str, or a negative int."""
+
+    def __init__(self, how):
+        super().__init__(_bad_sizeof)
+        self.how = how
 
 
 @pytest.mark.parametrize("how", ["raise", "str", "neg"])
@@ -440,17 +447,18 @@ def test_no_reference_leaks():
 
 
 def test_sizeof_that_mutates_the_structure_does_not_crash():
-    # A __sizeof__ written in Python may drop objects the walk still has
-    # to visit; the walk holds references, so nothing is freed under it.
+    # A C __sizeof__ calling back into Python may drop objects the walk
+    # still has to visit; the walk holds references, so nothing is freed
+    # under it.
     code = textwrap.dedent(
         """
         import memlens
+        from memlens import _testcore
         holder = {}
-        class Evil:
-            def __sizeof__(self):
-                holder.clear()
-                return 64
-        holder["a"] = [Evil(), [1.5] * 100, {"k": [2.5]}]
+        def evil(self):
+            holder.clear()
+            return 64
+        holder["a"] = [_testcore.CallbackSizeof(evil), [1.5] * 100, {"k": [2.5]}]
         holder["b"] = [[3.5] for _ in range(100)]
         print(memlens.deep_size(holder) > 0)
         """
@@ -462,33 +470,42 @@ def test_sizeof_that_mutates_the_structure_does_not_crash():
 
 def test_sizeof_that_rebinds_sizeof_or_frees_a_class_does_not_crash(sanitized):
     # GIVEN a __sizeof__ that rebinds its class's __sizeof__ (freeing the
-    # function it replaces), and one that drops the last instance of a
-    # class the walk already counted, and the class itself
+    # callable it replaces, which is running), and one that drops the last
+    # instance of a class the walk already counted, and the class itself;
+    # both C-level callables calling back into Python (memlens never calls
+    # a __sizeof__ written in Python)
     # WHEN the walkers run in a child with the debug allocator (freed memory
     # is overwritten, so a dangling pointer fails loudly)
     code = textwrap.dedent(
         """
+        import functools
         import gc
         import memlens
-        from memlens import _core
+        from memlens import _core, _testcore
 
-        class Rebind:
-            def __sizeof__(self):
-                type(self).__sizeof__ = lambda s: 64 + 0 * len([s])
-                return 48
+        def rebind(self):
+            # a partial is a C callable: memlens calls it as the class's own
+            type(self).__sizeof__ = functools.partial(rebind)
+            return 48
+
+        class Rebind(_testcore.CallbackSizeof):
+            def __init__(self):
+                super().__init__(rebind)
 
         def make_class():
             class Tmp:
                 pass
             return Tmp
 
-        class Killer:
+        def kill(self):
+            self.box.clear()
+            gc.collect()
+            return 48
+
+        class Killer(_testcore.CallbackSizeof):
             def __init__(self, box):
+                super().__init__(kill)
                 self.box = box
-            def __sizeof__(self):
-                self.box.clear()
-                gc.collect()
-                return 48
 
         objs = [Rebind() for _ in range(50)]
         print(memlens.deep_size(objs) > 0)

@@ -46,7 +46,10 @@ def test_lines_and_classes_that_grew_and_shrank(captures, run_memlens):
     # THEN the line that keeps the entries grew by 100 x 5 kB
     assert "bytes still allocated at exit" in out
     grew = out.split("Lines that grew")[1].split("Lines that shrank")[0]
-    assert re.search(r"49\d\.\d KiB -> +98\d\.\d KiB +\+49\d\.\d KiB +\S*app\.py:6\n", grew), out
+    # (5,000-byte buffers, and on 3.9/3.10 each instance's __dict__ on that line too)
+    m = re.search(r"(\d+\.\d) KiB -> +(\d+\.\d) KiB +\+(\d+\.\d) KiB +\S*app\.py:6\n", grew)
+    assert m, out
+    assert 100 * 5000 <= float(m.group(3)) * 1024 < 100 * 5300, out
     assert "app.py:9" not in grew
     # AND the class table shows Entry instances 100 -> 200
     classes = out.split("Classes that grew (bytes at exit)")[1].split("Classes that shrank")[0]

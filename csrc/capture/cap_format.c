@@ -2,7 +2,8 @@
  *
  * Snapshot sections:
  *   META: u64 total, u64 peak, u64 sample_bytes, u32 max_frames, u32 flags
- *   STRS: u32 n, then n x (u32 len, len bytes of UTF-8)
+ *   STRS: u32 n, then n x (u32 len, len bytes: UTF-8 with surrogateescape
+ *         bytes, cap_format.h)
  *   FRMS: u32 n, then n x (u32 filename string, u32 function string, i32 line)
  *   STKS: u32 n, then n x (u32 nframes, u64 size, u64 count (1/65536 units),
  *         u64 peak_size, u64 peak_count, nframes x u32 frame index)
@@ -17,8 +18,11 @@
 #include "tracer/trace_snapshot.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static uint64_t
 cap_fnv1a(const unsigned char *p, size_t n)
@@ -93,6 +97,87 @@ cap_put_u64(cap_writer *w, uint64_t v)
     return cap_put(w, b, 8);
 }
 
+/* Patch the u32 at `at` (a length written as a placeholder). */
+static void
+cap_patch_u32(cap_writer *w, size_t at, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        w->data[at + (size_t)i] = (unsigned char)(v >> (8 * i));
+    }
+}
+
+/* cap_put_str for a str with lone surrogates, which UTF-8 cannot encode.
+ * U+DC80..U+DCFF are what surrogateescape (os.fsdecode, sys.argv) makes of
+ * bytes that are not UTF-8: they are written as those bytes, so the name
+ * reads back exactly.  Any other lone surrogate comes from no bytes (Python
+ * code made it: compile() with such a file name, code.replace()): it is
+ * written as the six characters of its escape "\udXXX", as the reports
+ * print it (report/names.py), rather than refused. */
+static int
+cap_put_str_escaped(cap_writer *w, PyObject *s)
+{
+    size_t at = w->len;
+    if (cap_put_u32(w, 0) < 0) {
+        return -1;
+    }
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        unsigned char b[6];
+        size_t len;
+        if (c < 0x80) {
+            b[0] = (unsigned char)c;
+            len = 1;
+        }
+        else if (c < 0x800) {
+            b[0] = (unsigned char)(0xC0 | (c >> 6));
+            b[1] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 2;
+        }
+        else if (c >= 0xDC80 && c <= 0xDCFF) {
+            b[0] = (unsigned char)(c - 0xDC00);
+            len = 1;
+        }
+        else if (c >= 0xD800 && c <= 0xDFFF) {
+            static const char hex[] = "0123456789abcdef";
+            b[0] = '\\';
+            b[1] = 'u';
+            b[2] = (unsigned char)hex[(c >> 12) & 0xF];
+            b[3] = (unsigned char)hex[(c >> 8) & 0xF];
+            b[4] = (unsigned char)hex[(c >> 4) & 0xF];
+            b[5] = (unsigned char)hex[c & 0xF];
+            len = 6;
+        }
+        else if (c < 0x10000) {
+            b[0] = (unsigned char)(0xE0 | (c >> 12));
+            b[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[2] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 3;
+        }
+        else {
+            b[0] = (unsigned char)(0xF0 | (c >> 18));
+            b[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+            b[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            b[3] = (unsigned char)(0x80 | (c & 0x3F));
+            len = 4;
+        }
+        if (cap_put(w, b, len) < 0) {
+            return -1;
+        }
+    }
+    size_t written = w->len - at - 4;
+    /* The length is stored as a u32. */
+    if (written > UINT32_MAX) {
+        w->len = at;
+        PyErr_SetString(PyExc_ValueError, "string too long for a capture");
+        return -1;
+    }
+    cap_patch_u32(w, at, (uint32_t)written);
+    return 0;
+}
+
 int
 cap_put_str(cap_writer *w, PyObject *s)
 {
@@ -101,9 +186,16 @@ cap_put_str(cap_writer *w, PyObject *s)
         PyErr_Format(PyExc_TypeError, "expected str, not %.100s", Py_TYPE(s)->tp_name);
         return -1;
     }
+    /* Nearly every name is plain text: its UTF-8 is cached in the str. */
     const char *u = PyUnicode_AsUTF8AndSize(s, &n);
     if (u == NULL) {
-        return -1;
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            return -1;
+        }
+        /* Lone surrogates (a file name or argument that was not UTF-8).
+         * The failed call above readied a legacy (3.9-3.11) str. */
+        PyErr_Clear();
+        return cap_put_str_escaped(w, s);
     }
     /* The length is stored as a u32. */
     if ((size_t)n > UINT32_MAX) {
@@ -215,9 +307,12 @@ cap_get_str(cap_reader *r, const char *path, const char *why)
     if (cap_get_u32(r, &n) < 0 || cap_get_bytes(r, n, &p) < 0) {
         return cap_corrupt(path, why);
     }
-    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "strict");
-    if (s == NULL) {
-        /* A decoding error is the file's fault: say so in the usual form. */
+    /* Bytes that are not UTF-8 are a name's own (cap_put_str): they decode
+     * to U+DC80..U+DCFF as os.fsdecode would, so any bytes decode. */
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "surrogateescape");
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        /* Not reached (surrogateescape takes any byte); should a decoder
+         * ever refuse, it is the file's fault: say so in the usual form. */
         PyErr_Clear();
         return cap_corrupt(path, "string is not UTF-8");
     }
@@ -347,47 +442,188 @@ done:
     return rc;
 }
 
-/* Read a whole file into PyMem memory (free with PyMem_Free); 0, or -1
- * with OSError or MemoryError set. */
-static int
-cap_read_file(const char *path, unsigned char **out, size_t *outlen)
+/* ---- reading a file ----------------------------------------------------
+ *
+ * A capture path comes from the user and may name anything: a device
+ * (/dev/zero never ends), a FIFO (open() blocks for a writer, read() for
+ * data), a directory, a huge file that is not a capture.  So nothing is read
+ * but a regular file; its header (magic, version) is checked on the first
+ * read (at most one 64 KiB chunk), and the rest is read only as far as the
+ * sections' lengths say, each length checked against the file's size before
+ * its bytes are allocated: what a reader holds is never more than the file
+ * has, nor than its sections declare plus one read-ahead (a chunk, or as
+ * much again as was read). */
+
+/* Raise OSError(errno, "not a regular file (a FIFO)", path). */
+static void
+cap_not_regular(const char *path, mode_t mode)
 {
-    unsigned char *data = NULL;
-    size_t len = 0, cap = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    const char *what = S_ISDIR(mode)    ? "not a regular file (a directory)"
+                       : S_ISFIFO(mode) ? "not a regular file (a FIFO)"
+                       : S_ISCHR(mode)  ? "not a regular file (a character device)"
+                       : S_ISBLK(mode)  ? "not a regular file (a block device)"
+                       : S_ISSOCK(mode) ? "not a regular file (a socket)"
+                                        : "not a regular file";
+    /* EISDIR for a directory, as open()+read() would say; EINVAL else. */
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "isN", S_ISDIR(mode) ? EISDIR : EINVAL,
+                                          what, PyUnicode_DecodeFSDefault(path));
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+}
+
+/* Open `path` for reading if it is a regular file; the descriptor, or -1
+ * with OSError.  *size is its size as fstat() gives it. */
+static int
+cap_open_regular(const char *path, uint64_t *size)
+{
+    struct stat st;
+    /* stat() first: a FIFO or a device is refused without opening it
+     * (opening one can block, or act on the device). */
+    if (stat(path, &st) != 0) {
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
         return -1;
     }
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            unsigned char *d = PyMem_Realloc(data, cap);
-            if (d == NULL) {
-                PyErr_NoMemory();
-                goto error;
-            }
-            data = d;
+    if (!S_ISREG(st.st_mode)) {
+        cap_not_regular(path, st.st_mode);
+        return -1;
+    }
+    /* The path may name something else by now: O_NONBLOCK so that a FIFO
+     * swapped in does not block the open, and fstat() decides. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        cap_not_regular(path, st.st_mode);
+        close(fd);
+        return -1;
+    }
+    *size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+    if (*size > (uint64_t)PY_SSIZE_T_MAX) {
+        *size = (uint64_t)PY_SSIZE_T_MAX;
+    }
+    return fd;
+}
+
+/* An open capture being read into cap_file.data. */
+typedef struct {
+    int fd;
+    uint64_t size; /* fstat()'s: caps every allocation */
+    size_t cap;    /* allocated bytes at cap_file.data */
+    int eof;       /* read() said the file ended (it shrank, or /proc) */
+} cap_input;
+
+/* Read ahead at least this much once past the header, within the file's
+ * size: a few reads for a whole ordinary capture. */
+#define CAP_READ_CHUNK ((size_t)64 * 1024)
+
+/* Make f->data hold at least `need` bytes of the file, or all of it; 0, or
+ * -1 with OSError or MemoryError.  `need` is within in->size (the caller
+ * checked) except for the 12-byte header, so the buffer never outgrows the
+ * file; it is filled to its capacity, which is at most one chunk or a
+ * doubling past what was needed. */
+static int
+cap_fill(cap_file *f, cap_input *in, size_t need)
+{
+    if (need > in->cap) {
+        size_t cap = in->cap * 2 > CAP_READ_CHUNK ? in->cap * 2 : CAP_READ_CHUNK;
+        if (cap > in->size) {
+            cap = (size_t)in->size;
         }
-        size_t n = fread(data + len, 1, cap - len, f);
-        len += n;
+        if (cap < need) {
+            cap = need;
+        }
+        unsigned char *d = PyMem_Realloc(f->data, cap);
+        if (d == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        f->data = d;
+        in->cap = cap;
+    }
+    while (f->len < need && !in->eof) {
+        ssize_t n = read(in->fd, f->data + f->len, in->cap - f->len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                /* Ctrl-C during a read from a slow file system. */
+                if (PyErr_CheckSignals() < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, f->path);
+            return -1;
+        }
         if (n == 0) {
+            in->eof = 1;
+        }
+        f->len += (size_t)n;
+    }
+    return 0;
+}
+
+/* Read what the sections of the capture on `in` declare into f->data, its
+ * header first; 0, or -1 with an exception.  Only the lengths are looked
+ * at: cap_file_check() then checks the framing and the checksum over the
+ * bytes read.  *trailing: the file goes on past the END section. */
+static int
+cap_file_read(cap_file *f, cap_input *in, int *trailing)
+{
+    *trailing = 0;
+    if (cap_fill(f, in, 12) < 0) {
+        return -1;
+    }
+    if (f->len < 12 || memcmp(f->data, CAP_MAGIC, 8) != 0) {
+        cap_corrupt(f->path, f->len < 12 ? "too short" : "bad magic header");
+        return -1;
+    }
+    unsigned major = (unsigned)f->data[8] | ((unsigned)f->data[9] << 8);
+    if (major != CAP_VERSION_MAJOR) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: memlens capture format version %u is not supported "
+                     "(this memlens reads version %d)",
+                     f->path, major, CAP_VERSION_MAJOR);
+        return -1;
+    }
+    uint64_t pos = 12;
+    while (pos < in->size && !in->eof) {
+        if (in->size - pos < 16) {
+            /* A partial header: read it, cap_file_check() says truncated. */
+            return cap_fill(f, in, (size_t)in->size);
+        }
+        if (cap_fill(f, in, (size_t)pos + 16) < 0) {
+            return -1;
+        }
+        if (f->len < pos + 16) {
+            return 0; /* the file shrank: truncated */
+        }
+        cap_reader h = {f->data + pos, f->data + pos + 16};
+        uint32_t tag = 0, reserved = 0;
+        uint64_t n = 0;
+        /* The 16 bytes are there: the gets cannot fail. */
+        if (cap_get_u32(&h, &tag) < 0 || cap_get_u32(&h, &reserved) < 0 || cap_get_u64(&h, &n) < 0
+            || n > in->size - pos - 16) {
+            cap_corrupt(f->path, "truncated: a section runs past the end of the file");
+            return -1;
+        }
+        pos += 16 + n;
+        if (cap_fill(f, in, (size_t)pos) < 0) {
+            return -1;
+        }
+        if (tag == CAP_TAG_END) {
+            *trailing = pos < in->size;
             break;
         }
     }
-    if (ferror(f)) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-        goto error;
-    }
-    fclose(f);
-    *out = data;
-    *outlen = len;
     return 0;
-
-error:
-    fclose(f);
-    PyMem_Free(data);
-    return -1;
 }
 
 void
@@ -398,32 +634,15 @@ cap_file_free(cap_file *f)
     memset(f, 0, sizeof(*f));
 }
 
-int
-cap_file_open(cap_file *f, const char *path)
+/* The framing and checksum of the bytes in f->data (header checked), before
+ * any content is trusted; fills f->sections.  0, or -1 with an exception. */
+static int
+cap_file_check(cap_file *f, int trailing)
 {
-    size_t room = 0; /* capacity of f->sections */
-    memset(f, 0, sizeof(*f));
-    f->path = path;
-    if (cap_read_file(path, &f->data, &f->len) < 0) {
-        goto error;
-    }
+    const char *path = f->path;
     const unsigned char *data = f->data;
-    if (f->len < 12 || memcmp(data, CAP_MAGIC, 8) != 0) {
-        cap_corrupt(path, f->len < 12 ? "too short" : "bad magic header");
-        goto error;
-    }
-    unsigned major = (unsigned)data[8] | ((unsigned)data[9] << 8);
-    if (major != CAP_VERSION_MAJOR) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: memlens capture format version %u is not supported "
-                     "(this memlens reads version %d)",
-                     path, major, CAP_VERSION_MAJOR);
-        goto error;
-    }
-
-    /* Framing and checksum, before any content is trusted. */
+    size_t room = 0; /* capacity of f->sections */
     cap_reader r = {data + 12, data + f->len};
-    int ended = 0;
     while (r.p < r.end) {
         const unsigned char *sec = r.p;
         uint32_t tag, reserved;
@@ -432,44 +651,65 @@ cap_file_open(cap_file *f, const char *path)
         if (cap_get_u32(&r, &tag) < 0 || cap_get_u32(&r, &reserved) < 0 || cap_get_u64(&r, &n) < 0
             || n > (uint64_t)(r.end - r.p) || cap_get_bytes(&r, (size_t)n, &payload) < 0) {
             cap_corrupt(path, "truncated");
-            goto error;
+            return -1;
         }
         if (reserved != 0) {
             cap_corrupt(path, "bad section header");
-            goto error;
+            return -1;
         }
         if (tag == CAP_TAG_END) {
             cap_reader e = {payload, payload + n};
             uint64_t h;
             if (cap_get_u64(&e, &h) < 0 || h != cap_fnv1a(data, (size_t)(sec - data))) {
                 cap_corrupt(path, "checksum mismatch");
-                goto error;
+                return -1;
             }
-            if (n != 8 || r.p != r.end) {
+            if (n != 8 || r.p != r.end || trailing) {
                 cap_corrupt(path, "data after the end marker");
-                goto error;
+                return -1;
             }
-            ended = 1;
-            break;
+            return 0;
         }
         if (f->nsections == room) {
             room = room ? room * 2 : 16;
             cap_section *grown = PyMem_Realloc(f->sections, room * sizeof(cap_section));
             if (grown == NULL) {
                 PyErr_NoMemory();
-                goto error;
+                return -1;
             }
             f->sections = grown;
         }
         f->sections[f->nsections++] = (cap_section){tag, payload, n};
     }
-    if (!ended) {
-        cap_corrupt(path, "truncated: no end marker");
+    cap_corrupt(path, "truncated: no end marker");
+    return -1;
+}
+
+int
+cap_file_open(cap_file *f, const char *path)
+{
+    cap_input in = {-1, 0, 0, 0};
+    int trailing = 0;
+    memset(f, 0, sizeof(*f));
+    f->path = path;
+    in.fd = cap_open_regular(path, &in.size);
+    if (in.fd < 0) {
+        goto error;
+    }
+    if (cap_file_read(f, &in, &trailing) < 0) {
+        goto error;
+    }
+    close(in.fd);
+    in.fd = -1;
+    if (cap_file_check(f, trailing) < 0) {
         goto error;
     }
     return 0;
 
 error:
+    if (in.fd >= 0) {
+        close(in.fd);
+    }
     cap_file_free(f);
     return -1;
 }

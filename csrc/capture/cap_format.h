@@ -13,6 +13,40 @@
  * version 1.1 ALOC (cap_format.c says what each holds).  The section framing,
  * the byte buffers and cap_file below are meant for other record kinds too
  * (the `memlens run` capture, cap_run.h).
+ *
+ * Strings (file and function names, run metadata, class names) are u32
+ * length + bytes: the UTF-8 of the str, except for lone surrogates, which
+ * UTF-8 cannot encode.  The names memlens stores are mostly paths and argv,
+ * which Python decodes with surrogateescape (os.fsdecode): a byte that is not
+ * UTF-8 becomes U+DC80..U+DCFF.  Those are written as the byte they stand for
+ * and read back with surrogateescape, so such a name round-trips exactly (a
+ * file named b"caf\xe9.py" is stored as those bytes, and reads back as
+ * 'caf\udce9.py').  Any other lone surrogate (U+D800..U+DC7F, U+DD00..
+ * U+DFFF) stands for no bytes: Python code made it (compile() with such a
+ * file name, code.replace()); it is written as the six ASCII characters of
+ * its escape, "\ud800", the text the reports print for it
+ * (report/names.py), and reads back as that text: lossy only for names no
+ * file system or command line can produce, and never a failed write.  So
+ * a string's bytes need not be UTF-8; a reader decodes any bytes.  (A reader
+ * from before this rule refuses such a string in one line: "string is not
+ * UTF-8".)
+ *
+ * Reading (cap_file_open) trusts nothing about the path it is given, since
+ * a capture is a file someone handed us.  It refuses, in one line:
+ *   - anything but a regular file: OSError "not a regular file (a FIFO)"
+ *     (a directory: IsADirectoryError), checked with stat() before the open
+ *     and fstat() after it; /dev/zero would never end, a FIFO would block
+ *     the open and every read, and opening a device can act on it;
+ *   - a header that is not ours (magic, major version), from the first
+ *     read (at most 64 KiB), before the rest of the file is read;
+ *   - a section whose length goes past the end of the file (fstat's size),
+ *     before any byte of it is allocated or read.
+ * So a reader holds at most what the file has and its sections declare
+ * (plus one read-ahead), never the whole of a big file that is not a
+ * capture.  Then framing and checksum are checked over the bytes read, and
+ * each section parser allocates only what its bytes can hold: a count of n
+ * entries is refused unless the section has at least n times the smallest
+ * entry's size.
  */
 #ifndef MEMLENS_CAP_FORMAT_H
 #define MEMLENS_CAP_FORMAT_H
@@ -54,8 +88,8 @@ void cap_end_section(cap_writer *w);
 /* Append the END section and write the buffer to `path` (OSError). */
 int cap_finish_to_file(cap_writer *w, const char *path);
 
-/* Append a str as u32 length + UTF-8 (TypeError for a non-str, ValueError
- * past 4 GiB). */
+/* Append a str as u32 length + its bytes, as the format comment above says
+ * (TypeError for a non-str, ValueError past 4 GiB). */
 int cap_put_str(cap_writer *w, PyObject *s);
 /* Append the snapshot sections (META, STRS, FRMS, STKS, ALOC) of a
  * TraceTable (trace_snapshot.h) to an initialised writer; -1 with an
@@ -75,8 +109,9 @@ typedef struct {
 int cap_get_u32(cap_reader *r, uint32_t *v);
 int cap_get_u64(cap_reader *r, uint64_t *v);
 int cap_get_bytes(cap_reader *r, size_t n, const unsigned char **out);
-/* A str stored by cap_put_str; NULL with ValueError (cap_corrupt: `why`
- * when the input is short, "string is not UTF-8"). */
+/* A str stored by cap_put_str, decoded with surrogateescape (any bytes
+ * decode); NULL with ValueError (cap_corrupt: `why`) when the input is
+ * short, or MemoryError. */
 PyObject *cap_get_str(cap_reader *r, const char *path, const char *why);
 
 /* Raise "ValueError: <path>: not a valid memlens capture file (<why>)";
@@ -102,9 +137,10 @@ typedef struct {
     size_t nsections;
 } cap_file;
 
-/* Read `path` and check magic, major version, framing and the END checksum
- * before any content is trusted; 0, or -1 with OSError, MemoryError or
- * ValueError (cap_file_free() either way). */
+/* Read `path` (a regular file: see "Reading" above) and check magic, major
+ * version, framing and the END checksum before any content is trusted; 0,
+ * or -1 with OSError (also for a path that is not a regular file),
+ * MemoryError or ValueError (cap_file_free() either way). */
 int cap_file_open(cap_file *f, const char *path);
 void cap_file_free(cap_file *f);
 /* The last section tagged `tag`, or NULL (later minor versions may add

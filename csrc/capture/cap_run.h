@@ -3,12 +3,14 @@
  * A run capture is a snapshot capture (cap_format.h: META, STRS, FRMS, STKS,
  * ALOC written by cap_put_table, so memlens.Snapshot.load() reads it too)
  * followed by run sections, then the END checksum over everything:
- *   RUNM: u32 n, n x (u32 len, key UTF-8, u32 len, value UTF-8)
+ *   RUNM: u32 n, n x (string key, string value)
  *         run metadata (command, Python version, exit code, duration ...)
  *   TMLN: u64 interval in nanoseconds, u32 n,
  *         n x (u64 t_ns, u64 traced, u64 peak, u64 rss)
- *   CLSS: u32 n, n x (u32 len, class name UTF-8, u64 instances, u64 bytes)
+ *   CLSS: u32 n, n x (string class name, u64 instances, u64 bytes)
  *         the census at exit; absent when no census ran.
+ * A string is u32 length + bytes, as cap_format.h says (UTF-8, with
+ * surrogateescape bytes for names that were not UTF-8).
  * Every run section is optional for the reader: a plain snapshot file
  * reads as a run without metadata, timeline or class table.
  */

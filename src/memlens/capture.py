@@ -13,8 +13,15 @@ itself, so that one module knows how the engine is called::
     raw = capture.read(path)                    # a CaptureFile
 
 :func:`read` turns every failure into one of two exceptions with a one-line
-message: :class:`CaptureReadError` (the file could not be read at all) or
-:class:`CaptureError` (it was read but is not a valid capture).
+message: :class:`CaptureReadError` (the file could not be read at all, or is
+not a regular file: a FIFO, a device, a directory) or :class:`CaptureError`
+(it was read but is not a valid capture).  The engine reads only what the
+file's size and its sections declare, so neither takes long or much memory.
+
+Names (file and function names, metadata, class names) may be any str Python
+gives for a path or an argument: bytes that were not UTF-8
+(surrogate-escaped) are stored as those bytes and read back exactly
+(``csrc/capture/cap_format.h`` says how).
 """
 
 import os

@@ -347,13 +347,17 @@ class Snapshot:
         return [(_traceback(row[0]), *row[1:5]) for row in self._table.stacks()]
 
     def dump(self, path):
-        """Write the snapshot to `path` (memlens' versioned binary format)."""
+        """Write the snapshot to `path` (memlens' versioned binary format).
+        Names that are not UTF-8 (surrogate-escaped bytes, as os.fsdecode
+        gives them) are stored as their bytes and load back exactly."""
         _core.trace_dump(self._table, os.fspath(path))
 
     @classmethod
     def load(cls, path):
         """Read a snapshot written by dump(); ValueError if the file is not a
-        valid memlens capture (corrupt, truncated, other version)."""
+        valid memlens capture (corrupt, truncated, other version), OSError
+        if it cannot be read or is not a regular file (a FIFO, a device, a
+        directory).  Only what the file's sections declare is read."""
         return cls(_core.trace_load(os.fspath(path)))
 
     def __repr__(self):

@@ -193,7 +193,9 @@ def _strip_runner(frames, runner_files):
 def load(path):
     """Read a capture file (written by ``memlens run`` or
     ``Snapshot.dump``) into a :class:`Capture`; :class:`CaptureError` with a
-    one-line message when it is not a valid capture."""
+    one-line message when it is not a valid capture, its subclass
+    :class:`CaptureReadError` when it cannot be read or is not a regular
+    file."""
     raw = capture.read(path)
     table, meta, interval_ms, tl, classes = raw.table, raw.meta, raw.interval_ms, raw.timeline, raw.classes
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))

@@ -189,3 +189,81 @@ def dump_dom(tmp_path_factory):
         return r.stdout
 
     return dump
+
+
+# The child of load_probe: refuse `path` with `loader` and say how (one JSON
+# line): the exception's class and message, the seconds it took and how much
+# the resident set grew.  Under an address-space limit of 1 GiB above what it
+# has mapped, so an unbounded reader fails with MemoryError (not by taking
+# the machine's memory).
+_LOAD_PROBE = textwrap.dedent("""\
+    import json, os, resource, sys, time
+    loader, path = sys.argv[1], sys.argv[2]
+    import memlens
+    from memlens.report import model
+    if os.environ.get("MEMLENS_SANITIZED") != "1":
+        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
+    load = {"snapshot": memlens.Snapshot.load, "model": model.load}[loader]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    try:
+        load(path)
+        what = ["loaded", ""]
+    except BaseException as e:
+        what = [type(e).__name__, str(e)]
+    took = time.monotonic() - t0
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps(what + [took, grew * 1024]))
+""")
+
+
+@pytest.fixture(scope="session")
+def load_probe(run_python):
+    """load_probe(loader, path) -> (exception name or "loaded", message,
+    seconds, bytes the resident set grew): `loader` ("snapshot":
+    memlens.Snapshot.load, "model": the report model) given `path` in a
+    child process."""
+    import json
+
+    def probe(loader, path):
+        r = run_python("-c", _LOAD_PROBE, loader, path, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return tuple(json.loads(r.stdout))
+
+    return probe
+
+
+CAPTURE_HEADER = b"\x89MLNSCAP" + struct.pack("<HH", 1, 1)
+
+
+@pytest.fixture(scope="session")
+def hostile_file():
+    """hostile_file(kind, folder) -> (path, what the one-line refusal
+    says): /dev/zero, a FIFO, a directory, a 2 GiB sparse file of garbage,
+    a 2 GiB sparse file with a valid header and a section claiming 1 TB, and
+    a small file with such a section."""
+    def make(kind, tmp_path):
+        if kind == "devzero":
+            return "/dev/zero", "not a regular file"
+        if kind == "fifo":
+            path = tmp_path / "fifo.mlcap"
+            os.mkfifo(path)
+            return str(path), "not a regular file"
+        if kind == "directory":
+            path = tmp_path / "dir.mlcap"
+            path.mkdir()
+            return str(path), "not a regular file"
+        path = tmp_path / f"{kind}.mlcap"
+        with open(path, "wb") as f:
+            if kind == "sparse-garbage":
+                f.write(b"GIF89a" + bytes(100))
+                why = "bad magic header"
+            else:  # a valid header, then a META section that claims 1 TB
+                f.write(CAPTURE_HEADER + struct.pack("<4sIQ", b"META", 0, 1 << 40))
+                why = "past the end of the file"
+            if kind != "huge-section-small-file":
+                f.truncate(2 << 30)  # 2 GiB, sparse: no disk used
+        return str(path), why
+
+    return make

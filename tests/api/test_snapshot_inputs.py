@@ -3,11 +3,8 @@ frames whose names are not UTF-8 round-trip exactly, and a path that is
 not a capture is refused in one line, quickly, without reading it whole.
 (The report loader and the CLI: tests/cli/test_capture_inputs.py.)"""
 
-import json
 import os
-import struct
 import sys
-import textwrap
 
 import pytest
 
@@ -84,60 +81,19 @@ def test_dump_in_a_child_does_not_crash_on_surrogates(run_code, tmp_path):
 
 # ---- files that are not captures ------------------------------------------
 
-CHILD = textwrap.dedent("""\
-    import json, os, resource, sys, time
-    path = sys.argv[1]
-    import memlens
-    if os.environ.get("MEMLENS_SANITIZED") != "1":
-        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.monotonic()
-    try:
-        memlens.Snapshot.load(path)
-        what = ["loaded", ""]
-    except BaseException as e:
-        what = [type(e).__name__, str(e)]
-    took = time.monotonic() - t0
-    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    print(json.dumps(what + [took, grew * 1024]))
-""")
-
-HEADER = b"\x89MLNSCAP" + struct.pack("<HH", 1, 1)
-
 
 @pytest.mark.parametrize("kind", ["devzero", "fifo", "directory", "sparse-garbage", "sparse-huge-section",
                                   "huge-section-small-file"])
-def test_load_refuses_promptly_in_one_line(run_python, tmp_path, kind):
+def test_load_refuses_promptly_in_one_line(load_probe, hostile_file, tmp_path, kind):
     # GIVEN something that is not a capture
-    path = tmp_path / "x.mlcap"
-    if kind == "devzero":
-        path, exc, why = "/dev/zero", "OSError", "not a regular file"
-    elif kind == "fifo":
-        os.mkfifo(path)
-        exc, why = "OSError", "not a regular file"
-    elif kind == "directory":
-        path.mkdir()
-        exc, why = "IsADirectoryError", "not a regular file"
-    else:
-        with open(path, "wb") as f:
-            if kind == "sparse-garbage":
-                f.write(b"\x7fELF" + bytes(100))
-                why = "bad magic header"
-            else:
-                f.write(HEADER + struct.pack("<4sIQ", b"STRS", 0, 1 << 40))
-                why = "past the end of the file"
-            if kind != "huge-section-small-file":
-                f.truncate(2 << 30)  # 2 GiB, sparse
-        exc = "ValueError"
+    path, why = hostile_file(kind, tmp_path)
     # WHEN Snapshot.load is given it (in a child: a hang or a runaway
     # allocation fails this test only)
-    r = run_python("-c", CHILD, path, timeout=30)
-    assert r.returncode == 0, r.stderr
-    name, msg, took, grew = json.loads(r.stdout)
+    name, msg, took, grew = load_probe("snapshot", path)
     # THEN one line that says why, in well under a second, with little
     # memory
-    assert name == exc, msg
+    expected = {"devzero": "OSError", "fifo": "OSError", "directory": "IsADirectoryError"}
+    assert name == expected.get(kind, "ValueError"), msg
     assert why in msg and "\n" not in msg, msg
     assert took < 1.0, took
     assert grew < 50 << 20, grew

@@ -104,57 +104,7 @@ def test_every_report_format_escapes_the_latin1_name(run_memlens, latin1_capture
 
 # ---- files that are not captures ------------------------------------------
 
-# The child: refuse `path` with `loader` and say how (one JSON line): the
-# exception's class and message, the seconds it took and how much the
-# resident set grew.  Run under an address-space limit of 1 GiB above what
-# it has mapped, so that an unbounded reader fails with MemoryError (not by
-# taking the machine's memory).
-CHILD = textwrap.dedent("""\
-    import json, os, resource, sys, time
-    loader, path = sys.argv[1], sys.argv[2]
-    import memlens
-    from memlens.report import model
-    if os.environ.get("MEMLENS_SANITIZED") != "1":
-        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
-    load = {"snapshot": memlens.Snapshot.load, "model": model.load}[loader]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.monotonic()
-    try:
-        load(path)
-        what = ["loaded", ""]
-    except BaseException as e:
-        what = [type(e).__name__, str(e)]
-    took = time.monotonic() - t0
-    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    print(json.dumps(what + [took, grew * 1024]))
-""")
 
-HEADER = b"\x89MLNSCAP" + struct.pack("<HH", 1, 1)
-
-
-def _hostile(kind, tmp_path):
-    """(path, what the one-line refusal says) of a hostile input."""
-    if kind == "devzero":
-        return "/dev/zero", "not a regular file"
-    if kind == "fifo":
-        path = tmp_path / "fifo.mlcap"
-        os.mkfifo(path)
-        return str(path), "not a regular file"
-    if kind == "directory":
-        path = tmp_path / "dir.mlcap"
-        path.mkdir()
-        return str(path), "not a regular file"
-    path = tmp_path / f"{kind}.mlcap"
-    with open(path, "wb") as f:
-        if kind == "sparse-garbage":
-            f.write(b"GIF89a" + bytes(100))
-            why = "bad magic header"
-        else:  # a valid header, then a META section that claims 1 TB
-            f.write(HEADER + struct.pack("<4sIQ", b"META", 0, 1 << 40))
-            why = "past the end of the file"
-        f.truncate(2 << 30)  # 2 GiB, sparse: no disk used
-    return str(path), why
 
 
 KINDS = ["devzero", "fifo", "directory", "sparse-garbage", "sparse-huge-section"]
@@ -165,12 +115,10 @@ UNREADABLE = {"devzero", "fifo", "directory"}
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_report_loader_refuses_promptly_in_one_line(run_python, tmp_path, kind):
+def test_report_loader_refuses_promptly_in_one_line(load_probe, hostile_file, tmp_path, kind):
     # GIVEN something that is not a capture, WHEN the report model loads it
-    path, why = _hostile(kind, tmp_path)
-    r = run_python("-c", CHILD, "model", path, timeout=30)
-    assert r.returncode == 0, r.stderr
-    exc, msg, took, grew = json.loads(r.stdout)
+    path, why = hostile_file(kind, tmp_path)
+    exc, msg, took, grew = load_probe("model", path)
     # THEN one line saying why, fast, without reading the file whole
     assert exc == ("CaptureReadError" if kind in UNREADABLE else "CaptureError"), msg
     assert why in msg and "\n" not in msg and msg.startswith(path)
@@ -179,9 +127,9 @@ def test_report_loader_refuses_promptly_in_one_line(run_python, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_report_command_refuses_promptly_in_one_line(run_python, tmp_path, kind):
+def test_report_command_refuses_promptly_in_one_line(run_python, hostile_file, tmp_path, kind):
     # GIVEN something that is not a capture, WHEN `memlens report` is given it
-    path, _ = _hostile(kind, tmp_path)
+    path, _ = hostile_file(kind, tmp_path)
     # (a parent of its own, so that RUSAGE_CHILDREN is memlens' alone)
     parent = textwrap.dedent("""\
         import json, resource, subprocess, sys, time
@@ -203,17 +151,17 @@ def test_report_command_refuses_promptly_in_one_line(run_python, tmp_path, kind)
     assert grew < 100 << 20, grew  # the whole process, imports included
 
 
-def test_a_capture_that_lies_about_its_counts_allocates_little(run_python, tmp_path, capture_bytes):
+def test_a_capture_that_lies_about_its_counts_allocates_little(load_probe, tmp_path, capture_bytes):
     # GIVEN a capture whose string table claims 2**32-1 strings in a 4-byte
     # section (each string needs at least its 4-byte length)
-    body = HEADER + struct.pack("<4sIQ", b"META", 0, 32) + bytes(32) + \
+    header = b"\x89MLNSCAP" + struct.pack("<HH", 1, 1)
+    body = header + struct.pack("<4sIQ", b"META", 0, 32) + bytes(32) + \
         struct.pack("<4sIQI", b"STRS", 0, 4, 0xFFFFFFFF) + \
         struct.pack("<4sIQI", b"FRMS", 0, 4, 0) + struct.pack("<4sIQI", b"STKS", 0, 4, 0)
     path = tmp_path / "lies.mlcap"
     path.write_bytes(body + struct.pack("<4sIQQ", b"END ", 0, 8, capture_bytes.fnv1a(body)))
     # WHEN loaded, THEN refused in one line, with nothing allocated for them
-    r = run_python("-c", CHILD, "model", path, timeout=30)
-    exc, msg, took, grew = json.loads(r.stdout)
+    exc, msg, took, grew = load_probe("model", path)
     assert exc == "CaptureError" and "bad string table" in msg, msg
     assert grew < 50 << 20
 

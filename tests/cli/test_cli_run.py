@@ -107,9 +107,13 @@ def test_ctrl_c_writes_the_capture_and_exits_130(tmp_path, child_env, write):
     # SIGINT as a terminal delivers it: a suite started in the background by
     # a non-interactive shell inherits SIGINT ignored, and Python keeps that
     # (the program would then sleep its 60 s and exit 0).
-    p = subprocess.Popen([sys.executable, "-m", "memlens", "run", "-o", "c.mlcap", "slow.py"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # The reset happens in a small Python that then execs memlens, not in a
+    # preexec_fn: Python code between fork and exec in this (threaded, under
+    # ASan not fork-safe) test process can deadlock the child.
+    reset_then_exec = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execv(sys.executable, [sys.executable, '-m', 'memlens'] + sys.argv[1:])")
+    p = subprocess.Popen([sys.executable, "-c", reset_then_exec, "run", "-o", "c.mlcap", "slow.py"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     assert p.stdout.readline() == "ready\n"
     time.sleep(0.1)
     p.send_signal(signal.SIGINT)

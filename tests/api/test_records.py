@@ -444,12 +444,17 @@ def test_no_leak_constructing_and_dropping():
     tracemalloc.start()
     try:
         churn()
-        base = tracemalloc.get_traced_memory()[0]
-        churn()
-        grown = tracemalloc.get_traced_memory()[0] - base
+        rounds = []
+        for _ in range(3):
+            base = tracemalloc.get_traced_memory()[0]
+            churn()
+            rounds.append(tracemalloc.get_traced_memory()[0] - base)
     finally:
         tracemalloc.stop()
-    assert grown < 2000
+    # One object leaked per iteration is at least 16 B x 2000 = 32 kB in every
+    # round. What is not a leak grows once, not per round: a dict or freelist
+    # that resizes (2272 B once under ASan), so the smallest round decides.
+    assert min(rounds) < 2000 * 8, rounds
     keep = [Point(1, 2, label) for _ in range(100)]
     assert sys.getrefcount(label) == before + 100
     del keep

@@ -5,6 +5,7 @@
 #include "tracer/trace_lock.h"
 #include "tracer/trace_map.h"
 #include "tracer/trace_mem.h"
+#include "tracer/trace_native.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -1046,10 +1047,73 @@ static const PyMemAllocatorEx trace_sampled_hooks[3] = {
      trace_obj_free_sampled},
 };
 
+/* ---- for the native hooks (trace_native.c) ---------------------------------- */
+
+int
+trace_native_enter(void)
+{
+    trace_tls_state *t = &trace_tls;
+    if (t->busy || !atomic_load_explicit(&trace_g.active, memory_order_relaxed)) {
+        return 0;
+    }
+    t->busy = 1;
+    return 1;
+}
+
+void
+trace_native_leave(void)
+{
+    trace_tls.busy = 0;
+}
+
+uint64_t
+trace_native_generation(void)
+{
+    return atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
+}
+
+void
+trace_native_alloc(void *p, size_t size)
+{
+    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+}
+
+trace_map_entry
+trace_native_free(void *p)
+{
+    if (trace_g.sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
+        trace_map_entry none = {0, 0};
+        return none; /* never sampled */
+    }
+    return trace_on_free(PYMEM_DOMAIN_RAW, p);
+}
+
+void
+trace_native_put_back(void *p, trace_map_entry e, uint64_t gen)
+{
+    if (e.stack != 0) {
+        trace_record(PYMEM_DOMAIN_RAW, p, e.size, e.stack, gen);
+    }
+}
+
+void
+trace_native_track(void *p, size_t size)
+{
+    /* Already recorded (through the malloc hook): put the entry back as it
+     * was, so the buffer is counted once, on the stack that allocated it. */
+    uint64_t gen = trace_native_generation();
+    trace_map_entry e = trace_native_free(p);
+    if (e.stack != 0) {
+        trace_native_put_back(p, e, gen);
+        return;
+    }
+    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+}
+
 /* ---- start / stop ------------------------------------------------------------ */
 
 int
-trace_start(int max_frames, uint64_t sample_bytes)
+trace_start(int max_frames, uint64_t sample_bytes, int native)
 {
     if (atomic_load(&trace_g.active)) {
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
@@ -1150,6 +1214,11 @@ trace_start(int max_frames, uint64_t sample_bytes)
         hook.ctx = &ctx[i];
         PyMem_SetAllocator(trace_domains[i], &hook);
     }
+    /* The extensions' buffers declared with PyTraceMalloc_Track() always;
+     * their malloc/mmap calls if asked.  (Where GOT patching is not
+     * supported -- not x86-64 Linux -- nothing is patched, and
+     * trace_native_get_stats() says so.) */
+    (void)trace_native_install(TRACE_NATIVE_TRACK | (native ? TRACE_NATIVE_ALLOC : 0));
     return 0;
 }
 
@@ -1232,6 +1301,7 @@ trace_stop(void)
     if (!atomic_load(&trace_g.active)) {
         return;
     }
+    trace_native_uninstall();
     /* Restore exactly what start() found, if our hooks are still on top.
      * If another tracer (tracemalloc) started after us, it chains to our
      * hooks: they stay, and pass calls through while inactive. */
@@ -1367,11 +1437,16 @@ trace_atfork_prepare(void)
 {
     trace_spin_lock(&trace_g.nogil_lock);
     trace_map_lock();
+    /* The prepare handlers registered before ours run after it, with these
+     * locks held, and may allocate or free through a hooked GOT entry or
+     * domain: on this thread the hooks then only pass calls on. */
+    trace_tls.busy++;
 }
 
 static void
 trace_atfork_release(void)
 {
+    trace_tls.busy--;
     trace_map_unlock();
     trace_spin_unlock(&trace_g.nogil_lock);
 }

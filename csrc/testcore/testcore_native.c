@@ -3,7 +3,7 @@
  * the calling thread or from native threads that never hold the GIL, for
  * the native-memory tests.  Addresses travel as ints. */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* mremap, pvalloc */
+#define _GNU_SOURCE 1 /* mremap, pvalloc (as pyconfig.h defines it) */
 #endif
 #include "testcore/testcore.h"
 

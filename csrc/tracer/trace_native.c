@@ -1,7 +1,7 @@
 /* trace_native.c: native allocations through GOT patching (see
  * trace_native.h). */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* dl_iterate_phdr, RTLD_DEFAULT, mremap, pvalloc */
+#define _GNU_SOURCE 1 /* dl_iterate_phdr, RTLD_DEFAULT, mremap, pvalloc (pyconfig.h: 1 too) */
 #endif
 #include "tracer/trace_native.h"
 #include "tracer/trace_hooks.h"
@@ -31,23 +31,23 @@
  * object half unloaded.
  * The real functions are looked up once, in the global scope, where an
  * object's own lazy binding would find them. */
-#define TRACE_NATIVE_FUNCS(X)                                                                    \
-    X(malloc, TRACE_NATIVE_ALLOC)                                                                \
-    X(calloc, TRACE_NATIVE_ALLOC)                                                                \
-    X(realloc, TRACE_NATIVE_ALLOC)                                                               \
-    X(reallocarray, TRACE_NATIVE_ALLOC)                                                          \
-    X(free, TRACE_NATIVE_ALLOC)                                                                  \
-    X(posix_memalign, TRACE_NATIVE_ALLOC)                                                        \
-    X(aligned_alloc, TRACE_NATIVE_ALLOC)                                                         \
-    X(memalign, TRACE_NATIVE_ALLOC)                                                              \
-    X(valloc, TRACE_NATIVE_ALLOC)                                                                \
-    X(pvalloc, TRACE_NATIVE_ALLOC)                                                               \
-    X(mmap, TRACE_NATIVE_ALLOC)                                                                  \
-    X(mmap64, TRACE_NATIVE_ALLOC)                                                                \
-    X(munmap, TRACE_NATIVE_ALLOC)                                                                \
-    X(mremap, TRACE_NATIVE_ALLOC)                                                                \
-    X(PyTraceMalloc_Track, TRACE_NATIVE_TRACK)                                                   \
-    X(PyTraceMalloc_Untrack, TRACE_NATIVE_TRACK)                                                 \
+#define TRACE_NATIVE_FUNCS(X)                    \
+    X(malloc, TRACE_NATIVE_ALLOC)                \
+    X(calloc, TRACE_NATIVE_ALLOC)                \
+    X(realloc, TRACE_NATIVE_ALLOC)               \
+    X(reallocarray, TRACE_NATIVE_ALLOC)          \
+    X(free, TRACE_NATIVE_ALLOC)                  \
+    X(posix_memalign, TRACE_NATIVE_ALLOC)        \
+    X(aligned_alloc, TRACE_NATIVE_ALLOC)         \
+    X(memalign, TRACE_NATIVE_ALLOC)              \
+    X(valloc, TRACE_NATIVE_ALLOC)                \
+    X(pvalloc, TRACE_NATIVE_ALLOC)               \
+    X(mmap, TRACE_NATIVE_ALLOC)                  \
+    X(mmap64, TRACE_NATIVE_ALLOC)                \
+    X(munmap, TRACE_NATIVE_ALLOC)                \
+    X(mremap, TRACE_NATIVE_ALLOC)                \
+    X(PyTraceMalloc_Track, TRACE_NATIVE_TRACK)   \
+    X(PyTraceMalloc_Untrack, TRACE_NATIVE_TRACK) \
     X(dlopen, 0)
 
 enum {
@@ -98,10 +98,10 @@ static void *tn_hook_by_index[TN_COUNT];
 
 /* Protects everything below and the patching itself. */
 static pthread_mutex_t tn_lock = PTHREAD_MUTEX_INITIALIZER;
-static int tn_resolved;                  /* tn_real filled in */
-static int tn_what;                      /* what is installed (0: nothing) */
-static trace_native_stats tn_stats;      /* of the last patching pass */
-static uintptr_t tn_self;                /* an address in memlens' _core */
+static int tn_resolved;             /* tn_real filled in */
+static int tn_what;                 /* what is installed (0: nothing) */
+static trace_native_stats tn_stats; /* of the last patching pass */
+static uintptr_t tn_self;           /* an address in memlens' _core */
 
 static size_t
 tn_page_size(void)
@@ -414,10 +414,11 @@ tn_skip_object(const struct dl_phdr_info *info)
     if (name == NULL) {
         return 0;
     }
-    return tn_name_has(name, "linux-vdso") || tn_name_has(name, "linux-gate") || tn_name_has(name, "ld-linux")
-           || tn_name_has(name, "ld64.so") || tn_name_has(name, "libc.so") || tn_name_has(name, "libc-")
-           || tn_name_has(name, "libasan") || tn_name_has(name, "libubsan") || tn_name_has(name, "libtsan")
-           || tn_name_has(name, "liblsan");
+    return tn_name_has(name, "linux-vdso") || tn_name_has(name, "linux-gate")
+           || tn_name_has(name, "ld-linux") || tn_name_has(name, "ld64.so")
+           || tn_name_has(name, "libc.so") || tn_name_has(name, "libc-")
+           || tn_name_has(name, "libasan") || tn_name_has(name, "libubsan")
+           || tn_name_has(name, "libtsan") || tn_name_has(name, "liblsan");
 }
 
 /* A pointer of the dynamic section: glibc relocates them in place when it
@@ -480,8 +481,8 @@ tn_lookup(const char *name)
 }
 
 static void
-tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python, const ElfW(Rela) * rel,
-                size_t n, const ElfW(Sym) * symtab, const char *strtab)
+tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python,
+                const ElfW(Rela) * rel, size_t n, const ElfW(Sym) * symtab, const char *strtab)
 {
     int touched = 0;
     for (size_t k = 0; k < n; k++) {
@@ -589,10 +590,12 @@ tn_patch_object(struct dl_phdr_info *info, size_t size, void *data)
     /* CPython itself: the object that defines the allocator API. */
     int is_python = tn_in_object(info, (uintptr_t)&PyMem_RawMalloc);
     if (jmprel != NULL) {
-        tn_patch_relocs(info, pass, is_python, jmprel, jmprel_size / sizeof(ElfW(Rela)), symtab, strtab);
+        tn_patch_relocs(info, pass, is_python, jmprel, jmprel_size / sizeof(ElfW(Rela)), symtab,
+                        strtab);
     }
     if (rela != NULL) {
-        tn_patch_relocs(info, pass, is_python, rela, rela_size / sizeof(ElfW(Rela)), symtab, strtab);
+        tn_patch_relocs(info, pass, is_python, rela, rela_size / sizeof(ElfW(Rela)), symtab,
+                        strtab);
     }
     return 0;
 }
@@ -614,9 +617,9 @@ tn_resolve_locked(void)
         return 0;
     }
     tn_self = (uintptr_t)&tn_resolve_locked;
-#define TRACE_NATIVE_RESOLVE(name, kind)                                                         \
-    tn_real_by_index[TN_##name] = dlsym(RTLD_DEFAULT, #name);                                    \
-    tn_hook_by_index[TN_##name] = (void *)tn_##name;                                             \
+#define TRACE_NATIVE_RESOLVE(name, kind)                      \
+    tn_real_by_index[TN_##name] = dlsym(RTLD_DEFAULT, #name); \
+    tn_hook_by_index[TN_##name] = (void *)tn_##name;          \
     memcpy(&tn_real.name, &tn_real_by_index[TN_##name], sizeof(void *));
     TRACE_NATIVE_FUNCS(TRACE_NATIVE_RESOLVE)
 #undef TRACE_NATIVE_RESOLVE

@@ -28,8 +28,8 @@
 #include <stddef.h>
 
 /* What start() patches (trace_native_install's `what`). */
-#define TRACE_NATIVE_TRACK 1  /* PyTraceMalloc_Track/Untrack (and dlopen) */
-#define TRACE_NATIVE_ALLOC 2  /* the malloc and mmap families */
+#define TRACE_NATIVE_TRACK 1 /* PyTraceMalloc_Track/Untrack (and dlopen) */
+#define TRACE_NATIVE_ALLOC 2 /* the malloc and mmap families */
 
 /* Patch every loaded object for `what` (an OR of the flags above), and the
  * objects dlopen() loads from now on.  0, or -1 if the real functions

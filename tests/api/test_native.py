@@ -295,3 +295,24 @@ def test_sampled_mode_estimates_native_bytes():
     # THEN the unbiased estimate is near the 20 MB (each block is sampled
     # with p = 0.54: the relative error's sd is about 4.6%)
     assert est == pytest.approx(20_000_000, rel=0.2)
+
+
+def test_the_line_profiler_shows_native_bytes_on_their_line(run_ok):
+    # GIVEN a profiled function whose line 4 mallocs 3 MB in C
+    out = run_ok("""\
+        import memlens
+        from memlens import _testcore as tc
+        def f():
+            p = tc.native_call("malloc", 3_000_000)
+            tc.native_call("free", p)
+        f = memlens.profile(f)
+        f()
+        for s in memlens.line_stats(f):
+            print(s.lineno, s.increment, s.allocated)
+        memlens.stop_profile()
+    """)
+    rows = {int(n): (int(inc), int(alloc)) for n, inc, alloc in (line.split() for line in out.splitlines())}
+    # THEN line 4 holds the 3 MB (and the address's int), line 5 frees it
+    inc, alloc = rows[4]
+    assert 3_000_000 <= inc <= 3_000_064 and 3_000_000 <= alloc <= 3_000_064
+    assert rows[5][0] == -3_000_000

@@ -100,6 +100,24 @@ PyDoc_STRVAR(native_call_doc,
              "munmap(a, b), mremap(a, b, c), track(a, b) (PyTraceMalloc_Track),\n"
              "untrack(a).  Returns the address, or None.");
 
+static PyObject *
+native_malloc_nogil_py(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    size_t n = PyLong_AsSize_t(arg);
+    if (n == (size_t)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    void *p;
+    Py_BEGIN_ALLOW_THREADS;
+    p = malloc(n);
+    Py_END_ALLOW_THREADS;
+    return tn_addr(p);
+}
+
+PyDoc_STRVAR(native_malloc_nogil_doc,
+             "native_malloc_nogil(n, /)\n--\n\n"
+             "malloc(n) with the GIL released around it, as C code doing long work does.");
+
 /* ---- native threads ------------------------------------------------------ */
 
 typedef struct {
@@ -252,6 +270,7 @@ PyDoc_STRVAR(native_churn_doc,
 
 static PyMethodDef testcore_native_methods[] = {
     {"native_call", native_call_py, METH_VARARGS, native_call_doc},
+    {"native_malloc_nogil", native_malloc_nogil_py, METH_O, native_malloc_nogil_doc},
     {"native_thread_malloc", native_thread_malloc_py, METH_VARARGS, native_thread_malloc_doc},
     {"native_thread_free", native_thread_free_py, METH_NOARGS, native_thread_free_doc},
     {"native_churn", native_churn_py, METH_O, native_churn_doc},

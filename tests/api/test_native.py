@@ -316,3 +316,49 @@ def test_the_line_profiler_shows_native_bytes_on_their_line(run_ok):
     inc, alloc = rows[4]
     assert 3_000_000 <= inc <= 3_000_064 and 3_000_000 <= alloc <= 3_000_064
     assert rows[5][0] == -3_000_000
+
+
+def test_c_code_that_released_the_gil_is_attributed_to_its_caller():
+    # GIVEN C code that mallocs with the GIL released, called in a loop
+    memlens.start()
+    blocks = []
+    for _ in range(20):
+        blocks.append(tc.native_malloc_nogil(1_000_003))  # NOGIL_LINE
+    snap = memlens.take_snapshot()
+    for p in blocks:
+        tc.native_call("free", p)
+    line = [i for i, text in enumerate(open(__file__), 1) if text.rstrip().endswith("# NOGIL_LINE")][0]
+    on_line = sum(s.size for s in snap.statistics("lineno")
+                  if s.traceback and (s.traceback[0].filename, s.traceback[0].lineno) == (__file__, line))
+    # THEN its blocks are on the line that called it (the thread's frames
+    # cannot change while it runs without the GIL), all but those made
+    # before the line's stack was in the thread's cache (the first call's,
+    # and one after the cache was refilled for another line: 18 of 20 here)
+    assert on_line >= 16 * 1_000_003
+
+
+def test_an_in_memory_sqlite_database_is_counted_on_its_lines():
+    import sqlite3
+
+    gc.collect()
+    memlens.start()
+    base = memlens.traced_memory()[0]
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (id integer primary key, name text, data blob)")
+    for i in range(10):
+        db.executemany("insert into t values (?, ?, ?)",  # SQLITE_LINE
+                       [(i * 1000 + j, "name %d" % j, b"x" * 4000) for j in range(1000)])
+    grown = memlens.traced_memory()[0] - base
+    pages = db.execute("pragma page_count").fetchone()[0] * db.execute("pragma page_size").fetchone()[0]
+    snap = memlens.take_snapshot()
+    db.close()
+    freed = grown - (memlens.traced_memory()[0] - base)
+    line = [i for i, text in enumerate(open(__file__), 1) if text.rstrip().endswith("# SQLITE_LINE")][0]
+    on_line = sum(s.size for s in snap.statistics("lineno")
+                  if s.traceback and (s.traceback[0].filename, s.traceback[0].lineno) == (__file__, line))
+    # THEN the database's 40 MB of pages are counted (and the page cache's
+    # headers: a few % more), on the insert line, and closing it frees them
+    assert pages > 40_000_000
+    assert pages <= grown <= pages * 1.10, (pages, grown)
+    assert on_line >= 0.98 * pages
+    assert freed == pytest.approx(grown, rel=0.01)

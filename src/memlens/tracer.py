@@ -32,6 +32,7 @@ __all__ = [
     "reset_peak",
     "tracer_memory",
     "native_status",
+    "native_memory",
     "take_snapshot",
     "trace",
     "Snapshot",
@@ -68,6 +69,13 @@ def start(frames=16, sample_bytes=0, native=True):
     if not isinstance(native, bool):
         raise TypeError(f"native must be True or False, not {type(native).__name__}")
     _core.trace_start(frames, sample_bytes, native)
+
+
+def native_memory():
+    """``(current, at_peak)``: the part of :func:`traced_memory` that is
+    native blocks (C code's malloc/mmap, ``PyTraceMalloc_Track`` buffers),
+    now and at the high-water mark; the rest is Python's allocator."""
+    return _core.trace_native_memory()
 
 
 def native_status():

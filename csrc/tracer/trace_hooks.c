@@ -1566,6 +1566,20 @@ trace_get_traced_memory(uint64_t *current, uint64_t *peak)
 }
 
 void
+trace_peek_memory(uint64_t *current, uint64_t *peak, uint64_t *native)
+{
+    /* No drain: only the GIL holder may apply the queued changes (the
+     * consumer side of the ring is single, and the totals are the GIL's).
+     * Plain loads of aligned words, maybe a moment stale. */
+    int64_t c = __atomic_load_n(&trace_g.current, __ATOMIC_RELAXED);
+    int64_t pk = __atomic_load_n(&trace_g.peak, __ATOMIC_RELAXED);
+    int64_t n = atomic_load_explicit(&trace_g.native_current, memory_order_relaxed);
+    *current = c > 0 ? (uint64_t)c : 0;
+    *peak = pk > 0 ? (uint64_t)pk : 0;
+    *native = n > 0 ? (uint64_t)n : 0;
+}
+
+void
 trace_reset_peak(void)
 {
     if (atomic_load(&trace_g.active)) {

@@ -362,7 +362,7 @@ def _write_capture(run, census=True):
     # ignored until the file is complete.
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, timeline = capture.stop_timeline()
+        interval, timeline, native = capture.stop_timeline()
         memlens.stop()
         classes = _census_rows() if census else None
         # Printed once the tracer is off: python's printing of the traceback
@@ -373,7 +373,8 @@ def _write_capture(run, census=True):
             _emit("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written\n")
             return False
         try:
-            capture.write(run.output, run.table, meta, interval, timeline, classes)
+            capture.write(run.output, run.table, meta, interval, timeline, classes,
+                          native if meta.get("native") == "1" else b"")
         except OSError as e:
             _emit(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}\n")
             return False

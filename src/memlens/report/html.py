@@ -40,8 +40,9 @@ def _thin_timeline(d, limit=_MAX_TIMELINE_POINTS):
     if n <= limit:
         return
     step = -(-n // limit)
-    for key in ("traced", "peak", "rss"):
-        t[key] = [max(t[key][i:i + step]) for i in range(0, n, step)]
+    for key in ("traced", "peak", "rss", "native"):
+        if t.get(key) is not None:
+            t[key] = [max(t[key][i:i + step]) for i in range(0, n, step)]
     t["t_s"] = [t["t_s"][min(i + step, n) - 1] for i in range(0, n, step)]
 
 

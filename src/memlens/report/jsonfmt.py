@@ -17,7 +17,8 @@ Schema (``"schema": "memlens.report", "version": 1``)::
                                            # false: older capture, "allocated" is a lower bound
       },
       "timeline": {"interval_ms": float, "t_s": [float], "traced": [int],
-                   "peak": [int], "rss": [int]},
+                   "peak": [int], "rss": [int],
+                   "native": [int] | null},    # native share of traced (null: not recorded)
       "frames": [{"file": str, "line": int, "function": str}],
       "stacks": [{"frames": [int],         # indices into "frames", innermost first
                   "peak_bytes": int, "peak_blocks": int,
@@ -76,6 +77,8 @@ def to_dict(cap):
             "traced": [s.traced for s in cap.timeline],
             "peak": [s.peak for s in cap.timeline],
             "rss": [s.rss for s in cap.timeline],
+            "native": ([s.native for s in cap.timeline]
+                       if cap.timeline and cap.timeline[0].native is not None else None),
         },
         "frames": frames,
         "stacks": stacks,

@@ -71,6 +71,7 @@ class Sample:
     traced: int     # traced bytes
     peak: int       # traced high-water mark so far
     rss: int        # resident set size, bytes (0 if unknown)
+    native: Optional[int] = None  # the native blocks' share of traced (None: not recorded)
 
 
 @result
@@ -241,6 +242,9 @@ def load(path):
                 st.alloc_count += acount
     stacks = list(merged.values())
     timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
+    if raw.native:  # as many as the samples: the engine checked
+        timeline = [Sample(s.t, s.traced, s.peak, s.rss, n)
+                    for s, (n,) in zip(timeline, struct.iter_unpack("<Q", raw.native))]
     try:
         return Capture(
             stacks=stacks,

@@ -25,7 +25,11 @@ from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice"]
 
-_KIND_ORDER = ("slots", "record", "intern", "array", "duplicate-tuples", "empty", "overallocated")
+_KIND_ORDER = ("generator", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
+               "overallocated")
+# Kinds whose saving lowers the run's peak (from a capture), not the heap
+# left at the end: the report totals them apart.
+_PEAK_KINDS = ("generator",)
 
 
 @result
@@ -33,7 +37,8 @@ class Advice:
     """One piece of advice.
 
     ``kind`` is one of ``slots``, ``record``, ``intern``, ``array``,
-    ``empty``, ``overallocated``, ``duplicate-tuples``; ``target`` the class
+    ``empty``, ``overallocated``, ``duplicate-tuples`` (from the heap) or
+    ``generator`` (from a capture's peak and the source); ``target`` the class
     or a description of the objects; ``saving`` the bytes the change saves;
     ``count`` how many objects it concerns; ``text`` one paragraph;
     ``patch`` the code to write (or ``None``); ``location`` ``file:line`` of
@@ -53,6 +58,7 @@ class Advice:
     blockers: Tuple[str, ...] = ()
     slots: Optional[Tuple[str, ...]] = None
     fields: Optional[Tuple[Tuple[str, type], ...]] = None
+    edit: Optional[Tuple[str, int, str, str]] = None
 
     def __post_init__(self):
         object.__setattr__(self, "blockers", tuple(self.blockers))
@@ -93,18 +99,23 @@ def format_advice(advice):
     # slots and record advice for one class are alternatives: count the
     # larger; site advice (intern, array, ...) adds to either
     best = {}
-    total = 0
+    total = peak = 0
     for a in advice:
         if a.blockers:
             continue
-        if a.kind in ("slots", "record"):
+        if a.kind in _PEAK_KINDS:
+            peak += a.saving
+        elif a.kind in ("slots", "record"):
             best[a.target] = max(best.get(a.target, 0), a.saving)
         else:
             total += a.saving
     total += sum(best.values())
     out = [f"memlens advise: {len(advice)} suggestion(s); applying those without "
            f"blockers saves {format_bytes(total)} (slots and record advice for one class are "
-           f"alternatives: the larger is counted)", ""]
+           f"alternatives: the larger is counted)"]
+    if peak:
+        out[0] += f"; the run's peak drops by {format_bytes(peak)} (generator advice)"
+    out.append("")
     for a in advice:
         out.append(str(a))
         out.append("")
@@ -423,19 +434,42 @@ def _site_advice(row, array_base, min_saving):
     return out
 
 
-def advise(min_saving=64 * 1024):
+def advise(min_saving=64 * 1024, capture=None):
     """Walk the whole heap and return advice that saves at least
-    ``min_saving`` bytes each, largest saving first."""
+    ``min_saving`` bytes each, largest saving first.
+
+    ``capture``: a capture file written by ``memlens run`` (a path) or a
+    loaded :class:`memlens.report.model.Capture`; its peak and the
+    program's source add ``generator`` advice for the lines that built a
+    list consumed once."""
     check_int("advise() min_saving", min_saving, 0)
+    line_advice = []
+    if capture is not None:
+        line_advice = _capture_advice(capture, min_saving)
     # The report allocates Python objects; keep the collector from running
     # while it does, so advising never collects the caller's garbage.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _advise(min_saving)
+        out = _advise(min_saving) + line_advice
+        out.sort(key=_order)
     finally:
         if was_enabled:
             gc.enable()
+    return out
+
+
+def _order(a):
+    return (-a.saving, _KIND_ORDER.index(a.kind), a.target_name)
+
+
+def _capture_advice(capture, min_saving):
+    """Advice from a traced run: its peak, by line, and the source."""
+    from memlens import _advise_lines
+    from memlens.report import model
+
+    cap = capture if isinstance(capture, model.Capture) else model.load(os.fspath(capture))
+    return _advise_lines.line_advice(cap, min_saving, Advice)
 
 
 def _advise(min_saving):
@@ -460,5 +494,4 @@ def _advise(min_saving):
         out.extend(_site_advice(row, array_base, min_saving))
     _source_cache.clear()
     out = [a for a in out if a.saving >= min_saving]
-    out.sort(key=lambda a: (-a.saving, _KIND_ORDER.index(a.kind), a.target_name))
     return out

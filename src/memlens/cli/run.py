@@ -135,12 +135,13 @@ def _emit(text):
         pass
 
 
-def _print_advice(args):
-    """The advisor's report on the heap the program left, on stderr."""
+def _print_advice(args, capture=None):
+    """The advisor's report on the heap the program left (and, from a
+    traced run's capture, on the lines that made its peak), on stderr."""
     import memlens
 
     try:
-        advice = memlens.advise(min_saving=args.min_saving)
+        advice = memlens.advise(min_saving=args.min_saving, capture=capture)
     except Exception as e:  # the program's own exit code must survive
         _emit(f"memlens: advise failed: {e}\n")
         return
@@ -405,8 +406,18 @@ def main(args):
     if not args.quiet:
         _summary(run)
     if args.advise:
-        _print_advice(args)
+        _print_advice(args, _readable(run.output))
     return run.ended.code
+
+
+def _readable(path):
+    """The capture just written, if it can be read back (not -o /dev/null)."""
+    from memlens.report import model
+
+    try:
+        return model.load(path)
+    except model.CaptureError:
+        return None
 
 
 # ---- memlens advise: run untraced, then advise ------------------------------

@@ -25,7 +25,7 @@ from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice"]
 
-_KIND_ORDER = ("generator", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
+_KIND_ORDER = ("generator", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
                "overallocated")
 # Kinds whose saving lowers the run's peak (from a capture), not the heap
 # left at the end: the report totals them apart.
@@ -37,7 +37,8 @@ class Advice:
     """One piece of advice.
 
     ``kind`` is one of ``slots``, ``record``, ``intern``, ``array``,
-    ``empty``, ``overallocated``, ``duplicate-tuples`` (from the heap) or
+    ``empty``, ``overallocated``, ``duplicate-tuples``, ``weakref`` (from
+    the heap) or
     ``generator`` (from a capture's peak and the source); ``target`` the class
     or a description of the objects; ``saving`` the bytes the change saves;
     ``count`` how many objects it concerns; ``text`` one paragraph;
@@ -434,6 +435,99 @@ def _site_advice(row, array_base, min_saving):
     return out
 
 
+# ---- caches: weak references -------------------------------------------------
+
+def _cache_name(name):
+    """Does the name say the dict is a cache?  A dict that is the only
+    holder of its values is the normal case for data (an index, a
+    registry); only a cache may let them go."""
+    low = name.lower()
+    return "cache" in low or "memo" in low
+
+
+def _program_modules():
+    """(name, module) of the program's own modules: ``__main__`` and those
+    whose file is not in the standard library, site-packages or memlens."""
+    from memlens._advise_lines import _program_file
+
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if name == "__main__" or (isinstance(path, str) and _program_file(path)):
+            yield name, mod
+
+
+def _cache_candidates():
+    """[(target, dict, module name, global name or None)]: module globals
+    and class attributes that are dicts named like caches."""
+    out = []
+    for modname, mod in _program_modules():
+        space = getattr(mod, "__dict__", None)
+        if type(space) is not dict:
+            continue
+        for gname, value in list(space.items()):
+            if type(value) is dict and _cache_name(gname) and not gname.startswith("__"):
+                out.append((f"{modname}.{gname}", value, modname, gname))
+            elif isinstance(value, type) and getattr(value, "__module__", None) == modname:
+                for aname, avalue in list(value.__dict__.items()):
+                    if type(avalue) is dict and _cache_name(aname):
+                        out.append((f"{qualname(value)}.{aname}", avalue, modname, None))
+    return out
+
+
+def _global_edit(modname, gname):
+    """(path, line, old, new) replacing ``NAME = {}`` (or ``dict()``) at
+    the top level of the module's source with a WeakValueDictionary, or
+    None when the line is not that plain."""
+    text, path, lines = _module_source(modname)
+    if text is None:
+        return None
+    for i, line in enumerate(lines):
+        head = line.split("=", 1)
+        if len(head) != 2 or line[:1].isspace():
+            continue
+        target = head[0].split(":", 1)[0].strip()
+        if target == gname and head[1].strip() in ("{}", "dict()"):
+            return (path, i + 1, line, f"import weakref\n{gname} = weakref.WeakValueDictionary()")
+    return None
+
+
+def _unweak_blocker(types, count):
+    slotted = [t for t in types if "__slots__" in t.__dict__ and type_module(t) != "builtins"]
+    builtin = [t.__name__ for t in types if t not in slotted]
+    out = []
+    for t in slotted:
+        out.append(f"{qualname(t)} instances cannot be weakly referenced: add '__weakref__' to "
+                   f"{qualname(t)}.__slots__")
+    if builtin:
+        out.append(f"values of type {', '.join(builtin)} cannot be weakly referenced (a weak "
+                   f"dict raises TypeError on them): store them in a small class instance")
+    if out:
+        out[0] = f"{count:,} value(s) cannot be weakly referenced. " + out[0]
+    return out
+
+
+def _cache_advice(min_saving):
+    cands = _cache_candidates()
+    if not cands:
+        return []
+    rows = _core.advise_caches([c[1] for c in cands])
+    out = []
+    for (target, _d, modname, gname), row in zip(cands, rows):
+        values, held_only, shared, unweak, types, nbytes, _count = row
+        if nbytes < max(min_saving, 1):
+            continue
+        text = (f"{target} is the only thing keeping {held_only:,} of its {values:,} values alive "
+                f"({format_bytes(nbytes)} with what only they hold): as a "
+                f"weakref.WeakValueDictionary it would let them go as soon as the program drops "
+                f"them, and still return the {shared:,} that are in use elsewhere.")
+        edit = _global_edit(modname, gname) if gname else None
+        patch = edit[3] if edit else f"{target.rsplit('.', 1)[1]} = weakref.WeakValueDictionary()"
+        loc = f"{edit[0]}:{edit[1]}" if edit else None
+        out.append(Advice("weakref", target, nbytes, held_only, text, patch, loc,
+                          _unweak_blocker(types, unweak), edit=edit))
+    return out
+
+
 def advise(min_saving=64 * 1024, capture=None):
     """Walk the whole heap and return advice that saves at least
     ``min_saving`` bytes each, largest saving first.
@@ -492,6 +586,7 @@ def _advise(min_saving):
             out.append(r)
     for row in sites:
         out.extend(_site_advice(row, array_base, min_saving))
+    out.extend(_cache_advice(min_saving))
     _source_cache.clear()
     out = [a for a in out if a.saving >= min_saving]
     return out

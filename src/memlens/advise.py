@@ -14,6 +14,7 @@ collector, and reads class sources as plain text (no ``linecache``), so
 the heap is left as it was apart from the returned advice.
 """
 import array
+import dataclasses
 import gc
 from typing import Optional, Tuple
 import os
@@ -335,12 +336,83 @@ def _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving):
         return None
     name = cls.__name__
     patch = f"class {name}:\n    __slots__ = {slots!r}\n"
+    edit = None
+    if _is_dataclass(cls):
+        patch, edit = _dataclass_slots(cls, names, "__weakref__" in slots, blockers, patch)
     text = (f"{count:,} {name} instances each carry a per-instance attribute dict "
             f"(or values array): {nbytes / count:.0f} bytes each now, {per} bytes with "
             f"__slots__ listing the {len(names)} attributes seen on them"
             + (" (plus __weakref__: instances are weakly referenced)" if "__weakref__" in slots else "")
             + ".")
-    return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots)
+    return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots,
+                  edit=edit)
+
+
+def _is_dataclass(cls):
+    # the class's own dict: a subclass of a dataclass that is not one
+    # itself gets no generated __init__ or slots
+    return "__dataclass_fields__" in cls.__dict__ and "__dataclass_params__" in cls.__dict__
+
+
+def _dataclass_fields(cls):
+    """{name: Field} of the dataclass's own fields (not ClassVars or
+    InitVars), read from the class, never from an instance."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _dataclass_slots(cls, names, weakref, blockers, patch):
+    """(patch, edit) of slots advice for a dataclass: ``@dataclass(...,
+    slots=True)`` on 3.10+ (``weakref_slot=True`` on 3.11+ when instances
+    are weakly referenced), an edit of the decorator line when the source
+    shows it; before 3.10 the hand-written ``__slots__`` with the blockers
+    it has there.  Adds to `blockers`."""
+    fields = _dataclass_fields(cls)
+    extra = [n for n in names if n not in fields]
+    if sys.version_info < (3, 10):
+        defaulted = [n for n, f in fields.items()
+                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        if defaulted:
+            blockers.append(f"Python {sys.version_info[0]}.{sys.version_info[1]}'s dataclass has no "
+                            f"slots=True (3.10+), and a hand-written __slots__ conflicts with the "
+                            f"fields' defaults ({', '.join(defaulted)})")
+        return patch, None
+    if extra:
+        blockers.append(f"attributes that are not fields ({', '.join(extra)}): dataclass(slots=True) "
+                        f"makes slots for the fields only; declare them as fields "
+                        f"(field(init=False))")
+    if weakref and sys.version_info < (3, 11):
+        blockers.append("instances are weakly referenced, and 3.10's dataclass(slots=True) has no "
+                        "weakref_slot=True (3.11+)")
+    body, path, first = _class_block(cls)
+    decorator = _dataclass_decorator(cls, path, first)
+    add = "slots=True" + (", weakref_slot=True" if weakref and sys.version_info >= (3, 11) else "")
+    if decorator is None:
+        return f"@dataclass({add})\nclass {cls.__name__}:\n", None
+    lineno, old = decorator
+    stripped = old.strip()
+    indent = old[:len(old) - len(old.lstrip())]
+    if stripped.endswith(")"):
+        inner = stripped[stripped.index("(") + 1:-1].strip()
+        new = indent + stripped[:stripped.index("(")] + "(" + (inner + ", " if inner else "") + add + ")"
+    else:
+        new = indent + stripped + f"({add})"
+    return new.strip() + f"\nclass {cls.__name__}:\n", (path, lineno, old, new)
+
+
+def _dataclass_decorator(cls, path, first):
+    """(line number, text) of the ``@dataclass`` / ``@dataclasses.dataclass``
+    line right above the class statement at line `first`, or None."""
+    if not path:
+        return None
+    lines = _module_source(type_module(cls))[2]
+    i = first - 2
+    while i >= 0 and lines[i].strip().startswith("@"):
+        text = lines[i].strip()
+        head = text[1:].split("(", 1)[0].strip()
+        if head in ("dataclass", "dataclasses.dataclass") and (text.endswith(")") or "(" not in text):
+            return i + 1, lines[i]
+        i -= 1
+    return None
 
 
 def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
@@ -397,13 +469,26 @@ def _site_advice(row, array_base, min_saving):
     out = []
     if dup_strs:
         patch = None
-        if kind == "attribute":
+        origin = ""
+        if kind == "attribute" and isinstance(owner, type) and _is_dataclass(owner) \
+                and name in _dataclass_fields(owner) and _dataclass_fields(owner)[name].init:
+            # the generated __init__ has no source line to show: intern
+            # the argument it stores, in __post_init__
+            frozen = owner.__dict__["__dataclass_params__"].frozen
+            set_it = (f'object.__setattr__(self, "{name}", sys.intern(self.{name}))' if frozen
+                      else f"self.{name} = sys.intern(self.{name})")
+            patch = f"def __post_init__(self):\n    {set_it}\n"
+            origin = (f"  {name} is set by the dataclass's generated __init__ from its {name!r} "
+                      f"argument: intern it there (where {owner.__name__}(...) is called) or in "
+                      f"__post_init__" + (", adding the line to the one the class has" if
+                                          "__post_init__" in owner.__dict__ else "") + ".")
+        elif kind == "attribute":
             patch = f"self.{name} = sys.intern({name})   # where {qualname(owner)} sets it"
         out.append(Advice(
             "intern", target, dup_str_bytes, dup_strs,
             f"{dup_strs:,} strings in {target} are equal to another string but are separate "
             f"objects.  Interning them (sys.intern, or a dict of canonical values) keeps one "
-            f"copy of each value.", patch, loc))
+            f"copy of each value." + origin, patch, loc))
     for typecode, n_lists, n_items, cur, what in (("d", flists, fitems, fbytes, "floats"),
                                                   ("q", ilists, iitems, ibytes, "ints")):
         if not n_lists:

@@ -24,7 +24,7 @@ import sys
 from memlens import _core
 from memlens._util import check_int, format_bytes, qualname, result, type_module
 
-__all__ = ["Advice", "advise", "format_advice"]
+__all__ = ["Advice", "advise", "format_advice", "format_diff"]
 
 _KIND_ORDER = ("generator", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
                "overallocated")
@@ -122,6 +122,44 @@ def format_advice(advice):
         out.append(str(a))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def format_diff(advice, start=None):
+    """Every advice that edits a line of the program (``.edit``) and has
+    no blockers, as one unified diff per file, to apply with ``patch -p0``
+    or ``git apply -p0`` from the directory `start` (default: the current
+    one; paths outside it stay absolute).  An edit whose line no longer
+    reads as it did is left out.  "" when there is nothing to apply."""
+    import difflib
+
+    start = os.path.abspath(start or os.curdir)
+    by_file = {}
+    for a in advice:
+        if a.edit is None or a.blockers:
+            continue
+        path, lineno, old, new = a.edit
+        by_file.setdefault(path, {}).setdefault(lineno, (old, new))  # one edit per line
+    out = []
+    for path in sorted(by_file):
+        try:
+            lines = _read_text(path).splitlines(True)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if lines and not lines[-1].endswith("\n"):
+            continue  # a unified diff of a last line without a newline needs a marker; left out
+        edited = list(lines)
+        for lineno in sorted(by_file[path], reverse=True):
+            old, new = by_file[path][lineno]
+            if lineno > len(lines) or lines[lineno - 1].rstrip("\r\n") != old:
+                continue
+            eol = lines[lineno - 1][len(old):]
+            edited[lineno - 1:lineno] = [part + eol for part in new.split("\n")]
+        if edited == lines:
+            continue
+        real = os.path.abspath(path)
+        name = os.path.relpath(real, start) if real.startswith(start + os.sep) else real
+        out.extend(difflib.unified_diff(lines, edited, name, name))
+    return "".join(out)
 
 
 def _wrap(text, indent, width=78):

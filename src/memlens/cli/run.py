@@ -22,6 +22,12 @@ from memlens.cli.common import UsageError, check_output_path
 
 __all__ = ["add_parser", "main", "split_argv"]
 
+# Where memlens was started: the diff's paths are relative to it (the
+# program may chdir).
+try:
+    _START_DIR = os.getcwd()
+except OSError:  # started in a directory that no longer exists
+    _START_DIR = None
 # Bound now: the program may replace os.getpid (a test double, a sandbox),
 # and the fork check below must still see the real process.
 _getpid = os.getpid
@@ -39,7 +45,7 @@ _CENSUS_ROWS = 50
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff"}
 
 
 def split_argv(argv):
@@ -84,7 +90,7 @@ def add_parser(sub):
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--interval MS] [-q] "
-              "[--lines [--rss]] [--advise [--min-saving BYTES]] (script.py | -m module) [args...]",
+              "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="capture file to write (default: memlens-<program>.<pid>.mlcap)")
@@ -116,6 +122,9 @@ def add_advise_options(p, always=False):
                             "for the heap it leaves (to stderr)")
     p.add_argument("--min-saving", type=int, default=DEFAULT_MIN_SAVING, metavar="BYTES",
                    help=f"with advice: leave out suggestions saving less (default {DEFAULT_MIN_SAVING})")
+    p.add_argument("--diff", action="store_true",
+                   help="with advice: also print the edits of the program's own source as a unified "
+                        "diff (apply it with `patch -p0` or `git apply -p0`)")
 
 
 def _emit(text):
@@ -146,6 +155,15 @@ def _print_advice(args, capture=None):
         _emit(f"memlens: advise failed: {e}\n")
         return
     _emit("\n" + memlens.format_advice(advice))
+    if args.diff:
+        try:
+            diff = memlens.format_diff(advice, start=_START_DIR)
+        except Exception as e:  # as above: never the program's exit code
+            _emit(f"memlens: diff failed: {e}\n")
+            return
+        _emit("\nmemlens advise: no edit of the program's source to show\n" if not diff else
+              "\nmemlens advise: the edits as a unified diff (patch -p0 / git apply -p0 from "
+              f"{_START_DIR or 'here'}):\n" + diff)
 
 
 def _census_rows():
@@ -193,6 +211,8 @@ def _validate(run):
         raise UsageError(f"--min-saving must be >= 0, not {args.min_saving}")
     if args.min_saving != DEFAULT_MIN_SAVING and not args.advise and not run.advise_only:
         raise UsageError("--min-saving goes with --advise")
+    if args.diff and not args.advise and not run.advise_only:
+        raise UsageError("--diff goes with --advise")
     if args.frames < 1 or args.frames > MAX_FRAMES:
         raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, not {args.frames}")
     if args.sample_bytes < 0:

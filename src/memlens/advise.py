@@ -79,6 +79,16 @@ class Advice:
     def __str__(self):
         return self.format()
 
+    def to_dict(self, start=None):
+        """The advice as plain JSON values, as the capture and the json and
+        HTML reports keep it: kind, target (its name), saving, count, text,
+        patch, location, blockers, and diff (:func:`format_diff` of this
+        advice alone from `start`, or None)."""
+        return {"kind": self.kind, "target": self.target_name, "saving": int(self.saving),
+                "count": int(self.count), "text": self.text, "patch": self.patch,
+                "location": self.location, "blockers": list(self.blockers),
+                "diff": format_diff([self], start) or None}
+
     def format(self):
         """The advice as the report prints it: a head line, the text,
         blockers and the patch, indented."""

@@ -352,3 +352,31 @@ def test_diff_applies_and_saves_what_it_predicts(tmp_path, run_memlens, run_pyth
 def test_diff_goes_with_advise(tmp_path, run_memlens):
     r = run_memlens("run", "--diff", "x.py", cwd=tmp_path)
     assert r.returncode == 2 and "--diff goes with --advise" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_run_advise_stores_the_advice_for_the_reports(tmp_path, run_memlens, write):
+    # GIVEN a program with a list consumed once at its peak and a cache
+    # (the list, 1,000,000 ints, outweighs the cache's 20 MB: it is the peak)
+    (tmp_path / "prog.py").write_text(
+        textwrap.dedent(GENERATOR_CASES["sum of a list comprehension"]).replace("300_000", "1_000_000")
+        + "\n" + textwrap.dedent(CACHE_PROGRAM))
+    # WHEN memlens run --advise traces it, and the json and HTML reports are made
+    r = run_memlens("run", "-q", "--advise", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    j = run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    h = run_memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
+    assert j.returncode == 0 and h.returncode == 0, j.stderr + h.stderr
+    import json
+
+    # THEN the json report has the same advice the run printed, with savings
+    # and the diff of each edit
+    advice = {a["kind"]: a for a in json.loads(j.stdout)["advice"]}
+    assert set(advice) >= {"generator", "weakref"}
+    for kind in ("generator", "weakref"):
+        assert f"[{kind}] {advice[kind]['target']}" in r.stderr
+        assert advice[kind]["diff"].startswith("--- prog.py\n+++ prog.py\n")
+    gen = next(a for a in memlens.advise(capture=tmp_path / "c.mlcap") if a.kind == "generator")
+    assert advice["generator"]["saving"] == gen.saving
+    # AND the HTML report has an Advice section with the patch
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Advice</h2>" in page and advice["generator"]["patch"] in page

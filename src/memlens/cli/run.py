@@ -144,15 +144,24 @@ def _emit(text):
         pass
 
 
-def _print_advice(args, capture=None):
-    """The advisor's report on the heap the program left (and, from a
-    traced run's capture, on the lines that made its peak), on stderr."""
+def _compute_advice(args, capture=None):
+    """memlens.advise() on the heap the program left (and, from a traced
+    run's capture, on the lines that made its peak); None if it failed
+    (said on stderr: the program's own exit code must survive)."""
     import memlens
 
     try:
-        advice = memlens.advise(min_saving=args.min_saving, capture=capture)
-    except Exception as e:  # the program's own exit code must survive
+        return memlens.advise(min_saving=args.min_saving, capture=capture)
+    except Exception as e:
         _emit(f"memlens: advise failed: {e}\n")
+        return None
+
+
+def _print_advice(args, advice):
+    """The advisor's report, and with --diff its edits, on stderr."""
+    import memlens
+
+    if advice is None:
         return
     _emit("\n" + memlens.format_advice(advice))
     if args.diff:
@@ -191,6 +200,7 @@ class _Run:
         self.ended = None        # how the program ended (_runner.Ended)
         self.table = None        # the tracer's table at the end (None: stopped by the program)
         self.duration = None     # seconds the program ran
+        self.written = None      # (meta, interval, timeline, classes) of the capture written
         # temporary state
         self.pid = None          # the process that started tracing
         self.start_ns = None
@@ -378,6 +388,7 @@ def _write_capture(run, census=True):
             return False
         try:
             capture.write(run.output, run.table, meta, interval, timeline, classes)
+            run.written = (meta, interval, timeline, classes)
         except OSError as e:
             _emit(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}\n")
             return False
@@ -423,21 +434,45 @@ def main(args):
         return run.ended.code
     if not _write_capture(run):
         return run.ended.code or 1
+    advice = None
+    if args.advise:
+        advice = _compute_advice(args, _readable(run.output))
+        _store_advice(run, advice)
     if not args.quiet:
         _summary(run)
     if args.advise:
-        _print_advice(args, _readable(run.output))
+        _print_advice(args, advice)
     return run.ended.code
 
 
+def _store_advice(run, advice):
+    """Write the capture again with the advice in its run metadata, for
+    the json and HTML reports (`memlens report`)."""
+    import json
+
+    from memlens import capture
+
+    if advice is None or run.written is None:
+        return
+    meta, interval, timeline, classes = run.written
+    try:
+        meta = dict(meta, advice=json.dumps([a.to_dict(_START_DIR) for a in advice]))
+        capture.write(run.output, run.table, meta, interval, timeline, classes)
+    except Exception as e:  # the capture without advice is still there
+        _emit(f"memlens: advice not stored in the capture: {e}\n")
+
+
 def _readable(path):
-    """The capture just written, if it can be read back (not -o /dev/null)."""
+    """The capture just written, if it can be read back (not -o /dev/null):
+    its path, which memlens.advise() loads and lets go of before it walks
+    the heap (a loaded capture would be advised on as the program's)."""
     from memlens.report import model
 
     try:
-        return model.load(path)
+        model.load(path)
     except model.CaptureError:
         return None
+    return path
 
 
 # ---- memlens advise: run untraced, then advise ------------------------------
@@ -448,7 +483,7 @@ def _run_advise(run):
     for the heap it leaves behind: its module globals are still alive."""
     ended = run.program.run()
     _runner.report_end(ended, _RUNNER)
-    _print_advice(run.args)
+    _print_advice(run.args, _compute_advice(run.args))
     return ended.code
 
 

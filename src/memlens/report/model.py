@@ -20,6 +20,7 @@ result types (frozen, slotted dataclasses); :class:`StackStat` and the
 :func:`load` or by hand.
 """
 
+import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -96,9 +97,13 @@ class Capture:
     # (None when the metadata has no such entry).
     duration_s: Optional[float] = field(default=None, init=False)
     start_time_ns: Optional[int] = field(default=None, init=False)
+    # The advisor's suggestions of `memlens run --advise` (the run metadata's
+    # "advice" entry, JSON): a list of dicts (ADVICE_FIELDS), or None.
+    advice: Optional[List[dict]] = field(default=None, init=False)
 
     def __post_init__(self):
         self.duration_s, self.start_time_ns = _meta_numbers(self.meta)
+        self.advice = _meta_advice(self.meta)
 
     @property
     def allocated_exact(self):
@@ -154,6 +159,31 @@ def _label_ranks(stacks):
                 labels[f] = f.label()
     rank = {label: i for i, label in enumerate(sorted(set(labels.values())))}
     return {f: rank[label] for f, label in labels.items()}
+
+
+# The fields of one advice in a capture, and the JSON types each may have.
+ADVICE_FIELDS = {"kind": (str,), "target": (str,), "saving": (int,), "count": (int,),
+                 "text": (str,), "patch": (str, type(None)), "location": (str, type(None)),
+                 "blockers": (list,), "diff": (str, type(None))}
+
+
+def _meta_advice(meta):
+    """The run metadata's "advice" entry as a list of dicts, None without
+    one; ValueError when it is not what `memlens run --advise` writes."""
+    text = meta.get("advice")
+    if text is None:
+        return None
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    ok = isinstance(items, list) and all(
+        isinstance(a, dict) and set(a) == set(ADVICE_FIELDS)
+        and all(isinstance(a[k], t) and not isinstance(a[k], bool) for k, t in ADVICE_FIELDS.items())
+        and all(isinstance(b, str) for b in a["blockers"]) for a in items)
+    if not ok:
+        raise ValueError("run metadata advice is not a list of advice")
+    return items
 
 
 def _meta_numbers(meta):

@@ -295,6 +295,125 @@ def _touches(stmt, names):
     return False
 
 
+# ---- copies: a bytes slice that replaces its original, in a loop ----------------
+
+# Calls whose result is certainly a new bytes or bytearray object.
+_BYTES_MAKERS = frozenset({"bytes", "bytearray"})
+
+
+class _Copy:
+    """``data = data[k:]`` in a loop over a buffer made at `bind`: each
+    pass copies the rest of the buffer, which a memoryview would not."""
+
+    def __init__(self, slice_stmt, bind, new_line, name):
+        self.slice_stmt = slice_stmt  # the copying assignment
+        self.bind = bind              # the assignment that makes the buffer
+        self.new_line = new_line      # the binding line, wrapped in memoryview()
+        self.name = name
+
+
+def _makes_buffer(value, shadowed):
+    """Is `value` certainly a new bytes/bytearray: ``bytes(...)``,
+    ``bytearray(...)``, ``os.urandom(...)``, a bytes literal, or one
+    repeated (``b"x" * n``)?"""
+    if isinstance(value, ast.Constant) and isinstance(value.value, bytes):
+        return True
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
+        return any(isinstance(v, ast.Constant) and isinstance(v.value, bytes)
+                   for v in (value.left, value.right))
+    if isinstance(value, ast.Call) and not value.keywords:
+        f = value.func
+        if isinstance(f, ast.Name) and f.id in _BYTES_MAKERS and f.id not in shadowed:
+            return True
+        if (isinstance(f, ast.Attribute) and f.attr == "urandom" and isinstance(f.value, ast.Name)
+                and f.value.id == "os"):
+            return True
+    return False
+
+
+def _self_slice(stmt, name):
+    """Is `stmt` ``name = name[a:b]`` (a plain slice, no step)?"""
+    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name
+            and isinstance(stmt.value, ast.Subscript) and isinstance(stmt.value.value, ast.Name)
+            and stmt.value.value.id == name and isinstance(stmt.value.slice, ast.Slice)
+            and stmt.value.slice.step is None)
+
+
+def _view_safe_use(n, parents, name):
+    """A use of the buffer that a memoryview serves the same: ``len(x)``,
+    ``x[i]`` (an int either way), or a test (``while x:``)."""
+    p = parents.get(n)
+    if isinstance(p, ast.Call) and isinstance(p.func, ast.Name) and p.func.id == "len" and p.args == [n]:
+        return True
+    if isinstance(p, ast.Subscript) and p.value is n and not isinstance(p.slice, ast.Slice):
+        return isinstance(p.ctx, ast.Load)
+    if isinstance(p, (ast.If, ast.While)) and p.test is n:
+        return True
+    if isinstance(p, ast.UnaryOp) and isinstance(p.op, ast.Not):
+        return True
+    return False
+
+
+def _copy_candidates(tree, lines, parents, shadowed):
+    """In each function: a name bound once to a new bytes/bytearray, then
+    only re-bound by ``name = name[a:]`` inside a loop, and otherwise only
+    measured with len(), indexed with an int or tested -- so a memoryview
+    of the buffer behaves the same, and its slices copy nothing."""
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        names = {}
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Name):
+                names.setdefault(n.id, []).append(n)
+        for name, uses in names.items():
+            if any(isinstance(n, (ast.Global, ast.Nonlocal)) and name in n.names for n in ast.walk(fn)):
+                continue
+            if name in {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}:
+                continue
+            stores = [n for n in uses if isinstance(n.ctx, ast.Store)]
+            if any(isinstance(n.ctx, ast.Del) for n in uses):
+                continue
+            binds, slices = [], []
+            for st in stores:
+                stmt = parents.get(st)
+                if _self_slice(stmt, name):
+                    slices.append(stmt)
+                elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                      and stmt.targets[0] is st and _makes_buffer(stmt.value, shadowed)):
+                    binds.append(stmt)
+                else:
+                    binds = None
+                    break
+            if not binds or len(binds) != 1 or not slices:
+                continue
+            bind = binds[0]
+            slice_loads = {s.value.value for s in slices}
+            ok = all(n in slice_loads or _view_safe_use(n, parents, name)
+                     for n in uses if isinstance(n.ctx, ast.Load))
+            # every copy in a loop, after the binding, in this function's own body
+            for sl in slices:
+                node, in_loop = sl, False
+                while node is not fn:
+                    node = parents[node]
+                    if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
+                        in_loop = True
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and node is not fn:
+                        ok = False
+                ok = ok and in_loop and sl.lineno > bind.lineno
+            if not ok or bind.value.lineno != bind.value.end_lineno:
+                continue
+            line = lines[bind.value.lineno - 1]
+            start, end = _segment_cols(line, bind.value)
+            new_line = line[:start] + "memoryview(" + line[start:end] + ")" + line[end:]
+            for sl in slices:
+                if sl.lineno == sl.end_lineno:
+                    out.append(_Copy(sl, bind, new_line, name))
+    return out
+
+
 def _file_candidates(path):
     from memlens.advise import _read_text  # plain reading: no linecache in the heap
 
@@ -308,25 +427,28 @@ def _file_candidates(path):
     shadowed = _shadowed(tree)
     found = _direct_candidates(tree, lines, parents, shadowed)
     found += _named_candidates(tree, lines, parents, shadowed)
-    return found, lines
+    return found, _copy_candidates(tree, lines, parents, shadowed), lines
 
 
 def line_advice(cap, min_saving, make_advice):
-    """Generator advice for the lines of a capture (a
+    """Advice for the lines of a capture (a
     :class:`memlens.report.model.Capture`): one `make_advice(**fields)`
-    per materialized list that held at least `min_saving` bytes at the
-    run's peak."""
-    held = {}
+    per materialized list (``generator``) or copying slice (``copy``)
+    that saves at least `min_saving` bytes of the run's peak."""
+    held, allocated = {}, {}
     for frame, size, _count in cap.lines("peak"):
-        if size:
-            held[(frame.filename, frame.lineno)] = held.get((frame.filename, frame.lineno), 0) + size
+        held[(frame.filename, frame.lineno)] = held.get((frame.filename, frame.lineno), 0) + size
+    if cap.allocated_exact:
+        for frame, size, _count in cap.lines("allocated"):
+            key = (frame.filename, frame.lineno)
+            allocated[key] = allocated.get(key, 0) + size
     files = sorted({f for f, _ in held if _program_file(f)})
     out = []
     for path in files:
         got = _file_candidates(path)
         if not got:
             continue
-        found, lines = got
+        found, copies, lines = got
         for c in found:
             node = c.node
             saving = sum(held.get((path, ln), 0) for ln in range(node.lineno, node.end_lineno + 1))
@@ -341,4 +463,37 @@ def line_advice(cap, min_saving, make_advice):
                 kind="generator", target=f"{os.path.basename(path)}:{c.lineno}", saving=saving,
                 count=1, text=text, patch=c.new_line.strip(), location=f"{path}:{c.lineno}",
                 edit=(path, c.lineno, old, c.new_line)))
+        if allocated:
+            out.extend(_copy_advice(path, copies, lines, held, allocated, min_saving, make_advice))
+    return out
+
+
+def _copy_advice(path, copies, lines, held, allocated, min_saving, make_advice):
+    """The saving of wrapping the buffer in a memoryview where it is made:
+    the copies the slice line held at the peak, less the original buffer
+    where the peak came after the original was freed (a view keeps it
+    alive).  Needs the cumulative per-line totals (what the binding line
+    allocated) to know that size."""
+    out = []
+    seen = set()
+    for c in copies:
+        ln, bl = c.slice_stmt.lineno, c.bind.value.lineno
+        if (ln, bl) in seen:
+            continue
+        seen.add((ln, bl))
+        original = allocated.get((path, bl), 0)
+        gone = max(0, original - held.get((path, bl), 0))
+        saving = held.get((path, ln), 0) - gone
+        if saving < max(min_saving, 1):
+            continue
+        old = lines[bl - 1]
+        text = (f"line {ln} ({lines[ln - 1].strip()}) copies the rest of the buffer {c.name!r} on "
+                f"each pass: a slice of bytes is a new bytes object.  A slice of a memoryview is "
+                f"a view of the same memory: wrap the buffer once where it is made (line {bl}) "
+                f"and the slices copy nothing.  At the run's peak the copies held these bytes "
+                f"more than the view would.")
+        out.append(make_advice(
+            kind="copy", target=f"{os.path.basename(path)}:{ln}", saving=saving, count=1,
+            text=text, patch=c.new_line.strip(), location=f"{path}:{ln}",
+            edit=(path, bl, old, c.new_line)))
     return out

@@ -26,11 +26,11 @@ from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice", "format_diff"]
 
-_KIND_ORDER = ("generator", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
+_KIND_ORDER = ("generator", "copy", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
                "overallocated")
 # Kinds whose saving lowers the run's peak (from a capture), not the heap
 # left at the end: the report totals them apart.
-_PEAK_KINDS = ("generator",)
+_PEAK_KINDS = ("generator", "copy")
 
 
 @result
@@ -126,7 +126,7 @@ def format_advice(advice):
            f"blockers saves {format_bytes(total)} (slots and record advice for one class are "
            f"alternatives: the larger is counted)"]
     if peak:
-        out[0] += f"; the run's peak drops by {format_bytes(peak)} (generator advice)"
+        out[0] += f"; the run's peak drops by {format_bytes(peak)} (generator and copy advice)"
     out.append("")
     for a in advice:
         out.append(str(a))

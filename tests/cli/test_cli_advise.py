@@ -487,3 +487,31 @@ def test_no_copy_advice_where_the_copy_is_needed(tmp_path, run_memlens, write, c
     advice, stderr = _copy_advice(tmp_path, run_memlens, write, COPY_NEGATIVE[case])
     # THEN there is no copy advice
     assert advice == [] and "[copy]" not in stderr
+
+
+# ---- examples/playbook.py: all five techniques, advice applied by make demo ---
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_playbook_example_gets_all_five_techniques(tmp_path, run_memlens, run_python):
+    # GIVEN the bundled playbook example
+    shutil.copy(EXAMPLES / "playbook.py", tmp_path / "playbook.py")
+    # WHEN memlens run --advise traces it
+    r = run_memlens("run", "-q", "--advise", "-o", "c.mlcap", "playbook.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the first round advises slots (or a record), an array, a weak
+    # cache and the generator at the peak
+    for kind in ("[slots] __main__.Visit", "[record] __main__.Visit", "[array]",
+                 "[weakref] __main__.THUMBNAIL_CACHE", "[generator] playbook.py:"):
+        assert kind in r.stderr, kind
+    # AND the demo applies the advice round by round until the copy is fixed
+    # too, and measures less memory at the peak and at the end
+    demo = run_python(EXAMPLES / "playbook_demo.py", tmp_path / "work", cwd=tmp_path, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert "[copy] playbook.py:" in demo.stdout and "memoryview(bytes(size))" in demo.stdout
+    final = (tmp_path / "work" / "playbook.py").read_text()
+    assert "weakref.WeakValueDictionary()" in final and "sum(v.duration * v.page for v in visits)" in final
+    last = demo.stdout.strip().splitlines()[-1]
+    assert last.startswith("all rounds: peak ") and "% less), at the end" in last
+    assert run_python(tmp_path / "work" / "playbook.py").stdout == run_python(tmp_path / "playbook.py").stdout

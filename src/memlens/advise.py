@@ -122,12 +122,14 @@ def format_advice(advice):
         else:
             total += a.saving
     total += sum(best.values())
-    out = [f"memlens advise: {len(advice)} suggestion(s); applying those without "
-           f"blockers saves {format_bytes(total)} (slots and record advice for one class are "
-           f"alternatives: the larger is counted)"]
+    head = f"memlens advise: {len(advice)} suggestion(s)"
+    if total or not peak:
+        head += (f"; applying those without blockers saves {format_bytes(total)} (slots and "
+                 f"record advice for one class are alternatives: the larger is counted)")
     if peak:
-        out[0] += f"; the run's peak drops by {format_bytes(peak)} (generator and copy advice)"
-    out.append("")
+        head += (f"; the lines advised at the run's peak held {format_bytes(peak)} there "
+                 f"(generator and copy advice)")
+    out = [head, ""]
     for a in advice:
         out.append(str(a))
         out.append("")

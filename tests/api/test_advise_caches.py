@@ -134,3 +134,29 @@ def test_values_that_cannot_be_weakly_referenced_are_blockers(tmp_path, run_pyth
     blob = advice["__main__.Store.blob_cache"]
     assert any("bytes cannot be weakly referenced" in b for b in blob[4])
     assert blob[3] is None  # a class attribute: the patch only, no edit
+
+
+def test_advise_caches_checks_its_argument_and_keeps_refcounts():
+    import sys
+
+    from memlens import _core
+
+    # GIVEN a dict whose values only it holds, and one shared value
+    class Blob:
+        pass
+
+    shared = Blob()
+    d = {i: Blob() for i in range(5)}
+    d["s"] = shared
+    counts = [sys.getrefcount(v) for v in d.values()]
+    # WHEN the engine checks it
+    ((values, held_only, shared_n, unweak, types, nbytes, nobj),) = _core.advise_caches([d])
+    # THEN it counts each kind of value, retains the five blobs' bytes (each
+    # retained_size) and leaves every refcount as it was
+    assert (values, held_only, shared_n, unweak, types) == (6, 5, 1, 0, ())
+    assert nbytes == sum(memlens.retained_size(d[i]) for i in range(5)) and nobj >= 5
+    assert [sys.getrefcount(v) for v in d.values()] == counts
+    # AND bad arguments are a TypeError, not a crash
+    for bad in ("x", [1], [d, "y"]):
+        with pytest.raises(TypeError):
+            _core.advise_caches(bad)

@@ -20,7 +20,6 @@ result types (frozen, slotted dataclasses); :class:`StackStat` and the
 :func:`load` or by hand.
 """
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -173,6 +172,11 @@ def _meta_advice(meta):
     text = meta.get("advice")
     if text is None:
         return None
+    # Imported here, not with the module: `memlens run` imports this module
+    # before the program runs, and the program's own `import json` must
+    # still be the program's (the traced run's figures depend on it).
+    import json
+
     try:
         items = json.loads(text)
     except ValueError:

@@ -473,7 +473,8 @@ def _copy_advice(path, copies, lines, held, allocated, min_saving, make_advice):
     the copies the slice line held at the peak, less the original buffer
     where the peak came after the original was freed (a view keeps it
     alive).  Needs the cumulative per-line totals (what the binding line
-    allocated) to know that size."""
+    allocated) to know that size; for a buffer made many times that total
+    overstates it, and the saving is then underestimated."""
     out = []
     seen = set()
     for c in copies:
@@ -481,8 +482,11 @@ def _copy_advice(path, copies, lines, held, allocated, min_saving, make_advice):
         if (ln, bl) in seen:
             continue
         seen.add((ln, bl))
-        original = allocated.get((path, bl), 0)
-        gone = max(0, original - held.get((path, bl), 0))
+        # the original buffer still held at the peak (its line holds it):
+        # the view costs nothing more; freed by then: the view would keep
+        # it, so it counts against the saving (its size: what its line
+        # allocated, exact for a buffer made once)
+        gone = 0 if held.get((path, bl), 0) else allocated.get((path, bl), 0)
         saving = held.get((path, ln), 0) - gone
         if saving < max(min_saving, 1):
             continue

@@ -119,7 +119,8 @@ def add_advise_options(p, always=False):
     if not always:
         p.add_argument("--advise", action="store_true",
                        help="when the program ends, print memlens.advise()'s suggestions "
-                            "for the heap it leaves (to stderr)")
+                            "for the heap it leaves and for the lines that made the peak (to "
+                            "stderr), and keep them in the capture for the json and HTML reports")
     p.add_argument("--min-saving", type=int, default=DEFAULT_MIN_SAVING, metavar="BYTES",
                    help=f"with advice: leave out suggestions saving less (default {DEFAULT_MIN_SAVING})")
     p.add_argument("--diff", action="store_true",

@@ -66,6 +66,8 @@ def why_alive(obj: object, max_paths: int, modules: List[Tuple[str, Dict[str, An
 
 # roots must be exactly a list -> (classes, sites)
 def advise_scan(roots: List[Any], /) -> Tuple[List[_AdviseClass], List[_AdviseSite]]: ...
+# (values, held_only, shared, unweak, unweak_types, retained bytes, retained objects)
+def advise_caches(dicts: List[Dict[Any, Any]], /) -> List[Tuple[int, int, int, int, Tuple[type, ...], int, int]]: ...
 
 # ---- allocation tracer (csrc/tracer/) --------------------------------------------
 

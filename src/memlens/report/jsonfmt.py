@@ -24,8 +24,16 @@ Schema (``"schema": "memlens.report", "version": 1``)::
                   "peak_bytes": int, "peak_blocks": int,
                   "exit_bytes": int, "exit_blocks": int,
                   "allocated_bytes": int, "allocated_blocks": int}],
-      "classes": [{"name": str, "count": int, "bytes": int}] | null
+      "classes": [{"name": str, "count": int, "bytes": int}] | null,
+      "advice": [{"kind": str, "target": str,   # `memlens run --advise` only
+                  "saving": int, "count": int,  # bytes the change saves; objects
+                  "text": str, "patch": str | null, "location": str | null,
+                  "blockers": [str],            # what must change first
+                  "diff": str | null}] | null   # unified diff of the edit (patch -p0)
     }
+
+``meta`` leaves out the run metadata's raw "advice" entry: it is
+``"advice"``, parsed.
 """
 
 import json
@@ -58,7 +66,7 @@ def to_dict(cap):
     return {
         "schema": SCHEMA,
         "version": VERSION,
-        "meta": dict(cap.meta),
+        "meta": {k: v for k, v in cap.meta.items() if k != "advice"},
         "totals": {
             "peak_bytes": cap.peak,
             "peak_time_s": cap.peak_time,
@@ -84,6 +92,7 @@ def to_dict(cap):
         "stacks": stacks,
         "classes": None if cap.classes is None else
         [{"name": c.name, "count": c.count, "bytes": c.bytes} for c in cap.classes],
+        "advice": None if cap.advice is None else [dict(a) for a in cap.advice],
     }
 
 

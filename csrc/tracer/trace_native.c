@@ -13,6 +13,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,7 +359,7 @@ tn_PyTraceMalloc_Untrack(unsigned int domain, uintptr_t ptr)
     return r;
 }
 
-static int tn_patch_all_locked(int what);
+static int tn_patch_all_locked(int what, int incremental);
 
 static void *
 tn_dlopen(const char *file, int mode)
@@ -369,7 +370,7 @@ tn_dlopen(const char *file, int mode)
          * can run any of their code (what patching finds is idempotent). */
         pthread_mutex_lock(&tn_lock);
         if (tn_what != 0) {
-            (void)tn_patch_all_locked(tn_what);
+            (void)tn_patch_all_locked(tn_what, 1);
         }
         pthread_mutex_unlock(&tn_lock);
     }
@@ -430,46 +431,49 @@ tn_dyn_ptr(const struct dl_phdr_info *info, ElfW(Addr) p)
 }
 
 typedef struct {
-    int what; /* what to patch; 0: restore */
+    int what;        /* what to patch; 0: restore */
+    int incremental; /* skip the objects the last pass saw (tn_seen) */
+    int index;       /* of the object being visited */
     trace_native_stats stats;
 } tn_pass;
 
-/* Write `value` into a GOT entry, making its page writable if RELRO made
- * it read-only (and read-only again after). */
-static int
-tn_write_slot(const struct dl_phdr_info *info, void **slot, void *value)
-{
-    uintptr_t a = (uintptr_t)slot;
-    int relro = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_GNU_RELRO) {
-            uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-            if (a >= lo && a - lo < ph->p_memsz) {
-                relro = 1;
-            }
-        }
-    }
-    if (!relro) {
-        __atomic_store_n(slot, value, __ATOMIC_RELEASE);
-        return 0;
-    }
-    size_t page = tn_page_size();
-    void *start = (void *)(a & ~(uintptr_t)(page - 1));
-    if (mprotect(start, page, PROT_READ | PROT_WRITE) != 0) {
-        return -1;
-    }
-    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
-    (void)mprotect(start, page, PROT_READ);
-    return 0;
-}
+/* The objects the last pass visited, in dl_iterate_phdr() order, by base
+ * address, and the loader's unload count then (tn_lock).  A dlopen()'s pass
+ * visits only what is new: the objects loaded since are the ones past the
+ * list or not where the list says; an unload since (dlpi_subs moved) makes
+ * it visit everything, since an object loaded at a closed one's address
+ * and place would look already seen. */
+#define TN_SEEN_MAX 4096
+static uintptr_t tn_seen[TN_SEEN_MAX];
+static int tn_nseen;
+static unsigned long long tn_seen_subs;
 
-/* Which hooked function a symbol name is, or -1. */
+/* Which hooked function a symbol name is, or -1.  Called for every symbol
+ * relocation of every object (a Cython extension imports hundreds of Py*
+ * names), so most names are turned away by their first bytes. */
 static int
 tn_lookup(const char *name)
 {
-    if (name[0] != 'm' && name[0] != 'c' && name[0] != 'r' && name[0] != 'f' && name[0] != 'p'
-        && name[0] != 'a' && name[0] != 'v' && name[0] != 'P' && name[0] != 'd') {
+    switch (name[0]) {
+    case 'm':
+    case 'c':
+    case 'r':
+    case 'f':
+    case 'a':
+    case 'v':
+    case 'd':
+        break;
+    case 'p':
+        if (name[1] != 'o' && name[1] != 'v') {
+            return -1; /* posix_memalign, pvalloc */
+        }
+        break;
+    case 'P':
+        if (strncmp(name, "PyTraceMalloc_", 14) != 0) {
+            return -1;
+        }
+        break;
+    default:
         return -1;
     }
     for (int i = 0; i < TN_COUNT; i++) {
@@ -480,8 +484,56 @@ tn_lookup(const char *name)
     return -1;
 }
 
+/* The object's RELRO range (read-only after relocation), made writable for
+ * the pass's writes at the first one that needs it, and read-only again
+ * when the object is done: two mprotect calls per object, not per entry. */
+typedef struct {
+    uintptr_t lo, hi; /* page-aligned; lo == hi: no RELRO */
+    int open;
+} tn_relro;
+
 static void
-tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python,
+tn_relro_find(const struct dl_phdr_info *info, tn_relro *r)
+{
+    size_t page = tn_page_size();
+    r->lo = r->hi = 0;
+    r->open = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_GNU_RELRO) {
+            uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+            r->lo = lo & ~(uintptr_t)(page - 1);
+            r->hi = (lo + ph->p_memsz + page - 1) & ~(uintptr_t)(page - 1);
+        }
+    }
+}
+
+static void
+tn_relro_close(tn_relro *r)
+{
+    if (r->open) {
+        (void)mprotect((void *)r->lo, r->hi - r->lo, PROT_READ);
+        r->open = 0;
+    }
+}
+
+/* Write `value` into a GOT entry (its RELRO range opened if it lies in it). */
+static int
+tn_write_slot(tn_relro *r, void **slot, void *value)
+{
+    uintptr_t a = (uintptr_t)slot;
+    if (a >= r->lo && a < r->hi && !r->open) {
+        if (mprotect((void *)r->lo, r->hi - r->lo, PROT_READ | PROT_WRITE) != 0) {
+            return -1;
+        }
+        r->open = 1;
+    }
+    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void
+tn_patch_relocs(const struct dl_phdr_info *info, tn_relro *relro, tn_pass *pass, int is_python,
                 const ElfW(Rela) * rel, size_t n, const ElfW(Sym) * symtab, const char *strtab)
 {
     int touched = 0;
@@ -502,7 +554,8 @@ tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python,
         void **slot = (void **)(info->dlpi_addr + rel[k].r_offset);
         void *cur = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
         if (pass->what == 0) {
-            if (cur == tn_hook_by_index[f] && tn_write_slot(info, slot, tn_real_by_index[f]) == 0) {
+            if (cur == tn_hook_by_index[f]
+                && tn_write_slot(relro, slot, tn_real_by_index[f]) == 0) {
                 pass->stats.entries++;
                 touched = 1;
             }
@@ -525,7 +578,7 @@ tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python,
             pass->stats.skipped++;
             continue;
         }
-        if (tn_write_slot(info, slot, tn_hook_by_index[f]) == 0) {
+        if (tn_write_slot(relro, slot, tn_hook_by_index[f]) == 0) {
             pass->stats.entries++;
             touched = 1;
         }
@@ -538,8 +591,23 @@ tn_patch_relocs(const struct dl_phdr_info *info, tn_pass *pass, int is_python,
 static int
 tn_patch_object(struct dl_phdr_info *info, size_t size, void *data)
 {
-    (void)size;
     tn_pass *pass = data;
+    int i = pass->index++;
+    if (pass->incremental) {
+        if (size < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)
+            || info->dlpi_subs != tn_seen_subs) {
+            pass->incremental = 0; /* something was unloaded: visit all */
+        }
+        else if (i < tn_nseen && tn_seen[i] == (uintptr_t)info->dlpi_addr) {
+            return 0;
+        }
+    }
+    if (i < TN_SEEN_MAX) {
+        tn_seen[i] = (uintptr_t)info->dlpi_addr;
+    }
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+        tn_seen_subs = info->dlpi_subs;
+    }
     if (tn_skip_object(info)) {
         return 0;
     }
@@ -555,7 +623,7 @@ tn_patch_object(struct dl_phdr_info *info, size_t size, void *data)
     const ElfW(Sym) *symtab = NULL;
     const char *strtab = NULL;
     const ElfW(Rela) *jmprel = NULL, *rela = NULL;
-    size_t jmprel_size = 0, rela_size = 0;
+    size_t jmprel_size = 0, rela_size = 0, rela_relative = 0;
     int pltrel_is_rela = 1;
     for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
         switch (d->d_tag) {
@@ -580,6 +648,9 @@ tn_patch_object(struct dl_phdr_info *info, size_t size, void *data)
         case DT_RELASZ:
             rela_size = d->d_un.d_val;
             break;
+        case DT_RELACOUNT:
+            rela_relative = d->d_un.d_val;
+            break;
         default:
             break;
         }
@@ -589,24 +660,39 @@ tn_patch_object(struct dl_phdr_info *info, size_t size, void *data)
     }
     /* CPython itself: the object that defines the allocator API. */
     int is_python = tn_in_object(info, (uintptr_t)&PyMem_RawMalloc);
+    tn_relro relro;
+    tn_relro_find(info, &relro);
     if (jmprel != NULL) {
-        tn_patch_relocs(info, pass, is_python, jmprel, jmprel_size / sizeof(ElfW(Rela)), symtab,
-                        strtab);
+        tn_patch_relocs(info, &relro, pass, is_python, jmprel, jmprel_size / sizeof(ElfW(Rela)),
+                        symtab, strtab);
     }
-    if (rela != NULL) {
-        tn_patch_relocs(info, pass, is_python, rela, rela_size / sizeof(ElfW(Rela)), symtab,
-                        strtab);
+    /* The linker puts the R_X86_64_RELATIVE entries first and counts them
+     * (DT_RELACOUNT): most of a big library's table, none naming a symbol. */
+    size_t nrela = rela_size / sizeof(ElfW(Rela));
+    if (rela != NULL && rela_relative < nrela) {
+        tn_patch_relocs(info, &relro, pass, is_python, rela + rela_relative, nrela - rela_relative,
+                        symtab, strtab);
     }
+    tn_relro_close(&relro);
     return 0;
 }
 
-/* One pass over the loaded objects (tn_lock held). */
+/* One pass over the loaded objects (tn_lock held); `incremental`: only
+ * those the last pass did not see (a dlopen()'s pass). */
 static int
-tn_patch_all_locked(int what)
+tn_patch_all_locked(int what, int incremental)
 {
-    tn_pass pass = {what, {what, 0, 0, 0}};
+    tn_pass pass = {what, incremental && tn_nseen > 0, 0, {what, 0, 0, 0}};
     dl_iterate_phdr(tn_patch_object, &pass);
-    tn_stats = pass.stats;
+    tn_nseen = pass.index < TN_SEEN_MAX ? pass.index : TN_SEEN_MAX;
+    if (pass.incremental) {
+        tn_stats.objects += pass.stats.objects;
+        tn_stats.entries += pass.stats.entries;
+        tn_stats.skipped += pass.stats.skipped;
+    }
+    else {
+        tn_stats = pass.stats;
+    }
     return pass.stats.entries;
 }
 
@@ -664,7 +750,7 @@ trace_native_install(int what)
     int r = tn_resolve_locked();
     if (r == 0) {
         tn_what = what;
-        (void)tn_patch_all_locked(what);
+        (void)tn_patch_all_locked(what, 0);
     }
     pthread_mutex_unlock(&tn_lock);
     return r;
@@ -677,7 +763,8 @@ trace_native_uninstall(void)
     if (tn_what != 0) {
         tn_what = 0;
         trace_native_stats kept = tn_stats;
-        (void)tn_patch_all_locked(0);
+        (void)tn_patch_all_locked(0, 0);
+        tn_nseen = 0;
         tn_stats = kept;
     }
     pthread_mutex_unlock(&tn_lock);

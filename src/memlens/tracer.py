@@ -20,6 +20,7 @@ not (``allocated_statistics``).
 
 import atexit
 import os
+import sys
 
 from memlens import _core
 from memlens._util import check_int, format_bytes, result
@@ -129,9 +130,19 @@ class trace:
         return False
 
 
+def _stop_at_exit():
+    # A process whose children are followed (memlens._follow) writes its
+    # capture at exit and stops the tracer then; this handler, registered
+    # later in a child that imports memlens, runs first and must leave it.
+    follow = sys.modules.get("memlens._follow")
+    if follow is not None and follow.recording():
+        return
+    stop()
+
+
 # Stop before the interpreter tears down the objects the stack table refers
 # to (registered at import, so it runs after the user's own atexit handlers).
-atexit.register(stop)
+atexit.register(_stop_at_exit)
 
 
 @result

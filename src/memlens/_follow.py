@@ -41,6 +41,10 @@ BUNDLE_SUFFIX = ".d"
 RUNNING, ENDED, EXECED, KILLED = "running", "ended", "exec", "killed"
 # Reaped children kept per process (pid, status, time): bounded.
 _MAX_REAPED = 100_000
+# Seconds between a child's periodic writes (what a SIGKILL leaves).
+FLUSH_S = 1.0
+# Seconds a write waits for another one (the flusher's) to end.
+_LOCK_WAIT_S = 10.0
 
 _real_exit = os._exit
 _real_execv = os.execv
@@ -52,6 +56,7 @@ _opts = None      # (bundle dir, frames, sample bytes, interval ms) while follow
 _rec = None       # this process's recorder (None in the first process of `memlens run`)
 _reaped = []      # "pid wait-status time_ns" of children this process reaped
 _runner = ()      # file names of the frames that are memlens', not the program's
+_lock = None      # one write at a time (the flusher thread and the main thread)
 _installed = False
 
 
@@ -111,7 +116,7 @@ def _command_line():
 class _Recorder:
     """One traced process: where its capture goes and what it says."""
 
-    __slots__ = ("pid", "ppid", "start_ns", "t0", "path", "command", "done", "runner")
+    __slots__ = ("pid", "ppid", "start_ns", "t0", "path", "command", "done", "runner", "opts")
 
     def __init__(self, directory, ppid, runner):
         self.pid = os.getpid()
@@ -122,6 +127,7 @@ class _Recorder:
         self.command = _command_line()
         self.done = False
         self.runner = runner
+        self.opts = _opts
 
     def meta(self, status, code, duration):
         meta = {
@@ -132,8 +138,8 @@ class _Recorder:
             "ppid": str(self.ppid),
             "start_time_ns": str(self.start_ns),
             "status": status,
-            "interval_ms": repr(_opts[3]),
-            "frames": str(_opts[1]),
+            "interval_ms": repr(self.opts[3]),
+            "frames": str(self.opts[1]),
             "runner_files": "\n".join(self.runner),
         }
         if duration is not None:
@@ -143,12 +149,26 @@ class _Recorder:
             meta["exit_code"] = str(code)
         if _reaped:
             meta["reaped"] = "\n".join(_reaped)
+        meta["written_ns"] = str(time.time_ns())
         return meta
 
     def write(self, status, code=None):
         """Write the capture: the marker (status running) while tracing, or
         the final one (stops the tracer and the sampler).  Never raises: a
         child must end as it would have; a failure is one line on fd 2."""
+        lock = _lock
+        # A timeout, not a plain wait: a signal handler may interrupt the
+        # main thread's own write.
+        if lock is not None and not lock.acquire(timeout=_LOCK_WAIT_S):
+            return
+        try:
+            if not self.done:
+                self._write_unlocked(status, code)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _write_unlocked(self, status, code):
         final = status != RUNNING
         try:
             table = _core.trace_take_snapshot()
@@ -199,10 +219,43 @@ def _start_recorder(ppid, runner=()):
     except OSError:
         pass  # the write below says why, in one line
     rec = _Recorder(directory, ppid, runner)
+    # The lock first, then the recorder, then its marker: a SIGTERM from
+    # here on writes the final capture (the handler re-enters the lock of
+    # an interrupted write and never returns to it: it ends the process).
+    _new_lock()
+    _rec = rec
     rec.write(RUNNING)
     # What the marker allocated is not the program's.
     _core.trace_reset_peak()
-    _rec = rec
+    _start_flusher(rec)
+
+
+def _new_lock():
+    global _lock
+    import _thread
+
+    _lock = _thread.RLock()
+
+
+def _start_flusher(rec):
+    # _thread, not threading: nothing more imported into the child, and no
+    # thread that threading.enumerate() would show the program.
+    import _thread
+
+    try:
+        _thread.start_new_thread(_flusher, (rec,))
+    except RuntimeError:  # no more threads: only the final write then
+        pass
+
+
+def _flusher(rec):
+    # Every FLUSH_S, what the process recorded so far (its stacks; the
+    # timeline is written at the end), until its final write.
+    while True:
+        time.sleep(FLUSH_S)
+        if _rec is not rec or rec.done or rec.pid != os.getpid():
+            return
+        rec.write(RUNNING)
 
 
 # ---- hooks: where a traced process ends or becomes another ---------------
@@ -211,10 +264,11 @@ def _start_recorder(ppid, runner=()):
 def _after_fork_in_child():
     # A forked child: its own tracer tables (the parent's live blocks are
     # the parent's), its own sampler (fork keeps no thread) and recorder.
-    global _reaped
+    global _reaped, _lock
     if _opts is None:
         return
     _reaped = []
+    _lock = None  # the parent's: its flusher may have held it at fork
     was_tracing = _core.trace_is_tracing()
     _core.timeline_stop()
     _core.trace_stop()

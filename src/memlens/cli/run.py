@@ -473,7 +473,16 @@ def _summary(run):
         # census and advice, the program's own exit code must survive.
         _emit(f"memlens: no summary: {e}\n")
         return
-    _emit("\n" + text.summary(cap))
+    summary = None
+    if run.bundle is not None:
+        from memlens.report import processes
+
+        if processes.has_children(run.output):
+            try:
+                summary = text.run_summary(processes.load_run(run.output))
+            except model.CaptureError as e:
+                _emit(f"memlens: no summary of the child processes: {e}\n")
+    _emit("\n" + (summary or text.summary(cap)))
     _emit(f"\nmemlens: capture written to {run.output}\n"
           f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
 

@@ -41,6 +41,7 @@ class Process:
     exit_code: Optional[int] = None
     end_ns: Optional[int] = None
     path: str = ""
+    incomplete: bool = False          # its last write was a periodic one: it did not end traced
     children: List["Process"] = field(default_factory=list)
     parent: Optional["Process"] = field(default=None, repr=False)
 
@@ -62,7 +63,7 @@ class Process:
     def complete(self):
         """False for a process that did not end while traced (killed by
         SIGKILL, or still running): its capture is its last flush."""
-        return self.status in ("ended", "exec", "killed")
+        return self.capture is not None and not self.incomplete
 
 
 @dataclass
@@ -93,9 +94,18 @@ class Run:
         starts = [p.start_ns for p in self.processes]
         t0 = min(starts) if starts else 0
         for i, p in enumerate(self.processes):
-            if p.capture is None or not p.capture.timeline:
+            if p.capture is None:
                 continue
             tl = p.capture.timeline
+            if not tl:
+                # An incomplete process (killed by SIGKILL) has no timeline:
+                # it counts with what was live at its last write, from its
+                # start to its end (when it was reaped) or that write.
+                end = p.end_ns if p.end_ns is not None else _int(p.capture.meta.get("written_ns"))
+                if end is not None and p.exit_bytes:
+                    events.append((p.start_ns, 0, i, p.exit_bytes))
+                    events.append((max(end, p.start_ns) + 1, 0, i, 0))
+                continue
             for s in tl:
                 events.append((p.start_ns + int(s.t * 1e9), 0, i, s.traced))
             # After its last sample the process holds nothing (it ended).
@@ -134,7 +144,8 @@ def _from_capture(path, cap, default_pid, default_start):
         end = start + int(cap.timeline[-1].t * 1e9)
     return Process(pid=_int(m.get("pid"), default_pid), ppid=_int(m.get("ppid"), 0),
                    command=m.get("command", ""), start_ns=start, capture=cap, status=status,
-                   exit_code=_int(m.get("exit_code")), end_ns=end, path=path)
+                   exit_code=_int(m.get("exit_code")), end_ns=end, path=path,
+                   incomplete=status == "running")
 
 
 def _untraced(path, pid, start):

@@ -148,7 +148,8 @@ def _process_line(p, depth):
     took = "?" if p.duration_s is None else f"{p.duration_s:.2f} s"
     status = "" if p.status == "ended" else f"  [{shown(p.status)}]"
     if p.capture is not None and not p.complete:
-        status = "  [incomplete: did not end while traced (killed?); figures up to its last write]"
+        status = (f"  [{'killed' if p.status == 'running' and p.exit_code is not None else shown(p.status)}; "
+                  "incomplete: figures up to its last write]")
     return (f"  {indent}{p.pid:<7} {figures}  {took:>8}  {code:>4}  "
             f"{shown(p.command, 120)}{status}")
 

@@ -26,7 +26,7 @@ _FILE = re.compile(r"(\d+)-(\d+)\.(mlcap|untraced)")
 MAX_PROCESSES = 10_000
 
 
-@dataclass
+@dataclass(eq=False)  # one object per process: compared (and hashed) by identity
 class Process:
     """One process of a run.  ``capture`` is None for a process that was
     not traced (``status`` "not traced") or whose capture cannot be read

@@ -41,8 +41,12 @@ BUNDLE_SUFFIX = ".d"
 RUNNING, ENDED, EXECED, KILLED = "running", "ended", "exec", "killed"
 # Reaped children kept per process (pid, status, time): bounded.
 _MAX_REAPED = 100_000
-# Seconds between a child's periodic writes (what a SIGKILL leaves).
+# Seconds between a child's periodic writes (what a SIGKILL leaves), at
+# least: the wait is also at least _FLUSH_COST_RATIO times what the last
+# write took, so that writing costs the process at most 1% of its time (a
+# spawn worker's import-heavy tables take about 25 ms to write).
 FLUSH_S = 1.0
+_FLUSH_COST_RATIO = 100
 # Seconds a write waits for another one (the flusher's) to end.
 _LOCK_WAIT_S = 10.0
 
@@ -251,11 +255,14 @@ def _start_flusher(rec):
 def _flusher(rec):
     # Every FLUSH_S, what the process recorded so far (its stacks; the
     # timeline is written at the end), until its final write.
+    wait = FLUSH_S
     while True:
-        time.sleep(FLUSH_S)
+        time.sleep(wait)
         if _rec is not rec or rec.done or rec.pid != os.getpid():
             return
+        t0 = time.monotonic()
         rec.write(RUNNING)
+        wait = max(FLUSH_S, _FLUSH_COST_RATIO * (time.monotonic() - t0))
 
 
 # ---- hooks: where a traced process ends or becomes another ---------------

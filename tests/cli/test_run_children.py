@@ -393,3 +393,22 @@ def test_old_single_captures_still_report_as_before(tmp_path, run_memlens, write
     # THEN the text report is the one-process report
     assert out.startswith("memlens: memlens run p.py") and "processes" not in out.splitlines()[0]
     shutil.rmtree(tmp_path / "c.mlcap.d", ignore_errors=True)
+
+
+def test_a_damaged_child_capture_is_listed_not_fatal(tmp_path, run_memlens, write):
+    # GIVEN a run with one child whose capture is then truncated
+    write(tmp_path / "d.py", """\
+        import os
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    assert run_memlens("run", "-q", "-o", "c.mlcap", "d.py", cwd=tmp_path).returncode == 0
+    (child,) = (tmp_path / "c.mlcap.d").iterdir()
+    child.write_bytes(child.read_bytes()[:100])
+    # WHEN the run is reported
+    r = run_memlens("report", "c.mlcap", cwd=tmp_path)
+    # THEN the child is listed with why it cannot be read, the rest reported
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "unreadable:" in r.stdout and r.stdout.startswith("memlens: 2 processes")

@@ -412,3 +412,46 @@ def test_a_damaged_child_capture_is_listed_not_fatal(tmp_path, run_memlens, writ
     # THEN the child is listed with why it cannot be read, the rest reported
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "unreadable:" in r.stdout and r.stdout.startswith("memlens: 2 processes")
+
+
+def test_html_process_selector_shows_the_chosen_process(tmp_path, run_memlens, write, dump_dom):
+    # GIVEN the HTML report of a run whose child and parent allocate on
+    # different lines
+    write(tmp_path / "h.py", """\
+        import os
+        pid = os.fork()
+        if pid == 0:
+            child_keeps = bytearray(4_000_000)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        parent_keeps = bytearray(1_000_000)
+    """)
+    assert run_memlens("run", "-q", "-o", "c.mlcap", "h.py", cwd=tmp_path).returncode == 0
+    assert run_memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path).returncode == 0
+    page = (tmp_path / "r.html").as_uri()
+    # WHEN a browser opens it on the first process, then on the child (#1)
+    def lines_table(dom):
+        return dom[dom.index('<table id="lines">'):].split("</table>")[0]
+
+    first, child = lines_table(dump_dom(page)), lines_table(dump_dom(page + "#1"))
+    # THEN each shows its own lines
+    assert "h.py:7" in first and "h.py:4" not in first, first
+    assert "h.py:4" in child and "h.py:7" not in child, child
+
+
+def test_a_followed_child_sees_what_python_gives_it(tmp_path, run_memlens, run_python, write):
+    # GIVEN a subprocess that prints its argv, sys.path and loaded modules
+    write(tmp_path / "ident.py", """\
+        import subprocess, sys
+        code = "import sys, json; print(json.dumps([sys.argv, sys.path, sorted(sys.modules)]))"
+        r = subprocess.run([sys.executable, "-c", code, "a1", "-m"], capture_output=True, text=True)
+        print(r.stdout, end="")
+    """)
+    plain = json.loads(run_python("ident.py", cwd=tmp_path).stdout)
+    traced = json.loads(run_memlens("run", "-q", "-o", "c.mlcap", "ident.py", cwd=tmp_path).stdout)
+    # THEN argv and sys.path are python's, and the bootstrap added only
+    # memlens' two modules (and atexit, and itself as sitecustomize)
+    assert traced[:2] == plain[:2]
+    assert set(traced[2]) - set(plain[2]) <= {"atexit", "memlens._core", "memlens._follow", "sitecustomize"}
+    assert set(plain[2]) <= set(traced[2])
+    assert any("a1" in p.command for p in _load(tmp_path).processes)

@@ -300,26 +300,23 @@ def _write_marker(run):
     start, so that a run whose first process is killed (SIGKILL) still
     names it next to its children's captures.  Only over a regular file:
     never replace /dev/null or a FIFO."""
+    import memlens
     from memlens import capture
 
     if os.path.lexists(run.output) and not os.path.isfile(run.output):
         return
     meta = _metadata(run, None)
     meta["status"] = "running"
-    tmp = f"{run.output}.{run.pid}.tmp"
+    # Through a symlink to its target, as the final write goes.
+    target = os.path.realpath(run.output)
+    tmp = f"{target}.{run.pid}.tmp"
     try:
         capture.write(tmp, capture.take_table(), meta, 0.0, b"")
-        os.replace(tmp, run.output)
+        os.replace(tmp, target)
         run.marker = True
     except (OSError, ValueError):
         pass  # the final write reports a capture that cannot be written
-    memlens_core_reset_peak()
-
-
-def memlens_core_reset_peak():
     # What the marker allocated is memlens', not the program's.
-    import memlens
-
     memlens.reset_peak()
 
 

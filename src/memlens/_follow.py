@@ -58,7 +58,7 @@ _real_waitpid = os.waitpid
 _core = None      # memlens._core, given by the caller
 _opts = None      # (bundle dir, frames, sample bytes, interval ms) while following
 _rec = None       # this process's recorder (None in the first process of `memlens run`)
-_reaped = []      # "pid wait-status time_ns" of children this process reaped
+_reaped = []      # "pid wait-status time_ns\tcommand" of children this process reaped
 _runner = ()      # file names of the frames that are memlens', not the program's
 _lock = None      # one write at a time (the flusher thread and the main thread)
 _installed = False
@@ -315,13 +315,38 @@ def execve(path, args, env, /):
         _exec_failed()
 
 
+def _name_of(pid):
+    # /proc/<pid>/comm of a child that has exited and is not reaped yet:
+    # the name its last exec gave it (a zombie's cmdline is empty; a
+    # running child may be between fork and exec, still named as us).
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return os.fsdecode(f.read(64).strip())
+    except OSError:
+        return ""
+
+
 def waitpid(pid, options, /):
     # Reaped children's exit statuses: a child ending by sys.exit() cannot
     # know its own exit code (atexit runs before it is final), its parent
-    # can.
+    # can; and a child that is not traced is known only from here.  Its
+    # name is read once it has exited, before the real waitpid reaps it
+    # (waitid WNOWAIT: the same wait, without reaping); only for the
+    # options that waitid(WEXITED) waits for alike.
+    name, peeked = "", 0
+    if (pid > 0 or pid == -1) and not options & ~os.WNOHANG and hasattr(os, "waitid"):
+        try:
+            info = os.waitid(os.P_PID if pid > 0 else os.P_ALL, max(pid, 0),
+                             os.WEXITED | os.WNOWAIT | (options & os.WNOHANG))
+        except ChildProcessError:
+            info = None  # the real waitpid raises it again
+        if info is not None and info.si_pid > 0:
+            peeked = info.si_pid
+            name = _name_of(peeked)
     result = _real_waitpid(pid, options)
     if result[0] > 0 and len(_reaped) < _MAX_REAPED:
-        _reaped.append(f"{result[0]} {result[1]} {time.time_ns()}")
+        name = name if result[0] == peeked else ""
+        _reaped.append(f"{result[0]} {result[1]} {time.time_ns()}\t{name}")
     return result
 
 
@@ -391,16 +416,17 @@ def boot(core, boot_file):
 
 
 def reaped_of(meta):
-    """[(pid, exit code, time_ns)] a capture's metadata says its process
-    reaped."""
+    """[(pid, exit code, time_ns, command)] a capture's metadata says its
+    process reaped (command "" when unknown)."""
     out = []
     for line in meta.get("reaped", "").split("\n"):
-        parts = line.split()
-        if len(parts) == 3 and all(p.lstrip("-").isdigit() for p in parts):
+        head, _, command = line.partition("\t")
+        parts = head.split()
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
             pid, status, t = map(int, parts)
             try:
                 code = os.waitstatus_to_exitcode(status)
             except ValueError:
                 continue
-            out.append((pid, code, t))
+            out.append((pid, code, t, command))
     return out

@@ -253,6 +253,10 @@ def test_no_children_and_non_python_children(tmp_path, run_memlens, run_python, 
     assert r.stdout == n.stdout == plain.stdout == "from sh\n5\nown env\n0\n"
     assert r.returncode == n.returncode == 0 and r.stderr == n.stderr == ""
     assert not (tmp_path / "n.mlcap.d").exists()
+    # and the report lists both as not traced, with their exit codes
+    untraced = {p.exit_code: p for p in _load(tmp_path).processes if p.capture is None}
+    assert set(untraced) == {5, 0} and untraced[5].command == "sh"
+    assert all(p.status.startswith("not traced") and p.parent is not None for p in untraced.values())
     assert [p.pid for p in _load(tmp_path, "n.mlcap").processes] == [_load(tmp_path, "n.mlcap").root.pid]
 
 

@@ -210,27 +210,42 @@ def load_run(path):
 
 
 def _exit_codes(processes):
+    """Exit codes from the reaps each traced process recorded, and the
+    children that left no record of their own (not Python): a process
+    claims the first reap of its pid after it started; a reap nobody
+    claims is a child that was not traced."""
     # A child that ended by sys.exit() or was killed by a signal cannot
     # record its own exit code; the process that reaped it (os.waitpid)
-    # records it: the first reap of its pid after it started.
+    # records it.
     from memlens import _follow
 
     reaps = {}
     for p in processes:
         if p.capture is not None:
-            for pid, code, t in _follow.reaped_of(p.capture.meta):
-                reaps.setdefault(pid, []).append((t, code))
-    for p in processes:
-        if p.exit_code is not None or p.status == "exec":
+            for pid, code, t, command in _follow.reaped_of(p.capture.meta):
+                reaps.setdefault(pid, []).append([t, code, command, p, False])
+    for p in sorted(processes, key=lambda q: q.start_ns):
+        if p.status == "exec":
             continue
-        later = sorted(r for r in reaps.get(p.pid, ()) if r[0] >= p.start_ns)
+        later = sorted((r for r in reaps.get(p.pid, ()) if r[0] >= p.start_ns and not r[4]),
+                       key=lambda r: r[0])
         if later:
-            t, code = later[0]
-            p.exit_code = code
+            r = later[0]
+            r[4] = True
+            t, code = r[0], r[1]
+            if p.exit_code is None:
+                p.exit_code = code
             if p.end_ns is None:
                 p.end_ns = t
             if code < 0 and p.status == "running":
                 p.status = "killed"
+    for pid, rows in reaps.items():
+        for t, code, command, reaper, claimed in rows:
+            if not claimed and len(processes) < MAX_PROCESSES:
+                # When it started is unknown: it is placed at its end.
+                processes.append(Process(pid, reaper.pid, command or "?", t, None,
+                                         "not traced (not Python, or not given memlens' environment)",
+                                         code, None, path=reaper.path))
 
 
 def _link(processes):

@@ -1,8 +1,10 @@
 """Allocation tracer overhead, side by side in one run.
 
-Each allocation-heavy workload is timed in a fresh interpreter under:
-no tracing, tracemalloc with 1 and 16 frames, memray with
---trace-python-allocators (if installed), memlens exact with 16 frames, and
+Each allocation-heavy workload (and, where numpy, pandas and sqlite3 are
+installed, native-heavy ones: most of their memory taken by C code) is timed
+in a fresh interpreter under: no tracing, tracemalloc with 1 and 16 frames,
+memray with --trace-python-allocators and in its default mode (if
+installed), memlens exact with 16 frames with native tracing off and on, and
 memlens sampled every 512 KiB, and (for scale) PEP 445 hooks that do
 nothing but call the allocator below.  Prints the slowdown against no tracing
 (best of --repeat runs, each the fastest of --inner calls of the workload
@@ -73,8 +75,54 @@ def retain():
         keep.append({"k%d" % i: [i] for i in range(20000)})
     return keep
 
+# Native-heavy workloads: most of their memory is taken by C code with
+# malloc (numpy's data, sqlite's pages), which memlens sees with native=True.
+def numpy_small():
+    import numpy as np
+    out = 0.0
+    for r in range(int(3000 * scale)):
+        a = np.arange(64, dtype=np.float64)
+        b = a * 2.0 + 1.0
+        out += float(np.concatenate([a, b]).sum())
+    return out
+
+def numpy_large():
+    import numpy as np
+    out = 0.0
+    for r in range(int(6 * scale)):
+        a = np.ones(2_000_000)
+        b = a * 2
+        c = np.concatenate([a, b])
+        out += float(c[-1])
+    return out
+
+def pandas_groupby():
+    import numpy as np
+    import pandas as pd
+    n = int(200_000 * scale)
+    df = pd.DataFrame({"k": np.arange(n) % 1000, "v": np.arange(n, dtype=np.float64),
+                       "s": ["x%d" % (i % 100) for i in range(n)]})
+    out = 0.0
+    for r in range(3):
+        g = df.groupby("k").agg({"v": "sum", "s": "first"})
+        m = df.merge(g, left_on="k", right_index=True)
+        out += float(m["v_x"].sum())
+    return out
+
+def sqlite_inserts():
+    import sqlite3
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (id integer primary key, name text, score real)")
+    n = int(60_000 * scale)
+    db.executemany("insert into t values (?, ?, ?)", (((i, "name %d" % i, i * 0.5) for i in range(n))))
+    out = db.execute("select count(*), sum(score) from t").fetchone()[0]
+    db.close()
+    return out
+
 WORKLOADS = {"retain": retain, "objects": objects, "dict_list_churn": dict_list_churn,
-             "json_roundtrip": json_roundtrip, "string_building": string_building}
+             "json_roundtrip": json_roundtrip, "string_building": string_building,
+             "numpy_small": numpy_small, "numpy_large": numpy_large, "pandas_groupby": pandas_groupby,
+             "sqlite_inserts": sqlite_inserts}
 fn = WORKLOADS[workload]
 
 def deep(n, f):
@@ -104,17 +152,18 @@ extra = {}
 if mode == "tracemalloc1" or mode == "tracemalloc16":
     tracemalloc.start(1 if mode == "tracemalloc1" else 16)
     stop = tracemalloc.stop
-elif mode == "memray":
+elif mode == "memray" or mode == "memray_default":
     import tempfile
     path = os.path.join(tempfile.mkdtemp(), "bench.bin")
-    tracker = memray.Tracker(path, trace_python_allocators=True)
+    tracker = memray.Tracker(path, trace_python_allocators=mode == "memray")
     tracker.__enter__()
     stop = lambda: tracker.__exit__(None, None, None)
 elif mode == "hooks_only":
     _testcore.trace_chain_only(True)
     stop = lambda: _testcore.trace_chain_only(False)
 elif mode.startswith("memlens"):
-    memlens.start(frames=16, sample_bytes=0 if mode == "memlens16" else 512 * 1024)
+    memlens.start(frames=16, sample_bytes=512 * 1024 if mode == "memlens_sampled" else 0,
+                  native=mode != "memlens16_py")
     stop = memlens.stop
 # CPU time of this process: the machine is shared, and waiting for a core is
 # not overhead of the tool being measured.
@@ -136,18 +185,30 @@ stop()
 print(json.dumps({"time": elapsed, **extra}))
 '''
 
-MODES = ["none", "tracemalloc1", "tracemalloc16", "memray", "memlens16", "memlens_sampled",
-         "hooks_only"]
+MODES = ["none", "tracemalloc1", "tracemalloc16", "memray", "memray_default", "memlens16_py", "memlens16",
+         "memlens_sampled", "hooks_only"]
 LABELS = {
     "none": "no tracing",
     "tracemalloc1": "tracemalloc 1 frame",
     "tracemalloc16": "tracemalloc 16 frames",
     "memray": "memray --trace-python-allocators",
-    "memlens16": "memlens exact, 16 frames",
-    "memlens_sampled": "memlens sampled 512 KiB",
+    "memray_default": "memray's default (native malloc/mmap, not pymalloc)",
+    "memlens16_py": "memlens exact, 16 frames, native=False (Python's allocator only)",
+    "memlens16": "memlens exact, 16 frames, native=True (the default: C extensions' malloc/mmap too)",
+    "memlens_sampled": "memlens sampled 512 KiB (native too)",
     "hooks_only": "PEP 445 hooks that only chain to the allocator: the floor under any tracer",
 }
 WORKLOADS = ["objects", "dict_list_churn", "json_roundtrip", "string_building", "retain"]
+NATIVE_WORKLOADS = {"numpy_small": "numpy", "numpy_large": "numpy", "pandas_groupby": "pandas",
+                    "sqlite_inserts": "sqlite3"}
+
+
+def have_module(name):
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
 
 
 def have_memray():
@@ -278,7 +339,8 @@ def main():
                     help="extra Python frames under the workload (default 0: 3-4 frames in all)")
     args = ap.parse_args()
     scale = 0.3 if args.quick else 1.0
-    modes = [m for m in MODES if m != "memray" or have_memray()]
+    modes = [m for m in MODES if not m.startswith("memray") or have_memray()]
+    workloads = WORKLOADS + [w for w, mod in NATIVE_WORKLOADS.items() if have_module(mod)]
     print(f"Python {sys.version.split()[0]}; CPU time, best of {args.repeat} runs x {args.inner} calls; "
           f"{args.depth} extra frames under each workload")
     if not have_memray():
@@ -290,8 +352,9 @@ def main():
         ratios = {m: [] for m in modes}
         per_block = []
         header = f"{'workload':<18}" + "".join(f"{m:>17}" for m in modes)
+        python_ratios = {m: [] for m in modes}  # the pure-Python workloads only
         print(header)
-        for w in WORKLOADS:
+        for w in workloads:
             best = {}
             for _ in range(args.repeat):
                 for m in modes:  # interleaved so machine noise hits every mode alike
@@ -303,6 +366,8 @@ def main():
             for m in modes:
                 ratio = best[m]["time"] / base
                 ratios[m].append(ratio)
+                if w in WORKLOADS:
+                    python_ratios[m].append(ratio)
                 cells.append(f"{best['none']['time'] * 1000:>13.0f} ms" if m == "none" else f"{ratio:>16.2f}x")
             print(f"{w:<18}" + "".join(cells))
             r = best["memlens16"]
@@ -310,6 +375,10 @@ def main():
                 per_block.append((w, r["tracer_memory"], r["live_blocks"]))
         print(f"{'geometric mean':<18}" + "".join(
             f"{'':>17}" if m == "none" else f"{geomean(ratios[m]):>16.2f}x" for m in modes))
+        print(f"{'  Python only':<18}" + "".join(
+            f"{'':>17}" if m == "none" else f"{geomean(python_ratios[m]):>16.2f}x" for m in modes))
+        native_cost = geomean([a / b for a, b in zip(python_ratios["memlens16"], python_ratios["memlens16_py"])])
+        print(f"native=True over native=False on the Python workloads: {100 * (native_cost - 1):+.1f}%")
         print()
         for m in modes:
             print(f"  {m:<17} = {LABELS[m]}")

@@ -198,6 +198,9 @@ testcore_exec(PyObject *m)
     if (testcore_sizing_exec(m) < 0) {
         return -1;
     }
+    if (testcore_native_exec(m) < 0) {
+        return -1;
+    }
     return testcore_layout_exec(m);
 }
 

@@ -5,6 +5,7 @@
 #include "tracer/trace_lock.h"
 #include "tracer/trace_map.h"
 #include "tracer/trace_mem.h"
+#include "tracer/trace_native.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -43,6 +44,14 @@ typedef struct {
     uint32_t stack;
     int32_t sign; /* TRACE_ALLOC, TRACE_PUT_BACK or TRACE_FREE */
 } trace_pending;
+
+/* Changes summed per (stack, kind) when the ring is full (trace_g.spill). */
+#define TRACE_SPILL_SLOTS 256u
+typedef struct {
+    uint32_t stack; /* 0: slot free */
+    int32_t sign;
+    int64_t wsize, wcount, blocks;
+} trace_spill;
 
 /* Everything the hooks share, in one place.  What protects each field:
  * - "GIL": written only by GIL holders (the hooks of the MEM and OBJ
@@ -106,6 +115,14 @@ static struct {
      * trace_max_frames below). */
     uint64_t sample_bytes; /* 0: exact */
     double sample_mean;    /* (double)sample_bytes */
+
+    /* When the ring is full (C code freeing or allocating thousands of
+     * blocks without taking the GIL back: sqlite closing a database), the
+     * changes are summed per (stack, kind) here instead, under nogil_lock,
+     * and the next GIL holder applies them.  Only when this is full too is
+     * a change lost (ring_lost). */
+    trace_spill spill[TRACE_SPILL_SLOTS];
+    atomic_int spill_pending; /* atomic; some spill slot is in use */
 
     atomic_uint_fast64_t ring_head; /* atomic; written by the producer */
     atomic_uint_fast64_t ring_tail; /* atomic; written by the consumer */
@@ -287,6 +304,85 @@ trace_cache_free(void *c)
     free(c);
 }
 
+/* Does this thread's cache hold the stack of frame `f` (at code0/off0)?
+ * TRACE_CACHE_HIT: its id is in *id; TRACE_CACHE_CALLERS: the callers'
+ * stack is c->parent, but (code0, off0) on top of it is not memoised;
+ * TRACE_CACHE_MISS otherwise.  Reads only the cache and this thread's own
+ * frames. */
+#define TRACE_CACHE_MISS 0
+#define TRACE_CACHE_HIT 1
+#define TRACE_CACHE_CALLERS 2
+
+static int
+trace_cache_match(const trace_stack_cache *c, void *f, PyCodeObject *code0, int32_t off0,
+                  uint64_t gen, uint32_t *id)
+{
+    if (!c->valid || c->generation != gen) {
+        return TRACE_CACHE_MISS;
+    }
+    void *p = layout_frame_back(f);
+    int i = 0;
+    for (; i < c->nraw; i++) {
+        stack_sig s;
+        if (p == NULL) {
+            break;
+        }
+        layout_frame_sig(p, &s);
+        if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
+#if PY_VERSION_HEX < 0x030B0000
+            || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
+#endif
+        ) {
+            break;
+        }
+        p = layout_frame_back(p);
+    }
+    if (i != c->nraw || (c->ended && p != NULL)) {
+        return TRACE_CACHE_MISS;
+    }
+    unsigned slot = ((unsigned)off0 ^ ((unsigned)off0 >> 4)) & 15u;
+    if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
+        *id = c->memo[slot].id;
+        return TRACE_CACHE_HIT;
+    }
+    return TRACE_CACHE_CALLERS;
+}
+
+/* Stack id of a block allocated without the GIL by a thread that has a
+ * Python thread state: C code that released the GIL (sqlite stepping a
+ * statement, a compressor, numpy's loops).  Its frames cannot change until
+ * it takes the GIL back, and only it reads them, so they are read here as
+ * with the GIL; but interning a new stack needs the GIL, so the id comes
+ * from this thread's cache, which the GIL-holding allocations made just
+ * before at the same call (the objects the C function made before
+ * releasing the GIL) usually filled.  Otherwise the empty stack. */
+static uint32_t
+trace_stack_id_nogil(trace_tls_state *t)
+{
+    trace_stack_cache *c = t->cache;
+    if (trace_max_frames < 2 || c == NULL) {
+        return STACK_ID_EMPTY;
+    }
+    PyThreadState *tstate = PyGILState_GetThisThreadState();
+    if (tstate == NULL || tstate->interp != trace_g.interp) {
+        return STACK_ID_EMPTY;
+    }
+    void *f = layout_thread_frame(tstate);
+    PyCodeObject *code0 = NULL;
+    int32_t off0 = 0;
+    while (f != NULL && !layout_frame_decode(f, &code0, &off0)) {
+        f = layout_frame_back(f);
+    }
+    uint32_t id = STACK_ID_EMPTY;
+    if (f == NULL
+        || trace_cache_match(c, f, code0, off0,
+                             atomic_load_explicit(&trace_g.generation, memory_order_relaxed), &id)
+               != TRACE_CACHE_HIT) {
+        return STACK_ID_EMPTY;
+    }
+    return id;
+}
+
 /* Stack id without a cache (no memory for one): intern the callers, at
  * most 31 of them (a small buffer on the C stack). */
 static uint32_t
@@ -335,35 +431,19 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     }
     uint64_t gen = atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
     void *p = layout_frame_back(f);
-    if (c->valid && c->generation == gen) {
-        int i = 0;
-        for (; i < c->nraw; i++) {
-            stack_sig s;
-            if (p == NULL) {
-                break;
-            }
-            layout_frame_sig(p, &s);
-            if (s.frame != c->raw[i].frame || s.instr != c->raw[i].instr
-#if PY_VERSION_HEX < 0x030B0000
-                || s.code != c->raw[i].code /* 3.9/3.10: f_lasti is only an index */
-#endif
-            ) {
-                break;
-            }
-            p = layout_frame_back(p);
-        }
-        if (i == c->nraw && (!c->ended || p == NULL)) {
-            unsigned slot = ((unsigned)off0 ^ ((unsigned)off0 >> 4)) & 15u;
-            if (c->memo[slot].code == code0 && c->memo[slot].offset == off0) {
-                return c->memo[slot].id;
-            }
-            uint32_t id = stack_intern_unlocked(&trace_g.stacks, code0, off0, c->parent);
-            c->memo[slot].code = code0;
-            c->memo[slot].offset = off0;
-            c->memo[slot].id = id;
-            return id;
-        }
-        p = layout_frame_back(f);
+    uint32_t id = STACK_ID_NONE;
+    unsigned slot = ((unsigned)off0 ^ ((unsigned)off0 >> 4)) & 15u;
+    switch (trace_cache_match(c, f, code0, off0, gen, &id)) {
+    case TRACE_CACHE_HIT:
+        return id;
+    case TRACE_CACHE_CALLERS:
+        id = stack_intern_unlocked(&trace_g.stacks, code0, off0, c->parent);
+        c->memo[slot].code = code0;
+        c->memo[slot].offset = off0;
+        c->memo[slot].id = id;
+        return id;
+    default:
+        break;
     }
     /* Miss: read the callers, intern them outermost first, refill the cache. */
     stack_frame *frames = c->frames;
@@ -389,7 +469,13 @@ trace_stack_id(trace_tls_state *t, PyThreadState *tstate)
     c->ended = p == NULL;
     c->parent = parent;
     c->generation = gen;
-    return stack_intern_unlocked(&trace_g.stacks, code0, off0, parent);
+    id = stack_intern_unlocked(&trace_g.stacks, code0, off0, parent);
+    /* Memoised at once: a C function that allocates once with the GIL and
+     * then releases it finds its stack here (trace_stack_id_nogil). */
+    c->memo[slot].code = code0;
+    c->memo[slot].offset = off0;
+    c->memo[slot].id = id;
+    return id;
 }
 
 /* ---- bookkeeping (GIL held) ---------------------------------------------- */
@@ -442,6 +528,85 @@ trace_account(uint32_t stack, uint64_t size, int sign)
     }
 }
 
+/* Apply a spilled sum (trace_g.spill): like trace_account() for `blocks`
+ * blocks of the given weighted totals. */
+static void
+trace_account_spilled(const trace_spill *e)
+{
+    stack_rec *r = stack_get_unlocked(&trace_g.stacks, e->stack);
+    trace_touch(r);
+    if (e->sign > 0) {
+        r->size += (uint64_t)e->wsize;
+        r->count += (uint64_t)e->wcount;
+        if (e->sign == TRACE_ALLOC) {
+            r->alloc_size += (uint64_t)e->wsize;
+            r->alloc_count += (uint64_t)e->wcount;
+        }
+        trace_g.blocks += e->blocks;
+        if (trace_g.blocks > trace_blocks_peak) {
+            trace_blocks_peak = trace_g.blocks;
+        }
+        trace_g.current += e->wsize;
+        if (trace_g.current > trace_g.peak) {
+            trace_g.peak = trace_g.current;
+            trace_g.peak_gen++;
+        }
+    }
+    else {
+        r->size -= (uint64_t)e->wsize;
+        r->count -= (uint64_t)e->wcount;
+        trace_g.blocks -= e->blocks;
+        trace_g.current -= e->wsize;
+    }
+}
+
+/* Take the spilled sums (GIL held; nogil_lock only while copying them). */
+static __attribute__((noinline)) void
+trace_drain_spill(void)
+{
+    static trace_spill taken[TRACE_SPILL_SLOTS]; /* GIL */
+    unsigned n = 0;
+    trace_spin_lock(&trace_g.nogil_lock);
+    for (unsigned i = 0; i < TRACE_SPILL_SLOTS; i++) {
+        if (trace_g.spill[i].stack != 0) {
+            taken[n++] = trace_g.spill[i];
+            trace_g.spill[i].stack = 0;
+        }
+    }
+    atomic_store_explicit(&trace_g.spill_pending, 0, memory_order_relaxed);
+    trace_spin_unlock(&trace_g.nogil_lock);
+    for (unsigned i = 0; i < n; i++) {
+        trace_account_spilled(&taken[i]);
+    }
+}
+
+/* Sum a change into the spill table (nogil_lock held); 0 if it is full. */
+static int
+trace_spill_unlocked(uint32_t stack, uint64_t size, int sign)
+{
+    uint64_t ws, wc;
+    trace_weights(size, &ws, &wc);
+    unsigned h = (stack * 3u + (unsigned)(sign + 1)) * 2654435761u;
+    for (unsigned k = 0; k < TRACE_SPILL_SLOTS; k++) {
+        trace_spill *e = &trace_g.spill[(h + k) % TRACE_SPILL_SLOTS];
+        if (e->stack == 0) {
+            e->stack = stack;
+            e->sign = sign;
+            e->wsize = 0;
+            e->wcount = 0;
+            e->blocks = 0;
+        }
+        if (e->stack == stack && e->sign == sign) {
+            e->wsize += (int64_t)ws;
+            e->wcount += (int64_t)wc;
+            e->blocks++;
+            atomic_store_explicit(&trace_g.spill_pending, 1, memory_order_release);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Apply what GIL-less calls queued (trace_drain() saw some). */
 static void
 trace_drain_slow(uint64_t tail, uint64_t head)
@@ -492,6 +657,9 @@ trace_drain(void)
     if (atomic_load_explicit(&trace_g.acc_pending, memory_order_relaxed)) {
         trace_drain_acc();
     }
+    if (atomic_load_explicit(&trace_g.spill_pending, memory_order_relaxed)) {
+        trace_drain_spill();
+    }
 }
 
 /* Queue a change from a GIL-less call (trace_g.nogil_lock held). */
@@ -516,8 +684,11 @@ trace_push_nogil_unlocked(uint32_t stack, uint64_t size, int sign)
     uint64_t tail = atomic_load_explicit(&trace_g.ring_tail, memory_order_acquire);
     if (head - tail >= TRACE_RING_LEN) {
         /* No GIL holder has drained the queue for a while: rather than wait
-         * for one (which could deadlock), lose the change and say so. */
-        atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
+         * for one (which could deadlock), sum the change per stack, or, if
+         * that table is full too, lose it and say so. */
+        if (!trace_spill_unlocked(stack, size, sign)) {
+            atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
+        }
         return;
     }
     trace_pending *e = &trace_g.ring[head % TRACE_RING_LEN];
@@ -648,7 +819,7 @@ trace_record(PyMemAllocatorDomain domain, void *p, uint64_t size, uint32_t stack
         && (kind != TRACE_PUT_BACK
             || atomic_load_explicit(&trace_g.generation, memory_order_relaxed) == gen)) {
         if (stack == STACK_ID_NONE) {
-            stack = STACK_ID_EMPTY;
+            stack = trace_stack_id_nogil(&trace_tls);
         }
         if (trace_map_insert((uintptr_t)p, size, stack) < 0) {
             atomic_store_explicit(&trace_g.ring_lost, 1, memory_order_relaxed);
@@ -1046,10 +1217,73 @@ static const PyMemAllocatorEx trace_sampled_hooks[3] = {
      trace_obj_free_sampled},
 };
 
+/* ---- for the native hooks (trace_native.c) ---------------------------------- */
+
+int
+trace_native_enter(void)
+{
+    trace_tls_state *t = &trace_tls;
+    if (t->busy || !atomic_load_explicit(&trace_g.active, memory_order_relaxed)) {
+        return 0;
+    }
+    t->busy = 1;
+    return 1;
+}
+
+void
+trace_native_leave(void)
+{
+    trace_tls.busy = 0;
+}
+
+uint64_t
+trace_native_generation(void)
+{
+    return atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
+}
+
+void
+trace_native_alloc(void *p, size_t size)
+{
+    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+}
+
+trace_map_entry
+trace_native_free(void *p)
+{
+    if (trace_g.sample_bytes != 0 && !trace_map_maybe((uintptr_t)p)) {
+        trace_map_entry none = {0, 0};
+        return none; /* never sampled */
+    }
+    return trace_on_free(PYMEM_DOMAIN_RAW, p);
+}
+
+void
+trace_native_put_back(void *p, trace_map_entry e, uint64_t gen)
+{
+    if (e.stack != 0) {
+        trace_record(PYMEM_DOMAIN_RAW, p, e.size, e.stack, gen);
+    }
+}
+
+void
+trace_native_track(void *p, size_t size)
+{
+    /* Already recorded (through the malloc hook): put the entry back as it
+     * was, so the buffer is counted once, on the stack that allocated it. */
+    uint64_t gen = trace_native_generation();
+    trace_map_entry e = trace_native_free(p);
+    if (e.stack != 0) {
+        trace_native_put_back(p, e, gen);
+        return;
+    }
+    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+}
+
 /* ---- start / stop ------------------------------------------------------------ */
 
 int
-trace_start(int max_frames, uint64_t sample_bytes)
+trace_start(int max_frames, uint64_t sample_bytes, int native)
 {
     if (atomic_load(&trace_g.active)) {
         PyErr_SetString(PyExc_RuntimeError, "memlens is already tracing; call stop() first");
@@ -1119,6 +1353,8 @@ trace_start(int max_frames, uint64_t sample_bytes)
     trace_map_use_filter(sample_bytes != 0); /* the map is empty (stop() cleared it) */
     atomic_store(&trace_g.ring_tail, atomic_load(&trace_g.ring_head));
     atomic_store(&trace_g.ring_lost, 0);
+    memset(trace_g.spill, 0, sizeof(trace_g.spill));
+    atomic_store(&trace_g.spill_pending, 0);
     atomic_store(&trace_g.acc_size, 0);
     atomic_store(&trace_g.acc_count, 0);
     atomic_store(&trace_g.acc_blocks, 0);
@@ -1150,6 +1386,11 @@ trace_start(int max_frames, uint64_t sample_bytes)
         hook.ctx = &ctx[i];
         PyMem_SetAllocator(trace_domains[i], &hook);
     }
+    /* The extensions' buffers declared with PyTraceMalloc_Track() always;
+     * their malloc/mmap calls if asked.  (Where GOT patching is not
+     * supported -- not x86-64 Linux -- nothing is patched, and
+     * trace_native_get_stats() says so.) */
+    (void)trace_native_install(TRACE_NATIVE_TRACK | (native ? TRACE_NATIVE_ALLOC : 0));
     return 0;
 }
 
@@ -1232,6 +1473,7 @@ trace_stop(void)
     if (!atomic_load(&trace_g.active)) {
         return;
     }
+    trace_native_uninstall();
     /* Restore exactly what start() found, if our hooks are still on top.
      * If another tracer (tracemalloc) started after us, it chains to our
      * hooks: they stay, and pass calls through while inactive. */
@@ -1367,11 +1609,16 @@ trace_atfork_prepare(void)
 {
     trace_spin_lock(&trace_g.nogil_lock);
     trace_map_lock();
+    /* The prepare handlers registered before ours run after it, with these
+     * locks held, and may allocate or free through a hooked GOT entry or
+     * domain: on this thread the hooks then only pass calls on. */
+    trace_tls.busy++;
 }
 
 static void
 trace_atfork_release(void)
 {
+    trace_tls.busy--;
     trace_map_unlock();
     trace_spin_unlock(&trace_g.nogil_lock);
 }

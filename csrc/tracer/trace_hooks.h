@@ -23,14 +23,18 @@
 #ifndef MEMLENS_TRACE_HOOKS_H
 #define MEMLENS_TRACE_HOOKS_H
 
-#include "tracer/trace_stack.h"
+#include "tracer/trace_stack.h" /* first: core.h, Python.h */
+#include "tracer/trace_map.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* All functions below need the GIL.
  *
- * Start tracing.  -1 with an exception set on failure. */
-int trace_start(int max_frames, uint64_t sample_bytes);
+ * Start tracing; `native`: the malloc and mmap calls of C extensions and
+ * the libraries they load too (trace_native.h).  -1 with an exception set
+ * on failure. */
+int trace_start(int max_frames, uint64_t sample_bytes, int native);
 /* Stop tracing and free the tables (GIL held).  No-op when not tracing. */
 void trace_stop(void);
 /* Install (1) or remove (0) PEP 445 hooks that only call the allocator
@@ -63,6 +67,29 @@ typedef struct {
 } trace_view;
 
 void trace_view_get(trace_view *v);
+
+/* For the native hooks (trace_native.c), which may run on any thread, with
+ * or without the GIL, and never raise.  A hook brackets its bookkeeping with
+ * enter/leave: trace_native_enter() is 0 when the tracer is off or this
+ * thread is already inside a hook (the underlying allocator's or our own
+ * allocations), and the hook then only calls the real function.  The
+ * blocks are recorded as RAW-domain blocks are (trace_record). */
+int trace_native_enter(void);
+void trace_native_leave(void);
+/* The tracer's generation (see trace_native_put_back). */
+uint64_t trace_native_generation(void);
+/* Block `p` of `size` bytes was allocated. */
+void trace_native_alloc(void *p, size_t size);
+/* Block `p` is freed: its entry (stack 0 if it was not traced). */
+trace_map_entry trace_native_free(void *p);
+/* Put back a block taken out by trace_native_free() (a failed realloc or
+ * mremap, the rest of a partly unmapped region): live again, not counted
+ * as allocated again; `gen` is trace_native_generation() when it was
+ * taken out. */
+void trace_native_put_back(void *p, trace_map_entry e, uint64_t gen);
+/* PyTraceMalloc_Track(): recorded unless the block already is (its
+ * malloc() was seen by a native hook). */
+void trace_native_track(void *p, size_t size);
 
 /* Leave this thread's new blocks untraced (a counter, so calls nest):
  * memlens' own report objects are not part of what it measures. */

@@ -6,23 +6,26 @@
 #include "bindings.h"
 #include "tracer/trace_stack.h"
 #include "tracer/trace_hooks.h"
+#include "tracer/trace_native.h"
 #include "tracer/trace_snapshot.h"
 #include "tracer/trace_table.h"
 #include "tracer/trace_timeline.h"
 
 PyDoc_STRVAR(trace_start_doc,
-             "trace_start(frames, sample_bytes) -- install the allocator hooks.\n\n"
+             "trace_start(frames, sample_bytes, native=1) -- install the allocator hooks.\n\n"
              "frames: 1..512 frames per stack (0: no stacks, totals only -- the line\n"
              "profiler's mode; the public start() asks for 1 or more); sample_bytes: 0 for\n"
              "exact tracing, else\n"
-             "the mean of the Poisson sampling interval in bytes.");
+             "the mean of the Poisson sampling interval in bytes; native: also the\n"
+             "malloc and mmap calls of C extensions and the libraries they load.");
 
 static PyObject *
 trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
 {
     int frames;
     unsigned long long sample_bytes;
-    if (!PyArg_ParseTuple(args, "iK:trace_start", &frames, &sample_bytes)) {
+    int native = 1;
+    if (!PyArg_ParseTuple(args, "iK|p:trace_start", &frames, &sample_bytes, &native)) {
         return NULL;
     }
     if (frames < 0 || frames > STACK_MAX_FRAMES) {
@@ -34,10 +37,25 @@ trace_start_py(PyObject *Py_UNUSED(m), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "sample_bytes must be at most 2**50");
         return NULL;
     }
-    if (trace_start(frames, (uint64_t)sample_bytes) < 0) {
+    if (trace_start(frames, (uint64_t)sample_bytes, native) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(trace_native_stats_doc,
+             "trace_native_stats() -> (what, objects, entries, skipped)\n\n"
+             "What the last patching pass did: what it patched (1: PyTraceMalloc_Track,\n"
+             "2: the malloc and mmap families; 0: nothing, GOT patching unsupported\n"
+             "here), the shared objects it patched, the GOT entries it wrote, and the\n"
+             "entries it left alone (bound to another definition).");
+
+static PyObject *
+trace_native_stats_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    trace_native_stats st;
+    trace_native_get_stats(&st);
+    return Py_BuildValue("(iiii)", st.what, st.objects, st.entries, st.skipped);
 }
 
 static PyObject *
@@ -159,6 +177,7 @@ static PyMethodDef timeline_methods[] = {
 
 static PyMethodDef trace_methods[] = {
     {"trace_start", trace_start_py, METH_VARARGS, trace_start_doc},
+    {"trace_native_stats", trace_native_stats_py, METH_NOARGS, trace_native_stats_doc},
     {"trace_stop", trace_stop_py, METH_NOARGS,
      "trace_stop() -- uninstall the hooks, drop the tables."},
     {"trace_is_tracing", trace_is_tracing_py, METH_NOARGS, "trace_is_tracing() -> bool"},

@@ -26,19 +26,36 @@ def _parser():
     return parser, program_parsers
 
 
+# The exit code python reports for SIGINT's KeyboardInterrupt (128 + 2), as
+# memlens._runner.EXIT_INTERRUPTED: not imported from there, since Ctrl-C
+# may come during that very import.
+_EXIT_INTERRUPTED = 130
+
+
 def main(argv=None):
     """Entry point of the console script; returns the exit code."""
-    from memlens._runner import EXIT_INTERRUPTED
+    if argv is None:
+        argv = sys.argv[1:]
+    # Every import happens inside the try: `import memlens` loads only the
+    # C engine, so a Ctrl-C from the first moment memlens's code runs ends
+    # as one line and 130, never as a traceback of memlens's startup.
+    command = [None]
+    try:
+        return _main(argv, command)
+    except KeyboardInterrupt:
+        prog = "memlens" if command[0] is None else f"memlens {command[0]}"
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return _EXIT_INTERRUPTED
+
+
+def _main(argv, command):
     from memlens.cli import run
     from memlens.cli.common import UsageError
 
-    if argv is None:
-        argv = sys.argv[1:]
-    prog = "memlens"
     try:
         parser, program_parsers = _parser()
         if argv and argv[0] in program_parsers:
-            prog = f"memlens {argv[0]}"
+            command[0] = argv[0]
             # The program's own options must not reach argparse.
             opts, module, script, rest = run.split_argv(argv[1:])
             args, unknown = parser.parse_known_args([argv[0]] + opts)
@@ -52,14 +69,12 @@ def main(argv=None):
             if args.command is None:
                 parser.print_help(sys.stderr)
                 return 2
-            prog = f"memlens {args.command}"
+            command[0] = args.command
         return args.func(args)
     except UsageError as e:
+        prog = "memlens" if command[0] is None else f"memlens {command[0]}"
         sys.stderr.write(f"{prog}: error: {e}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-# "1\n<bundle dir>\n<frames>\n<sample bytes>\n<interval ms>"
+# "1\n<bundle dir>\n<frames>\n<sample bytes>\n<interval ms>\n<native 0/1>"
 ENV = "MEMLENS_CHILDREN"
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
 # The suffix of the bundle directory next to a run's capture file.
@@ -56,7 +56,7 @@ _real_execve = os.execve
 _real_waitpid = os.waitpid
 
 _core = None      # memlens._core, given by the caller
-_opts = None      # (bundle dir, frames, sample bytes, interval ms) while following
+_opts = None      # (bundle dir, frames, sample bytes, interval ms, native) while following
 _rec = None       # this process's recorder (None in the first process of `memlens run`)
 _reaped = []      # "pid wait-status time_ns\tcommand" of children this process reaped
 _runner = ()      # file names of the frames that are memlens', not the program's
@@ -64,30 +64,31 @@ _lock = None      # one write at a time (the flusher thread and the main thread)
 _installed = False
 
 
-def env_value(directory, frames, sample_bytes, interval_ms):
+def env_value(directory, frames, sample_bytes, interval_ms, native=True):
     """The value of :data:`ENV` for children of a run writing into
     `directory`."""
-    return f"1\n{directory}\n{int(frames)}\n{int(sample_bytes)}\n{float(interval_ms)!r}"
+    return f"1\n{directory}\n{int(frames)}\n{int(sample_bytes)}\n{float(interval_ms)!r}\n{int(bool(native))}"
 
 
 def parse_env(value):
-    """(directory, frames, sample_bytes, interval_ms) of an :data:`ENV`
-    value, or None when it is not one (absent, another version, garbled)."""
+    """(directory, frames, sample_bytes, interval_ms, native) of an
+    :data:`ENV` value, or None when it is not one (absent, another version,
+    garbled)."""
     if not value:
         return None
     parts = value.split("\n")
-    if len(parts) != 5 or parts[0] != "1" or not os.path.isabs(parts[1]):
+    if len(parts) != 6 or parts[0] != "1" or not os.path.isabs(parts[1]) or parts[5] not in ("0", "1"):
         return None
     try:
-        return parts[1], int(parts[2]), int(parts[3]), float(parts[4])
+        return parts[1], int(parts[2]), int(parts[3]), float(parts[4]), parts[5] == "1"
     except ValueError:
         return None
 
 
-def child_environ(environ, directory, frames, sample_bytes, interval_ms):
+def child_environ(environ, directory, frames, sample_bytes, interval_ms, native=True):
     """Put :data:`ENV` and :data:`BOOT_DIR` (first on PYTHONPATH) into the
     mapping `environ`, which children inherit."""
-    environ[ENV] = env_value(directory, frames, sample_bytes, interval_ms)
+    environ[ENV] = env_value(directory, frames, sample_bytes, interval_ms, native)
     path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOT_DIR]
     environ["PYTHONPATH"] = os.pathsep.join([BOOT_DIR] + path)
 
@@ -213,9 +214,9 @@ def finish(code=None, status=ENDED):
 
 def _start_recorder(ppid, runner=()):
     global _rec
-    directory, frames, sample_bytes, interval_ms = _opts
+    directory, frames, sample_bytes, interval_ms, native = _opts
     if not _core.trace_is_tracing():
-        _core.trace_start(frames, sample_bytes)
+        _core.trace_start(frames, sample_bytes, native)
     _core.timeline_start(interval_ms)
     _rec = None
     try:

@@ -32,6 +32,7 @@ __all__ = [
     "traced_memory",
     "reset_peak",
     "tracer_memory",
+    "native_status",
     "take_snapshot",
     "trace",
     "Snapshot",
@@ -46,7 +47,7 @@ _KEY_TYPES = ("lineno", "filename", "function", "traceback")
 MAX_FRAMES = 512
 
 
-def start(frames=16, sample_bytes=0, children=False):
+def start(frames=16, sample_bytes=0, native=True, children=False):
     """Start tracing allocations, recording up to `frames` frames per stack.
 
     ``children=True`` also traces every Python process this one starts from
@@ -63,11 +64,19 @@ def start(frames=16, sample_bytes=0, children=False):
     bytes): a block of s bytes is sampled with probability 1 - exp(-s/N) and
     then counts as s / p bytes and 1 / p blocks, so every size and count
     reported is an unbiased estimate of the exact figure.
+
+    ``native=True`` also traces what C extensions and the libraries they
+    load take with ``malloc``/``mmap`` and their relatives (numpy's arrays,
+    sqlite's pages, compressors' buffers), attributed to the Python line
+    that called into them; buffers declared with ``PyTraceMalloc_Track``
+    are counted once either way.  See docs/tracer.md, "Native memory".
     """
     # 0 frames (no stacks) is the line profiler's private mode; the engine
     # checks the upper bound.
     check_int("frames", frames, 1, requirement=f"between 1 and {MAX_FRAMES}", word="not")
     check_int("sample_bytes", sample_bytes, 0, word="not")
+    if not isinstance(native, bool):
+        raise TypeError(f"native must be True or False, not {type(native).__name__}")
     directory = None
     if children is not False and children is not None:
         name = f"memlens-{os.getpid()}.mlcap.d" if children is True else os.fspath(children)
@@ -75,12 +84,23 @@ def start(frames=16, sample_bytes=0, children=False):
         os.makedirs(directory, exist_ok=True)  # OSError now, not in the children
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write the children's captures to {directory!r}: permission denied")
-    _core.trace_start(frames, sample_bytes)
+    _core.trace_start(frames, sample_bytes, native)
     if directory is not None:
         from memlens import _follow
 
         # The timeline interval of `memlens run`'s default (10 ms).
-        _follow.install(_core, (directory, frames, sample_bytes, 10.0), runner=(__file__,))
+        _follow.install(_core, (directory, frames, sample_bytes, 10.0, native), runner=(__file__,))
+
+
+def native_status():
+    """What native tracing patched at the last start(): a dict with
+    ``native`` (the malloc/mmap families traced), ``track``
+    (``PyTraceMalloc_Track`` calls counted), ``objects`` (shared objects
+    patched), ``entries`` (GOT entries rewritten) and ``skipped`` (entries
+    bound to another allocator, left alone)."""
+    what, objects, entries, skipped = _core.trace_native_stats()
+    return {"native": bool(what & 2), "track": bool(what & 1), "objects": objects, "entries": entries,
+            "skipped": skipped}
 
 
 def ensure_exact(what):
@@ -134,17 +154,18 @@ def take_snapshot():
 
 
 class trace:
-    """``with memlens.trace(frames=16, sample_bytes=0) as t:`` traces the
-    block; on exit ``t.snapshot`` holds a snapshot taken just before
-    stopping."""
+    """``with memlens.trace(frames=16, sample_bytes=0, native=True) as t:``
+    traces the block (as start()); on exit ``t.snapshot`` holds a snapshot
+    taken just before stopping."""
 
-    def __init__(self, frames=16, sample_bytes=0):
+    def __init__(self, frames=16, sample_bytes=0, native=True):
         self.frames = frames
         self.sample_bytes = sample_bytes
+        self.native = native
         self.snapshot = None
 
     def __enter__(self):
-        start(self.frames, self.sample_bytes)
+        start(self.frames, self.sample_bytes, self.native)
         return self
 
     def __exit__(self, *exc):

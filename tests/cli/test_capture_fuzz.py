@@ -19,3 +19,13 @@ def test_fuzzed_captures_load_or_are_refused_in_one_line(run_python, seed, secon
     print(r.stdout)  # the seed and the case counts, kept in pytest's report
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1].startswith("ok seed ")
+
+
+@pytest.mark.slow
+def test_coverage_guided_captures_load_or_are_refused_in_one_line(run_python):
+    # libFuzzer (atheris, in the test extra) guided by the readers' coverage
+    pytest.importorskip("atheris")
+    r = run_python(FUZZER, "--atheris", "--seconds", "8", "--seed", "20261203", timeout=180)
+    print(r.stdout, r.stderr[-1500:])  # the seed and libFuzzer's final stats
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Done " in r.stderr and "stat::number_of_executed_units" in r.stderr

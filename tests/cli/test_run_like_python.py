@@ -104,3 +104,38 @@ def test_a_program_handler_for_sigterm_is_the_programs(tmp_path, run_python, run
     plain, ours = both(run_python, run_memlens, tmp_path, "p.py")
     assert plain.returncode == ours.returncode == 7
     assert model.load(tmp_path / "c.mlcap").meta["exit_code"] == "7"
+
+
+def test_the_command_imports_only_the_engine_before_its_main(run_ok):
+    # GIVEN the console script's first step (`from memlens.__main__ import
+    # main`): a Ctrl-C that lands before main() runs is a traceback
+    out = run_ok("""\
+        import sys
+        before = set(sys.modules)
+        from memlens.__main__ import main
+        print(sorted(set(sys.modules) - before))
+    """)
+    # THEN that step loads the C engine and nothing else (argparse, the CLI,
+    # the tracer API are all imported inside main())
+    assert out.strip() == "['memlens', 'memlens.__main__', 'memlens._core']"
+
+
+@pytest.mark.parametrize("module", ["memlens.cli.run", "memlens.tracer", "memlens._runner"])
+def test_ctrl_c_during_the_commands_own_imports_is_one_line(tmp_path, run_code, write, module):
+    # GIVEN Ctrl-C arriving while main() imports one of its modules (a
+    # finder raises KeyboardInterrupt there, as SIGINT's handler would)
+    write(tmp_path / "app.py", "print('ran')\n")
+    r = run_code(f"""\
+        import sys
+        class Interrupt:
+            def find_spec(self, name, path=None, target=None):
+                if name == {module!r}:
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, Interrupt())
+        from memlens.__main__ import main
+        sys.exit(main(["run", "-q", "-o", "c.mlcap", "app.py"]))
+    """, cwd=tmp_path)
+    # THEN one line and python's exit code for SIGINT; the program never ran
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.endswith(": interrupted\n") and r.stderr.count("\n") == 1, r.stderr
+    assert "ran" not in r.stdout

@@ -1,6 +1,7 @@
 """Capture fuzzer: mutations over real captures and snapshot dumps.
 
     python tests/fuzz/fuzz_captures.py [--seconds 20] [--seed N] [--cli 20] [--mem-mib 1024]
+    python tests/fuzz/fuzz_captures.py --atheris [--seconds 20] [--seed N]
 
 Builds a corpus of real files (a `memlens run`-style capture with a
 timeline and a class table, and a plain `Snapshot.dump`), then for the given
@@ -17,6 +18,13 @@ fails the run:
   so a reader that builds far more than the file justifies fails loudly,
 * from the CLI: a traceback, a multi-line error, or an exit status other
   than 0 (rendered) or 1 (not a valid capture).
+
+With `--atheris` (where the atheris wheel installs: every supported
+version today), libFuzzer drives the same in-process readers instead,
+guided by the coverage of the Python readers (instrumented at import), from
+the same corpus, each of its mutations resealed with the right checksum; a finding is a crash, an uncaught exception, a case over
+10 s (`-timeout`) or over 2 GiB of RSS (`-rss_limit_mb`), and libFuzzer
+keeps the input in the temporary directory.
 
 Each run prints its seed; `--seed` replays one.  Mutations know the
 section framing (tag, reserved, u64 length, payload; END = FNV-1a of all
@@ -250,15 +258,49 @@ def cap_address_space(mib):
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def run_atheris(seconds, seed):
+    """Coverage-guided: libFuzzer mutates the corpus; never returns."""
+    import atheris
+
+    with atheris.instrument_imports(include=["memlens"]):
+        import memlens.report.model  # noqa: F401  (and what it imports)
+        from memlens.report import collapsed, html, jsonfmt, pprof, text  # noqa: F401
+    work = tempfile.mkdtemp(prefix="memlens-atheris-")
+    corpus_dir = os.path.join(work, "corpus")
+    os.mkdir(corpus_dir)
+    for i, blob in enumerate(build_corpus(work)):
+        with open(os.path.join(corpus_dir, f"seed{i}.mlcap"), "wb") as f:
+            f.write(blob)
+    path = os.path.join(work, "case.mlcap")
+
+    def one_input(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        check_in_process(path)
+
+    def resealed(data, max_size, mutation_seed):
+        # libFuzzer's own mutation, then the END checksum recomputed: most
+        # cases then reach the section parsers instead of the checksum.
+        return reseal(atheris.Mutate(data, max_size))
+
+    atheris.Setup([sys.argv[0], f"-max_total_time={max(1, int(seconds))}", f"-seed={seed % (1 << 31) or 1}",
+                   "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={work}/", "-print_final_stats=1",
+                   corpus_dir], one_input, custom_mutator=resealed)
+    atheris.Fuzz()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=None, help="replay a run (default: a random seed, printed)")
     ap.add_argument("--cli", type=int, default=20, help="cases also fed to `memlens report`")
     ap.add_argument("--mem-mib", type=int, default=1024, help="address space allowed above the start (0: no cap)")
+    ap.add_argument("--atheris", action="store_true", help="coverage-guided, by libFuzzer (atheris)")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"seed {seed}", flush=True)
+    if args.atheris:
+        run_atheris(args.seconds, seed)
     rng = random.Random(seed)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 

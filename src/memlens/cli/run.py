@@ -40,7 +40,7 @@ _CENSUS_ROWS = 50
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--no-children"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--no-native", "--no-children"}
 # The files of a child's capture in the bundle directory (_follow.py).
 _BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
@@ -86,7 +86,8 @@ def add_parser(sub):
                     "record a memory timeline, write a capture file and print a summary to stderr: "
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
-        usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--interval MS] [-q] [--no-children] "
+        usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
+              "[--no-children] "
               "[--lines [--rss]] [--advise [--min-saving BYTES]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
@@ -95,6 +96,9 @@ def add_parser(sub):
                    help="frames recorded per stack, 1-512 (default 16)")
     p.add_argument("--sample-bytes", type=int, default=0, metavar="N",
                    help="sample allocations every N bytes on average (default 0: trace every block)")
+    p.add_argument("--no-native", dest="native", action="store_false",
+                   help="trace only Python's allocator, not the malloc/mmap calls of C extensions "
+                        "and the libraries they load")
     p.add_argument("--interval", type=float, default=10.0, metavar="MS",
                    help="timeline sampling interval in milliseconds (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
@@ -284,11 +288,12 @@ def _start_tracing(run):
     if run.bundle is not None:
         from memlens import _core, _follow
 
-        _follow.install(_core, (run.bundle, run.args.frames, run.args.sample_bytes, run.args.interval),
+        _follow.install(_core, (run.bundle, run.args.frames, run.args.sample_bytes, run.args.interval,
+                                run.args.native),
                         runner=_runner.runner_files(*_RUNNER))
     run.start_ns = time.time_ns()
     run.t0 = time.monotonic()
-    memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes)
+    memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
     if run.bundle is not None:
         _write_marker(run)
     capture.start_timeline(run.args.interval)
@@ -404,6 +409,7 @@ def _metadata(run, code):
         "start_time_ns": str(run.start_ns),
         "interval_ms": f"{run.args.interval:g}",
         "frames": str(run.args.frames),
+        "native": "1" if memlens.native_status()["native"] else "0",
         "memlens": memlens.__version__,
         "runner_files": "\n".join(sorted(_runner.runner_files(*_RUNNER))),
     }

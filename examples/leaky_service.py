@@ -5,12 +5,14 @@ responses in a module-level cache keyed by the full request, including a
 per-request trace id -- so no two keys are ever equal, every response is
 kept forever, and memory grows with the number of requests (an unbounded
 cache).  It also builds a large temporary report once, which makes the
-peak higher than what stays allocated.
+peak higher than what stays allocated, and keeps an audit log of every
+request in an in-memory sqlite database (native memory: sqlite's pages).
 
     memlens run examples/leaky_service.py        (make demo does this)
 """
 import json
 import random
+import sqlite3
 import sys
 import uuid
 
@@ -61,10 +63,21 @@ def main(requests=60_000):
     for i in range(requests):
         req = {"user": rng.randrange(2_000), "trace_id": uuid.UUID(int=rng.getrandbits(128)).hex}
         served += len(handle(req, rng))
+        audit(req)
         if i == requests // 2:
             nightly_report(100_000)
     print(f"served {requests} requests, {served / 1e6:.1f} MB of responses; "
           f"{len(_RESPONSE_CACHE)} cached responses for {len(_PROFILES)} users")
+
+
+# An audit log kept in an in-memory sqlite database: sqlite's pages are C
+# memory (malloc), which memlens traces too and puts on this line.
+_AUDIT = sqlite3.connect(":memory:")
+_AUDIT.execute("create table audit (trace_id text, user integer)")
+
+
+def audit(request):
+    _AUDIT.execute("insert into audit values (?, ?)", (request["trace_id"], request["user"]))
 
 
 if __name__ == "__main__":

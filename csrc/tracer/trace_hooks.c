@@ -109,7 +109,12 @@ static struct {
     int64_t peak;      /* high-water mark of current */
     uint64_t peak_gen; /* bumped at each new high-water mark */
     int64_t blocks;    /* live traced blocks (high-water mark: trace_blocks_peak) */
-    int failed;        /* sticky: some bookkeeping failed */
+    /* The native blocks' share (trace_native.c): weighted bytes live, added
+     * by the native hooks as they record and free (atomic: they run on any
+     * thread), and its value at the latest high-water mark (GIL). */
+    atomic_int_fast64_t native_current;
+    int64_t native_at_peak;
+    int failed; /* sticky: some bookkeeping failed */
 
     /* Set by start() (GIL and nogil_lock), constant while tracing (and
      * trace_max_frames below). */
@@ -518,6 +523,8 @@ trace_account(uint32_t stack, uint64_t size, int sign)
         if (trace_g.current > trace_g.peak) {
             trace_g.peak = trace_g.current;
             trace_g.peak_gen++;
+            trace_g.native_at_peak =
+                atomic_load_explicit(&trace_g.native_current, memory_order_relaxed);
         }
     }
     else {
@@ -550,6 +557,8 @@ trace_account_spilled(const trace_spill *e)
         if (trace_g.current > trace_g.peak) {
             trace_g.peak = trace_g.current;
             trace_g.peak_gen++;
+            trace_g.native_at_peak =
+                atomic_load_explicit(&trace_g.native_current, memory_order_relaxed);
         }
     }
     else {
@@ -641,6 +650,8 @@ trace_drain_acc(void)
     if (trace_g.current > trace_g.peak) {
         trace_g.peak = trace_g.current;
         trace_g.peak_gen++;
+        trace_g.native_at_peak =
+            atomic_load_explicit(&trace_g.native_current, memory_order_relaxed);
     }
 }
 
@@ -1242,10 +1253,28 @@ trace_native_generation(void)
     return atomic_load_explicit(&trace_g.generation, memory_order_relaxed);
 }
 
+/* The native share of the totals moves before the block is recorded (and
+ * after it is forgotten), so a high-water mark never sees more native
+ * bytes than traced ones. */
+static void
+trace_native_count(uint64_t size, int64_t dir)
+{
+    uint64_t ws, wc;
+    trace_weights(size, &ws, &wc);
+    atomic_fetch_add_explicit(&trace_g.native_current, dir * (int64_t)ws, memory_order_relaxed);
+}
+
 void
 trace_native_alloc(void *p, size_t size)
 {
-    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+    if (!atomic_load_explicit(&trace_g.active, memory_order_relaxed) || trace_tls.paused) {
+        return;
+    }
+    if (trace_g.sample_bytes != 0 && !trace_sample_hit(&trace_tls, size)) {
+        return;
+    }
+    trace_native_count(size, 1);
+    trace_record(PYMEM_DOMAIN_RAW, p, (uint64_t)size, STACK_ID_NONE, 0);
 }
 
 trace_map_entry
@@ -1255,13 +1284,18 @@ trace_native_free(void *p)
         trace_map_entry none = {0, 0};
         return none; /* never sampled */
     }
-    return trace_on_free(PYMEM_DOMAIN_RAW, p);
+    trace_map_entry e = trace_on_free(PYMEM_DOMAIN_RAW, p);
+    if (e.stack != 0) {
+        trace_native_count(e.size, -1);
+    }
+    return e;
 }
 
 void
 trace_native_put_back(void *p, trace_map_entry e, uint64_t gen)
 {
-    if (e.stack != 0) {
+    if (e.stack != 0 && atomic_load_explicit(&trace_g.generation, memory_order_relaxed) == gen) {
+        trace_native_count(e.size, 1);
         trace_record(PYMEM_DOMAIN_RAW, p, e.size, e.stack, gen);
     }
 }
@@ -1277,7 +1311,7 @@ trace_native_track(void *p, size_t size)
         trace_native_put_back(p, e, gen);
         return;
     }
-    trace_on_alloc(PYMEM_DOMAIN_RAW, p, size);
+    trace_native_alloc(p, size);
 }
 
 /* ---- start / stop ------------------------------------------------------------ */
@@ -1345,6 +1379,8 @@ trace_start(int max_frames, uint64_t sample_bytes, int native)
     trace_g.peak_gen = 1;
     trace_g.blocks = 0;
     trace_blocks_peak = 0;
+    atomic_store(&trace_g.native_current, 0);
+    trace_g.native_at_peak = 0;
     trace_g.failed = 0;
     trace_max_frames = max_frames;
     trace_g.sample_bytes = sample_bytes;
@@ -1502,6 +1538,8 @@ trace_stop(void)
     trace_g.peak = 0;
     trace_g.blocks = 0;
     trace_blocks_peak = 0;
+    atomic_store(&trace_g.native_current, 0);
+    trace_g.native_at_peak = 0;
     atomic_store(&trace_g.ring_tail, atomic_load(&trace_g.ring_head));
     trace_spin_unlock(&trace_g.nogil_lock);
     /* Dropping code references may run deallocators. */
@@ -1532,6 +1570,18 @@ trace_reset_peak(void)
     }
     trace_g.peak = trace_g.current;
     trace_g.peak_gen++;
+    trace_g.native_at_peak = atomic_load(&trace_g.native_current);
+}
+
+void
+trace_get_native_memory(uint64_t *current, uint64_t *at_peak)
+{
+    if (atomic_load(&trace_g.active)) {
+        trace_drain();
+    }
+    int64_t c = atomic_load(&trace_g.native_current);
+    *current = c > 0 ? (uint64_t)c : 0;
+    *at_peak = trace_g.native_at_peak > 0 ? (uint64_t)trace_g.native_at_peak : 0;
 }
 
 uint64_t

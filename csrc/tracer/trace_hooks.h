@@ -45,6 +45,8 @@ int trace_chain_only(int on);
 int trace_is_tracing(void);
 /* Current and peak traced bytes (estimates in sampled mode). */
 void trace_get_traced_memory(uint64_t *current, uint64_t *peak);
+/* The native blocks' share of traced_memory: now, and at the peak. */
+void trace_get_native_memory(uint64_t *current, uint64_t *at_peak);
 /* Make the peak equal to the current size, and the peak picture to the
  * current one. */
 void trace_reset_peak(void);

@@ -88,6 +88,14 @@ trace_traced_memory_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+trace_native_memory_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    uint64_t cur, at_peak;
+    trace_get_native_memory(&cur, &at_peak);
+    return Py_BuildValue("(KK)", (unsigned long long)cur, (unsigned long long)at_peak);
+}
+
+static PyObject *
 trace_reset_peak_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
     trace_reset_peak();
@@ -185,6 +193,9 @@ static PyMethodDef trace_methods[] = {
      "trace_sample_bytes() -> the running tracer's sample_bytes (0: exact, or not tracing)"},
     {"trace_traced_memory", trace_traced_memory_py, METH_NOARGS,
      "trace_traced_memory() -> (current, peak) in bytes"},
+    {"trace_native_memory", trace_native_memory_py, METH_NOARGS,
+     "trace_native_memory() -> (current, at_peak): the native blocks' share of\n"
+     "trace_traced_memory(), now and at its peak, in bytes"},
     {"trace_reset_peak", trace_reset_peak_py, METH_NOARGS, "trace_reset_peak() -- peak = current"},
     {"trace_tracer_memory", trace_tracer_memory_py, METH_NOARGS,
      "trace_tracer_memory() -> bytes of RAM used by the tracer's tables"},

@@ -33,6 +33,7 @@ __all__ = [
     "reset_peak",
     "tracer_memory",
     "native_status",
+    "native_memory",
     "take_snapshot",
     "trace",
     "Snapshot",
@@ -90,6 +91,13 @@ def start(frames=16, sample_bytes=0, native=True, children=False):
 
         # The timeline interval of `memlens run`'s default (10 ms).
         _follow.install(_core, (directory, frames, sample_bytes, 10.0, native), runner=(__file__,))
+
+
+def native_memory():
+    """``(current, at_peak)``: the part of :func:`traced_memory` that is
+    native blocks (C code's malloc/mmap, ``PyTraceMalloc_Track`` buffers),
+    now and at the high-water mark; the rest is Python's allocator."""
+    return _core.trace_native_memory()
 
 
 def native_status():

@@ -362,3 +362,41 @@ def test_an_in_memory_sqlite_database_is_counted_on_its_lines():
     assert pages <= grown <= pages * 1.10, (pages, grown)
     assert on_line >= 0.98 * pages
     assert freed == pytest.approx(grown, rel=0.01)
+
+
+def test_native_memory_is_the_native_share_now_and_at_the_peak():
+    # GIVEN Python objects and native blocks live at once
+    memlens.start()
+    keep = [bytes(1000) for _ in range(100)]
+    p = tc.native_call("malloc", 5_000_000)
+    q = tc.native_call("mmap", 3 * PAGE)
+    # THEN native_memory() is exactly the native bytes, also at the peak
+    assert memlens.native_memory() == (5_000_000 + 3 * PAGE, 5_000_000 + 3 * PAGE)
+    tc.native_call("free", p)
+    tc.native_call("munmap", q, 3 * PAGE)
+    assert memlens.native_memory() == (0, 5_000_000 + 3 * PAGE)
+    del keep
+
+
+def test_run_summary_and_reports_split_python_and_native(tmp_path, run_memlens, write):
+    # GIVEN a program holding 30 MB of native blocks at its peak
+    write(tmp_path / "app.py", """\
+        from memlens import _testcore as tc
+        data = [bytes(1000) for _ in range(1000)]
+        p = tc.native_call("malloc", 30_000_000)
+        tc.native_call("free", p)
+    """)
+    r = run_memlens("run", "-o", "c.mlcap", "app.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the summary splits the peak, and the json report has the figures
+    assert "native blocks 28.6 MiB" in r.stderr
+    j = run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    import json
+
+    totals = json.loads(j.stdout)["totals"]
+    assert totals["native_peak_bytes"] == 30_000_000 and totals["native_exit_bytes"] == 0
+    assert totals["peak_bytes"] >= 30_000_000 + 1000 * 1000
+    # AND --no-native records no split
+    r = run_memlens("run", "--no-native", "-o", "d.mlcap", "app.py", cwd=tmp_path)
+    totals = json.loads(run_memlens("report", "d.mlcap", "--format", "json", cwd=tmp_path).stdout)["totals"]
+    assert totals["native_peak_bytes"] is None and totals["peak_bytes"] < 30_000_000

@@ -184,6 +184,7 @@ class _Run:
         self.command = None      # the command line, for the capture's metadata
         self.ended = None        # how the program ended (_runner.Ended)
         self.table = None        # the tracer's table at the end (None: stopped by the program)
+        self.native = (0, 0)     # native blocks' bytes at exit and at the peak (with the table)
         self.duration = None     # seconds the program ran
         # temporary state
         self.pid = None          # the process that started tracing
@@ -343,6 +344,7 @@ def _catch_fatal_signals(run):
             run.ended = _runner.Ended(128 + signum)
             run.killed = True
             run.table = _take_table_quietly()
+            run.native = _native_memory()
             run.duration = time.monotonic() - run.t0
             if run.table is not None and _write_capture(run, census=False):
                 _emit(f"memlens run: {signal.Signals(signum).name}: capture written to {run.output}\n")
@@ -354,6 +356,14 @@ def _catch_fatal_signals(run):
                 signal.signal(signum, on_signal)
         except (OSError, ValueError):  # not the main thread, or not settable
             pass
+
+
+def _native_memory():
+    """(at exit, at the peak): the native blocks' share, read with the table."""
+    import memlens
+
+    current, at_peak = memlens.native_memory()
+    return current, at_peak
 
 
 def _take_table_quietly():
@@ -393,6 +403,7 @@ def _run_program(run):
     # The table comes first: anything the runner allocates from here on
     # (the timeline's bytes, signal handling) is not the program's.
     run.table = capture.take_table()
+    run.native = _native_memory()
     run.duration = time.monotonic() - run.t0
     return True
 
@@ -410,6 +421,8 @@ def _metadata(run, code):
         "interval_ms": f"{run.args.interval:g}",
         "frames": str(run.args.frames),
         "native": "1" if memlens.native_status()["native"] else "0",
+        "native_exit_bytes": str(run.native[0]),
+        "native_peak_bytes": str(run.native[1]),
         "memlens": memlens.__version__,
         "runner_files": "\n".join(sorted(_runner.runner_files(*_RUNNER))),
     }

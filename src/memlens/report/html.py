@@ -67,6 +67,23 @@ def _shown(d):
     return {"frames": frames, "classes": classes}
 
 
+def _split(cap):
+    """The peak's Python/native split and the max RSS, as totals spans."""
+    native = ""
+    if cap.native_at_peak is not None:
+        native = (f"<span><b>of which</b> Python objects {format_size(cap.peak - cap.native_at_peak)}, "
+                  f"native blocks {format_size(cap.native_at_peak)}</span>\n")
+    rss = max((s.rss for s in cap.timeline), default=0)
+    shown = ""
+    if rss:
+        shown = f"\n<span><b>Max RSS:</b> {format_size(rss)}"
+        if rss > cap.peak:
+            shown += (f" ({format_size(rss - cap.peak)} or more not traced: allocator slack, fragmentation, "
+                      "untouched pages, code, statically linked allocators)")
+        shown += "</span>"
+    return native, shown
+
+
 def _payload(cap, view):
     d = jsonfmt.to_dict(cap)
     _thin_timeline(d)
@@ -155,6 +172,7 @@ def render(cap, view="peak", _payload_text=None):
     payload = _payload(cap, view) if _payload_text is None else _payload_text
     title = shown(cap.meta.get("command") or "memlens capture", _MAX_TITLE)
     when = cap.peak_time
+    native, rss = _split(cap)
     alloc_note = "" if cap.allocated_exact else (
         '<p class="note">"Allocated" is a lower bound: per stack, the larger of what was live at the '
         "peak and at exit (this capture was written by an older memlens, without cumulative "
@@ -177,7 +195,7 @@ def render(cap, view="peak", _payload_text=None):
 <h1>memlens: {e(title)}</h1>
 <div class="meta">{e(meta_line)}</div>
 <p class="totals"><span><b>Peak traced:</b> {format_size(cap.peak)}{"" if when is None else f" at {when:.2f} s"}</span>
-<span><b>Still allocated at exit:</b> {format_size(cap.total)}</span></p>
+{native}<span><b>Still allocated at exit:</b> {format_size(cap.total)}</span>{rss}</p>
 {sampled}
 <h2>Flame graph</h2>
 <div class="tabs"><button data-view="peak">Peak</button><button data-view="leaks">Leaks (at exit)</button><button data-view="allocated">Allocated</button><input id="search" type="search" placeholder="Search frames (file, function)"></div>

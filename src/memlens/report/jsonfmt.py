@@ -9,6 +9,8 @@ Schema (``"schema": "memlens.report", "version": 1``)::
         "peak_bytes": int,                 # traced high-water mark
         "peak_time_s": float | null,       # when it was first reached (to the interval)
         "exit_bytes": int, "exit_blocks": int,   # still allocated at exit
+        "native_peak_bytes": int | null,   # native blocks' share of peak_bytes and exit_bytes
+        "native_exit_bytes": int | null,   # (C extensions' malloc/mmap; null: not traced)
         "sample_bytes": int,               # 0: exact; else Poisson sampling (estimates)
         "max_frames": int, "incomplete": bool,
         "allocated_exact": bool            # true: cumulative totals (capture format 1.1+);
@@ -73,6 +75,8 @@ def to_dict(cap):
             "peak_bytes": cap.peak,
             "peak_time_s": cap.peak_time,
             "exit_bytes": cap.total,
+            "native_peak_bytes": cap.native_at_peak,
+            "native_exit_bytes": cap.native_at_exit,
             "exit_blocks": sum(s.count for s in cap.stacks),
             "sample_bytes": cap.sample_bytes,
             "max_frames": cap.max_frames,

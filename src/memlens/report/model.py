@@ -96,9 +96,16 @@ class Capture:
     # (None when the metadata has no such entry).
     duration_s: Optional[float] = field(default=None, init=False)
     start_time_ns: Optional[int] = field(default=None, init=False)
+    # The native blocks' share of `peak` and of `total` (None: not recorded,
+    # a capture of native=False or of a memlens before native tracing).
+    native_at_peak: Optional[int] = field(default=None, init=False)
+    native_at_exit: Optional[int] = field(default=None, init=False)
 
     def __post_init__(self):
         self.duration_s, self.start_time_ns = _meta_numbers(self.meta)
+        if self.meta.get("native") == "1":
+            self.native_at_peak = _meta_bytes(self.meta, "native_peak_bytes", self.peak)
+            self.native_at_exit = _meta_bytes(self.meta, "native_exit_bytes", self.total)
 
     @property
     def allocated_exact(self):
@@ -154,6 +161,17 @@ def _label_ranks(stacks):
                 labels[f] = f.label()
     rank = {label: i for i, label in enumerate(sorted(set(labels.values())))}
     return {f: rank[label] for f, label in labels.items()}
+
+
+def _meta_bytes(meta, key, most):
+    """A byte count of the run metadata, at most `most` (None if absent);
+    ValueError naming the entry when it is not one."""
+    text = meta.get(key)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= most):
+        raise ValueError(f"run metadata {key} is not a byte count up to {most}: {text[:40]!r}")
+    return int(text)
 
 
 def _meta_numbers(meta):

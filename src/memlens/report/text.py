@@ -81,6 +81,14 @@ def _header(cap):
     if rss:
         line += f"  (max RSS {format_size(rss)})"
     out.append(line)
+    native = cap.native_at_peak
+    if native is not None:
+        out.append(f"  of which Python objects {format_size(cap.peak - native)}, "
+                   f"native blocks {format_size(native)} (C extensions' malloc/mmap)")
+    if rss > cap.peak:
+        out.append(f"  not traced at the RSS peak: {format_size(rss - cap.peak)} or more (allocator slack "
+                   "and fragmentation, untouched pages, code and libraries, statically linked allocators"
+                   + (")" if native is not None else "; native blocks: run without --no-native)"))
     leaks = cap.view("leaks")
     out.append(f"Still allocated at exit: {format_size(cap.total)} in "
                f"{sum(r[2] for r in leaks)} blocks from {len(leaks)} stacks")

@@ -193,7 +193,7 @@ def test_pool_whose_workers_are_killed(tmp_path, run_memlens, run_python, write)
         if __name__ == "__main__":
             ex = ProcessPoolExecutor(2, mp_context=mp.get_context("fork"))
             pids = set(ex.map(task, [2_000_000] * 2))
-            time.sleep(1.3)   # a periodic write happens meanwhile
+            time.sleep(2.2)   # a periodic write (1 s after each worker started) happens meanwhile
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             try:

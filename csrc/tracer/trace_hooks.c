@@ -313,12 +313,12 @@ trace_cache_free(void *c)
  * TRACE_CACHE_HIT: its id is in *id; TRACE_CACHE_CALLERS: the callers'
  * stack is c->parent, but (code0, off0) on top of it is not memoised;
  * TRACE_CACHE_MISS otherwise.  Reads only the cache and this thread's own
- * frames. */
+ * frames.  Inlined: it is most of trace_stack_id()'s work on the hot path. */
 #define TRACE_CACHE_MISS 0
 #define TRACE_CACHE_HIT 1
 #define TRACE_CACHE_CALLERS 2
 
-static int
+static inline __attribute__((always_inline)) int
 trace_cache_match(const trace_stack_cache *c, void *f, PyCodeObject *code0, int32_t off0,
                   uint64_t gen, uint32_t *id)
 {
@@ -610,6 +610,7 @@ trace_spill_unlocked(uint32_t stack, uint64_t size, int sign)
             e->wcount += (int64_t)wc;
             e->blocks++;
             atomic_store_explicit(&trace_g.spill_pending, 1, memory_order_release);
+            atomic_store_explicit(&trace_g.acc_pending, 1, memory_order_release);
             return 1;
         }
     }
@@ -665,11 +666,13 @@ trace_drain(void)
     if (head != tail) {
         trace_drain_slow(tail, head);
     }
+    /* One flag for both the empty stack's sums and the spill table: the
+     * GIL holders' path pays one load for them. */
     if (atomic_load_explicit(&trace_g.acc_pending, memory_order_relaxed)) {
         trace_drain_acc();
-    }
-    if (atomic_load_explicit(&trace_g.spill_pending, memory_order_relaxed)) {
-        trace_drain_spill();
+        if (atomic_load_explicit(&trace_g.spill_pending, memory_order_relaxed)) {
+            trace_drain_spill();
+        }
     }
 }
 
@@ -1560,6 +1563,20 @@ trace_get_traced_memory(uint64_t *current, uint64_t *peak)
     }
     *current = trace_g.current > 0 ? (uint64_t)trace_g.current : 0;
     *peak = trace_g.peak > 0 ? (uint64_t)trace_g.peak : 0;
+}
+
+void
+trace_peek_memory(uint64_t *current, uint64_t *peak, uint64_t *native)
+{
+    /* No drain: only the GIL holder may apply the queued changes (the
+     * consumer side of the ring is single, and the totals are the GIL's).
+     * Plain loads of aligned words, maybe a moment stale. */
+    int64_t c = __atomic_load_n(&trace_g.current, __ATOMIC_RELAXED);
+    int64_t pk = __atomic_load_n(&trace_g.peak, __ATOMIC_RELAXED);
+    int64_t n = atomic_load_explicit(&trace_g.native_current, memory_order_relaxed);
+    *current = c > 0 ? (uint64_t)c : 0;
+    *peak = pk > 0 ? (uint64_t)pk : 0;
+    *native = n > 0 ? (uint64_t)n : 0;
 }
 
 void

@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* All functions below need the GIL.
+/* All functions below need the GIL (but trace_peek_memory).
  *
  * Start tracing; `native`: the malloc and mmap calls of C extensions and
  * the libraries they load too (trace_native.h).  -1 with an exception set
@@ -45,6 +45,10 @@ int trace_chain_only(int on);
 int trace_is_tracing(void);
 /* Current and peak traced bytes (estimates in sampled mode). */
 void trace_get_traced_memory(uint64_t *current, uint64_t *peak);
+/* Current and peak traced bytes and the native share of current, without
+ * the GIL (the timeline's sampler thread): what GIL-less calls queued is
+ * not applied, so the figures may lag by those. */
+void trace_peek_memory(uint64_t *current, uint64_t *peak, uint64_t *native);
 /* The native blocks' share of traced_memory: now, and at the peak. */
 void trace_get_native_memory(uint64_t *current, uint64_t *at_peak);
 /* Make the peak equal to the current size, and the peak picture to the

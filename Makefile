@@ -23,10 +23,12 @@ src/memlens/.built-$(notdir $(VENV)): $(VENV)/.installed $(CORE_SRC)
 
 build: src/memlens/.built-$(notdir $(VENV))
 
-# The sizing demo, then `memlens run` on a service with an unbounded cache
-# and its HTML report.
+# The sizing demo, the advisor's playbook (advice applied round by round,
+# measured before/after), then `memlens run` on a service with an unbounded
+# cache and its HTML report.
 demo: build
 	$(PY) examples/demo.py
+	$(PY) examples/playbook_demo.py build/playbook
 	$(VENV)/bin/memlens run -o build/demo.mlcap examples/leaky_service.py
 	$(VENV)/bin/memlens report build/demo.mlcap --format html -o build/memlens-demo.html
 	@echo "HTML report: $(abspath build/memlens-demo.html)"

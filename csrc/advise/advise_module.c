@@ -2,7 +2,10 @@
  * (memlens._core.advise_scan): argument check and result tuples; the scan
  * itself is advise_scan.c.  Prefix adv_. */
 #include "bindings.h"
+#include "advise/advise_cache.h"
 #include "advise/advise_scan.h"
+
+#include <stdlib.h>
 
 /* ---- results ------------------------------------------------------------ */
 
@@ -113,8 +116,67 @@ adv_scan(PyObject *module, PyObject *roots)
     return res;
 }
 
+PyDoc_STRVAR(adv_caches_doc,
+             "advise_caches(dicts, /) -> [(values, held_only, shared, unweak, unweak_types, "
+             "bytes, count)]\n--\n\n"
+             "For each dict of the list `dicts`: its entries; the values only it keeps alive;\n"
+             "those referenced elsewhere too; those that cannot be weakly referenced, and\n"
+             "their types; the bytes and objects the held-only values retain together.");
+
+static PyObject *
+adv_caches(PyObject *module, PyObject *dicts)
+{
+    (void)module;
+    PyObject *res = NULL;
+    advc_row *rows = NULL;
+    Py_ssize_t n = 0;
+
+    if (!PyList_CheckExact(dicts)) {
+        PyErr_SetString(PyExc_TypeError, "advise_caches() needs a list of dicts");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(dicts);
+    rows = calloc((size_t)n + 1, sizeof(advc_row));
+    if (rows == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (advc_check(dicts, rows) < 0) {
+        goto done;
+    }
+    res = PyList_New(n);
+    if (res == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        advc_row *r = &rows[i];
+        PyObject *types = PyTuple_New(r->ntypes);
+        if (types == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        for (int j = 0; j < r->ntypes; j++) {
+            Py_INCREF(r->unweak_types[j]);
+            PyTuple_SET_ITEM(types, j, (PyObject *)r->unweak_types[j]);
+        }
+        PyObject *row = Py_BuildValue("(nnnnNnn)", (Py_ssize_t)r->values, (Py_ssize_t)r->held_only,
+                                      (Py_ssize_t)r->shared, (Py_ssize_t)r->unweak, types,
+                                      (Py_ssize_t)r->bytes, (Py_ssize_t)r->count);
+        if (row == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        PyList_SET_ITEM(res, i, row);
+    }
+done:
+    advc_rows_free(rows, n);
+    free(rows);
+    return res;
+}
+
 static PyMethodDef adv_methods[] = {
     {"advise_scan", (PyCFunction)adv_scan, METH_O, adv_scan_doc},
+    {"advise_caches", (PyCFunction)adv_caches, METH_O, adv_caches_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,10 +8,11 @@
 #include "tracer/trace_hooks.h"
 
 PyDoc_STRVAR(cap_run_write_doc,
-             "cap_run_write(path, table, meta, interval_ms, timeline, classes)\n\n"
+             "cap_run_write(path, table, meta, interval_ms, timeline, classes, native=b'')\n\n"
              "Write a run capture: the TraceTable `table`, `meta` (dict str -> str),\n"
              "the timeline as returned by timeline_stop() and `classes` (None or a list\n"
-             "of (name, instances, bytes)).  Every argument is checked before the file\n"
+             "of (name, instances, bytes)); `native`, timeline_stop(True)'s third item\n"
+             "(one u64 per sample; b'': none).  Every argument is checked before the file\n"
              "is opened: an error leaves no file behind.");
 
 static PyObject *
@@ -26,8 +27,9 @@ cap_run_write_py(PyObject *m, PyObject *args)
     int paused = 0;
     PyObject *result = NULL;
 
-    if (!PyArg_ParseTuple(args, "O&OO!dy*O:cap_run_write", PyUnicode_FSConverter, &path_bytes,
-                          &table, &PyDict_Type, &meta, &interval_ms, &tl, &classes)) {
+    Py_buffer native = {0};
+    if (!PyArg_ParseTuple(args, "O&OO!dy*O|y*:cap_run_write", PyUnicode_FSConverter, &path_bytes,
+                          &table, &PyDict_Type, &meta, &interval_ms, &tl, &classes, &native)) {
         return NULL;
     }
     const char *path = PyBytes_AS_STRING(path_bytes);
@@ -42,6 +44,10 @@ cap_run_write_py(PyObject *m, PyObject *args)
     }
     if (tl.len % 32 != 0 || tl.len / 32 > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "timeline must be a whole number of 32-byte samples");
+        goto done;
+    }
+    if (native.buf != NULL && native.len != 0 && (size_t)native.len != (size_t)tl.len / 32 * 8) {
+        PyErr_SetString(PyExc_ValueError, "native timeline must hold one u64 per timeline sample");
         goto done;
     }
     if (classes != Py_None && !PyList_Check(classes)) {
@@ -69,6 +75,10 @@ cap_run_write_py(PyObject *m, PyObject *args)
     if (classes != Py_None && cap_run_put_classes(&w, classes) < 0) {
         goto done;
     }
+    if (native.buf != NULL && native.len != 0
+        && cap_run_put_native_timeline(&w, native.buf, (uint32_t)(tl.len / 32)) < 0) {
+        goto done;
+    }
     if (cap_finish_to_file(&w, path) < 0) {
         goto done;
     }
@@ -83,26 +93,34 @@ done:
         trace_thread_resume();
     }
     PyBuffer_Release(&tl);
+    if (native.buf != NULL) {
+        PyBuffer_Release(&native);
+    }
     Py_XDECREF(path_bytes);
     return result;
 }
 
 PyDoc_STRVAR(cap_run_read_doc,
-             "cap_run_read(path) -> (table, meta, interval_ms, timeline, classes)\n\n"
+             "cap_run_read(path, native=False) -> (table, meta, interval_ms, timeline, classes[, "
+             "native])\n\n"
              "Read and validate a capture.  `timeline` is bytes of 32-byte samples\n"
-             "(see timeline_stop); `meta` is {} and `classes` None when the file has no\n"
-             "such section.  ValueError for a file that is not a valid capture.");
+             "(see timeline_stop), `native` (when asked for) one u64 per sample, the\n"
+             "native share of traced, or b''; `meta` is {} and `classes` None when the\n"
+             "file has no such section.  ValueError for a file that is not a valid capture.");
 
 static PyObject *
-cap_run_read_py(PyObject *m, PyObject *arg)
+cap_run_read_py(PyObject *m, PyObject *args)
 {
     PyObject *bytes_path = NULL, *table = NULL, *meta = NULL, *classes = NULL, *timeline = NULL;
+    PyObject *native = NULL;
     PyObject *result = NULL;
     cap_file f;
     int f_open = 0;
     uint64_t interval_ns = 0;
+    int with_native = 0;
 
-    if (!PyUnicode_FSConverter(arg, &bytes_path)) {
+    if (!PyArg_ParseTuple(args, "O&|p:cap_run_read", PyUnicode_FSConverter, &bytes_path,
+                          &with_native)) {
         return NULL;
     }
     const char *path = PyBytes_AS_STRING(bytes_path);
@@ -128,8 +146,18 @@ cap_run_read_py(PyObject *m, PyObject *arg)
     if (cap_run_get_classes(&f, path, &classes) < 0) {
         goto done;
     }
-    result = Py_BuildValue("(OOdOO)", table, meta, (double)interval_ns / 1e6, timeline,
-                           classes ? classes : Py_None);
+    native = cap_run_get_native_timeline(&f, path, (uint32_t)(PyBytes_GET_SIZE(timeline) / 32));
+    if (native == NULL) {
+        goto done;
+    }
+    if (with_native) {
+        result = Py_BuildValue("(OOdOOO)", table, meta, (double)interval_ns / 1e6, timeline,
+                               classes ? classes : Py_None, native);
+    }
+    else {
+        result = Py_BuildValue("(OOdOO)", table, meta, (double)interval_ns / 1e6, timeline,
+                               classes ? classes : Py_None);
+    }
 
 done:
     if (f_open) {
@@ -140,6 +168,7 @@ done:
     Py_XDECREF(meta);
     Py_XDECREF(timeline);
     Py_XDECREF(classes);
+    Py_XDECREF(native);
     return result;
 }
 
@@ -215,7 +244,7 @@ trace_load_py(PyObject *m, PyObject *arg)
 
 static PyMethodDef cap_methods[] = {
     {"cap_run_write", cap_run_write_py, METH_VARARGS, cap_run_write_doc},
-    {"cap_run_read", cap_run_read_py, METH_O, cap_run_read_doc},
+    {"cap_run_read", cap_run_read_py, METH_VARARGS, cap_run_read_doc},
     {"trace_dump", trace_dump_py, METH_VARARGS, trace_dump_doc},
     {"trace_load", trace_load_py, METH_O,
      "trace_load(path) -> TraceTable read from a capture file"},

@@ -33,6 +33,17 @@ cap_run_put_timeline(cap_writer *w, uint64_t interval_ns, const void *samples, u
 }
 
 int
+cap_run_put_native_timeline(cap_writer *w, const void *native, uint32_t n)
+{
+    if (cap_begin_section(w, CAP_TAG_TMLV) < 0 || cap_put_u32(w, n) < 0
+        || cap_put(w, native, (size_t)n * 8) < 0) {
+        return -1;
+    }
+    cap_end_section(w);
+    return 0;
+}
+
+int
 cap_run_put_classes(cap_writer *w, PyObject *classes)
 {
     Py_ssize_t n = PyList_GET_SIZE(classes);
@@ -111,6 +122,24 @@ cap_run_get_timeline(const cap_file *f, const char *path, uint64_t *interval_ns)
         return NULL;
     }
     return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)cnt * 32);
+}
+
+PyObject *
+cap_run_get_native_timeline(const cap_file *f, const char *path, uint32_t samples)
+{
+    const cap_section *sec = cap_file_find(f, CAP_TAG_TMLV);
+    if (sec == NULL) {
+        return PyBytes_FromStringAndSize("", 0);
+    }
+    cap_reader s = {sec->payload, sec->payload + sec->len};
+    uint32_t cnt;
+    const unsigned char *p;
+    if (cap_get_u32(&s, &cnt) < 0 || cnt != samples || (uint64_t)cnt * 8 != (uint64_t)(s.end - s.p)
+        || cap_get_bytes(&s, (size_t)cnt * 8, &p) < 0) {
+        cap_corrupt(path, "bad native timeline");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)cnt * 8);
 }
 
 int

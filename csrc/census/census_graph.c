@@ -700,6 +700,12 @@ graph_mark_reached(graph_t *g, uint32_t *queue, size_t tail, size_t *bytes)
 int
 graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count)
 {
+    return graph_retained_set(g, &t, 1, bytes, count);
+}
+
+int
+graph_retained_set(graph_t *g, const uint32_t *ts, size_t k, size_t *bytes, size_t *count)
+{
     size_t n = g->n;
     uint32_t *queue = malloc((n + 1) * sizeof(uint32_t));
     size_t tail = 0;
@@ -710,8 +716,12 @@ graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count)
     for (size_t i = 0; i < n; i++) {
         g->flags[i] &= (uint8_t)~GRAPH_F_MARK;
     }
-    /* everything the roots reach without passing through t */
-    g->flags[t] |= GRAPH_F_MARK;
+    /* everything the roots reach without passing through the set (its
+     * members are marked first, so that one held from outside the graph
+     * is not a root either: the caller may hold them itself) */
+    for (size_t i = 0; i < k; i++) {
+        g->flags[ts[i]] |= GRAPH_F_MARK;
+    }
     for (size_t i = 0; i < n; i++) {
         if ((g->flags[i] & (GRAPH_F_ROOT | GRAPH_F_MARK)) == GRAPH_F_ROOT) {
             g->flags[i] |= GRAPH_F_MARK;
@@ -719,10 +729,13 @@ graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count)
         }
     }
     (void)graph_mark_reached(g, queue, tail, NULL);
-    /* what t reaches beyond that is what t alone keeps alive */
-    queue[0] = t;
-    size_t total = graph_size(g, t);
-    size_t cnt = 1 + graph_mark_reached(g, queue, 1, &total);
+    /* what the set reaches beyond that is what it alone keeps alive */
+    size_t total = 0;
+    for (size_t i = 0; i < k; i++) {
+        queue[i] = ts[i];
+        total += graph_size(g, ts[i]);
+    }
+    size_t cnt = k + graph_mark_reached(g, queue, k, &total);
     free(queue);
     *bytes = total;
     *count = cnt;

@@ -109,4 +109,8 @@ void graph_release(graph_t *g);
  * GRAPH_F_MARK; *count gets the number of objects.  -1 if out of memory. */
 int graph_retained(graph_t *g, uint32_t t, size_t *bytes, size_t *count);
 
+/* The same for the set of `k` distinct nodes `ts` together: what would be
+ * freed if all of them became unreachable at once. */
+int graph_retained_set(graph_t *g, const uint32_t *ts, size_t k, size_t *bytes, size_t *count);
+
 #endif /* MEMLENS_CENSUS_GRAPH_H */

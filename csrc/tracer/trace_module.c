@@ -152,34 +152,44 @@ timeline_start_py(PyObject *Py_UNUSED(m), PyObject *args)
 }
 
 PyDoc_STRVAR(timeline_stop_doc,
-             "timeline_stop() -> (interval_ms, samples)\n\n"
+             "timeline_stop(native=False) -> (interval_ms, samples[, native])\n\n"
              "Take a last sample, stop the sampler thread and return the final interval\n"
              "(it doubles each time the timeline is halved) and the samples as bytes:\n"
-             "records of four little-endian u64 (t_ns, traced, peak, rss).  A no-op\n"
-             "returning (0.0, b'') when no sampler runs, or when another thread is\n"
+             "records of four little-endian u64 (t_ns, traced, peak, rss); with native,\n"
+             "also one little-endian u64 per sample, the native share of traced.  A no-op\n"
+             "returning (0.0, b''[, b'']) when no sampler runs, or when another thread is\n"
              "already stopping it (that call returns the samples).");
 
 static PyObject *
-timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+timeline_stop_py(PyObject *Py_UNUSED(m), PyObject *args)
 {
+    int with_native = 0;
+    if (!PyArg_ParseTuple(args, "|p:timeline_stop", &with_native)) {
+        return NULL;
+    }
     double interval_ms;
-    unsigned char *buf;
+    unsigned char *buf, *native = NULL;
     size_t nbytes;
-    int r = trace_timeline_stop(&interval_ms, &buf, &nbytes);
+    int r = trace_timeline_stop(&interval_ms, &buf, &nbytes, with_native ? &native : NULL);
     if (r < 0) {
         return NULL;
     }
     if (r == 0) {
-        return Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
+        return with_native ? Py_BuildValue("(dy#y#)", 0.0, "", (Py_ssize_t)0, "", (Py_ssize_t)0)
+                           : Py_BuildValue("(dy#)", 0.0, "", (Py_ssize_t)0);
     }
-    PyObject *result = Py_BuildValue("(dy#)", interval_ms, (const char *)buf, (Py_ssize_t)nbytes);
+    PyObject *result =
+        with_native ? Py_BuildValue("(dy#y#)", interval_ms, (const char *)buf, (Py_ssize_t)nbytes,
+                                    (const char *)native, (Py_ssize_t)(nbytes / 32 * 8))
+                    : Py_BuildValue("(dy#)", interval_ms, (const char *)buf, (Py_ssize_t)nbytes);
     free(buf);
+    free(native);
     return result;
 }
 
 static PyMethodDef timeline_methods[] = {
     {"timeline_start", timeline_start_py, METH_VARARGS, timeline_start_doc},
-    {"timeline_stop", timeline_stop_py, METH_NOARGS, timeline_stop_doc},
+    {"timeline_stop", timeline_stop_py, METH_VARARGS, timeline_stop_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -73,6 +73,7 @@ tl_halve_unlocked(void)
         tl_sample m = b;
         m.traced = a.traced > b.traced ? a.traced : b.traced;
         m.rss = a.rss > b.rss ? a.rss : b.rss;
+        m.native = a.native > b.native ? a.native : b.native;
         tl_g.samples[out++] = m;
     }
     if (tl_g.n % 2) {
@@ -88,7 +89,9 @@ tl_sample_unlocked(void)
 {
     tl_sample s;
     s.t_ns = tl_now_ns() - tl_g.start_ns;
-    trace_get_traced_memory(&s.traced, &s.peak);
+    /* Peeked, not read: this may run on the sampler thread, without the
+     * GIL, which applying the GIL-less calls' queued changes needs. */
+    trace_peek_memory(&s.traced, &s.peak, &s.native);
     s.rss = tl_read_rss();
     if (tl_g.n == tl_g.max) {
         tl_halve_unlocked();
@@ -179,13 +182,17 @@ done:
 }
 
 int
-trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes)
+trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes,
+                    unsigned char **native)
 {
     int result = -1;
     unsigned char *buf = NULL;
     *interval_ms = 0.0;
     *samples = NULL;
     *nbytes = 0;
+    if (native != NULL) {
+        *native = NULL;
+    }
     pthread_mutex_lock(&tl_g.mutex);
     if (!tl_g.running || tl_g.stopping) {
         /* Joining a thread twice is undefined behaviour (in practice a hang):
@@ -219,6 +226,21 @@ trace_timeline_stop(double *interval_ms, unsigned char **samples, size_t *nbytes
                 buf[(size_t)i * 32 + (size_t)k * 8 + (size_t)b] = (unsigned char)(v[k] >> (8 * b));
             }
         }
+    }
+    if (native != NULL) {
+        unsigned char *nb = malloc((size_t)tl_g.n * 8 + 1);
+        if (nb == NULL) {
+            free(buf);
+            buf = NULL;
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (uint32_t i = 0; i < tl_g.n; i++) {
+            for (int b = 0; b < 8; b++) {
+                nb[(size_t)i * 8 + (size_t)b] = (unsigned char)(tl_g.samples[i].native >> (8 * b));
+            }
+        }
+        *native = nb;
     }
     *interval_ms = (double)tl_g.interval_ns / 1e6;
     *samples = buf;

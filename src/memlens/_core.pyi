@@ -10,7 +10,7 @@ import os
 import sys
 from types import CodeType, FrameType
 from typing import (Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple, Type, TypeVar, Union,
-                    final)
+                    final, overload)
 
 _B = TypeVar("_B", bound=_RecordBase)
 _M = TypeVar("_M", bound=RecordMeta)
@@ -66,6 +66,8 @@ def why_alive(obj: object, max_paths: int, modules: List[Tuple[str, Dict[str, An
 
 # roots must be exactly a list -> (classes, sites)
 def advise_scan(roots: List[Any], /) -> Tuple[List[_AdviseClass], List[_AdviseSite]]: ...
+# (values, held_only, shared, unweak, unweak_types, retained bytes, retained objects)
+def advise_caches(dicts: List[Dict[Any, Any]], /) -> List[Tuple[int, int, int, int, Tuple[type, ...], int, int]]: ...
 
 # ---- allocation tracer (csrc/tracer/) --------------------------------------------
 
@@ -114,13 +116,20 @@ class TraceTable:
 def timeline_start(interval_ms: float, max_samples: int = 32768, /) -> None: ...
 # -> (interval_ms, samples): 32-byte little-endian records (t_ns, traced, peak, rss);
 #    (0.0, b'') when no sampler runs or another thread is already stopping it.
+@overload
 def timeline_stop() -> Tuple[float, bytes]: ...
+@overload
+def timeline_stop(native: bool, /) -> Tuple[float, bytes, bytes]: ...
 # path: str, bytes or path-like; classes: None or [(name, instances, bytes)]
 def cap_run_write(path: _Path, table: TraceTable, meta: Dict[str, str], interval_ms: float,
                   timeline: Union[bytes, bytearray, memoryview],
-                  classes: Optional[List[Tuple[str, int, int]]], /) -> None: ...
-# -> (table, meta, interval_ms, timeline, classes)
+                  classes: Optional[List[Tuple[str, int, int]]],
+                  native: Union[bytes, bytearray, memoryview] = ..., /) -> None: ...
+# -> (table, meta, interval_ms, timeline, classes[, native])
+@overload
 def cap_run_read(path: _Path, /) -> Tuple[TraceTable, Dict[str, str], float, bytes, Optional[List[Tuple[str, int, int]]]]: ...
+@overload
+def cap_run_read(path: _Path, native: bool, /) -> Tuple[TraceTable, Dict[str, str], float, bytes, Optional[List[Tuple[str, int, int]]], bytes]: ...
 
 # ---- line profiler (csrc/lineprof/) ----------------------------------------------
 

@@ -179,17 +179,19 @@ class _Recorder:
             table = _core.trace_take_snapshot()
         except RuntimeError:  # the program stopped the tracer itself
             table = None
-        interval, timeline = 0.0, b""
+        interval, timeline, native = 0.0, b"", b""
         if final:
             self.done = True
-            interval, timeline = _core.timeline_stop()
+            # With the native share of each sample (its own column).
+            interval, timeline, native = _core.timeline_stop(True)
             _core.trace_stop()
         duration = time.monotonic() - self.t0 if final else None
         if table is None:
             return
         tmp = f"{self.path}.{self.pid}.tmp"
         try:
-            _core.cap_run_write(tmp, table, self.meta(status, code, duration), interval, timeline, None)
+            _core.cap_run_write(tmp, table, self.meta(status, code, duration), interval, timeline, None,
+                                native)
             os.replace(tmp, self.path)
         except (OSError, ValueError) as e:
             try:

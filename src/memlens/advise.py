@@ -14,6 +14,7 @@ collector, and reads class sources as plain text (no ``linecache``), so
 the heap is left as it was apart from the returned advice.
 """
 import array
+import dataclasses
 import gc
 from typing import Optional, Tuple
 import os
@@ -23,9 +24,13 @@ import sys
 from memlens import _core
 from memlens._util import check_int, format_bytes, qualname, result, type_module
 
-__all__ = ["Advice", "advise", "format_advice"]
+__all__ = ["Advice", "advise", "format_advice", "format_diff"]
 
-_KIND_ORDER = ("slots", "record", "intern", "array", "duplicate-tuples", "empty", "overallocated")
+_KIND_ORDER = ("generator", "copy", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
+               "overallocated")
+# Kinds whose saving lowers the run's peak (from a capture), not the heap
+# left at the end: the report totals them apart.
+_PEAK_KINDS = ("generator", "copy")
 
 
 @result
@@ -33,7 +38,9 @@ class Advice:
     """One piece of advice.
 
     ``kind`` is one of ``slots``, ``record``, ``intern``, ``array``,
-    ``empty``, ``overallocated``, ``duplicate-tuples``; ``target`` the class
+    ``empty``, ``overallocated``, ``duplicate-tuples``, ``weakref`` (from
+    the heap) or
+    ``generator`` (from a capture's peak and the source); ``target`` the class
     or a description of the objects; ``saving`` the bytes the change saves;
     ``count`` how many objects it concerns; ``text`` one paragraph;
     ``patch`` the code to write (or ``None``); ``location`` ``file:line`` of
@@ -53,6 +60,7 @@ class Advice:
     blockers: Tuple[str, ...] = ()
     slots: Optional[Tuple[str, ...]] = None
     fields: Optional[Tuple[Tuple[str, type], ...]] = None
+    edit: Optional[Tuple[str, int, str, str]] = None
 
     def __post_init__(self):
         object.__setattr__(self, "blockers", tuple(self.blockers))
@@ -70,6 +78,16 @@ class Advice:
 
     def __str__(self):
         return self.format()
+
+    def to_dict(self, start=None):
+        """The advice as plain JSON values, as the capture and the json and
+        HTML reports keep it: kind, target (its name), saving, count, text,
+        patch, location, blockers, and diff (:func:`format_diff` of this
+        advice alone from `start`, or None)."""
+        return {"kind": self.kind, "target": self.target_name, "saving": int(self.saving),
+                "count": int(self.count), "text": self.text, "patch": self.patch,
+                "location": self.location, "blockers": list(self.blockers),
+                "diff": format_diff([self], start) or None}
 
     def format(self):
         """The advice as the report prints it: a head line, the text,
@@ -93,22 +111,67 @@ def format_advice(advice):
     # slots and record advice for one class are alternatives: count the
     # larger; site advice (intern, array, ...) adds to either
     best = {}
-    total = 0
+    total = peak = 0
     for a in advice:
         if a.blockers:
             continue
-        if a.kind in ("slots", "record"):
+        if a.kind in _PEAK_KINDS:
+            peak += a.saving
+        elif a.kind in ("slots", "record"):
             best[a.target] = max(best.get(a.target, 0), a.saving)
         else:
             total += a.saving
     total += sum(best.values())
-    out = [f"memlens advise: {len(advice)} suggestion(s); applying those without "
-           f"blockers saves {format_bytes(total)} (slots and record advice for one class are "
-           f"alternatives: the larger is counted)", ""]
+    head = f"memlens advise: {len(advice)} suggestion(s)"
+    if total or not peak:
+        head += (f"; applying those without blockers saves {format_bytes(total)} (slots and "
+                 f"record advice for one class are alternatives: the larger is counted)")
+    if peak:
+        head += (f"; the lines advised at the run's peak held {format_bytes(peak)} there "
+                 f"(generator and copy advice)")
+    out = [head, ""]
     for a in advice:
         out.append(str(a))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def format_diff(advice, start=None):
+    """Every advice that edits a line of the program (``.edit``) and has
+    no blockers, as one unified diff per file, to apply with ``patch -p0``
+    or ``git apply -p0`` from the directory `start` (default: the current
+    one; paths outside it stay absolute).  An edit whose line no longer
+    reads as it did is left out.  "" when there is nothing to apply."""
+    import difflib
+
+    start = os.path.abspath(start or os.curdir)
+    by_file = {}
+    for a in advice:
+        if a.edit is None or a.blockers:
+            continue
+        path, lineno, old, new = a.edit
+        by_file.setdefault(path, {}).setdefault(lineno, (old, new))  # one edit per line
+    out = []
+    for path in sorted(by_file):
+        try:
+            lines = _read_text(path).splitlines(True)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if lines and not lines[-1].endswith("\n"):
+            continue  # a unified diff of a last line without a newline needs a marker; left out
+        edited = list(lines)
+        for lineno in sorted(by_file[path], reverse=True):
+            old, new = by_file[path][lineno]
+            if lineno > len(lines) or lines[lineno - 1].rstrip("\r\n") != old:
+                continue
+            eol = lines[lineno - 1][len(old):]
+            edited[lineno - 1:lineno] = [part + eol for part in new.split("\n")]
+        if edited == lines:
+            continue
+        real = os.path.abspath(path)
+        name = os.path.relpath(real, start) if real.startswith(start + os.sep) else real
+        out.extend(difflib.unified_diff(lines, edited, name, name))
+    return "".join(out)
 
 
 def _wrap(text, indent, width=78):
@@ -323,12 +386,83 @@ def _slots_advice(cls, count, nbytes, weakrefd, attrs, min_saving):
         return None
     name = cls.__name__
     patch = f"class {name}:\n    __slots__ = {slots!r}\n"
+    edit = None
+    if _is_dataclass(cls):
+        patch, edit = _dataclass_slots(cls, names, "__weakref__" in slots, blockers, patch)
     text = (f"{count:,} {name} instances each carry a per-instance attribute dict "
             f"(or values array): {nbytes / count:.0f} bytes each now, {per} bytes with "
             f"__slots__ listing the {len(names)} attributes seen on them"
             + (" (plus __weakref__: instances are weakly referenced)" if "__weakref__" in slots else "")
             + ".")
-    return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots)
+    return Advice("slots", cls, saving, count, text, patch, _location(cls), blockers, slots=slots,
+                  edit=edit)
+
+
+def _is_dataclass(cls):
+    # the class's own dict: a subclass of a dataclass that is not one
+    # itself gets no generated __init__ or slots
+    return "__dataclass_fields__" in cls.__dict__ and "__dataclass_params__" in cls.__dict__
+
+
+def _dataclass_fields(cls):
+    """{name: Field} of the dataclass's own fields (not ClassVars or
+    InitVars), read from the class, never from an instance."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _dataclass_slots(cls, names, weakref, blockers, patch):
+    """(patch, edit) of slots advice for a dataclass: ``@dataclass(...,
+    slots=True)`` on 3.10+ (``weakref_slot=True`` on 3.11+ when instances
+    are weakly referenced), an edit of the decorator line when the source
+    shows it; before 3.10 the hand-written ``__slots__`` with the blockers
+    it has there.  Adds to `blockers`."""
+    fields = _dataclass_fields(cls)
+    extra = [n for n in names if n not in fields]
+    if sys.version_info < (3, 10):
+        defaulted = [n for n, f in fields.items()
+                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        if defaulted:
+            blockers.append(f"Python {sys.version_info[0]}.{sys.version_info[1]}'s dataclass has no "
+                            f"slots=True (3.10+), and a hand-written __slots__ conflicts with the "
+                            f"fields' defaults ({', '.join(defaulted)})")
+        return patch, None
+    if extra:
+        blockers.append(f"attributes that are not fields ({', '.join(extra)}): dataclass(slots=True) "
+                        f"makes slots for the fields only; declare them as fields "
+                        f"(field(init=False))")
+    if weakref and sys.version_info < (3, 11):
+        blockers.append("instances are weakly referenced, and 3.10's dataclass(slots=True) has no "
+                        "weakref_slot=True (3.11+)")
+    body, path, first = _class_block(cls)
+    decorator = _dataclass_decorator(cls, path, first)
+    add = "slots=True" + (", weakref_slot=True" if weakref and sys.version_info >= (3, 11) else "")
+    if decorator is None:
+        return f"@dataclass({add})\nclass {cls.__name__}:\n", None
+    lineno, old = decorator
+    stripped = old.strip()
+    indent = old[:len(old) - len(old.lstrip())]
+    if stripped.endswith(")"):
+        inner = stripped[stripped.index("(") + 1:-1].strip()
+        new = indent + stripped[:stripped.index("(")] + "(" + (inner + ", " if inner else "") + add + ")"
+    else:
+        new = indent + stripped + f"({add})"
+    return new.strip() + f"\nclass {cls.__name__}:\n", (path, lineno, old, new)
+
+
+def _dataclass_decorator(cls, path, first):
+    """(line number, text) of the ``@dataclass`` / ``@dataclasses.dataclass``
+    line right above the class statement at line `first`, or None."""
+    if not path:
+        return None
+    lines = _module_source(type_module(cls))[2]
+    i = first - 2
+    while i >= 0 and lines[i].strip().startswith("@"):
+        text = lines[i].strip()
+        head = text[1:].split("(", 1)[0].strip()
+        if head in ("dataclass", "dataclasses.dataclass") and (text.endswith(")") or "(" not in text):
+            return i + 1, lines[i]
+        i -= 1
+    return None
 
 
 def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
@@ -385,13 +519,26 @@ def _site_advice(row, array_base, min_saving):
     out = []
     if dup_strs:
         patch = None
-        if kind == "attribute":
+        origin = ""
+        if kind == "attribute" and isinstance(owner, type) and _is_dataclass(owner) \
+                and name in _dataclass_fields(owner) and _dataclass_fields(owner)[name].init:
+            # the generated __init__ has no source line to show: intern
+            # the argument it stores, in __post_init__
+            frozen = owner.__dict__["__dataclass_params__"].frozen
+            set_it = (f'object.__setattr__(self, "{name}", sys.intern(self.{name}))' if frozen
+                      else f"self.{name} = sys.intern(self.{name})")
+            patch = f"def __post_init__(self):\n    {set_it}\n"
+            origin = (f"  {name} is set by the dataclass's generated __init__ from its {name!r} "
+                      f"argument: intern it there (where {owner.__name__}(...) is called) or in "
+                      f"__post_init__" + (", adding the line to the one the class has" if
+                                          "__post_init__" in owner.__dict__ else "") + ".")
+        elif kind == "attribute":
             patch = f"self.{name} = sys.intern({name})   # where {qualname(owner)} sets it"
         out.append(Advice(
             "intern", target, dup_str_bytes, dup_strs,
             f"{dup_strs:,} strings in {target} are equal to another string but are separate "
             f"objects.  Interning them (sys.intern, or a dict of canonical values) keeps one "
-            f"copy of each value.", patch, loc))
+            f"copy of each value." + origin, patch, loc))
     for typecode, n_lists, n_items, cur, what in (("d", flists, fitems, fbytes, "floats"),
                                                   ("q", ilists, iitems, ibytes, "ints")):
         if not n_lists:
@@ -423,19 +570,135 @@ def _site_advice(row, array_base, min_saving):
     return out
 
 
-def advise(min_saving=64 * 1024):
+# ---- caches: weak references -------------------------------------------------
+
+def _cache_name(name):
+    """Does the name say the dict is a cache?  A dict that is the only
+    holder of its values is the normal case for data (an index, a
+    registry); only a cache may let them go."""
+    low = name.lower()
+    return "cache" in low or "memo" in low
+
+
+def _program_modules():
+    """(name, module) of the program's own modules: ``__main__`` and those
+    whose file is not in the standard library, site-packages or memlens."""
+    from memlens._advise_lines import _program_file
+
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if name == "__main__" or (isinstance(path, str) and _program_file(path)):
+            yield name, mod
+
+
+def _cache_candidates():
+    """[(target, dict, module name, global name or None)]: module globals
+    and class attributes that are dicts named like caches."""
+    out = []
+    for modname, mod in _program_modules():
+        space = getattr(mod, "__dict__", None)
+        if type(space) is not dict:
+            continue
+        for gname, value in list(space.items()):
+            if type(value) is dict and _cache_name(gname) and not gname.startswith("__"):
+                out.append((f"{modname}.{gname}", value, modname, gname))
+            elif isinstance(value, type) and getattr(value, "__module__", None) == modname:
+                for aname, avalue in list(value.__dict__.items()):
+                    if type(avalue) is dict and _cache_name(aname):
+                        out.append((f"{qualname(value)}.{aname}", avalue, modname, None))
+    return out
+
+
+def _global_edit(modname, gname):
+    """(path, line, old, new) replacing ``NAME = {}`` (or ``dict()``) at
+    the top level of the module's source with a WeakValueDictionary, or
+    None when the line is not that plain."""
+    text, path, lines = _module_source(modname)
+    if text is None:
+        return None
+    for i, line in enumerate(lines):
+        head = line.split("=", 1)
+        if len(head) != 2 or line[:1].isspace():
+            continue
+        target = head[0].split(":", 1)[0].strip()
+        if target == gname and head[1].strip() in ("{}", "dict()"):
+            return (path, i + 1, line, f"import weakref\n{gname} = weakref.WeakValueDictionary()")
+    return None
+
+
+def _unweak_blocker(types, count):
+    slotted = [t for t in types if "__slots__" in t.__dict__ and type_module(t) != "builtins"]
+    builtin = [t.__name__ for t in types if t not in slotted]
+    out = []
+    for t in slotted:
+        out.append(f"{qualname(t)} instances cannot be weakly referenced: add '__weakref__' to "
+                   f"{qualname(t)}.__slots__")
+    if builtin:
+        out.append(f"values of type {', '.join(builtin)} cannot be weakly referenced (a weak "
+                   f"dict raises TypeError on them): store them in a small class instance")
+    if out:
+        out[0] = f"{count:,} value(s) cannot be weakly referenced. " + out[0]
+    return out
+
+
+def _cache_advice(min_saving):
+    cands = _cache_candidates()
+    if not cands:
+        return []
+    rows = _core.advise_caches([c[1] for c in cands])
+    out = []
+    for (target, _d, modname, gname), row in zip(cands, rows):
+        values, held_only, shared, unweak, types, nbytes, _count = row
+        if nbytes < max(min_saving, 1):
+            continue
+        text = (f"{target} is the only thing keeping {held_only:,} of its {values:,} values alive "
+                f"({format_bytes(nbytes)} with what only they hold): as a "
+                f"weakref.WeakValueDictionary it would let them go as soon as the program drops "
+                f"them, and still return the {shared:,} that are in use elsewhere.")
+        edit = _global_edit(modname, gname) if gname else None
+        patch = edit[3] if edit else f"{target.rsplit('.', 1)[1]} = weakref.WeakValueDictionary()"
+        loc = f"{edit[0]}:{edit[1]}" if edit else None
+        out.append(Advice("weakref", target, nbytes, held_only, text, patch, loc,
+                          _unweak_blocker(types, unweak), edit=edit))
+    return out
+
+
+def advise(min_saving=64 * 1024, capture=None):
     """Walk the whole heap and return advice that saves at least
-    ``min_saving`` bytes each, largest saving first."""
+    ``min_saving`` bytes each, largest saving first.
+
+    ``capture``: a capture file written by ``memlens run`` (a path) or a
+    loaded :class:`memlens.report.model.Capture`; its peak and the
+    program's source add ``generator`` advice for the lines that built a
+    list consumed once."""
     check_int("advise() min_saving", min_saving, 0)
+    line_advice = []
+    if capture is not None:
+        line_advice = _capture_advice(capture, min_saving)
     # The report allocates Python objects; keep the collector from running
     # while it does, so advising never collects the caller's garbage.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _advise(min_saving)
+        out = _advise(min_saving) + line_advice
+        out.sort(key=_order)
     finally:
         if was_enabled:
             gc.enable()
+    return out
+
+
+def _order(a):
+    return (-a.saving, _KIND_ORDER.index(a.kind), a.target_name)
+
+
+def _capture_advice(capture, min_saving):
+    """Advice from a traced run: its peak, by line, and the source."""
+    from memlens import _advise_lines
+    from memlens.report import model
+
+    cap = capture if isinstance(capture, model.Capture) else model.load(os.fspath(capture))
+    return _advise_lines.line_advice(cap, min_saving, Advice)
 
 
 def _advise(min_saving):
@@ -458,7 +721,7 @@ def _advise(min_saving):
             out.append(r)
     for row in sites:
         out.extend(_site_advice(row, array_base, min_saving))
+    out.extend(_cache_advice(min_saving))
     _source_cache.clear()
     out = [a for a in out if a.saving >= min_saving]
-    out.sort(key=lambda a: (-a.saving, _KIND_ORDER.index(a.kind), a.target_name))
     return out

@@ -8,8 +8,8 @@ itself, so that one module knows how the engine is called::
     capture.start_timeline(10.0)               # sample every 10 ms
     ...                                         # the program runs, traced
     table = capture.take_table()                # None if the tracer was stopped
-    interval_ms, samples = capture.stop_timeline()
-    capture.write(path, table, meta, interval_ms, samples, classes)
+    interval_ms, samples, native = capture.stop_timeline()
+    capture.write(path, table, meta, interval_ms, samples, classes, native)
     raw = capture.read(path)                    # a CaptureFile
 
 :func:`read` turns every failure into one of two exceptions with a one-line
@@ -48,32 +48,35 @@ class CaptureFile:
     """What a capture file holds, as the engine reads it: the per-stack
     ``table`` (a ``_core.TraceTable``), the run ``meta`` (str -> str), the
     timeline's ``interval_ms`` and raw ``timeline`` (32-byte little-endian
-    records: t_ns, traced, peak, rss), and ``classes`` ((name, instances,
-    bytes) rows, or None)."""
+    records: t_ns, traced, peak, rss), ``classes`` ((name, instances,
+    bytes) rows, or None) and ``native`` (one little-endian u64 per timeline
+    sample, the native share of traced; b'' when not recorded)."""
 
     table: object
     meta: Dict[str, str]
     interval_ms: float
     timeline: bytes
     classes: Optional[List[Tuple[str, int, int]]]
+    native: bytes = b""
 
 
 def read(path):
     """The :class:`CaptureFile` in `path` (a capture of ``memlens run`` or a
     ``Snapshot.dump``)."""
     try:
-        return CaptureFile(*_core.cap_run_read(os.fspath(path)))
+        return CaptureFile(*_core.cap_run_read(os.fspath(path), True))
     except ValueError as e:
         raise CaptureError(str(e)) from None
     except OSError as e:
         raise CaptureReadError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def write(path, table, meta, interval_ms, timeline, classes=None):
+def write(path, table, meta, interval_ms, timeline, classes=None, native=b""):
     """Write a capture: `table` from :func:`take_table`, `meta` a str -> str
-    dict, the timeline from :func:`stop_timeline`, `classes` None or
-    (name, instances, bytes) rows.  OSError if the file cannot be written."""
-    _core.cap_run_write(os.fspath(path), table, meta, interval_ms, timeline, classes)
+    dict, the timeline and its `native` column from :func:`stop_timeline`,
+    `classes` None or (name, instances, bytes) rows.  OSError if the file
+    cannot be written."""
+    _core.cap_run_write(os.fspath(path), table, meta, interval_ms, timeline, classes, native)
 
 
 def take_table():
@@ -92,6 +95,7 @@ def start_timeline(interval_ms):
 
 
 def stop_timeline():
-    """Stop the sampler: ``(interval_ms, samples)``, the interval it ended
-    with and the raw samples (``(0.0, b'')`` when none was running)."""
-    return _core.timeline_stop()
+    """Stop the sampler: ``(interval_ms, samples, native)``, the interval it
+    ended with, the raw samples and their native column (``(0.0, b'',
+    b'')`` when none was running)."""
+    return _core.timeline_stop(True)

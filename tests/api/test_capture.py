@@ -65,4 +65,4 @@ def test_write_into_a_missing_directory_is_an_oserror(tmp_path):
 def test_nothing_running():
     assert not memlens.is_tracing()
     assert capture.take_table() is None
-    assert capture.stop_timeline() == (0.0, b"")
+    assert capture.stop_timeline() == (0.0, b"", b"")

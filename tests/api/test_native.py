@@ -431,3 +431,49 @@ def test_a_pandas_pipeline_peak_matches_tracemalloc():
     assert theirs > 50_000_000
     assert ours == pytest.approx(theirs, rel=0.02)
     assert native > 0.9 * ours
+
+
+def test_the_timeline_has_the_native_series(tmp_path, run_memlens, write):
+    # GIVEN a program that holds 30 MB of native blocks for 200 ms
+    write(tmp_path / "app.py", """\
+        import time
+        from memlens import _testcore as tc
+        data = [bytes(1000) for _ in range(2000)]
+        p = tc.native_call("malloc", 30_000_000)
+        time.sleep(0.2)
+        tc.native_call("free", p)
+        time.sleep(0.05)
+    """)
+    assert run_memlens("run", "-q", "-o", "c.mlcap", "app.py", cwd=tmp_path).returncode == 0
+    from memlens.report import model
+
+    cap = model.load(tmp_path / "c.mlcap")
+    # THEN every sample has its native share, which reached the 30 MB and
+    # came back to 0, always within the traced bytes
+    assert max(s.native for s in cap.timeline) == 30_000_000
+    assert cap.timeline[-1].native == 0
+    assert all(s.native <= s.traced for s in cap.timeline)
+    # AND --no-native records no native series
+    assert run_memlens("run", "-q", "--no-native", "-o", "d.mlcap", "app.py", cwd=tmp_path).returncode == 0
+    assert all(s.native is None for s in model.load(tmp_path / "d.mlcap").timeline)
+
+
+def test_a_native_timeline_must_match_the_timeline(tmp_path, capture_bytes):
+    from memlens import _core
+    from memlens.capture import CaptureError, read
+
+    memlens.start()
+    table = _core.trace_take_snapshot()
+    memlens.stop()
+    # WHEN the native column does not have one u64 per sample, THEN no file
+    with pytest.raises(ValueError, match="one u64 per timeline sample"):
+        _core.cap_run_write(str(tmp_path / "x.mlcap"), table, {}, 1.0, bytes(64), None, bytes(8))
+    assert not (tmp_path / "x.mlcap").exists()
+    # AND a capture whose TMLV section disagrees with TMLN is refused on load
+    _core.cap_run_write(str(tmp_path / "y.mlcap"), table, {}, 1.0, bytes(64), None, bytes(16))
+    assert read(tmp_path / "y.mlcap").native == bytes(16)
+    data = bytearray((tmp_path / "y.mlcap").read_bytes())
+    data[data.index(b"TMLV") + 16] = 3  # the count: 3 samples where the timeline has 2
+    (tmp_path / "y.mlcap").write_bytes(capture_bytes.reseal(bytes(data)))
+    with pytest.raises(CaptureError, match="bad native timeline"):
+        read(tmp_path / "y.mlcap")

@@ -248,3 +248,53 @@ def test_progress_only_on_a_terminal_and_only_when_slow():
         pass
     assert "memlens: rendering html..." in tty.text and tty.text.endswith("\r\033[K")
     assert pipe.text == "" and quick.text == ""
+
+
+# ---- the Advice section (memlens run --advise) ------------------------------
+
+def _advice_entry(**over):
+    a = {"kind": "generator", "target": "prog.py:2", "saving": 3 * 2**20, "count": 1,
+         "text": "line 2 builds a list <b>", "patch": "total = sum(x for x in r)",
+         "location": "/p/prog.py:2", "blockers": [], "diff": "--- prog.py\n+++ prog.py\n"}
+    a.update(over)
+    return a
+
+
+def test_advice_in_json_and_html(make_capture):
+    # GIVEN a capture whose run metadata carries the advisor's suggestions
+    cap = make_capture()
+    advice = [_advice_entry(), _advice_entry(kind="weakref", target="m.CACHE", patch=None, diff=None,
+                                             blockers=["x </pre><script>"])]
+    cap = Capture(cap.stacks, cap.total, cap.peak, meta=dict(cap.meta, advice=json.dumps(advice)))
+    # WHEN the json and HTML reports render it
+    d = jsonfmt.to_dict(cap)
+    page = html.render(cap)
+    # THEN the json has them parsed (not as a raw metadata string) ...
+    assert d["advice"] == advice and "advice" not in d["meta"]
+    # ... and the HTML has an Advice section with each saving, patch and
+    # diff, every text escaped
+    section = page.split("<h2>Advice</h2>", 1)[1].split('<div id="classes">', 1)[0]
+    assert "[generator] prog.py:2: save 3.0 MiB" in section
+    assert "<pre>total = sum(x for x in r)</pre>" in section
+    assert "<pre>--- prog.py\n+++ prog.py\n</pre>" in section
+    assert "list &lt;b&gt;" in section and "x &lt;/pre&gt;&lt;script&gt;" in section
+    assert "<script>" not in section
+
+
+def test_no_advice_section_without_advice(make_capture):
+    # GIVEN a capture of a run without --advise
+    cap = make_capture()
+    # THEN json says null and the page has no Advice section
+    assert jsonfmt.to_dict(cap)["advice"] is None
+    assert "<h2>Advice</h2>" not in html.render(cap)
+
+
+@pytest.mark.parametrize("bad", ["not json", "{}", json.dumps([{"kind": "x"}]),
+                                 json.dumps([_advice_entry(saving="12")]),
+                                 json.dumps([_advice_entry(blockers=[3])])])
+def test_malformed_advice_is_refused(make_capture, bad):
+    # GIVEN run metadata whose advice entry is not what memlens writes
+    cap = make_capture()
+    # THEN the capture is refused with a ValueError naming the entry
+    with pytest.raises(ValueError, match="advice"):
+        Capture(cap.stacks, cap.total, cap.peak, meta=dict(cap.meta, advice=bad))

@@ -15,7 +15,7 @@ def add_parser(sub):
                     "then walk the heap it leaves behind (its module globals are still alive) and "
                     "print memlens.advise()'s suggestions to stderr: __slots__, memlens.Record, "
                     "interning, arrays, ... each with the bytes it saves.",
-        usage="memlens advise [--min-saving BYTES] (script.py | -m module) [args...]",
+        usage="memlens advise [--min-saving BYTES] [--diff] (script.py | -m module) [args...]",
     )
     run.add_advise_options(p, always=True)
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")

@@ -23,6 +23,12 @@ from memlens.cli.common import UsageError, check_output_path
 
 __all__ = ["add_parser", "main", "split_argv"]
 
+# Where memlens was started: the diff's paths are relative to it (the
+# program may chdir).
+try:
+    _START_DIR = os.getcwd()
+except OSError:  # started in a directory that no longer exists
+    _START_DIR = None
 # Bound now: the program may replace os.getpid (a test double, a sandbox),
 # and the fork check below must still see the real process.
 _getpid = os.getpid
@@ -40,7 +46,8 @@ _CENSUS_ROWS = 50
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--no-native", "--no-children"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native",
+              "--no-children"}
 # The files of a child's capture in the bundle directory (_follow.py).
 _BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
@@ -88,7 +95,7 @@ def add_parser(sub):
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
               "[--no-children] "
-              "[--lines [--rss]] [--advise [--min-saving BYTES]] (script.py | -m module) [args...]",
+              "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="capture file to write (default: memlens-<program>.<pid>.mlcap)")
@@ -123,9 +130,13 @@ def add_advise_options(p, always=False):
     if not always:
         p.add_argument("--advise", action="store_true",
                        help="when the program ends, print memlens.advise()'s suggestions "
-                            "for the heap it leaves (to stderr)")
+                            "for the heap it leaves and for the lines that made the peak (to "
+                            "stderr), and keep them in the capture for the json and HTML reports")
     p.add_argument("--min-saving", type=int, default=DEFAULT_MIN_SAVING, metavar="BYTES",
                    help=f"with advice: leave out suggestions saving less (default {DEFAULT_MIN_SAVING})")
+    p.add_argument("--diff", action="store_true",
+                   help="with advice: also print the edits of the program's own source as a unified "
+                        "diff (apply it with `patch -p0` or `git apply -p0`)")
 
 
 def _emit(text):
@@ -145,16 +156,35 @@ def _emit(text):
         pass
 
 
-def _print_advice(args):
-    """The advisor's report on the heap the program left, on stderr."""
+def _compute_advice(args, capture=None):
+    """memlens.advise() on the heap the program left (and, from a traced
+    run's capture, on the lines that made its peak); None if it failed
+    (said on stderr: the program's own exit code must survive)."""
     import memlens
 
     try:
-        advice = memlens.advise(min_saving=args.min_saving)
-    except Exception as e:  # the program's own exit code must survive
+        return memlens.advise(min_saving=args.min_saving, capture=capture)
+    except Exception as e:
         _emit(f"memlens: advise failed: {e}\n")
+        return None
+
+
+def _print_advice(args, advice):
+    """The advisor's report, and with --diff its edits, on stderr."""
+    import memlens
+
+    if advice is None:
         return
     _emit("\n" + memlens.format_advice(advice))
+    if args.diff:
+        try:
+            diff = memlens.format_diff(advice, start=_START_DIR)
+        except Exception as e:  # as above: never the program's exit code
+            _emit(f"memlens: diff failed: {e}\n")
+            return
+        _emit("\nmemlens advise: no edit of the program's source to show\n" if not diff else
+              "\nmemlens advise: the edits as a unified diff (patch -p0 / git apply -p0 from "
+              f"{_START_DIR or 'here'}):\n" + diff)
 
 
 def _census_rows():
@@ -186,6 +216,7 @@ class _Run:
         self.table = None        # the tracer's table at the end (None: stopped by the program)
         self.native = (0, 0)     # native blocks' bytes at exit and at the peak (with the table)
         self.duration = None     # seconds the program ran
+        self.written = None      # (meta, interval, timeline, classes, native) of the capture written
         # temporary state
         self.pid = None          # the process that started tracing
         self.start_ns = None
@@ -206,6 +237,8 @@ def _validate(run):
         raise UsageError(f"--min-saving must be >= 0, not {args.min_saving}")
     if args.min_saving != DEFAULT_MIN_SAVING and not args.advise and not run.advise_only:
         raise UsageError("--min-saving goes with --advise")
+    if args.diff and not args.advise and not run.advise_only:
+        raise UsageError("--diff goes with --advise")
     if args.frames < 1 or args.frames > MAX_FRAMES:
         raise UsageError(f"--frames must be between 1 and {MAX_FRAMES}, not {args.frames}")
     if args.sample_bytes < 0:
@@ -452,7 +485,7 @@ def _write_capture(run, census=True):
     # ignored until the file is complete.
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, timeline = capture.stop_timeline()
+        interval, timeline, native = capture.stop_timeline()
         memlens.stop()
         classes = _census_rows() if census else None
         # Printed once the tracer is off: python's printing of the traceback
@@ -468,7 +501,9 @@ def _write_capture(run, census=True):
                     pass
             return False
         try:
-            capture.write(run.output, run.table, meta, interval, timeline, classes)
+            native = native if meta.get("native") == "1" else b""
+            capture.write(run.output, run.table, meta, interval, timeline, classes, native)
+            run.written = (meta, interval, timeline, classes, native)
         except OSError as e:
             _emit(f"memlens run: error: cannot write capture {run.output!r}: {e.strerror or e}\n")
             return False
@@ -523,11 +558,45 @@ def main(args):
         return run.ended.code
     if not _write_capture(run):
         return run.ended.code or 1
+    advice = None
+    if args.advise:
+        advice = _compute_advice(args, _readable(run.output))
+        _store_advice(run, advice)
     if not args.quiet:
         _summary(run)
     if args.advise:
-        _print_advice(args)
+        _print_advice(args, advice)
     return run.ended.code
+
+
+def _store_advice(run, advice):
+    """Write the capture again with the advice in its run metadata, for
+    the json and HTML reports (`memlens report`)."""
+    import json
+
+    from memlens import capture
+
+    if advice is None or run.written is None:
+        return
+    meta, interval, timeline, classes, native = run.written
+    try:
+        meta = dict(meta, advice=json.dumps([a.to_dict(_START_DIR) for a in advice]))
+        capture.write(run.output, run.table, meta, interval, timeline, classes, native)
+    except Exception as e:  # the capture without advice is still there
+        _emit(f"memlens: advice not stored in the capture: {e}\n")
+
+
+def _readable(path):
+    """The capture just written, if it can be read back (not -o /dev/null):
+    its path, which memlens.advise() loads and lets go of before it walks
+    the heap (a loaded capture would be advised on as the program's)."""
+    from memlens.report import model
+
+    try:
+        model.load(path)
+    except model.CaptureError:
+        return None
+    return path
 
 
 # ---- memlens advise: run untraced, then advise ------------------------------
@@ -538,7 +607,7 @@ def _run_advise(run):
     for the heap it leaves behind: its module globals are still alive."""
     ended = run.program.run()
     _runner.report_end(ended, _RUNNER)
-    _print_advice(run.args)
+    _print_advice(run.args, _compute_advice(run.args))
     return ended.code
 
 

@@ -40,8 +40,9 @@ def _thin_timeline(d, limit=_MAX_TIMELINE_POINTS):
     if n <= limit:
         return
     step = -(-n // limit)
-    for key in ("traced", "peak", "rss"):
-        t[key] = [max(t[key][i:i + step]) for i in range(0, n, step)]
+    for key in ("traced", "peak", "rss", "native"):
+        if t.get(key) is not None:
+            t[key] = [max(t[key][i:i + step]) for i in range(0, n, step)]
     t["t_s"] = [t["t_s"][min(i + step, n) - 1] for i in range(0, n, step)]
 
 
@@ -82,6 +83,29 @@ def _split(cap):
                       "untouched pages, code, statically linked allocators)")
         shown += "</span>"
     return native, shown
+
+
+def _advice_section(cap):
+    """The "Advice" section: each suggestion's saving, text, blockers,
+    patch and diff, escaped here (no script builds it)."""
+    if cap.advice is None:
+        return ""
+    e = html.escape
+    out = ['<h2>Advice</h2><div id="advice">']
+    if not cap.advice:
+        out.append('<p class="note">Nothing to suggest above the threshold.</p>')
+    for a in cap.advice:
+        where = f' <span class="note">{e(shown(a["location"]))}</span>' if a["location"] else ""
+        out.append(f'<div class="advice"><h3>[{e(a["kind"])}] {e(shown(a["target"]))}: '
+                   f'save {e(format_size(a["saving"]))}{where}</h3><p>{e(a["text"])}</p>')
+        out.extend(f'<p class="blocker">blocker: {e(b)}</p>' for b in a["blockers"])
+        if a["patch"]:
+            out.append(f'<p class="note">patch:</p><pre>{e(a["patch"])}</pre>')
+        if a["diff"]:
+            out.append(f'<p class="note">as a diff (patch -p0):</p><pre>{e(a["diff"])}</pre>')
+        out.append("</div>")
+    out.append("</div>")
+    return "\n".join(out)
 
 
 def _payload(cap, view):
@@ -208,6 +232,7 @@ def render(cap, view="peak", _payload_text=None):
 <div id="timeline"></div>
 <h2>Top lines</h2>
 <table id="lines"><thead><tr><th class="num">bytes</th><th class="num">blocks</th><th>line</th><th>function</th></tr></thead><tbody></tbody></table>
+{_advice_section(cap)}
 <div id="classes"><h2>Top classes at exit</h2>
 <table><thead><tr><th class="num">bytes</th><th class="num">instances</th><th>class</th></tr></thead><tbody></tbody></table></div>
 <script type="application/json" id="memlens-data">{payload}</script>

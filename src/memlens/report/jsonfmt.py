@@ -17,13 +17,19 @@ Schema (``"schema": "memlens.report", "version": 1``)::
                                            # false: older capture, "allocated" is a lower bound
       },
       "timeline": {"interval_ms": float, "t_s": [float], "traced": [int],
-                   "peak": [int], "rss": [int]},
+                   "peak": [int], "rss": [int],
+                   "native": [int] | null},    # native share of traced (null: not recorded)
       "frames": [{"file": str, "line": int, "function": str}],
       "stacks": [{"frames": [int],         # indices into "frames", innermost first
                   "peak_bytes": int, "peak_blocks": int,
                   "exit_bytes": int, "exit_blocks": int,
                   "allocated_bytes": int, "allocated_blocks": int}],
       "classes": [{"name": str, "count": int, "bytes": int}] | null,
+      "advice": [{"kind": str, "target": str,   # `memlens run --advise` only
+                  "saving": int, "count": int,  # bytes the change saves; objects
+                  "text": str, "patch": str | null, "location": str | null,
+                  "blockers": [str],            # what must change first
+                  "diff": str | null}] | null,  # unified diff of the edit (patch -p0)
       # only for a run with child processes (memlens run's CAPTURE.d/):
       "processes": [{"pid": int, "ppid": int, "command": str, "status": str,
                      "exit_code": int | null, "start_time_ns": int,
@@ -34,6 +40,9 @@ Schema (``"schema": "memlens.report", "version": 1``)::
       "combined": {"peak_bytes": int, "peak_time_s": float | null,
                    "t_s": [float], "traced": [int]}   # total across processes
     }
+
+``meta`` leaves out the run metadata's raw "advice" entry: it is
+``"advice"``, parsed.
 
 The top-level meta, totals, frames, stacks and timeline are the first
 process's.  Times in "combined" are seconds since the first process
@@ -70,7 +79,7 @@ def to_dict(cap):
     return {
         "schema": SCHEMA,
         "version": VERSION,
-        "meta": dict(cap.meta),
+        "meta": {k: v for k, v in cap.meta.items() if k != "advice"},
         "totals": {
             "peak_bytes": cap.peak,
             "peak_time_s": cap.peak_time,
@@ -89,11 +98,14 @@ def to_dict(cap):
             "traced": [s.traced for s in cap.timeline],
             "peak": [s.peak for s in cap.timeline],
             "rss": [s.rss for s in cap.timeline],
+            "native": ([s.native for s in cap.timeline]
+                       if cap.timeline and cap.timeline[0].native is not None else None),
         },
         "frames": frames,
         "stacks": stacks,
         "classes": None if cap.classes is None else
         [{"name": c.name, "count": c.count, "bytes": c.bytes} for c in cap.classes],
+        "advice": None if cap.advice is None else [dict(a) for a in cap.advice],
     }
 
 

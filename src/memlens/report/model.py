@@ -71,6 +71,7 @@ class Sample:
     traced: int     # traced bytes
     peak: int       # traced high-water mark so far
     rss: int        # resident set size, bytes (0 if unknown)
+    native: Optional[int] = None  # the native blocks' share of traced (None: not recorded)
 
 
 @result
@@ -100,9 +101,13 @@ class Capture:
     # a capture of native=False or of a memlens before native tracing).
     native_at_peak: Optional[int] = field(default=None, init=False)
     native_at_exit: Optional[int] = field(default=None, init=False)
+    # The advisor's suggestions of `memlens run --advise` (the run metadata's
+    # "advice" entry, JSON): a list of dicts (ADVICE_FIELDS), or None.
+    advice: Optional[List[dict]] = field(default=None, init=False)
 
     def __post_init__(self):
         self.duration_s, self.start_time_ns = _meta_numbers(self.meta)
+        self.advice = _meta_advice(self.meta)
         if self.meta.get("native") == "1":
             self.native_at_peak = _meta_bytes(self.meta, "native_peak_bytes", self.peak)
             self.native_at_exit = _meta_bytes(self.meta, "native_exit_bytes", self.total)
@@ -174,6 +179,36 @@ def _meta_bytes(meta, key, most):
     return int(text)
 
 
+# The fields of one advice in a capture, and the JSON types each may have.
+ADVICE_FIELDS = {"kind": (str,), "target": (str,), "saving": (int,), "count": (int,),
+                 "text": (str,), "patch": (str, type(None)), "location": (str, type(None)),
+                 "blockers": (list,), "diff": (str, type(None))}
+
+
+def _meta_advice(meta):
+    """The run metadata's "advice" entry as a list of dicts, None without
+    one; ValueError when it is not what `memlens run --advise` writes."""
+    text = meta.get("advice")
+    if text is None:
+        return None
+    # Imported here, not with the module: `memlens run` imports this module
+    # before the program runs, and the program's own `import json` must
+    # still be the program's (the traced run's figures depend on it).
+    import json
+
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    ok = isinstance(items, list) and all(
+        isinstance(a, dict) and set(a) == set(ADVICE_FIELDS)
+        and all(isinstance(a[k], t) and not isinstance(a[k], bool) for k, t in ADVICE_FIELDS.items())
+        and all(isinstance(b, str) for b in a["blockers"]) for a in items)
+    if not ok:
+        raise ValueError("run metadata advice is not a list of advice")
+    return items
+
+
 def _meta_numbers(meta):
     """(duration_s, start_time_ns) of the run metadata, None where absent;
     ValueError naming the entry when one is not a number in range (pprof
@@ -241,6 +276,9 @@ def load(path):
                 st.alloc_count += acount
     stacks = list(merged.values())
     timeline = [Sample(t / 1e9, cur, pk, rss) for t, cur, pk, rss in struct.iter_unpack("<4Q", tl)]
+    if raw.native:  # as many as the samples: the engine checked
+        timeline = [Sample(s.t, s.traced, s.peak, s.rss, n)
+                    for s, (n,) in zip(timeline, struct.iter_unpack("<Q", raw.native))]
     try:
         return Capture(
             stacks=stacks,

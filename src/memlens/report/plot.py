@@ -19,6 +19,8 @@ def render(cap, path):
     if any(s.rss for s in cap.timeline):
         ax.plot(t, [s.rss / MIB for s in cap.timeline], color="#999999", label="RSS")
     ax.plot(t, [s.traced / MIB for s in cap.timeline], color="#264d7a", label="traced")
+    if cap.timeline and cap.timeline[0].native is not None:
+        ax.plot(t, [s.native / MIB for s in cap.timeline], color="#e07b00", label="of which native")
     when = cap.peak_time
     if when is not None:
         ax.axvline(when, color="#d32f2f", linestyle="--", linewidth=1)

@@ -217,7 +217,7 @@
     });
   }
 
-  /* Timeline: traced bytes and RSS, peak marked. */
+  /* Timeline: traced bytes (and their native share) and RSS, peak marked. */
   function renderTimeline() {
     var box = document.getElementById("timeline"), t = data.timeline;
     if (!t.t_s.length) { box.appendChild(el("p", { "class": "note" }, "No timeline in this capture.")); return; }
@@ -249,6 +249,7 @@
     }
     if (t.rss.some(function (v) { return v > 0; })) { line(t.rss, "#999", "RSS"); }
     line(t.traced, "#264d7a", "traced bytes");
+    if (t.native) { line(t.native, "#e07b00", "of which native blocks"); }
     if (data.totals.peak_time_s !== null) {
       var px = X(data.totals.peak_time_s), mk = document.createElementNS(ns, "line");
       mk.setAttribute("x1", px); mk.setAttribute("x2", px); mk.setAttribute("y1", 10);
@@ -264,7 +265,8 @@
       text(px + 4, 20, "peak " + fmt(data.totals.peak_bytes) + " at " + data.totals.peak_time_s.toFixed(2) + " s");
     }
     box.appendChild(svg);
-    box.appendChild(el("div", { "class": "note" }, "blue: traced bytes; grey: RSS; red: the peak"));
+    box.appendChild(el("div", { "class": "note" }, "blue: traced bytes" +
+      (t.native ? "; orange: of which native blocks (C extensions' malloc/mmap)" : "") + "; grey: RSS; red: the peak"));
   }
 
   function renderClasses() {

@@ -5,6 +5,7 @@
 #include "bindings.h"
 #include "capture/cap_format.h"
 #include "capture/cap_run.h"
+#include "tracer/trace_hooks.h"
 
 PyDoc_STRVAR(cap_run_write_doc,
              "cap_run_write(path, table, meta, interval_ms, timeline, classes, native=b'')\n\n"
@@ -23,6 +24,7 @@ cap_run_write_py(PyObject *m, PyObject *args)
     Py_buffer tl = {NULL, NULL};
     cap_writer w;
     int w_ready = 0;
+    int paused = 0;
     PyObject *result = NULL;
 
     Py_buffer native = {0};
@@ -55,7 +57,12 @@ cap_run_write_py(PyObject *m, PyObject *args)
 
     /* The whole file is built in memory, snapshot sections first (so that
      * Snapshot.load() reads a run capture too), and written only once every
-     * meta entry and class row has been accepted. */
+     * meta entry and class row has been accepted.  Not traced: a process
+     * of a run writes its capture while it is traced (the periodic writes
+     * of a followed child, _follow.py), and memlens' buffer is not the
+     * program's memory. */
+    trace_thread_pause();
+    paused = 1;
     if (cap_writer_init(&w) < 0) {
         goto done;
     }
@@ -81,6 +88,9 @@ cap_run_write_py(PyObject *m, PyObject *args)
 done:
     if (w_ready) {
         cap_writer_free(&w);
+    }
+    if (paused) {
+        trace_thread_resume();
     }
     PyBuffer_Release(&tl);
     if (native.buf != NULL) {

@@ -20,6 +20,7 @@ not (``allocated_statistics``).
 
 import atexit
 import os
+import sys
 
 from memlens import _core
 from memlens._util import check_int, format_bytes, result
@@ -47,8 +48,17 @@ _KEY_TYPES = ("lineno", "filename", "function", "traceback")
 MAX_FRAMES = 512
 
 
-def start(frames=16, sample_bytes=0, native=True):
+def start(frames=16, sample_bytes=0, native=True, children=False):
     """Start tracing allocations, recording up to `frames` frames per stack.
+
+    ``children=True`` also traces every Python process this one starts from
+    now on (forked, multiprocessing workers, subprocesses of a Python that
+    can load this memlens), as ``memlens run`` does: each writes its own
+    capture into the directory ``memlens-<pid>.mlcap.d`` (``children`` may
+    also be that directory's path), and ``memlens report
+    memlens-<pid>.mlcap`` lists them.  This process's own figures stay in
+    its snapshots.  stop() ends following (children already started keep
+    tracing themselves).
 
     ``sample_bytes=0`` traces every block exactly.  ``sample_bytes=N`` samples
     allocations with a Poisson process over allocated bytes (mean interval N
@@ -68,7 +78,19 @@ def start(frames=16, sample_bytes=0, native=True):
     check_int("sample_bytes", sample_bytes, 0, word="not")
     if not isinstance(native, bool):
         raise TypeError(f"native must be True or False, not {type(native).__name__}")
+    directory = None
+    if children is not False and children is not None:
+        name = f"memlens-{os.getpid()}.mlcap.d" if children is True else os.fspath(children)
+        directory = os.path.abspath(name)
+        os.makedirs(directory, exist_ok=True)  # OSError now, not in the children
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write the children's captures to {directory!r}: permission denied")
     _core.trace_start(frames, sample_bytes, native)
+    if directory is not None:
+        from memlens import _follow
+
+        # The timeline interval of `memlens run`'s default (10 ms).
+        _follow.install(_core, (directory, frames, sample_bytes, 10.0, native), runner=(__file__,))
 
 
 def native_memory():
@@ -105,7 +127,11 @@ def ensure_exact(what):
 
 
 def stop():
-    """Stop tracing and free the tracer's tables (a no-op when not tracing)."""
+    """Stop tracing and free the tracer's tables (a no-op when not tracing);
+    children started from now on are not followed."""
+    follow = sys.modules.get("memlens._follow")
+    if follow is not None and follow._opts is not None and not follow.recording():
+        follow.uninstall()
     _core.trace_stop()
 
 
@@ -158,9 +184,19 @@ class trace:
         return False
 
 
+def _stop_at_exit():
+    # A process whose children are followed (memlens._follow) writes its
+    # capture at exit and stops the tracer then; this handler, registered
+    # later in a child that imports memlens, runs first and must leave it.
+    follow = sys.modules.get("memlens._follow")
+    if follow is not None and follow.recording():
+        return
+    stop()
+
+
 # Stop before the interpreter tears down the objects the stack table refers
 # to (registered at import, so it runs after the user's own atexit handlers).
-atexit.register(stop)
+atexit.register(_stop_at_exit)
 
 
 @result

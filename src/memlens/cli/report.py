@@ -27,6 +27,9 @@ def add_parser(sub):
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout "
                    "(required for pprof on a terminal)")
     p.add_argument("--limit", type=int, default=15, metavar="N", help="rows per text table (default 15)")
+    p.add_argument("--pid", type=int, metavar="PID",
+                   help="a run with child processes (CAPTURE.d/): report this process only "
+                        "(default: all of them; collapsed and pprof merge them with a pid label)")
     p.set_defaults(func=main)
     return p
 
@@ -34,19 +37,39 @@ def add_parser(sub):
 def main(args):
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    check_capture_path(args.capture)
+    from memlens.report import processes
+
+    multi = processes.has_children(args.capture) or (
+        not os.path.exists(args.capture) and os.path.isdir(processes.bundle_of(args.capture)))
+    if not multi:
+        check_capture_path(args.capture)
+    elif os.path.exists(args.capture):
+        check_capture_path(args.capture)
     if args.output:
         check_output_path(args.output)
     elif args.format == "pprof" and sys.stdout.isatty():
         raise UsageError("pprof output is binary: give -o FILE")
+    run = None
     with Progress("reading capture"):
-        cap = read_capture("memlens report", args.capture)
-    if cap is None:
-        return 1
+        if multi or args.pid is not None:
+            run = _read_run(args.capture)
+            if run is None:
+                return 1
+            cap = run.root.capture if run.root is not None else None
+            if args.pid is not None:
+                cap = _select(run, args.pid)
+                run = None
+            elif len(run.processes) == 1 and cap is not None:
+                run = None
+        else:
+            cap = read_capture("memlens report", args.capture)
+            if cap is None:
+                return 1
     error = None
     with Progress(f"rendering {args.format}"):
         try:
-            out = render(cap, args.format, args.view, args.limit)
+            out = render(cap, args.format, args.view, args.limit) if run is None else \
+                _render_run(run, args.format, args.view, args.limit)
         except OutputTooLarge as e:
             error = str(e)
         except MemoryError:
@@ -54,7 +77,7 @@ def main(args):
     if error is not None:
         sys.stderr.write(f"memlens report: error: {error}\n")
         return 1
-    if args.format == "collapsed" and args.view == "allocated" and not cap.allocated_exact:
+    if args.format == "collapsed" and args.view == "allocated" and cap is not None and not cap.allocated_exact:
         # Folded stacks have no room for a note (the other formats carry one).
         sys.stderr.write("memlens report: note: the allocated view is a lower bound for this capture "
                          "(from an older memlens, without cumulative totals): per stack, the larger "
@@ -82,3 +105,53 @@ def main(args):
             os.close(devnull)
             return 1
     return 0
+
+
+def _read_run(path):
+    """The Run of `path` and its bundle, or None after a one-line error."""
+    from memlens.report import model, processes
+
+    try:
+        return processes.load_run(path)
+    except model.CaptureReadError as e:
+        raise UsageError(str(e)) from None
+    except model.CaptureError as e:
+        sys.stderr.write(f"memlens report: error: {e}\n")
+        return None
+
+
+def _select(run, pid):
+    """The capture of process `pid` (UsageError when there is none)."""
+    found = run.find(pid)
+    if not found:
+        pids = ", ".join(str(p.pid) for p in run.processes[:20])
+        raise UsageError(f"--pid {pid}: no such process in this capture (processes: {pids})")
+    traced = [p for p in found if p.capture is not None]
+    if not traced:
+        raise UsageError(f"--pid {pid}: that process was not traced ({found[0].status})")
+    if len(found) > 1:
+        sys.stderr.write(f"memlens report: note: pid {pid} was used by {len(found)} processes of "
+                         f"this run; showing the first\n")
+    return traced[0].capture
+
+
+def _render_run(run, fmt, view, limit):
+    """The report of every process of a run."""
+    from memlens.report import collapsed, html, jsonfmt, pprof, text
+
+    root = run.root.capture if run.root is not None else None
+    if fmt == "text":
+        out = text.processes(run, view)
+        if root is not None:
+            out += "\nFirst process (--pid N for another):\n" + text.render(root, view, limit)
+        return out
+    if fmt == "json":
+        return jsonfmt.render_run(run)
+    if fmt == "html":
+        return html.render_run(run, view)
+    if fmt == "collapsed":
+        return collapsed.render_run(run, view)
+    from memlens.report.model import Capture
+
+    parts = [(p.pid, p.capture) for p in run.processes if p.capture is not None]
+    return pprof.render(root if root is not None else Capture(stacks=[]), parts)

@@ -13,6 +13,7 @@ tracing, run, write the capture, print the summary.
 """
 
 import os
+import re
 import signal
 import sys
 import time
@@ -45,7 +46,10 @@ _CENSUS_ROWS = 50
 # Options of `memlens run` that take a value; everything from the first
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
-_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native"}
+_FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native",
+              "--no-children"}
+# The files of a child's capture in the bundle directory (_follow.py).
+_BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
 
 def split_argv(argv):
@@ -90,6 +94,7 @@ def add_parser(sub):
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
+              "[--no-children] "
               "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
@@ -104,6 +109,9 @@ def add_parser(sub):
     p.add_argument("--interval", type=float, default=10.0, metavar="MS",
                    help="timeline sampling interval in milliseconds (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    p.add_argument("--no-children", dest="children", action="store_false",
+                   help="trace this process only (default: every Python process it starts too, "
+                        "each written into CAPTURE.d/)")
     # --lines (memlens.lineprof): see _run_lines().
     p.add_argument("--lines", action="store_true",
                    help="line-by-line memory profile of the functions decorated with @profile "
@@ -200,6 +208,9 @@ class _Run:
         self.program = _runner.Program(args.script, args.module, args.args)
         # output values
         self.output = None       # absolute path of the capture to write
+        self.bundle = None       # the children's directory (None: --no-children)
+        self.marker = False      # a start marker was written at `output`
+        self.killed = False      # ended by a fatal signal
         self.command = None      # the command line, for the capture's metadata
         self.ended = None        # how the program ended (_runner.Ended)
         self.table = None        # the tracer's table at the end (None: stopped by the program)
@@ -263,10 +274,32 @@ def _prepare_output(run):
         if args.module is None and _same_file(output, args.script):
             raise UsageError(f"refusing to write the capture over the program itself: {output!r}")
         run.output = os.path.abspath(output)
+        if args.children and not args.lines:
+            run.bundle = _prepare_bundle(run.output)
     if args.module is None:
         run.command = " ".join(["memlens run", args.script] + list(args.args))
     else:
         run.command = " ".join(["memlens run -m", args.module] + list(args.args))
+
+
+def _prepare_bundle(output):
+    """The directory the children's captures go to (created by the first
+    child), checked now; what an earlier run left in it is removed."""
+    from memlens import _follow
+
+    bundle = output + _follow.BUNDLE_SUFFIX
+    if os.path.lexists(bundle):
+        if not os.path.isdir(bundle):
+            raise UsageError(f"cannot write the children's captures to {bundle!r}: it is not a directory")
+        if not os.access(bundle, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write the children's captures to {bundle!r}: permission denied")
+        for name in os.listdir(bundle):
+            if _BUNDLE_FILE.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(bundle, name))
+                except OSError as e:
+                    raise UsageError(f"cannot clear {bundle!r}: {e.strerror or e}") from None
+    return bundle
 
 
 def _prepare_program(run):
@@ -286,11 +319,44 @@ def _start_tracing(run):
     from memlens import capture
 
     run.pid = _getpid()
+    if run.bundle is not None:
+        from memlens import _core, _follow
+
+        _follow.install(_core, (run.bundle, run.args.frames, run.args.sample_bytes, run.args.interval,
+                                run.args.native),
+                        runner=_runner.runner_files(*_RUNNER))
     run.start_ns = time.time_ns()
     run.t0 = time.monotonic()
     memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
+    if run.bundle is not None:
+        _write_marker(run)
     capture.start_timeline(run.args.interval)
     _catch_fatal_signals(run)
+
+
+def _write_marker(run):
+    """With children followed: the capture file says "running" from the
+    start, so that a run whose first process is killed (SIGKILL) still
+    names it next to its children's captures.  Only over a regular file:
+    never replace /dev/null or a FIFO."""
+    import memlens
+    from memlens import capture
+
+    if os.path.lexists(run.output) and not os.path.isfile(run.output):
+        return
+    meta = _metadata(run, None)
+    meta["status"] = "running"
+    # Through a symlink to its target, as the final write goes.
+    target = os.path.realpath(run.output)
+    tmp = f"{target}.{run.pid}.tmp"
+    try:
+        capture.write(tmp, capture.take_table(), meta, 0.0, b"")
+        os.replace(tmp, target)
+        run.marker = True
+    except (OSError, ValueError):
+        pass  # the final write reports a capture that cannot be written
+    # What the marker allocated is memlens', not the program's.
+    memlens.reset_peak()
 
 
 def _catch_fatal_signals(run):
@@ -301,9 +367,15 @@ def _catch_fatal_signals(run):
     it would replace the default."""
 
     def on_signal(signum, frame):
+        if _getpid() != run.pid and run.bundle is not None:
+            from memlens import _follow
+
+            _follow.on_fatal_signal(signum)  # a forked child: its own capture
+            return
         signal.signal(signum, signal.SIG_DFL)
         if _getpid() == run.pid and run.ended is None:
             run.ended = _runner.Ended(128 + signum)
+            run.killed = True
             run.table = _take_table_quietly()
             run.native = _native_memory()
             run.duration = time.monotonic() - run.t0
@@ -350,6 +422,13 @@ def _run_program(run):
         return False
     run.ended = ended
     if _getpid() != run.pid:
+        if run.bundle is not None:
+            # A forked child: its traceback, then its own capture.
+            from memlens import _follow
+
+            _runner.report_end(run.ended, _RUNNER)
+            _follow.finish(ended.code)
+            return False
         capture.stop_timeline()
         memlens.stop()
         _runner.report_end(run.ended, _RUNNER)
@@ -365,12 +444,12 @@ def _run_program(run):
 def _metadata(run, code):
     import memlens
 
-    return {
+    meta = {
         "command": run.command,
         "argv": "\n".join(sys.argv),
         "python": sys.version.split()[0],
         "exit_code": str(code),
-        "duration_s": f"{run.duration:.6f}",
+        "duration_s": "" if run.duration is None else f"{run.duration:.6f}",
         "start_time_ns": str(run.start_ns),
         "interval_ms": f"{run.args.interval:g}",
         "frames": str(run.args.frames),
@@ -380,6 +459,18 @@ def _metadata(run, code):
         "memlens": memlens.__version__,
         "runner_files": "\n".join(sorted(_runner.runner_files(*_RUNNER))),
     }
+    if code is None:  # the start marker
+        del meta["exit_code"], meta["duration_s"]
+    if run.bundle is not None:
+        from memlens import _follow
+
+        meta.update(pid=str(run.pid), ppid=str(os.getppid()), status="killed" if run.killed else "ended",
+                    children=os.path.basename(run.bundle))
+        if run.duration is not None:
+            meta["end_time_ns"] = str(run.start_ns + int(run.duration * 1e9))
+        if _follow._reaped:
+            meta["reaped"] = "\n".join(_follow._reaped)
+    return meta
 
 
 def _write_capture(run, census=True):
@@ -403,6 +494,11 @@ def _write_capture(run, census=True):
         meta = _metadata(run, code)
         if run.table is None:
             _emit("memlens run: error: the program stopped the tracer (memlens.stop()): no capture written\n")
+            if run.marker:
+                try:
+                    os.unlink(run.output)
+                except OSError:
+                    pass
             return False
         try:
             native = native if meta.get("native") == "1" else b""
@@ -428,7 +524,16 @@ def _summary(run):
         # census and advice, the program's own exit code must survive.
         _emit(f"memlens: no summary: {e}\n")
         return
-    _emit("\n" + text.summary(cap))
+    summary = None
+    if run.bundle is not None:
+        from memlens.report import processes
+
+        if processes.has_children(run.output):
+            try:
+                summary = text.run_summary(processes.load_run(run.output))
+            except model.CaptureError as e:
+                _emit(f"memlens: no summary of the child processes: {e}\n")
+    _emit("\n" + (summary or text.summary(cap)))
     _emit(f"\nmemlens: capture written to {run.output}\n"
           f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
 

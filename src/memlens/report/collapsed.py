@@ -85,3 +85,13 @@ def render(cap, view="peak"):
             f"store each frame once")
     lines = sorted((";".join(texts[i] for i in key) or empty, v) for key, v in rows)
     return "".join(f"{k} {v}\n" for k, v in lines)
+
+
+def render_run(run, view="peak"):
+    """Folded stacks of every traced process of a run (report/processes.py),
+    each line's outermost frame ``pid N``."""
+    out = []
+    for p in run.processes:
+        if p.capture is not None:
+            out += [f"pid {p.pid};{line}" for line in render(p.capture, view).splitlines()]
+    return "".join(line + "\n" for line in sorted(out))

@@ -108,13 +108,92 @@ def _advice_section(cap):
     return "\n".join(out)
 
 
-def render(cap, view="peak"):
+def _payload(cap, view):
     d = jsonfmt.to_dict(cap)
     _thin_timeline(d)
     d["default_view"] = view
     d["shown"] = _shown(d)
     # ensure_ascii (the default): surrogates and U+2028/9 are \u escapes.
-    payload = json.dumps(d, separators=(",", ":")).translate(_SCRIPT_SAFE)
+    return json.dumps(d, separators=(",", ":")).translate(_SCRIPT_SAFE)
+
+
+def _combined_svg(run):
+    """The combined timeline: total traced bytes across the processes at
+    each moment, its peak marked (drawn here: one polyline)."""
+    points, peak, when = run.combined()
+    if len(points) > _MAX_TIMELINE_POINTS:  # keep each bucket's maximum
+        step = -(-len(points) // _MAX_TIMELINE_POINTS)
+        points = [max(points[i:i + step], key=lambda p: p[1]) for i in range(0, len(points), step)]
+    if not points:
+        return '<p class="note">No timeline samples.</p>'
+    w, h, left, bottom = 900.0, 200.0, 70.0, 20.0
+    tmax = max(points[-1][0], 1e-9)
+    ymax = max(peak, 1)
+
+    def xy(t, v):
+        return left + (w - left - 10) * t / tmax, h - bottom - (h - bottom - 10) * v / ymax
+
+    path = "".join(("L" if i else "M") + "%.1f,%.1f" % xy(t, v) for i, (t, v) in enumerate(points))
+    px, py = xy(when or 0.0, peak)
+    return (f'<svg id="combined" width="{w:.0f}" height="{h:.0f}" viewBox="0 0 {w:.0f} {h:.0f}">'
+            f'<path d="{path}" fill="none" stroke="#c33" stroke-width="1.5"/>'
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#c33"/>'
+            f'<text x="{px + 6:.1f}" y="{max(py, 12):.1f}" font-size="12">combined peak '
+            f'{format_size(peak)} at {when or 0:.2f} s</text>'
+            f'<text x="2" y="14" font-size="11">{format_size(ymax)}</text>'
+            f'<text x="{w - 60:.0f}" y="{h - 4:.0f}" font-size="11">{tmax:.2f} s</text></svg>')
+
+
+def _process_section(run):
+    """The process selector (each process's report is in the page; the
+    choice is kept in the URL's #fragment) and the combined timeline."""
+    e = html.escape
+    options = []
+    for i, (depth, p) in enumerate(run.tree()):
+        indent = "\u2003" * depth  # an em space per level of the tree
+        label = (f"{indent}pid {p.pid}: {format_size(p.peak_bytes)} peak, "
+                 f"{shown(p.command, 80)}" + ("" if p.status == "ended" else f" [{shown(p.status)}]"))
+        options.append(f'<option value="{i}">{e(label)}</option>')
+    points, peak, when = run.combined()
+    return (f'<h2>Processes ({len(run.processes)})</h2>\n'
+            f'<p class="totals"><span><b>Combined peak:</b> {format_size(peak)}'
+            f'{"" if when is None else f" at {when:.2f} s"}</span> (traced memory of all processes '
+            f'at the same moment)</p>\n{_combined_svg(run)}\n'
+            f'<p><label>Process: <select id="process">{"".join(options)}</select></label></p>\n')
+
+
+# Before report.js runs: the chosen process's data becomes the page's.
+_SELECT_JS = """(function () {
+  var sel = document.getElementById("process");
+  var i = parseInt((location.hash || "#0").slice(1), 10) || 0;
+  var src = document.getElementById("memlens-proc-" + i) || document.getElementById("memlens-proc-0");
+  document.getElementById("memlens-data").textContent = src.textContent;
+  sel.value = src.id.slice(13);
+  sel.addEventListener("change", function () { location.hash = sel.value; location.reload(); });
+})();"""
+
+
+def render_run(run, view="peak"):
+    """The page of a run with child processes: the selector and the
+    combined timeline above the chosen process's report."""
+    tree = [p for _, p in run.tree()]
+    shown_cap = next((p.capture for p in tree if p.capture is not None), None)
+    from memlens.report.model import Capture
+
+    empty = Capture(stacks=[])
+    scripts = "".join(f'<script type="application/json" id="memlens-proc-{i}">'
+                      f'{_payload(p.capture if p.capture is not None else empty, view)}</script>\n'
+                      for i, p in enumerate(tree))
+    page = render(shown_cap if shown_cap is not None else empty, view, _payload_text="")
+    head, sep, rest = page.partition('<h2>Flame graph</h2>')
+    page = head + _process_section(run) + sep + rest
+    marker = '<script type="application/json" id="memlens-data">'
+    return page.replace(marker, scripts + marker, 1).replace(
+        "</script>\n<script>\n", f"</script>\n<script>\n{_SELECT_JS}\n</script>\n<script>\n", 1)
+
+
+def render(cap, view="peak", _payload_text=None):
+    payload = _payload(cap, view) if _payload_text is None else _payload_text
     title = shown(cap.meta.get("command") or "memlens capture", _MAX_TITLE)
     when = cap.peak_time
     native, rss = _split(cap)

@@ -29,11 +29,24 @@ Schema (``"schema": "memlens.report", "version": 1``)::
                   "saving": int, "count": int,  # bytes the change saves; objects
                   "text": str, "patch": str | null, "location": str | null,
                   "blockers": [str],            # what must change first
-                  "diff": str | null}] | null   # unified diff of the edit (patch -p0)
+                  "diff": str | null}] | null,  # unified diff of the edit (patch -p0)
+      # only for a run with child processes (memlens run's CAPTURE.d/):
+      "processes": [{"pid": int, "ppid": int, "command": str, "status": str,
+                     "exit_code": int | null, "start_time_ns": int,
+                     "peak_bytes": int, "exit_bytes": int, "duration": float | null,
+                     "complete": bool,     # false: did not end while traced
+                     "frames": [...], "stacks": [...],      # as above, its own
+                     "timeline": {...}}],                    # as above, its own
+      "combined": {"peak_bytes": int, "peak_time_s": float | null,
+                   "t_s": [float], "traced": [int]}   # total across processes
     }
 
 ``meta`` leaves out the run metadata's raw "advice" entry: it is
 ``"advice"``, parsed.
+
+The top-level meta, totals, frames, stacks and timeline are the first
+process's.  Times in "combined" are seconds since the first process
+started.
 """
 
 import json
@@ -96,5 +109,34 @@ def to_dict(cap):
     }
 
 
+def process_dict(p):
+    d = {"pid": p.pid, "ppid": p.ppid, "command": p.command, "status": p.status,
+         "exit_code": p.exit_code, "start_time_ns": p.start_ns, "peak_bytes": p.peak_bytes,
+         "exit_bytes": p.exit_bytes, "duration": p.duration_s, "complete": p.complete}
+    if p.capture is not None:
+        c = to_dict(p.capture)
+        d.update(frames=c["frames"], stacks=c["stacks"], timeline=c["timeline"])
+    else:
+        d.update(frames=[], stacks=[], timeline=None)
+    return d
+
+
+def run_dict(run):
+    """The report of a run with child processes (report/processes.py)."""
+    root = run.root.capture if run.root is not None and run.root.capture is not None else None
+    from memlens.report.model import Capture
+
+    d = to_dict(root if root is not None else Capture(stacks=[]))
+    d["processes"] = [process_dict(p) for p in run.processes]
+    points, peak, when = run.combined()
+    d["combined"] = {"peak_bytes": peak, "peak_time_s": None if when is None else round(when, 6),
+                     "t_s": [round(t, 6) for t, _ in points], "traced": [v for _, v in points]}
+    return d
+
+
 def render(cap):
     return json.dumps(to_dict(cap), indent=1) + "\n"
+
+
+def render_run(run):
+    return json.dumps(run_dict(run), indent=1) + "\n"

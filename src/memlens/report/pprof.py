@@ -70,9 +70,12 @@ class _Strings:
         return i
 
 
-def encode_profile(cap):
-    """The un-gzipped Profile message."""
+def encode_profile(cap, pids=None):
+    """The un-gzipped Profile message.  `pids`: [(pid, Capture)] to merge
+    the processes of a run, each sample labelled ``pid`` (`cap` gives the
+    duration and start time)."""
     strings = _Strings()
+    parts = [(None, cap)] if pids is None else pids
     out = bytearray()
     for typ, unit in (("alloc_objects", "count"), ("alloc_space", "bytes"),
                       ("inuse_objects", "count"), ("inuse_space", "bytes")):
@@ -82,37 +85,39 @@ def encode_profile(cap):
     body_fn = bytearray()
     body_loc = bytearray()
     frame_loc = {}  # Frame -> its location id, as a varint: once per distinct frame
-    for s in cap.stacks:
-        asz, acnt = s.value("allocated")
-        if not (asz or acnt or s.size or s.count):
-            continue
-        # (A bytearray: bytes.join would hold an 80-byte buffer per frame.)
-        loc_ids = bytearray()
-        for f in s.frames:
-            lid = frame_loc.get(f)
-            if lid is None:
-                fid = functions.get((f.function, f.filename))
-                if fid is None:
-                    fid = functions[(f.function, f.filename)] = len(functions) + 1
-                    body_fn += _field_bytes(_FUNCTION, _field_varint(1, fid)
-                                            + _field_varint(2, strings(f.function))
-                                            + _field_varint(3, strings(f.function))
-                                            + _field_varint(4, strings(f.filename)))
-                n = locations.get((fid, f.lineno))
-                if n is None:
-                    n = locations[(fid, f.lineno)] = len(locations) + 1
-                    line = _field_varint(1, fid) + _field_varint(2, f.lineno)
-                    body_loc += _field_bytes(_LOCATION, _field_varint(1, n) + _field_bytes(4, line))
-                lid = frame_loc[f] = _varint(n)
-            loc_ids += lid
-        sample = _field_bytes(1, bytes(loc_ids)) if loc_ids else b""
-        sample += _packed(2, [acnt, asz, s.count, s.size])
-        out += _field_bytes(_SAMPLE, sample)
+    for pid, part in parts:
+        label = b"" if pid is None else _field_bytes(3, _field_varint(1, strings("pid")) + _field_varint(3, pid))
+        for s in part.stacks:
+            asz, acnt = s.value("allocated")
+            if not (asz or acnt or s.size or s.count):
+                continue
+            # (A bytearray: bytes.join would hold an 80-byte buffer per frame.)
+            loc_ids = bytearray()
+            for f in s.frames:
+                lid = frame_loc.get(f)
+                if lid is None:
+                    fid = functions.get((f.function, f.filename))
+                    if fid is None:
+                        fid = functions[(f.function, f.filename)] = len(functions) + 1
+                        body_fn += _field_bytes(_FUNCTION, _field_varint(1, fid)
+                                                + _field_varint(2, strings(f.function))
+                                                + _field_varint(3, strings(f.function))
+                                                + _field_varint(4, strings(f.filename)))
+                    n = locations.get((fid, f.lineno))
+                    if n is None:
+                        n = locations[(fid, f.lineno)] = len(locations) + 1
+                        line = _field_varint(1, fid) + _field_varint(2, f.lineno)
+                        body_loc += _field_bytes(_LOCATION, _field_varint(1, n) + _field_bytes(4, line))
+                    lid = frame_loc[f] = _varint(n)
+                loc_ids += lid
+            sample = _field_bytes(1, bytes(loc_ids)) if loc_ids else b""
+            sample += _packed(2, [acnt, asz, s.count, s.size]) + label
+            out += _field_bytes(_SAMPLE, sample)
     out += body_loc
     out += body_fn
     # Profile.comment: a capture without cumulative totals has only the
     # lower bound in the alloc_* types; `go tool pprof -comments` shows this.
-    comment = None if cap.allocated_exact else strings(
+    comment = None if all(c.allocated_exact for _, c in parts) else strings(
         "alloc_objects and alloc_space are a lower bound: this capture (from an older memlens) has "
         "no cumulative totals, so per stack they are the larger of what was live at the peak and "
         "at exit")
@@ -128,6 +133,6 @@ def encode_profile(cap):
     return bytes(out)
 
 
-def render(cap):
+def render(cap, pids=None):
     # mtime=0: the same capture gives the same bytes.
-    return gzip.compress(encode_profile(cap), mtime=0)
+    return gzip.compress(encode_profile(cap, pids), mtime=0)

@@ -141,3 +141,51 @@ def render(cap, view="peak", limit=15):
         out.append("")
         out += _classes(cap, limit)
     return "\n".join(out) + "\n"
+
+
+# ---- a run of several processes (report/processes.py) -----------------------
+
+
+def _process_line(p, depth):
+    indent = "  " * depth + ("└ " if depth else "")
+    if p.capture is None:
+        figures = f"{'-':>10}  {'-':>10}"
+    else:
+        figures = f"{format_size(p.peak_bytes):>10}  {format_size(p.exit_bytes):>10}"
+    code = "?" if p.exit_code is None else str(p.exit_code)
+    took = "?" if p.duration_s is None else f"{p.duration_s:.2f} s"
+    status = "" if p.status == "ended" else f"  [{shown(p.status)}]"
+    if p.capture is not None and not p.complete:
+        status = (f"  [{'killed' if p.status == 'running' and p.exit_code is not None else shown(p.status)}; "
+                  "incomplete: figures up to its last write]")
+    return (f"  {indent}{p.pid:<7} {figures}  {took:>8}  {code:>4}  "
+            f"{shown(p.command, 120)}{status}")
+
+
+def processes(run, view="peak", top=3):
+    """The processes as a tree: pid, peak, still allocated at exit,
+    duration, exit code and command, each with its top lines in `view`."""
+    points, peak, when = run.combined()
+    out = [f"memlens: {len(run.processes)} processes; combined peak {format_size(peak)}"
+           + ("" if when is None else f" at {when:.2f} s")
+           + " (traced memory of all processes at the same moment)"]
+    out.append(f"  {'pid':<9} {'peak':>10}  {'at exit':>10}  {'time':>8}  {'exit':>4}  command")
+    short = path_shortener()
+    for depth, p in run.tree():
+        out.append(_process_line(p, depth))
+        if p.capture is None or not top:
+            continue
+        pad = "  " * depth + ("  " if depth else "")
+        for f, size, _count in p.capture.lines(view)[:top]:
+            out.append(f"  {pad}    {format_size(size):>10}  {shown(short(f.filename))}:{f.lineno} "
+                       f"{shown(f.function)}")
+    return "\n".join(out) + "\n"
+
+
+def run_summary(run, limit=5):
+    """What `memlens run` prints for a run with children: the process
+    tree, then the first process's summary."""
+    out = processes(run)
+    if run.root is not None and run.root.capture is not None:
+        out += "\nFirst process:\n" + summary(run.root.capture, limit)
+    return out

@@ -153,6 +153,7 @@ def test_fork_grandchild_exec_and_exit_codes(tmp_path, run_memlens, run_python, 
     assert any(p.status == "exec" and p.pid == execd.pid for p in run.processes)
 
 
+@pytest.mark.slow
 def test_fifty_short_lived_children_in_parallel(tmp_path, run_memlens, write):
     # GIVEN 50 children forked at once, each allocating i * 10 kB
     write(tmp_path / "many.py", """\
@@ -418,6 +419,7 @@ def test_a_damaged_child_capture_is_listed_not_fatal(tmp_path, run_memlens, writ
     assert "unreadable:" in r.stdout and r.stdout.startswith("memlens: 2 processes")
 
 
+@pytest.mark.slow
 def test_html_process_selector_shows_the_chosen_process(tmp_path, run_memlens, write, dump_dom):
     # GIVEN the HTML report of a run whose child and parent allocate on
     # different lines

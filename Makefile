@@ -13,7 +13,7 @@ C_FILES := $(CSRC_FILES) $(wildcard tests/*/ext/*.c)
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --prefer-binary --no-build-isolation -e '.[test]'
 	touch $@
 
 # Rebuild the extension in place whenever a C file changes.

@@ -423,14 +423,14 @@ def test_a_pandas_pipeline_peak_matches_tracemalloc():
     work()
     ours = memlens.traced_memory()[1] - base[0]
     theirs = tracemalloc.get_traced_memory()[1] - base[1]
-    native = memlens.native_memory()[1]
     memlens.stop()
     tracemalloc.stop()
     # THEN the peak is tracemalloc's (which sees pandas' numpy buffers
-    # through PyTraceMalloc_Track) within 2%, almost all of it native
+    # through PyTraceMalloc_Track) within 2%: each buffer counted once,
+    # whether numpy took it with malloc (native: numpy 2.4) or from
+    # PyMem_RawMalloc (numpy 2.5)
     assert theirs > 50_000_000
     assert ours == pytest.approx(theirs, rel=0.02)
-    assert native > 0.9 * ours
 
 
 def test_the_timeline_has_the_native_series(tmp_path, run_memlens, write):

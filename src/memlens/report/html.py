@@ -72,7 +72,7 @@ def _split(cap):
     """The peak's Python/native split and the max RSS, as totals spans."""
     native = ""
     if cap.native_at_peak is not None:
-        native = (f"<span><b>of which</b> Python objects {format_size(cap.peak - cap.native_at_peak)}, "
+        native = (f"<span><b>of which</b> Python's allocator {format_size(cap.peak - cap.native_at_peak)}, "
                   f"native blocks {format_size(cap.native_at_peak)}</span>\n")
     rss = max((s.rss for s in cap.timeline), default=0)
     shown = ""

@@ -83,7 +83,7 @@ def _header(cap):
     out.append(line)
     native = cap.native_at_peak
     if native is not None:
-        out.append(f"  of which Python objects {format_size(cap.peak - native)}, "
+        out.append(f"  of which Python's allocator {format_size(cap.peak - native)}, "
                    f"native blocks {format_size(native)} (C extensions' malloc/mmap)")
     if rss > cap.peak:
         out.append(f"  not traced at the RSS peak: {format_size(rss - cap.peak)} or more (allocator slack "

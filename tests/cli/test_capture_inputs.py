@@ -127,7 +127,7 @@ def test_report_loader_refuses_promptly_in_one_line(load_probe, hostile_file, tm
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_report_command_refuses_promptly_in_one_line(run_python, hostile_file, tmp_path, kind):
+def test_report_command_refuses_promptly_in_one_line(run_python, hostile_file, tmp_path, kind, sanitized):
     # GIVEN something that is not a capture, WHEN `memlens report` is given it
     path, _ = hostile_file(kind, tmp_path)
     # (a parent of its own, so that RUSAGE_CHILDREN is memlens' alone)
@@ -148,7 +148,10 @@ def test_report_command_refuses_promptly_in_one_line(run_python, hostile_file, t
     assert code == (2 if kind in UNREADABLE else 1), err
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
     assert took < 10.0, took  # the interpreter's start included
-    assert grew < 100 << 20, grew  # the whole process, imports included
+    # The whole process, imports included: 16 MiB here.  Under ASan every
+    # block the imports free stays in its 256 MiB quarantine, so the bound
+    # there only says that the file (2 GB sparse, /dev/zero) was not read.
+    assert grew < (400 if sanitized else 100) << 20, grew
 
 
 def test_a_capture_that_lies_about_its_counts_allocates_little(load_probe, tmp_path, capture_bytes):

@@ -46,14 +46,15 @@ def check_capture_path(path):
         raise UsageError(f"cannot read capture {path!r}: {what}")
 
 
-def read_capture(prog, path):
-    """The Capture in `path`, or None once `prog`'s one-line error is on
+def read_capture(prog, path, load=None):
+    """The Capture in `path` (or what `load(path)` makes of it: a run with
+    its children's bundle), or None once `prog`'s one-line error is on
     stderr (the caller exits 1) when it is not a valid capture.  A file that
     cannot be read at all is a UsageError (exit 2), like a missing one."""
     from memlens.report import model
 
     try:
-        return model.load(path)
+        return (load or model.load)(path)
     except model.CaptureReadError as e:
         raise UsageError(str(e)) from None
     except model.CaptureError as e:

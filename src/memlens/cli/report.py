@@ -52,7 +52,9 @@ def main(args):
     run = None
     with Progress("reading capture"):
         if multi or args.pid is not None:
-            run = _read_run(args.capture)
+            from memlens.report import processes
+
+            run = read_capture("memlens report", args.capture, processes.load_run)
             if run is None:
                 return 1
             cap = run.root.capture if run.root is not None else None
@@ -105,19 +107,6 @@ def main(args):
             os.close(devnull)
             return 1
     return 0
-
-
-def _read_run(path):
-    """The Run of `path` and its bundle, or None after a one-line error."""
-    from memlens.report import model, processes
-
-    try:
-        return processes.load_run(path)
-    except model.CaptureReadError as e:
-        raise UsageError(str(e)) from None
-    except model.CaptureError as e:
-        sys.stderr.write(f"memlens report: error: {e}\n")
-        return None
 
 
 def _select(run, pid):

@@ -437,3 +437,47 @@ def test_allocated_view_is_exact(tmp_path, run_memlens, write):
     html = run_memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
     assert html.returncode == 0
     assert "lower bound" not in (tmp_path / "r.html").read_text()
+
+
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def test_max_rss_is_the_programs_and_memlens_own_work_is_apart(tmp_path, run_python, write):
+    # GIVEN a program of 20,000 distinct stacks holding little memory (the
+    # shape of a real program's imports): reading its capture back for the
+    # summary takes more memory than the program did
+    write(tmp_path / "p.py", """\
+        import resource
+        keep = []
+        for i in range(20000):
+            ns = {}
+            exec(compile(f"def f():\\n    return [0] * {i % 50 + 1}\\n", f"gen{i}.py", "exec"), ns)
+            keep.append(ns["f"]())
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    """)
+    # WHEN it runs under `memlens run`, from a parent that reads the whole
+    # process's max RSS once it has ended
+    write(tmp_path / "parent.py", """\
+        import resource, subprocess, sys
+        r = subprocess.run([sys.executable, "-m", "memlens", "run", "-o", "c.mlcap", "p.py"],
+                           capture_output=True, text=True)
+        sys.stderr.write(r.stderr)
+        print(r.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    """)
+    r = run_python("parent.py", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    program_max, process_max = map(int, r.stdout.split())
+    # THEN the max RSS the summary shows is the timeline's, which ended with
+    # the program: its own max RSS at its last line (and the few pages the
+    # runner touches between that line and the last sample)
+    cap = model.load(tmp_path / "c.mlcap")
+    shown = max(s.rss for s in cap.timeline)
+    assert cap.timeline[-1].t <= float(cap.meta["duration_s"]) + 0.05
+    assert 0.8 * program_max <= shown <= program_max + (256 << 10)
+    # AND memlens's own end-of-run work is the rest of the process's max
+    # RSS, said apart (to the summary's one decimal)
+    line = next(ln for ln in r.stderr.splitlines() if "memlens itself:" in ln)
+    num, unit = line.split("memlens itself:")[1].split()[:2]
+    own = float(num) * _UNITS[unit]
+    assert process_max - max(shown, program_max) > 1 << 20
+    assert abs(own - (process_max - max(shown, program_max))) <= 0.06 * _UNITS[unit] + 8192

@@ -216,6 +216,8 @@ class _Run:
         self.table = None        # the tracer's table at the end (None: stopped by the program)
         self.native = (0, 0)     # native blocks' bytes at exit and at the peak (with the table)
         self.duration = None     # seconds the program ran
+        self.timeline = None     # (interval, samples, native): the sampler, stopped as the program ended
+        self.maxrss_end = 0      # the process's max RSS then (bytes)
         self.written = None      # (meta, interval, timeline, classes, native) of the capture written
         # temporary state
         self.pid = None          # the process that started tracing
@@ -391,6 +393,13 @@ def _catch_fatal_signals(run):
             pass
 
 
+def _max_rss():
+    """The process's max RSS so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _native_memory():
     """(at exit, at the peak): the native blocks' share, read with the table."""
     import memlens
@@ -433,8 +442,14 @@ def _run_program(run):
         memlens.stop()
         _runner.report_end(run.ended, _RUNNER)
         return False
-    # The table comes first: anything the runner allocates from here on
-    # (the timeline's bytes, signal handling) is not the program's.
+    # The timeline ends with the program: its last sample, and the max RSS
+    # the summary shows, must not include memlens's own end-of-run work
+    # (the table, the census, the capture, reading it back for the
+    # summary), which is measured apart (see _summary).
+    run.timeline = capture.stop_timeline()
+    run.maxrss_end = _max_rss()
+    # The table next: anything the runner allocates from here on (signal
+    # handling, the capture) is not the program's.
     run.table = capture.take_table()
     run.native = _native_memory()
     run.duration = time.monotonic() - run.t0
@@ -485,7 +500,9 @@ def _write_capture(run, census=True):
     # ignored until the file is complete.
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, timeline, native = capture.stop_timeline()
+        if run.timeline is None:  # ended by a fatal signal: the sampler still runs
+            run.timeline = capture.stop_timeline()
+        interval, timeline, native = run.timeline
         memlens.stop()
         classes = _census_rows() if census else None
         # Printed once the tracer is off: python's printing of the traceback
@@ -534,6 +551,12 @@ def _summary(run):
             except model.CaptureError as e:
                 _emit(f"memlens: no summary of the child processes: {e}\n")
     _emit("\n" + (summary or text.summary(cap)))
+    own = _max_rss() - max(run.maxrss_end, max((s.rss for s in cap.timeline), default=0))
+    if own >= 1 << 20:
+        # What memlens's end-of-run work (table, census, capture, this
+        # summary) took above the program's own high-water mark: not the
+        # program's, and not in the max RSS above.
+        _emit(f"  memlens itself: {text.format_size(own)} more max RSS after the program ended\n")
     _emit(f"\nmemlens: capture written to {run.output}\n"
           f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
 

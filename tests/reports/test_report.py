@@ -298,3 +298,29 @@ def test_malformed_advice_is_refused(make_capture, bad):
     # THEN the capture is refused with a ValueError naming the entry
     with pytest.raises(ValueError, match="advice"):
         Capture(cap.stacks, cap.total, cap.peak, meta=dict(cap.meta, advice=bad))
+
+
+def test_top_rows_are_the_sorted_views_first_rows():
+    # GIVEN a capture of many stacks with many ties: equal sizes and
+    # counts, equal frame labels in different stacks
+    import random
+
+    rnd = random.Random(7)
+    names = [Frame(f"m{i}.py", rnd.randrange(1, 4), f"f{i % 3}") for i in range(12)]
+    stacks = []
+    for i in range(3000):
+        frames = tuple(rnd.choice(names) for _ in range(rnd.randrange(1, 4)))
+        size = rnd.choice([0, 64, 64, 128, 1000, 5000])
+        stacks.append(StackStat(frames, size, rnd.choice([0, 1, 2]), rnd.choice([64, 64, 4096]), 1))
+    cap = Capture(stacks=stacks)
+    for view in ("peak", "leaks", "allocated"):
+        full = cap.view(view)
+        for limit in (1, 5, 15, 5000):
+            # WHEN only the first rows are asked for
+            rows, n, rest = cap.top(view, limit)
+            # THEN they are the full sort's first rows, in its order (the
+            # tie-break by frame labels included), and the rest adds up
+            assert [(id(s), b, c) for s, b, c in rows] == [(id(s), b, c) for s, b, c in full[:limit]]
+            assert n == len(full)
+            assert rest == sum(r[1] for r in full[limit:])
+        assert cap.view_counts(view) == (len(full), sum(r[2] for r in full))

@@ -20,6 +20,7 @@ result types (frozen, slotted dataclasses); :class:`StackStat` and the
 :func:`load` or by hand.
 """
 
+import heapq
 import math
 import struct
 from dataclasses import dataclass, field
@@ -126,18 +127,54 @@ class Capture:
                 best = s
         return None if best is None else best.t
 
-    def view(self, view):
-        """[(StackStat, bytes, blocks)] with bytes > 0, biggest first."""
+    def _values(self, view):
+        """[(StackStat, bytes, blocks)] with bytes or blocks > 0, in the
+        order of `stacks`."""
+        # StackStat.value, inlined for the two plain views (a method call
+        # per stack was most of a large summary's time)
+        if view == "peak":
+            return [(s, s.peak_size, s.peak_count) for s in self.stacks if s.peak_size > 0 or s.peak_count > 0]
+        if view == "leaks":
+            return [(s, s.size, s.count) for s in self.stacks if s.size > 0 or s.count > 0]
         rows = []
         for s in self.stacks:
             size, count = s.value(view)
             if size > 0 or count > 0:
                 rows.append((s, size, count))
+        return rows
+
+    def view_counts(self, view):
+        """(stacks, blocks) of `view`: how many rows view(view) has and
+        their blocks, without sorting them."""
+        rows = self._values(view)
+        return len(rows), sum(r[2] for r in rows)
+
+    def view(self, view):
+        """[(StackStat, bytes, blocks)] with bytes > 0, biggest first."""
+        rows = self._values(view)
         # Ties go by the stacks' frame labels (the same order in every view:
         # computed once per capture, _tie_positions).
         pos = self._tie_positions()
         rows.sort(key=lambda r: (-r[1], -r[2], pos[id(r[0])]))
         return rows
+
+    def top(self, view, limit):
+        """(rows, n, rest_bytes): the first `limit` rows of view(view), in
+        its order, how many rows it has, and the bytes of the others.  Only
+        the rows that can be among the first are sorted, and only their
+        frames labelled: a summary of a 100k-stack capture prints 5 rows."""
+        rows = self._values(view)
+        n = len(rows)
+        total = sum(r[1] for r in rows)
+        if n > limit:
+            kth = heapq.nlargest(limit, [(r[1], r[2]) for r in rows])[-1]
+            rows = [r for r in rows if (r[1], r[2]) >= kth]
+        # The label order restricted to these rows is the whole capture's
+        # order restricted to them: ranks over a subset keep their order.
+        ranks = _label_ranks(r[0] for r in rows)
+        rows.sort(key=lambda r: (-r[1], -r[2], tuple(map(ranks.__getitem__, map(id, r[0].frames)))))
+        shown = rows[:limit]
+        return shown, n, total - sum(r[1] for r in shown)
 
     def _tie_positions(self):
         """{id(stack): its rank by frame labels} for the stacks now in
@@ -161,7 +198,7 @@ class Capture:
         """Bytes and blocks per innermost line (file, line, function),
         biggest first: the "top lines" table."""
         acc = {}
-        for s, size, count in self.view(view):
+        for s, size, count in self._values(view):
             f = s.frames[0] if s.frames else Frame("<unknown>", 0, "")
             a = acc.setdefault((f.filename, f.lineno), [f, 0, 0])
             a[1] += size

@@ -42,13 +42,14 @@ def _stack_label(frames, labels, callers=2):
     return text
 
 
-def _table(rows, limit, labels):
+def _table(cap, view, limit, labels):
+    """The top `limit` stacks of `view` and a line for the rest."""
+    rows, n, rest = cap.top(view, limit)
     out = [f"  {'bytes':>10}  {'blocks':>8}  location"]
-    for frames, size, count in rows[:limit]:
-        out.append(f"  {format_size(size):>10}  {count:>8}  {_stack_label(frames, labels)}")
-    if len(rows) > limit:
-        rest = sum(r[1] for r in rows[limit:])
-        out.append(f"  {format_size(rest):>10}  {'':>8}  ... {len(rows) - limit} more stacks")
+    for s, size, count in rows:
+        out.append(f"  {format_size(size):>10}  {count:>8}  {_stack_label(s.frames, labels)}")
+    if n > limit:
+        out.append(f"  {format_size(rest):>10}  {'':>8}  ... {n - limit} more stacks")
     if not rows:
         out.append("  (nothing)")
     return out
@@ -89,9 +90,8 @@ def _header(cap):
         out.append(f"  not traced at the RSS peak: {format_size(rss - cap.peak)} or more (allocator slack "
                    "and fragmentation, untouched pages, code and libraries, statically linked allocators"
                    + (")" if native is not None else "; native blocks: run without --no-native)"))
-    leaks = cap.view("leaks")
-    out.append(f"Still allocated at exit: {format_size(cap.total)} in "
-               f"{sum(r[2] for r in leaks)} blocks from {len(leaks)} stacks")
+    stacks, blocks = cap.view_counts("leaks")
+    out.append(f"Still allocated at exit: {format_size(cap.total)} in {blocks} blocks from {stacks} stacks")
     return out
 
 
@@ -108,10 +108,10 @@ def summary(cap, limit=5):
     labels = Labels(_frame_label)
     out.append("")
     out.append(_VIEW_TITLES["peak"] + ":")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view("peak")], limit, labels)
+    out += _table(cap, "peak", limit, labels)
     out.append("")
     out.append(_VIEW_TITLES["leaks"] + ":")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view("leaks")], limit, labels)
+    out += _table(cap, "leaks", limit, labels)
     if cap.classes is not None:
         out.append("")
         out += _classes(cap, limit)
@@ -129,7 +129,7 @@ def render(cap, view="peak", limit=15):
         # captures from before the tracer kept cumulative totals
         title += " (lower bound: max of peak and exit per stack)"
     out.append(f"{title}: {format_size(cap.view_total(view))}")
-    out += _table([(s.frames, b, n) for s, b, n in cap.view(view)], limit, Labels(_frame_label))
+    out += _table(cap, view, limit, Labels(_frame_label))
     out.append("")
     out.append("Top lines:")
     out.append(f"  {'bytes':>10}  {'blocks':>8}  line")

@@ -149,7 +149,9 @@ class Capture:
         acc = {}
         for s, size, count in self.view(view):
             f = s.frames[0] if s.frames else Frame("<unknown>", 0, "")
-            a = acc.setdefault((f.filename, f.lineno), [f, 0, 0])
+            # A folded import frame (report/fold.py) is a line of its own.
+            key = (f.filename, f.lineno) if type(f) is Frame else f
+            a = acc.setdefault(key, [f, 0, 0])
             a[1] += size
             a[2] += count
         rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))

@@ -199,7 +199,7 @@
     var k = VIEW_KEYS[state.view], acc = {};
     data.stacks.forEach(function (s) {
       if (!s[k + "_bytes"] || !s.frames.length) { return; }
-      var fi = s.frames[0], f = data.frames[fi], key = f.file + ":" + f.line;
+      var fi = s.frames[0], f = data.frames[fi], key = SHOWN[fi][4];
       var a = acc[key] || (acc[key] = { f: f, shown: SHOWN[fi], bytes: 0, blocks: 0 });
       a.bytes += s[k + "_bytes"]; a.blocks += s[k + "_blocks"];
     });
@@ -211,7 +211,7 @@
       var tr = el("tr");
       tr.appendChild(el("td", { "class": "num" }, fmt(r.bytes)));
       tr.appendChild(el("td", { "class": "num" }, String(r.blocks)));
-      tr.appendChild(el("td", {}, r.shown[2] + ":" + r.f.line));
+      tr.appendChild(el("td", {}, r.shown[4]));
       tr.appendChild(el("td", {}, r.shown[3]));
       tb.appendChild(tr);
     });

@@ -147,10 +147,14 @@ def _combined_svg(run):
 
     path = "".join(("L" if i else "M") + "%.1f,%.1f" % xy(t, v) for i, (t, v) in enumerate(points))
     px, py = xy(when or 0.0, peak)
+    # Right of the marker, or left of it in the right half (a peak at the
+    # last sample): the label (about 200 px) stays inside the picture.
+    lx, anchor = (px - 6, "end") if px > w / 2 else (px + 6, "start")
     return (f'<svg id="combined" width="{w:.0f}" height="{h:.0f}" viewBox="0 0 {w:.0f} {h:.0f}">'
             f'<path d="{path}" fill="none" stroke="#c33" stroke-width="1.5"/>'
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#c33"/>'
-            f'<text x="{px + 6:.1f}" y="{max(py, 12):.1f}" font-size="12">combined peak '
+            f'<text id="combined-peak-label" x="{lx:.1f}" y="{max(py, 12):.1f}" text-anchor="{anchor}" '
+            f'font-size="12">combined peak '
             f'{format_size(peak)} at {when or 0:.2f} s</text>'
             f'<text x="2" y="14" font-size="11">{format_size(ymax)}</text>'
             f'<text x="{w - 60:.0f}" y="{h - 4:.0f}" font-size="11">{tmax:.2f} s</text></svg>')

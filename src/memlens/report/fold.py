@@ -30,7 +30,12 @@ The rule (docs/cli.md, "Import frames"):
   ``import ? (<innermost import-system function>)``.
 
 Folding works on distinct frames and distinct stacks, each once: a capture
-of 100,000 stacks costs one pass over their frames.
+of 100,000 stacks costs one pass over their frames.  The per-frame caches
+are keyed by the frame object's id (a loaded capture has one object per
+distinct frame; the folder keeps every frame it saw, so that no id is
+reused while it lives): hashing a Frame (a dataclass) costs a Python call,
+and the pass over every frame of every stack makes none, only C-level
+look-ups.
 """
 
 import dataclasses
@@ -81,15 +86,26 @@ class Folder:
     dictionary look-ups."""
 
     def __init__(self):
-        self._machinery = {}   # Frame -> bool
-        self._modules = {}     # Frame -> module name or None
+        self._machinery = {}   # id(frame) -> is it the import system's?
+        self._modules = {}     # id(frame) -> module name or None, for frames just inside a run
+        self._seen = []        # every frame of those keys: their ids stay theirs
+        self._canon = {}       # id(frame) -> the first frame seen equal to it
+        self._by_value = {}    # Frame -> (that first frame, is it the import system's)
         self._packages = {}    # directory -> its dotted package prefix ("" if none)
         self._frames = {}      # label -> ImportFrame
 
     def _is_machinery(self, f):
-        m = self._machinery.get(f)
+        m = self._machinery.get(id(f))
         if m is None:
-            m = self._machinery[f] = type(f) is not ImportFrame and is_import_system(f.filename)
+            # A hash per frame object: once per distinct frame in a loaded
+            # capture, whose equal frames are one object.
+            first, m = self._by_value.get(f) or (f, None)
+            if m is None:
+                m = type(f) is not ImportFrame and is_import_system(f.filename)
+                self._by_value[f] = (f, m)
+            self._machinery[id(f)] = m
+            self._canon[id(f)] = first
+            self._seen.append(f)
         return m
 
     def _package(self, d):
@@ -124,12 +140,13 @@ class Folder:
         return ".".join(rel)
 
     def _module(self, f):
-        if f in self._modules:
-            return self._modules[f]
+        if id(f) in self._modules:
+            return self._modules[id(f)]
         name = None
         if f.function == "<module>" and type(f) is not ImportFrame:
             name = self.module_name(f.filename) or None
-        self._modules[f] = name
+        self._modules[id(f)] = name
+        self._seen.append(f)
         return name
 
     def _import_frame(self, label):
@@ -139,38 +156,61 @@ class Folder:
         return fr
 
     def __call__(self, frames):
-        machinery = self._is_machinery
-        if not any(map(machinery, frames)):
+        flags = list(map(self._machinery.get, map(id, frames)))  # None: not seen yet
+        if None in flags:
+            for k, m in enumerate(flags):
+                if m is None:
+                    flags[k] = self._is_machinery(frames[k])
+        if True not in flags:
             return frames
+        # The folded stack holds the first of equal frames: stacks that fold
+        # alike hold the same objects (fold_capture merges them by id).  The
+        # frames between runs are copied by C-level maps, a run is found
+        # with list.index: no Python step per frame.
         out = []
+        canon = self._canon.__getitem__
         i, n = 0, len(frames)
         while i < n:
-            f = frames[i]
-            if not machinery(f):
-                out.append(f)
-                i += 1
-                continue
-            j = i + 1
-            while j < n and machinery(frames[j]):
-                j += 1
-            name = self._module(frames[i - 1]) if i else None
-            out.append(self._import_frame(f"import {name}" if name else f"import ? ({f.function})"))
-            i = j
+            j = _index(flags, True, i, n)
+            out.extend(map(canon, map(id, frames[i:j])))
+            if j == n:
+                break
+            k = _index(flags, False, j, n)
+            name = self._module(frames[j - 1]) if j else None
+            out.append(self._import_frame(f"import {name}" if name else f"import ? ({frames[j].function})"))
+            i = k
         return tuple(out)
+
+
+def _index(flags, value, start, end):
+    # The first index from `start` where `flags` holds `value`, else `end`.
+    try:
+        return flags.index(value, start)
+    except ValueError:
+        return end
 
 
 def fold_capture(cap, folder=None):
     """`cap` with every stack folded, stacks that fold alike merged (their
     numbers summed); `cap` itself if no stack has import-system frames."""
     folder = folder or Folder()
+    stacks = []
+    # Only folded stacks can become equal to another (the others are the
+    # capture's own, already distinct, and hold no ImportFrame).  They are
+    # keyed by their frames' ids: a folded stack holds one object per
+    # distinct frame (Folder.__call__), and one ImportFrame per label.
     merged = {}
-    changed = False
     for s in cap.stacks:
         fr = folder(s.frames)
-        changed = changed or fr is not s.frames
-        st = merged.get(fr)
+        if fr is s.frames:
+            stacks.append(s)
+            continue
+        key = tuple(map(id, fr))
+        st = merged.get(key)
         if st is None:
-            merged[fr] = StackStat(fr, s.size, s.count, s.peak_size, s.peak_count, s.alloc_size, s.alloc_count)
+            merged[key] = st = StackStat(fr, s.size, s.count, s.peak_size, s.peak_count, s.alloc_size,
+                                         s.alloc_count)
+            stacks.append(st)
             continue
         st.size += s.size
         st.count += s.count
@@ -181,6 +221,6 @@ def fold_capture(cap, folder=None):
             st.alloc_count = (st.alloc_count or 0) + (s.alloc_count or 0)
         else:
             st.alloc_size = st.alloc_count = None
-    if not changed:
+    if not merged:
         return cap
-    return dataclasses.replace(cap, stacks=list(merged.values()))
+    return dataclasses.replace(cap, stacks=stacks)

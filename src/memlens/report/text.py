@@ -53,10 +53,22 @@ def _stack_label(frames, labels, callers=2):
 def _merge_alike(rows, labels, callers=2):
     """`rows` with those that would print alike merged, bytes and blocks
     summed, biggest first: keyed by the label numbers of the frames shown
-    and whether the row is cut (one tuple per row, no string built)."""
+    and whether the row is cut (one tuple per row, no string built).  The
+    numbers are looked up by the frame object's id first (`rows` hold the
+    frames while this runs, so no id is reused): hashing a Frame is a
+    Python call per frame, a look-up by id none."""
     acc = {}
+    ids = {}
+    get = ids.get
     for frames, size, count in rows:
-        key = (tuple(map(labels.id, frames[:1 + callers])), len(frames) > 1 + callers)
+        shown = frames[:1 + callers]
+        numbers = tuple(map(get, map(id, shown)))
+        if None in numbers:
+            for f in shown:
+                if id(f) not in ids:
+                    ids[id(f)] = labels.id(f)
+            numbers = tuple(map(get, map(id, shown)))
+        key = (numbers, len(frames) > 1 + callers)
         a = acc.get(key)
         if a is None:
             acc[key] = [frames, size, count]

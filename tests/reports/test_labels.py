@@ -76,3 +76,25 @@ def test_plot_peak_label_inside_the_axes(where):
         assert not ax.get_legend().get_window_extent(renderer).overlaps(box)
     finally:
         plt.close(fig)
+
+
+class _Run:
+    """What html._combined_svg reads of a run: its combined timeline."""
+
+    def __init__(self, points):
+        self.points = points
+
+    def combined(self):
+        peak = max(self.points, key=lambda p: p[1])
+        return self.points, peak[1], peak[0]
+
+
+@pytest.mark.parametrize("where, anchor", [("first", "start"), ("last", "end")])
+def test_combined_peak_label_sits_on_the_inner_side_of_the_marker(where, anchor):
+    # GIVEN a run whose combined peak is at its first / last moment
+    points = [(i * 0.1, (10 - i if where == "first" else i + 1) << 20) for i in range(10)]
+    svg = html._combined_svg(_Run(points))
+    # THEN the label runs from the marker towards the middle of the picture
+    start = svg.index('<text id="combined-peak-label"')
+    label = svg[start:svg.index(">", start)]
+    assert f'text-anchor="{anchor}"' in label, label

@@ -42,10 +42,9 @@ import dataclasses
 import os
 import re
 
-from memlens._util import result
 from memlens.report.model import Frame, StackStat
 
-__all__ = ["ImportFrame", "Folder", "fold_capture"]
+__all__ = ["IMPORT_FILE", "ImportFrame", "Folder", "fold_capture", "is_import_system"]
 
 _FROZEN = frozenset({"<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>",
                      "<frozen zipimport>"})
@@ -57,11 +56,13 @@ _FROZEN_NAME = re.compile(r"<frozen ([A-Za-z_][\w.]*)>\Z")
 IMPORT_FILE = "<import>"
 
 
-@result
 class ImportFrame(Frame):
     """The frames of one import folded into one: ``function`` is its label,
-    ``import numpy.core.multiarray`` (a distinct type: it never equals a
-    recorded frame, whatever names a capture holds)."""
+    ``import numpy.core.multiarray``.  A distinct type: Frame's ``==``
+    compares the class too, so it never equals a recorded frame, whatever
+    names a capture holds."""
+
+    __slots__ = ()
 
     def label(self):
         return self.function

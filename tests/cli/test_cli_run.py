@@ -520,3 +520,87 @@ def test_the_program_starts_with_the_modules_python_gives_it(tmp_path, run_memle
     got = int(ours.stdout.split("\n")[0])
     assert expected > 500_000  # 1.0 MB on 3.9, 2.8 MB on 3.11
     assert 0.75 * expected <= got <= 1.15 * expected, (got, expected)
+
+
+def _table(out, title):
+    """The rows of the text table under the line starting with `title`:
+    [(bytes text, blocks, location)]."""
+    lines = out.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith(title)) + 2
+    rows = []
+    while i < len(lines) and lines[i].strip() and "more stacks" not in lines[i]:
+        size, unit, count, location = lines[i].split(None, 3)
+        rows.append((f"{size} {unit}", int(count), location))
+        i += 1
+    return rows
+
+
+def test_imports_fold_into_one_frame_named_after_the_module(tmp_path, run_memlens, write):
+    # GIVEN a program importing pkg.mod, which allocates 5 MiB at import
+    # time, and the bytes tracemalloc gives that line
+    import tracemalloc
+    tracemalloc.start()
+    here = sys._getframe().f_lineno + 1
+    data = bytearray(5 * 1024 * 1024)
+    snap = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    del data
+    exact = sum(s.size for s in snap.statistics("lineno") if s.traceback[0].filename == __file__
+                and s.traceback[0].lineno == here)
+    (tmp_path / "pkg").mkdir()
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "mod.py", "data = bytearray(5 * 1024 * 1024)\n")
+    write(tmp_path / "prog.py", "import pkg.mod\nimport json\n")
+    # WHEN memlens runs it
+    r = run_memlens("run", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the summary's first row is the module's line under one frame,
+    # "import pkg.mod", with the bytes of that line
+    first = _table(r.stderr, "Top stacks at the peak")[0]
+    assert first[2] == "mod.py:1 <module>  <- import pkg.mod  <- prog.py:1 <module>", r.stderr
+    assert first[0] == "5.0 MiB"
+    from memlens.report import fold
+
+    cap = model.load(tmp_path / "c.mlcap")
+    (row,) = [s for s in fold.fold_capture(cap).stacks if [f.label() for f in s.frames[:2]] ==
+              ["mod.py:1 <module>", "import pkg.mod"]]
+    assert row.peak_size == row.size == exact
+    # and the report folds the same way; --keep-import-frames shows the
+    # frames as recorded, in report and in run's summary
+    rep = run_memlens("report", "c.mlcap", cwd=tmp_path)
+    assert _table(rep.stdout, "Top stacks at the peak")[0][2] == first[2]
+    assert "<frozen importlib._bootstrap>" not in rep.stdout
+    raw = run_memlens("report", "c.mlcap", "--keep-import-frames", cwd=tmp_path)
+    top = _table(raw.stdout, "Top stacks at the peak")[0][2]
+    assert top.startswith("mod.py:1 <module>  <- <frozen importlib._bootstrap>:") and "import pkg.mod" not in top
+    again = run_memlens("run", "-o", "d.mlcap", "--keep-import-frames", "prog.py", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "<frozen importlib._bootstrap>" in _table(again.stderr, "Top stacks at the peak")[0][2]
+    # and no two rows of a table print alike: they merged
+    for out in (rep.stdout, raw.stdout, r.stderr, again.stderr):
+        for title in ("Top stacks at the peak", "Still allocated at exit (leak"):
+            if title in out:
+                locations = [loc for _, _, loc in _table(out, title)]
+                assert len(set(locations)) == len(locations), out
+    # the json export keeps the frames as recorded
+    js = run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path).stdout
+    assert "_find_and_load" in js and "import pkg.mod" not in js
+
+
+@pytest.mark.slow
+def test_html_report_draws_the_folded_import(tmp_path, run_memlens, write, dump_dom):
+    # GIVEN the HTML report of a program that imports pkg.mod
+    (tmp_path / "pkg").mkdir()
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "mod.py", "data = bytearray(5 * 1024 * 1024)\n")
+    write(tmp_path / "prog.py", "import pkg.mod\n")
+    assert run_memlens("run", "-q", "-o", "c.mlcap", "prog.py", cwd=tmp_path).returncode == 0
+    for args, name in (((), "folded.html"), (("--keep-import-frames",), "raw.html")):
+        r = run_memlens("report", "c.mlcap", "--format", "html", "-o", name, *args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    # WHEN a browser draws them, THEN the flame graph has one box "import
+    # pkg.mod" above the module's line; kept, the import system's frames
+    folded = dump_dom((tmp_path / "folded.html").as_uri())
+    assert 'data-name="import pkg.mod"' in folded and "_find_and_load (" not in folded
+    raw = dump_dom((tmp_path / "raw.html").as_uri())
+    assert 'data-name="import pkg.mod"' not in raw and 'data-name="_find_and_load (' in raw

@@ -47,7 +47,7 @@ _CENSUS_ROWS = 50
 # non-option (the script) or from -m's argument on belongs to the program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
 _FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native",
-              "--no-children"}
+              "--no-children", "--keep-import-frames"}
 # The files of a child's capture in the bundle directory (_follow.py).
 _BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
@@ -94,7 +94,7 @@ def add_parser(sub):
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
-              "[--no-children] "
+              "[--no-children] [--keep-import-frames] "
               "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module) [args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
@@ -109,6 +109,9 @@ def add_parser(sub):
     p.add_argument("--interval", type=float, default=10.0, metavar="MS",
                    help="timeline sampling interval in milliseconds (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    p.add_argument("--keep-import-frames", action="store_true",
+                   help="the summary shows the import system's frames as recorded (default: each "
+                        "import's frames folded into one frame, 'import X'; the capture keeps them)")
     p.add_argument("--no-children", dest="children", action="store_false",
                    help="trace this process only (default: every Python process it starts too, "
                         "each written into CAPTURE.d/)")
@@ -574,10 +577,11 @@ def _summary(run):
 
         if processes.has_children(run.output):
             try:
-                summary = text.run_summary(processes.load_run(run.output))
+                summary = text.run_summary(processes.load_run(run.output),
+                                           keep_import_frames=run.args.keep_import_frames)
             except model.CaptureError as e:
                 _emit(f"memlens: no summary of the child processes: {e}\n")
-    _emit("\n" + (summary or text.summary(cap)))
+    _emit("\n" + (summary or text.summary(cap, keep_import_frames=run.args.keep_import_frames)))
     own = _max_rss() - max(run.maxrss_end, max((s.rss for s in cap.timeline), default=0))
     if own >= 1 << 20:
         # What memlens's end-of-run work (table, census, capture, this

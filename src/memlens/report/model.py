@@ -20,7 +20,6 @@ result types (frozen, slotted dataclasses); :class:`StackStat` and the
 :func:`load` or by hand.
 """
 
-import heapq
 import math
 import struct
 from dataclasses import dataclass, field
@@ -158,24 +157,6 @@ class Capture:
         rows.sort(key=lambda r: (-r[1], -r[2], pos[id(r[0])]))
         return rows
 
-    def top(self, view, limit):
-        """(rows, n, rest_bytes): the first `limit` rows of view(view), in
-        its order, how many rows it has, and the bytes of the others.  Only
-        the rows that can be among the first are sorted, and only their
-        frames labelled: a summary of a 100k-stack capture prints 5 rows."""
-        rows = self._values(view)
-        n = len(rows)
-        total = sum(r[1] for r in rows)
-        if n > limit:
-            kth = heapq.nlargest(limit, [(r[1], r[2]) for r in rows])[-1]
-            rows = [r for r in rows if (r[1], r[2]) >= kth]
-        # The label order restricted to these rows is the whole capture's
-        # order restricted to them: ranks over a subset keep their order.
-        ranks = _label_ranks(r[0] for r in rows)
-        rows.sort(key=lambda r: (-r[1], -r[2], tuple(map(ranks.__getitem__, map(id, r[0].frames)))))
-        shown = rows[:limit]
-        return shown, n, total - sum(r[1] for r in shown)
-
     def _tie_positions(self):
         """{id(stack): its rank by frame labels} for the stacks now in
         `stacks` (recomputed when the list changes).  Labels are compared
@@ -200,7 +181,9 @@ class Capture:
         acc = {}
         for s, size, count in self._values(view):
             f = s.frames[0] if s.frames else Frame("<unknown>", 0, "")
-            a = acc.setdefault((f.filename, f.lineno), [f, 0, 0])
+            # A folded import frame (report/fold.py) is a line of its own.
+            key = (f.filename, f.lineno) if type(f) is Frame else f
+            a = acc.setdefault(key, [f, 0, 0])
             a[1] += size
             a[2] += count
         rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))

@@ -7,6 +7,7 @@ CPython layouts), api/ (the public Python API), cli/ (the memlens command),
 reports/ (renderers, tested on hand-built models)."""
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -169,6 +170,48 @@ def make_capture():
 
     make.frames = (a, b, c)
     return make
+
+
+@pytest.fixture(scope="session")
+def go_pprof(tmp_path_factory):
+    """go_pprof(path) -> (sample types, [(values, [(function, file, line),
+    ...innermost first])]) as Go's own pprof reads the profile at `path`
+    (`go tool pprof -raw`; skips when go is not installed: .ci/run installs
+    Debian's golang-go)."""
+    go = shutil.which("go")
+    home = tmp_path_factory.mktemp("go-home")
+
+    def read(path):
+        if go is None:
+            pytest.skip("go is not installed (CI installs golang-go: .ci/run)")
+        env = dict(os.environ, HOME=str(home), GOCACHE=str(home / "cache"), PPROF_TMPDIR=str(home))
+        r = subprocess.run([go, "tool", "pprof", "-raw", str(path)], capture_output=True, text=True,
+                           timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        i = lines.index("Samples:")
+        types = [t.replace("[dflt]", "") for t in lines[i + 1].split()]
+        j = lines.index("Locations")
+        locations = {}
+        for line in lines[j + 1:]:
+            if line.startswith("Mappings"):
+                break
+            # "  12: 0x0 M=1 function file:line s=0" (a file may hold spaces:
+            # "<frozen importlib._bootstrap>"); a name pprof shortens (it
+            # drops "<...>" as C++ template arguments: "<module>") is shown
+            # shortened, then whole in parentheses
+            m = re.match(r"\s*(\d+): 0x0 M=1 (\S*) (.*):(\d+) s=0(?:\((.*)\))?$", line)
+            assert m is not None, line
+            locations[int(m[1])] = (m[5] if m[5] is not None else m[2], m[3], int(m[4]))
+        samples = []
+        for line in lines[i + 2:j]:
+            m = re.match(r"\s*(-?\d+(?:\s+-?\d+)*):((?:\s+\d+)*)\s*$", line)
+            if m is None:  # a label line of the sample above ("pid:[123]")
+                continue
+            samples.append(([int(v) for v in m[1].split()], [locations[int(x)] for x in m[2].split()]))
+        return types, samples
+
+    return read
 
 
 @pytest.fixture(scope="session")

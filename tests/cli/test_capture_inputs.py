@@ -76,7 +76,7 @@ def latin1_capture(run_python, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_report_format_escapes_the_latin1_name(run_memlens, latin1_capture, tmp_path, fmt):
+def test_every_report_format_escapes_the_latin1_name(run_memlens, latin1_capture, tmp_path, fmt, go_pprof):
     # GIVEN the capture of caf\xe9.py, WHEN reported in each format
     cap, script = latin1_capture
     dest = tmp_path / f"report.{fmt}"
@@ -87,6 +87,9 @@ def test_every_report_format_escapes_the_latin1_name(run_memlens, latin1_capture
     data = dest.read_bytes()
     if fmt == "pprof":
         data = gzip.decompress(data)
+        # Go's pprof reads it, the name as the profile escaped it
+        _, samples = go_pprof(dest)
+        assert any(f.endswith("caf\\xe9.py") for _, frames in samples for _, f, _ in frames)
     if fmt == "json":
         # JSON keeps names as recorded: the \udce9 escape reads back as the
         # same str

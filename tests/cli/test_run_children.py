@@ -297,7 +297,7 @@ def test_unwritable_bundle_is_one_line_before_the_program_runs(tmp_path, run_mem
         assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_reports_of_a_run_with_children(tmp_path, run_memlens, write):
+def test_reports_of_a_run_with_children(tmp_path, run_memlens, write, go_pprof):
     # GIVEN a run with one forked child holding 4 MB at exit
     write(tmp_path / "r.py", """\
         import os
@@ -335,6 +335,9 @@ def test_reports_of_a_run_with_children(tmp_path, run_memlens, write):
     assert all(ln.startswith(("pid ",)) for ln in folded.splitlines())
     assert run_memlens("report", "c.mlcap", "--format", "pprof", "-o", "p.pb.gz", cwd=tmp_path).returncode == 0
     assert b"pid" in gzip.decompress((tmp_path / "p.pb.gz").read_bytes())
+    # and Go's pprof reads it: both processes' bytes at exit are in it
+    _, samples = go_pprof(tmp_path / "p.pb.gz")
+    assert sum(v[3] for v, _ in samples) == sum(rows[pid]["exit_bytes"] for pid in rows)
     # html: a process selector with both, and the combined timeline
     page = run_memlens("report", "c.mlcap", "--format", "html", cwd=tmp_path).stdout
     assert page.count('<option value="') == 2 and 'id="combined"' in page

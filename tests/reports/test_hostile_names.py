@@ -178,10 +178,11 @@ def _packed(b):
     return vals
 
 
-def test_pprof_names_each_frame_once(hostile):
+def test_pprof_names_each_frame_once(hostile, tmp_path, go_pprof):
     from memlens.report import model
 
-    prof = _decode(gzip.decompress(pprof.render(model.load(hostile))))
+    rendered = pprof.render(model.load(hostile))
+    prof = _decode(gzip.decompress(rendered))
     # one function and one location, the name once in the string table,
     # and the sample's stack is 25,000 references to location 1
     assert len(prof[5]) == 1 and len(prof[4]) == 1
@@ -189,7 +190,11 @@ def test_pprof_names_each_frame_once(hostile):
     (sample,) = prof[2]
     s = _decode(sample)
     assert _packed(s[1][0]) == [1] * DEPTH
-    assert _packed(s[2][0]) == [2, 2000, 1, 1000]  # no ALOC: allocated = max(peak, exit)
+    assert _packed(s[2][0]) == [2, 2000, 1, 1000, 2, 2000]  # no ALOC: allocated = max(peak, exit)
+    # and Go's pprof reads it: one sample, 25,000 frames deep
+    (tmp_path / "p.pb.gz").write_bytes(rendered)
+    _, samples = go_pprof(tmp_path / "p.pb.gz")
+    assert [(v, len(frames)) for v, frames in samples] == [([2, 2000, 1, 1000, 2, 2000], DEPTH)]
 
 
 # ---- the HTML report ----------------------------------------------------

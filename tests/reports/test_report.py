@@ -164,8 +164,18 @@ def test_pprof_profile_decodes(make_capture):
     assert strings[0] == ""
     types = [(strings[decode(t)[1][0]], strings[decode(t)[2][0]]) for t in prof[1]]
     assert types == [("alloc_objects", "count"), ("alloc_space", "bytes"),
-                     ("inuse_objects", "count"), ("inuse_space", "bytes")]
+                     ("inuse_objects", "count"), ("inuse_space", "bytes"),
+                     ("peak_objects", "count"), ("peak_space", "bytes")]
     assert strings[prof[14][0]] == "inuse_space"
+    # a memory profile as pprof-based tools expect: space/bytes, period 1
+    # (exact), one interpreter mapping that needs no symbolization
+    period_type = decode(prof[11][0])
+    assert (strings[period_type[1][0]], strings[period_type[2][0]]) == ("space", "bytes")
+    assert prof[12] == [1]
+    (mapping,) = [decode(m) for m in prof[3]]
+    assert mapping[1] == [1] and strings[mapping[5][0]] == "python3.11.7"
+    assert mapping[7] == mapping[8] == mapping[9] == [1]
+    assert all(decode(loc)[2] == [1] for loc in prof[4])
     funcs = {}
     for f in prof[5]:
         d = decode(f)
@@ -182,9 +192,9 @@ def test_pprof_profile_decodes(make_capture):
         samples[stack] = packed(d[2][0])
     put = ((("put", "/app/cache.py"), 20), (("<module>", "/app/main.py"), 10))
     load = ((("load", "/app/cache.py"), 30), (("<module>", "/app/main.py"), 10))
-    assert samples[put] == [5, 5000, 3, 3000]
-    assert samples[load] == [2, 8000, 0, 0]
-    assert samples[((("<module>", "/app/main.py"), 10),)] == [1, 100, 1, 100]
+    assert samples[put] == [5, 5000, 3, 3000, 5, 5000]
+    assert samples[load] == [2, 8000, 0, 0, 2, 8000]
+    assert samples[((("<module>", "/app/main.py"), 10),)] == [1, 100, 1, 100, 1, 100]
     assert prof[10] == [1_500_000_000]
 
 

@@ -2,10 +2,17 @@
 
 Sample types, in this order: alloc_objects/count, alloc_space/bytes
 (the "allocated" view), inuse_objects/count, inuse_space/bytes (what was
-still allocated at exit); the default is inuse_space.  The peak picture
-is not a pprof sample type: use ``--view peak`` with the other formats.
-A capture without cumulative totals gets a comment saying the alloc_*
-types are a lower bound.
+still allocated at exit), peak_objects/count, peak_space/bytes (what was
+live at the traced peak); the default is inuse_space.  A capture without
+cumulative totals gets a comment saying the alloc_* types are a lower bound.
+
+As the memory profiles of Go and of other profilers read by pprof-based
+tools (Pyroscope, ``go tool pprof``): ``period_type`` is space/bytes and
+``period`` the sampling interval in bytes (1 when every block was traced);
+one mapping, the interpreter, marked as having functions, file names and
+line numbers, so that no tool tries to symbolize the addresses (there are
+none: locations are source lines).  Samples carry no thread label: the
+tracer's tables are per stack, not per thread.
 
 Each distinct string is in the string table once and each distinct frame
 is one location, which samples reference by id.  Strings are the names as
@@ -23,11 +30,14 @@ __all__ = ["render", "encode_profile"]
 # Field numbers of the Profile message (profile.proto).
 _SAMPLE_TYPE = 1
 _SAMPLE = 2
+_MAPPING = 3
 _LOCATION = 4
 _FUNCTION = 5
 _STRING_TABLE = 6
 _TIME_NANOS = 9
 _DURATION_NANOS = 10
+_PERIOD_TYPE = 11
+_PERIOD = 12
 _COMMENT = 13
 _DEFAULT_SAMPLE_TYPE = 14
 
@@ -78,8 +88,15 @@ def encode_profile(cap, pids=None):
     parts = [(None, cap)] if pids is None else pids
     out = bytearray()
     for typ, unit in (("alloc_objects", "count"), ("alloc_space", "bytes"),
-                      ("inuse_objects", "count"), ("inuse_space", "bytes")):
+                      ("inuse_objects", "count"), ("inuse_space", "bytes"),
+                      ("peak_objects", "count"), ("peak_space", "bytes")):
         out += _field_bytes(_SAMPLE_TYPE, _field_varint(1, strings(typ)) + _field_varint(2, strings(unit)))
+    # Mapping 1, the interpreter: every location is in it.
+    python = cap.meta.get("python")
+    out += _field_bytes(_MAPPING, _field_varint(1, 1)
+                        + _field_varint(5, strings(f"python{python}" if python else "python"))
+                        + _field_varint(7, 1) + _field_varint(8, 1) + _field_varint(9, 1))
+    strings("space")  # the period type's, written after the table
     functions = {}
     locations = {}
     body_fn = bytearray()
@@ -89,7 +106,7 @@ def encode_profile(cap, pids=None):
         label = b"" if pid is None else _field_bytes(3, _field_varint(1, strings("pid")) + _field_varint(3, pid))
         for s in part.stacks:
             asz, acnt = s.value("allocated")
-            if not (asz or acnt or s.size or s.count):
+            if not (asz or acnt or s.size or s.count or s.peak_size or s.peak_count):
                 continue
             # (A bytearray: bytes.join would hold an 80-byte buffer per frame.)
             loc_ids = bytearray()
@@ -107,11 +124,12 @@ def encode_profile(cap, pids=None):
                     if n is None:
                         n = locations[(fid, f.lineno)] = len(locations) + 1
                         line = _field_varint(1, fid) + _field_varint(2, f.lineno)
-                        body_loc += _field_bytes(_LOCATION, _field_varint(1, n) + _field_bytes(4, line))
+                        body_loc += _field_bytes(_LOCATION, _field_varint(1, n) + _field_varint(2, 1)
+                                                 + _field_bytes(4, line))
                     lid = frame_loc[f] = _varint(n)
                 loc_ids += lid
             sample = _field_bytes(1, bytes(loc_ids)) if loc_ids else b""
-            sample += _packed(2, [acnt, asz, s.count, s.size]) + label
+            sample += _packed(2, [acnt, asz, s.count, s.size, s.peak_count, s.peak_size]) + label
             out += _field_bytes(_SAMPLE, sample)
     out += body_loc
     out += body_fn
@@ -127,6 +145,10 @@ def encode_profile(cap, pids=None):
         out += _field_varint(_DURATION_NANOS, int(cap.duration_s * 1e9))
     if cap.start_time_ns is not None:
         out += _field_varint(_TIME_NANOS, cap.start_time_ns)
+    out += _field_bytes(_PERIOD_TYPE, _field_varint(1, strings.index["space"])
+                        + _field_varint(2, strings.index["bytes"]))
+    # The mean bytes between two sampled blocks; 1: every block is in it.
+    out += _field_varint(_PERIOD, max((c.sample_bytes for _, c in parts), default=0) or 1)
     if comment is not None:
         out += _field_varint(_COMMENT, comment)
     out += _field_varint(_DEFAULT_SAMPLE_TYPE, strings.index["inuse_space"])

@@ -334,3 +334,33 @@ def test_documented_example_drops_import_machinery_and_unknown_frames(tmp_path, 
         unknown = msnap.filter_traces([memlens.Filter(True, "<unknown>")])
         assert [len(s.traceback) for s in unknown.statistics("traceback")] == [0]
         assert unknown.total == sum(s.size for s in full if not s.traceback)
+
+
+# -- the engine's side (TraceTable.filter) ----------------------------------------
+
+def test_engine_filter_checks_its_specs(snapshots):
+    table = snapshots[0]._table
+    n = len(table.frames()) + 1
+    with pytest.raises(ValueError, match=f"match must have {n} bytes"):
+        table.filter([(False, b"\x01")], [])
+    with pytest.raises(TypeError):
+        table.filter([[False, bytes(n)]], [])
+    with pytest.raises(TypeError, match="exclude must be a sequence"):
+        table.filter([], 3)
+    # every byte set: everything kept; none: nothing
+    assert table.filter([(False, b"\x01" * n)], []).stacks() == table.stacks()
+    empty = table.filter([(True, bytes(n))], [])
+    assert (empty.nstacks, empty.total, empty.peak, empty.frames()) == (0, 0, 0, [])
+
+
+def test_filtering_leaks_no_reference(snapshots, modules):
+    # The filtered tables hold references to the frames' file names; all
+    # are dropped with them.
+    msnap, _ = snapshots
+    filename = modules[0].one.__code__.co_filename
+    filters = [memlens.Filter(True, "*flt_*.py", all_frames=True), memlens.Filter(False, "*flt_a.py", 4)]
+    msnap.filter_traces(filters)  # the fnmatch cache, once
+    before = sys.getrefcount(filename)
+    for _ in range(1000):
+        msnap.filter_traces(filters).statistics("lineno")
+    assert sys.getrefcount(filename) == before

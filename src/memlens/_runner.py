@@ -282,6 +282,14 @@ def _prepare_code(source):
     ``<string>``, in a fresh ``__main__`` with no ``__file__`` and the
     loader python gives it (BuiltinImporter)."""
     code = compile(source, "<string>", "exec", dont_inherit=True)
+    if sys.version_info >= (3, 13):
+        # 3.13's python -c keeps the source in linecache (so tracebacks
+        # show its lines; 3.9-3.12 show none), with no mtime: checkcache()
+        # leaves such an entry alone.
+        import linecache
+
+        linecache.cache["<string>"] = (len(source), None, [line + "\n" for line in source.splitlines()],
+                                       "<string>")
     main_mod = type(sys)("__main__")
     main_mod.__builtins__ = builtins
     main_mod.__loader__ = importlib.machinery.BuiltinImporter

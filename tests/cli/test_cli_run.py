@@ -488,7 +488,7 @@ def test_c_capture_puts_the_allocation_on_its_string_line(tmp_path, run_memlens)
     ("import sys; sys.exit('bye now')", 1),
     ("raise SystemExit(256 + 7)", 7),
     ("x = 1\n1 / 0\n", 1),
-    ("x = (\n", 1),  # SyntaxError
+    ("x = 1\ny = = 2\n", 1),  # SyntaxError on line 2
 ])
 def test_c_exit_codes_and_errors_are_pythons(tmp_path, code, rc, run_memlens, run_python):
     plain = run_python("-c", code, cwd=tmp_path)

@@ -380,23 +380,38 @@ PyDoc_STRVAR(TraceTable_stacks_doc,
 static PyObject *
 TraceTable_stacks(snap_table *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *result = PyList_New(self->nstacks);
+    /* One (filename, lineno, function) tuple per distinct frame, shared by
+     * every stack that has it: real programs have 20-90k stacks of 20-40
+     * frames over a few thousand distinct frames (imports make most of
+     * them), and a tuple per occurrence was most of a report's memory. */
+    PyObject *result = NULL;
+    PyObject **frame_objs = PyMem_Calloc(self->nframes + 1, sizeof(PyObject *));
+    if (frame_objs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyList_New(self->nstacks);
     if (result == NULL) {
-        return NULL;
+        goto done;
     }
     for (uint32_t s = 0; s < self->nstacks; s++) {
         snap_stack *st = &self->stacks[s];
         PyObject *frames = PyTuple_New(st->nframes);
         if (frames == NULL) {
-            goto error;
+            Py_CLEAR(result);
+            goto done;
         }
         for (uint32_t j = 0; j < st->nframes; j++) {
-            PyObject *fr = snap_key_frame(self, self->frame_idx[st->first + j], SNAP_KEY_LINENO);
-            if (fr == NULL) {
-                Py_DECREF(frames);
-                goto error;
+            uint32_t fi = self->frame_idx[st->first + j];
+            if (frame_objs[fi] == NULL) {
+                frame_objs[fi] = snap_key_frame(self, fi, SNAP_KEY_LINENO);
+                if (frame_objs[fi] == NULL) {
+                    Py_DECREF(frames);
+                    Py_CLEAR(result);
+                    goto done;
+                }
             }
-            PyTuple_SET_ITEM(frames, j, fr);
+            PyTuple_SET_ITEM(frames, j, Py_NewRef(frame_objs[fi]));
         }
         PyObject *row;
         if (self->has_alloc) {
@@ -411,15 +426,20 @@ TraceTable_stacks(snap_table *self, PyObject *Py_UNUSED(ignored))
                                 snap_count_obj(st->peak_count));
         }
         if (row == NULL) {
-            goto error;
+            Py_CLEAR(result);
+            goto done;
         }
         PyList_SET_ITEM(result, s, row);
     }
-    return result;
 
-error:
-    Py_DECREF(result);
-    return NULL;
+done:
+    if (frame_objs != NULL) {
+        for (uint32_t i = 0; i < self->nframes; i++) {
+            Py_XDECREF(frame_objs[i]);
+        }
+        PyMem_Free(frame_objs);
+    }
+    return result;
 }
 
 PyDoc_STRVAR(TraceTable_frames_doc,

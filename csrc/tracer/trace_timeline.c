@@ -19,9 +19,10 @@
  * its hands off the thread. */
 static struct {
     pthread_mutex_t mutex;
-    pthread_cond_t cond;  /* signalled by stop */
+    pthread_cond_t cond;  /* signalled by stop, and by the sampler once it runs */
     int cond_ready;       /* cond was initialised (once) */
     int running;          /* a sampler thread exists (until it is joined) */
+    int thread_ready;     /* the sampler thread has started (start waits for it) */
     int stopping;         /* a stop call is joining it */
     int stop_requested;   /* the sampler thread is to take its last sample and exit */
     uint64_t interval_ns; /* current interval (doubles on halving) */
@@ -107,6 +108,8 @@ tl_thread_main(void *arg)
      * program's: keep them out of the trace. */
     trace_thread_pause();
     pthread_mutex_lock(&tl_g.mutex);
+    tl_g.thread_ready = 1;
+    pthread_cond_broadcast(&tl_g.cond);
     while (!tl_g.stop_requested) {
         struct timespec deadline;
         clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -127,6 +130,18 @@ tl_thread_main(void *arg)
     return NULL;
 }
 
+/* CLOCK_MONOTONIC waits: wall-clock jumps must not stall sampling. */
+static void
+tl_cond_init(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&tl_g.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    tl_g.cond_ready = 1;
+}
+
 int
 trace_timeline_start(double ms, unsigned int max_samples)
 {
@@ -141,13 +156,7 @@ trace_timeline_start(double ms, unsigned int max_samples)
         goto done;
     }
     if (!tl_g.cond_ready) {
-        /* CLOCK_MONOTONIC waits: wall-clock jumps must not stall sampling. */
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&tl_g.cond, &ca);
-        pthread_condattr_destroy(&ca);
-        tl_g.cond_ready = 1;
+        tl_cond_init();
     }
     free(tl_g.samples);
     tl_g.samples = malloc((size_t)max_samples * sizeof(tl_sample));
@@ -164,6 +173,7 @@ trace_timeline_start(double ms, unsigned int max_samples)
     /* Signals go to the main thread, not the sampler: block them here so
      * the new thread inherits an all-blocked mask (Ctrl-C stays Python's). */
     sigset_t all, old;
+    tl_g.thread_ready = 0;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     int err = pthread_create(&tl_g.thread, NULL, tl_thread_main, NULL);
@@ -172,6 +182,17 @@ trace_timeline_start(double ms, unsigned int max_samples)
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
+    }
+    /* Return only once the new thread runs our code.  Until then it is in
+     * the thread library's (or a sanitizer's) start-up, which may hold
+     * allocator locks that fork() does not take: a program forking right
+     * after start would leave its child with such a lock held forever
+     * (seen under GCC 12's ASan: the child's first thread hung in calloc).
+     * Once it runs it allocates nothing, and samples only under tl_g.mutex,
+     * which the fork handlers hold across fork().  The wait releases the
+     * mutex; the GIL is kept, as the thread never takes it. */
+    while (!tl_g.thread_ready) {
+        pthread_cond_wait(&tl_g.cond, &tl_g.mutex);
     }
     tl_g.running = 1;
     result = 0;
@@ -260,7 +281,10 @@ done:
 
 /* fork() while the sampler holds tl_g.mutex would leave the child with a
  * lock nobody releases; and the child has no sampler thread, so it must
- * not try to join one. */
+ * not try to join one.  Nor wait on the parent's condition variable: it
+ * was copied with the sampler registered as its waiter (glibc keeps
+ * waiter counts inside it), and the child's first signal waited forever
+ * for that waiter to leave; the child gets a fresh one. */
 static void
 tl_atfork_prepare(void)
 {
@@ -279,6 +303,9 @@ tl_atfork_child(void)
     tl_g.running = 0;
     tl_g.stopping = 0;
     tl_g.stop_requested = 0;
+    if (tl_g.cond_ready) {
+        tl_cond_init();
+    }
     pthread_mutex_unlock(&tl_g.mutex);
 }
 

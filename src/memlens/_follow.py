@@ -247,17 +247,24 @@ def _new_lock():
 def _start_flusher(rec):
     # _thread, not threading: nothing more imported into the child, and no
     # thread that threading.enumerate() would show the program.
+    # Returns once the thread runs: a fork while it is still starting could
+    # leave the child an allocator lock the thread library holds then (GCC
+    # 12's ASan does), as the timeline's sampler start waits too.
     import _thread
 
+    running = _thread.allocate_lock()
+    running.acquire()
     try:
-        _thread.start_new_thread(_flusher, (rec,))
+        _thread.start_new_thread(_flusher, (rec, running))
     except RuntimeError:  # no more threads: only the final write then
-        pass
+        return
+    running.acquire()
 
 
-def _flusher(rec):
+def _flusher(rec, running):
     # Every FLUSH_S, what the process recorded so far (its stacks; the
     # timeline is written at the end), until its final write.
+    running.release()
     wait = FLUSH_S
     while True:
         time.sleep(wait)

@@ -66,3 +66,42 @@ def test_nothing_running():
     assert not memlens.is_tracing()
     assert capture.take_table() is None
     assert capture.stop_timeline() == (0.0, b"", b"")
+
+
+def _make_in_many_stacks(n):
+    keep = []
+    for i in range(n):
+        ns = {}
+        exec(compile(f"def f():\n    return [0] * {i % 7 + 1}\n\nx = f()\n", f"gen{i % 50}.py", "exec"), ns)
+        keep.append(ns["x"])
+    return keep
+
+
+def test_stacks_share_one_tuple_per_distinct_frame(tmp_path):
+    # GIVEN a table of many stacks over fewer distinct frames, written and
+    # read back
+    memlens.start(frames=8)
+    try:
+        keep = _make_in_many_stacks(2000)
+        table = capture.take_table()
+    finally:
+        memlens.stop()
+    path = tmp_path / "run.mlcap"
+    capture.write(path, table, {}, 0.0, b"")
+    for t in (table, capture.read(path).table):
+        rows = t.stacks()
+        # THEN each distinct (file, line, function) is one tuple object,
+        # whatever number of stacks hold it (a report's memory per stack
+        # was mostly these tuples)
+        occurrences = [f for row in rows for f in row[0]]
+        distinct = set(occurrences)
+        assert len(occurrences) > 2 * len(distinct)
+        assert len({id(f) for f in occurrences}) == len(distinct)
+        assert all(type(f) is tuple and len(f) == 3 for f in distinct)
+        # and the report model merges them into one Frame each, the figures
+        # unchanged: every stack's bytes are in it once
+        cap = model.load(path)
+        assert sum(s.size for s in cap.stacks) == sum(row[1] for row in rows) == t.total
+        frames = [f for s in cap.stacks for f in s.frames]
+        assert len({id(f) for f in frames}) == len(set(frames))
+    del keep

@@ -1394,3 +1394,26 @@ def test_chaining_hooks_for_the_benchmark_floor():
     memlens.stop()
     assert cur >= 100_000
     del x
+
+
+def test_snapshot_stacks_share_one_frame_per_distinct_frame():
+    # GIVEN a snapshot of many stacks over few distinct frames
+    memlens.start(frames=8)
+    keep = []
+    for i in range(1500):
+        ns = {}
+        exec(compile(f"def f():\n    return [0] * {i % 7 + 1}\n\nx = f()\n", f"gen{i % 40}.py", "exec"), ns)
+        keep.append(ns["x"])
+    snap = memlens.take_snapshot()
+    memlens.stop()
+    rows = snap.stacks()
+    # THEN each distinct frame is one Frame object in every Traceback that
+    # has it, and the figures are the table's
+    frames = [f for tb, *_ in rows for f in tb]
+    assert len(frames) > 2 * len(set(frames))
+    assert len({id(f) for f in frames}) == len(set(frames))
+    assert all(isinstance(tb, memlens.Traceback) for tb, *_ in rows)
+    assert sum(r[1] for r in rows) == snap.total
+    assert [tuple(tuple(f) for f in r[0]) for r in snap._table.stacks()] == \
+        [tuple((f.filename, f.lineno, f.function) for f in tb) for tb, *_ in rows]
+    del keep

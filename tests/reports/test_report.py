@@ -298,3 +298,21 @@ def test_malformed_advice_is_refused(make_capture, bad):
     # THEN the capture is refused with a ValueError naming the entry
     with pytest.raises(ValueError, match="advice"):
         Capture(cap.stacks, cap.total, cap.peak, meta=dict(cap.meta, advice=bad))
+
+
+def test_view_counts_are_the_views_rows_and_blocks():
+    # GIVEN a capture of many stacks, some empty in one view or another
+    import random
+
+    rnd = random.Random(7)
+    names = [Frame(f"m{i}.py", rnd.randrange(1, 4), f"f{i % 3}") for i in range(12)]
+    stacks = []
+    for i in range(3000):
+        frames = tuple(rnd.choice(names) for _ in range(rnd.randrange(1, 4)))
+        size = rnd.choice([0, 64, 64, 128, 1000, 5000])
+        stacks.append(StackStat(frames, size, rnd.choice([0, 1, 2]), rnd.choice([0, 64, 4096]), 1))
+    cap = Capture(stacks=stacks)
+    # THEN counting a view without sorting it gives the sorted view's figures
+    for view in ("peak", "leaks", "allocated"):
+        full = cap.view(view)
+        assert cap.view_counts(view) == (len(full), sum(r[2] for r in full))

@@ -4,7 +4,6 @@ progress on a terminal."""
 import argparse
 import os
 import sys
-import threading
 import time
 
 __all__ = ["UsageError", "ArgumentParser", "check_output_path", "check_capture_path", "read_capture",
@@ -67,6 +66,11 @@ class Progress:
     only when stderr is a terminal and the work takes more than a second."""
 
     def __init__(self, what, stream=None, delay=1.0):
+        # Imported here: `memlens run` imports this module before the
+        # program, which must not find threading imported (see
+        # run._forget_runner_imports).
+        import threading
+
         self.what = what
         self.stream = stream if stream is not None else sys.stderr
         self.delay = delay
@@ -90,6 +94,8 @@ class Progress:
         except (AttributeError, ValueError):
             tty = False
         if tty:
+            import threading
+
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self

@@ -27,6 +27,10 @@ def add_parser(sub):
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout "
                    "(required for pprof on a terminal)")
     p.add_argument("--limit", type=int, default=15, metavar="N", help="rows per text table (default 15)")
+    p.add_argument("--keep-import-frames", action="store_true",
+                   help="text and html: show the import system's frames as recorded (default: "
+                        "each import's frames folded into one frame, 'import X'; json, collapsed "
+                        "and pprof always keep them)")
     p.add_argument("--pid", type=int, metavar="PID",
                    help="a run with child processes (CAPTURE.d/): report this process only "
                         "(default: all of them; collapsed and pprof merge them with a pid label)")
@@ -70,8 +74,8 @@ def main(args):
     error = None
     with Progress(f"rendering {args.format}"):
         try:
-            out = render(cap, args.format, args.view, args.limit) if run is None else \
-                _render_run(run, args.format, args.view, args.limit)
+            out = render(cap, args.format, args.view, args.limit, args.keep_import_frames) if run is None \
+                else _render_run(run, args.format, args.view, args.limit, args.keep_import_frames)
         except OutputTooLarge as e:
             error = str(e)
         except MemoryError:
@@ -124,20 +128,21 @@ def _select(run, pid):
     return traced[0].capture
 
 
-def _render_run(run, fmt, view, limit):
+def _render_run(run, fmt, view, limit, keep_import_frames=False):
     """The report of every process of a run."""
     from memlens.report import collapsed, html, jsonfmt, pprof, text
 
     root = run.root.capture if run.root is not None else None
     if fmt == "text":
-        out = text.processes(run, view)
+        out = text.processes(run, view, keep_import_frames=keep_import_frames)
         if root is not None:
-            out += "\nFirst process (--pid N for another):\n" + text.render(root, view, limit)
+            out += "\nFirst process (--pid N for another):\n" + text.render(root, view, limit,
+                                                                          keep_import_frames)
         return out
     if fmt == "json":
         return jsonfmt.render_run(run)
     if fmt == "html":
-        return html.render_run(run, view)
+        return html.render_run(run, view, keep_import_frames)
     if fmt == "collapsed":
         return collapsed.render_run(run, view)
     from memlens.report.model import Capture

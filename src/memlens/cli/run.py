@@ -48,7 +48,7 @@ _CENSUS_ROWS = 50
 # program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
 _FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native",
-              "--no-children"}
+              "--no-children", "--keep-import-frames"}
 # The files of a child's capture in the bundle directory (_follow.py).
 _BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
@@ -98,12 +98,13 @@ def add_parser(sub):
     p = sub.add_parser(
         "run",
         help="run a Python program under the tracer and write a capture",
-        description="Run `script.py [args...]`, `-m module [args...]` or `-c code [args...]` with every allocation traced, "
+        description="Run `script.py [args...]`, `-m module [args...]` or `-c code [args...]` with every "
+                    "allocation traced, "
                     "record a memory timeline, write a capture file and print a summary to stderr: "
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
-              "[--no-children] "
+              "[--no-children] [--keep-import-frames] "
               "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module | -c code) "
               "[args...]",
     )
@@ -119,6 +120,9 @@ def add_parser(sub):
     p.add_argument("--interval", type=float, default=10.0, metavar="MS",
                    help="timeline sampling interval in milliseconds (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    p.add_argument("--keep-import-frames", action="store_true",
+                   help="the summary shows the import system's frames as recorded (default: each "
+                        "import's frames folded into one frame, 'import X'; the capture keeps them)")
     p.add_argument("--no-children", dest="children", action="store_false",
                    help="trace this process only (default: every Python process it starts too, "
                         "each written into CAPTURE.d/)")
@@ -234,6 +238,8 @@ class _Run:
         self.table = None        # the tracer's table at the end (None: stopped by the program)
         self.native = (0, 0)     # native blocks' bytes at exit and at the peak (with the table)
         self.duration = None     # seconds the program ran
+        self.timeline = None     # (interval, samples, native): the sampler, stopped as the program ended
+        self.maxrss_end = 0      # the process's max RSS then (bytes)
         self.written = None      # (meta, interval, timeline, classes, native) of the capture written
         # temporary state
         self.pid = None          # the process that started tracing
@@ -351,13 +357,40 @@ def _start_tracing(run):
         _follow.install(_core, (run.bundle, run.args.frames, run.args.sample_bytes, run.args.interval,
                                 run.args.native),
                         runner=_runner.runner_files(*_RUNNER))
+    start = memlens.start  # the tracer's module, imported now (not by the program)
+    _forget_runner_imports(run)
     run.start_ns = time.time_ns()
     run.t0 = time.monotonic()
-    memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
+    start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
     if run.bundle is not None:
         _write_marker(run)
     capture.start_timeline(run.args.interval)
     _catch_fatal_signals(run)
+
+
+# Kept in sys.modules for the program although memlens imported them: its
+# own package (the program's `import memlens` must be the running one), and
+# dataclasses, whose identity memlens's result types carry (a second copy's
+# fields() and asdict() find no fields in them).
+_KEEP_IMPORTED = ("memlens", "dataclasses")
+
+
+def _forget_runner_imports(run):
+    """The program starts in the interpreter state python gives it: every
+    module memlens's command line imported (argparse, re, typing, zipfile,
+    the report package's dependencies, ...) leaves sys.modules, so that the
+    program's own imports of them run, under the tracer, as they would
+    without memlens (plain python has about 30 modules at a script's first
+    line; memlens's command line had made it 130).  memlens's code keeps
+    the module objects it holds; a program importing one gets a fresh
+    copy, as a first import under plain python would."""
+    before = getattr(run.args, "modules_at_start", None)
+    if before is None:  # not started through memlens.__main__
+        return
+    for name in list(sys.modules):
+        if name in before or name.split(".", 1)[0] in _KEEP_IMPORTED:
+            continue
+        del sys.modules[name]
 
 
 def _write_marker(run):
@@ -417,6 +450,13 @@ def _catch_fatal_signals(run):
             pass
 
 
+def _max_rss():
+    """The process's max RSS so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _native_memory():
     """(at exit, at the peak): the native blocks' share, read with the table."""
     import memlens
@@ -459,8 +499,14 @@ def _run_program(run):
         memlens.stop()
         _runner.report_end(run.ended, _RUNNER)
         return False
-    # The table comes first: anything the runner allocates from here on
-    # (the timeline's bytes, signal handling) is not the program's.
+    # The timeline ends with the program: its last sample, and the max RSS
+    # the summary shows, must not include memlens's own end-of-run work
+    # (the table, the census, the capture, reading it back for the
+    # summary), which is measured apart (see _summary).
+    run.timeline = capture.stop_timeline()
+    run.maxrss_end = _max_rss()
+    # The table next: anything the runner allocates from here on (signal
+    # handling, the capture) is not the program's.
     run.table = capture.take_table()
     run.native = _native_memory()
     run.duration = time.monotonic() - run.t0
@@ -511,7 +557,9 @@ def _write_capture(run, census=True):
     # ignored until the file is complete.
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        interval, timeline, native = capture.stop_timeline()
+        if run.timeline is None:  # ended by a fatal signal: the sampler still runs
+            run.timeline = capture.stop_timeline()
+        interval, timeline, native = run.timeline
         memlens.stop()
         classes = _census_rows() if census else None
         # Printed once the tracer is off: python's printing of the traceback
@@ -556,10 +604,17 @@ def _summary(run):
 
         if processes.has_children(run.output):
             try:
-                summary = text.run_summary(processes.load_run(run.output))
+                summary = text.run_summary(processes.load_run(run.output),
+                                           keep_import_frames=run.args.keep_import_frames)
             except model.CaptureError as e:
                 _emit(f"memlens: no summary of the child processes: {e}\n")
-    _emit("\n" + (summary or text.summary(cap)))
+    _emit("\n" + (summary or text.summary(cap, keep_import_frames=run.args.keep_import_frames)))
+    own = _max_rss() - max(run.maxrss_end, max((s.rss for s in cap.timeline), default=0))
+    if own >= 1 << 20:
+        # What memlens's end-of-run work (table, census, capture, this
+        # summary) took above the program's own high-water mark: not the
+        # program's, and not in the max RSS above.
+        _emit(f"  memlens itself: {text.format_size(own)} more max RSS after the program ended\n")
     _emit(f"\nmemlens: capture written to {run.output}\n"
           f"memlens: see it with: memlens report {run.output} --format html -o report.html\n")
 

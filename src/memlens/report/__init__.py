@@ -16,19 +16,21 @@ __all__ = ["VIEWS", "FORMATS", "Capture", "Frame", "Sample", "StackStat", "Outpu
 FORMATS = ("text", "json", "html", "collapsed", "pprof")
 
 
-def render(cap, fmt, view, limit=15):
+def render(cap, fmt, view, limit=15, keep_import_frames=False):
     """The report of `cap` in format `fmt` (one of :data:`FORMATS`) for
-    `view`: str, or bytes for pprof.  ``limit``: rows per text table.  (The
+    `view`: str, or bytes for pprof.  ``limit``: rows per text table.
+    Text and HTML fold the import system's frames (report/fold.py) unless
+    ``keep_import_frames``; json, collapsed and pprof keep them.  (The
     plot, which writes a file, is :func:`memlens.report.plot.render`.)
     :class:`OutputTooLarge` when folded stacks would exceed their bound."""
     from memlens.report import collapsed, html, jsonfmt, pprof, text
 
     if fmt == "text":
-        return text.render(cap, view, limit)
+        return text.render(cap, view, limit, keep_import_frames)
     if fmt == "json":
         return jsonfmt.render(cap)
     if fmt == "html":
-        return html.render(cap, view)
+        return html.render(cap, view, keep_import_frames)
     if fmt == "collapsed":
         return collapsed.render(cap, view)
     if fmt == "pprof":

@@ -9,6 +9,11 @@ elided), built here once so that the script never builds a string per
 frame of every stack.  In the embedded JSON, ``<``, ``>``, ``&`` and
 U+2028/U+2029 are ``\\u`` escapes, so that no name can end the script
 element or put the HTML parser into another state (``<!--<script``).
+
+The page's stacks have their import-system frames folded into one "import
+X" frame per import (:mod:`memlens.report.fold`, as in the text report)
+unless ``keep_import_frames``: equal folded frames are one frame of the
+data, so the flame graph draws one box for them.
 """
 
 import html
@@ -16,6 +21,7 @@ import json
 import os
 
 from memlens.report import jsonfmt
+from memlens.report.fold import IMPORT_FILE, fold_capture
 from memlens.report.names import shown
 from memlens._util import format_bytes as format_size
 
@@ -55,15 +61,19 @@ _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                               "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def _shown(d):
+def _shown(d, folded=False):
     """What the page prints for each frame of ``d["frames"]`` (already one
-    per distinct frame): [flame label, full location, file, function], and
-    for each class its name."""
+    per distinct frame): [flame label, full location, file, function, the
+    "Top lines" key], and for each class its name.  `folded`: the frames
+    of IMPORT_FILE are folded imports, shown by their label alone."""
     frames = []
     for f in d["frames"]:
         file, func = shown(f["file"]), shown(f["function"])
+        if folded and f["file"] == IMPORT_FILE and f["line"] == 0:
+            frames.append([func, f"{func} (import-system frames folded)", func, "", func])
+            continue
         frames.append([f"{func} ({shown(os.path.basename(f['file']))}:{f['line']})",
-                       f"{file}:{f['line']} {func}", file, func])
+                       f"{file}:{f['line']} {func}", file, func, f"{file}:{f['line']}"])
     classes = None if d["classes"] is None else [shown(c["name"]) for c in d["classes"]]
     return {"frames": frames, "classes": classes}
 
@@ -108,11 +118,13 @@ def _advice_section(cap):
     return "\n".join(out)
 
 
-def _payload(cap, view):
+def _payload(cap, view, keep_import_frames=False):
+    if not keep_import_frames:
+        cap = fold_capture(cap)
     d = jsonfmt.to_dict(cap)
     _thin_timeline(d)
     d["default_view"] = view
-    d["shown"] = _shown(d)
+    d["shown"] = _shown(d, folded=not keep_import_frames)
     # ensure_ascii (the default): surrogates and U+2028/9 are \u escapes.
     return json.dumps(d, separators=(",", ":")).translate(_SCRIPT_SAFE)
 
@@ -135,10 +147,14 @@ def _combined_svg(run):
 
     path = "".join(("L" if i else "M") + "%.1f,%.1f" % xy(t, v) for i, (t, v) in enumerate(points))
     px, py = xy(when or 0.0, peak)
+    # Right of the marker, or left of it in the right half (a peak at the
+    # last sample): the label (about 200 px) stays inside the picture.
+    lx, anchor = (px - 6, "end") if px > w / 2 else (px + 6, "start")
     return (f'<svg id="combined" width="{w:.0f}" height="{h:.0f}" viewBox="0 0 {w:.0f} {h:.0f}">'
             f'<path d="{path}" fill="none" stroke="#c33" stroke-width="1.5"/>'
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#c33"/>'
-            f'<text x="{px + 6:.1f}" y="{max(py, 12):.1f}" font-size="12">combined peak '
+            f'<text id="combined-peak-label" x="{lx:.1f}" y="{max(py, 12):.1f}" text-anchor="{anchor}" '
+            f'font-size="12">combined peak '
             f'{format_size(peak)} at {when or 0:.2f} s</text>'
             f'<text x="2" y="14" font-size="11">{format_size(ymax)}</text>'
             f'<text x="{w - 60:.0f}" y="{h - 4:.0f}" font-size="11">{tmax:.2f} s</text></svg>')
@@ -173,7 +189,7 @@ _SELECT_JS = """(function () {
 })();"""
 
 
-def render_run(run, view="peak"):
+def render_run(run, view="peak", keep_import_frames=False):
     """The page of a run with child processes: the selector and the
     combined timeline above the chosen process's report."""
     tree = [p for _, p in run.tree()]
@@ -182,7 +198,7 @@ def render_run(run, view="peak"):
 
     empty = Capture(stacks=[])
     scripts = "".join(f'<script type="application/json" id="memlens-proc-{i}">'
-                      f'{_payload(p.capture if p.capture is not None else empty, view)}</script>\n'
+                      f'{_payload(p.capture if p.capture is not None else empty, view, keep_import_frames)}</script>\n'
                       for i, p in enumerate(tree))
     page = render(shown_cap if shown_cap is not None else empty, view, _payload_text="")
     head, sep, rest = page.partition('<h2>Flame graph</h2>')
@@ -192,8 +208,8 @@ def render_run(run, view="peak"):
         "</script>\n<script>\n", f"</script>\n<script>\n{_SELECT_JS}\n</script>\n<script>\n", 1)
 
 
-def render(cap, view="peak", _payload_text=None):
-    payload = _payload(cap, view) if _payload_text is None else _payload_text
+def render(cap, view="peak", keep_import_frames=False, _payload_text=None):
+    payload = _payload(cap, view, keep_import_frames) if _payload_text is None else _payload_text
     title = shown(cap.meta.get("command") or "memlens capture", _MAX_TITLE)
     when = cap.peak_time
     native, rss = _split(cap)

@@ -126,19 +126,51 @@ class Capture:
                 best = s
         return None if best is None else best.t
 
-    def view(self, view):
-        """[(StackStat, bytes, blocks)] with bytes > 0, biggest first."""
+    def _values(self, view):
+        """[(StackStat, bytes, blocks)] with bytes or blocks > 0, in the
+        order of `stacks`."""
+        # StackStat.value, inlined for the two plain views (a method call
+        # per stack was most of a large summary's time)
+        if view == "peak":
+            return [(s, s.peak_size, s.peak_count) for s in self.stacks if s.peak_size > 0 or s.peak_count > 0]
+        if view == "leaks":
+            return [(s, s.size, s.count) for s in self.stacks if s.size > 0 or s.count > 0]
         rows = []
         for s in self.stacks:
             size, count = s.value(view)
             if size > 0 or count > 0:
                 rows.append((s, size, count))
-        # Ties go by the stacks' frame labels, compared through the rank of
-        # each distinct label: one label per distinct frame, however many
-        # stacks (and copies in a stack) repeat it.
-        ranks = _label_ranks(s for s, _, _ in rows)
-        rows.sort(key=lambda r: (-r[1], -r[2], tuple(map(ranks.__getitem__, r[0].frames))))
         return rows
+
+    def view_counts(self, view):
+        """(stacks, blocks) of `view`: how many rows view(view) has and
+        their blocks, without sorting them."""
+        rows = self._values(view)
+        return len(rows), sum(r[2] for r in rows)
+
+    def view(self, view):
+        """[(StackStat, bytes, blocks)] with bytes > 0, biggest first."""
+        rows = self._values(view)
+        # Ties go by the stacks' frame labels (the same order in every view:
+        # computed once per capture, _tie_positions).
+        pos = self._tie_positions()
+        rows.sort(key=lambda r: (-r[1], -r[2], pos[id(r[0])]))
+        return rows
+
+    def _tie_positions(self):
+        """{id(stack): its rank by frame labels} for the stacks now in
+        `stacks` (recomputed when the list changes).  Labels are compared
+        through the rank of each distinct label: one label per distinct
+        frame, however many stacks (and copies in a stack) repeat it."""
+        ids = tuple(map(id, self.stacks))
+        cached = self.__dict__.get("_ties")
+        if cached is not None and cached[0] == ids:
+            return cached[1]
+        ranks = _label_ranks(self.stacks)
+        order = sorted(self.stacks, key=lambda s: tuple(map(ranks.__getitem__, map(id, s.frames))))
+        pos = {id(s): i for i, s in enumerate(order)}
+        self.__dict__["_ties"] = (ids, pos)
+        return pos
 
     def view_total(self, view):
         return sum(s.value(view)[0] for s in self.stacks)
@@ -147,9 +179,11 @@ class Capture:
         """Bytes and blocks per innermost line (file, line, function),
         biggest first: the "top lines" table."""
         acc = {}
-        for s, size, count in self.view(view):
+        for s, size, count in self._values(view):
             f = s.frames[0] if s.frames else Frame("<unknown>", 0, "")
-            a = acc.setdefault((f.filename, f.lineno), [f, 0, 0])
+            # A folded import frame (report/fold.py) is a line of its own.
+            key = (f.filename, f.lineno) if type(f) is Frame else f
+            a = acc.setdefault(key, [f, 0, 0])
             a[1] += size
             a[2] += count
         rows = sorted(acc.values(), key=lambda a: (-a[1], -a[2], a[0].filename, a[0].lineno))
@@ -157,15 +191,14 @@ class Capture:
 
 
 def _label_ranks(stacks):
-    """{frame: rank of its label among the distinct labels} of the frames
-    of `stacks`: equal labels, equal ranks."""
-    labels = {}
-    for s in stacks:
-        for f in s.frames:
-            if f not in labels:
-                labels[f] = f.label()
+    """{id(frame): rank of its label among the distinct labels} of the
+    frames of `stacks`: equal labels, equal ranks.  Keyed by identity, which
+    costs no Python-level Frame.__hash__ per occurrence (most of a large
+    report's time) and gives equal frames equal ranks all the same."""
+    distinct = {id(f): f for s in stacks for f in s.frames}
+    labels = {i: f.label() for i, f in distinct.items()}
     rank = {label: i for i, label in enumerate(sorted(set(labels.values())))}
-    return {f: rank[label] for f, label in labels.items()}
+    return {i: rank[label] for i, label in labels.items()}
 
 
 def _meta_bytes(meta, key, most):
@@ -236,10 +269,12 @@ def _strip_runner(frames, runner_files):
     # whatever started it: the console script, runpy); the program never
     # calls back into the runner, so everything from the innermost runner
     # frame outwards is not the program's.  Allocations the runner makes
-    # itself (compiling the program) keep that one frame.
-    for i, f in enumerate(frames):
-        if f.filename in runner_files:
-            return frames[:max(i, 1)]
+    # itself (compiling the program) keep that one frame.  `frames` are the
+    # engine's (filename, lineno, function) tuples.
+    if runner_files:
+        for i, f in enumerate(frames):
+            if f[0] in runner_files:
+                return frames[:max(i, 1)]
     return frames
 
 
@@ -254,18 +289,27 @@ def load(path):
     runner = set(filter(None, meta.get("runner_files", "").split("\n")))
     # The tracer tells stacks apart by instruction offset; reports name
     # lines, so stacks with the same (file, line, function) frames merge.
+    # They merge by the engine's (file, line, function) tuples, hashed in
+    # C (a Frame's hash is a Python call: 1.5M of them for a 22k-stack
+    # capture), and one Frame is made per distinct frame, only for the
+    # stacks that remain.
+    frame_of = {}
     merged = {}
-    frame_cache = {}  # one Frame per distinct (file, line, function)
     for row in table.stacks():
         frames, size, count, psize, pcount = row[:5]
         # Rows of 7 carry cumulative (allocated in total) bytes and blocks;
         # captures written before the engine recorded them have rows of 5.
         asize, acount = (row[5], row[6]) if len(row) >= 7 else (None, None)
-        fr = tuple(frame_cache.get(f) or frame_cache.setdefault(f, Frame(*f)) for f in frames)
-        fr = _strip_runner(fr, runner)
-        st = merged.get(fr)
+        key = _strip_runner(frames, runner)
+        st = merged.get(key)
         if st is None:
-            merged[fr] = StackStat(fr, size, count, psize, pcount, asize, acount)
+            fr = []
+            for f in key:
+                frame = frame_of.get(f)
+                if frame is None:
+                    frame = frame_of[f] = Frame(*f)
+                fr.append(frame)
+            merged[key] = StackStat(tuple(fr), size, count, psize, pcount, asize, acount)
         else:
             st.size += size
             st.count += count

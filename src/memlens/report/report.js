@@ -199,7 +199,7 @@
     var k = VIEW_KEYS[state.view], acc = {};
     data.stacks.forEach(function (s) {
       if (!s[k + "_bytes"] || !s.frames.length) { return; }
-      var fi = s.frames[0], f = data.frames[fi], key = f.file + ":" + f.line;
+      var fi = s.frames[0], f = data.frames[fi], key = SHOWN[fi][4];
       var a = acc[key] || (acc[key] = { f: f, shown: SHOWN[fi], bytes: 0, blocks: 0 });
       a.bytes += s[k + "_bytes"]; a.blocks += s[k + "_blocks"];
     });
@@ -211,7 +211,7 @@
       var tr = el("tr");
       tr.appendChild(el("td", { "class": "num" }, fmt(r.bytes)));
       tr.appendChild(el("td", { "class": "num" }, String(r.blocks)));
-      tr.appendChild(el("td", {}, r.shown[2] + ":" + r.f.line));
+      tr.appendChild(el("td", {}, r.shown[4]));
       tr.appendChild(el("td", {}, r.shown[3]));
       tb.appendChild(tr);
     });
@@ -241,17 +241,21 @@
       e.setAttribute("x", x); e.setAttribute("y", y); e.setAttribute("font-size", "11");
       if (anchor) { e.setAttribute("text-anchor", anchor); }
       e.textContent = s; svg.appendChild(e);
+      return e;
     }
     for (var i = 0; i <= 4; i++) {
       var v = ymax * i / 4;
       text(L - 6, Y(v) + 4, fmt(v), "end");
-      text(X(tmax * i / 4), H - 6, (tmax * i / 4).toFixed(2) + " s", "middle");
+      /* The last time label ends at the right edge instead of centring on it. */
+      text(i < 4 ? X(tmax * i / 4) : W - 2, H - 6, (tmax * i / 4).toFixed(2) + " s", i < 4 ? "middle" : "end");
     }
     if (t.rss.some(function (v) { return v > 0; })) { line(t.rss, "#999", "RSS"); }
     line(t.traced, "#264d7a", "traced bytes");
     if (t.native) { line(t.native, "#e07b00", "of which native blocks"); }
+    var label = null, px = 0;
     if (data.totals.peak_time_s !== null) {
-      var px = X(data.totals.peak_time_s), mk = document.createElementNS(ns, "line");
+      px = X(data.totals.peak_time_s);
+      var mk = document.createElementNS(ns, "line");
       mk.setAttribute("x1", px); mk.setAttribute("x2", px); mk.setAttribute("y1", 10);
       mk.setAttribute("y2", H - B); mk.setAttribute("stroke", "#d32f2f");
       mk.setAttribute("stroke-dasharray", "4,3"); mk.setAttribute("id", "peak-marker");
@@ -262,11 +266,25 @@
       dot.setAttribute("cx", px); dot.setAttribute("cy", Y(data.totals.peak_bytes));
       dot.setAttribute("r", 3.5); dot.setAttribute("fill", "#d32f2f");
       svg.appendChild(dot);
-      text(px + 4, 20, "peak " + fmt(data.totals.peak_bytes) + " at " + data.totals.peak_time_s.toFixed(2) + " s");
+      label = text(px + 4, 20, "peak " + fmt(data.totals.peak_bytes) + " at " +
+                   data.totals.peak_time_s.toFixed(2) + " s");
+      label.setAttribute("id", "peak-label");
     }
     box.appendChild(svg);
+    /* The label starts right of the marker; a peak near the right edge (the
+     * last sample) puts it left of the marker instead, and neither may
+     * leave the picture.  Measured once drawn: the width depends on the font. */
+    if (label) { keepInside(label, px, W); }
     box.appendChild(el("div", { "class": "note" }, "blue: traced bytes" +
       (t.native ? "; orange: of which native blocks (C extensions' malloc/mmap)" : "") + "; grey: RSS; red: the peak"));
+  }
+
+  function keepInside(label, px, W) {
+    var w = label.getComputedTextLength ? label.getComputedTextLength() : 0;
+    if (px + 4 + w > W - 2) {
+      label.setAttribute("x", px - 4); label.setAttribute("text-anchor", "end");
+      if (px - 4 - w < 2) { label.setAttribute("x", 2); label.setAttribute("text-anchor", "start"); }
+    }
   }
 
   function renderClasses() {

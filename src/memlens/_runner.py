@@ -282,14 +282,17 @@ def _prepare_code(source):
     ``<string>``, in a fresh ``__main__`` with no ``__file__`` and the
     loader python gives it (BuiltinImporter)."""
     code = compile(source, "<string>", "exec", dont_inherit=True)
+    source_entry = None
     if sys.version_info >= (3, 13):
-        # 3.13's python -c keeps the source in linecache (so tracebacks
-        # show its lines; 3.9-3.12 show none), with no mtime: checkcache()
-        # leaves such an entry alone.
+        # 3.13's python -c keeps the source in linecache, with no mtime
+        # (checkcache() leaves such an entry alone), so that tracebacks show
+        # its lines; 3.9-3.12 show none.  linecache is imported and the
+        # entry made now, untraced; run() puts them back in place, after
+        # memlens's command line has forgotten its own imports (python -c
+        # has linecache loaded when the code starts).
         import linecache
 
-        linecache.cache["<string>"] = (len(source), None, [line + "\n" for line in source.splitlines()],
-                                       "<string>")
+        source_entry = (linecache, (len(source), None, [line + "\n" for line in source.splitlines()], "<string>"))
     main_mod = type(sys)("__main__")
     main_mod.__builtins__ = builtins
     main_mod.__loader__ = importlib.machinery.BuiltinImporter
@@ -298,6 +301,9 @@ def _prepare_code(source):
 
     def run():
         sys.modules["__main__"] = main_mod
+        if source_entry is not None:
+            module, entry = source_entry
+            sys.modules.setdefault("linecache", module).cache["<string>"] = entry
         exec(code, main_mod.__dict__)
 
     return run

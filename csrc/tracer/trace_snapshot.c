@@ -308,3 +308,180 @@ done:
     trace_thread_resume();
     return result;
 }
+
+/* ---- filtering a table --------------------------------------------------------
+ *
+ * snap_filter() runs three steps over one snap_filter_info: give each stack
+ * its verdict, number the unique frames the kept stacks use, and build the
+ * new table.  The filters' filename patterns were already matched, once per
+ * unique frame, by the caller (memlens.tracer: fnmatch is Python's); here
+ * each stack is looked at once, whatever number of blocks it stands for. */
+
+typedef struct {
+    /* Configuration. */
+    snap_table *src;
+    const snap_filter_spec *incl;
+    size_t nincl;
+    const snap_filter_spec *excl;
+    size_t nexcl;
+
+    /* Temporary state (PyMem, freed by snap_filter_free()). */
+    unsigned char *keep; /* by stack of src: 1 if kept */
+    uint32_t *remap;     /* by unique frame of src: its index in the new table, or
+                          * SNAP_FRAME_UNUSED */
+    uint32_t nkept;      /* stacks kept */
+    uint64_t nidx;       /* frame indices of the kept stacks */
+    uint32_t nused;      /* unique frames the kept stacks use */
+
+    /* Output. */
+    snap_table *table;
+} snap_filter_info;
+
+#define SNAP_FRAME_UNUSED UINT32_MAX
+
+/* Does `spec` match stack `st` of `t`?  A stack with no Python frame is
+ * matched as the one pseudo-frame at index t->nframes, as tracemalloc
+ * gives such a block the one frame ("<unknown>", 0). */
+static int
+snap_filter_matches(const snap_table *t, const snap_stack *st, const snap_filter_spec *spec)
+{
+    if (st->nframes == 0) {
+        return spec->match[t->nframes] != 0;
+    }
+    uint32_t n = spec->all_frames ? st->nframes : 1;
+    for (uint32_t j = 0; j < n; j++) {
+        if (spec->match[t->frame_idx[st->first + j]]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Step 1: kept if some inclusive filter matches (when there are any) and
+ * no exclusive one does. */
+static int
+snap_filter_verdicts(snap_filter_info *info)
+{
+    snap_table *t = info->src;
+    info->keep = PyMem_Calloc(t->nstacks ? t->nstacks : 1, 1);
+    if (info->keep == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t s = 0; s < t->nstacks; s++) {
+        const snap_stack *st = &t->stacks[s];
+        int keep = info->nincl == 0;
+        for (size_t i = 0; i < info->nincl && !keep; i++) {
+            keep = snap_filter_matches(t, st, &info->incl[i]);
+        }
+        for (size_t i = 0; i < info->nexcl && keep; i++) {
+            keep = !snap_filter_matches(t, st, &info->excl[i]);
+        }
+        if (keep) {
+            info->keep[s] = 1;
+            info->nkept++;
+            info->nidx += st->nframes;
+        }
+    }
+    return 0;
+}
+
+/* Step 2: the new index of each unique frame a kept stack uses, in the
+ * order first met, so that frames no kept stack uses are left out (group()
+ * and the capture writer walk every unique frame). */
+static int
+snap_filter_remap(snap_filter_info *info)
+{
+    snap_table *t = info->src;
+    info->remap = PyMem_Malloc((t->nframes ? t->nframes : 1) * sizeof(uint32_t));
+    if (info->remap == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t i = 0; i < t->nframes; i++) {
+        info->remap[i] = SNAP_FRAME_UNUSED;
+    }
+    for (uint32_t s = 0; s < t->nstacks; s++) {
+        if (!info->keep[s]) {
+            continue;
+        }
+        const snap_stack *st = &t->stacks[s];
+        for (uint32_t j = 0; j < st->nframes; j++) {
+            uint32_t fi = t->frame_idx[st->first + j];
+            if (info->remap[fi] == SNAP_FRAME_UNUSED) {
+                info->remap[fi] = info->nused++;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Step 3: the new table.  Its total and peak are the kept stacks' own
+ * (live bytes, and their share of the high-water mark), so that they agree
+ * with its statistics. */
+static int
+snap_filter_build(snap_filter_info *info)
+{
+    snap_table *src = info->src;
+    snap_table *t = snap_table_new(Py_TYPE(src), info->nused, info->nkept, info->nidx);
+    if (t == NULL) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < src->nframes; i++) {
+        uint32_t ni = info->remap[i];
+        if (ni == SNAP_FRAME_UNUSED) {
+            continue;
+        }
+        t->frames[ni].filename = Py_NewRef(src->frames[i].filename);
+        t->frames[ni].name = Py_NewRef(src->frames[i].name);
+        t->frames[ni].lineno = src->frames[i].lineno;
+    }
+    uint32_t k = 0;
+    uint32_t next = 0;
+    for (uint32_t s = 0; s < src->nstacks; s++) {
+        if (!info->keep[s]) {
+            continue;
+        }
+        const snap_stack *old = &src->stacks[s];
+        snap_stack *st = &t->stacks[k++];
+        *st = *old;
+        st->first = next;
+        for (uint32_t j = 0; j < old->nframes; j++) {
+            t->frame_idx[next++] = info->remap[src->frame_idx[old->first + j]];
+        }
+        t->total += old->size;
+        t->peak += old->peak_size;
+    }
+    t->sample_bytes = src->sample_bytes;
+    t->max_frames = src->max_frames;
+    t->flags = src->flags;
+    t->has_alloc = src->has_alloc;
+    info->table = t;
+    return 0;
+}
+
+static void
+snap_filter_free(snap_filter_info *info)
+{
+    PyMem_Free(info->keep);
+    PyMem_Free(info->remap);
+}
+
+PyObject *
+snap_filter(snap_table *src, const snap_filter_spec *incl, size_t nincl,
+            const snap_filter_spec *excl, size_t nexcl)
+{
+    snap_filter_info info = {
+        .src = src, .incl = incl, .nincl = nincl, .excl = excl, .nexcl = nexcl};
+    PyObject *result = NULL;
+
+    if (snap_filter_verdicts(&info) < 0 || snap_filter_remap(&info) < 0
+        || snap_filter_build(&info) < 0) {
+        goto done;
+    }
+    result = (PyObject *)info.table;
+
+done:
+    snap_filter_free(&info);
+    return result;
+}

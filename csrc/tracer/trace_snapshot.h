@@ -56,6 +56,22 @@ snap_table *snap_table_new(PyTypeObject *type, uint32_t nframes, uint32_t nstack
  * with an exception. */
 PyObject *snap_take(PyTypeObject *type);
 
+/* One filter of snap_filter(): `match` has a byte per unique frame of the
+ * table, then one for a stack with no Python frame (tracemalloc's
+ * ("<unknown>", 0)), nonzero where the filter's filename pattern and line
+ * match; `all_frames`: a stack matches if any of its frames does, not only
+ * the innermost. */
+typedef struct {
+    const unsigned char *match;
+    int all_frames;
+} snap_filter_spec;
+
+/* A new table (of src's type) with the stacks of `src` that some filter of
+ * `incl` matches (any stack if nincl is 0) and no filter of `excl` does;
+ * its total and peak are those stacks' sums.  NULL with an exception. */
+PyObject *snap_filter(snap_table *src, const snap_filter_spec *incl, size_t nincl,
+                      const snap_filter_spec *excl, size_t nexcl);
+
 /* Drop what the table holds (its frames' references and its arrays), for
  * the type's dealloc. */
 void snap_table_release(snap_table *t);

@@ -366,7 +366,7 @@ error:
     return NULL;
 }
 
-/* ---- stacks(), the getters, the type -------------------------------------------- */
+/* ---- stacks(), frames(), filter(), the getters, the type -------------------------- */
 
 PyDoc_STRVAR(TraceTable_stacks_doc,
              "stacks() -> list of (frames, size, count, peak_size, peak_count,\n"
@@ -442,6 +442,104 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(TraceTable_frames_doc,
+             "frames() -> list of (filename, lineno, function)\n\n"
+             "The table's unique frames, by index: what filter()'s match bytes\n"
+             "are indexed by (a stack with no Python frame comes after them).");
+
+static PyObject *
+TraceTable_frames(snap_table *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = PyList_New(self->nframes);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < self->nframes; i++) {
+        PyObject *fr = snap_key_frame(self, i, SNAP_KEY_LINENO);
+        if (fr == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, i, fr);
+    }
+    return result;
+}
+
+/* The specs of one filter list `seq` (a list or tuple, from
+ * PySequence_Fast) of (all_frames, match) pairs, into specs[]; their match
+ * bytes stay owned by `seq`.  -1 with an exception. */
+static int
+snap_filter_specs(snap_table *self, PyObject *seq, snap_filter_spec *specs)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        const char *match;
+        Py_ssize_t len;
+        int all_frames;
+        if (!PyTuple_Check(item)
+            || !PyArg_ParseTuple(item, "py#:filter", &all_frames, &match, &len)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "filter specs are (all_frames, match) tuples");
+            }
+            return -1;
+        }
+        /* One byte per unique frame, and one for "no Python frame". */
+        if ((size_t)len != (size_t)self->nframes + 1) {
+            PyErr_Format(PyExc_ValueError, "match must have %u bytes (frames + 1), not %zd",
+                         self->nframes + 1, len);
+            return -1;
+        }
+        specs[i].match = (const unsigned char *)match;
+        specs[i].all_frames = all_frames;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(TraceTable_filter_doc,
+             "filter(include, exclude) -> TraceTable\n\n"
+             "A new table with the stacks that some spec of include matches (every\n"
+             "stack if include is empty) and no spec of exclude does.  A spec is\n"
+             "(all_frames, match): match has a byte per unique frame (frames()) and\n"
+             "one more for stacks with no Python frame, nonzero where the frame\n"
+             "matches; a stack matches on its innermost frame, or with all_frames on\n"
+             "any.  The new table's total and peak are its stacks' sums.");
+
+static PyObject *
+TraceTable_filter(snap_table *self, PyObject *args)
+{
+    PyObject *include, *exclude;
+    PyObject *incl_seq = NULL, *excl_seq = NULL, *result = NULL;
+    snap_filter_spec *specs = NULL;
+
+    if (!PyArg_ParseTuple(args, "OO:filter", &include, &exclude)) {
+        goto done;
+    }
+    incl_seq = PySequence_Fast(include, "include must be a sequence");
+    excl_seq = PySequence_Fast(exclude, "exclude must be a sequence");
+    if (incl_seq == NULL || excl_seq == NULL) {
+        goto done;
+    }
+    size_t nincl = (size_t)PySequence_Fast_GET_SIZE(incl_seq);
+    size_t nexcl = (size_t)PySequence_Fast_GET_SIZE(excl_seq);
+    specs = PyMem_Calloc(nincl + nexcl + 1, sizeof(snap_filter_spec));
+    if (specs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (snap_filter_specs(self, incl_seq, specs) < 0
+        || snap_filter_specs(self, excl_seq, specs + nincl) < 0) {
+        goto done;
+    }
+    result = snap_filter(self, specs, nincl, specs + nincl, nexcl);
+
+done:
+    PyMem_Free(specs);
+    Py_XDECREF(incl_seq);
+    Py_XDECREF(excl_seq);
+    return result;
+}
+
 static PyObject *
 TraceTable_get_u64(snap_table *self, void *which)
 {
@@ -480,6 +578,8 @@ static PyMethodDef TraceTable_methods[] = {
     {"group", (PyCFunction)(void (*)(void))TraceTable_group, METH_VARARGS | METH_KEYWORDS,
      TraceTable_group_doc},
     {"stacks", (PyCFunction)TraceTable_stacks, METH_NOARGS, TraceTable_stacks_doc},
+    {"frames", (PyCFunction)TraceTable_frames, METH_NOARGS, TraceTable_frames_doc},
+    {"filter", (PyCFunction)TraceTable_filter, METH_VARARGS, TraceTable_filter_doc},
     {NULL},
 };
 

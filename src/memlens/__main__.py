@@ -60,11 +60,12 @@ def _main(argv, command):
         if argv and argv[0] in program_parsers:
             command[0] = argv[0]
             # The program's own options must not reach argparse.
-            opts, module, script, rest = run.split_argv(argv[1:])
+            opts, module, script, code, rest = run.split_argv(argv[1:])
             args, unknown = parser.parse_known_args([argv[0]] + opts)
             if unknown:
                 program_parsers[argv[0]].error(f"unrecognized arguments: {' '.join(unknown)}")
             args.module = module if module is not None else args.module
+            args.code = code
             args.script = script
             args.args = rest
         else:

@@ -9,8 +9,8 @@
 import os
 import sys
 from types import CodeType, FrameType
-from typing import (Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple, Type, TypeVar, Union,
-                    final, overload)
+from typing import (Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Sequence, Tuple, Type, TypeVar,
+                    Union, final, overload)
 
 _B = TypeVar("_B", bound=_RecordBase)
 _M = TypeVar("_M", bound=RecordMeta)
@@ -109,6 +109,12 @@ class TraceTable:
     def group(self, key_type: str, cumulative: bool = False, peak: bool = False,
               allocated: bool = False) -> List[Tuple[Tuple[_Frame, ...], int, int]]: ...
     def stacks(self) -> List[Union[_StackRow, _OldStackRow]]: ...
+    # The unique frames, by index: what filter()'s match bytes are indexed by.
+    def frames(self) -> List[_Frame]: ...
+    # include/exclude: [(all_frames, match)]; match has len(frames()) + 1 bytes
+    # (the last for stacks with no Python frame), nonzero where a frame matches.
+    def filter(self, include: Sequence[Tuple[bool, bytes]],
+               exclude: Sequence[Tuple[bool, bytes]], /) -> TraceTable: ...
     def dump(self, path: _Path, /) -> None: ...
 
 # ---- run timeline and captures (csrc/tracer/trace_timeline.c, csrc/capture/) -----

@@ -1,9 +1,9 @@
-"""Run a script or ``-m`` module as python would (private).
+"""Run a script, a ``-m`` module or ``-c`` code as python would (private).
 
 One runner for ``memlens run``, ``memlens run --lines``, ``memlens advise``
 and ``python -m memlens.lineprof``: the program sees the same
 ``sys.argv``, ``sys.path[0]``, ``__main__`` and ``__name__`` as under
-``python script.py`` / ``python -m module``, and ends as python would end it
+``python script.py`` / ``python -m module`` / ``python -c code``, and ends as python would end it
 (exit code of ``sys.exit``, a ``SystemExit`` message printed, an uncaught
 exception's traceback without the runner's frames and exit code 1, Ctrl-C
 130)::
@@ -66,17 +66,21 @@ def runner_files(*extra):
 
 
 class Program:
-    """A script (``script``) or a module (``module``) and its arguments."""
+    """A script (``script``), a module (``module``) or a string of code
+    (``code``, as ``python -c``), and its arguments."""
 
-    def __init__(self, script=None, module=None, args=()):
+    def __init__(self, script=None, module=None, args=(), code=None):
         self.script = script
         self.module = module
+        self.code = code
         self.args = list(args)
         self._target = None
 
     def check(self):
         """ProgramError unless the script or the module's top-level package
         exists (checked before anything else happens)."""
+        if self.code is not None:
+            return
         if self.module is None:
             if not os.path.exists(self.script):
                 raise ProgramError(f"can't open file {self.script!r}: No such file or directory")
@@ -98,7 +102,12 @@ class Program:
 
     def enter(self):
         """Set ``sys.argv`` and ``sys.path[0]`` as python does."""
-        if self.module is None:
+        if self.code is not None:
+            # python -c: argv[0] is '-c', and '' (the current directory,
+            # wherever the program chdirs to) comes first on the path.
+            sys.argv = ["-c"] + self.args
+            sys.path[0] = ""
+        elif self.module is None:
             sys.argv = [self.script] + self.args
             if os.path.isfile(self.script) and not zipfile.is_zipfile(self.script):
                 sys.path[0] = os.path.dirname(os.path.realpath(self.script))
@@ -113,6 +122,15 @@ class Program:
         tracing afterwards and the runner's own work is not in it.  False
         (the error printed as python prints it) for a SyntaxError;
         ProgramError if the script cannot be read."""
+        if self.code is not None:
+            try:
+                self._target = _prepare_code(self.code)
+            except (SyntaxError, ValueError) as e:
+                # SyntaxError as python prints it; ValueError: a NUL byte.
+                e.__traceback__ = None
+                sys.excepthook(type(e), e, None)
+                return False
+            return True
         if self.module is not None:
             module = self.module
             self._target = lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -254,6 +272,38 @@ def _prepare_script(path):
 
     def run():
         sys.modules["__main__"] = main_mod
+        exec(code, main_mod.__dict__)
+
+    return run
+
+
+def _prepare_code(source):
+    """A function running `source` as ``python -c`` does: compiled as
+    ``<string>``, in a fresh ``__main__`` with no ``__file__`` and the
+    loader python gives it (BuiltinImporter)."""
+    code = compile(source, "<string>", "exec", dont_inherit=True)
+    source_entry = None
+    if sys.version_info >= (3, 13):
+        # 3.13's python -c keeps the source in linecache, with no mtime
+        # (checkcache() leaves such an entry alone), so that tracebacks show
+        # its lines; 3.9-3.12 show none.  linecache is imported and the
+        # entry made now, untraced; run() puts them back in place, after
+        # memlens's command line has forgotten its own imports (python -c
+        # has linecache loaded when the code starts).
+        import linecache
+
+        source_entry = (linecache, (len(source), None, [line + "\n" for line in source.splitlines()], "<string>"))
+    main_mod = type(sys)("__main__")
+    main_mod.__builtins__ = builtins
+    main_mod.__loader__ = importlib.machinery.BuiltinImporter
+    main_mod.__spec__ = None
+    main_mod.__package__ = None
+
+    def run():
+        sys.modules["__main__"] = main_mod
+        if source_entry is not None:
+            module, entry = source_entry
+            sys.modules.setdefault("linecache", module).cache["<string>"] = entry
         exec(code, main_mod.__dict__)
 
     return run

@@ -15,7 +15,9 @@ totals, the picture at the high-water mark, grouping, the capture file) is
 C, in ``memlens._core``; this module only wraps its results.  Besides what
 is live (``statistics``) and what was live at the peak (``peak_statistics``),
 a snapshot has what each stack allocated in total since start(), freed or
-not (``allocated_statistics``).
+not (``allocated_statistics``).  ``Snapshot.filter_traces()`` with
+:class:`Filter` and :class:`DomainFilter` narrows a snapshot as
+tracemalloc's does.
 """
 
 import atexit
@@ -41,6 +43,8 @@ __all__ = [
     "StatisticDiff",
     "Frame",
     "Traceback",
+    "Filter",
+    "DomainFilter",
 ]
 
 _KEY_TYPES = ("lineno", "filename", "function", "traceback")
@@ -318,6 +322,124 @@ def _sorted_stats(rows):
     return stats
 
 
+def _normalize_filename(filename):
+    # As tracemalloc compares file names: case-folded where the OS folds
+    # them, and a .pyc named as its .py.
+    filename = os.path.normcase(filename)
+    if filename.endswith(".pyc"):
+        filename = filename[:-1]
+    return filename
+
+
+class _BaseFilter:
+    __slots__ = ("inclusive",)
+
+    def __init__(self, inclusive):
+        self.inclusive = inclusive
+
+
+class Filter(_BaseFilter):
+    """Which blocks :meth:`Snapshot.filter_traces` keeps, as
+    :class:`tracemalloc.Filter`: those whose innermost frame (with
+    ``all_frames``, any frame of the stack) is in a file matching
+    `filename_pattern` (:func:`fnmatch.fnmatch`; a ``.pyc`` pattern or file
+    stands for its ``.py``) and, unless `lineno` is None, on that line.
+    ``inclusive=False`` excludes those blocks instead.  `domain` (None: any)
+    restricts the filter to one tracemalloc domain: every memlens block is
+    in domain 0 (see docs/tracer.md, "Filters")."""
+
+    __slots__ = ("_filename_pattern", "lineno", "all_frames", "domain")
+
+    def __init__(self, inclusive, filename_pattern, lineno=None, all_frames=False, domain=None):
+        super().__init__(inclusive)
+        self._filename_pattern = _normalize_filename(filename_pattern)
+        self.lineno = lineno
+        self.all_frames = all_frames
+        self.domain = domain
+
+    @property
+    def filename_pattern(self):
+        """The pattern, normalised as tracemalloc does (``.pyc`` -> ``.py``)."""
+        return self._filename_pattern
+
+    def __repr__(self):
+        return (f"<memlens.Filter inclusive={self.inclusive!r} filename_pattern={self.filename_pattern!r} "
+                f"lineno={self.lineno!r} all_frames={self.all_frames!r} domain={self.domain!r}>")
+
+    def _match_bytes(self, frames, filename_cache):
+        """One byte per unique frame of a table, then one for a stack with
+        no Python frame (tracemalloc's ``("<unknown>", 0)``): 1 where this
+        filter's file pattern and line match the frame (inclusive or not)."""
+        import fnmatch
+
+        pattern = self._filename_pattern
+        matched = filename_cache.setdefault(pattern, {})
+        out = bytearray(len(frames) + 1)
+        for i, (filename, lineno, _function) in enumerate(frames + [("<unknown>", 0, "")]):
+            hit = matched.get(filename)
+            if hit is None:  # each distinct file name once per pattern
+                hit = matched[filename] = fnmatch.fnmatch(_normalize_filename(filename), pattern)
+            if hit and (self.lineno is None or lineno == self.lineno):
+                out[i] = 1
+        return bytes(out)
+
+
+class DomainFilter(_BaseFilter):
+    """Keep (``inclusive``) or drop the blocks of one tracemalloc `domain`,
+    as :class:`tracemalloc.DomainFilter`.  memlens has no domain per block:
+    every block is in domain 0, tracemalloc's default."""
+
+    __slots__ = ("_domain",)
+
+    def __init__(self, inclusive, domain):
+        super().__init__(inclusive)
+        self._domain = domain
+
+    @property
+    def domain(self):
+        """The domain filtered on (read-only, as in tracemalloc)."""
+        return self._domain
+
+    def __repr__(self):
+        return f"<memlens.DomainFilter inclusive={self.inclusive!r} domain={self.domain!r}>"
+
+
+# The domain of every memlens block: the tracer keeps none per block (the
+# domain given to PyTraceMalloc_Track is not recorded), and 0 is
+# tracemalloc's default, that of every block Python's allocator makes.
+_DOMAIN = 0
+
+
+def _filter_specs(filters, frames):
+    """The engine's (include, exclude) specs of `filters`
+    (TraceTable.filter): a filter for another domain than _DOMAIN includes
+    nothing or excludes nothing, and a domain filter all or nothing."""
+    include, exclude = [], []
+    filename_cache = {}
+    everything = b"\x01" * (len(frames) + 1)
+    nothing = bytes(len(frames) + 1)
+    # tracemalloc's own filters are taken as they are (code written for
+    # tracemalloc keeps working); it is only looked up if already imported.
+    tm = sys.modules.get("tracemalloc")
+    for f in filters:
+        if tm is not None and isinstance(f, tm.Filter):
+            f = Filter(f.inclusive, f.filename_pattern, f.lineno, f.all_frames, f.domain)
+        elif tm is not None and isinstance(f, tm.DomainFilter):
+            f = DomainFilter(f.inclusive, f.domain)
+        if isinstance(f, Filter):
+            if f.domain is not None and f.domain != _DOMAIN:
+                if f.inclusive:
+                    include.append((False, nothing))
+                continue  # an exclusive filter of another domain excludes nothing
+            spec = (bool(f.all_frames), f._match_bytes(frames, filename_cache))
+        elif isinstance(f, DomainFilter):
+            spec = (False, everything if f.domain == _DOMAIN else nothing)
+        else:
+            raise TypeError(f"filters must be Filter or DomainFilter instances, not {type(f).__name__}")
+        (include if f.inclusive else exclude).append(spec)
+    return include, exclude
+
+
 class Snapshot:
     """What was live when the snapshot was taken, at the high-water mark, and
     what was allocated in total since start().
@@ -405,6 +527,29 @@ class Snapshot:
         diffs.sort(key=lambda d: (abs(d.size_diff), d.size, abs(d.count_diff), d.count, str(d.traceback)),
                    reverse=True)
         return diffs
+
+    def filter_traces(self, filters):
+        """A new Snapshot with only the blocks `filters` keep, as
+        :meth:`tracemalloc.Snapshot.filter_traces`: `filters` is an
+        iterable of :class:`Filter` and :class:`DomainFilter`; a block is
+        kept if it matches any inclusive filter (when there are some) and no
+        exclusive one.  ``statistics()``, ``compare_to()``, ``stacks()``,
+        ``dump()`` ... work on it; its ``total`` and ``peak`` are the kept
+        blocks' bytes, now and at the high-water mark.  An empty list gives
+        a snapshot equal to this one.  TypeError for an item that is not a
+        filter (tracemalloc fails with AttributeError there); tracemalloc's
+        own Filter and DomainFilter are accepted too."""
+        from collections.abc import Iterable
+
+        if not isinstance(filters, Iterable):
+            raise TypeError(f"filters must be a list of filters, not {type(filters).__name__}")
+        filters = list(filters)
+        if not filters:
+            # Every check of the items is vacuous; the table is immutable,
+            # so the new snapshot shares it.
+            return Snapshot(self._table)
+        include, exclude = _filter_specs(filters, self._table.frames())
+        return Snapshot(self._table.filter(include, exclude))
 
     def stacks(self):
         """The per-stack table: list of (Traceback, size, count, peak_size,

@@ -439,6 +439,98 @@ def test_allocated_view_is_exact(tmp_path, run_memlens, write):
     assert "lower bound" not in (tmp_path / "r.html").read_text()
 
 
+# -- memlens run -c code --------------------------------------------------------
+
+C_IDENTITY = """\
+import json, sys
+print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__,
+                  "file": "__file__" in globals(), "spec": repr(__spec__), "package": __package__,
+                  "loader": repr(__loader__), "main_is_me": sys.modules["__main__"].__dict__ is globals(),
+                  "frame_file": sys._getframe().f_code.co_filename}))
+"""
+
+
+def test_c_code_sees_what_python_c_gives_it(tmp_path, run_memlens, run_python):
+    # GIVEN code that prints its view of the world, and arguments that look
+    # like options (after -c's code they are the program's, as for python)
+    args = ("a", "--flag", "-m", "mod", "x.py")
+    # WHEN it runs under python -c and under memlens run -c
+    plain = run_python("-c", C_IDENTITY, *args, cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "-c", C_IDENTITY, *args, cwd=tmp_path)
+    # THEN argv (['-c', ...]), sys.path[0], __main__ and the file name are the same
+    assert plain.returncode == 0 and ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(plain.stdout)
+    assert json.loads(ours.stdout)["argv"] == ["-c", *args]
+    assert ours.stderr == ""
+
+
+def test_c_capture_puts_the_allocation_on_its_string_line(tmp_path, run_memlens):
+    # GIVEN code allocating 5 MB on its line 2, kept to the end, and 2 MB on
+    # line 3, freed
+    code = "import sys\nkeep = bytearray(5_000_000)\ntmp = bytearray(2_000_000); del tmp\n"
+    # WHEN it runs under memlens run -c (the -cCODE spelling, as python's)
+    r = run_memlens("run", "-q", "-o", "c.mlcap", "-c" + code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN the capture has them on <string> lines 2 and 3 exactly: the object
+    # and its buffer, sys.getsizeof() bytes in 2 blocks
+    cap = model.load(tmp_path / "c.mlcap")
+    leaks = {(f.filename, f.lineno): (size, count) for f, size, count in cap.lines("leaks")}
+    assert leaks[("<string>", 2)] == (sys.getsizeof(bytearray(5_000_000)), 2)
+    assert ("<string>", 3) not in leaks
+    peak = {(f.filename, f.lineno): size for f, size, _ in cap.lines("peak")}
+    assert peak[("<string>", 3)] == sys.getsizeof(bytearray(2_000_000))
+    assert cap.meta["command"] == "memlens run -c " + repr(code)
+    assert cap.meta["argv"] == "-c"
+
+
+@pytest.mark.parametrize("code, rc", [
+    ("import sys; sys.exit(3)", 3),
+    ("import sys; sys.exit('bye now')", 1),
+    ("raise SystemExit(256 + 7)", 7),
+    ("x = 1\n1 / 0\n", 1),
+    ("x = 1\ny = = 2\n", 1),  # SyntaxError on line 2
+])
+def test_c_exit_codes_and_errors_are_pythons(tmp_path, code, rc, run_memlens, run_python):
+    plain = run_python("-c", code, cwd=tmp_path)
+    ours = run_memlens("run", "-q", "-o", "c.mlcap", "-c", code, cwd=tmp_path)
+    assert ours.returncode == plain.returncode == rc
+    # The traceback (without memlens' frames) or message is python's.
+    assert ours.stderr == plain.stderr, ours.stderr
+    assert "memlens" not in ours.stderr and "runpy" not in ours.stderr
+
+
+def test_c_default_capture_name(tmp_path, run_memlens):
+    r = run_memlens("run", "-q", "-c", "pass", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [p.name.split(".")[0] for p in tmp_path.glob("*.mlcap")] == ["memlens-c"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "-c"), "memlens run: error: argument -c: expected the code to run\n"),
+    (("run", "-q", "--frames", "4", "-c"), "memlens run: error: argument -c: expected the code to run\n"),
+    (("advise", "-c"), "memlens advise: error: argument -c: expected the code to run\n"),
+])
+def test_c_without_code_is_a_one_line_usage_error(tmp_path, run_memlens, args, message):
+    r = run_memlens(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == message
+
+
+def test_c_and_another_program_cannot_go_together(tmp_path):
+    # Through the command line everything after -c's code is the program's
+    # (the tests above); a caller building the arguments itself gets one line.
+    import argparse
+
+    from memlens.cli import run
+    from memlens.cli.common import UsageError
+
+    args = argparse.Namespace(script="x.py", module=None, code="pass", args=[], rss=False, lines=False,
+                              min_saving=run.DEFAULT_MIN_SAVING, advise=False, diff=False, frames=16,
+                              sample_bytes=0, interval=10.0)
+    with pytest.raises(UsageError, match="^a script and -c cannot go together: give one program$"):
+        run._validate(run._Run(args))
+
+
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 

@@ -3,7 +3,7 @@ write a capture and print where the memory went.
 
 The program runs as python would run it (memlens._runner): the same
 ``sys.argv``, ``sys.path[0]`` and ``__main__`` as under ``python script.py``
-/ ``python -m module``; its stdout, stderr and exit code are preserved (an
+/ ``python -m module`` / ``python -c code``; its stdout, stderr and exit code are preserved (an
 uncaught exception prints its traceback and exits 1; Ctrl-C writes the
 capture and exits 130).
 
@@ -44,7 +44,8 @@ _INTERVAL_MS = (0.1, 3600000)
 _CENSUS_ROWS = 50
 
 # Options of `memlens run` that take a value; everything from the first
-# non-option (the script) or from -m's argument on belongs to the program.
+# non-option (the script) or from -m's or -c's argument on belongs to the
+# program.
 _VALUE_OPTS = {"-o", "--output", "--frames", "--sample-bytes", "--interval", "--min-saving"}
 _FLAG_OPTS = {"-q", "--quiet", "-h", "--help", "--lines", "--rss", "--advise", "--diff", "--no-native",
               "--no-children", "--keep-import-frames"}
@@ -53,7 +54,8 @@ _BUNDLE_FILE = re.compile(r"\d+-\d+\.(mlcap|untraced)(\.\d+\.tmp)?")
 
 
 def split_argv(argv):
-    """(memlens options, module or None, script or None, program args)."""
+    """(memlens options, module or None, script or None, code or None,
+    program args): at most one of module, script and code is set."""
     opts = []
     i = 0
     while i < len(argv):
@@ -66,7 +68,14 @@ def split_argv(argv):
             rest = argv[i + 2:] if a == "-m" else argv[i + 1:]
             if mod is None:
                 raise UsageError("argument -m: expected a module name")
-            return opts, mod, None, rest
+            return opts, mod, None, None, rest
+        if a == "-c" or (a.startswith("-c") and not a.startswith("--")):
+            # As python: -c CODE or -cCODE; what follows is the program's
+            # (sys.argv[1:]), even a script name or -m.
+            if a == "-c" and i + 1 >= len(argv):
+                raise UsageError("argument -c: expected the code to run")
+            code = argv[i + 1] if a == "-c" else a[2:]
+            return opts, None, None, code, argv[i + 2:] if a == "-c" else argv[i + 1:]
         if a in _VALUE_OPTS:
             opts += argv[i:i + 2]
             i += 2
@@ -81,21 +90,23 @@ def split_argv(argv):
             continue
         break
     if i >= len(argv):
-        return opts, None, None, []
-    return opts, None, argv[i], argv[i + 1:]
+        return opts, None, None, None, []
+    return opts, None, argv[i], None, argv[i + 1:]
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "run",
         help="run a Python program under the tracer and write a capture",
-        description="Run `script.py [args...]` or `-m module [args...]` with every allocation traced, "
+        description="Run `script.py [args...]`, `-m module [args...]` or `-c code [args...]` with every "
+                    "allocation traced, "
                     "record a memory timeline, write a capture file and print a summary to stderr: "
                     "the peak and when, the top stacks at the peak, what was still allocated at exit, "
                     "and the top classes by instance bytes at exit.",
         usage="memlens run [-o CAPTURE] [--frames N] [--sample-bytes N] [--no-native] [--interval MS] [-q] "
               "[--no-children] [--keep-import-frames] "
-              "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module) [args...]",
+              "[--lines [--rss]] [--advise [--min-saving BYTES] [--diff]] (script.py | -m module | -c code) "
+              "[args...]",
     )
     p.add_argument("-o", "--output", metavar="CAPTURE",
                    help="capture file to write (default: memlens-<program>.<pid>.mlcap)")
@@ -122,10 +133,18 @@ def add_parser(sub):
     p.add_argument("--rss", action="store_true", help="with --lines: Mem usage column from RSS")
     add_advise_options(p)
     p.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
+    add_code_option(p)
     p.add_argument("script", nargs="?", help="the program to run")
     p.add_argument("args", nargs="*", help="arguments of the program")
     p.set_defaults(func=main)
     return p
+
+
+def add_code_option(p):
+    """-c code: the program is a string, run as ``python -c`` runs it."""
+    p.add_argument("-c", dest="code", metavar="code",
+                   help="run the program passed in as a string (sys.argv is ['-c', args...]; "
+                        "its frames are in the file <string>)")
 
 
 def add_advise_options(p, always=False):
@@ -208,7 +227,7 @@ class _Run:
         # configuration: the command line
         self.args = args
         self.advise_only = getattr(args, "advise_only", False)  # `memlens advise`
-        self.program = _runner.Program(args.script, args.module, args.args)
+        self.program = _runner.Program(args.script, args.module, args.args, getattr(args, "code", None))
         # output values
         self.output = None       # absolute path of the capture to write
         self.bundle = None       # the children's directory (None: --no-children)
@@ -234,8 +253,12 @@ def _validate(run):
     from memlens.tracer import MAX_FRAMES
 
     args = run.args
-    if args.module is None and args.script is None:
-        raise UsageError("no program given: expected script.py or -m module")
+    given = [what for what, value in (("a script", args.script), ("-m", args.module),
+                                      ("-c", getattr(args, "code", None))) if value is not None]
+    if not given:
+        raise UsageError("no program given: expected script.py, -m module or -c code")
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} cannot go together: give one program")
     if args.rss and not args.lines:
         raise UsageError("--rss goes with --lines")
     if args.min_saving < 0:
@@ -258,6 +281,8 @@ def _validate(run):
 
 
 def _default_output(args):
+    if getattr(args, "code", None) is not None:
+        return f"memlens-c.{os.getpid()}.mlcap"
     name = args.module or os.path.splitext(os.path.basename(os.path.normpath(args.script)))[0] or "program"
     return f"memlens-{name}.{os.getpid()}.mlcap"
 
@@ -276,12 +301,14 @@ def _prepare_output(run):
     if not run.advise_only:
         output = args.output or _default_output(args)
         check_output_path(output)
-        if args.module is None and _same_file(output, args.script):
+        if args.script is not None and _same_file(output, args.script):
             raise UsageError(f"refusing to write the capture over the program itself: {output!r}")
         run.output = os.path.abspath(output)
         if args.children and not args.lines:
             run.bundle = _prepare_bundle(run.output)
-    if args.module is None:
+    if getattr(args, "code", None) is not None:
+        run.command = " ".join(["memlens run -c", repr(args.code)] + list(args.args))
+    elif args.module is None:
         run.command = " ".join(["memlens run", args.script] + list(args.args))
     else:
         run.command = " ".join(["memlens run -m", args.module] + list(args.args))

@@ -27,8 +27,8 @@ from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice", "format_diff"]
 
-_KIND_ORDER = ("generator", "copy", "weakref", "bounded-cache", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
-               "overallocated")
+_KIND_ORDER = ("generator", "copy", "weakref", "bounded-cache", "slots", "record", "intern", "array",
+               "duplicate-tuples", "empty", "overallocated")
 # Kinds whose saving lowers the run's peak (from a capture), not the heap
 # left at the end: the report totals them apart.
 _PEAK_KINDS = ("generator", "copy")

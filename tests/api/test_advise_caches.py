@@ -373,3 +373,39 @@ def test_instance_cache_values_that_cannot_be_weakly_referenced_are_blockers(tmp
     # THEN the advice says bytes cannot be weakly referenced
     assert advice[0] == "__main__.Parser.memo" and advice[2] == 150
     assert any("bytes cannot be weakly referenced" in b for b in advice[4])
+
+
+def test_cache_advice_leaves_the_caches_as_they_were(tmp_path, run_python, write):
+    # GIVEN a program with an unbounded functools cache and instances with
+    # a cache attribute (and no other __dict__ access)
+    prog = write(tmp_path / "prog.py", INSTANCE + "\n" + LRU.replace("class Image", "class Picture")
+                 .replace("Image(i)", "Picture(i)"))
+    check = write(tmp_path / "check.py", """\
+        import __main__, gc, sys, tracemalloc
+        import memlens
+        __main__.__file__ = sys.argv[1]
+        with open(sys.argv[1]) as f:
+            exec(compile(f.read(), sys.argv[1], "exec"), __main__.__dict__)
+        info = load.cache_info()
+        counts = [sys.getrefcount(ld._cache[i]) for ld in loaders for i in range(100)]
+        sizes = [memlens.sizeof(ld) for ld in loaders]
+        kinds = sorted(a.kind for a in memlens.advise())  # warm up
+        tracemalloc.start()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3):
+            memlens.advise()
+        gc.collect()
+        grew = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        print(kinds, load.cache_info() == info, grew < 4096,
+              counts == [sys.getrefcount(ld._cache[i]) for ld in loaders for i in range(100)],
+              sizes == [memlens.sizeof(ld) for ld in loaders])
+    """)
+    # WHEN the advisor runs over it three times
+    r = run_python(check, prog, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # THEN it advised both, and left no trace: the functools cache saw no
+    # call, the values' refcounts and the instances' sizes (no __dict__
+    # made) are as they were, and the heap did not grow
+    assert r.stdout.splitlines()[-1] == "['bounded-cache', 'weakref'] True True True True"

@@ -740,9 +740,11 @@ def _lru_edit(func, n):
         indent = old[:len(old) - len(old.lstrip())]
         new = _LRU_DECORATORS.get(text)
         if text == "@cache":
-            if "lru_cache" in space:
+            import functools
+
+            if space.get("lru_cache") is functools.lru_cache:
                 new = "@lru_cache(maxsize={n})"
-            elif "functools" in space:
+            elif space.get("functools") is functools:
                 new = "@functools.lru_cache(maxsize={n})"
             elif i == code.co_firstlineno - 1:  # the first decorator: an import may go before it
                 new = "import functools\n" + indent + "@functools.lru_cache(maxsize={n})"

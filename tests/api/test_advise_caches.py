@@ -221,7 +221,9 @@ def _apply(tmp_path, prog, edit, name):
 @pytest.mark.parametrize("source, target, old, new", [
     (LRU, "__main__.load", "@functools.cache", "@functools.lru_cache(maxsize=128)"),
     (LRU_METHOD, "__main__.Store.load", "    @lru_cache(maxsize=None)", "    @lru_cache(maxsize=128)"),
-], ids=["functools.cache", "lru_cache(maxsize=None) method"])
+    (LRU.replace("import functools", "from functools import cache").replace("@functools.cache", "@cache"),
+     "__main__.load", "@cache", "import functools\n@functools.lru_cache(maxsize=128)"),
+], ids=["functools.cache", "lru_cache(maxsize=None) method", "a bare @cache"])
 def test_unbounded_lru_cache_gets_a_bound_that_saves_what_it_predicts(tmp_path, run_python, write,
                                                                       source, target, old, new):
     # GIVEN a program whose unbounded functools cache alone keeps most of

@@ -4,6 +4,7 @@
 #include "census/census_graph.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Can instances of `t` be weakly referenced?  3.12+ managed weak
  * references use a negative tp_weaklistoffset, so any non-zero offset
@@ -150,4 +151,49 @@ advc_rows_free(advc_row *rows, Py_ssize_t n)
         }
         rows[i].ntypes = 0;
     }
+}
+
+/* What advc_lru_parts looks for in the traversal. */
+typedef struct {
+    PyObject *dict, *func; /* borrowed until the traversal returns */
+} advc_lru_found;
+
+/* visitproc: keep the first exact dict and the first function visited.
+ * Only pointers and types are read: no Python code runs during the
+ * traversal. */
+static int
+advc_lru_visit(PyObject *op, void *arg)
+{
+    advc_lru_found *f = arg;
+    if (op == NULL) {
+        return 0;
+    }
+    if (f->dict == NULL && PyDict_CheckExact(op)) {
+        f->dict = op;
+    }
+    else if (f->func == NULL && PyFunction_Check(op)) {
+        f->func = op;
+    }
+    return f->dict != NULL && f->func != NULL; /* non-zero stops it */
+}
+
+int
+advc_lru_parts(PyObject *wrapper, PyObject **dict, PyObject **func)
+{
+    PyTypeObject *tp = Py_TYPE(wrapper);
+    advc_lru_found f = {NULL, NULL};
+
+    *dict = *func = NULL;
+    /* the visiting order above holds for this one C type only: a subclass
+     * or a look-alike could visit another dict first */
+    if (strcmp(tp->tp_name, "functools._lru_cache_wrapper") != 0 || tp->tp_traverse == NULL) {
+        PyErr_SetString(PyExc_TypeError, "advise_lru_parts() needs a functools._lru_cache_wrapper");
+        return -1;
+    }
+    (void)tp->tp_traverse(wrapper, advc_lru_visit, &f);
+    Py_XINCREF(f.dict);
+    Py_XINCREF(f.func);
+    *dict = f.dict;
+    *func = f.func;
+    return 0;
 }

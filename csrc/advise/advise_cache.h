@@ -29,4 +29,13 @@ int advc_check(PyObject *dicts, advc_row *rows);
 
 void advc_rows_free(advc_row *rows, Py_ssize_t n);
 
+/* The storage dict and the wrapped function of a
+ * functools._lru_cache_wrapper (private C members), reached through the
+ * wrapper's tp_traverse: the first exact dict and the first Python function
+ * it visits.  CPython 3.9-3.13 visit the linked list of a bounded cache's
+ * entries (none for an unbounded one), then the function and the cache
+ * dict, before the wrapper's __dict__.  0 with *dict and *func new
+ * references or NULL; -1 with TypeError for anything else. */
+int advc_lru_parts(PyObject *wrapper, PyObject **dict, PyObject **func);
+
 #endif /* MEMLENS_ADVISE_CACHE_H */

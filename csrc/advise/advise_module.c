@@ -9,6 +9,23 @@
 
 /* ---- results ------------------------------------------------------------ */
 
+/* The cache dicts an attribute holds, as a list (None without any). */
+static PyObject *
+adv_attr_caches(adv_attr *a)
+{
+    if (a->ncaches == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *list = PyList_New((Py_ssize_t)a->ncaches);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < a->ncaches; i++) {
+        PyList_SET_ITEM(list, (Py_ssize_t)i, Py_NewRef(a->caches[i]));
+    }
+    return list;
+}
+
 static PyObject *
 adv_site_name(adv_site *s)
 {
@@ -40,15 +57,19 @@ adv_results(adv_state *st)
             adv_attr *a = &c->attrs[j];
             PyObject *name =
                 a->name != NULL ? (Py_INCREF(a->name), a->name) : PyUnicode_FromString(a->slot);
+            PyObject *caches = name == NULL ? NULL : adv_attr_caches(a);
+            if (caches == NULL) {
+                Py_XDECREF(name);
+            }
             PyObject *row =
-                name == NULL
+                caches == NULL
                     ? NULL
                     : Py_BuildValue(
-                        "(NOnnnnnnnn)", name, a->slot != NULL ? Py_True : Py_False,
+                        "(NOnnnnnnnnN)", name, a->slot != NULL ? Py_True : Py_False,
                         (Py_ssize_t)a->present, (Py_ssize_t)a->kinds[ADV_K_INT],
                         (Py_ssize_t)a->kinds[ADV_K_FLOAT], (Py_ssize_t)a->kinds[ADV_K_BOOL],
                         (Py_ssize_t)a->kinds[ADV_K_STR], (Py_ssize_t)a->kinds[ADV_K_NONE],
-                        (Py_ssize_t)a->kinds[ADV_K_OTHER], (Py_ssize_t)a->owned_boxed);
+                        (Py_ssize_t)a->kinds[ADV_K_OTHER], (Py_ssize_t)a->owned_boxed, caches);
             if (row == NULL || PyList_Append(attrs, row) < 0) {
                 Py_XDECREF(row);
                 Py_DECREF(attrs);
@@ -174,7 +195,28 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(adv_lru_parts_doc,
+             "advise_lru_parts(wrapper, /) -> (dict | None, function | None)\n--\n\n"
+             "The dict a functools.lru_cache / functools.cache wrapper stores its entries in\n"
+             "and the function it wraps (private members, reached through the wrapper's\n"
+             "tp_traverse), each None when not found.");
+
+static PyObject *
+adv_lru_parts(PyObject *module, PyObject *wrapper)
+{
+    (void)module;
+    PyObject *d = NULL, *f = NULL;
+    if (advc_lru_parts(wrapper, &d, &f) < 0) {
+        return NULL;
+    }
+    PyObject *res = PyTuple_Pack(2, d != NULL ? d : Py_None, f != NULL ? f : Py_None);
+    Py_XDECREF(d);
+    Py_XDECREF(f);
+    return res;
+}
+
 static PyMethodDef adv_methods[] = {
+    {"advise_lru_parts", (PyCFunction)adv_lru_parts, METH_O, adv_lru_parts_doc},
     {"advise_scan", (PyCFunction)adv_scan, METH_O, adv_scan_doc},
     {"advise_caches", (PyCFunction)adv_caches, METH_O, adv_caches_doc},
     {NULL, NULL, 0, NULL},

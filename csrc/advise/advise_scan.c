@@ -5,6 +5,7 @@
 #include "heap/walk_attrs.h"
 #include "heap/walk_size.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -375,6 +376,48 @@ typedef struct {
     adv_class *c;
 } adv_attr_ctx;
 
+/* Does the ASCII attribute name contain `word` (lower case), in any case?
+ * Read in place: no str is made per instance. */
+static int
+adv_name_has(PyObject *name, const char *word)
+{
+    if (!adv_str_plain(name) || !PyUnicode_IS_ASCII(name)) {
+        return 0;
+    }
+    const char *s = (const char *)PyUnicode_DATA(name);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    size_t wn = strlen(word);
+    for (Py_ssize_t i = 0; i + (Py_ssize_t)wn <= n; i++) {
+        size_t j = 0;
+        while (j < wn && (char)tolower((unsigned char)s[i + (Py_ssize_t)j]) == word[j]) {
+            j++;
+        }
+        if (j == wn) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Keep an exact dict held by an attribute named like a cache, for the
+ * weak-reference check (advise_caches) the advisor runs per class and
+ * attribute; -1 if out of memory. */
+static int
+adv_note_cache(adv_attr *a, PyObject *v)
+{
+    if (a->name == NULL || !PyDict_CheckExact(v)
+        || !(adv_name_has(a->name, "cache") || adv_name_has(a->name, "memo"))) {
+        return 0;
+    }
+    PyObject **grown = adv_grow(a->caches, &a->capcaches, sizeof(PyObject *), a->ncaches + 1);
+    if (grown == NULL) {
+        return -1;
+    }
+    a->caches = grown;
+    a->caches[a->ncaches++] = Py_NewRef(v);
+    return 0;
+}
+
 /* attrs_fn: tally one attribute of an instance; -1 if out of memory. */
 static int
 adv_on_attr(const attrs_item *it, void *arg)
@@ -431,6 +474,9 @@ adv_on_attr(const attrs_item *it, void *arg)
         kind = ADV_K_OTHER;
     }
     a->kinds[kind]++;
+    if (adv_note_cache(a, v) < 0) {
+        return -1;
+    }
     if ((kind == ADV_K_INT || kind == ADV_K_FLOAT) && Py_REFCNT(v) == 1 && !layout_is_immortal(v)) {
         size_t dummy = 0;
         a->owned_boxed += size_of(walk_typeinfo(ctx->st->w, Py_TYPE(v)), v, &dummy);
@@ -594,7 +640,14 @@ adv_scan_free(adv_state *st)
      * other reference, and the tables compare and size what they hold. */
     for (size_t i = 0; i < st->nclasses; i++) {
         for (int k = 0; k < st->classes[i].nattrs; k++) {
-            Py_CLEAR(st->classes[i].attrs[k].name);
+            adv_attr *a = &st->classes[i].attrs[k];
+            Py_CLEAR(a->name);
+            for (size_t j = 0; j < a->ncaches; j++) {
+                Py_CLEAR(a->caches[j]);
+            }
+            free(a->caches);
+            a->caches = NULL;
+            a->ncaches = 0;
         }
     }
     for (size_t i = 0; i < st->nsites; i++) {

@@ -41,6 +41,11 @@ typedef struct {
     size_t kinds[ADV_K_N];
     size_t owned_boxed; /* bytes of int/float values only it references */
     size_t site;        /* index + 1 of its site, 0 until first needed */
+    /* Exact dicts this attribute holds when its name says it is a cache
+     * (strong references, malloc'd: a list could trigger a collection in
+     * the middle of the walk); NULL until the first. */
+    PyObject **caches;
+    size_t ncaches, capcaches;
 } adv_attr;
 
 typedef struct {

@@ -414,6 +414,262 @@ def _copy_candidates(tree, lines, parents, shadowed):
     return out
 
 
+# ---- copies the source shows are not needed: list(a), bytes(buf), a = a + b ----
+
+# List methods that change the list in place and return None (or an item):
+# a call of one as a statement keeps no reference to the list.
+_LIST_MUTATORS = frozenset({"append", "extend", "insert", "sort", "reverse", "remove", "clear", "pop"})
+# Methods bytes and bytearray share with the same result type (not bytes):
+# a call of one reads the buffer and keeps no reference to it.
+_BUFFER_READS = frozenset({"decode", "count", "find", "rfind", "index", "startswith", "endswith", "hex"})
+
+
+class _LineCopy:
+    """A copy made on line `lineno` that the edit of that line removes.
+    `ratio` is the share of what the line held at the peak the edit saves
+    (1 for a copy dropped outright; see _concat_candidates)."""
+
+    def __init__(self, lineno, new_line, text, ratio=1.0, blocks=1):
+        self.lineno = lineno
+        self.new_line = new_line
+        self.text = text
+        self.ratio = ratio
+        self.blocks = blocks  # blocks the line must hold at the peak for the saving to hold
+
+
+def _functions(tree):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def _name_uses(fn, name):
+    """Every Name node of `name` in `fn`, or None when the name is a
+    parameter, declared global/nonlocal, deleted or used by a nested
+    function or lambda (a closure may keep it)."""
+    if name in {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}:
+        return None
+    uses = []
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Global, ast.Nonlocal)) and name in n.names:
+            return None
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)) and n is not fn:
+            if any(isinstance(m, ast.Name) and m.id == name for m in ast.walk(n)):
+                return None
+        if isinstance(n, ast.Name) and n.id == name:
+            if isinstance(n.ctx, ast.Del):
+                return None
+            uses.append(n)
+    return uses
+
+
+def _makes_list(value, shadowed):
+    """Is `value` certainly a new list: a display, a comprehension,
+    ``list(...)``, ``sorted(...)`` or a list display repeated?"""
+    if isinstance(value, (ast.List, ast.ListComp)):
+        return True
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
+        return isinstance(value.left, ast.List) or isinstance(value.right, ast.List)
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("list", "sorted") and value.func.id not in shadowed)
+
+
+def _owner(node, parents):
+    """The innermost function or lambda holding `node` (None at module level)."""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return node
+    return None
+
+
+def _in_loop(node, fn, parents):
+    while node is not fn:
+        node = parents[node]
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.comprehension)):
+            return node
+    return None
+
+
+def _keeps_nothing(n, parents):
+    """A read of a list or buffer that keeps no reference to it: transient
+    (see _transient), or a mutating list method called as a statement."""
+    if _transient(n, parents):
+        return True
+    p = parents.get(n)
+    return (isinstance(p, ast.Attribute) and p.value is n and p.attr in _LIST_MUTATORS
+            and isinstance(parents.get(p), ast.Call) and parents[p].func is p
+            and isinstance(parents.get(parents[p]), ast.Expr))
+
+
+def _top_stmt(node, fn, parents):
+    """The statement of `fn`'s own body that holds `node`, or None."""
+    while node in parents and parents[node] is not fn:
+        node = parents[node]
+    return node if node in fn.body else None
+
+
+def _call_of(node, fname, shadowed):
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == fname
+            and fname not in shadowed and len(node.args) == 1 and not node.keywords
+            and isinstance(node.args[0], ast.Name))
+
+
+def _bound_once_to(fn, name, uses, parents, maker):
+    """The one statement of `fn`'s own body that binds `name` (a plain
+    ``name = value`` where maker(value)), or None when the name is stored
+    anywhere else (``name += ...`` aside: on a list or bytearray it changes
+    the object in place)."""
+    stores = [n for n in uses if isinstance(n.ctx, ast.Store)
+              and not (isinstance(parents.get(n), ast.AugAssign) and parents[n].target is n)]
+    if len(stores) != 1:
+        return None
+    stmt = parents.get(stores[0])
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and stmt.targets[0] is stores[0]
+            and stmt in fn.body and maker(stmt.value)):
+        return None
+    return stmt
+
+
+def _replace_node(lines, node, text):
+    if node.lineno != node.end_lineno:
+        return None
+    line = lines[node.lineno - 1]
+    start, end = _segment_cols(line, node)
+    return line[:start] + text + line[end:]
+
+
+def _dropped_copy_candidates(tree, lines, parents, shadowed):
+    """``list(a)`` of a list `a` this function made, and ``bytes(buf)`` of
+    a bytearray it made, where the original is not read again after the
+    copy (and nothing else holds it): the original itself serves, and the
+    copy is saved.  A bytearray replaces bytes only where every use of the
+    result reads it the same way (len, an int index, decode() ... or a
+    write())."""
+    out = []
+    for fn in _functions(tree):
+        for node in ast.walk(fn):
+            for fname in ("list", "bytes"):
+                if not _call_of(node, fname, shadowed) or _owner(node, parents) is not fn:
+                    continue
+                name = node.args[0].id
+                uses = _name_uses(fn, name)
+                stmt = _top_stmt(node, fn, parents)
+                if uses is None or stmt is None or _in_loop(node, fn, parents) is not None:
+                    continue
+                if fname == "list":
+                    maker = lambda v: _makes_list(v, shadowed)  # noqa: E731
+                else:
+                    maker = lambda v: (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)  # noqa: E731
+                                       and v.func.id == "bytearray" and "bytearray" not in shadowed)
+                bind = _bound_once_to(fn, name, uses, parents, maker)
+                if bind is None or fn.body.index(bind) >= fn.body.index(stmt):
+                    continue
+                order = fn.body.index(stmt)
+                others = [n for n in uses if isinstance(n.ctx, ast.Load) and n is not node.args[0]]
+                if not all(fn.body.index(_top_stmt(n, fn, parents) or stmt) < order
+                           and _keeps_nothing(n, parents) for n in others):
+                    continue
+                if fname == "bytes" and not _reads_like_bytes(node, fn, parents):
+                    continue
+                new_line = _replace_node(lines, node, name)
+                if new_line is None:
+                    continue
+                what = "list" if fname == "list" else "bytearray"
+                text = (f"line {node.lineno} copies the {what} {name!r} ({fname}({name})), which is not "
+                        f"read again: use it as it is.  At the run's peak the copy held these bytes.")
+                out.append(_LineCopy(node.lineno, new_line, text))
+    return out
+
+
+def _buffer_read(n, parents):
+    """A use of bytes that a bytearray serves the same: len(x), x[i],
+    x.decode(...) and the other _BUFFER_READS, a comparison, or passing
+    it to a .write() call."""
+    p = parents.get(n)
+    if isinstance(p, ast.Call) and isinstance(p.func, ast.Name) and p.func.id == "len" and p.args == [n]:
+        return True
+    if isinstance(p, ast.Subscript) and p.value is n and not isinstance(p.slice, ast.Slice):
+        return True
+    if isinstance(p, ast.Attribute) and p.value is n and p.attr in _BUFFER_READS:
+        return isinstance(parents.get(p), ast.Call) and parents[p].func is p
+    if isinstance(p, ast.Compare):
+        return True
+    return (isinstance(p, ast.Call) and isinstance(p.func, ast.Attribute) and p.func.attr == "write"
+            and p.args == [n] and isinstance(parents.get(p), ast.Expr))
+
+
+def _reads_like_bytes(call, fn, parents):
+    """Is the result of `call` (bytes(buf)) used only in ways a bytearray
+    serves the same: directly, or through a name bound once to it?"""
+    if _buffer_read(call, parents):
+        return True
+    stmt = parents.get(call)
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+        return False
+    uses = _name_uses(fn, stmt.targets[0].id)
+    if uses is None or sum(isinstance(n.ctx, ast.Store) for n in uses) != 1:
+        return False
+    return all(_buffer_read(n, parents) for n in uses if isinstance(n.ctx, ast.Load))
+
+
+# At the peak, ``a = a + b`` holds the old list and the new one, about half
+# each; ``a += b`` holds one list, with up to an eighth spare (list_resize
+# over-allocates by newsize >> 3): on average a sixteenth.
+_CONCAT_KEPT = 0.5 * (1 + 1 / 16)
+
+
+def _concat_candidates(tree, lines, parents, shadowed):
+    """``a = a + b`` in a loop, `a` a list this function made and reads only
+    in ways that keep no reference (so growing it in place, ``a += b``,
+    changes nothing else): each pass copies all of `a`, and at the peak the
+    old and the new list are both alive."""
+    out = []
+    for fn in _functions(tree):
+        for stmt in ast.walk(fn):
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.BinOp)
+                    and isinstance(stmt.value.op, ast.Add) and isinstance(stmt.value.left, ast.Name)
+                    and stmt.value.left.id == stmt.targets[0].id):
+                continue
+            name = stmt.targets[0].id
+            if _owner(stmt, parents) is not fn:
+                continue
+            loop = _in_loop(stmt, fn, parents)
+            uses = _name_uses(fn, name)
+            if loop is None or isinstance(loop, ast.comprehension) or uses is None:
+                continue
+            if name in _names_loaded(stmt.value.right):
+                continue  # a = a + a: in place it would read itself as it grows
+            stores = [n for n in uses if isinstance(n.ctx, ast.Store) and n is not stmt.targets[0]]
+            if len(stores) != 1:
+                continue
+            bind = parents.get(stores[0])
+            if not (isinstance(bind, ast.Assign) and bind.targets == [stores[0]] and _makes_list(bind.value, shadowed)):
+                continue
+            ok = True
+            for n in uses:
+                if not isinstance(n.ctx, ast.Load) or n is stmt.value.left:
+                    continue
+                p = parents.get(n)
+                if isinstance(p, ast.Return) or _keeps_nothing(n, parents):
+                    continue
+                # iterating it is fine outside the loop that grows it
+                if isinstance(p, ast.For) and p.iter is n and _in_loop(stmt, p, parents) is None \
+                        and not any(m is stmt for m in ast.walk(p)):
+                    continue
+                ok = False
+            if not ok or stmt.lineno != stmt.end_lineno:
+                continue
+            line = lines[stmt.lineno - 1]
+            start, end = _segment_cols(line, stmt)
+            rs, re_ = _segment_cols(line, stmt.value.right)
+            new_line = line[:start] + f"{name} += " + line[rs:re_] + line[end:]
+            text = (f"line {stmt.lineno} ({line.strip()}) builds a new list of all of {name!r} on each "
+                    f"pass and drops the old one: at the run's peak both were alive.  "
+                    f"{name} += ... (list.extend) grows the one list in place.")
+            out.append(_LineCopy(stmt.lineno, new_line, text, ratio=1 - _CONCAT_KEPT, blocks=2))
+    return out
+
+
 def _file_candidates(path):
     from memlens.advise import _read_text  # plain reading: no linecache in the heap
 
@@ -427,7 +683,9 @@ def _file_candidates(path):
     shadowed = _shadowed(tree)
     found = _direct_candidates(tree, lines, parents, shadowed)
     found += _named_candidates(tree, lines, parents, shadowed)
-    return found, _copy_candidates(tree, lines, parents, shadowed), lines
+    dropped = _dropped_copy_candidates(tree, lines, parents, shadowed)
+    dropped += _concat_candidates(tree, lines, parents, shadowed)
+    return found, _copy_candidates(tree, lines, parents, shadowed), dropped, lines
 
 
 def line_advice(cap, min_saving, make_advice):
@@ -435,9 +693,10 @@ def line_advice(cap, min_saving, make_advice):
     :class:`memlens.report.model.Capture`): one `make_advice(**fields)`
     per materialized list (``generator``) or copying slice (``copy``)
     that saves at least `min_saving` bytes of the run's peak."""
-    held, allocated = {}, {}
-    for frame, size, _count in cap.lines("peak"):
+    held, allocated, blocks = {}, {}, {}
+    for frame, size, count in cap.lines("peak"):
         held[(frame.filename, frame.lineno)] = held.get((frame.filename, frame.lineno), 0) + size
+        blocks[(frame.filename, frame.lineno)] = blocks.get((frame.filename, frame.lineno), 0) + count
     if cap.allocated_exact:
         for frame, size, _count in cap.lines("allocated"):
             key = (frame.filename, frame.lineno)
@@ -448,7 +707,7 @@ def line_advice(cap, min_saving, make_advice):
         got = _file_candidates(path)
         if not got:
             continue
-        found, copies, lines = got
+        found, copies, dropped, lines = got
         for c in found:
             node = c.node
             saving = sum(held.get((path, ln), 0) for ln in range(node.lineno, node.end_lineno + 1))
@@ -465,6 +724,18 @@ def line_advice(cap, min_saving, make_advice):
                 edit=(path, c.lineno, old, c.new_line)))
         if allocated:
             out.extend(_copy_advice(path, copies, lines, held, allocated, min_saving, make_advice))
+        for c in dropped:
+            key = (path, c.lineno)
+            if blocks.get(key, 0) < c.blocks:
+                continue  # the line did not hold the copy (and its original) at the peak
+            saving = int(held.get(key, 0) * c.ratio)
+            if saving < max(min_saving, 1):
+                continue
+            old = lines[c.lineno - 1]
+            out.append(make_advice(
+                kind="copy", target=f"{os.path.basename(path)}:{c.lineno}", saving=saving, count=1,
+                text=c.text, patch=c.new_line.strip(), location=f"{path}:{c.lineno}",
+                edit=(path, c.lineno, old, c.new_line)))
     return out
 
 

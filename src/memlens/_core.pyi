@@ -26,8 +26,9 @@ _Frame = Tuple[str, int, str]
 _StackRow = Tuple[Tuple[_Frame, ...], int, int, int, int, int, int]
 _OldStackRow = Tuple[Tuple[_Frame, ...], int, int, int, int]
 # advise_scan() rows.
-# (name, is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed)
-_AdviseAttr = Tuple[str, bool, int, int, int, int, int, int, int, int]
+# (name, is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed,
+#  caches): caches lists the exact dicts held by an attribute named like a cache, or None
+_AdviseAttr = Tuple[str, bool, int, int, int, int, int, int, int, int, Optional[List[Dict[Any, Any]]]]
 # (cls, count, bytes, weakrefd, with_dict, attrs, overflow)
 _AdviseClass = Tuple[type, int, int, int, int, List[_AdviseAttr], bool]
 # (kind, owner, name, dup_strs, dup_str_bytes, dup_tuples, dup_tuple_bytes,
@@ -68,6 +69,8 @@ def why_alive(obj: object, max_paths: int, modules: List[Tuple[str, Dict[str, An
 def advise_scan(roots: List[Any], /) -> Tuple[List[_AdviseClass], List[_AdviseSite]]: ...
 # (values, held_only, shared, unweak, unweak_types, retained bytes, retained objects)
 def advise_caches(dicts: List[Dict[Any, Any]], /) -> List[Tuple[int, int, int, int, Tuple[type, ...], int, int]]: ...
+# wrapper is a functools._lru_cache_wrapper -> (its storage dict, the wrapped function)
+def advise_lru_parts(wrapper: Any, /) -> Tuple[Optional[Dict[Any, Any]], Any]: ...
 
 # ---- allocation tracer (csrc/tracer/) --------------------------------------------
 

@@ -20,14 +20,15 @@ from typing import Optional, Tuple
 import os
 import re
 import sys
+import textwrap
 
 from memlens import _core
 from memlens._util import check_int, format_bytes, qualname, result, type_module
 
 __all__ = ["Advice", "advise", "format_advice", "format_diff"]
 
-_KIND_ORDER = ("generator", "copy", "weakref", "slots", "record", "intern", "array", "duplicate-tuples", "empty",
-               "overallocated")
+_KIND_ORDER = ("generator", "copy", "weakref", "bounded-cache", "slots", "record", "intern", "array",
+               "duplicate-tuples", "empty", "overallocated")
 # Kinds whose saving lowers the run's peak (from a capture), not the heap
 # left at the end: the report totals them apart.
 _PEAK_KINDS = ("generator", "copy")
@@ -38,9 +39,10 @@ class Advice:
     """One piece of advice.
 
     ``kind`` is one of ``slots``, ``record``, ``intern``, ``array``,
-    ``empty``, ``overallocated``, ``duplicate-tuples``, ``weakref`` (from
-    the heap) or
-    ``generator`` (from a capture's peak and the source); ``target`` the class
+    ``empty``, ``overallocated``, ``duplicate-tuples``, ``weakref``,
+    ``bounded-cache`` (from the heap) or
+    ``generator`` and ``copy`` (from a capture's peak and the source);
+    ``target`` the class
     or a description of the objects; ``saving`` the bytes the change saves;
     ``count`` how many objects it concerns; ``text`` one paragraph;
     ``patch`` the code to write (or ``None``); ``location`` ``file:line`` of
@@ -469,7 +471,7 @@ def _record_advice(cls, count, nbytes, weakrefd, attrs, overflow, min_saving):
     if overflow or not attrs or cls.__bases__ != (object,):
         return None
     fields, owned = [], 0
-    for name, _is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed in attrs:
+    for name, _is_slot, present, n_int, n_float, n_bool, n_str, n_none, n_other, owned_boxed, _c in attrs:
         if present != count or n_none or n_other:
             return None
         kinds = [k for k, n in zip(_FIELD_TYPES, (n_int, n_float, n_bool, n_str)) if n]
@@ -591,10 +593,18 @@ def _program_modules():
             yield name, mod
 
 
+def _lru_wrapper_type():
+    import functools
+
+    return getattr(functools, "_lru_cache_wrapper", None)
+
+
 def _cache_candidates():
-    """[(target, dict, module name, global name or None)]: module globals
-    and class attributes that are dicts named like caches."""
-    out = []
+    """([(target, dict, module name, global name or None)], [(target,
+    wrapper)]): module globals and class attributes that are dicts named
+    like caches, and those that are functools.lru_cache/cache wrappers."""
+    out, wrappers = [], []
+    lru = _lru_wrapper_type()
     for modname, mod in _program_modules():
         space = getattr(mod, "__dict__", None)
         if type(space) is not dict:
@@ -602,11 +612,15 @@ def _cache_candidates():
         for gname, value in list(space.items()):
             if type(value) is dict and _cache_name(gname) and not gname.startswith("__"):
                 out.append((f"{modname}.{gname}", value, modname, gname))
+            elif lru is not None and type(value) is lru:
+                wrappers.append((f"{modname}.{gname}", value))
             elif isinstance(value, type) and getattr(value, "__module__", None) == modname:
                 for aname, avalue in list(value.__dict__.items()):
                     if type(avalue) is dict and _cache_name(aname):
                         out.append((f"{qualname(value)}.{aname}", avalue, modname, None))
-    return out
+                    elif lru is not None and type(avalue) is lru:
+                        wrappers.append((f"{qualname(value)}.{aname}", avalue))
+    return out, wrappers
 
 
 def _global_edit(modname, gname):
@@ -641,24 +655,179 @@ def _unweak_blocker(types, count):
     return out
 
 
-def _cache_advice(min_saving):
-    cands = _cache_candidates()
-    if not cands:
+def _instance_caches(classes):
+    """[(target, class, attribute, [dicts])]: per class of the program and
+    attribute named like a cache, the dicts its instances hold there (the
+    heap scan collects them; advice is one per class and attribute)."""
+    mods = {name for name, _ in _program_modules()}
+    out = []
+    for cls, _count, _nbytes, _weakrefd, _with_dict, attrs, _overflow in classes:
+        if type_module(cls) not in mods:
+            continue
+        for a in attrs:
+            if a[10]:
+                out.append((f"{qualname(cls)}.{a[0]}", cls, a[0], a[10]))
+    return out
+
+
+def _attribute_edit(cls, attr):
+    """(path, line, old, new) replacing the one ``self.ATTR = {}`` (or
+    ``dict()``) line of the class's source with a WeakValueDictionary
+    (imported on the line before, at the same indent), or None when there
+    is not exactly one such plain line."""
+    body, path, first = _class_block(cls)
+    if body is None:
+        return None
+    found = []
+    for k, line in enumerate(body):
+        head = line.split("=", 1)
+        if len(head) == 2 and head[0].strip() == f"self.{attr}" and head[1].strip() in ("{}", "dict()"):
+            found.append((first + k, line))
+    if len(found) != 1:
+        return None
+    lineno, old = found[0]
+    indent = old[:len(old) - len(old.lstrip())]
+    return (path, lineno, old, f"{indent}import weakref\n{indent}self.{attr} = weakref.WeakValueDictionary()")
+
+
+def _weak_text(target, values, held_only, shared, nbytes, where=""):
+    return (f"{target} is the only thing keeping {held_only:,} of its {values:,} values alive{where} "
+            f"({format_bytes(nbytes)} with what only they hold): as a "
+            f"weakref.WeakValueDictionary it would let them go as soon as the program drops "
+            f"them, and still return the {shared:,} that are in use elsewhere.")
+
+
+def _lru_bound(shared):
+    """The maxsize advised for an unbounded cache: a heap snapshot does not
+    show which entries will be asked for again, so functools' own default
+    (128), raised to the next power of two above the entries in use
+    elsewhere now (likely to be asked for again)."""
+    n = 128
+    while n < shared:
+        n *= 2
+    return n
+
+
+# Decorator lines of an unbounded cache, and their bounded form ({n}: the bound).
+_LRU_DECORATORS = {
+    "@functools.cache": "@functools.lru_cache(maxsize={n})",
+    "@functools.lru_cache(maxsize=None)": "@functools.lru_cache(maxsize={n})",
+    "@functools.lru_cache(None)": "@functools.lru_cache(maxsize={n})",
+    "@lru_cache(maxsize=None)": "@lru_cache(maxsize={n})",
+    "@lru_cache(None)": "@lru_cache(maxsize={n})",
+}
+
+
+def _lru_edit(func, n):
+    """(path, line, old, new) bounding the cache decorator of `func` (its
+    code's first line is its first decorator's), or None when the source
+    does not show one of the plain forms."""
+    code = getattr(func, "__code__", None)
+    path = getattr(code, "co_filename", None)
+    if code is None or not path or not os.path.isfile(path):
+        return None
+    try:
+        lines = _read_text(path).splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    space = getattr(module, "__dict__", None)
+    space = space if type(space) is dict else {}
+    i = code.co_firstlineno - 1
+    while 0 <= i < len(lines) and lines[i].lstrip().startswith("@"):
+        old = lines[i]
+        text = old.strip()
+        indent = old[:len(old) - len(old.lstrip())]
+        new = _LRU_DECORATORS.get(text)
+        if text == "@cache":
+            import functools
+
+            if space.get("lru_cache") is functools.lru_cache:
+                new = "@lru_cache(maxsize={n})"
+            elif space.get("functools") is functools:
+                new = "@functools.lru_cache(maxsize={n})"
+            elif i == code.co_firstlineno - 1:  # the first decorator: an import may go before it
+                new = "import functools\n" + indent + "@functools.lru_cache(maxsize={n})"
+        if new is not None:
+            return (path, i + 1, old, indent + new.format(n=n))
+        i += 1
+    return None
+
+
+def _lru_advice(target, wrapper, func, row, min_saving):
+    """Bounded-cache advice for an unbounded lru_cache/cache wrapper.  The
+    saving assumes the entries evicted by the bound are held-only ones of
+    average size (the bound keeps the most recently used, which include
+    the ones in use now when the program asked for them last)."""
+    values, held_only, shared, _unweak, _types, nbytes, _count = row
+    n = _lru_bound(shared)
+    evicted = min(held_only, values - n)
+    if evicted <= 0 or held_only <= 0:
+        return None
+    saving = nbytes * evicted // held_only
+    if saving < max(min_saving, 1):
+        return None
+    why = ("functools' default" if n == 128 else
+           "functools' default (128) doubled until it exceeds them")
+    text = (f"{target} is an unbounded functools cache: it keeps all {values:,} results it ever "
+            f"computed, {held_only:,} of them alive only through it ({format_bytes(nbytes)} with "
+            f"what only they hold).  Bound it with lru_cache(maxsize={n}): the heap does not "
+            f"show which arguments will come again, so the bound is {why}, above the "
+            f"{shared:,} results in use elsewhere now.  The cache then keeps the {n} most "
+            f"recently used and lets about {evicted:,} go, {format_bytes(saving)} at their "
+            f"average size.  Raise it if cache_info() then shows many more misses.")
+    edit = _lru_edit(func, n)
+    patch = textwrap.dedent(edit[3]) if edit else f"@functools.lru_cache(maxsize={n})"
+    loc = f"{edit[0]}:{edit[1]}" if edit else None
+    return Advice("bounded-cache", target, saving, evicted, text, patch, loc, edit=edit)
+
+
+def _cache_advice(min_saving, classes):
+    cands, wrappers = _cache_candidates()
+    groups = _instance_caches(classes)
+    lru = []
+    for target, wrapper in wrappers:
+        info = wrapper.cache_info()  # functools' C method: no user code
+        if info.maxsize is not None:
+            continue  # bounded already
+        d, func = _core.advise_lru_parts(wrapper)
+        if d is None or len(d) != info.currsize:
+            continue  # not laid out as expected: no advice rather than a wrong one
+        lru.append((target, wrapper, func, d))
+    dicts = [c[1] for c in cands] + [x[3] for x in lru] + [d for g in groups for d in g[3]]
+    if not dicts:
         return []
-    rows = _core.advise_caches([c[1] for c in cands])
+    rows = _core.advise_caches(dicts)
     out = []
     for (target, _d, modname, gname), row in zip(cands, rows):
         values, held_only, shared, unweak, types, nbytes, _count = row
         if nbytes < max(min_saving, 1):
             continue
-        text = (f"{target} is the only thing keeping {held_only:,} of its {values:,} values alive "
-                f"({format_bytes(nbytes)} with what only they hold): as a "
-                f"weakref.WeakValueDictionary it would let them go as soon as the program drops "
-                f"them, and still return the {shared:,} that are in use elsewhere.")
         edit = _global_edit(modname, gname) if gname else None
         patch = edit[3] if edit else f"{target.rsplit('.', 1)[1]} = weakref.WeakValueDictionary()"
         loc = f"{edit[0]}:{edit[1]}" if edit else None
-        out.append(Advice("weakref", target, nbytes, held_only, text, patch, loc,
+        out.append(Advice("weakref", target, nbytes, held_only,
+                          _weak_text(target, values, held_only, shared, nbytes), patch, loc,
+                          _unweak_blocker(types, unweak), edit=edit))
+    k = len(cands)
+    for target, wrapper, func, _d in lru:
+        a = _lru_advice(target, wrapper, func, rows[k], min_saving)
+        k += 1
+        if a is not None:
+            out.append(a)
+    for target, cls, attr, group in groups:
+        sub = rows[k:k + len(group)]
+        k += len(group)
+        values, held_only, shared, unweak, nbytes = (sum(r[i] for r in sub) for i in (0, 1, 2, 3, 5))
+        types = tuple(dict.fromkeys(t for r in sub for t in r[4]))
+        if nbytes < max(min_saving, 1):
+            continue
+        edit = _attribute_edit(cls, attr)
+        patch = textwrap.dedent(edit[3]) if edit else f"self.{attr} = weakref.WeakValueDictionary()"
+        where = f" in the {len(group):,} {cls.__name__} instances' {attr} dicts"
+        out.append(Advice("weakref", target, nbytes, held_only,
+                          _weak_text(target, values, held_only, shared, nbytes, where), patch,
+                          f"{edit[0]}:{edit[1]}" if edit else _location(cls),
                           _unweak_blocker(types, unweak), edit=edit))
     return out
 
@@ -721,7 +890,7 @@ def _advise(min_saving):
             out.append(r)
     for row in sites:
         out.extend(_site_advice(row, array_base, min_saving))
-    out.extend(_cache_advice(min_saving))
+    out.extend(_cache_advice(min_saving, classes))
     _source_cache.clear()
     out = [a for a in out if a.saving >= min_saving]
     return out

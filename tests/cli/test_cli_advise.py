@@ -489,6 +489,199 @@ def test_no_copy_advice_where_the_copy_is_needed(tmp_path, run_memlens, write, c
     assert advice == [] and "[copy]" not in stderr
 
 
+# ---- copy advice: copies the source shows are not needed ----------------------
+
+# (program, the line the advice edits as it becomes)
+DROPPED_COPY_CASES = {
+    "list() of a list not read again": ("""\
+        def main():
+            rows = [str(i) for i in range(200_000)]
+            rows.append("end")
+            print(len(rows))
+            copy = list(rows)
+            more = [x * 2 for x in range(300_000)]
+            print(len(copy), len(more))
+
+
+        main()
+    """, "    copy = rows"),
+    "bytes() of a bytearray read like bytes": ("""\
+        def build(n):
+            buf = bytearray()
+            for i in range(n):
+                buf += b"x" * 1000
+            data = bytes(buf)
+            extra = bytearray(4_000_000)
+            print(len(extra))
+            return len(data), data[0], data.count(b"x")
+
+
+        print(build(6_000))
+    """, "    data = buf"),
+    "a = a + b of a growing list in a loop": ("""\
+        def collect(n):
+            out = []
+            for i in range(n):
+                out = out + [i] * 20_000
+            return len(out)
+
+
+        print(collect(100))
+    """, "        out += [i] * 20_000"),
+}
+
+DROPPED_COPY_NEGATIVE = {
+    "the list is read after its copy": """\
+        def main():
+            rows = [str(i) for i in range(200_000)]
+            copy = list(rows)
+            copy.append("x")
+            more = [x * 2 for x in range(300_000)]
+            print(len(copy), len(rows), len(more))
+
+
+        main()
+    """,
+    "a list passed in (the caller keeps it)": """\
+        def main(rows):
+            copy = list(rows)
+            more = [x * 2 for x in range(300_000)]
+            print(len(copy), len(more))
+
+
+        main([str(i) for i in range(200_000)])
+    """,
+    "bytes() whose result is returned (a bytearray is not hashable)": """\
+        def build():
+            buf = bytearray(6_000_000)
+            data = bytes(buf)
+            extra = bytearray(4_000_000)
+            print(len(extra))
+            return data
+
+
+        print(len({build(): 1}))
+    """,
+    "a = a + b where the old list is kept": """\
+        def collect(n):
+            out = []
+            firsts = []
+            for i in range(n):
+                firsts.append(out)
+                out = out + [i] * 1000
+            return len(out), len(firsts)
+
+
+        print(collect(300))
+    """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(DROPPED_COPY_CASES))
+def test_dropped_copy_advice_saves_what_it_predicts(tmp_path, run_memlens, run_python, write, case):
+    # GIVEN a program whose peak includes a copy that its source shows is
+    # not needed
+    source, expected = DROPPED_COPY_CASES[case]
+    # WHEN memlens run --advise traces it
+    advice, stderr = _copy_advice(tmp_path, run_memlens, write, source)
+    # THEN one copy advice edits the copying line
+    assert len(advice) == 1, advice
+    a = advice[0]
+    path, lineno, old, new = a.edit
+    assert new == expected and a.location == f"{path}:{lineno}"
+    assert "[copy] prog.py:" in stderr
+    # AND applying it lowers the tracemalloc peak by the predicted bytes
+    # (within 10%), with the same output
+    before = _peak(run_python, tmp_path / "prog.py")
+    lines = (tmp_path / "prog.py").read_text().splitlines(True)
+    assert lines[lineno - 1] == old + "\n"
+    lines[lineno - 1] = new + "\n"
+    (tmp_path / "fixed.py").write_text("".join(lines))
+    measured = before - _peak(run_python, tmp_path / "fixed.py")
+    assert abs(a.saving - measured) <= 0.10 * measured, (a.saving, measured)
+    assert run_python("fixed.py", cwd=tmp_path).stdout == run_python("prog.py", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("case", sorted(DROPPED_COPY_NEGATIVE))
+def test_no_dropped_copy_advice_where_the_copy_is_needed(tmp_path, run_memlens, write, case):
+    # GIVEN a copy whose original is still used, comes from the caller, or
+    # whose type matters
+    # WHEN memlens run --advise traces it
+    advice, stderr = _copy_advice(tmp_path, run_memlens, write, DROPPED_COPY_NEGATIVE[case])
+    # THEN there is no copy advice
+    assert advice == [] and "[copy]" not in stderr
+
+
+CACHES_PROGRAM = """\
+    import functools
+
+
+    class Image:
+        def __init__(self):
+            self.pixels = bytes(60_000)
+
+
+    @functools.cache
+    def load(i):
+        return Image()
+
+
+    class Loader:
+        def __init__(self):
+            self._cache = {}
+
+        def get(self, i):
+            if i not in self._cache:
+                self._cache[i] = Image()
+            return self._cache[i]
+
+
+    for i in range(300):
+        load(i)
+    loaders = [Loader() for _ in range(3)]
+    for ld in loaders:
+        for i in range(100):
+            ld.get(i)
+
+
+    def main():
+        rows = [str(i) for i in range(200_000)]
+        copy = list(rows)
+        more = [x * 2 for x in range(300_000)]
+        print(len(copy), len(more))
+
+
+    main()
+"""
+
+
+def test_run_advise_reports_the_new_kinds(tmp_path, run_memlens, write):
+    # GIVEN a program with an unbounded functools cache, a cache attribute
+    # on instances and a list copy not needed
+    write(tmp_path / "prog.py", CACHES_PROGRAM)
+    # WHEN memlens run --advise traces it, and the json and HTML reports are made
+    r = run_memlens("run", "-q", "--advise", "-o", "c.mlcap", "prog.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    j = run_memlens("report", "c.mlcap", "--format", "json", cwd=tmp_path)
+    h = run_memlens("report", "c.mlcap", "--format", "html", "-o", "r.html", cwd=tmp_path)
+    assert j.returncode == 0 and h.returncode == 0, j.stderr + h.stderr
+    import json
+
+    # THEN the run printed each, and the reports carry them with their diffs
+    advice = {(a["kind"], a["target"]): a for a in json.loads(j.stdout)["advice"]}
+    page = (tmp_path / "r.html").read_text()
+    for key in (("bounded-cache", "__main__.load"), ("weakref", "__main__.Loader._cache"),
+                ("copy", "prog.py:34")):
+        assert key in advice, sorted(advice)
+        a = advice[key]
+        assert f"[{key[0]}] {key[1]}" in r.stderr
+        assert a["diff"].startswith("--- prog.py\n+++ prog.py\n") and a["saving"] > 0
+        assert f"[{key[0]}]" in page
+    # AND `memlens advise` (no capture) gives the heap's two
+    r = run_memlens("advise", "prog.py", cwd=tmp_path)
+    assert "[bounded-cache] __main__.load" in r.stderr and "[weakref] __main__.Loader._cache" in r.stderr
+
+
 # ---- examples/playbook.py: all five techniques, advice applied by make demo ---
 
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"

@@ -135,6 +135,42 @@ class CaptureBytes:
         body = data[:end[1] - 16]
         return body + struct.pack("<4sIQQ", b"END ", 0, 8, CaptureBytes.fnv1a(body))
 
+    DEFLATED = 1  # a section header's flags (2.0+): u64 length, then zlib
+
+    @staticmethod
+    def flags(data):
+        """{tag: flags} of a capture's section headers."""
+        return {tag: struct.unpack_from("<I", data, off - 12)[0]
+                for tag, off, _n in CaptureBytes.sections(data)}
+
+    @staticmethod
+    def inflate(data, version=None):
+        """The capture with every deflated section stored plain (flags 0),
+        resealed, for tests that edit a section's bytes; with version=(major,
+        minor), that header too: (1, 1) gives the file memlens 1.1 wrote for
+        the same table (1.x had no deflated sections)."""
+        import zlib
+        head = data[:8] + (struct.pack("<HH", *version) if version else data[8:12])
+        out = bytearray(head)
+        for tag, off, n in CaptureBytes.sections(data):
+            flags = struct.unpack_from("<I", data, off - 12)[0]
+            payload = data[off:off + n]
+            if flags & CaptureBytes.DEFLATED:
+                (size,) = struct.unpack_from("<Q", payload)
+                payload = zlib.decompress(payload[8:])
+                assert len(payload) == size
+            out += struct.pack("<4sIQ", tag, 0, len(payload)) + payload
+        return CaptureBytes.reseal(bytes(out))
+
+    @staticmethod
+    def deflated(tag, payload, declared=None, level=6):
+        """One deflated section (2.0): header, u64 declared length (the
+        payload's unless told), zlib stream."""
+        import zlib
+        body = struct.pack("<Q", len(payload) if declared is None else declared) + \
+            zlib.compress(payload, level)
+        return struct.pack("<4sIQ", tag, CaptureBytes.DEFLATED, len(body)) + body
+
 
 @pytest.fixture(scope="session")
 def capture_bytes():

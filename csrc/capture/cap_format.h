@@ -31,13 +31,29 @@
  * from before this rule refuses such a string in one line: "string is not
  * UTF-8".)
  *
+ * Deflated sections (2.0+, issue 19): a section whose flags (the u32 after
+ * its tag) say CAP_SECT_DEFLATED holds u64 n, then a zlib stream of those n
+ * bytes.  The writer deflates every section of CAP_DEFLATE_MIN bytes or
+ * more that shrinks, through CPython's zlib module (no link dependency;
+ * without zlib it writes every section as it is, still a valid 2.0 file).
+ * The END checksum covers the bytes as stored, so corruption is caught
+ * before anything is inflated.  A reader refuses, in one line (ValueError
+ * "not a valid memlens capture file (...)"), a declared n above
+ * CAP_DEFLATE_MAX_RATIO times the stream's size (no deflate stream expands
+ * more: a zip bomb), a stream that is not valid zlib, and one that inflates
+ * to more or fewer than n bytes or leaves bytes over; it inflates with
+ * max_length = n, so it never holds more than n bytes of a section, and n
+ * is bounded by what the file's bytes can expand to.  A 1.x reader
+ * refuses a 2.0 file as a version it does not support.
+ *
  * Reading (cap_file_open) trusts nothing about the path it is given, since
  * a capture is a file someone handed us.  It refuses, in one line:
  *   - anything but a regular file: OSError "not a regular file (a FIFO)"
  *     (a directory: IsADirectoryError), checked with stat() before the open
  *     and fstat() after it; /dev/zero would never end, a FIFO would block
  *     the open and every read, and opening a device can act on it;
- *   - a header that is not ours (magic, major version), from the first
+ *   - a header that is not ours (magic, a major version other than 1 or
+ *     2), from the first
  *     read (at most 64 KiB), before the rest of the file is read;
  *   - a section whose length goes past the end of the file (fstat's size),
  *     before any byte of it is allocated or read.
@@ -56,10 +72,27 @@
 #include <stdint.h>
 
 #define CAP_MAGIC "\x89MLNSCAP"
-#define CAP_VERSION_MAJOR 1
-/* Minor 1 added the ALOC section (cumulative per-stack totals); a minor-0
- * file has none, and a minor-0 reader skips it. */
-#define CAP_VERSION_MINOR 1
+/* Major 2 (issue 19) stores big sections deflated (CAP_SECT_DEFLATED): a
+ * 1.x reader cannot read them, so it must refuse the file as a version it
+ * does not know rather than call it corrupt ("bad section header").  This
+ * reader reads every 1.x file too (CAP_VERSION_MAJOR_OLDEST). */
+#define CAP_VERSION_MAJOR 2
+#define CAP_VERSION_MAJOR_OLDEST 1
+/* 1.1 added the ALOC section (cumulative per-stack totals); a 1.0 file has
+ * none, and a 1.0 reader skips it.  2.0: deflated sections. */
+#define CAP_VERSION_MINOR 0
+
+/* A section header's second u32 (reserved, 0, in 1.x): its flags (2.0+).
+ * CAP_SECT_DEFLATED: the payload is u64 length of the section's bytes, then
+ * those bytes as one zlib stream.  Any other bit is refused. */
+#define CAP_SECT_DEFLATED 1u
+/* The writer deflates sections at least this long (smaller ones gain too
+ * little for zlib's 11 bytes of framing). */
+#define CAP_DEFLATE_MIN ((uint64_t)256)
+/* Deflate cannot expand data more than 1032-fold: a declared length beyond
+ * that many times the stored stream is a lie (a zip bomb), refused before
+ * anything is inflated. */
+#define CAP_DEFLATE_MAX_RATIO ((uint64_t)1032)
 
 #define CAP_TAG(a, b, c, d) \
     ((uint32_t)(a) | ((uint32_t)(b) << 8) | ((uint32_t)(c) << 16) | ((uint32_t)(d) << 24))
@@ -121,7 +154,8 @@ PyObject *cap_corrupt(const char *path, const char *why);
 /* One section of a capture file: its tag and payload. */
 typedef struct {
     uint32_t tag;
-    const unsigned char *payload; /* into cap_file.data */
+    uint32_t flags;               /* CAP_SECT_*; 0 once inflated */
+    const unsigned char *payload; /* into cap_file.data or .inflated */
     uint64_t len;
 } cap_section;
 
@@ -135,6 +169,9 @@ typedef struct {
     size_t len;
     cap_section *sections;
     size_t nsections;
+    /* The inflated payloads of deflated sections (a list of bytes, or NULL):
+     * their cap_section.payload points into these. */
+    PyObject *inflated;
 } cap_file;
 
 /* Read `path` (a regular file: see "Reading" above) and check magic, major

@@ -27,9 +27,12 @@ the same corpus, each of its mutations resealed with the right checksum; a findi
 keeps the input in the temporary directory.
 
 Each run prints its seed; `--seed` replays one.  Mutations know the
-section framing (tag, reserved, u64 length, payload; END = FNV-1a of all
+section framing (tag, flags, u64 length, payload; END = FNV-1a of all
 before it) so that most cases get past the checksum and reach the section
-parsers, which is where the bugs live.
+parsers, which is where the bugs live.  Most of a 2.0 capture is deflated
+(flags 1: u64 declared length, zlib stream), so some mutations inflate a
+section, change its plain bytes or its declared length, and deflate it
+again: the parsers and the inflater's bounds both get hostile input.
 """
 import argparse
 import os
@@ -73,6 +76,33 @@ def reseal(data):
         return data
     body = data[:secs[-1][1] - 16]
     return body + struct.pack("<4sIQQ", b"END ", 0, 8, fnv1a(body))
+
+
+DEFLATED = 1  # section flags (format 2.0): u64 declared length, zlib stream
+
+
+def inflated(data, off, n):
+    """(flags, plain payload) of the section at `off`, or (flags, None) when
+    it is deflated and its stream does not inflate."""
+    import zlib
+    flags = struct.unpack_from("<I", data, off - 12)[0]
+    payload = data[off:off + n]
+    if not flags & DEFLATED:
+        return flags, payload
+    try:
+        return flags, zlib.decompress(payload[8:])
+    except (zlib.error, struct.error):
+        return flags, None
+
+
+def with_payload(data, off, n, payload, declared=None):
+    """The capture with the section at `off` holding `payload`, deflated again
+    when it was (declared length: the payload's unless told)."""
+    import zlib
+    tag, flags = struct.unpack_from("<4sI", data, off - 16)
+    if flags & DEFLATED:
+        payload = struct.pack("<Q", len(payload) if declared is None else declared) + zlib.compress(payload)
+    return data[:off - 16] + struct.pack("<4sIQ", tag, flags, len(payload)) + payload + data[off + n:]
 
 
 # -- mutations ----------------------------------------------------------------
@@ -146,6 +176,45 @@ def m_splice(rng, data, other):
     return reseal(out)
 
 
+def _deflated(data):
+    return [s for s in _payloads(data) if struct.unpack_from("<I", data, s[1] - 12)[0] & DEFLATED]
+
+
+def m_inside_deflated(rng, data):
+    """Bytes or an interesting u32 inside a deflated section's plain bytes,
+    deflated again: the section parsers see the damage (most of a 2.0
+    capture is deflated, where a flipped byte only reaches zlib)."""
+    secs = _deflated(data)
+    if not secs:
+        return m_section_bytes(rng, data)
+    _tag, off, n = rng.choice(secs)
+    _flags, plain = inflated(data, off, n)
+    if not plain:
+        return m_flip(rng, data)
+    b = bytearray(plain)
+    if len(b) >= 4 and rng.random() < 0.5:
+        struct.pack_into("<I", b, 4 * rng.randrange(len(b) // 4), rng.choice(INTERESTING32))
+    else:
+        for _ in range(rng.randint(1, 6)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    return reseal(with_payload(data, off, n, bytes(b)))
+
+
+def m_declared_length(rng, data):
+    """A deflated section that declares another inflated length (a zip
+    bomb's, one off, zero)."""
+    secs = _deflated(data)
+    if not secs:
+        return m_section_length(rng, data)
+    _tag, off, n = rng.choice(secs)
+    _flags, plain = inflated(data, off, n)
+    if plain is None:
+        return m_flip(rng, data)
+    new = rng.choice([0, 1, len(plain) - 1, len(plain) + 1, len(plain) * 2, n * 1032, n * 1033, 1 << 40,
+                      (1 << 64) - 1])
+    return reseal(with_payload(data, off, n, plain, declared=max(0, new)))
+
+
 def m_duplicate(rng, data):
     secs = _payloads(data)
     if not secs:
@@ -163,7 +232,8 @@ def m_drop(rng, data):
 
 
 MUTATORS = [m_flip, m_truncate, m_section_bytes, m_section_bytes, m_section_u32, m_section_u32,
-            m_section_length, m_duplicate, m_drop]
+            m_section_length, m_duplicate, m_drop, m_inside_deflated, m_inside_deflated,
+            m_inside_deflated, m_declared_length]
 
 
 def mutate(rng, data, other):

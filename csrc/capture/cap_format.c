@@ -12,7 +12,9 @@
  *         stack in STKS order.  A separate section rather than wider STKS
  *         rows, so that 1.0 readers still read 1.1 files (they skip it) and
  *         1.0 files are told apart by its absence.
- */
+ * Since 2.0 any of them (and any run section) may be stored deflated
+ * (cap_format.h, "Deflated sections"): what is above is the inflated
+ * payload, which is what the parsers below see. */
 #include "capture/cap_format.h"
 #include "tracer/trace_stack.h"
 #include "tracer/trace_snapshot.h"

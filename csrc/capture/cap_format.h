@@ -3,9 +3,12 @@
  * Layout (all integers little-endian):
  *   magic    8 bytes  "\x89MLNSCAP"  (high first byte: catches text-mode
  *                                      and 7-bit mangling)
- *   version  u16 major, u16 minor     (a reader accepts its own major and
- *                                      any minor; unknown sections skipped)
- *   sections: u32 tag, u32 reserved (0), u64 length, `length` bytes
+ *   version  u16 major, u16 minor     (a reader accepts the majors it
+ *                                      knows, 1 and 2, and any minor;
+ *                                      unknown sections skipped)
+ *   sections: u32 tag, u32 flags (1.x: reserved, 0; 2.0+: 0 or
+ *             CAP_SECT_DEFLATED, see "Deflated sections"), u64 length,
+ *             `length` bytes
  *   the last section is CAP_TAG_END, whose payload is the FNV-1a 64-bit
  *   hash of every byte before it: a truncated or corrupted file is
  *   detected before any of it is trusted.

@@ -200,3 +200,14 @@ def test_a_real_zip_bomb_is_bounded(load_probe, tmp_path, capture_bytes):
     exc, msg, took, grew = load_probe("model", path)
     assert exc == "CaptureError" and "bad stack table" in msg, msg
     assert grew < 200 << 20 and took < 10
+
+
+def test_a_stream_longer_than_declared_is_not_inflated_past_it(load_probe, tmp_path, capture_bytes):
+    # GIVEN a section declaring 4 bytes whose stream inflates to 64 MiB
+    stks = capture_bytes.deflated(b"STKS", bytes(64 << 20), declared=4, level=9)
+    path = tmp_path / "long.mlcap"
+    path.write_bytes(_capture_with(capture_bytes, stks))
+    # WHEN loaded, THEN refused in one line, having inflated only 4 bytes
+    exc, msg, took, grew = load_probe("model", path)
+    assert exc == "CaptureError" and "length mismatch" in msg, msg
+    assert grew < 32 << 20

@@ -229,6 +229,24 @@ cap_end_section(cap_writer *w)
     }
 }
 
+/* CPython's zlib module, imported for one read or write; NULL with an
+ * exception when it cannot be.  A zlib this import brought into
+ * sys.modules is taken out again: a capture written during the program
+ * (a followed child's periodic write, Snapshot.dump) must not change what
+ * the program finds imported (memlens run starts it with python's own
+ * modules).  The module object lives on in the reference returned. */
+static PyObject *
+cap_import_zlib(void)
+{
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    int had = PyDict_GetItemString(modules, "zlib") != NULL;
+    PyObject *zlib = PyImport_ImportModule("zlib");
+    if (zlib != NULL && !had && PyDict_DelItemString(modules, "zlib") < 0) {
+        PyErr_Clear(); /* still imported, which is harmless */
+    }
+    return zlib;
+}
+
 /* Store every section of at least CAP_DEFLATE_MIN bytes deflated (zlib
  * level 6), through CPython's own zlib module: no link dependency.  The
  * frame indices and per-stack figures of a big table are highly repetitive:
@@ -243,7 +261,7 @@ cap_deflate_sections(cap_writer *w)
     cap_writer out;
     int rc = -1;
     memset(&out, 0, sizeof(out));
-    zlib = PyImport_ImportModule("zlib");
+    zlib = cap_import_zlib();
     if (zlib == NULL) {
         /* A Python built without zlib: write uncompressed. */
         PyErr_Clear();
@@ -856,7 +874,7 @@ cap_file_inflate(cap_file *f)
             continue;
         }
         if (zlib == NULL) {
-            zlib = PyImport_ImportModule("zlib");
+            zlib = cap_import_zlib();
             if (zlib == NULL) {
                 PyErr_Clear();
                 PyErr_Format(PyExc_ValueError,

@@ -211,3 +211,22 @@ def test_a_stream_longer_than_declared_is_not_inflated_past_it(load_probe, tmp_p
     exc, msg, took, grew = load_probe("model", path)
     assert exc == "CaptureError" and "length mismatch" in msg, msg
     assert grew < 32 << 20
+
+
+def test_writing_and_reading_leave_zlib_out_of_the_programs_modules(run_ok, tmp_path):
+    # GIVEN a program that has not imported zlib, traced
+    out = run_ok(f"""
+        import sys, memlens
+        memlens.start()
+        keep = [bytearray(100) for _ in range(1000)]
+        snap = memlens.take_snapshot()
+        memlens.stop()
+        before = "zlib" in sys.modules
+        # WHEN its snapshot is written (deflated) and read back
+        snap.dump({str(tmp_path / "s.mlcap")!r})
+        back = memlens.Snapshot.load({str(tmp_path / "s.mlcap")!r})
+        # THEN zlib was used, but the program still finds it not imported
+        print(before, "zlib" in sys.modules, back.total == snap.total)
+    """)
+    assert out.split() == ["False", "False", "True"]
+    assert (tmp_path / "s.mlcap").read_bytes()[8:10] == b"\x02\x00"  # format 2: deflated sections

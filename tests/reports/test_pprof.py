@@ -58,3 +58,18 @@ def test_go_pprof_reads_a_hand_built_profile(tmp_path, make_capture, go_pprof):
     assert got[(("load", 30), ("<module>", 10))] == [2, 8000, 0, 0, 2, 8000]
     assert got[(("<module>", 10),)] == [1, 100, 1, 100, 1, 100]
     assert gzip.decompress(path.read_bytes()) == pprof.encode_profile(make_capture())
+
+
+def test_a_block_with_no_python_frame_is_not_dropped(tmp_path, go_pprof):
+    # GIVEN a capture with a stack of no frames (a block allocated before
+    # any Python frame: seen in a forked child on 3.9)
+    from memlens.report.model import Capture, Frame, StackStat
+
+    cap = Capture(stacks=[StackStat((), 456, 1, 456, 1), StackStat((Frame("/a.py", 3, "f"),), 100, 1, 100, 1)])
+    path = tmp_path / "p.pb.gz"
+    path.write_bytes(pprof.render(cap))
+    # THEN Go's pprof keeps its bytes, on an "<unknown>" location as
+    # tracemalloc names such blocks (a sample with no location was dropped)
+    _, samples = go_pprof(path)
+    assert sorted((v[3], [f for f, _, _ in frames]) for v, frames in samples) == [
+        (100, ["f"]), (456, ["<unknown>"])]

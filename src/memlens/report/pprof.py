@@ -24,8 +24,11 @@ valid UTF-8, as protobuf strings must be.
 import gzip
 
 from memlens.report.names import utf8
+from memlens.tracer import Frame
 
 __all__ = ["render", "encode_profile"]
+
+_UNKNOWN = (Frame("<unknown>", 0, "<unknown>"),)
 
 # Field numbers of the Profile message (profile.proto).
 _SAMPLE_TYPE = 1
@@ -110,7 +113,9 @@ def encode_profile(cap, pids=None):
                 continue
             # (A bytearray: bytes.join would hold an 80-byte buffer per frame.)
             loc_ids = bytearray()
-            for f in s.frames:
+            # A block with no Python frame gets one "<unknown>" location, as
+            # tracemalloc names it: Go's pprof drops a sample with none.
+            for f in s.frames or _UNKNOWN:
                 lid = frame_loc.get(f)
                 if lid is None:
                     fid = functions.get((f.function, f.filename))

@@ -49,9 +49,6 @@ def main(argv=None):
 
 
 def _main(argv, command):
-    # What python had imported before memlens's own code: `memlens run`
-    # hands the program an interpreter with only these (and memlens).
-    before = frozenset(sys.modules)
     from memlens.cli import run
     from memlens.cli.common import UsageError
 
@@ -74,7 +71,6 @@ def _main(argv, command):
                 parser.print_help(sys.stderr)
                 return 2
             command[0] = args.command
-        args.modules_at_start = before
         return args.func(args)
     except UsageError as e:
         prog = "memlens" if command[0] is None else f"memlens {command[0]}"

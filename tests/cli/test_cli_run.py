@@ -575,45 +575,6 @@ def test_max_rss_is_the_programs_and_memlens_own_work_is_apart(tmp_path, run_pyt
     assert abs(own - (process_max - max(shown, program_max))) <= 0.06 * _UNITS[unit] + 8192
 
 
-def test_the_program_starts_with_the_modules_python_gives_it(tmp_path, run_memlens, run_python, write):
-    # GIVEN a module that lists sys.modules at its first line, then imports
-    # what memlens's own command line uses (argparse, re, typing, zipfile)
-    # and measures what those imports allocated
-    write(tmp_path / "first.py", """\
-        import sys, _tracemalloc, memlens
-        first = sorted(sys.modules)
-        tm = _tracemalloc.is_tracing()
-        traced = (lambda: _tracemalloc.get_traced_memory()[0]) if tm else (lambda: memlens.traced_memory()[0])
-        base = traced()
-        import argparse, re, typing, zipfile
-        print(traced() - base)
-        print(" ".join(first))
-    """)
-    # WHEN it runs under plain `python -m`, under tracemalloc from the
-    # interpreter's start, and under `memlens run -m`
-    plain = run_python("-m", "first", cwd=tmp_path)
-    traced = run_python("-X", "tracemalloc", "-m", "first", cwd=tmp_path)
-    ours = run_memlens("run", "-q", "--no-native", "-o", "c.mlcap", "-m", "first", cwd=tmp_path)
-    for r in (plain, traced, ours):
-        assert r.returncode == 0, r.stderr
-    # THEN the program finds only python's own modules, memlens's package
-    # (which it imported itself) and dataclasses (which memlens's result
-    # types need), not the 100 modules memlens's command line imported
-    python_has = set(plain.stdout.split("\n")[1].split())
-    memlens_has = set(ours.stdout.split("\n")[1].split())
-    extra = {m for m in memlens_has - python_has if m.split(".")[0] != "memlens"}
-    assert extra <= {"dataclasses"}, extra
-    assert python_has <= memlens_has
-    # AND its imports of them are traced, near what tracemalloc started at
-    # the interpreter's start sees (they cost 28 B when memlens had imported
-    # them before the program; 0.82x on 3.9, 0.94x on 3.11: what python
-    # itself imported before either differs, see docs/cli.md)
-    expected = int(traced.stdout.split("\n")[0])
-    got = int(ours.stdout.split("\n")[0])
-    assert expected > 500_000  # 1.0 MB on 3.9, 2.8 MB on 3.11
-    assert 0.75 * expected <= got <= 1.15 * expected, (got, expected)
-
-
 def _table(out, title):
     """The rows of the text table under the line starting with `title`:
     [(bytes text, blocks, location)]."""

@@ -66,9 +66,8 @@ class Progress:
     only when stderr is a terminal and the work takes more than a second."""
 
     def __init__(self, what, stream=None, delay=1.0):
-        # Imported here: `memlens run` imports this module before the
-        # program, which must not find threading imported (see
-        # run._forget_runner_imports).
+        # Imported here, when a report shows progress: `memlens run`
+        # imports this module before the program.
         import threading
 
         self.what = what

@@ -357,40 +357,13 @@ def _start_tracing(run):
         _follow.install(_core, (run.bundle, run.args.frames, run.args.sample_bytes, run.args.interval,
                                 run.args.native),
                         runner=_runner.runner_files(*_RUNNER))
-    start = memlens.start  # the tracer's module, imported now (not by the program)
-    _forget_runner_imports(run)
     run.start_ns = time.time_ns()
     run.t0 = time.monotonic()
-    start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
+    memlens.start(frames=run.args.frames, sample_bytes=run.args.sample_bytes, native=run.args.native)
     if run.bundle is not None:
         _write_marker(run)
     capture.start_timeline(run.args.interval)
     _catch_fatal_signals(run)
-
-
-# Kept in sys.modules for the program although memlens imported them: its
-# own package (the program's `import memlens` must be the running one), and
-# dataclasses, whose identity memlens's result types carry (a second copy's
-# fields() and asdict() find no fields in them).
-_KEEP_IMPORTED = ("memlens", "dataclasses")
-
-
-def _forget_runner_imports(run):
-    """The program starts in the interpreter state python gives it: every
-    module memlens's command line imported (argparse, re, typing, zipfile,
-    the report package's dependencies, ...) leaves sys.modules, so that the
-    program's own imports of them run, under the tracer, as they would
-    without memlens (plain python has about 30 modules at a script's first
-    line; memlens's command line had made it 130).  memlens's code keeps
-    the module objects it holds; a program importing one gets a fresh
-    copy, as a first import under plain python would."""
-    before = getattr(run.args, "modules_at_start", None)
-    if before is None:  # not started through memlens.__main__
-        return
-    for name in list(sys.modules):
-        if name in before or name.split(".", 1)[0] in _KEEP_IMPORTED:
-            continue
-        del sys.modules[name]
 
 
 def _write_marker(run):

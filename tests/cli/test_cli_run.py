@@ -567,12 +567,15 @@ def test_max_rss_is_the_programs_and_memlens_own_work_is_apart(tmp_path, run_pyt
     assert cap.timeline[-1].t <= float(cap.meta["duration_s"]) + 0.05
     assert 0.8 * program_max <= shown <= program_max + (256 << 10)
     # AND memlens's own end-of-run work is the rest of the process's max
-    # RSS, said apart (to the summary's one decimal)
+    # RSS, said apart (to the summary's one decimal; the process may touch
+    # a few more pages after the summary is printed, at its exit: 79 KB
+    # seen on 3.13)
     line = next(ln for ln in r.stderr.splitlines() if "memlens itself:" in ln)
     num, unit = line.split("memlens itself:")[1].split()[:2]
     own = float(num) * _UNITS[unit]
-    assert process_max - max(shown, program_max) > 1 << 20
-    assert abs(own - (process_max - max(shown, program_max))) <= 0.06 * _UNITS[unit] + 8192
+    rest = process_max - max(shown, program_max)
+    assert rest > 1 << 20
+    assert 0.95 * rest - 0.06 * _UNITS[unit] <= own <= rest + 0.06 * _UNITS[unit] + 8192
 
 
 def _table(out, title):

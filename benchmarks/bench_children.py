@@ -21,11 +21,11 @@ follow: it should be 1.00 within noise).
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
+
+from _common import best
 
 POOL = textwrap.dedent('''\
     import multiprocessing as mp, sys
@@ -50,22 +50,6 @@ NOCHILD = textwrap.dedent('''\
 ''')
 
 
-# The children import memlens as this process does (a relative PYTHONPATH
-# would not survive the temporary working directory).
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
-
-
-def wall(cmd, cwd):
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, env=ENV)
-    took = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed:\n{proc.stderr}")
-    return took
-
-
-def best(cmd, cwd, repeat):
-    return min(wall(cmd, cwd) for _ in range(repeat))
 
 
 def main():

@@ -23,15 +23,13 @@ time, and the capture sizes against memray's aggregated and full logs.
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
+
+from _common import best
 
 FUNCS = 500
 
-# The children import memlens as this process does.
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(os.path.abspath(p) for p in sys.path if p))
 
 
 def program(stacks):
@@ -44,19 +42,6 @@ def program(stacks):
         lines.append(f"def g{j}():\n{body}")
     lines.append("\n".join(f"g{j}()" for j in range(callers)))
     return "\n".join(lines) + "\n"
-
-
-def wall(cmd, cwd):
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, env=ENV)
-    took = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return took
-
-
-def best(cmd, cwd, repeat):
-    return min(wall(cmd, cwd) for _ in range(repeat))
 
 
 def main():

@@ -208,6 +208,20 @@ def make_capture():
     return make
 
 
+@pytest.fixture
+def no_tracer_left():
+    """Stops memlens' tracer and tracemalloc after the test, whatever it
+    left running (a failed assertion between start and stop)."""
+    yield
+    import tracemalloc
+
+    import memlens
+
+    memlens.stop()
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
+
+
 @pytest.fixture(scope="session")
 def go_pprof(tmp_path_factory):
     """go_pprof(path) -> (sample types, [(values, [(function, file, line),

@@ -37,12 +37,7 @@ S2 = sys.getsizeof(bytearray(2_000_000))
 S3 = sys.getsizeof(bytearray(3_000_000))
 
 
-@pytest.fixture(autouse=True)
-def _no_tracer_left():
-    yield
-    memlens.stop()
-    if tracemalloc.is_tracing():
-        tracemalloc.stop()
+pytestmark = pytest.mark.usefixtures("no_tracer_left")
 
 
 @pytest.fixture

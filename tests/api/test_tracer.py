@@ -12,12 +12,7 @@ from memlens import _core, _testcore
 
 
 
-@pytest.fixture(autouse=True)
-def _no_tracer_left():
-    yield
-    memlens.stop()
-    if tracemalloc.is_tracing():
-        tracemalloc.stop()
+pytestmark = pytest.mark.usefixtures("no_tracer_left")
 
 
 # -- workloads (each allocation site on its own line) -------------------------

@@ -66,6 +66,18 @@ def test_long_runs_are_halved_not_grown():
         _core.timeline_start(1.0, 2)
 
 
+def _prints_ok(code, timeout, hang):
+    """Run `code` in a fresh interpreter, which must print "ok"; a hang
+    fails the test as `hang`, not the whole suite."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(hang)
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+
+
 def test_concurrent_stops_both_return():
     # Two threads stopping the sampler at once: only one may join it (a
     # second pthread_join of the same thread hung).  Run in a subprocess so
@@ -94,13 +106,7 @@ def test_concurrent_stops_both_return():
         assert _core.timeline_stop()[1]
         print("ok")
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=30, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail("concurrent timeline_stop() calls hung")
-    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    _prints_ok(code, 30, "concurrent timeline_stop() calls hung")
 
 
 def test_fork_right_after_start_then_sampling_in_the_child():
@@ -127,10 +133,4 @@ def test_fork_right_after_start_then_sampling_in_the_child():
             assert _core.timeline_stop()[1]
         print("ok")
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=60, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a child forked just after timeline_start() hung")
-    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    _prints_ok(code, 60, "a child forked just after timeline_start() hung")
